@@ -1,0 +1,102 @@
+#include "file_util.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+
+#if !defined(SELFCOND_WASM)
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
+
+namespace selfcond {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open '", path, "': ", strerror(errno)));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading '", path, "'"));
+  return ss.str();
+}
+
+absl::Status WriteFile(const std::string& path, std::string_view bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot create '", path, "': ", strerror(errno)));
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  out.close();
+  if (!out) return absl::DataLossError(absl::StrCat("error writing '", path, "'"));
+  return absl::OkStatus();
+}
+
+MappedFile MappedFile::FromBuffer(std::string bytes) {
+  MappedFile f;
+  f.owned_ = std::move(bytes);
+  f.data_ = reinterpret_cast<const uint8_t*>(f.owned_.data());
+  f.size_ = f.owned_.size();
+  return f;
+}
+
+absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path) {
+#if defined(SELFCOND_WASM)
+  auto bytes = ReadFile(path);
+  if (!bytes.ok()) return bytes.status();
+  return FromBuffer(std::move(*bytes));
+#else
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return absl::NotFoundError(absl::StrCat("cannot open '", path, "': ", strerror(errno)));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not a regular file"));
+  }
+  MappedFile f;
+  f.size_ = static_cast<size_t>(st.st_size);
+  if (f.size_ == 0) {
+    ::close(fd);
+    return f;  // empty: callers report "truncated"
+  }
+  void* p = mmap(nullptr, f.size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) return absl::InternalError(absl::StrCat("cannot mmap '", path, "': ", strerror(errno)));
+  f.data_ = static_cast<const uint8_t*>(p);
+  f.mapped_ = true;
+  return f;
+#endif
+}
+
+MappedFile::MappedFile(MappedFile&& o) noexcept { *this = std::move(o); }
+
+MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
+  if (this == &o) return *this;
+  this->~MappedFile();
+  mapped_ = o.mapped_;
+  size_ = o.size_;
+  if (mapped_) {
+    data_ = o.data_;
+  } else {
+    owned_ = std::move(o.owned_);
+    data_ = reinterpret_cast<const uint8_t*>(owned_.data());
+    if (size_ == 0) data_ = nullptr;
+  }
+  o.data_ = nullptr;
+  o.size_ = 0;
+  o.mapped_ = false;
+  return *this;
+}
+
+MappedFile::~MappedFile() {
+#if !defined(SELFCOND_WASM)
+  if (mapped_ && data_) munmap(const_cast<uint8_t*>(data_), size_);
+#endif
+  mapped_ = false;
+  data_ = nullptr;
+  size_ = 0;
+}
+
+}  // namespace selfcond

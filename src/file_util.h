@@ -1,0 +1,42 @@
+// Reading files whole, and memory-mapping them read-only (the model is used in place).
+#ifndef SELFCOND_FILE_UTIL_H_
+#define SELFCOND_FILE_UTIL_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace selfcond {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path);
+absl::Status WriteFile(const std::string& path, std::string_view bytes);
+
+// A read-only view of a file's bytes: mmap natively, a heap copy where mmap is unavailable
+// (WASM) or for buffers handed over by the caller.
+class MappedFile {
+ public:
+  static absl::StatusOr<MappedFile> Open(const std::string& path);
+  static MappedFile FromBuffer(std::string bytes);  // takes ownership
+
+  MappedFile() = default;
+  MappedFile(MappedFile&& other) noexcept;
+  MappedFile& operator=(MappedFile&& other) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  ~MappedFile();
+
+  absl::Span<const uint8_t> bytes() const { return {data_, size_}; }
+
+ private:
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  bool mapped_ = false;
+  std::string owned_;
+};
+
+}  // namespace selfcond
+
+#endif  // SELFCOND_FILE_UTIL_H_

@@ -1,0 +1,147 @@
+// The model layer: a GPT-2 loaded from a selfcond model file, and a Session that runs the
+// forward pass (src/gpt2.cc, readable top to bottom) with a KV cache and the two expert hooks
+// (capture: max-pool unit responses; forcing: overwrite units).
+//
+// Model is immutable and shareable: one mmap, many Sessions (one per thread).
+#ifndef SELFCOND_GPT2_H_
+#define SELFCOND_GPT2_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "file_util.h"
+#include "kernels/kernels.h"
+#include "model_file.h"
+#include "tokenizer.h"
+#include "units.h"
+
+namespace selfcond {
+
+enum class Precision { kInt8, kF32 };
+absl::StatusOr<Precision> ParsePrecision(const std::string& s);  // "int8" | "f32"
+
+// Weights of one block, views into the mapped file (or into dequantized buffers).
+struct LinearWeights {
+  kernels::PackedI8 q;      // int8 path: (n, k) packed
+  kernels::MatF32 f;        // f32 path: (n, k) output-major (file copy or dequantized)
+  const float* bias;        // (n)
+};
+
+struct BlockWeights {
+  const float* ln_1_weight;  // (d)
+  const float* ln_1_bias;    // (d)
+  LinearWeights c_attn;      // (3d, d)
+  LinearWeights attn_c_proj; // (d, d)
+  const float* ln_2_weight;  // (d)
+  const float* ln_2_bias;    // (d)
+  LinearWeights c_fc;        // (d_ff, d)
+  LinearWeights mlp_c_proj;  // (d, d_ff)
+};
+
+class Model {
+ public:
+  struct LoadOptions {
+    bool verify_hash = false;    // recompute SHA-256 (slow for big models)
+    bool need_float = false;     // prepare f32 weights (file copies, else dequantized int8)
+  };
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path, LoadOptions opts);
+  static absl::StatusOr<std::unique_ptr<Model>> FromBuffer(std::string bytes, LoadOptions opts);
+
+  const GPT2Config& config() const { return view_.config; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const std::string& hash_hex() const { return hash_hex_; }
+  const std::string& name() const { return view_.model_name; }
+  const ModelFileView& file() const { return view_; }
+  size_t file_bytes() const { return file_.bytes().size(); }
+  bool has_float_copies() const { return has_float_copies_; }
+  bool float_ready() const { return float_ready_; }
+
+  // Weights (shape comments in BlockWeights).
+  const kernels::PackedI8& wte_q() const { return wte_q_; }        // (vocab, d) int8
+  const float* wte_f32() const { return wte_f_.w; }                 // (vocab, d) or null
+  const LinearWeights& lm_head() const { return lm_head_; }         // (vocab, d)
+  const float* wpe() const { return wpe_; }                         // (n_ctx, d)
+  const BlockWeights& block(int l) const { return blocks_[l]; }
+  const float* ln_f_weight() const { return ln_f_weight_; }         // (d)
+  const float* ln_f_bias() const { return ln_f_bias_; }             // (d)
+
+ private:
+  Model() = default;
+  absl::Status Build(LoadOptions opts);
+  absl::Status BuildLinear(const std::string& prefix, int n, int k, bool need_float, LinearWeights* out);
+
+  MappedFile file_;
+  ModelFileView view_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::string hash_hex_;
+  bool has_float_copies_ = false;
+  bool float_ready_ = false;
+  kernels::PackedI8 wte_q_;
+  kernels::MatF32 wte_f_;
+  LinearWeights lm_head_;
+  const float* wpe_ = nullptr;
+  std::vector<BlockWeights> blocks_;
+  const float* ln_f_weight_ = nullptr;
+  const float* ln_f_bias_ = nullptr;
+  std::vector<std::vector<float>> owned_f32_;     // dequantized float weights
+  std::vector<std::vector<int32_t>> owned_i32_;   // row sums when absent from the file
+};
+
+class ThreadPool;  // src/parallel.h
+
+struct SessionOptions {
+  Precision precision = Precision::kInt8;
+  const kernels::Backend* backend = nullptr;  // null: kernels::DefaultBackend()
+  ThreadPool* pool = nullptr;                 // null: single-threaded
+  int max_batch = 256;                        // tokens per forward call (prefill chunk)
+};
+
+class Session {
+ public:
+  // The model must outlive the session.
+  static absl::StatusOr<std::unique_ptr<Session>> Create(const Model& model, SessionOptions opts);
+  ~Session();
+
+  // Clears the KV cache (position back to 0). Keeps forcing and capture settings.
+  void Reset();
+  int pos() const { return pos_; }
+  const Model& model() const { return model_; }
+
+  // Runs tokens at positions pos()..pos()+n-1 (prefilled as one batch, chunked by max_batch)
+  // and appends them to the KV cache. Fails (without changing state) if pos()+n > n_ctx or a
+  // token id is out of range.
+  // want_logits: kNone (ranking: skips the LM head), kLast (generation: last position) or
+  // kAll (perplexity: every position, (n, vocab) row-major).
+  enum class Logits { kNone, kLast, kAll };
+  absl::StatusOr<absl::Span<const float>> Forward(absl::Span<const int32_t> tokens, Logits want);
+
+  // Expert hooks. forcing may be null; it must outlive its use. Sites' unit indices are
+  // validated by SetForcing.
+  absl::Status SetForcing(const Forcing* forcing);
+  // capture_max (UnitSpace(config).num_units()) receives max(previous, response) for every unit
+  // at every position processed while set; the caller initializes it (to -inf). Null disables.
+  void SetCapture(float* capture_max) { capture_max_ = capture_max; }
+
+ private:
+  Session(const Model& model, SessionOptions opts);
+  absl::Status ForwardChunk(const int32_t* tokens, int n, bool last_chunk, Logits want);
+  void Linear(const LinearWeights& w, const float* x, int m, float* y);
+  void Intervene(int site, float* y, int m, int n, bool chunk_has_last);
+
+  const Model& model_;
+  SessionOptions opts_;
+  UnitSpace units_;
+  int pos_ = 0;
+  const Forcing* forcing_ = nullptr;
+  float* capture_max_ = nullptr;
+  struct Scratch;
+  std::unique_ptr<Scratch> s_;
+};
+
+}  // namespace selfcond
+
+#endif  // SELFCOND_GPT2_H_

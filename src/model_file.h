@@ -1,0 +1,133 @@
+// The selfcond model file (".scm"): one little-endian file, memory-mapped, zero-copy.
+// Full spec with rationale: docs/model-format.md. This header is the single definition.
+//
+//   offset 0             FileHeader (256 bytes): magic, version, config, section offsets, hash
+//   tensor_index_offset  TensorEntry[n_tensors] (128 bytes each)
+//   tokenizer_offset     tokenizer blob (format owned by src/tokenizer.h: Tokenizer::Serialize)
+//   each tensor's data   at a 64-byte-aligned offset (so SIMD loads from the mmap are aligned)
+//
+// content_hash = SHA-256 of the whole file with the 32 hash bytes set to zero. It identifies
+// the model: expert tables store it and are refused by a model with another hash.
+//
+// Tensor names follow the checkpoint (ggml gpt-2 style), without the "transformer." prefix:
+//   wte.q / wte.scale / wte.row_sum   I8P (vocab, d)  token embedding = tied LM head (int8)
+//   lm_head.q / .scale / .row_sum     I8P (vocab, d)  only when the LM head is NOT tied
+//   wpe                               F32 (n_ctx, d)
+//   h.{i}.ln_1.weight / .bias         F32 (d)
+//   h.{i}.attn.c_attn.q/.scale/.row_sum/.bias   I8P (3d, d), F32 (n_pad), I32 (n_pad), F32 (3d)
+//   h.{i}.attn.c_proj.*               I8P (d, d)
+//   h.{i}.ln_2.weight / .bias         F32 (d)
+//   h.{i}.mlp.c_fc.*                  I8P (d_ff, d)
+//   h.{i}.mlp.c_proj.*                I8P (d, d_ff)
+//   ln_f.weight / ln_f.bias           F32 (d)
+// Optional float copies (converter --keep-float; used by the f32 path instead of dequantizing):
+//   wte.weight, lm_head.weight, h.{i}.<linear>.weight   F32 (n, k) output-major
+#ifndef SELFCOND_MODEL_FILE_H_
+#define SELFCOND_MODEL_FILE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace selfcond {
+
+inline constexpr char kModelMagic[8] = {'S', 'E', 'L', 'F', 'C', 'N', 'D', '1'};
+inline constexpr uint32_t kModelVersion = 1;
+inline constexpr uint64_t kTensorAlign = 64;
+
+enum class DType : uint32_t {
+  kF32 = 0,
+  kI32 = 1,
+  kI8Packed = 2,  // int8, layout of kernels::PackedIndex; shape = (n, k) logical
+};
+
+struct GPT2Config {
+  uint32_t n_layer = 0;
+  uint32_t n_embd = 0;   // d
+  uint32_t n_head = 0;
+  uint32_t n_ctx = 0;    // n_positions
+  uint32_t vocab_size = 0;
+  uint32_t n_inner = 0;  // d_ff (4 * d when the HF config says null)
+  uint32_t eos_token_id = 50256;
+  float layer_norm_eps = 1e-5f;
+  uint32_t tied_lm_head = 1;
+};
+
+#pragma pack(push, 1)
+struct FileHeader {
+  char magic[8];
+  uint32_t version;
+  uint32_t header_bytes;  // sizeof(FileHeader)
+  uint64_t file_bytes;    // total file size: detects truncation
+  uint8_t content_hash[32];
+  GPT2Config config;      // 36 bytes
+  uint32_t n_tensors;
+  uint64_t tensor_index_offset;
+  uint64_t tokenizer_offset;
+  uint64_t tokenizer_bytes;
+  char model_name[64];    // NUL-padded, informational
+  uint8_t reserved[256 - 8 - 4 - 4 - 8 - 32 - 36 - 4 - 8 - 8 - 8 - 64];
+};
+static_assert(sizeof(FileHeader) == 256, "FileHeader is 256 bytes");
+
+struct TensorEntry {
+  char name[80];        // NUL-padded
+  uint32_t dtype;       // DType
+  uint32_t ndim;        // 1 or 2
+  uint32_t shape[2];    // logical shape; I8P: (n, k); padded rows are implied
+  uint64_t offset;      // from file start, multiple of kTensorAlign
+  uint64_t nbytes;      // exact byte size (I8P: PaddedRows(n) * k)
+  uint8_t reserved[8];
+};
+static_assert(sizeof(TensorEntry) == 128, "TensorEntry is 128 bytes");
+#pragma pack(pop)
+
+// ---- writing (converter) ------------------------------------------------------
+struct TensorToWrite {
+  std::string name;
+  DType dtype;
+  std::vector<uint32_t> shape;  // 1 or 2 dims
+  std::vector<uint8_t> data;    // exactly the bytes to store
+};
+
+// Writes a complete model file (computes offsets, alignment and the content hash).
+absl::Status WriteModelFile(const std::string& path, const GPT2Config& config,
+                            const std::string& model_name, absl::Span<const uint8_t> tokenizer_blob,
+                            const std::vector<TensorToWrite>& tensors);
+
+// ---- reading (loader) --------------------------------------------------------
+// A validated view of a model file image (the bytes are owned elsewhere: an mmap or a buffer).
+struct TensorView {
+  std::string name;
+  DType dtype;
+  std::vector<uint32_t> shape;
+  const uint8_t* data;
+  uint64_t nbytes;
+};
+
+struct ModelFileView {
+  GPT2Config config;
+  std::string model_name;
+  uint8_t content_hash[32];
+  absl::Span<const uint8_t> tokenizer_blob;
+  std::vector<TensorView> tensors;
+
+  // nullptr when absent.
+  const TensorView* Find(const std::string& name) const;
+  std::string HashHex() const;  // 64 lowercase hex chars
+};
+
+// Validates magic, version, sizes, offsets, alignment, dtype/shape consistency and config
+// sanity; every failure is an InvalidArgument/DataLoss naming the problem. Does not check the
+// content hash (see VerifyContentHash) nor the tensor set (the Model loader does).
+absl::StatusOr<ModelFileView> ParseModelFile(absl::Span<const uint8_t> bytes);
+
+// Recomputes SHA-256 and compares with the header.
+absl::Status VerifyContentHash(absl::Span<const uint8_t> bytes);
+
+}  // namespace selfcond
+
+#endif  // SELFCOND_MODEL_FILE_H_
