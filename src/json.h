@@ -51,6 +51,7 @@ class Value {
   // indexed once an object has many members (vocab.json has 50257).
   const Value* Find(std::string_view key) const;
   void Set(std::string key, Value v);  // object: append or replace
+  void AppendMember(std::string key, Value v);  // object: append (no duplicate check)
   void Push(Value v) { array_.push_back(std::move(v)); }
 
   // Typed getters with errors that name the key.
