@@ -25,12 +25,16 @@
 #ifndef SELFCOND_MODEL_FILE_H_
 #define SELFCOND_MODEL_FILE_H_
 
+#include <array>
 #include <cstdint>
+#include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "sha256.h"
 
 namespace selfcond {
 
@@ -80,7 +84,7 @@ struct TensorEntry {
   uint32_t shape[2];    // logical shape; I8P: (n, k); padded rows are implied
   uint64_t offset;      // from file start, multiple of kTensorAlign
   uint64_t nbytes;      // exact byte size (I8P: PaddedRows(n) * k)
-  uint8_t reserved[8];
+  uint8_t reserved[16];  // zero
 };
 static_assert(sizeof(TensorEntry) == 128, "TensorEntry is 128 bytes");
 #pragma pack(pop)
@@ -97,6 +101,54 @@ struct TensorToWrite {
 absl::Status WriteModelFile(const std::string& path, const GPT2Config& config,
                             const std::string& model_name, absl::Span<const uint8_t> tokenizer_blob,
                             const std::vector<TensorToWrite>& tensors);
+
+// Exact byte size of a tensor of this dtype and shape (I8P: PaddedRows(n) * k), or an error
+// when the combination is invalid (I8P needs 2 dims with k % 4 == 0; dims must be >= 1).
+absl::StatusOr<uint64_t> TensorNBytes(DType dtype, absl::Span<const uint32_t> shape);
+
+// Streaming writer: the tensor list (names, dtypes, shapes) is declared up front, then each
+// tensor's bytes are appended in that order, so a converter holds one tensor at a time
+// (gpt2-xl is 1.5B parameters). Writes to "<path>.tmp" and renames on Finish(); the
+// destructor removes the temp file if Finish() was not reached.
+class ModelFileWriter {
+ public:
+  struct Spec {
+    std::string name;
+    DType dtype;
+    std::vector<uint32_t> shape;  // 1 or 2 dims
+  };
+
+  static absl::StatusOr<std::unique_ptr<ModelFileWriter>> Create(
+      const std::string& path, const GPT2Config& config, const std::string& model_name,
+      absl::Span<const uint8_t> tokenizer_blob, std::vector<Spec> specs);
+
+  // The next tensor's bytes (size must be exactly its nbytes).
+  absl::Status Append(absl::Span<const uint8_t> data);
+  // All tensors appended: writes the content hash and moves the file into place.
+  absl::Status Finish();
+  // Content hash, valid after Finish().
+  const std::array<uint8_t, 32>& content_hash() const { return hash_; }
+
+  ~ModelFileWriter();
+  ModelFileWriter(const ModelFileWriter&) = delete;
+  ModelFileWriter& operator=(const ModelFileWriter&) = delete;
+
+ private:
+  ModelFileWriter() = default;
+  absl::Status Write(const void* p, size_t n);  // writes and hashes
+  absl::Status PadTo(uint64_t offset);
+
+  std::string path_, tmp_path_;
+  std::FILE* f_ = nullptr;
+  std::vector<Spec> specs_;
+  std::vector<uint64_t> offsets_;  // (n_tensors) file offset of each tensor
+  std::vector<uint64_t> nbytes_;   // (n_tensors)
+  size_t next_ = 0;                // index of the next tensor to append
+  uint64_t pos_ = 0;               // bytes written so far
+  std::unique_ptr<Sha256> sha_;
+  std::array<uint8_t, 32> hash_{};
+  bool finished_ = false;
+};
 
 // ---- reading (loader) --------------------------------------------------------
 // A validated view of a model file image (the bytes are owned elsewhere: an mmap or a buffer).
@@ -127,6 +179,10 @@ absl::StatusOr<ModelFileView> ParseModelFile(absl::Span<const uint8_t> bytes);
 
 // Recomputes SHA-256 and compares with the header.
 absl::Status VerifyContentHash(absl::Span<const uint8_t> bytes);
+
+// For F32 tensors: an error naming the tensor and the first non-finite element. Other dtypes
+// (int8 / int32 cannot be non-finite) are OK. Linear in the tensor size.
+absl::Status CheckFinite(const TensorView& t);
 
 }  // namespace selfcond
 
