@@ -2,7 +2,7 @@
 
 #include <thread>
 
-#if defined(SELFCOND_HAVE_XNNPACK)
+#if defined(SELFCOND_HAVE_PTHREADPOOL)
 #include <pthreadpool.h>
 #elif defined(__EMSCRIPTEN_PTHREADS__)
 #include <atomic>
@@ -18,7 +18,7 @@ int ThreadPool::NumCores() {
   return n == 0 ? 1 : static_cast<int>(n);
 }
 
-#if defined(SELFCOND_HAVE_XNNPACK)
+#if defined(SELFCOND_HAVE_PTHREADPOOL)
 
 struct ThreadPool::Impl {
   pthreadpool_t pool = nullptr;
