@@ -41,7 +41,7 @@ std::string UnitSpace::SiteName(int site) const {
 }
 
 absl::StatusOr<int> UnitSpace::ParseSiteName(const std::string& name) const {
-  std::string_view s = name;
+  absl::string_view s = name;
   absl::ConsumePrefix(&s, "transformer.");
   absl::ConsumeSuffix(&s, ":0");
   if (!absl::ConsumePrefix(&s, "h.")) {
@@ -49,10 +49,10 @@ absl::StatusOr<int> UnitSpace::ParseSiteName(const std::string& name) const {
   }
   size_t dot = s.find('.');
   int layer = 0;
-  if (dot == std::string_view::npos || !absl::SimpleAtoi(s.substr(0, dot), &layer)) {
+  if (dot == absl::string_view::npos || !absl::SimpleAtoi(s.substr(0, dot), &layer)) {
     return absl::InvalidArgumentError(absl::StrCat("unknown layer name '", name, "'"));
   }
-  std::string_view kind = s.substr(dot + 1);
+  absl::string_view kind = s.substr(dot + 1);
   for (int k = 0; k < kSiteKinds; ++k) {
     if (kind == SiteKindName(static_cast<SiteKind>(k))) {
       if (layer < 0 || layer >= n_layer_) {
