@@ -1,0 +1,221 @@
+// AVX-512 VNNI backend ("avx512vnni"). Compiled with -mavx512{f,bw,vl,vnni} -mavx2 -mfma
+// (CMakeLists.txt); only called after dispatch.cc checked the CPU.
+//
+// One zmm is exactly one 64-byte group of the packed layout: 16 output rows x 4 k. vpdpbusd
+// multiplies u8 by s8, so the activations enter as u8 = xq + 128 (xq ^ 0x80) and the result is
+// corrected with 128 * row_sum[r]:  sum (xq + 128) * q  -  128 * sum q  =  sum xq * q.
+// vpdpbusd (not the saturating vpdpbusds) wraps modulo 2^32, and the true sum fits int32 for
+// k < 2^17 (127 * 127 * k < 2^31), so the wrapped difference is exactly the true sum even where
+// the biased intermediate (up to 255 * 127 * k) would not fit.
+// quantize_rows and gemm_f32 reuse the AVX2 code (memory bound / not the hot path here).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/backends.h"
+#include "kernels/kernels.h"
+
+namespace selfcond::kernels {
+namespace {
+
+constexpr int kGroupBytes = kRowBlock * kKGroup;  // 64
+// GCC 12's plain _mm512_slli_epi32 / _mm512_cvtepi32_ps expand through _mm512_undefined_*()
+// and trip -Wuninitialized (GCC bug 105593); the all-lanes maskz forms are the same instruction.
+constexpr __mmask16 kAll = 0xFFFF;
+
+// The biased (u8) activations of one call, converted once per call and thread (a few hundred
+// KiB at most: see kMaxScratchBytes) so the inner loop can broadcast them straight from memory.
+constexpr size_t kMaxScratchBytes = size_t{1} << 20;
+
+void ToBiasedU8(const int8_t* xq, size_t count, uint8_t* out) {
+  const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+  size_t i = 0;
+  for (; i + 64 <= count; i += 64) {
+    _mm512_storeu_si512(out + i, _mm512_xor_si512(_mm512_loadu_si512(xq + i), bias));
+  }
+  for (; i < count; ++i) out[i] = static_cast<uint8_t>(xq[i] ^ 0x80);
+}
+
+inline __m512i Broadcast4(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// sum over k of q for the 16 rows of one block (used when the caller has no row_sum).
+inline __m512i BlockRowSum(const int8_t* wb, int kg) {
+  const __m512i ones = _mm512_set1_epi8(1);
+  __m512i s = _mm512_setzero_si512();
+  for (int g = 0; g < kg; ++g) {
+    s = _mm512_dpbusd_epi32(s, ones, _mm512_loadu_si512(wb + static_cast<size_t>(g) * kGroupBytes));
+  }
+  return s;
+}
+
+inline __m512i RowSumTimes128(const PackedI8& w, int b, const int8_t* wb, int kg) {
+  const __m512i rs =
+      w.row_sum ? _mm512_loadu_si512(w.row_sum + b * kRowBlock) : BlockRowSum(wb, kg);
+  return _mm512_maskz_slli_epi32(kAll, rs, 7);
+}
+
+// y[lo:hi) = (acc - 128 * row_sum) * (xs * ws) + bias over one 16-row block of one token.
+inline void StoreBlock(__m512i acc, __m512i rs128, float xs, const float* ws, const float* bias,
+                       float* y, __mmask16 mask) {
+  const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(xs), _mm512_loadu_ps(ws));
+  __m512 v = _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(kAll, _mm512_sub_epi32(acc, rs128)), scale);
+  if (mask == kAll) {
+    if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias));
+    _mm512_storeu_ps(y, v);
+  } else {
+    // Masked loads/stores never touch the lanes outside [lo, hi) (fault suppression), so a
+    // ragged end of y / bias is safe.
+    if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, bias));
+    _mm512_mask_storeu_ps(y, mask, v);
+  }
+}
+
+inline __mmask16 RangeMask(int lo, int hi) {
+  return static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+
+// Decode: one token, one block, four accumulators over interleaved k groups so the vpdpbusd
+// latency chains overlap.
+inline __m512i DotBlockM1(const int8_t* wb, int kg, const uint8_t* xu) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+  int g = 0;
+  for (; g + 4 <= kg; g += 4) {
+    const int8_t* p = wb + static_cast<size_t>(g) * kGroupBytes;
+    a0 = _mm512_dpbusd_epi32(a0, Broadcast4(xu + g * 4), _mm512_loadu_si512(p));
+    a1 = _mm512_dpbusd_epi32(a1, Broadcast4(xu + g * 4 + 4), _mm512_loadu_si512(p + 64));
+    a2 = _mm512_dpbusd_epi32(a2, Broadcast4(xu + g * 4 + 8), _mm512_loadu_si512(p + 128));
+    a3 = _mm512_dpbusd_epi32(a3, Broadcast4(xu + g * 4 + 12), _mm512_loadu_si512(p + 192));
+  }
+  for (; g < kg; ++g) {
+    a0 = _mm512_dpbusd_epi32(a0, Broadcast4(xu + g * 4),
+                             _mm512_loadu_si512(wb + static_cast<size_t>(g) * kGroupBytes));
+  }
+  return _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
+}
+
+// Prefill register tile: NB consecutive blocks (16 * NB rows) x MT tokens; every weight zmm is
+// used MT times and every broadcast NB times.
+template <int NB, int MT>
+inline void Tile(const PackedI8& w, int b0, int kg, const uint8_t* xu, size_t ldx,
+                 const float* xscale, const float* bias, float* y, int ldy, int n_begin,
+                 int n_end) {
+  __m512i acc[NB][MT];
+  for (int j = 0; j < NB; ++j)
+    for (int t = 0; t < MT; ++t) acc[j][t] = _mm512_setzero_si512();
+  const int8_t* wb = w.q + static_cast<size_t>(b0) * kg * kGroupBytes;
+  const size_t bstride = static_cast<size_t>(kg) * kGroupBytes;
+  for (int g = 0; g < kg; ++g) {
+    __m512i wv[NB];
+    for (int j = 0; j < NB; ++j) {
+      wv[j] = _mm512_loadu_si512(wb + j * bstride + static_cast<size_t>(g) * kGroupBytes);
+    }
+    for (int t = 0; t < MT; ++t) {
+      const __m512i xv = Broadcast4(xu + t * ldx + g * 4);
+      for (int j = 0; j < NB; ++j) acc[j][t] = _mm512_dpbusd_epi32(acc[j][t], xv, wv[j]);
+    }
+  }
+  for (int j = 0; j < NB; ++j) {
+    const int b = b0 + j;
+    const int r0 = b * kRowBlock;
+    const int lo = n_begin > r0 ? n_begin - r0 : 0;
+    const int hi = n_end < r0 + kRowBlock ? n_end - r0 : kRowBlock;
+    const __mmask16 mask = RangeMask(lo, hi);
+    const __m512i rs128 = RowSumTimes128(w, b, wb + j * bstride, kg);
+    for (int t = 0; t < MT; ++t) {
+      StoreBlock(acc[j][t], rs128, xscale[t], w.scale + r0, bias ? bias + r0 : nullptr,
+                 y + static_cast<size_t>(t) * ldy + r0, mask);
+    }
+  }
+}
+
+template <int NB>
+void TileRows(const PackedI8& w, int b0, int kg, const uint8_t* xu, size_t ldx, const float* xscale,
+              int m, const float* bias, float* y, int ldy, int n_begin, int n_end) {
+  constexpr int kMT = 8;
+  int i = 0;
+  for (; i + kMT <= m; i += kMT) {
+    Tile<NB, kMT>(w, b0, kg, xu + i * ldx, ldx, xscale + i, bias, y + i * static_cast<size_t>(ldy),
+                  ldy, n_begin, n_end);
+  }
+  const uint8_t* xr = xu + i * ldx;
+  float* yr = y + i * static_cast<size_t>(ldy);
+  switch (m - i) {
+#define SELFCOND_TILE_CASE(T)                                                   \
+  case T:                                                                       \
+    Tile<NB, T>(w, b0, kg, xr, ldx, xscale + i, bias, yr, ldy, n_begin, n_end); \
+    break;
+    SELFCOND_TILE_CASE(1)
+    SELFCOND_TILE_CASE(2)
+    SELFCOND_TILE_CASE(3)
+    SELFCOND_TILE_CASE(4)
+    SELFCOND_TILE_CASE(5)
+    SELFCOND_TILE_CASE(6)
+    SELFCOND_TILE_CASE(7)
+#undef SELFCOND_TILE_CASE
+    default:
+      break;
+  }
+}
+
+void GemmI8Vnni(const PackedI8& w, const int8_t* xq, const float* xscale, int m, const float* bias,
+                float* y, int ldy, int n_begin, int n_end) {
+  if (m <= 0 || n_begin >= n_end) return;
+  const int k = w.k;
+  const int kg = k / kKGroup;
+  const size_t ldx = static_cast<size_t>(k);
+  const int b_begin = n_begin / kRowBlock;
+  const int b_end = (n_end + kRowBlock - 1) / kRowBlock;
+
+  // Token chunks bound the scratch; the weights are re-read once per chunk.
+  const int chunk = k == 0 ? m : static_cast<int>(std::max<size_t>(8, kMaxScratchBytes / ldx));
+  thread_local std::vector<uint8_t> scratch;
+  for (int i0 = 0; i0 < m; i0 += chunk) {
+    const int mc = std::min(chunk, m - i0);
+    const size_t bytes = static_cast<size_t>(mc) * ldx;
+    if (scratch.size() < bytes + 64) scratch.resize(bytes + 64);
+    uint8_t* xu = scratch.data();
+    ToBiasedU8(xq + i0 * ldx, bytes, xu);
+    const float* xs = xscale + i0;
+    float* yc = y + static_cast<size_t>(i0) * ldy;
+
+    if (mc == 1) {
+      for (int b = b_begin; b < b_end; ++b) {
+        const int r0 = b * kRowBlock;
+        const int8_t* wb = w.q + static_cast<size_t>(b) * kg * kGroupBytes;
+        const int lo = n_begin > r0 ? n_begin - r0 : 0;
+        const int hi = n_end < r0 + kRowBlock ? n_end - r0 : kRowBlock;
+        StoreBlock(DotBlockM1(wb, kg, xu), RowSumTimes128(w, b, wb, kg), xs[0], w.scale + r0,
+                   bias ? bias + r0 : nullptr, yc + r0, RangeMask(lo, hi));
+      }
+      continue;
+    }
+    int b = b_begin;
+    for (; b + 2 <= b_end; b += 2) {
+      TileRows<2>(w, b, kg, xu, ldx, xs, mc, bias, yc, ldy, n_begin, n_end);
+    }
+    if (b < b_end) TileRows<1>(w, b, kg, xu, ldx, xs, mc, bias, yc, ldy, n_begin, n_end);
+  }
+}
+
+void QuantizeRowsVnni(const float* x, int m, int k, int8_t* xq, float* xscale) {
+  Avx2Backend()->quantize_rows(x, m, k, xq, xscale);
+}
+
+void GemmF32Vnni(const MatF32& w, const float* x, int m, const float* bias, float* y, int ldy,
+                 int n_begin, int n_end) {
+  Avx2Backend()->gemm_f32(w, x, m, bias, y, ldy, n_begin, n_end);
+}
+
+constexpr Backend kVnni = {"avx512vnni", QuantizeRowsVnni, GemmI8Vnni, GemmF32Vnni};
+
+}  // namespace
+
+const Backend* Avx512VnniBackend() { return &kVnni; }
+
+}  // namespace selfcond::kernels
