@@ -136,6 +136,7 @@ class Session {
   SessionOptions opts_;
   UnitSpace units_;
   int pos_ = 0;
+  int logits_row_ = 0;  // rows of logits written by the current Forward call
   const Forcing* forcing_ = nullptr;
   float* capture_max_ = nullptr;
   struct Scratch;

@@ -47,7 +47,7 @@ void ThreadPool::ParallelFor(int n, const std::function<void(int)>& fn) {
     return;
   }
   pthreadpool_parallelize_1d(impl_->pool, Trampoline, const_cast<std::function<void(int)>*>(&fn),
-                             static_cast<size_t>(n), 0);
+                             static_cast<size_t>(n), PTHREADPOOL_FLAG_YIELD_WORKERS);
 }
 
 void* ThreadPool::native_handle() const { return impl_->pool; }

@@ -12,6 +12,10 @@ std::string MiniModelDir();  // ../shared/models/selfcond-mini-30m
 // A fresh empty directory under the test temp dir (removed by the OS / CI, not by us).
 std::string MakeTempDir(const std::string& tag);
 
+// The shared demo checkpoint converted once per test process (cached), with float copies when
+// keep_float. Aborts the test (FAIL) if conversion fails.
+std::string ConvertedMiniModel(bool keep_float);
+
 }  // namespace selfcond::testing
 
 #endif  // SELFCOND_TESTS_TEST_UTIL_H_

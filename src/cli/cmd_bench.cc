@@ -1,0 +1,307 @@
+// selfcond bench: speed and memory as JSON.
+//
+// Every (model, precision) runs in its own child process so that load time and peak RSS are
+// that configuration's alone; within it, 1 thread and all cores are measured back to back so
+// that their ratio is taken under the same machine load.
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "convert.h"
+#include "experts/dataset.h"
+#include "experts/rank.h"
+#include "file_util.h"
+#include "generate.h"
+#include "json.h"
+#include "kernels/kernels.h"
+#include "synthetic_checkpoint.h"
+
+namespace selfcond::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+struct BenchParams {
+  int prompt_tokens = 128;
+  int decode_tokens = 128;
+  int repeats = 3;
+  std::vector<int> threads;
+  std::string rank_concept;  // empty: no ranking benchmark
+};
+
+// Runs in the child: measures one model at one precision; returns a JSON object.
+json::Value MeasureModel(const std::string& label, const std::string& path, Precision prec,
+                         const BenchParams& p) {
+  json::Value out = json::Value::Object();
+  out.Set("model", json::Value::String(label));
+  out.Set("precision", json::Value::String(prec == Precision::kInt8 ? "int8" : "f32"));
+  auto t0 = Clock::now();
+  Model::LoadOptions lo;
+  lo.need_float = prec == Precision::kF32;
+  auto model = Model::Load(path, lo);
+  if (!model.ok()) {
+    out.Set("error", json::Value::String(std::string(model.status().message())));
+    return out;
+  }
+  out.Set("load_ms", json::Value::Number(Since(t0) * 1000));
+  out.Set("file_mib", json::Value::Number((*model)->file_bytes() / 1048576.0));
+  const GPT2Config& c = (*model)->config();
+  const int prompt_n = std::min<int>(p.prompt_tokens, c.n_ctx - 1);
+  const int decode_n = std::min<int>(p.decode_tokens, c.n_ctx - prompt_n);
+  std::vector<int32_t> prompt(prompt_n);
+  for (int i = 0; i < prompt_n; ++i) prompt[i] = (i * 7919 + 13) % static_cast<int>(c.vocab_size);
+  out.Set("prompt_tokens", json::Value::Number(prompt_n));
+  out.Set("decode_tokens", json::Value::Number(decode_n));
+  json::Value runs = json::Value::Array();
+  for (int threads : p.threads) {
+    ThreadPool pool(threads);
+    SessionOptions so;
+    so.precision = prec;
+    so.pool = &pool;
+    auto session = Session::Create(**model, so);
+    if (!session.ok()) continue;
+    std::vector<double> prefill, decode;
+    for (int r = 0; r < p.repeats; ++r) {
+      (*session)->Reset();
+      auto t1 = Clock::now();
+      auto logits = (*session)->Forward(prompt, Session::Logits::kLast);
+      prefill.push_back(prompt_n / Since(t1));
+      int32_t tok = static_cast<int32_t>(
+          std::max_element(logits->begin(), logits->end()) - logits->begin());
+      auto t2 = Clock::now();
+      for (int i = 0; i < decode_n; ++i) {
+        logits = (*session)->Forward({&tok, 1}, Session::Logits::kLast);
+        tok = static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) -
+                                   logits->begin());
+      }
+      decode.push_back(decode_n / Since(t2));
+    }
+    json::Value run = json::Value::Object();
+    run.Set("threads", json::Value::Number(pool.size()));
+    run.Set("prefill_tok_s", json::Value::Number(Median(prefill)));
+    run.Set("decode_tok_s", json::Value::Number(Median(decode)));
+    std::fprintf(stderr, "  %-16s %-4s %d thread(s): prefill %8.1f tok/s, decode %7.1f tok/s\n",
+                 label.c_str(), prec == Precision::kInt8 ? "int8" : "f32", pool.size(),
+                 Median(prefill), Median(decode));
+    runs.Push(std::move(run));
+  }
+  out.Set("runs", std::move(runs));
+  if (!p.rank_concept.empty()) {
+    auto data = LoadDataset(p.rank_concept);
+    if (data.ok()) {
+      json::Value rank = json::Value::Array();
+      const int n = static_cast<int>(data->positive.size() + data->negative.size());
+      for (int threads : p.threads) {
+        ThreadPool pool(threads);
+        RankOptions ro;
+        ro.precision = prec;
+        ro.pool = &pool;
+        ro.top_n = 100;
+        Progress progress(absl::StrCat("  rank ", pool.size(), "t"));
+        ro.progress = [&](int done, int total) { progress.Update(double(done) / total); };
+        auto t1 = Clock::now();
+        auto table = RankConcept(**model, *data, ro);
+        const double secs = Since(t1);
+        progress.Done(absl::StrCat(static_cast<int>(n / secs), " sentences/s"));
+        if (!table.ok()) continue;
+        json::Value r = json::Value::Object();
+        r.Set("threads", json::Value::Number(pool.size()));
+        r.Set("sentences", json::Value::Number(n));
+        r.Set("total_s", json::Value::Number(secs));
+        r.Set("sentences_per_s", json::Value::Number(n / secs));
+        rank.Push(std::move(r));
+      }
+      out.Set("ranking", std::move(rank));
+      out.Set("ranking_concept", json::Value::String(p.rank_concept));
+    }
+  }
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  out.Set("peak_rss_mib", json::Value::Number(ru.ru_maxrss / 1024.0));
+  return out;
+}
+
+// Forks, measures in the child, returns the child's JSON.
+absl::StatusOr<json::Value> MeasureInChild(const std::string& label, const std::string& path,
+                                           Precision prec, const BenchParams& p) {
+  int fds[2];
+  if (pipe(fds) != 0) return absl::InternalError("pipe failed");
+  std::fflush(stdout);
+  std::fflush(stderr);
+  pid_t pid = fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) {
+    close(fds[0]);
+    std::string s = MeasureModel(label, path, prec, p).Dump();
+    size_t off = 0;
+    while (off < s.size()) {
+      ssize_t w = write(fds[1], s.data() + off, s.size() - off);
+      if (w <= 0) break;
+      off += static_cast<size_t>(w);
+    }
+    close(fds[1]);
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string s;
+  char buf[4096];
+  for (ssize_t r; (r = read(fds[0], buf, sizeof(buf))) > 0;) s.append(buf, static_cast<size_t>(r));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return absl::InternalError(absl::StrCat("benchmark of ", label, " crashed"));
+  }
+  return json::Parse(s);
+}
+
+// The GPT-2-small-shaped model (12 x 768, vocab 50257, context 1024, random weights), written
+// once by the tests' checkpoint writer and converted; cached in work_dir.
+absl::StatusOr<std::string> Gpt2SmallShaped(const std::string& work_dir,
+                                            const std::string& vocab_dir) {
+  const std::string out = work_dir + "/gpt2-small-shaped.scm";
+  if (std::filesystem::exists(out) && Model::Load(out, {}).ok()) return out;
+  const std::string ckpt = work_dir + "/gpt2-small-shaped-hf";
+  std::filesystem::create_directories(ckpt);
+  SyntheticCheckpointOptions so;
+  so.n_layer = 12;
+  so.n_embd = 768;
+  so.n_head = 12;
+  so.n_ctx = 1024;
+  so.vocab_size = 50257;
+  so.n_inner = 3072;
+  so.tokenizer_dir = vocab_dir;
+  so.seed = 1;
+  std::fprintf(stderr, "writing the GPT-2-small-shaped checkpoint to %s\n", ckpt.c_str());
+  if (auto st = WriteSyntheticCheckpoint(ckpt, so); !st.ok()) return st;
+  Progress progress("convert gpt2-small-shaped");
+  ConvertOptions co;
+  co.model_name = "gpt2-small-shaped (random weights)";
+  if (auto st = ConvertCheckpoint(ckpt, out, co, [&](float f) { progress.Update(f); }); !st.ok()) {
+    return st;
+  }
+  progress.Done();
+  std::filesystem::remove_all(ckpt);
+  return out;
+}
+
+}  // namespace
+
+const CommandSpec& BenchSpec() {
+  static const CommandSpec s{
+      "bench",
+      "selfcond bench [--model M] [--json] [--out FILE] [options]",
+      "Measure prefill and decode speed (tok/s), load time, peak RSS and file size, int8 and f32,\n"
+      "at 1 thread and at all cores, for the model and for a GPT-2-small-shaped model (random\n"
+      "weights); and ranking speed on a concept. Writes JSON (stdout with --json, or --out).",
+      {{"model", "M", "model file (default: the demo model)"},
+       {"json", "", "print the JSON result to stdout"},
+       {"out", "FILE", "write the JSON result to FILE"},
+       {"prompt-tokens", "N", "prefill prompt length (default 128)"},
+       {"decode-tokens", "N", "decoded tokens (default 128)"},
+       {"repeats", "N", "repeats per measurement, median reported (default 3)"},
+       {"threads", "N", "the multi-threaded setting (default: all cores)"},
+       {"no-small", "", "skip the GPT-2-small-shaped model"},
+       {"no-f32", "", "skip the f32 path"},
+       {"rank-concept", "FILE", "concept for the ranking benchmark (default: ../shared/concepts/football.json if present; 'none' to skip)"},
+       {"work-dir", "DIR", "where the GPT-2-small-shaped model is cached (default /tmp/selfcond-bench)"},
+       {"vocab-dir", "DIR", "vocab.json + merges.txt for it (default: ../shared/models/selfcond-mini-30m)"}},
+      0,
+      0};
+  return s;
+}
+
+absl::Status RunBench(const Args& args) {
+  BenchParams p;
+  auto prompt = args.GetInt("prompt-tokens", 128, 1, 1 << 16);
+  auto decode = args.GetInt("decode-tokens", 128, 0, 1 << 16);
+  auto repeats = args.GetInt("repeats", 3, 1, 100);
+  auto threads = args.GetInt("threads", 0, 0, 256);
+  for (const auto* st : {&prompt.status(), &decode.status(), &repeats.status(), &threads.status()}) {
+    if (!st->ok()) return *st;
+  }
+  p.prompt_tokens = *prompt;
+  p.decode_tokens = *decode;
+  p.repeats = *repeats;
+  const int all = *threads > 0 ? *threads : ThreadPool::NumCores();
+  p.threads = {1};
+  if (all > 1) p.threads.push_back(all);
+  std::string rank = args.Get("rank-concept", "../shared/concepts/football.json");
+  if (rank == "none" || !std::filesystem::exists(rank)) rank.clear();
+
+  const std::string model_path = args.Get("model", DefaultModelPath());
+  struct Target {
+    std::string label, path;
+  };
+  std::vector<Target> targets = {{std::filesystem::path(model_path).stem().string(), model_path}};
+  if (!args.Has("no-small")) {
+    const std::string work = args.Get("work-dir", "/tmp/selfcond-bench");
+    std::filesystem::create_directories(work);
+    auto small = Gpt2SmallShaped(work, args.Get("vocab-dir", "../shared/models/selfcond-mini-30m"));
+    if (!small.ok()) return small.status();
+    targets.push_back({"gpt2-small-shaped", *small});
+  }
+
+  json::Value result = json::Value::Object();
+  json::Value machine = json::Value::Object();
+  machine.Set("cores", json::Value::Number(ThreadPool::NumCores()));
+  machine.Set("backend", json::Value::String(kernels::DefaultBackend().name));
+  result.Set("machine", std::move(machine));
+  json::Value models = json::Value::Array();
+  for (const auto& t : targets) {
+    for (Precision prec : {Precision::kInt8, Precision::kF32}) {
+      if (prec == Precision::kF32 && args.Has("no-f32")) continue;
+      BenchParams pp = p;
+      // Ranking speed is reported for the model under test, int8 (the shipped path).
+      if (&t != &targets[0] || prec != Precision::kInt8) pp.rank_concept.clear();
+      else pp.rank_concept = rank;
+      auto r = MeasureInChild(t.label, t.path, prec, pp);
+      if (!r.ok()) return r.status();
+      models.Push(std::move(*r));
+    }
+  }
+  // Ratios within this run (the machine is shared: compare variants, not absolute numbers).
+  json::Value ratios = json::Value::Object();
+  auto decode_at = [&](const std::string& label, const std::string& prec, int threads) {
+    for (const auto& m : models.items()) {
+      if (m.Find("model")->as_string() != label || m.Find("precision")->as_string() != prec) continue;
+      const json::Value* runs = m.Find("runs");
+      if (runs == nullptr) continue;
+      for (const auto& r : runs->items())
+        if (r.Find("threads")->as_number() == threads) return r.Find("decode_tok_s")->as_number();
+    }
+    return 0.0;
+  };
+  for (const auto& t : targets) {
+    double i8 = decode_at(t.label, "int8", 1), f32 = decode_at(t.label, "f32", 1);
+    if (i8 > 0 && f32 > 0) {
+      ratios.Set(t.label + ".decode_int8_over_f32_1thread", json::Value::Number(i8 / f32));
+    }
+  }
+  result.Set("models", std::move(models));
+  result.Set("ratios", std::move(ratios));
+  const std::string text = result.Dump();
+  if (args.Has("out")) {
+    if (auto st = WriteFile(args.Get("out"), text + "\n"); !st.ok()) return st;
+  }
+  if (args.Has("json") || !args.Has("out")) std::printf("%s\n", text.c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace selfcond::cli

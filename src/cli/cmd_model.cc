@@ -1,0 +1,226 @@
+// selfcond convert / generate / ppl / inspect.
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "convert.h"
+#include "file_util.h"
+#include "generate.h"
+#include "units.h"
+
+namespace selfcond::cli {
+
+// ---- convert ----------------------------------------------------------------------------
+
+const CommandSpec& ConvertSpec() {
+  static const CommandSpec s{
+      "convert",
+      "selfcond convert HF_DIR OUT [--keep-float] [--name NAME]",
+      "Convert a Hugging Face GPT-2 checkpoint (config.json, model.safetensors or a sharded\n"
+      "index, vocab.json, merges.txt) into a selfcond int8 model file.",
+      {{"keep-float", "", "also store float32 weights (exact f32 path; ~4x larger file)"},
+       {"name", "NAME", "model name stored in the file (default: the directory name)"}},
+      2,
+      2};
+  return s;
+}
+
+absl::Status RunConvert(const Args& args) {
+  ConvertOptions opts;
+  opts.keep_float = args.Has("keep-float");
+  opts.model_name = args.Get("name");
+  Progress progress("convert");
+  auto st = ConvertCheckpoint(args.positional()[0], args.positional()[1], opts,
+                              [&](float f) { progress.Update(f); });
+  if (!st.ok()) {
+    std::fprintf(stderr, "\n");
+    return st;
+  }
+  progress.Done();
+  Model::LoadOptions lo;
+  lo.verify_hash = true;
+  auto m = Model::Load(args.positional()[1], lo);
+  if (!m.ok()) return m.status();
+  std::printf("wrote %s (%.1f MiB, hash %s)\n", args.positional()[1].c_str(),
+              (*m)->file_bytes() / 1048576.0, (*m)->hash_hex().c_str());
+  return absl::OkStatus();
+}
+
+// ---- generate ---------------------------------------------------------------------------
+
+const CommandSpec& GenerateSpec() {
+  static const CommandSpec s{
+      "generate",
+      "selfcond generate --prompt P [--model M] [options]",
+      "Generate a continuation of the prompt, streamed to stdout. With --experts, the top-K\n"
+      "expert units of each table are forced to their on_p50 (or on_p90) value at every\n"
+      "position (self-conditioning).",
+      {{"model", "M", "model file (default: the demo model)"},
+       {"prompt", "P", "the prompt text"},
+       {"max-tokens", "N", "new tokens to generate (default 50)"},
+       {"temperature", "T", "0 = greedy (default 1.0)"},
+       {"top-k", "K", "sample among the K most likely tokens (default 0 = off)"},
+       {"top-p", "P", "nucleus sampling mass (default 1.0 = off)"},
+       {"seed", "S", "random seed (default 0); same seed, same text"},
+       {"precision", "int8|f32", "arithmetic (default int8)"},
+       {"threads", "N", "threads (default: all cores)"},
+       {"experts", "TABLE[:K]", "expert table and number of units to force (default K=50)", true},
+       {"forcing", "on_p50|on_p90", "forcing value (default on_p50)"},
+       {"only-last-token", "", "force only at the last position of each step"},
+       {"no-stop", "", "do not stop at <|endoftext|>"},
+       {"stats", "", "print token counts and speed to stderr"}},
+      0,
+      0};
+  return s;
+}
+
+absl::Status RunGenerate(const Args& args) {
+  auto prompt = args.Required("prompt");
+  if (!prompt.ok()) return prompt.status();
+  GenerateOptions g;
+  auto max_tokens = args.GetInt("max-tokens", 50, 0, 1 << 20);
+  auto temperature = args.GetDouble("temperature", 1.0, 0, 100);
+  auto top_k = args.GetInt("top-k", 0, 0, 1 << 30);
+  auto top_p = args.GetDouble("top-p", 1.0, 1e-9, 1.0);
+  auto seed = args.GetInt("seed", 0, 0, 2147483647);
+  auto threads = args.GetInt("threads", 0, 0, 256);
+  for (const auto* st : {&max_tokens.status(), &temperature.status(), &top_k.status(),
+                         &top_p.status(), &seed.status(), &threads.status()}) {
+    if (!st->ok()) return *st;
+  }
+  g.max_new_tokens = *max_tokens;
+  g.sampling.temperature = static_cast<float>(*temperature);
+  g.sampling.top_k = *top_k;
+  g.sampling.top_p = static_cast<float>(*top_p);
+  g.sampling.seed = static_cast<uint64_t>(*seed);
+  g.stop_at_eos = !args.Has("no-stop");
+  auto rt = LoadRuntime(args.Get("model"), args.Get("precision", "int8"), *threads);
+  if (!rt.ok()) return rt.status();
+  Forcing forcing;
+  if (args.Has("experts")) {
+    auto f = BuildForcingFromArgs(*rt->model, args.GetAll("experts"), args.Get("forcing", "on_p50"),
+                                  args.Has("only-last-token"));
+    if (!f.ok()) return f.status();
+    forcing = std::move(*f);
+    if (auto st = rt->session->SetForcing(&forcing); !st.ok()) return st;
+  }
+  const auto ids = rt->model->tokenizer().Encode(*prompt);
+  std::printf("%s", prompt->c_str());
+  std::fflush(stdout);
+  auto t0 = std::chrono::steady_clock::now();
+  auto res = Generate(*rt->session, ids, g, [](const std::string& piece) {
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+    return true;
+  });
+  std::printf("\n");
+  if (!res.ok()) return res.status();
+  if (res->stop == GenerateResult::Stop::kContextFull) {
+    std::fprintf(stderr, "(stopped: the context of %u tokens is full)\n",
+                 rt->model->config().n_ctx);
+  }
+  if (args.Has("stats")) {
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "prompt %d tokens, generated %zu tokens in %.3f s (%.1f tok/s)\n",
+                 res->prompt_tokens, res->tokens.size(), secs, res->tokens.size() / secs);
+  }
+  return absl::OkStatus();
+}
+
+// ---- ppl ----------------------------------------------------------------------------------
+
+const CommandSpec& PplSpec() {
+  static const CommandSpec s{
+      "ppl",
+      "selfcond ppl --text-file F [--model M] [--precision int8|f32]",
+      "Perplexity of a text file: <|endoftext|> + the text's tokens, in windows of the model's\n"
+      "context, every token after the first predicted.",
+      {{"model", "M", "model file (default: the demo model)"},
+       {"text-file", "F", "UTF-8 text"},
+       {"precision", "int8|f32", "arithmetic (default int8)"},
+       {"threads", "N", "threads (default: all cores)"}},
+      0,
+      0};
+  return s;
+}
+
+absl::Status RunPpl(const Args& args) {
+  auto path = args.Required("text-file");
+  if (!path.ok()) return path.status();
+  auto threads = args.GetInt("threads", 0, 0, 256);
+  if (!threads.ok()) return threads.status();
+  auto text = ReadFile(*path);
+  if (!text.ok()) return text.status();
+  auto rt = LoadRuntime(args.Get("model"), args.Get("precision", "int8"), *threads);
+  if (!rt.ok()) return rt.status();
+  std::vector<int32_t> ids = {rt->model->tokenizer().eos_id()};
+  const auto body = rt->model->tokenizer().Encode(*text);
+  ids.insert(ids.end(), body.begin(), body.end());
+  Progress progress("ppl");
+  auto r = Perplexity(*rt->session, ids, [&](float f) { progress.Update(f); });
+  if (!r.ok()) return r.status();
+  progress.Done();
+  std::printf("perplexity %.4f (mean NLL %.5f nats over %lld tokens)\n", r->ppl, r->mean_nll,
+              static_cast<long long>(r->predicted_tokens));
+  return absl::OkStatus();
+}
+
+// ---- inspect ------------------------------------------------------------------------------
+
+const CommandSpec& InspectSpec() {
+  static const CommandSpec s{"inspect",
+                             "selfcond inspect [--model M] [--verify]",
+                             "Print a model file's config, sizes and content hash.",
+                             {{"model", "M", "model file (default: the demo model)"},
+                              {"verify", "", "recompute the SHA-256 content hash"},
+                              {"tensors", "", "list every tensor"}},
+                             0,
+                             0};
+  return s;
+}
+
+absl::Status RunInspect(const Args& args) {
+  Model::LoadOptions lo;
+  lo.verify_hash = args.Has("verify");
+  std::string path = args.Get("model", DefaultModelPath());
+  auto m = Model::Load(path, lo);
+  if (!m.ok()) return m.status();
+  const GPT2Config& c = (*m)->config();
+  const UnitSpace units(c);
+  uint64_t params = 0;
+  for (const auto& t : (*m)->file().tensors) {
+    if (t.name.size() > 2 && (t.name.substr(t.name.size() - 2) == ".q" || t.name == "wpe" ||
+                              t.name.find("ln_") != std::string::npos ||
+                              t.name.find(".bias") != std::string::npos)) {
+      uint64_t n = 1;
+      for (uint32_t s : t.shape) n *= s;
+      params += n;
+    }
+  }
+  std::printf("file        %s\n", path.c_str());
+  std::printf("name        %s\n", (*m)->name().c_str());
+  std::printf("hash        %s%s\n", (*m)->hash_hex().c_str(), lo.verify_hash ? " (verified)" : "");
+  std::printf("size        %.2f MiB\n", (*m)->file_bytes() / 1048576.0);
+  std::printf("config      n_layer %u, n_embd %u, n_head %u, n_ctx %u, vocab %u, n_inner %u, eps %g, %s LM head\n",
+              c.n_layer, c.n_embd, c.n_head, c.n_ctx, c.vocab_size, c.n_inner, c.layer_norm_eps,
+              c.tied_lm_head ? "tied" : "separate");
+  std::printf("parameters  %.2fM\n", params / 1e6);
+  std::printf("weights     int8 per-channel%s\n",
+              (*m)->has_float_copies() ? " + float32 copies" : "");
+  std::printf("units       %lld (4 sites x %u blocks)\n", static_cast<long long>(units.num_units()),
+              c.n_layer);
+  std::printf("tensors     %zu\n", (*m)->file().tensors.size());
+  if (args.Has("tensors")) {
+    for (const auto& t : (*m)->file().tensors) {
+      std::string shape;
+      for (size_t i = 0; i < t.shape.size(); ++i) shape += (i ? "x" : "") + std::to_string(t.shape[i]);
+      std::printf("  %-32s dtype %d  %-12s %llu bytes\n", t.name.c_str(), static_cast<int>(t.dtype),
+                  shape.c_str(), static_cast<unsigned long long>(t.nbytes));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace selfcond::cli

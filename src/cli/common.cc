@@ -1,0 +1,58 @@
+#include "cli/common.h"
+
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/strings/str_format.h"
+
+namespace selfcond::cli {
+
+Progress::Progress(std::string label)
+    : label_(std::move(label)), start_(std::chrono::steady_clock::now()) {}
+
+void Progress::Update(double fraction, const std::string& extra) {
+  int pct = static_cast<int>(fraction * 100);
+  if (pct == last_) return;
+  last_ = pct;
+  const int width = 30, filled = pct * width / 100;
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  std::fprintf(stderr, "\r%s [%s%s] %3d%% %5.1fs %s", label_.c_str(), std::string(filled, '#').c_str(),
+               std::string(width - filled, '.').c_str(), pct, secs, extra.c_str());
+  std::fflush(stderr);
+}
+
+void Progress::Done(const std::string& extra) {
+  last_ = -1;
+  Update(1.0, extra);
+  std::fprintf(stderr, "\n");
+}
+
+std::string DefaultModelPath() {
+  // The committed demo model, relative to the working directory or the binary's repo.
+  for (const char* p : {"demo/models/selfcond-mini-30m.scm", "../demo/models/selfcond-mini-30m.scm"}) {
+    if (std::filesystem::exists(p)) return p;
+  }
+  return "demo/models/selfcond-mini-30m.scm";
+}
+
+absl::StatusOr<Runtime> LoadRuntime(const std::string& model_path, const std::string& precision,
+                                    int threads) {
+  auto prec = ParsePrecision(precision);
+  if (!prec.ok()) return prec.status();
+  Runtime rt;
+  Model::LoadOptions lo;
+  lo.need_float = *prec == Precision::kF32;
+  auto model = Model::Load(model_path.empty() ? DefaultModelPath() : model_path, lo);
+  if (!model.ok()) return model.status();
+  rt.model = std::move(*model);
+  rt.pool = std::make_unique<ThreadPool>(threads);
+  SessionOptions so;
+  so.precision = *prec;
+  so.pool = rt.pool.get();
+  auto session = Session::Create(*rt.model, so);
+  if (!session.ok()) return session.status();
+  rt.session = std::move(*session);
+  return rt;
+}
+
+}  // namespace selfcond::cli

@@ -1,0 +1,49 @@
+// Helpers shared by CLI commands: progress bars, loading a model for a precision.
+#ifndef SELFCOND_CLI_COMMON_H_
+#define SELFCOND_CLI_COMMON_H_
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "gpt2.h"
+#include "parallel.h"
+#include "units.h"
+
+namespace selfcond::cli {
+
+// A one-line progress bar on stderr (only redrawn when the percentage changes).
+class Progress {
+ public:
+  explicit Progress(std::string label);
+  void Update(double fraction, const std::string& extra = "");
+  void Done(const std::string& extra = "");
+
+ private:
+  std::string label_;
+  int last_ = -1;
+  std::chrono::steady_clock::time_point start_;
+};
+
+struct Runtime {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<ThreadPool> pool;
+  std::unique_ptr<Session> session;
+};
+
+// Loads --model (default: the committed demo model) for --precision with --threads.
+absl::StatusOr<Runtime> LoadRuntime(const std::string& model_path, const std::string& precision,
+                                    int threads);
+
+std::string DefaultModelPath();
+
+// Parses --experts TABLE[:K] (repeatable) and --forcing, checks each table against the model,
+// and combines the top-K units of each table into one Forcing (cli/cmd_experts.cc).
+absl::StatusOr<Forcing> BuildForcingFromArgs(const Model& model,
+                                             const std::vector<std::string>& specs,
+                                             const std::string& forcing_value, bool only_last_token);
+
+}  // namespace selfcond::cli
+
+#endif  // SELFCOND_CLI_COMMON_H_

@@ -1,0 +1,195 @@
+#include "generate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+
+namespace selfcond {
+
+absl::Status ValidateSampling(const SamplingOptions& o) {
+  if (!std::isfinite(o.temperature) || o.temperature < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature must be >= 0 (0 = greedy), got ", o.temperature));
+  }
+  if (o.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top-k must be >= 0, got ", o.top_k));
+  if (!(o.top_p > 0 && o.top_p <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("top-p must be in (0, 1], got ", o.top_p));
+  }
+  return absl::OkStatus();
+}
+
+Sampler::Sampler(const SamplingOptions& o) : o_(o) {
+  // PCG32 (O'Neill), seeded like pcg32_srandom_r(seed, 54).
+  state_ = 0;
+  inc_ = (54u << 1) | 1u;
+  NextU32();
+  state_ += o.seed;
+  NextU32();
+}
+
+uint32_t Sampler::NextU32() {
+  uint64_t old = state_;
+  state_ = old * 6364136223846793005ULL + inc_;
+  uint32_t xorshifted = static_cast<uint32_t>(((old >> 18u) ^ old) >> 27u);
+  uint32_t rot = static_cast<uint32_t>(old >> 59u);
+  return (xorshifted >> rot) | (xorshifted << ((-rot) & 31));
+}
+
+double Sampler::NextUniform() {
+  uint64_t hi = NextU32(), lo = NextU32();
+  return static_cast<double>(((hi << 21) ^ lo) & ((1ULL << 53) - 1)) / 9007199254740992.0;
+}
+
+int32_t Sampler::Sample(absl::Span<const float> logits) {
+  const int V = static_cast<int>(logits.size());
+  // Greedy: argmax, lowest id on ties.
+  if (o_.temperature == 0 || o_.top_k == 1) {
+    int best = 0;
+    for (int i = 1; i < V; ++i)
+      if (logits[i] > logits[best]) best = i;
+    return best;
+  }
+  idx_.resize(V);
+  std::iota(idx_.begin(), idx_.end(), 0);
+  auto by_logit = [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  };
+  int n = V;
+  if (o_.top_k > 0 && o_.top_k < V) {
+    n = o_.top_k;
+    std::partial_sort(idx_.begin(), idx_.begin() + n, idx_.end(), by_logit);
+  } else {
+    std::sort(idx_.begin(), idx_.end(), by_logit);
+  }
+  p_.resize(n);
+  const double mx = logits[idx_[0]];
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += (p_[i] = std::exp((logits[idx_[i]] - mx) / o_.temperature));
+  if (o_.top_p < 1) {
+    // Keep the smallest prefix whose mass reaches top_p (at least one token).
+    double cum = 0;
+    int keep = n;
+    for (int i = 0; i < n; ++i) {
+      cum += p_[i] / sum;
+      if (cum >= o_.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+    n = keep;
+    sum = 0;
+    for (int i = 0; i < n; ++i) sum += p_[i];
+  }
+  double r = NextUniform() * sum;
+  for (int i = 0; i < n; ++i) {
+    r -= p_[i];
+    if (r < 0) return idx_[i];
+  }
+  return idx_[n - 1];
+}
+
+std::string Utf8Stream::Push(const std::string& bytes) {
+  pending_ += bytes;
+  // Find the end of the last complete sequence: scan back over at most 3 continuation bytes.
+  size_t n = pending_.size();
+  size_t cut = n;
+  for (size_t back = 1; back <= 4 && back <= n; ++back) {
+    unsigned char c = static_cast<unsigned char>(pending_[n - back]);
+    if ((c & 0xC0) == 0x80) continue;  // continuation byte
+    size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+    if (need > back) cut = n - back;  // incomplete lead sequence: hold it back
+    break;
+  }
+  std::string out = pending_.substr(0, cut);
+  pending_.erase(0, cut);
+  return out;
+}
+
+std::string Utf8Stream::Flush() {
+  std::string out;
+  out.swap(pending_);
+  return out;
+}
+
+absl::StatusOr<GenerateResult> Generate(Session& session, absl::Span<const int32_t> prompt,
+                                        const GenerateOptions& opts, const OnText& on_text) {
+  if (auto st = ValidateSampling(opts.sampling); !st.ok()) return st;
+  if (opts.max_new_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max new tokens must be >= 0, got ", opts.max_new_tokens));
+  }
+  const GPT2Config& c = session.model().config();
+  if (prompt.empty()) return absl::InvalidArgumentError("empty prompt (no tokens)");
+  if (prompt.size() >= c.n_ctx) {
+    return absl::OutOfRangeError(absl::StrCat("prompt is ", prompt.size(),
+                                              " tokens; the model's context is ", c.n_ctx,
+                                              " (at most ", c.n_ctx - 1, " prompt tokens)"));
+  }
+  const Tokenizer& tok = session.model().tokenizer();
+  session.Reset();
+  GenerateResult res;
+  res.prompt_tokens = static_cast<int>(prompt.size());
+  Sampler sampler(opts.sampling);
+  Utf8Stream stream;
+  auto logits = session.Forward(prompt, Session::Logits::kLast);
+  if (!logits.ok()) return logits.status();
+  for (int step = 0; step < opts.max_new_tokens; ++step) {
+    const int32_t next = sampler.Sample(*logits);
+    if (opts.stop_at_eos && next == tok.eos_id()) {
+      res.stop = GenerateResult::Stop::kEos;
+      break;
+    }
+    res.tokens.push_back(next);
+    const std::string bytes = tok.DecodeToken(next);
+    res.text += bytes;
+    std::string piece = stream.Push(bytes);
+    if (on_text && !piece.empty() && !on_text(piece)) {
+      res.stop = GenerateResult::Stop::kCancelled;
+      return res;
+    }
+    if (step + 1 == opts.max_new_tokens) break;
+    if (session.pos() >= static_cast<int>(c.n_ctx)) {
+      res.stop = GenerateResult::Stop::kContextFull;
+      break;
+    }
+    logits = session.Forward({&next, 1}, Session::Logits::kLast);
+    if (!logits.ok()) return logits.status();
+  }
+  std::string tail = stream.Flush();
+  if (on_text && !tail.empty()) on_text(tail);
+  return res;
+}
+
+absl::StatusOr<PerplexityResult> Perplexity(Session& session, absl::Span<const int32_t> tokens,
+                                            const std::function<void(float)>& progress) {
+  if (tokens.size() < 2) return absl::InvalidArgumentError("need at least 2 tokens for perplexity");
+  const size_t T = session.model().config().n_ctx, V = session.model().config().vocab_size;
+  double nll = 0;
+  int64_t count = 0;
+  for (size_t start = 0; start + 1 < tokens.size(); start += T) {
+    const size_t len = std::min(T, tokens.size() - start);
+    if (len < 2) break;
+    session.Reset();
+    auto logits = session.Forward(tokens.subspan(start, len), Session::Logits::kAll);
+    if (!logits.ok()) return logits.status();
+    for (size_t i = 0; i + 1 < len; ++i) {
+      const float* row = logits->data() + i * V;
+      double mx = row[0];
+      for (size_t j = 1; j < V; ++j) mx = std::max<double>(mx, row[j]);
+      double sum = 0;
+      for (size_t j = 0; j < V; ++j) sum += std::exp(row[j] - mx);
+      nll += (std::log(sum) + mx) - row[tokens[start + i + 1]];
+      ++count;
+    }
+    if (progress) progress(static_cast<float>(std::min(tokens.size(), start + len)) / tokens.size());
+  }
+  PerplexityResult r;
+  r.predicted_tokens = count;
+  r.mean_nll = nll / count;
+  r.ppl = std::exp(r.mean_nll);
+  return r;
+}
+
+}  // namespace selfcond

@@ -1,0 +1,88 @@
+// Sampling and the generation loop (frontends: CLI, WASM bindings).
+#ifndef SELFCOND_GENERATE_H_
+#define SELFCOND_GENERATE_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "gpt2.h"
+
+namespace selfcond {
+
+struct SamplingOptions {
+  float temperature = 1.0f;  // 0: greedy (argmax)
+  int top_k = 0;             // 0: off
+  float top_p = 1.0f;        // 1: off
+  uint64_t seed = 0;
+};
+
+// Checks ranges: temperature >= 0 and finite, top_k >= 0, 0 < top_p <= 1.
+absl::Status ValidateSampling(const SamplingOptions& o);
+
+// A deterministic sampler: the same seed and logits give the same tokens on every platform
+// (PCG32 random numbers, double-precision softmax, a stable sort by (logit desc, id asc)).
+class Sampler {
+ public:
+  explicit Sampler(const SamplingOptions& o);
+  int32_t Sample(absl::Span<const float> logits);
+
+ private:
+  uint32_t NextU32();
+  double NextUniform();  // [0, 1)
+  SamplingOptions o_;
+  uint64_t state_, inc_;
+  std::vector<int32_t> idx_;  // (vocab) scratch
+  std::vector<double> p_;     // (vocab) scratch
+};
+
+struct GenerateOptions {
+  int max_new_tokens = 50;
+  SamplingOptions sampling;
+  bool stop_at_eos = true;
+};
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;  // new tokens only
+  std::string text;             // their decoded text
+  enum class Stop { kMaxTokens, kEos, kContextFull, kCancelled } stop = Stop::kMaxTokens;
+  int prompt_tokens = 0;
+};
+
+// Streams text pieces as they become complete UTF-8; return false from on_text to cancel.
+using OnText = std::function<bool(const std::string& piece)>;
+
+// Prefills `prompt` (as one batch) into a Reset() session, then samples up to max_new_tokens.
+// A prompt that does not fit in the context (leaving room for one new token) is an error;
+// generation stops early, with Stop::kContextFull, when the context fills up (no sliding window:
+// GPT-2's learned positions end at n_ctx).
+absl::StatusOr<GenerateResult> Generate(Session& session, absl::Span<const int32_t> prompt,
+                                        const GenerateOptions& opts, const OnText& on_text);
+
+// Streams bytes of tokens out as complete UTF-8 (a token may end mid-character).
+class Utf8Stream {
+ public:
+  // Appends bytes; returns the longest prefix of pending bytes that is complete UTF-8.
+  std::string Push(const std::string& bytes);
+  std::string Flush();  // whatever is left (may be an invalid tail)
+
+ private:
+  std::string pending_;
+};
+
+// Perplexity of a token sequence under the session's model (windows of n_ctx tokens, each
+// window scored from scratch, as `selfcond ppl`). Returns exp(mean NLL) over predicted tokens.
+struct PerplexityResult {
+  double ppl = 0;
+  double mean_nll = 0;
+  int64_t predicted_tokens = 0;
+};
+absl::StatusOr<PerplexityResult> Perplexity(Session& session, absl::Span<const int32_t> tokens,
+                                            const std::function<void(float)>& progress = nullptr);
+
+}  // namespace selfcond
+
+#endif  // SELFCOND_GENERATE_H_

@@ -1,0 +1,466 @@
+// GPT-2: loading a selfcond model file, and the forward pass.
+//
+// Read Session::ForwardChunk top to bottom: it is the whole model. Everything it calls is either
+// a kernel (src/kernels/kernels.h) or a small float helper in this file.
+#include "gpt2.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "parallel.h"
+
+namespace selfcond {
+
+absl::StatusOr<Precision> ParsePrecision(const std::string& s) {
+  if (s == "int8") return Precision::kInt8;
+  if (s == "f32") return Precision::kF32;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown precision '", s, "' (expected int8 or f32)"));
+}
+
+// ---- loading -----------------------------------------------------------------------------
+
+namespace {
+
+std::string ShapeStr(const std::vector<uint32_t>& shape) {
+  std::string s = "(";
+  for (size_t i = 0; i < shape.size(); ++i) absl::StrAppend(&s, i ? ", " : "", shape[i]);
+  return s + ")";
+}
+
+// Finds a tensor and checks its dtype and logical shape; the error names the tensor.
+absl::StatusOr<const TensorView*> Expect(const ModelFileView& f, const std::string& name,
+                                         DType dtype, std::vector<uint32_t> shape) {
+  const TensorView* t = f.Find(name);
+  if (t == nullptr) return absl::InvalidArgumentError(absl::StrCat("missing tensor '", name, "'"));
+  if (t->dtype != dtype) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "' has dtype ", static_cast<int>(t->dtype), ", expected ",
+                     static_cast<int>(dtype)));
+  }
+  if (t->shape != shape) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ",
+                                                   ShapeStr(t->shape), ", expected ",
+                                                   ShapeStr(shape)));
+  }
+  if (dtype == DType::kF32) {
+    if (auto st = CheckFinite(*t); !st.ok()) return st;
+  }
+  return t;
+}
+
+#define SC_ASSIGN_OR_RETURN(lhs, expr) \
+  auto lhs##_or = (expr);              \
+  if (!lhs##_or.ok()) return lhs##_or.status();
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, LoadOptions opts) {
+  auto file = MappedFile::Open(path);
+  if (!file.ok()) return file.status();
+  std::unique_ptr<Model> m(new Model());
+  m->file_ = std::move(*file);
+  if (auto st = m->Build(opts); !st.ok()) {
+    return absl::Status(st.code(), absl::StrCat("model '", path, "': ", st.message()));
+  }
+  return m;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::FromBuffer(std::string bytes, LoadOptions opts) {
+  std::unique_ptr<Model> m(new Model());
+  m->file_ = MappedFile::FromBuffer(std::move(bytes));
+  if (auto st = m->Build(opts); !st.ok()) return st;
+  return m;
+}
+
+absl::Status Model::BuildLinear(const std::string& prefix, int n, int k, bool need_float,
+                                LinearWeights* out) {
+  const uint32_t un = n, uk = k, npad = kernels::PaddedRows(n);
+  SC_ASSIGN_OR_RETURN(q, Expect(view_, prefix + ".q", DType::kI8Packed, {un, uk}));
+  SC_ASSIGN_OR_RETURN(scale, Expect(view_, prefix + ".scale", DType::kF32, {npad}));
+  out->q.q = reinterpret_cast<const int8_t*>((*q_or)->data);
+  out->q.scale = reinterpret_cast<const float*>((*scale_or)->data);
+  out->q.n = n;
+  out->q.k = k;
+  out->q.n_pad = static_cast<int>(npad);
+  if (view_.Find(prefix + ".row_sum") != nullptr) {
+    SC_ASSIGN_OR_RETURN(rs, Expect(view_, prefix + ".row_sum", DType::kI32, {npad}));
+    out->q.row_sum = reinterpret_cast<const int32_t*>((*rs_or)->data);
+  } else {
+    owned_i32_.emplace_back(npad);
+    kernels::ComputeRowSums(out->q.q, static_cast<int>(npad), k, owned_i32_.back().data());
+    out->q.row_sum = owned_i32_.back().data();
+  }
+  out->bias = nullptr;
+  if (view_.Find(prefix + ".bias") != nullptr || prefix.rfind("h.", 0) == 0) {
+    SC_ASSIGN_OR_RETURN(b, Expect(view_, prefix + ".bias", DType::kF32, {un}));
+    out->bias = reinterpret_cast<const float*>((*b_or)->data);
+  }
+  out->f = {nullptr, n, k};
+  if (view_.Find(prefix + ".weight") != nullptr) {
+    SC_ASSIGN_OR_RETURN(w, Expect(view_, prefix + ".weight", DType::kF32, {un, uk}));
+    out->f.w = reinterpret_cast<const float*>((*w_or)->data);
+    has_float_copies_ = true;
+  } else if (need_float) {
+    // No float copy in the file: the f32 path runs on dequantized int8 weights.
+    owned_f32_.emplace_back(static_cast<size_t>(n) * k);
+    float* w = owned_f32_.back().data();
+    for (int r = 0; r < n; ++r) kernels::UnpackRow(out->q, r, w + static_cast<size_t>(r) * k);
+    out->f.w = w;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Model::Build(LoadOptions opts) {
+  auto view = ParseModelFile(file_.bytes());
+  if (!view.ok()) return view.status();
+  view_ = std::move(*view);
+  if (opts.verify_hash) {
+    if (auto st = VerifyContentHash(file_.bytes()); !st.ok()) return st;
+  }
+  hash_hex_ = view_.HashHex();
+  auto tok = Tokenizer::Deserialize(view_.tokenizer_blob);
+  if (!tok.ok()) return tok.status();
+  tokenizer_ = std::move(*tok);
+  const GPT2Config& c = view_.config;
+  if (static_cast<uint32_t>(tokenizer_->vocab_size()) != c.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer has ", tokenizer_->vocab_size(),
+                                                   " tokens but the config says vocab_size ",
+                                                   c.vocab_size));
+  }
+  const int d = c.n_embd, V = c.vocab_size, T = c.n_ctx, F = c.n_inner;
+  const uint32_t ud = d;
+
+  LinearWeights wte;
+  if (auto st = BuildLinear("wte", V, d, false, &wte); !st.ok()) return st;
+  wte_q_ = wte.q;
+  wte_f_ = {nullptr, V, d};
+  if (view_.Find("wte.weight") != nullptr) {
+    SC_ASSIGN_OR_RETURN(w, Expect(view_, "wte.weight", DType::kF32, {uint32_t(V), ud}));
+    wte_f_.w = reinterpret_cast<const float*>((*w_or)->data);
+  }
+  if (c.tied_lm_head) {
+    lm_head_ = wte;
+    lm_head_.f = wte_f_;
+  } else if (auto st = BuildLinear("lm_head", V, d, false, &lm_head_); !st.ok()) {
+    return st;
+  }
+
+  SC_ASSIGN_OR_RETURN(wpe, Expect(view_, "wpe", DType::kF32, {uint32_t(T), ud}));
+  wpe_ = reinterpret_cast<const float*>((*wpe_or)->data);
+  SC_ASSIGN_OR_RETURN(lnfw, Expect(view_, "ln_f.weight", DType::kF32, {ud}));
+  SC_ASSIGN_OR_RETURN(lnfb, Expect(view_, "ln_f.bias", DType::kF32, {ud}));
+  ln_f_weight_ = reinterpret_cast<const float*>((*lnfw_or)->data);
+  ln_f_bias_ = reinterpret_cast<const float*>((*lnfb_or)->data);
+
+  blocks_.resize(c.n_layer);
+  for (int l = 0; l < static_cast<int>(c.n_layer); ++l) {
+    const std::string h = absl::StrCat("h.", l, ".");
+    BlockWeights& b = blocks_[l];
+    auto vec = [&](const std::string& name, const float** out) -> absl::Status {
+      auto t = Expect(view_, h + name, DType::kF32, {ud});
+      if (!t.ok()) return t.status();
+      *out = reinterpret_cast<const float*>((*t)->data);
+      return absl::OkStatus();
+    };
+    for (auto st : {vec("ln_1.weight", &b.ln_1_weight), vec("ln_1.bias", &b.ln_1_bias),
+                    vec("ln_2.weight", &b.ln_2_weight), vec("ln_2.bias", &b.ln_2_bias),
+                    BuildLinear(h + "attn.c_attn", 3 * d, d, opts.need_float, &b.c_attn),
+                    BuildLinear(h + "attn.c_proj", d, d, opts.need_float, &b.attn_c_proj),
+                    BuildLinear(h + "mlp.c_fc", F, d, opts.need_float, &b.c_fc),
+                    BuildLinear(h + "mlp.c_proj", d, F, opts.need_float, &b.mlp_c_proj)}) {
+      if (!st.ok()) return st;
+    }
+  }
+  if (opts.need_float && wte_f_.w == nullptr) {
+    owned_f32_.emplace_back(static_cast<size_t>(V) * d);
+    float* w = owned_f32_.back().data();
+    for (int r = 0; r < V; ++r) kernels::UnpackRow(wte_q_, r, w + static_cast<size_t>(r) * d);
+    wte_f_.w = w;
+    if (c.tied_lm_head) lm_head_.f = wte_f_;
+  }
+  if (opts.need_float && lm_head_.f.w == nullptr) {
+    owned_f32_.emplace_back(static_cast<size_t>(V) * d);
+    float* w = owned_f32_.back().data();
+    for (int r = 0; r < V; ++r) kernels::UnpackRow(lm_head_.q, r, w + static_cast<size_t>(r) * d);
+    lm_head_.f.w = w;
+  }
+  float_ready_ = wte_f_.w != nullptr && lm_head_.f.w != nullptr;
+  for (const auto& b : blocks_) {
+    float_ready_ = float_ready_ && b.c_attn.f.w && b.attn_c_proj.f.w && b.c_fc.f.w &&
+                   b.mlp_c_proj.f.w;
+  }
+  return absl::OkStatus();
+}
+
+// ---- the forward pass ----------------------------------------------------------------------
+
+// Activation buffers for one chunk of up to max_batch tokens, and the KV cache.
+struct Session::Scratch {
+  std::vector<float> x;        // (B, d) residual stream
+  std::vector<float> xn;       // (B, d) LayerNorm output
+  std::vector<float> qkv;      // (B, 3d) c_attn output: q | k | v
+  std::vector<float> att;      // (B, d) attention output (heads concatenated)
+  std::vector<float> proj;     // (B, d) c_proj outputs
+  std::vector<float> fc;       // (B, d_ff) c_fc output, then GELU
+  std::vector<float> scores;   // (n_head, n_ctx) attention weights, one row per head
+  std::vector<int8_t> xq;      // (B, max(d, d_ff) + 64) quantized activations (+ SIMD slack)
+  std::vector<float> xscale;   // (B) activation scales
+  std::vector<float> key_cache;    // (layer, n_ctx, d)
+  std::vector<float> value_cache;  // (layer, n_ctx, d)
+  std::vector<float> logits;   // (vocab) or (B, vocab)
+};
+
+Session::Session(const Model& model, SessionOptions opts)
+    : model_(model), opts_(opts), units_(model.config()) {}
+Session::~Session() = default;
+
+absl::StatusOr<std::unique_ptr<Session>> Session::Create(const Model& model, SessionOptions opts) {
+  if (opts.precision == Precision::kF32 && !model.float_ready()) {
+    return absl::FailedPreconditionError(
+        "f32 precision needs float weights: load the model with need_float");
+  }
+  if (opts.max_batch < 1) return absl::InvalidArgumentError("max_batch must be >= 1");
+  if (opts.backend == nullptr) opts.backend = &kernels::DefaultBackend();
+  const GPT2Config& c = model.config();
+  opts.max_batch = std::min<int>(opts.max_batch, c.n_ctx);
+  std::unique_ptr<Session> s(new Session(model, opts));
+  const size_t B = opts.max_batch, d = c.n_embd, F = c.n_inner;
+  auto& sc = *(s->s_ = std::make_unique<Scratch>());
+  sc.x.resize(B * d);
+  sc.xn.resize(B * d);
+  sc.qkv.resize(B * 3 * d);
+  sc.att.resize(B * d);
+  sc.proj.resize(B * d);
+  sc.fc.resize(B * F);
+  sc.scores.resize(static_cast<size_t>(c.n_head) * c.n_ctx);
+  sc.xq.resize(B * (std::max(d, F) + 64));
+  sc.xscale.resize(B);
+  sc.key_cache.resize(static_cast<size_t>(c.n_layer) * c.n_ctx * d);
+  sc.value_cache.resize(static_cast<size_t>(c.n_layer) * c.n_ctx * d);
+  return s;
+}
+
+void Session::Reset() { pos_ = 0; }
+
+absl::Status Session::SetForcing(const Forcing* forcing) {
+  if (forcing != nullptr) {
+    if (forcing->per_site.size() != static_cast<size_t>(units_.num_sites())) {
+      return absl::InvalidArgumentError(absl::StrCat("forcing has ", forcing->per_site.size(),
+                                                     " sites, the model has ",
+                                                     units_.num_sites()));
+    }
+    for (int s = 0; s < units_.num_sites(); ++s) {
+      for (const auto& u : forcing->per_site[s]) {
+        if (u.unit < 0 || u.unit >= units_.site_size(s) || !std::isfinite(u.value)) {
+          return absl::InvalidArgumentError(absl::StrCat("forcing: unit ", u.unit, " of ",
+                                                         units_.SiteName(s), " out of range (",
+                                                         units_.site_size(s), " units) or value not finite"));
+        }
+      }
+    }
+  }
+  forcing_ = forcing;
+  return absl::OkStatus();
+}
+
+namespace {
+
+void LayerNorm(const float* x, const float* w, const float* b, int d, float eps, float* out) {
+  float mean = 0;
+  for (int i = 0; i < d; ++i) mean += x[i];
+  mean /= d;
+  float var = 0;
+  for (int i = 0; i < d; ++i) var += (x[i] - mean) * (x[i] - mean);
+  var /= d;
+  const float inv = 1.0f / std::sqrt(var + eps);
+  for (int i = 0; i < d; ++i) out[i] = (x[i] - mean) * inv * w[i] + b[i];
+}
+
+// GPT-2's "gelu_new" (tanh approximation), as in Hugging Face.
+inline float Gelu(float x) {
+  constexpr float kC = 0.7978845608028654f;  // sqrt(2 / pi)
+  return 0.5f * x * (1.0f + std::tanh(kC * (x + 0.044715f * x * x * x)));
+}
+
+}  // namespace
+
+// y(m, n) = x(m, k) . W^T + bias, split over threads by blocks of output channels.
+void Session::Linear(const LinearWeights& w, const float* x, int m, float* y) {
+  const kernels::Backend& be = *opts_.backend;
+  const int n = w.q.n;
+  const int threads = opts_.pool ? opts_.pool->size() : 1;
+  // Enough tasks to balance threads; each a multiple of the 16-row packed block.
+  int tasks = threads == 1 ? 1 : std::min(threads * 4, kernels::PaddedRows(n) / 16);
+  tasks = std::max(tasks, 1);
+  const int rows_per_task = (kernels::PaddedRows(n) / 16 + tasks - 1) / tasks * 16;
+  auto run = [&](auto&& fn) {
+    if (tasks == 1) {
+      fn(0, n);
+    } else {
+      opts_.pool->ParallelFor(tasks, [&](int t) {
+        const int b = t * rows_per_task, e = std::min(n, b + rows_per_task);
+        if (b < e) fn(b, e);
+      });
+    }
+  };
+  if (opts_.precision == Precision::kInt8) {
+    be.quantize_rows(x, m, w.q.k, s_->xq.data(), s_->xscale.data());
+    run([&](int b, int e) {
+      be.gemm_i8(w.q, s_->xq.data(), s_->xscale.data(), m, w.bias, y, n, b, e);
+    });
+  } else {
+    run([&](int b, int e) { be.gemm_f32(w.f, x, m, w.bias, y, n, b, e); });
+  }
+}
+
+// The expert hooks, on a linear layer's output y(m, n) for site `site`.
+void Session::Intervene(int site, float* y, int m, int n, bool chunk_has_last) {
+  if (forcing_ != nullptr) {
+    const auto& units = forcing_->per_site[site];
+    if (!units.empty()) {
+      const int first = forcing_->only_last_token ? (chunk_has_last ? m - 1 : m) : 0;
+      for (int i = first; i < m; ++i) {
+        for (const auto& u : units) y[static_cast<size_t>(i) * n + u.unit] = u.value;
+      }
+    }
+  }
+  if (capture_max_ != nullptr) {
+    float* mx = capture_max_ + units_.site_offset(site);
+    for (int i = 0; i < m; ++i) {
+      const float* row = y + static_cast<size_t>(i) * n;
+      for (int j = 0; j < n; ++j) mx[j] = std::max(mx[j], row[j]);
+    }
+  }
+}
+
+absl::StatusOr<absl::Span<const float>> Session::Forward(absl::Span<const int32_t> tokens,
+                                                         Logits want) {
+  const GPT2Config& c = model_.config();
+  if (tokens.empty()) return absl::InvalidArgumentError("no tokens to run");
+  if (pos_ + tokens.size() > c.n_ctx) {
+    return absl::OutOfRangeError(absl::StrCat("context full: ", pos_, " tokens in the cache + ",
+                                              tokens.size(), " new > context length ", c.n_ctx));
+  }
+  for (int32_t t : tokens) {
+    if (t < 0 || static_cast<uint32_t>(t) >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", t, " out of range [0, ",
+                                                     c.vocab_size, ")"));
+    }
+  }
+  const size_t V = c.vocab_size;
+  s_->logits.resize(want == Logits::kAll ? tokens.size() * V : (want == Logits::kLast ? V : 0));
+  const int B = opts_.max_batch;
+  logits_row_ = 0;
+  for (size_t i = 0; i < tokens.size(); i += B) {
+    const int n = static_cast<int>(std::min<size_t>(B, tokens.size() - i));
+    if (auto st = ForwardChunk(tokens.data() + i, n, i + n == tokens.size(), want); !st.ok()) {
+      return st;
+    }
+  }
+  return absl::Span<const float>(s_->logits);
+}
+
+absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk, Logits want) {
+  const GPT2Config& c = model_.config();
+  const int d = c.n_embd, F = c.n_inner, H = c.n_head, hd = d / H, T = c.n_ctx;
+  const int p0 = pos_;
+  const bool f32 = opts_.precision == Precision::kF32;
+  Scratch& s = *s_;
+  float* x = s.x.data();
+
+  // Token + position embeddings.
+  for (int i = 0; i < n; ++i) {
+    float* xi = x + static_cast<size_t>(i) * d;
+    if (f32) {
+      std::memcpy(xi, model_.wte_f32() + static_cast<size_t>(tokens[i]) * d, d * sizeof(float));
+    } else {
+      kernels::UnpackRow(model_.wte_q(), tokens[i], xi);
+    }
+    const float* pe = model_.wpe() + static_cast<size_t>(p0 + i) * d;
+    for (int j = 0; j < d; ++j) xi[j] += pe[j];
+  }
+
+  for (int l = 0; l < static_cast<int>(c.n_layer); ++l) {
+    const BlockWeights& b = model_.block(l);
+    float* kc = s.key_cache.data() + static_cast<size_t>(l) * T * d;    // (n_ctx, d)
+    float* vc = s.value_cache.data() + static_cast<size_t>(l) * T * d;  // (n_ctx, d)
+
+    // --- attention ---
+    for (int i = 0; i < n; ++i) {
+      LayerNorm(x + i * d, b.ln_1_weight, b.ln_1_bias, d, c.layer_norm_eps, s.xn.data() + i * d);
+    }
+    Linear(b.c_attn, s.xn.data(), n, s.qkv.data());
+    Intervene(units_.site_index(l, SiteKind::kCAttn), s.qkv.data(), n, 3 * d, last_chunk);
+    for (int i = 0; i < n; ++i) {
+      const float* row = s.qkv.data() + static_cast<size_t>(i) * 3 * d;
+      std::memcpy(kc + static_cast<size_t>(p0 + i) * d, row + d, d * sizeof(float));
+      std::memcpy(vc + static_cast<size_t>(p0 + i) * d, row + 2 * d, d * sizeof(float));
+    }
+    auto head = [&](int h) {
+      float* sc = s.scores.data() + static_cast<size_t>(h) * T;
+      const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
+      for (int i = 0; i < n; ++i) {
+        const float* q = s.qkv.data() + static_cast<size_t>(i) * 3 * d + h * hd;
+        const int len = p0 + i + 1;  // causal: positions 0..p0+i
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int t = 0; t < len; ++t) {
+          const float* k = kc + static_cast<size_t>(t) * d + h * hd;
+          float dot = 0;
+          for (int j = 0; j < hd; ++j) dot += q[j] * k[j];
+          sc[t] = dot * inv_sqrt;
+          mx = std::max(mx, sc[t]);
+        }
+        float sum = 0;
+        for (int t = 0; t < len; ++t) sum += (sc[t] = std::exp(sc[t] - mx));
+        const float inv = 1.0f / sum;
+        float* out = s.att.data() + static_cast<size_t>(i) * d + h * hd;
+        std::fill(out, out + hd, 0.0f);
+        for (int t = 0; t < len; ++t) {
+          const float* v = vc + static_cast<size_t>(t) * d + h * hd;
+          const float a = sc[t] * inv;
+          for (int j = 0; j < hd; ++j) out[j] += a * v[j];
+        }
+      }
+    };
+    if (opts_.pool && opts_.pool->size() > 1 && n > 1) {
+      opts_.pool->ParallelFor(H, head);
+    } else {
+      for (int h = 0; h < H; ++h) head(h);
+    }
+    Linear(b.attn_c_proj, s.att.data(), n, s.proj.data());
+    Intervene(units_.site_index(l, SiteKind::kAttnCProj), s.proj.data(), n, d, last_chunk);
+    for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) x[j] += s.proj[j];
+
+    // --- MLP ---
+    for (int i = 0; i < n; ++i) {
+      LayerNorm(x + i * d, b.ln_2_weight, b.ln_2_bias, d, c.layer_norm_eps, s.xn.data() + i * d);
+    }
+    Linear(b.c_fc, s.xn.data(), n, s.fc.data());
+    Intervene(units_.site_index(l, SiteKind::kCFc), s.fc.data(), n, F, last_chunk);
+    for (size_t j = 0; j < static_cast<size_t>(n) * F; ++j) s.fc[j] = Gelu(s.fc[j]);
+    Linear(b.mlp_c_proj, s.fc.data(), n, s.proj.data());
+    Intervene(units_.site_index(l, SiteKind::kMlpCProj), s.proj.data(), n, d, last_chunk);
+    for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) x[j] += s.proj[j];
+  }
+  pos_ += n;
+
+  // --- LM head (tied to wte unless the file has lm_head) ---
+  if (want == Logits::kNone || (want == Logits::kLast && !last_chunk)) return absl::OkStatus();
+  const int first = want == Logits::kLast ? n - 1 : 0;
+  const int rows = n - first;
+  for (int i = first; i < n; ++i) {
+    LayerNorm(x + i * d, model_.ln_f_weight(), model_.ln_f_bias(), d, c.layer_norm_eps,
+              s.xn.data() + (i - first) * d);
+  }
+  // kAll: this chunk's rows go after the previous chunks' rows.
+  float* out = s.logits.data() + static_cast<size_t>(logits_row_) * c.vocab_size;
+  Linear(model_.lm_head(), s.xn.data(), rows, out);
+  logits_row_ += rows;
+  return absl::OkStatus();
+}
+
+}  // namespace selfcond

@@ -1,0 +1,316 @@
+// The forward pass against the independent float32 reference (reference.json, last_logits.f32),
+// int8 accuracy, KV-cache consistency, forcing, context limits and sampling.
+#include "gpt2.h"
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+
+#include "file_util.h"
+#include "generate.h"
+#include "gtest/gtest.h"
+#include "json.h"
+#include "parallel.h"
+#include "test_util.h"
+
+namespace selfcond {
+namespace {
+
+using testing::ConvertedMiniModel;
+using testing::MiniModelDir;
+using testing::SharedDir;
+
+struct RefCase {
+  std::string prompt;
+  std::vector<int32_t> ids, greedy20;
+  std::vector<float> logits;  // (vocab)
+};
+
+std::vector<int32_t> Ints(const json::Value& v) {
+  std::vector<int32_t> out;
+  for (const auto& x : v.items()) out.push_back(static_cast<int32_t>(x.as_number()));
+  return out;
+}
+
+const std::vector<RefCase>& Cases() {
+  static std::vector<RefCase>* cases = [] {
+    auto* out = new std::vector<RefCase>;
+    auto text = ReadFile(MiniModelDir() + "/reference/reference.json");
+    auto bin = ReadFile(MiniModelDir() + "/reference/last_logits.f32");
+    EXPECT_TRUE(text.ok() && bin.ok());
+    auto doc = json::Parse(*text);
+    EXPECT_TRUE(doc.ok());
+    for (const auto& c : doc->Find("cases")->items()) {
+      RefCase rc;
+      rc.prompt = c.Find("prompt")->as_string();
+      rc.ids = Ints(*c.Find("token_ids"));
+      rc.greedy20 = Ints(*c.Find("greedy20_ids"));
+      const size_t off = static_cast<size_t>(c.Find("logits_offset")->as_number());
+      rc.logits.resize(50257);
+      EXPECT_LE((off + 50257) * 4, bin->size());
+      std::memcpy(rc.logits.data(), bin->data() + off * 4, 50257 * 4);
+      out->push_back(std::move(rc));
+    }
+    return out;
+  }();
+  return *cases;
+}
+
+class Gpt2Test : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    Model::LoadOptions lo;
+    lo.need_float = true;
+    lo.verify_hash = true;
+    auto m = Model::Load(ConvertedMiniModel(/*keep_float=*/true), lo);
+    ASSERT_TRUE(m.ok()) << m.status();
+    model_ = m->release();
+    pool_ = new ThreadPool(0);
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    delete pool_;
+  }
+  std::unique_ptr<Session> NewSession(Precision p, int max_batch = 256, bool threads = true) {
+    SessionOptions so;
+    so.precision = p;
+    so.max_batch = max_batch;
+    so.pool = threads ? pool_ : nullptr;
+    auto s = Session::Create(*model_, so);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return std::move(*s);
+  }
+  static std::vector<int32_t> Greedy(Session& s, const std::vector<int32_t>& prompt, int n) {
+    GenerateOptions g;
+    g.max_new_tokens = n;
+    g.sampling.temperature = 0;
+    g.stop_at_eos = false;
+    auto r = Generate(s, prompt, g, nullptr);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r->tokens;
+  }
+  static Model* model_;
+  static ThreadPool* pool_;
+};
+Model* Gpt2Test::model_ = nullptr;
+ThreadPool* Gpt2Test::pool_ = nullptr;
+
+TEST_F(Gpt2Test, TokenizerMatchesReferenceIds) {
+  for (const auto& c : Cases()) EXPECT_EQ(model_->tokenizer().Encode(c.prompt), c.ids) << c.prompt;
+}
+
+TEST_F(Gpt2Test, FloatLogitsMatchReference) {
+  auto s = NewSession(Precision::kF32);
+  for (const auto& c : Cases()) {
+    s->Reset();
+    auto logits = s->Forward(c.ids, Session::Logits::kLast);
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    float max_ref = 0, max_err = 0;
+    for (size_t i = 0; i < c.logits.size(); ++i) {
+      max_ref = std::max(max_ref, std::fabs(c.logits[i]));
+      max_err = std::max(max_err, std::fabs((*logits)[i] - c.logits[i]));
+    }
+    EXPECT_LT(max_err / max_ref, 1e-3) << c.prompt << ": max error " << max_err;
+  }
+}
+
+TEST_F(Gpt2Test, FloatGreedyMatchesReference) {
+  auto s = NewSession(Precision::kF32);
+  for (const auto& c : Cases()) EXPECT_EQ(Greedy(*s, c.ids, 20), c.greedy20) << c.prompt;
+}
+
+TEST_F(Gpt2Test, Int8Top1AndGreedyPrefix) {
+  auto s = NewSession(Precision::kInt8);
+  int prefix_ok = 0;
+  for (const auto& c : Cases()) {
+    s->Reset();
+    auto logits = s->Forward(c.ids, Session::Logits::kLast);
+    ASSERT_TRUE(logits.ok());
+    const int top1 = static_cast<int>(std::max_element(logits->begin(), logits->end()) - logits->begin());
+    const int ref1 = static_cast<int>(std::max_element(c.logits.begin(), c.logits.end()) - c.logits.begin());
+    EXPECT_EQ(top1, ref1) << c.prompt;
+    auto g = Greedy(*s, c.ids, 10);
+    if (std::equal(g.begin(), g.end(), c.greedy20.begin())) ++prefix_ok;
+  }
+  EXPECT_GE(prefix_ok, 3) << "greedy 10-token prefix identical on fewer than 3 of 4 prompts";
+}
+
+// Perplexity over sentences the model never saw: every 7th sentence of each concept file
+// (a fixed subset keeps the f32 run short), each sentence scored as <eos> + sentence.
+TEST_F(Gpt2Test, Int8PerplexityWithin3PercentOfFloat) {
+  std::vector<std::vector<int32_t>> sents;
+  for (const char* f : {"football.json", "woman.json", "man.json"}) {
+    auto text = ReadFile(SharedDir() + "/concepts/" + f);
+    ASSERT_TRUE(text.ok());
+    auto doc = json::Parse(*text);
+    ASSERT_TRUE(doc.ok());
+    int i = 0;
+    for (const char* cls : {"positive", "negative"}) {
+      for (const auto& v : doc->Find("sentences")->Find(cls)->items()) {
+        if (i++ % 7) continue;
+        std::vector<int32_t> ids = {model_->tokenizer().eos_id()};
+        auto body = model_->tokenizer().Encode(v.as_string());
+        ids.insert(ids.end(), body.begin(), body.end());
+        if (ids.size() > model_->config().n_ctx) ids.resize(model_->config().n_ctx);
+        sents.push_back(ids);
+      }
+    }
+  }
+  double nll[2] = {0, 0};
+  int64_t count = 0;
+  for (int p = 0; p < 2; ++p) {
+    auto s = NewSession(p == 0 ? Precision::kF32 : Precision::kInt8);
+    for (const auto& ids : sents) {
+      auto r = Perplexity(*s, ids);
+      ASSERT_TRUE(r.ok()) << r.status();
+      nll[p] += r->mean_nll * r->predicted_tokens;
+      if (p == 0) count += r->predicted_tokens;
+    }
+  }
+  const double ppl_f32 = std::exp(nll[0] / count), ppl_i8 = std::exp(nll[1] / count);
+  std::printf("perplexity over %zu sentences (%lld tokens): f32 %.3f, int8 %.3f (%+.2f%%)\n",
+              sents.size(), static_cast<long long>(count), ppl_f32, ppl_i8,
+              100 * (ppl_i8 / ppl_f32 - 1));
+  EXPECT_LT(std::fabs(ppl_i8 / ppl_f32 - 1), 0.03);
+}
+
+// Prefill in one batch, in chunks, and token by token must agree (the KV cache is exact).
+TEST_F(Gpt2Test, KvCacheChunkingConsistent) {
+  const auto& ids = Cases()[3].ids;
+  for (Precision p : {Precision::kF32, Precision::kInt8}) {
+    auto whole = NewSession(p);
+    auto ref = whole->Forward(ids, Session::Logits::kAll);
+    ASSERT_TRUE(ref.ok());
+    std::vector<float> all(ref->begin(), ref->end());
+    auto chunked = NewSession(p, /*max_batch=*/5, /*threads=*/false);
+    auto got = chunked->Forward(ids, Session::Logits::kAll);
+    ASSERT_TRUE(got.ok());
+    ASSERT_EQ(got->size(), all.size());
+    float err = 0;
+    for (size_t i = 0; i < all.size(); ++i) err = std::max(err, std::fabs((*got)[i] - all[i]));
+    EXPECT_LT(err, 1e-3) << "chunked prefill";
+    auto step = NewSession(p);
+    for (size_t t = 0; t < ids.size(); ++t) {
+      auto l = step->Forward({&ids[t], 1}, Session::Logits::kLast);
+      ASSERT_TRUE(l.ok());
+      float e = 0;
+      for (size_t j = 0; j < 50257; ++j) e = std::max(e, std::fabs((*l)[j] - all[t * 50257 + j]));
+      EXPECT_LT(e, 1e-3) << "token " << t;
+    }
+  }
+}
+
+// Forcing units at every position: generation with the KV cache must equal recomputing the
+// whole sequence from scratch at every step.
+TEST_F(Gpt2Test, ForcedGenerationSameWithAndWithoutKvCache) {
+  UnitSpace units(model_->config());
+  Forcing f;
+  f.per_site.resize(units.num_sites());
+  // A deterministic spread of units over all four kinds of sites, forced to large values.
+  for (int s = 0; s < units.num_sites(); ++s) {
+    for (int u = s % 7; u < units.site_size(s); u += 97) f.per_site[s].push_back({u, 3.0f});
+  }
+  for (Precision p : {Precision::kInt8, Precision::kF32}) {
+    auto cached = NewSession(p);
+    ASSERT_TRUE(cached->SetForcing(&f).ok());
+    const auto& prompt = Cases()[0].ids;
+    const auto with_cache = Greedy(*cached, prompt, 15);
+    auto fresh = NewSession(p);
+    ASSERT_TRUE(fresh->SetForcing(&f).ok());
+    std::vector<int32_t> seq = prompt, without_cache;
+    for (int i = 0; i < 15; ++i) {
+      fresh->Reset();
+      auto l = fresh->Forward(seq, Session::Logits::kLast);
+      ASSERT_TRUE(l.ok());
+      const int32_t next = static_cast<int32_t>(std::max_element(l->begin(), l->end()) - l->begin());
+      without_cache.push_back(next);
+      seq.push_back(next);
+    }
+    EXPECT_EQ(with_cache, without_cache);
+    auto plain = NewSession(p);
+    EXPECT_NE(Greedy(*plain, prompt, 15), with_cache) << "forcing had no effect";
+  }
+}
+
+TEST_F(Gpt2Test, ForcingValidated) {
+  auto s = NewSession(Precision::kInt8);
+  Forcing f;
+  f.per_site.resize(3);
+  EXPECT_FALSE(s->SetForcing(&f).ok());
+  f.per_site.assign(UnitSpace(model_->config()).num_sites(), {});
+  f.per_site[0].push_back({100000, 1.0f});
+  EXPECT_FALSE(s->SetForcing(&f).ok());
+  f.per_site[0] = {{1, NAN}};
+  EXPECT_FALSE(s->SetForcing(&f).ok());
+}
+
+TEST_F(Gpt2Test, ContextAndTokenErrors) {
+  auto s = NewSession(Precision::kInt8);
+  std::vector<int32_t> too_long(model_->config().n_ctx + 1, 13);
+  auto r = s->Forward(too_long, Session::Logits::kLast);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("context"), std::string::npos);
+  std::vector<int32_t> bad = {1, 50257};
+  EXPECT_FALSE(s->Forward(bad, Session::Logits::kLast).ok());
+  EXPECT_EQ(s->pos(), 0);
+  GenerateOptions g;
+  std::vector<int32_t> full(model_->config().n_ctx, 13);
+  auto gen = Generate(*s, full, g, nullptr);
+  ASSERT_FALSE(gen.ok());
+  EXPECT_NE(gen.status().message().find("prompt is"), std::string::npos);
+  // Generation that runs into the end of the context stops cleanly.
+  std::vector<int32_t> near(model_->config().n_ctx - 3, 13);
+  g.max_new_tokens = 10;
+  g.stop_at_eos = false;
+  auto gen2 = Generate(*s, near, g, nullptr);
+  ASSERT_TRUE(gen2.ok());
+  EXPECT_EQ(gen2->stop, GenerateResult::Stop::kContextFull);
+  EXPECT_EQ(gen2->tokens.size(), 4u);
+}
+
+TEST_F(Gpt2Test, SamplingIsSeededAndValidated) {
+  auto s = NewSession(Precision::kInt8);
+  GenerateOptions g;
+  g.max_new_tokens = 20;
+  g.stop_at_eos = false;
+  g.sampling.temperature = 1.0f;
+  g.sampling.top_p = 0.9f;
+  g.sampling.seed = 7;
+  const auto& prompt = Cases()[0].ids;
+  auto a = Generate(*s, prompt, g, nullptr);
+  auto b = Generate(*s, prompt, g, nullptr);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->tokens, b->tokens);
+  g.sampling.seed = 8;
+  auto c = Generate(*s, prompt, g, nullptr);
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE(a->tokens, c->tokens);
+  g.sampling.top_k = 1;  // top-1 sampling is greedy
+  auto d = Generate(*s, prompt, g, nullptr);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->tokens, Greedy(*s, prompt, 20));
+  for (auto bad : {SamplingOptions{-1, 0, 1, 0}, SamplingOptions{1, -2, 1, 0},
+                   SamplingOptions{1, 0, 0, 0}, SamplingOptions{1, 0, 1.5f, 0},
+                   SamplingOptions{NAN, 0, 1, 0}}) {
+    g.sampling = bad;
+    EXPECT_FALSE(Generate(*s, prompt, g, nullptr).ok());
+  }
+}
+
+TEST(Utf8StreamTest, HoldsBackPartialSequences) {
+  Utf8Stream st;
+  EXPECT_EQ(st.Push("a\xc3"), "a");
+  EXPECT_EQ(st.Push("\xa9\xe2\x80"), "\xc3\xa9");
+  EXPECT_EQ(st.Push("\x94!"), "\xe2\x80\x94!");
+  EXPECT_EQ(st.Push("\xf0\x9f"), "");
+  EXPECT_EQ(st.Flush(), "\xf0\x9f");
+}
+
+TEST(ModelLoadTest, RejectsMissingAndGarbageFiles) {
+  EXPECT_FALSE(Model::Load("/nonexistent/model.scm", {}).ok());
+  EXPECT_FALSE(Model::FromBuffer(std::string(1000, 'x'), {}).ok());
+  EXPECT_FALSE(Model::FromBuffer("", {}).ok());
+}
+
+}  // namespace
+}  // namespace selfcond
