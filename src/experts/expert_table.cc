@@ -1,0 +1,755 @@
+#include "experts/expert_table.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <map>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "file_util.h"
+#include "gpt2.h"
+#include "json.h"
+
+namespace selfcond {
+namespace {
+
+constexpr char kFormatName[] = "selfcond-experts";
+constexpr int kFormatVersion = 1;
+// Bounds that no real GPT-2 reaches; they keep hostile files from asking for absurd sizes.
+constexpr int kMaxLayers = 1024;
+constexpr int kMaxSiteSize = 1 << 24;
+
+// Shortest decimal text that reads back as the same float32 (what numpy/pandas print for a
+// float32). Non-finite values are returned as nullopt-like empty strings; callers decide.
+std::string FloatText(float f) {
+  char buf[32];
+  for (int p = 1; p <= 9; ++p) {
+    std::snprintf(buf, sizeof(buf), "%.*g", p, static_cast<double>(f));
+    if (std::strtof(buf, nullptr) == f) break;
+  }
+  return buf;
+}
+
+float Nan() { return std::numeric_limits<float>::quiet_NaN(); }
+
+// Debian's Abseil has its own string_view type (not std::string_view): convert at the calls.
+absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+std::string_view SV(absl::string_view s) { return std::string_view(s.data(), s.size()); }
+
+// The size of each site of a GPT-2 unit space.
+int SiteSize(int site, int n_embd, int n_inner) {
+  switch (static_cast<SiteKind>(site % kSiteKinds)) {
+    case SiteKind::kCAttn:
+      return 3 * n_embd;
+    case SiteKind::kAttnCProj:
+      return n_embd;
+    case SiteKind::kCFc:
+      return n_inner;
+    case SiteKind::kMlpCProj:
+      return n_embd;
+  }
+  return 0;
+}
+
+bool SpaceKnown(const ExpertTable& t) { return t.n_layer > 0 && t.n_embd > 0 && t.n_inner > 0; }
+
+int64_t SpaceUnits(const ExpertTable& t) {
+  return static_cast<int64_t>(t.n_layer) * (5LL * t.n_embd + t.n_inner);
+}
+
+// Checks what both importers must guarantee: sane sites/units, no duplicates, consistency with
+// the unit space when it is known. Sorts the units.
+absl::Status ValidateAndSort(ExpertTable* t) {
+  if (t->n_layer < 0 || t->n_embd < 0 || t->n_inner < 0 || t->n_layer > kMaxLayers ||
+      t->n_embd > kMaxSiteSize / 3 || t->n_inner > kMaxSiteSize) {
+    return absl::InvalidArgumentError(absl::StrCat("expert table: implausible unit space (n_layer ",
+                                                   t->n_layer, ", n_embd ", t->n_embd, ", n_inner ",
+                                                   t->n_inner, ")"));
+  }
+  bool known = SpaceKnown(*t);
+  if (known && t->total_units != SpaceUnits(*t)) {
+    return absl::InvalidArgumentError(absl::StrCat("expert table: total_units ", t->total_units,
+                                                   " does not match the unit space (",
+                                                   SpaceUnits(*t), " units)"));
+  }
+  if (static_cast<int64_t>(t->units.size()) > t->total_units) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expert table: ", t->units.size(), " units listed but total_units is ", t->total_units));
+  }
+  for (size_t i = 0; i < t->units.size(); ++i) {
+    const ExpertUnit& u = t->units[i];
+    if (u.site < 0 || u.site >= kMaxLayers * kSiteKinds || u.unit < 0 || u.unit >= kMaxSiteSize) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "expert table: unit entry ", i, " has invalid site ", u.site, " / unit ", u.unit));
+    }
+    if (known) {
+      if (u.layer() >= t->n_layer) {
+        return absl::InvalidArgumentError(absl::StrCat("expert table: unit entry ", i, " is in ",
+                                                       LayerName(u.site), " but the table has ",
+                                                       t->n_layer, " layers"));
+      }
+      int size = SiteSize(u.site, t->n_embd, t->n_inner);
+      if (u.unit >= size) {
+        return absl::InvalidArgumentError(absl::StrCat("expert table: unit entry ", i, ": unit ",
+                                                       u.unit, " of ", LayerName(u.site),
+                                                       " is out of range (size ", size, ")"));
+      }
+    }
+  }
+  std::vector<std::pair<int, int>> ids;
+  ids.reserve(t->units.size());
+  for (const auto& u : t->units) ids.emplace_back(u.site, u.unit);
+  std::sort(ids.begin(), ids.end());
+  auto dup = std::adjacent_find(ids.begin(), ids.end());
+  if (dup != ids.end()) {
+    return absl::InvalidArgumentError(absl::StrCat("expert table: unit ", dup->second, " of ",
+                                                   LayerName(dup->first), " is listed twice"));
+  }
+  SortUnits(&t->units);
+  return absl::OkStatus();
+}
+
+// ---- CSV ------------------------------------------------------------------------------------
+
+std::string CsvField(std::string_view s) {
+  if (s.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(s);
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+// RFC 4180 records (quoted fields may hold commas, quotes doubled, newlines). Returns the line
+// number of a broken record in the error.
+absl::StatusOr<std::vector<std::vector<std::string>>> ParseCsv(std::string_view text) {
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> row;
+  std::string field;
+  size_t i = 0;
+  int line = 1;
+  bool any = false;  // the current record has content
+  while (i < text.size()) {
+    char c = text[i];
+    if (c == '"' && field.empty()) {
+      int start_line = line;
+      ++i;
+      for (;;) {
+        if (i >= text.size()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("CSV: unterminated quoted field starting on line ", start_line));
+        }
+        if (text[i] == '"') {
+          if (i + 1 < text.size() && text[i + 1] == '"') {
+            field += '"';
+            i += 2;
+            continue;
+          }
+          ++i;
+          break;
+        }
+        if (text[i] == '\n') ++line;
+        field += text[i++];
+      }
+      any = true;
+      if (i < text.size() && text[i] != ',' && text[i] != '\n' && text[i] != '\r') {
+        return absl::InvalidArgumentError(
+            absl::StrCat("CSV: unexpected character after a quoted field on line ", line));
+      }
+      continue;
+    }
+    if (c == ',') {
+      row.push_back(std::move(field));
+      field.clear();
+      any = true;
+      ++i;
+      continue;
+    }
+    if (c == '\r' || c == '\n') {
+      if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
+      ++i;
+      ++line;
+      if (any || !field.empty()) {
+        row.push_back(std::move(field));
+        rows.push_back(std::move(row));
+      }
+      row.clear();
+      field.clear();
+      any = false;
+      continue;
+    }
+    field += c;
+    any = true;
+    ++i;
+  }
+  if (any || !field.empty()) {
+    row.push_back(std::move(field));
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+absl::StatusOr<float> CsvFloat(const std::string& s, std::string_view col, size_t row) {
+  absl::string_view v = absl::StripAsciiWhitespace(s);
+  if (v.empty()) return Nan();  // pandas writes NaN as an empty field
+  double d;
+  if (!absl::SimpleAtod(v, &d)) {
+    return absl::InvalidArgumentError(absl::StrCat("expertise.csv row ", row, ": column ", AV(col),
+                                                   " is not a number: '", s, "'"));
+  }
+  return static_cast<float>(d);
+}
+
+// ---- JSON helpers -----------------------------------------------------------------------------
+
+absl::StatusOr<const json::Value*> Column(const json::Value& units, std::string_view name,
+                                          bool required, size_t* count) {
+  const json::Value* v = units.Find(name);
+  if (v == nullptr) {
+    if (!required) return nullptr;
+    return absl::InvalidArgumentError(
+        absl::StrCat("expert table: missing column \"units.", std::string(name), "\""));
+  }
+  if (!v->is_array()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expert table: \"units.", std::string(name), "\" is not an array"));
+  }
+  if (*count == static_cast<size_t>(-1)) *count = v->items().size();
+  if (v->items().size() != *count) {
+    return absl::InvalidArgumentError(absl::StrCat("expert table: column \"units.",
+                                                   std::string(name), "\" has ", v->items().size(),
+                                                   " entries, expected ", *count));
+  }
+  return v;
+}
+
+absl::StatusOr<int> JsonInt(const json::Value& v, std::string_view what, int64_t lo, int64_t hi) {
+  if (!v.is_number() || !std::isfinite(v.as_number()) ||
+      v.as_number() != std::floor(v.as_number()) || v.as_number() < static_cast<double>(lo) ||
+      v.as_number() > static_cast<double>(hi)) {
+    return absl::InvalidArgumentError(absl::StrCat("expert table: ", std::string(what),
+                                                   " must be an integer in [", lo, ", ", hi, "]"));
+  }
+  return static_cast<int>(v.as_number());
+}
+
+std::string JsonFloat(float f) { return std::isfinite(f) ? FloatText(f) : "null"; }
+
+}  // namespace
+
+std::string LayerName(int site) {
+  return absl::StrCat("transformer.h.", site / kSiteKinds, ".",
+                      SiteKindName(static_cast<SiteKind>(site % kSiteKinds)), ":0");
+}
+
+std::string ExpertUnit::layer_name() const { return LayerName(site); }
+
+absl::StatusOr<int> ParseLayerName(std::string_view name) {
+  absl::string_view s = AV(name);
+  absl::ConsumePrefix(&s, "transformer.");
+  absl::ConsumeSuffix(&s, ":0");
+  auto bad = [&] {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown layer name '", std::string(name),
+        "' (expected transformer.h.<i>.<attn.c_attn|attn.c_proj|mlp.c_fc|mlp.c_proj>:0)"));
+  };
+  if (!absl::ConsumePrefix(&s, "h.")) return bad();
+  size_t digits = 0;
+  while (digits < s.size() && absl::ascii_isdigit(static_cast<unsigned char>(s[digits]))) ++digits;
+  if (digits == 0 || digits > 4 || digits >= s.size() || s[digits] != '.') return bad();
+  int layer = 0;
+  for (size_t i = 0; i < digits; ++i) layer = layer * 10 + (s[i] - '0');
+  if (layer >= kMaxLayers) return bad();
+  absl::string_view kind = s.substr(digits + 1);
+  for (int k = 0; k < kSiteKinds; ++k) {
+    if (kind == SiteKindName(static_cast<SiteKind>(k))) return layer * kSiteKinds + k;
+  }
+  return bad();
+}
+
+void SortUnits(std::vector<ExpertUnit>* units) {
+  std::sort(units->begin(), units->end(), [](const ExpertUnit& a, const ExpertUnit& b) {
+    bool an = std::isnan(a.ap), bn = std::isnan(b.ap);
+    if (an != bn) return bn;
+    if (!an && a.ap != b.ap) return a.ap > b.ap;
+    if (a.site != b.site) return a.site < b.site;
+    return a.unit < b.unit;
+  });
+}
+
+ExpertTable MakeExpertTable(const GPT2Config& config, absl::Span<const float> ap,
+                            absl::Span<const float> on_p50, absl::Span<const float> on_p90,
+                            absl::Span<const float> off_mean, int64_t top_n) {
+  UnitSpace space(config);
+  ExpertTable t;
+  t.n_layer = static_cast<int>(config.n_layer);
+  t.n_embd = static_cast<int>(config.n_embd);
+  t.n_inner = static_cast<int>(config.n_inner);
+  t.total_units = space.num_units();
+  t.units.reserve(space.num_units());
+  for (int s = 0; s < space.num_sites(); ++s) {
+    for (int u = 0; u < space.site_size(s); ++u) {
+      int64_t id = space.UnitId(s, u);
+      auto at = [&](absl::Span<const float> v) {
+        return id < static_cast<int64_t>(v.size()) ? v[id] : Nan();
+      };
+      t.units.push_back({s, u, at(ap), at(on_p50), at(on_p90), at(off_mean)});
+    }
+  }
+  SortUnits(&t.units);
+  if (top_n > 0 && static_cast<int64_t>(t.units.size()) > top_n) t.units.resize(top_n);
+  return t;
+}
+
+// ---- native format --------------------------------------------------------------------------
+
+std::string SerializeExpertTable(const ExpertTable& t) {
+  std::string out;
+  out.reserve(64 + t.units.size() * 48);
+  absl::StrAppend(&out, "{\"format\":", json::Quote(kFormatName), ",\"version\":", kFormatVersion,
+                  ",\n\"concept\":", json::Quote(t.concept), ",\"group\":", json::Quote(t.group),
+                  ",\n\"model_name\":", json::Quote(t.model_name),
+                  ",\"model_hash\":", json::Quote(t.model_hash),
+                  ",\"precision\":", json::Quote(t.precision));
+  absl::StrAppend(&out, ",\n\"unit_space\":{\"n_layer\":", t.n_layer, ",\"n_embd\":", t.n_embd,
+                  ",\"n_inner\":", t.n_inner, ",\"total_units\":", t.total_units, "}");
+  absl::StrAppend(&out, ",\n\"dataset\":{\"num_positive\":", t.num_positive,
+                  ",\"num_negative\":", t.num_negative, ",\"num_truncated\":", t.num_truncated,
+                  "}");
+  absl::StrAppend(&out, ",\n\"units\":{\"count\":", t.units.size());
+  auto int_col = [&](const char* name, auto get) {
+    absl::StrAppend(&out, ",\n\"", name, "\":[");
+    for (size_t i = 0; i < t.units.size(); ++i) {
+      if (i) out += ',';
+      absl::StrAppend(&out, get(t.units[i]));
+    }
+    out += ']';
+  };
+  auto float_col = [&](const char* name, float ExpertUnit::*field) {
+    absl::StrAppend(&out, ",\n\"", name, "\":[");
+    for (size_t i = 0; i < t.units.size(); ++i) {
+      if (i) out += ',';
+      out += JsonFloat(t.units[i].*field);
+    }
+    out += ']';
+  };
+  int_col("site", [](const ExpertUnit& u) { return u.site; });
+  int_col("unit", [](const ExpertUnit& u) { return u.unit; });
+  float_col("ap", &ExpertUnit::ap);
+  float_col("on_p50", &ExpertUnit::on_p50);
+  float_col("on_p90", &ExpertUnit::on_p90);
+  float_col("off_mean", &ExpertUnit::off_mean);
+  out += "}}\n";
+  return out;
+}
+
+absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text) {
+  auto doc = json::Parse(text);
+  if (!doc.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expert table is not valid JSON: ", doc.status().message()));
+  }
+  if (!doc->is_object()) return absl::InvalidArgumentError("expert table: not a JSON object");
+  auto format = doc->GetString("format");
+  if (!format.ok() || *format != kFormatName) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expert table: \"format\" must be \"", kFormatName, "\" (not a selfcond expert table)"));
+  }
+  auto version = doc->GetInt("version");
+  if (!version.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("expert table: ", version.status().message()));
+  }
+  if (*version != kFormatVersion) {
+    return absl::InvalidArgumentError(absl::StrCat("expert table: version ", *version,
+                                                   " is not supported (this build reads version ",
+                                                   kFormatVersion, ")"));
+  }
+  ExpertTable t;
+  for (auto [key, dst] : {std::pair<const char*, std::string*>{"concept", &t.concept},
+                          {"group", &t.group},
+                          {"model_name", &t.model_name},
+                          {"model_hash", &t.model_hash},
+                          {"precision", &t.precision}}) {
+    const json::Value* v = doc->Find(key);
+    if (v == nullptr || v->is_null()) continue;
+    if (!v->is_string()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expert table: \"", key, "\" is not a string"));
+    }
+    *dst = v->as_string();
+  }
+  if (!t.model_hash.empty()) {
+    bool hex = t.model_hash.size() == 64;
+    for (char c : t.model_hash) hex = hex && absl::ascii_isxdigit(static_cast<unsigned char>(c));
+    if (!hex) {
+      return absl::InvalidArgumentError("expert table: \"model_hash\" is not 64 hex digits");
+    }
+    t.model_hash = absl::AsciiStrToLower(t.model_hash);
+  }
+  const json::Value* space = doc->Find("unit_space");
+  if (space == nullptr || !space->is_object()) {
+    return absl::InvalidArgumentError("expert table: missing object \"unit_space\"");
+  }
+  struct IntField {
+    const json::Value* obj;
+    const char* key;
+    int64_t hi;
+    int* dst;
+  };
+  const json::Value* dataset = doc->Find("dataset");
+  std::vector<IntField> ints = {{space, "n_layer", kMaxLayers, &t.n_layer},
+                                {space, "n_embd", kMaxSiteSize / 3, &t.n_embd},
+                                {space, "n_inner", kMaxSiteSize, &t.n_inner}};
+  if (dataset != nullptr && dataset->is_object()) {
+    ints.push_back({dataset, "num_positive", INT32_MAX, &t.num_positive});
+    ints.push_back({dataset, "num_negative", INT32_MAX, &t.num_negative});
+    ints.push_back({dataset, "num_truncated", INT32_MAX, &t.num_truncated});
+  }
+  for (const IntField& f : ints) {
+    const json::Value* v = f.obj->Find(f.key);
+    if (v == nullptr) continue;
+    auto i = JsonInt(*v, f.key, 0, f.hi);
+    if (!i.ok()) return i.status();
+    *f.dst = *i;
+  }
+  const json::Value* total = space->Find("total_units");
+  if (total == nullptr || !total->is_number() || !(total->as_number() >= 0) ||
+      total->as_number() > 1e12 || total->as_number() != std::floor(total->as_number())) {
+    return absl::InvalidArgumentError(
+        "expert table: \"unit_space.total_units\" must be a non-negative integer");
+  }
+  t.total_units = static_cast<int64_t>(total->as_number());
+
+  const json::Value* units = doc->Find("units");
+  if (units == nullptr || !units->is_object()) {
+    return absl::InvalidArgumentError("expert table: missing object \"units\"");
+  }
+  size_t n = static_cast<size_t>(-1);
+  auto site = Column(*units, "site", true, &n);
+  if (!site.ok()) return site.status();
+  auto unit = Column(*units, "unit", true, &n);
+  if (!unit.ok()) return unit.status();
+  auto ap = Column(*units, "ap", true, &n);
+  if (!ap.ok()) return ap.status();
+  auto p50 = Column(*units, "on_p50", false, &n);
+  if (!p50.ok()) return p50.status();
+  auto p90 = Column(*units, "on_p90", false, &n);
+  if (!p90.ok()) return p90.status();
+  auto off = Column(*units, "off_mean", false, &n);
+  if (!off.ok()) return off.status();
+  t.units.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    auto s = JsonInt((*site)->items()[i], absl::StrCat("units.site[", i, "]"), 0,
+                     kMaxLayers * kSiteKinds - 1);
+    if (!s.ok()) return s.status();
+    auto u = JsonInt((*unit)->items()[i], absl::StrCat("units.unit[", i, "]"), 0, kMaxSiteSize - 1);
+    if (!u.ok()) return u.status();
+    t.units[i].site = *s;
+    t.units[i].unit = *u;
+    struct {
+      const json::Value* col;
+      const char* name;
+      float* dst;
+    } floats[] = {{*ap, "ap", &t.units[i].ap},
+                  {*p50, "on_p50", &t.units[i].on_p50},
+                  {*p90, "on_p90", &t.units[i].on_p90},
+                  {*off, "off_mean", &t.units[i].off_mean}};
+    for (auto& f : floats) {
+      if (f.col == nullptr) {
+        *f.dst = Nan();
+        continue;
+      }
+      const json::Value& v = f.col->items()[i];
+      if (v.is_null()) {
+        *f.dst = Nan();
+      } else if (v.is_number()) {
+        *f.dst = static_cast<float>(v.as_number());
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat("expert table: units.", f.name, "[", i, "] is not a number"));
+      }
+    }
+  }
+  absl::Status st = ValidateAndSort(&t);
+  if (!st.ok()) return st;
+  return t;
+}
+
+// ---- CSV --------------------------------------------------------------------------------------
+
+std::string ExportExpertiseCsv(const ExpertTable& t) {
+  // Rows in ml-selfcond order: layer names sorted as strings, then unit.
+  std::vector<const ExpertUnit*> rows;
+  rows.reserve(t.units.size());
+  for (const auto& u : t.units) rows.push_back(&u);
+  int max_site = 0;
+  for (const auto& u : t.units) max_site = std::max(max_site, u.site);
+  int num_sites = SpaceKnown(t) ? t.n_layer * kSiteKinds : max_site + 1;
+  std::vector<std::string> names(num_sites);
+  for (int s = 0; s < num_sites; ++s) names[s] = LayerName(s);
+  std::vector<int> site_order(num_sites);  // rank of each site in string order
+  {
+    std::vector<int> sites(num_sites);
+    for (int s = 0; s < num_sites; ++s) sites[s] = s;
+    std::sort(sites.begin(), sites.end(), [&](int a, int b) { return names[a] < names[b]; });
+    for (int r = 0; r < num_sites; ++r) site_order[sites[r]] = r;
+  }
+  std::sort(rows.begin(), rows.end(), [&](const ExpertUnit* a, const ExpertUnit* b) {
+    if (a->site != b->site) return site_order[a->site] < site_order[b->site];
+    return a->unit < b->unit;
+  });
+  // uuid: the row index in ml-selfcond's full table when the unit space is known.
+  std::vector<int64_t> uuid_base;
+  if (SpaceKnown(t)) {
+    uuid_base.resize(num_sites);
+    std::vector<int> by_rank(num_sites);
+    for (int s = 0; s < num_sites; ++s) by_rank[site_order[s]] = s;
+    int64_t acc = 0;
+    for (int r = 0; r < num_sites; ++r) {
+      uuid_base[by_rank[r]] = acc;
+      acc += SiteSize(by_rank[r], t.n_embd, t.n_inner);
+    }
+  }
+  std::string concept = CsvField(t.concept), group = CsvField(t.group);
+  std::string out = "ap,off_mean,on_p50,on_p90,layer,unit,uuid,concept,group\n";
+  out.reserve(out.size() + rows.size() * (80 + concept.size() + group.size()));
+  auto f = [](float v) { return std::isnan(v) ? std::string() : FloatText(v); };
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const ExpertUnit& u = *rows[i];
+    int64_t uuid = uuid_base.empty() ? static_cast<int64_t>(i) : uuid_base[u.site] + u.unit;
+    absl::StrAppend(&out, f(u.ap), ",", f(u.off_mean), ",", f(u.on_p50), ",", f(u.on_p90), ",",
+                    names[u.site], ",", u.unit, ",", uuid, ",", concept, ",", group, "\n");
+  }
+  return out;
+}
+
+absl::StatusOr<ExpertTable> ImportExpertiseCsv(std::string_view text) {
+  auto rows_or = ParseCsv(text);
+  if (!rows_or.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("expertise.csv: ", rows_or.status().message()));
+  }
+  const auto& rows = *rows_or;
+  if (rows.empty()) return absl::InvalidArgumentError("expertise.csv: empty file");
+  const auto& header = rows[0];
+  auto col = [&](std::string_view name) -> int {
+    for (size_t i = 0; i < header.size(); ++i)
+      if (absl::StripAsciiWhitespace(header[i]) == AV(name)) return static_cast<int>(i);
+    return -1;
+  };
+  int c_ap = col("ap"), c_layer = col("layer"), c_unit = col("unit");
+  int c_off = col("off_mean"), c_p50 = col("on_p50"), c_p90 = col("on_p90");
+  int c_concept = col("concept"), c_group = col("group");
+  for (auto [c, name] :
+       {std::pair<int, const char*>{c_ap, "ap"}, {c_layer, "layer"}, {c_unit, "unit"}}) {
+    if (c < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expertise.csv: no column \"", name,
+                       "\" in the header (expected ap,off_mean,on_p50,on_p90,layer,unit,...)"));
+    }
+  }
+  ExpertTable t;
+  t.units.reserve(rows.size() - 1);
+  for (size_t r = 1; r < rows.size(); ++r) {
+    const auto& row = rows[r];
+    if (row.size() != header.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("expertise.csv row ", r, " has ", row.size(),
+                                                     " fields, the header has ", header.size()));
+    }
+    ExpertUnit u;
+    auto site = ParseLayerName(SV(absl::StripAsciiWhitespace(row[c_layer])));
+    if (!site.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expertise.csv row ", r, ": ", site.status().message()));
+    }
+    u.site = *site;
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(row[c_unit]), &u.unit) || u.unit < 0 ||
+        u.unit >= kMaxSiteSize) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("expertise.csv row ", r, ": bad unit index '", row[c_unit], "'"));
+    }
+    struct {
+      int c;
+      const char* name;
+      float* dst;
+    } floats[] = {{c_ap, "ap", &u.ap},
+                  {c_off, "off_mean", &u.off_mean},
+                  {c_p50, "on_p50", &u.on_p50},
+                  {c_p90, "on_p90", &u.on_p90}};
+    for (auto& fl : floats) {
+      if (fl.c < 0) {
+        *fl.dst = Nan();
+        continue;
+      }
+      auto v = CsvFloat(row[fl.c], fl.name, r);
+      if (!v.ok()) return v.status();
+      *fl.dst = *v;
+    }
+    if (r == 1) {
+      if (c_concept >= 0) t.concept = row[c_concept];
+      if (c_group >= 0) t.group = row[c_group];
+    }
+    t.units.push_back(u);
+  }
+  t.total_units = static_cast<int64_t>(t.units.size());
+
+  // Infer the unit space when the table is complete: every site of layers 0..L-1 present with
+  // units 0..size-1 and GPT-2's size relations (c_attn = 3d, the projections = d).
+  if (!t.units.empty()) {
+    std::map<int, std::pair<int, int>> per_site;  // site -> (count, max unit + 1)
+    for (const auto& u : t.units) {
+      auto& e = per_site[u.site];
+      e.first++;
+      e.second = std::max(e.second, u.unit + 1);
+    }
+    int n_layer = per_site.rbegin()->first / kSiteKinds + 1;
+    bool complete = static_cast<int>(per_site.size()) == n_layer * kSiteKinds;
+    int d = complete ? per_site[kSiteKinds * 0 + 1].second : 0;
+    int ff = complete ? per_site[kSiteKinds * 0 + 2].second : 0;
+    for (const auto& [s, e] : per_site) {
+      if (!complete) break;
+      if (e.first != e.second || e.second != SiteSize(s, d, ff)) complete = false;
+    }
+    if (complete && d > 0 && ff > 0) {
+      t.n_layer = n_layer;
+      t.n_embd = d;
+      t.n_inner = ff;
+    }
+  }
+  absl::Status st = ValidateAndSort(&t);
+  if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat("expertise.csv: ", st.message()));
+  return t;
+}
+
+absl::StatusOr<ExpertTable> LoadExpertTable(const std::string& path) {
+  auto text = ReadFile(path);
+  if (!text.ok()) return text.status();
+  size_t i = 0;
+  while (i < text->size() && absl::ascii_isspace(static_cast<unsigned char>((*text)[i]))) ++i;
+  auto t =
+      (i < text->size() && (*text)[i] == '{') ? ParseExpertTable(*text) : ImportExpertiseCsv(*text);
+  if (!t.ok())
+    return absl::Status(t.status().code(), absl::StrCat(path, ": ", t.status().message()));
+  return t;
+}
+
+absl::Status SaveExpertTable(const ExpertTable& table, const std::string& path) {
+  return WriteFile(path, SerializeExpertTable(table));
+}
+
+// ---- compatibility and forcing ----------------------------------------------------------------
+
+absl::Status CheckCompatible(const ExpertTable& table, const Model& model) {
+  return CheckCompatibleWith(table, model.config(), model.hash_hex(), model.name());
+}
+
+absl::Status CheckCompatibleWith(const ExpertTable& t, const GPT2Config& config,
+                                 std::string_view model_hash, std::string_view model_name) {
+  std::string what = absl::StrCat("expert table for concept '", t.concept, "'");
+  if (!t.model_hash.empty() && !absl::EqualsIgnoreCase(t.model_hash, AV(model_hash))) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, " was ranked on another model: '", t.model_name, "' (sha256 ",
+                     t.model_hash, "), this model is '", std::string(model_name), "' (sha256 ",
+                     std::string(model_hash), "); rank the concept again on this model"));
+  }
+  UnitSpace space(config);
+  if (SpaceKnown(t) && (t.n_layer != static_cast<int>(config.n_layer) ||
+                        t.n_embd != static_cast<int>(config.n_embd) ||
+                        t.n_inner != static_cast<int>(config.n_inner))) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, " is for a model with n_layer ", t.n_layer, ", n_embd ", t.n_embd, ", n_inner ",
+        t.n_inner, "; this model has ", config.n_layer, ", ", config.n_embd, ", ", config.n_inner));
+  }
+  if (t.model_hash.empty() && t.total_units != space.num_units()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, " covers ", t.total_units, " units; this model has ", space.num_units()));
+  }
+  for (const auto& u : t.units) {
+    if (u.site >= space.num_sites()) {
+      return absl::FailedPreconditionError(absl::StrCat(what, " names ", u.layer_name(),
+                                                        ", which this model (", config.n_layer,
+                                                        " layers) does not have"));
+    }
+    if (u.unit >= space.site_size(u.site)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(what, " names unit ", u.unit, " of ", u.layer_name(), ", which has ",
+                       space.site_size(u.site), " units in this model"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ForcingValue> ParseForcingValue(std::string_view s) {
+  if (s == "on_p50") return ForcingValue::kOnP50;
+  if (s == "on_p90") return ForcingValue::kOnP90;
+  if (s == "off_mean") return ForcingValue::kOffMean;
+  if (s == "zero") return ForcingValue::kZero;
+  return absl::InvalidArgumentError(absl::StrCat("unknown forcing value '", std::string(s),
+                                                 "' (expected on_p50, on_p90, off_mean or zero)"));
+}
+
+absl::StatusOr<Forcing> BuildForcing(absl::Span<const ForcingSource> sources, ForcingValue value,
+                                     bool only_last_token, const UnitSpace& space) {
+  // (site, unit) -> (sum of values, count): averaged below when several tables pick a unit.
+  std::map<std::pair<int, int>, std::pair<double, int>> chosen;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const ForcingSource& src = sources[i];
+    if (src.table == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("forcing source ", i, " has no table"));
+    }
+    if (src.top_k < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("forcing source ", i, ": negative top_k"));
+    }
+    const ExpertTable& t = *src.table;
+    int64_t k = std::min<int64_t>(src.top_k, static_cast<int64_t>(t.units.size()));
+    for (int64_t j = 0; j < k; ++j) {
+      const ExpertUnit& u = t.units[j];
+      if (u.site < 0 || u.site >= space.num_sites() || u.unit < 0 ||
+          u.unit >= space.site_size(u.site)) {
+        return absl::InvalidArgumentError(absl::StrCat("concept '", t.concept, "': unit ", u.unit,
+                                                       " of ", u.layer_name(),
+                                                       " does not exist in this model"));
+      }
+      float v = 0;
+      switch (value) {
+        case ForcingValue::kOnP50:
+          v = u.on_p50;
+          break;
+        case ForcingValue::kOnP90:
+          v = u.on_p90;
+          break;
+        case ForcingValue::kOffMean:
+          v = u.off_mean;
+          break;
+        case ForcingValue::kZero:
+          v = 0;
+          break;
+      }
+      if (!std::isfinite(v)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("concept '", t.concept, "': unit ", u.unit, " of ", u.layer_name(),
+                         " has no finite forcing value (the table lacks that column?)"));
+      }
+      auto& e = chosen[{u.site, u.unit}];
+      e.first += v;
+      e.second += 1;
+    }
+  }
+  Forcing f;
+  f.per_site.resize(space.num_sites());
+  f.only_last_token = only_last_token;
+  for (const auto& [key, e] : chosen) {  // map order: site, then unit ascending
+    f.per_site[key.first].push_back({key.second, static_cast<float>(e.first / e.second)});
+  }
+  return f;
+}
+
+}  // namespace selfcond

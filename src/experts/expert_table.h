@@ -1,0 +1,119 @@
+// Expert tables: the result of ranking one concept on one model (every unit's AP and forcing
+// values), their file formats, the check that a table belongs to a model, and the Forcing built
+// from the top experts of one or more tables.
+//
+// Formats (spec with examples: docs/experts.md):
+//   - native: JSON {"format": "selfcond-experts", "version": 1, ..., "units": {columns}}
+//     (columnar, so the browser reads it with JSON.parse into arrays)
+//   - ml-selfcond's expertise.csv: header "ap,off_mean,on_p50,on_p90,layer,unit,uuid,concept,group"
+#ifndef SELFCOND_EXPERTS_EXPERT_TABLE_H_
+#define SELFCOND_EXPERTS_EXPERT_TABLE_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "units.h"
+
+namespace selfcond {
+
+class Model;
+
+struct ExpertUnit {
+  int site = 0;  // layer * 4 + SiteKind (the UnitSpace site numbering)
+  int unit = 0;  // output channel within the site
+  float ap = 0;
+  float on_p50 = 0;
+  float on_p90 = 0;
+  float off_mean = 0;
+
+  int layer() const { return site / kSiteKinds; }
+  SiteKind kind() const { return static_cast<SiteKind>(site % kSiteKinds); }
+  // ml-selfcond's layer name, e.g. "transformer.h.3.mlp.c_fc:0".
+  std::string layer_name() const;
+};
+
+struct ExpertTable {
+  std::string concept;
+  std::string group;
+  std::string model_hash;  // model file content hash (64 hex); empty for CSV imports
+  std::string model_name;
+  std::string precision;  // forward precision used to rank ("int8" | "f32"); may be empty
+  // The unit space the table was ranked on; 0 = unknown (a CSV with missing units).
+  int n_layer = 0;
+  int n_embd = 0;
+  int n_inner = 0;
+  int64_t total_units = 0;  // units ranked (>= units.size() when only the top N are stored)
+  // Ranking data, for provenance (0 when unknown).
+  int num_positive = 0;
+  int num_negative = 0;
+  int num_truncated = 0;  // sentences cut to the model's context length
+  // Sorted by AP descending; ties by (site, unit) ascending so the order is deterministic.
+  std::vector<ExpertUnit> units;  // (units.size())
+};
+
+// Sorts units by (ap desc, site asc, unit asc). NaN APs sort last.
+void SortUnits(std::vector<ExpertUnit>* units);
+
+// Builds a table from per-unit statistics over a whole unit space ((space.num_units()) each).
+// top_n > 0 keeps only the best top_n units.
+ExpertTable MakeExpertTable(const GPT2Config& config, absl::Span<const float> ap,
+                            absl::Span<const float> on_p50, absl::Span<const float> on_p90,
+                            absl::Span<const float> off_mean, int64_t top_n = 0);
+
+// Parses "transformer.h.{i}.{attn.c_attn|attn.c_proj|mlp.c_fc|mlp.c_proj}:0" (also without the
+// "transformer." prefix or the ":0" suffix) into a site index, with no model at hand.
+absl::StatusOr<int> ParseLayerName(std::string_view name);
+std::string LayerName(int site);
+
+// ---- native format --------------------------------------------------------------------------
+std::string SerializeExpertTable(const ExpertTable& table);
+absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text);
+
+// ---- ml-selfcond expertise.csv --------------------------------------------------------------
+// Writes ml-selfcond's layout: rows grouped by layer name in lexicographic order ("h.10" sorts
+// before "h.2", as Python's sorted() does), units ascending, uuid = row index. Only the units
+// present in the table are written; uuid is then the row index the unit would have in the full
+// table when the unit space is known (else the written row index). Floats are written with the
+// shortest text that round-trips a float32 (as pandas writes float32 columns).
+std::string ExportExpertiseCsv(const ExpertTable& table);
+// Reads an expertise.csv (columns found by header name, any order; on_p50/on_p90/off_mean may
+// be absent, as in ml-selfcond tables computed without forcing values: they read as 0).
+// concept/group come from the first row. When every unit of a GPT-2 unit space is present,
+// n_layer / n_embd / n_inner are inferred, else left 0. model_hash stays empty.
+absl::StatusOr<ExpertTable> ImportExpertiseCsv(std::string_view text);
+
+// Either format, detected from the first non-space byte ('{' = native).
+absl::StatusOr<ExpertTable> LoadExpertTable(const std::string& path);
+absl::Status SaveExpertTable(const ExpertTable& table, const std::string& path);  // native
+
+// ---- compatibility and forcing --------------------------------------------------------------
+// OK when the table was ranked on this model: equal hashes when the table has one; otherwise the
+// unit space must match (n_layer/n_embd/n_inner when known, total unit count) and every unit
+// must exist in the model. Errors say which.
+absl::Status CheckCompatible(const ExpertTable& table, const Model& model);
+// The same against a config and hash (no Model needed; what CheckCompatible calls).
+absl::Status CheckCompatibleWith(const ExpertTable& table, const GPT2Config& config,
+                                 std::string_view model_hash, std::string_view model_name);
+
+enum class ForcingValue { kOnP50, kOnP90, kOffMean, kZero };
+absl::StatusOr<ForcingValue> ParseForcingValue(std::string_view s);  // on_p50|on_p90|off_mean|zero
+
+struct ForcingSource {
+  const ExpertTable* table = nullptr;
+  int64_t top_k = 0;  // the table's first top_k units (fewer if the table is shorter)
+};
+
+// Combines the top experts of several concepts into one Forcing over `space`. A unit chosen by
+// more than one table is forced to the MEAN of their values (order-independent; a unit that is
+// an expert for two concepts gets a compromise). Fails if a unit is outside the space.
+absl::StatusOr<Forcing> BuildForcing(absl::Span<const ForcingSource> sources, ForcingValue value,
+                                     bool only_last_token, const UnitSpace& space);
+
+}  // namespace selfcond
+
+#endif  // SELFCOND_EXPERTS_EXPERT_TABLE_H_
