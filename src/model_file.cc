@@ -21,7 +21,9 @@ constexpr size_t kHashOffset = offsetof(FileHeader, content_hash);
 
 uint64_t AlignUp(uint64_t x) { return (x + kTensorAlign - 1) / kTensorAlign * kTensorAlign; }
 
-absl::Status ValidateConfig(const GPT2Config& c) {
+}  // namespace
+
+absl::Status ValidateGPT2Config(const GPT2Config& c) {
   auto bad = [](const std::string& msg) {
     return absl::InvalidArgumentError(absl::StrCat("bad model config: ", msg));
   };
@@ -45,6 +47,8 @@ absl::Status ValidateConfig(const GPT2Config& c) {
   if (c.tied_lm_head > 1) return bad(absl::StrCat("tied_lm_head = ", c.tied_lm_head, " (0 or 1)"));
   return absl::OkStatus();
 }
+
+namespace {
 
 const char* DTypeName(DType t) {
   switch (t) {
@@ -89,7 +93,7 @@ absl::StatusOr<uint64_t> TensorNBytes(DType dtype, absl::Span<const uint32_t> sh
 absl::StatusOr<std::unique_ptr<ModelFileWriter>> ModelFileWriter::Create(
     const std::string& path, const GPT2Config& config, const std::string& model_name,
     absl::Span<const uint8_t> tokenizer_blob, std::vector<Spec> specs) {
-  if (absl::Status s = ValidateConfig(config); !s.ok()) return s;
+  if (absl::Status s = ValidateGPT2Config(config); !s.ok()) return s;
   if (specs.size() > kMaxTensors) return absl::InvalidArgumentError("too many tensors");
   std::unique_ptr<ModelFileWriter> w(new ModelFileWriter());
   std::set<std::string> names;
@@ -283,7 +287,7 @@ absl::StatusOr<ModelFileView> ParseModelFile(absl::Span<const uint8_t> bytes) {
     return absl::DataLossError(absl::StrCat("file has ", size, " bytes but header says ",
                                             h.file_bytes, " (trailing data)"));
   }
-  if (absl::Status s = ValidateConfig(h.config); !s.ok()) return s;
+  if (absl::Status s = ValidateGPT2Config(h.config); !s.ok()) return s;
 
   ModelFileView view;
   view.config = h.config;

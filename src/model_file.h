@@ -102,6 +102,11 @@ absl::Status WriteModelFile(const std::string& path, const GPT2Config& config,
                             const std::string& model_name, absl::Span<const uint8_t> tokenizer_blob,
                             const std::vector<TensorToWrite>& tensors);
 
+// Config sanity shared by the writer, the parser and the converter: every dimension in
+// 1..2^20, n_embd % n_head == 0, n_embd and n_inner multiples of 4, eos_token_id < vocab_size,
+// layer_norm_eps finite in (0, 1], tied_lm_head 0 or 1.
+absl::Status ValidateGPT2Config(const GPT2Config& config);
+
 // Exact byte size of a tensor of this dtype and shape (I8P: PaddedRows(n) * k), or an error
 // when the combination is invalid (I8P needs 2 dims with k % 4 == 0; dims must be >= 1).
 absl::StatusOr<uint64_t> TensorNBytes(DType dtype, absl::Span<const uint32_t> shape);

@@ -1,0 +1,383 @@
+#include "convert.h"
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "file_util.h"
+#include "kernels/kernels.h"
+#include "safetensors.h"
+#include "tokenizer.h"
+
+namespace selfcond {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int64_t kMaxConfigDim = int64_t{1} << 20;
+
+absl::Status ConfigError(const std::string& msg) {
+  return absl::InvalidArgumentError(absl::StrCat("config.json: ", msg));
+}
+
+// A required positive integer field (or one of its aliases).
+absl::StatusOr<uint32_t> GetDim(const json::Value& c, std::initializer_list<const char*> keys) {
+  for (const char* key : keys) {
+    const json::Value* v = c.Find(key);
+    if (v == nullptr || v->is_null()) continue;
+    auto i = c.GetInt(key);
+    if (!i.ok()) return ConfigError(std::string(i.status().message()));
+    if (*i <= 0 || *i > kMaxConfigDim) {
+      return ConfigError(absl::StrCat("\"", key, "\" = ", *i, " is out of range (1..", kMaxConfigDim, ")"));
+    }
+    return static_cast<uint32_t>(*i);
+  }
+  return ConfigError(absl::StrCat("missing \"", *keys.begin(), "\""));
+}
+
+// An optional boolean field that must have a given value for selfcond to run the model.
+absl::Status RequireBool(const json::Value& c, const char* key, bool want, const char* why) {
+  const json::Value* v = c.Find(key);
+  if (v == nullptr || v->is_null()) return absl::OkStatus();
+  if (!v->is_bool()) return ConfigError(absl::StrCat("\"", key, "\" is not a boolean"));
+  if (v->as_bool() != want) {
+    return ConfigError(absl::StrCat("\"", key, "\": ", v->as_bool() ? "true" : "false",
+                                    " is not supported (", why, ")"));
+  }
+  return absl::OkStatus();
+}
+
+// What the converter does with one checkpoint tensor.
+enum class Kind {
+  kEmbedding,  // (rows, d) as stored -> int8 packed (+ F32 copy with keep_float)
+  kLinear,     // HF Conv1D [k, n] -> transpose to (n, k) -> int8 packed (+ F32 copy)
+  kCopy,       // F32 as stored (LayerNorm, biases, wpe)
+};
+
+struct Job {
+  std::string src;           // canonical checkpoint name (no "transformer." prefix)
+  std::string out;           // output base name
+  Kind kind;
+  std::vector<uint64_t> hf_shape;  // expected checkpoint shape
+  const StTensor* tensor = nullptr;
+};
+
+std::string ShapeStr(const std::vector<uint64_t>& s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
+
+absl::Status CheckFiniteValues(const std::vector<float>& v, const StTensor& t) {
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (!std::isfinite(v[i])) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "tensor '%s' in '%s' has a non-finite value (%g) at element %d", t.name, t.file, v[i], i));
+    }
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Span<const uint8_t> Bytes(const std::vector<T>& v) {
+  return absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(T));
+}
+
+}  // namespace
+
+absl::StatusOr<GPT2Config> GPT2ConfigFromHF(const json::Value& c) {
+  if (!c.is_object()) return ConfigError("not a JSON object");
+  if (const json::Value* mt = c.Find("model_type"); mt != nullptr && !mt->is_null()) {
+    if (!mt->is_string() || mt->as_string() != "gpt2") {
+      return ConfigError(absl::StrCat("model_type ", mt->is_string() ? mt->as_string() : mt->Dump(),
+                                      " is not supported (only \"gpt2\")"));
+    }
+  }
+  GPT2Config cfg;
+  auto n_layer = GetDim(c, {"n_layer"});
+  if (!n_layer.ok()) return n_layer.status();
+  auto n_embd = GetDim(c, {"n_embd"});
+  if (!n_embd.ok()) return n_embd.status();
+  auto n_head = GetDim(c, {"n_head"});
+  if (!n_head.ok()) return n_head.status();
+  auto n_ctx = GetDim(c, {"n_positions", "n_ctx"});
+  if (!n_ctx.ok()) return n_ctx.status();
+  auto vocab = GetDim(c, {"vocab_size"});
+  if (!vocab.ok()) return vocab.status();
+  cfg.n_layer = *n_layer;
+  cfg.n_embd = *n_embd;
+  cfg.n_head = *n_head;
+  cfg.n_ctx = *n_ctx;
+  cfg.vocab_size = *vocab;
+  if (const json::Value* v = c.Find("n_inner"); v == nullptr || v->is_null()) {
+    if (cfg.n_embd > kMaxConfigDim / 4) return ConfigError("n_embd too large");
+    cfg.n_inner = 4 * cfg.n_embd;
+  } else {
+    auto n_inner = GetDim(c, {"n_inner"});
+    if (!n_inner.ok()) return n_inner.status();
+    cfg.n_inner = *n_inner;
+  }
+  if (const json::Value* v = c.Find("layer_norm_epsilon"); v != nullptr && !v->is_null()) {
+    if (!v->is_number()) return ConfigError("\"layer_norm_epsilon\" is not a number");
+    double eps = v->as_number();
+    if (!std::isfinite(eps) || !(eps > 0) || eps > 1) {
+      return ConfigError(absl::StrCat("layer_norm_epsilon ", eps, " must be in (0, 1]"));
+    }
+    cfg.layer_norm_eps = static_cast<float>(eps);
+  }
+  if (const json::Value* v = c.Find("eos_token_id"); v != nullptr && !v->is_null()) {
+    auto eos = c.GetInt("eos_token_id");
+    if (!eos.ok()) return ConfigError(std::string(eos.status().message()));
+    if (*eos < 0 || *eos >= cfg.vocab_size) {
+      return ConfigError(absl::StrCat("eos_token_id ", *eos, " is not below vocab_size ", cfg.vocab_size));
+    }
+    cfg.eos_token_id = static_cast<uint32_t>(*eos);
+  }
+  std::string act = "gelu_new";  // transformers' GPT2Config default
+  if (const json::Value* v = c.Find("activation_function"); v != nullptr && !v->is_null()) {
+    if (!v->is_string()) return ConfigError("\"activation_function\" is not a string");
+    act = v->as_string();
+  }
+  if (act != "gelu_new" && act != "gelu_pytorch_tanh") {
+    return ConfigError(absl::StrCat("activation_function \"", act,
+                                    "\" is not supported (selfcond implements the tanh GELU: "
+                                    "gelu_new / gelu_pytorch_tanh)"));
+  }
+  cfg.tied_lm_head = 1;
+  if (const json::Value* v = c.Find("tie_word_embeddings"); v != nullptr && !v->is_null()) {
+    if (!v->is_bool()) return ConfigError("\"tie_word_embeddings\" is not a boolean");
+    cfg.tied_lm_head = v->as_bool() ? 1 : 0;
+  }
+  if (auto s = RequireBool(c, "add_cross_attention", false, "encoder-decoder GPT-2"); !s.ok()) return s;
+  if (auto s = RequireBool(c, "scale_attn_weights", true, "selfcond scales scores by 1/sqrt(d_head)");
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = RequireBool(c, "scale_attn_by_inverse_layer_idx", false, "not implemented"); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = ValidateGPT2Config(cfg); !s.ok()) return ConfigError(std::string(s.message()));
+  return cfg;
+}
+
+absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out_path,
+                               const ConvertOptions& opts, std::function<void(float)> progress) {
+  // ---- config -------------------------------------------------------------------
+  const std::string config_path = (fs::path(hf_dir) / "config.json").string();
+  auto config_text = ReadFile(config_path);
+  if (!config_text.ok()) {
+    return absl::NotFoundError(absl::StrCat("cannot read config.json in '", hf_dir, "': ",
+                                            config_text.status().message()));
+  }
+  auto config_json = json::Parse(*config_text);
+  if (!config_json.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", config_path, "' is not valid JSON: ", config_json.status().message()));
+  }
+  auto config_or = GPT2ConfigFromHF(*config_json);
+  if (!config_or.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(config_or.status().message(), " (in '", config_path, "')"));
+  }
+  GPT2Config cfg = *config_or;
+  const uint64_t d = cfg.n_embd, dff = cfg.n_inner, vocab = cfg.vocab_size;
+
+  // ---- tokenizer ----------------------------------------------------------------
+  const std::string vocab_path = (fs::path(hf_dir) / "vocab.json").string();
+  const std::string merges_path = (fs::path(hf_dir) / "merges.txt").string();
+  for (const std::string& p : {vocab_path, merges_path}) {
+    std::error_code ec;
+    if (!fs::exists(p, ec)) {
+      return absl::NotFoundError(absl::StrCat("missing '", p,
+                                              "' (the GPT-2 tokenizer files vocab.json and "
+                                              "merges.txt are required)"));
+    }
+  }
+  auto tokenizer = Tokenizer::FromFiles(vocab_path, merges_path);
+  if (!tokenizer.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot load the tokenizer from '", hf_dir, "': ", tokenizer.status().message()));
+  }
+  if (static_cast<uint64_t>((*tokenizer)->vocab_size()) > vocab) {
+    return absl::InvalidArgumentError(absl::StrCat("vocab.json has ", (*tokenizer)->vocab_size(),
+                                                   " tokens but config.json says vocab_size ", vocab));
+  }
+  const std::vector<uint8_t> tokenizer_blob = (*tokenizer)->Serialize();
+
+  // ---- tensors: canonical names ---------------------------------------------------
+  auto ckpt = SafetensorsCheckpoint::Open(hf_dir);
+  if (!ckpt.ok()) return ckpt.status();
+  std::map<std::string, const StTensor*> tensors;  // canonical name -> tensor
+  for (const std::string& name : (*ckpt)->Names()) {
+    std::string canon = name;
+    if (absl::StartsWith(canon, "transformer.")) canon = canon.substr(strlen("transformer."));
+    // Causal-mask buffers saved by older transformers versions: not weights.
+    if (absl::EndsWith(canon, ".attn.bias") || absl::EndsWith(canon, ".attn.masked_bias")) continue;
+    const StTensor* t = (*ckpt)->Find(name);
+    if (!tensors.emplace(canon, t).second) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", canon, "' appears both with and without the "
+                                                     "\"transformer.\" prefix"));
+    }
+  }
+
+  // ---- the plan: every expected tensor, in output order -----------------------------
+  std::vector<Job> jobs;
+  jobs.push_back({"wte.weight", "wte", Kind::kEmbedding, {vocab, d}});
+  const StTensor* lm_head = nullptr;
+  if (auto it = tensors.find("lm_head.weight"); it != tensors.end()) lm_head = it->second;
+  if (lm_head == nullptr && !cfg.tied_lm_head) {
+    return absl::InvalidArgumentError(
+        "missing tensor 'lm_head.weight' (config.json says tie_word_embeddings: false)");
+  }
+  jobs.push_back({"wpe.weight", "wpe", Kind::kCopy, {cfg.n_ctx, d}});
+  for (uint32_t i = 0; i < cfg.n_layer; ++i) {
+    const std::string h = absl::StrCat("h.", i, ".");
+    jobs.push_back({h + "ln_1.weight", h + "ln_1.weight", Kind::kCopy, {d}});
+    jobs.push_back({h + "ln_1.bias", h + "ln_1.bias", Kind::kCopy, {d}});
+    jobs.push_back({h + "attn.c_attn.weight", h + "attn.c_attn", Kind::kLinear, {d, 3 * d}});
+    jobs.push_back({h + "attn.c_attn.bias", h + "attn.c_attn.bias", Kind::kCopy, {3 * d}});
+    jobs.push_back({h + "attn.c_proj.weight", h + "attn.c_proj", Kind::kLinear, {d, d}});
+    jobs.push_back({h + "attn.c_proj.bias", h + "attn.c_proj.bias", Kind::kCopy, {d}});
+    jobs.push_back({h + "ln_2.weight", h + "ln_2.weight", Kind::kCopy, {d}});
+    jobs.push_back({h + "ln_2.bias", h + "ln_2.bias", Kind::kCopy, {d}});
+    jobs.push_back({h + "mlp.c_fc.weight", h + "mlp.c_fc", Kind::kLinear, {d, dff}});
+    jobs.push_back({h + "mlp.c_fc.bias", h + "mlp.c_fc.bias", Kind::kCopy, {dff}});
+    jobs.push_back({h + "mlp.c_proj.weight", h + "mlp.c_proj", Kind::kLinear, {dff, d}});
+    jobs.push_back({h + "mlp.c_proj.bias", h + "mlp.c_proj.bias", Kind::kCopy, {d}});
+  }
+  jobs.push_back({"ln_f.weight", "ln_f.weight", Kind::kCopy, {d}});
+  jobs.push_back({"ln_f.bias", "ln_f.bias", Kind::kCopy, {d}});
+
+  std::map<std::string, bool> used;
+  for (Job& job : jobs) {
+    auto it = tensors.find(job.src);
+    if (it == tensors.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("missing tensor '", job.src, "' in '", hf_dir,
+                                                     "' (expected by config.json: ", cfg.n_layer,
+                                                     " layers, n_embd ", d, ")"));
+    }
+    job.tensor = it->second;
+    used[job.src] = true;
+    if (job.tensor->shape != job.hf_shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", job.tensor->name, "' in '", job.tensor->file, "' has shape ",
+          ShapeStr(job.tensor->shape), ", config.json implies ", ShapeStr(job.hf_shape)));
+    }
+  }
+  if (lm_head != nullptr) {
+    used["lm_head.weight"] = true;
+    if (lm_head->shape != std::vector<uint64_t>{vocab, d}) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", lm_head->name, "' in '", lm_head->file,
+                                                     "' has shape ", ShapeStr(lm_head->shape),
+                                                     ", config.json implies ", ShapeStr({vocab, d})));
+    }
+    const StTensor* wte = jobs[0].tensor;
+    bool identical = false;
+    if (wte->dtype == lm_head->dtype) {
+      identical = std::memcmp(wte->data.data(), lm_head->data.data(), wte->data.size()) == 0;
+    } else {
+      auto a = ToFloat(*wte);
+      if (!a.ok()) return a.status();
+      auto b = ToFloat(*lm_head);
+      if (!b.ok()) return b.status();
+      identical = std::memcmp(a->data(), b->data(), a->size() * sizeof(float)) == 0;
+    }
+    if (!identical) {
+      if (cfg.tied_lm_head) {
+        // transformers would silently replace lm_head.weight with wte.weight here; refuse rather
+        // than guess which one the user meant.
+        return absl::InvalidArgumentError(
+            "lm_head.weight differs from wte.weight but config.json says tie_word_embeddings: "
+            "true (transformers would ignore lm_head.weight); set it to false to use an untied head");
+      }
+      jobs.insert(jobs.begin() + 1, Job{"lm_head.weight", "lm_head", Kind::kEmbedding, {vocab, d}, lm_head});
+    } else {
+      cfg.tied_lm_head = 1;
+    }
+  }
+  for (const auto& [name, t] : tensors) {
+    if (!used.count(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unexpected tensor '", t->name, "' in '", t->file, "' (not part of a ", cfg.n_layer,
+          "-layer GPT-2 as described by config.json)"));
+    }
+  }
+
+  // ---- output specs ---------------------------------------------------------------
+  std::vector<ModelFileWriter::Spec> specs;
+  uint64_t total_elems = 0;
+  for (const Job& job : jobs) {
+    total_elems += job.tensor->numel();
+    if (job.kind == Kind::kCopy) {
+      std::vector<uint32_t> shape(job.hf_shape.begin(), job.hf_shape.end());
+      specs.push_back({job.out, DType::kF32, shape});
+      continue;
+    }
+    const uint32_t n = static_cast<uint32_t>(job.kind == Kind::kLinear ? job.hf_shape[1] : job.hf_shape[0]);
+    const uint32_t k = static_cast<uint32_t>(job.kind == Kind::kLinear ? job.hf_shape[0] : job.hf_shape[1]);
+    const uint32_t n_pad = static_cast<uint32_t>(kernels::PaddedRows(static_cast<int>(n)));
+    specs.push_back({job.out + ".q", DType::kI8Packed, {n, k}});
+    specs.push_back({job.out + ".scale", DType::kF32, {n_pad}});
+    specs.push_back({job.out + ".row_sum", DType::kI32, {n_pad}});
+    if (opts.keep_float) specs.push_back({job.out + ".weight", DType::kF32, {n, k}});
+  }
+  std::string model_name = opts.model_name;
+  if (model_name.empty()) {
+    fs::path p = fs::path(hf_dir);
+    if (!p.has_filename()) p = p.parent_path();
+    model_name = p.filename().string();
+  }
+  auto writer = ModelFileWriter::Create(out_path, cfg, model_name, tokenizer_blob, std::move(specs));
+  if (!writer.ok()) return writer.status();
+
+  // ---- convert tensor by tensor ---------------------------------------------------
+  uint64_t done_elems = 0;
+  std::vector<float> w, wt;
+  std::vector<int8_t> q;
+  std::vector<float> scale;
+  std::vector<int32_t> row_sum;
+  for (const Job& job : jobs) {
+    const StTensor& t = *job.tensor;
+    w.resize(t.numel());
+    if (absl::Status s = ToFloat(t, w.data()); !s.ok()) return s;
+    if (absl::Status s = CheckFiniteValues(w, t); !s.ok()) return s;
+    if (job.kind == Kind::kCopy) {
+      if (absl::Status s = (*writer)->Append(Bytes(w)); !s.ok()) return s;
+    } else {
+      const std::vector<float>* rows = &w;  // (n, k)
+      int n, k;
+      if (job.kind == Kind::kLinear) {
+        // Conv1D [k, n] -> (n, k): each output channel's weights become one row.
+        k = static_cast<int>(job.hf_shape[0]);
+        n = static_cast<int>(job.hf_shape[1]);
+        wt.resize(w.size());
+        for (int r = 0; r < k; ++r) {
+          const float* src = w.data() + static_cast<size_t>(r) * n;
+          for (int c = 0; c < n; ++c) wt[static_cast<size_t>(c) * k + r] = src[c];
+        }
+        rows = &wt;
+      } else {
+        n = static_cast<int>(job.hf_shape[0]);
+        k = static_cast<int>(job.hf_shape[1]);
+      }
+      const int n_pad = kernels::PaddedRows(n);
+      q.assign(static_cast<size_t>(n_pad) * k, 0);
+      scale.assign(n_pad, 0.0f);
+      row_sum.assign(n_pad, 0);
+      kernels::QuantizePackWeights(rows->data(), n, k, q.data(), scale.data(), row_sum.data());
+      for (auto bytes : {Bytes(q), Bytes(scale), Bytes(row_sum)}) {
+        if (absl::Status s = (*writer)->Append(bytes); !s.ok()) return s;
+      }
+      if (opts.keep_float) {
+        if (absl::Status s = (*writer)->Append(Bytes(*rows)); !s.ok()) return s;
+      }
+    }
+    done_elems += t.numel();
+    if (progress) progress(static_cast<float>(static_cast<double>(done_elems) / total_elems));
+  }
+  return (*writer)->Finish();
+}
+
+}  // namespace selfcond

@@ -1,0 +1,44 @@
+// Hugging Face GPT-2 checkpoint (config.json, *.safetensors, vocab.json, merges.txt) -> selfcond
+// model file (src/model_file.h, docs/model-format.md). Works for the whole GPT-2 family (gpt2,
+// -medium, -large, -xl, distilgpt2) and the demo model: weights in F32 / F16 / BF16, keys with or
+// without the "transformer." prefix, one file or sharded, tied or explicit lm_head.
+#ifndef SELFCOND_CONVERT_H_
+#define SELFCOND_CONVERT_H_
+
+#include <functional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "json.h"
+#include "model_file.h"
+
+namespace selfcond {
+
+struct ConvertOptions {
+  // Also store F32 copies of the linear weights and wte (and lm_head when untied), for the f32
+  // reference path. Roughly quintuples the file size.
+  bool keep_float = false;
+  // Informational, stored in the header (truncated to 63 bytes); empty: the checkpoint
+  // directory's name.
+  std::string model_name;
+};
+
+// Reads a Hugging Face GPT-2 config.json document. n_positions (or n_ctx) -> n_ctx; n_inner null
+// or absent -> 4 * n_embd; layer_norm_epsilon default 1e-5; eos_token_id default 50256;
+// tie_word_embeddings (default true) -> tied_lm_head (the converter may still untie it when an
+// explicit lm_head differs). activation_function must be gelu_new or gelu_pytorch_tanh; variants
+// selfcond does not implement (cross-attention, unscaled or layer-scaled attention) are errors.
+absl::StatusOr<GPT2Config> GPT2ConfigFromHF(const json::Value& config);
+
+// Converts the checkpoint in hf_dir to a model file at out_path (written to out_path + ".tmp",
+// then renamed: out_path is never left half-written). progress (may be empty) receives the
+// fraction done, 0..1, after each tensor. Errors name the file and tensor at fault: missing or
+// unexpected tensors, shape mismatches, non-finite values, unsupported dtypes or configs.
+// Deterministic: the same input gives a byte-identical file (same content hash).
+absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out_path,
+                               const ConvertOptions& opts, std::function<void(float)> progress);
+
+}  // namespace selfcond
+
+#endif  // SELFCOND_CONVERT_H_
