@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "experts/dataset.h"  // FindInvalidUtf8
 #include "file_util.h"
 #include "gpt2.h"
 #include "json.h"
@@ -493,7 +494,8 @@ std::string ExportExpertiseCsv(const ExpertTable& t) {
   for (const auto& u : t.units) rows.push_back(&u);
   int max_site = 0;
   for (const auto& u : t.units) max_site = std::max(max_site, u.site);
-  int num_sites = SpaceKnown(t) ? t.n_layer * kSiteKinds : max_site + 1;
+  const bool space_ok = SpaceKnown(t) && max_site < t.n_layer * kSiteKinds;
+  int num_sites = space_ok ? t.n_layer * kSiteKinds : max_site + 1;
   std::vector<std::string> names(num_sites);
   for (int s = 0; s < num_sites; ++s) names[s] = LayerName(s);
   std::vector<int> site_order(num_sites);  // rank of each site in string order
@@ -509,7 +511,7 @@ std::string ExportExpertiseCsv(const ExpertTable& t) {
   });
   // uuid: the row index in ml-selfcond's full table when the unit space is known.
   std::vector<int64_t> uuid_base;
-  if (SpaceKnown(t)) {
+  if (space_ok) {
     uuid_base.resize(num_sites);
     std::vector<int> by_rank(num_sites);
     for (int s = 0; s < num_sites; ++s) by_rank[site_order[s]] = s;
@@ -596,6 +598,10 @@ absl::StatusOr<ExpertTable> ImportExpertiseCsv(std::string_view text) {
     if (r == 1) {
       if (c_concept >= 0) t.concept = row[c_concept];
       if (c_group >= 0) t.group = row[c_group];
+      // Names end up in JSON tables and UI text: they must be valid UTF-8.
+      if (FindInvalidUtf8(t.concept) >= 0 || FindInvalidUtf8(t.group) >= 0) {
+        return absl::InvalidArgumentError("expertise.csv row 1: concept/group is not valid UTF-8");
+      }
     }
     t.units.push_back(u);
   }
