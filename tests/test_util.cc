@@ -25,19 +25,27 @@ std::string MakeTempDir(const std::string& tag) {
 }
 
 std::string ConvertedMiniModel(bool keep_float) {
+  // Cached on disk across test processes (ctest runs each test in its own process): converted
+  // into a unique file, then renamed into place atomically, so parallel tests never see a
+  // half-written model.
   static std::mutex mu;
-  static std::map<bool, std::string> cache;
   std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(keep_float);
-  if (it != cache.end()) return it->second;
-  const std::string out =
-      MakeTempDir("mini") + (keep_float ? "/mini-f32.scm" : "/mini-int8.scm");
+  const std::filesystem::path dir = std::filesystem::path(SELFCOND_BINARY_DIR) / "test-models";
+  std::filesystem::create_directories(dir);
+  const std::string out = (dir / (keep_float ? "mini-f32.scm" : "mini-int8.scm")).string();
+  const auto src = std::filesystem::path(MiniModelDir()) / "model.safetensors";
+  if (std::filesystem::exists(out) &&
+      std::filesystem::last_write_time(out) > std::filesystem::last_write_time(src)) {
+    return out;
+  }
+  std::random_device rd;
+  const std::string tmp = out + "." + std::to_string(rd()) + ".part";
   ConvertOptions opts;
   opts.keep_float = keep_float;
   opts.model_name = "selfcond-mini-30m";
-  auto st = ConvertCheckpoint(MiniModelDir(), out, opts, nullptr);
+  auto st = ConvertCheckpoint(MiniModelDir(), tmp, opts, nullptr);
   EXPECT_TRUE(st.ok()) << st;
-  cache[keep_float] = out;
+  std::filesystem::rename(tmp, out);
   return out;
 }
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole test suite (the README's test command; CI runs it through .ci/run).
+#   1. native Release build + GoogleTest suite (ctest)
+#   2. clang ASan/UBSan build: parser/format tests + libFuzzer targets, each fuzzed briefly
+#   3. WASM build + Node tests; browser test in headless Chromium (when wasm/ is present)
+# Needs ../shared beside the repo. Set SELFCOND_FUZZ_SECONDS (default 20) per fuzz target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+JOBS=${JOBS:-$(nproc)}
+FUZZ_SECONDS=${SELFCOND_FUZZ_SECONDS:-20}
+[[ -d ../shared/models/selfcond-mini-30m ]] || { echo "tests need ../shared beside the repo" >&2; exit 1; }
+
+echo "== [1/3] native build + tests"
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build/release -j"$JOBS"
+(cd build/release && ctest --output-on-failure -j"$JOBS" --timeout 1200)
+
+echo "== [2/3] sanitizers (ASan+UBSan, clang) and fuzzers"
+cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+  -DCMAKE_CXX_COMPILER=clang++ -DSELFCOND_SANITIZE=ON -DSELFCOND_FUZZ=ON >/dev/null
+cmake --build build/asan -j"$JOBS"
+# The parsers and formats: every malformed-input test runs under the sanitizers.
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  build/asan/selfcond_tests --gtest_brief=1 \
+  --gtest_filter='Json*:Tokenizer*:Safetensors*:ModelFile*:Convert*:Dataset*:ExpertTable*:Expertise*:Units*'
+mkdir -p build/fuzz-corpus
+for f in build/asan/*_fuzz; do
+  name=$(basename "$f")
+  mkdir -p "build/fuzz-corpus/$name"
+  seeds=()
+  [[ -d "tests/fuzz_seeds/$name" ]] && seeds=("tests/fuzz_seeds/$name")
+  echo "-- fuzzing $name for ${FUZZ_SECONDS}s"
+  SELFCOND_SHARED_DIR="$ROOT/../shared" "$f" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=4096 \
+    -print_final_stats=0 "build/fuzz-corpus/$name" "${seeds[@]}" 2>&1 | tail -n 3
+done
+
+if [[ -x wasm/test.sh ]]; then
+  echo "== [3/3] WASM build, Node and browser tests"
+  bash wasm/test.sh
+else
+  echo "== [3/3] WASM: not present yet"
+fi
+echo "all test stages passed"
