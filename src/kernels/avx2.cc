@@ -96,10 +96,12 @@ inline void BlockI8(const int8_t* wb, int kg, const int8_t* xq, size_t ldx, cons
                     const float* ws, const float* bias, float* y, int ldy, int lo, int hi) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i acc0[MT], acc1[MT];
+#pragma GCC unroll 8
   for (int t = 0; t < MT; ++t) acc0[t] = acc1[t] = _mm256_setzero_si256();
   for (int g = 0; g < kg; ++g) {
     const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + g * 64));
     const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb + g * 64 + 32));
+#pragma GCC unroll 8
     for (int t = 0; t < MT; ++t) {
       int32_t x4;
       std::memcpy(&x4, xq + t * ldx + g * 4, 4);
@@ -111,6 +113,7 @@ inline void BlockI8(const int8_t* wb, int kg, const int8_t* xq, size_t ldx, cons
       acc1[t] = _mm256_add_epi32(acc1[t], _mm256_madd_epi16(p1, ones));
     }
   }
+#pragma GCC unroll 8
   for (int t = 0; t < MT; ++t) {
     StoreBlock(acc0[t], acc1[t], xscale[t], ws, bias, y + static_cast<size_t>(t) * ldy, lo, hi);
   }
@@ -213,29 +216,38 @@ template <int MT>
 inline void RowsF32x4(const float* w0, int k, const float* x, size_t ldx, const float* bias,
                       float* y, int ldy) {
   __m256 acc[MT][4];
+#pragma GCC unroll 8
   for (int t = 0; t < MT; ++t)
+#pragma GCC unroll 8
     for (int j = 0; j < 4; ++j) acc[t][j] = _mm256_setzero_ps();
   const float* wr[4] = {w0, w0 + k, w0 + 2 * static_cast<size_t>(k),
                         w0 + 3 * static_cast<size_t>(k)};
   int c = 0;
   for (; c + 8 <= k; c += 8) {
     __m256 xv[MT];
+#pragma GCC unroll 8
     for (int t = 0; t < MT; ++t) xv[t] = _mm256_loadu_ps(x + t * ldx + c);
+#pragma GCC unroll 8
     for (int j = 0; j < 4; ++j) {
       const __m256 wv = _mm256_loadu_ps(wr[j] + c);
+#pragma GCC unroll 8
       for (int t = 0; t < MT; ++t) acc[t][j] = _mm256_fmadd_ps(wv, xv[t], acc[t][j]);
     }
   }
   if (c < k) {
     const __m256i mask = TailMask(k - c);
     __m256 xv[MT];
+#pragma GCC unroll 8
     for (int t = 0; t < MT; ++t) xv[t] = _mm256_maskload_ps(x + t * ldx + c, mask);
+#pragma GCC unroll 8
     for (int j = 0; j < 4; ++j) {
       const __m256 wv = _mm256_maskload_ps(wr[j] + c, mask);
+#pragma GCC unroll 8
       for (int t = 0; t < MT; ++t) acc[t][j] = _mm256_fmadd_ps(wv, xv[t], acc[t][j]);
     }
   }
   const __m128 vb = bias ? _mm_loadu_ps(bias) : _mm_setzero_ps();
+#pragma GCC unroll 8
   for (int t = 0; t < MT; ++t) {
     const __m128 s = HSum4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]);
     _mm_storeu_ps(y + static_cast<size_t>(t) * ldy, _mm_add_ps(s, vb));

@@ -8,11 +8,12 @@
 // k < 2^17 (127 * 127 * k < 2^31), so the wrapped difference is exactly the true sum even where
 // the biased intermediate (up to 255 * 127 * k) would not fit.
 // quantize_rows and gemm_f32 reuse the AVX2 code (memory bound / not the hot path here).
+// The register tiles rely on the fixed-trip loops being fully unrolled (arrays of zmm held in
+// registers); `#pragma GCC unroll` (also honoured by clang) makes that independent of -O2/-O3.
 #include <immintrin.h>
 
-#include <algorithm>
+#include <cstdlib>
 #include <cstring>
-#include <vector>
 
 #include "kernels/backends.h"
 #include "kernels/kernels.h"
@@ -37,6 +38,22 @@ void ToBiasedU8(const int8_t* xq, size_t count, uint8_t* out) {
   }
   for (; i < count; ++i) out[i] = static_cast<uint8_t>(xq[i] ^ 0x80);
 }
+
+// A per-thread growable buffer. Plain malloc instead of std::vector: see backends.h on why this
+// file instantiates no std templates.
+struct Scratch {
+  uint8_t* data = nullptr;
+  size_t size = 0;
+  ~Scratch() { std::free(data); }
+  uint8_t* Get(size_t bytes) {
+    if (bytes > size) {
+      std::free(data);
+      data = static_cast<uint8_t*>(std::malloc(bytes));
+      size = data ? bytes : 0;
+    }
+    return data;
+  }
+};
 
 inline __m512i Broadcast4(const uint8_t* p) {
   int32_t v;
@@ -106,20 +123,26 @@ inline void Tile(const PackedI8& w, int b0, int kg, const uint8_t* xu, size_t ld
                  const float* xscale, const float* bias, float* y, int ldy, int n_begin,
                  int n_end) {
   __m512i acc[NB][MT];
+#pragma GCC unroll 8
   for (int j = 0; j < NB; ++j)
+#pragma GCC unroll 8
     for (int t = 0; t < MT; ++t) acc[j][t] = _mm512_setzero_si512();
   const int8_t* wb = w.q + static_cast<size_t>(b0) * kg * kGroupBytes;
   const size_t bstride = static_cast<size_t>(kg) * kGroupBytes;
   for (int g = 0; g < kg; ++g) {
     __m512i wv[NB];
+#pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) {
       wv[j] = _mm512_loadu_si512(wb + j * bstride + static_cast<size_t>(g) * kGroupBytes);
     }
+#pragma GCC unroll 8
     for (int t = 0; t < MT; ++t) {
       const __m512i xv = Broadcast4(xu + t * ldx + g * 4);
+#pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) acc[j][t] = _mm512_dpbusd_epi32(acc[j][t], xv, wv[j]);
     }
   }
+#pragma GCC unroll 8
   for (int j = 0; j < NB; ++j) {
     const int b = b0 + j;
     const int r0 = b * kRowBlock;
@@ -127,6 +150,7 @@ inline void Tile(const PackedI8& w, int b0, int kg, const uint8_t* xu, size_t ld
     const int hi = n_end < r0 + kRowBlock ? n_end - r0 : kRowBlock;
     const __mmask16 mask = RangeMask(lo, hi);
     const __m512i rs128 = RowSumTimes128(w, b, wb + j * bstride, kg);
+#pragma GCC unroll 8
     for (int t = 0; t < MT; ++t) {
       StoreBlock(acc[j][t], rs128, xscale[t], w.scale + r0, bias ? bias + r0 : nullptr,
                  y + static_cast<size_t>(t) * ldy + r0, mask);
@@ -173,13 +197,18 @@ void GemmI8Vnni(const PackedI8& w, const int8_t* xq, const float* xscale, int m,
   const int b_end = (n_end + kRowBlock - 1) / kRowBlock;
 
   // Token chunks bound the scratch; the weights are re-read once per chunk.
-  const int chunk = k == 0 ? m : static_cast<int>(std::max<size_t>(8, kMaxScratchBytes / ldx));
-  thread_local std::vector<uint8_t> scratch;
+  const size_t fit = ldx == 0 ? 8 : kMaxScratchBytes / ldx;
+  const int chunk = fit < 8 ? 8 : (fit > static_cast<size_t>(m) ? m : static_cast<int>(fit));
+  thread_local Scratch scratch;
   for (int i0 = 0; i0 < m; i0 += chunk) {
-    const int mc = std::min(chunk, m - i0);
+    const int mc = m - i0 < chunk ? m - i0 : chunk;
     const size_t bytes = static_cast<size_t>(mc) * ldx;
-    if (scratch.size() < bytes + 64) scratch.resize(bytes + 64);
-    uint8_t* xu = scratch.data();
+    uint8_t* xu = scratch.Get(bytes);
+    if (xu == nullptr) {  // out of memory: the AVX2 kernel needs no scratch
+      Avx2Backend()->gemm_i8(w, xq + i0 * ldx, xscale + i0, m - i0, bias,
+                             y + static_cast<size_t>(i0) * ldy, ldy, n_begin, n_end);
+      return;
+    }
     ToBiasedU8(xq + i0 * ldx, bytes, xu);
     const float* xs = xscale + i0;
     float* yc = y + static_cast<size_t>(i0) * ldy;

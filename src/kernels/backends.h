@@ -6,7 +6,6 @@
 #define SELFCOND_KERNELS_BACKENDS_H_
 
 #include <cfloat>
-#include <cmath>
 #include <cstdint>
 
 #include "kernels/kernels.h"
@@ -20,21 +19,30 @@ namespace selfcond::kernels {
 // amax / 127 underflows) gets q = 0. SIMD backends must produce the same bits: x / scale is a
 // correctly rounded division everywhere, and cvtps/nearest rounding is round-half-even.
 
+// These helpers are `static` (internal linkage) on purpose, and call compiler builtins rather
+// than std::fabs / std::nearbyint: avx2.cc and avx512vnni.cc are compiled with -mavx2 / -mavx512*,
+// and an inline function with external linkage (or a std template) emitted out of line there
+// could be picked by the linker for the baseline files too, i.e. AVX code running on a CPU that
+// dispatch.cc decided cannot run it. The same rule applies to everything in those two files:
+// no std templates, no external-linkage inline functions (e.g. PackedIndex) in them.
+
 // amax update that ignores NaN (the comparison is false) and keeps inf (clamped later).
-inline float AbsMaxStep(float amax, float x) {
-  const float a = std::fabs(x);
+static inline float AbsMaxStep(float amax, float x) {
+  const float a = __builtin_fabsf(x);
   return a > amax ? a : amax;
 }
 
 // Row scale from amax; inf is clamped to FLT_MAX so the scale stays finite.
-inline float ScaleFromAbsMax(float amax) { return (amax > FLT_MAX ? FLT_MAX : amax) / 127.0f; }
+static inline float ScaleFromAbsMax(float amax) {
+  return (amax > FLT_MAX ? FLT_MAX : amax) / 127.0f;
+}
 
 // One value, given a nonzero finite scale.
-inline int8_t QuantizeOne(float x, float scale) {
+static inline int8_t QuantizeOne(float x, float scale) {
   float v = x / scale;
   if (!(v == v)) v = 0.0f;  // NaN
   v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
-  return static_cast<int8_t>(std::nearbyint(v));
+  return static_cast<int8_t>(__builtin_nearbyintf(v));
 }
 
 // scalar.cc (always compiled). Same object as ScalarBackend().

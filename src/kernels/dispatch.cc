@@ -16,10 +16,9 @@ std::vector<const Backend*> DetectBackends() {
   // register state (XCR0), not just the CPUID bits.
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  const bool avx512vnni = avx2 && __builtin_cpu_supports("avx512f") &&
-                          __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl") &&
-                          __builtin_cpu_supports("avx512vnni");
+  const bool avx512vnni =
+      avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
   if (avx512vnni) out.push_back(Avx512VnniBackend());
   if (avx2) out.push_back(Avx2Backend());
 #endif
