@@ -19,6 +19,8 @@ const CommandSpec& RankSpec();
 absl::Status RunRank(const Args& args);
 const CommandSpec& BenchSpec();
 absl::Status RunBench(const Args& args);
+const CommandSpec& ExperimentSpec();
+absl::Status RunExperiment(const Args& args);
 
 }  // namespace selfcond::cli
 

@@ -21,6 +21,7 @@ std::vector<Command> Commands() {
   return {
       {&ConvertSpec(), RunConvert},   {&GenerateSpec(), RunGenerate}, {&PplSpec(), RunPpl},
       {&InspectSpec(), RunInspect},   {&RankSpec(), RunRank},         {&BenchSpec(), RunBench},
+      {&ExperimentSpec(), RunExperiment},
   };
 }
 
