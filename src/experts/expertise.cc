@@ -35,6 +35,24 @@ uint64_t MakeKey(float score, uint8_t label) {
   return (static_cast<uint64_t>(OrderedBits(score)) << 32) | (label ? 1u : 0u);
 }
 
+// Sorts keys ascending by their high 32 bits (the ordered score): LSD radix sort, 8 bits per
+// pass, stable; passes where every key has the same digit are skipped. For the ~10^3 keys of a
+// unit this is several times faster than std::sort (no comparisons to mispredict). tmp: same
+// size as keys.
+void RadixSortByScore(uint64_t* keys, uint64_t* tmp, int64_t n) {
+  uint64_t* src = keys;
+  uint64_t* dst = tmp;
+  for (int shift = 32; shift < 64; shift += 8) {
+    int64_t count[257] = {0};
+    for (int64_t i = 0; i < n; ++i) ++count[((src[i] >> shift) & 0xFF) + 1];
+    if (count[((src[0] >> shift) & 0xFF) + 1] == n) continue;  // one digit value: no-op pass
+    for (int b = 0; b < 256; ++b) count[b + 1] += count[b];
+    for (int64_t i = 0; i < n; ++i) dst[count[(src[i] >> shift) & 0xFF]++] = src[i];
+    std::swap(src, dst);
+  }
+  if (src != keys) std::copy(src, src + n, keys);
+}
+
 // numpy's _lerp: a + (b - a) * t, computed from the b side when t >= 0.5 (numpy does this so
 // that the result is exact at t == 1 and monotonic).
 double Lerp(double a, double b, double t) {
@@ -168,6 +186,7 @@ absl::StatusOr<ExpertiseResult> ComputeExpertise(absl::Span<const float> respons
     int64_t u0 = static_cast<int64_t>(c) * kChunk;
     int64_t cu = std::min(kChunk, num_units - u0);
     std::vector<uint64_t> keys(static_cast<size_t>(cu * num_sentences));  // (cu, num_sentences)
+    std::vector<uint64_t> tmp(static_cast<size_t>(num_sentences));
     std::vector<float> pos(static_cast<size_t>(n_pos));
     for (int64_t s = 0; s < num_sentences; ++s) {
       const float* row = resp + s * num_units + u0;
@@ -184,7 +203,7 @@ absl::StatusOr<ExpertiseResult> ComputeExpertise(absl::Span<const float> respons
     }
     for (int64_t j = 0; j < cu; ++j) {
       uint64_t* k = keys.data() + j * num_sentences;
-      std::sort(k, k + num_sentences);
+      RadixSortByScore(k, tmp.data(), num_sentences);
       UnitStats st = StatsFromSortedKeys(k, num_sentences, n_pos, pos.data());
       out.ap[u0 + j] = static_cast<float>(st.ap);
       out.on_p50[u0 + j] = static_cast<float>(st.p50);
