@@ -269,7 +269,33 @@ absl::Status Session::SetForcing(const Forcing* forcing) {
 
 namespace {
 
-void LayerNorm(const float* x, const float* w, const float* b, int d, float eps, float* out) {
+// The float helpers below are small loops written so the compiler vectorizes them (independent
+// partial sums instead of one serial reduction; branch-free GELU). GCC compiles each twice, for
+// x86-64-v3 (AVX2+FMA) and baseline, and picks at load time (target_clones); elsewhere they are
+// plain code.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(SELFCOND_WASM)
+#define SC_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SC_MULTIVERSION
+#endif
+
+SC_MULTIVERSION float Dot(const float* a, const float* b, int n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int l = 0; l < 8; ++l) acc[l] += a[j + l] * b[j + l];
+  }
+  float s = 0;
+  for (; j < n; ++j) s += a[j] * b[j];
+  return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+SC_MULTIVERSION void Axpy(float a, const float* x, float* y, int n) {
+  for (int j = 0; j < n; ++j) y[j] += a * x[j];
+}
+
+SC_MULTIVERSION void LayerNorm(const float* x, const float* w, const float* b, int d, float eps,
+                               float* out) {
   float mean = 0;
   for (int i = 0; i < d; ++i) mean += x[i];
   mean /= d;
@@ -280,10 +306,38 @@ void LayerNorm(const float* x, const float* w, const float* b, int d, float eps,
   for (int i = 0; i < d; ++i) out[i] = (x[i] - mean) * inv * w[i] + b[i];
 }
 
-// GPT-2's "gelu_new" (tanh approximation), as in Hugging Face.
-inline float Gelu(float x) {
+// tanh as Eigen's rational approximation (|error| < 1e-6 on [-9, 9], exactly +-1 beyond):
+// std::tanh was 5% of decode time and does not vectorize.
+inline float FastTanh(float x) {
+  const float c = 7.90531110763549805f;
+  x = std::min(c, std::max(-c, x));
+  const float x2 = x * x;
+  float p = -2.76076847742355e-16f;
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 + -8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  p = p * x;
+  float q = 1.19825839466702e-06f;
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return p / q;
+}
+
+// GPT-2's "gelu_new" (tanh approximation), as in Hugging Face, in place over n values.
+SC_MULTIVERSION void GeluInPlace(float* x, size_t n) {
   constexpr float kC = 0.7978845608028654f;  // sqrt(2 / pi)
-  return 0.5f * x * (1.0f + std::tanh(kC * (x + 0.044715f * x * x * x)));
+  for (size_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    x[i] = 0.5f * v * (1.0f + FastTanh(kC * (v + 0.044715f * v * v * v)));
+  }
+}
+
+SC_MULTIVERSION void AddInPlace(float* x, const float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] += y[i];
 }
 
 }  // namespace
@@ -408,10 +462,7 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
         const int len = p0 + i + 1;  // causal: positions 0..p0+i
         float mx = -std::numeric_limits<float>::infinity();
         for (int t = 0; t < len; ++t) {
-          const float* k = kc + static_cast<size_t>(t) * d + h * hd;
-          float dot = 0;
-          for (int j = 0; j < hd; ++j) dot += q[j] * k[j];
-          sc[t] = dot * inv_sqrt;
+          sc[t] = Dot(q, kc + static_cast<size_t>(t) * d + h * hd, hd) * inv_sqrt;
           mx = std::max(mx, sc[t]);
         }
         float sum = 0;
@@ -419,11 +470,7 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
         const float inv = 1.0f / sum;
         float* out = s.att.data() + static_cast<size_t>(i) * d + h * hd;
         std::fill(out, out + hd, 0.0f);
-        for (int t = 0; t < len; ++t) {
-          const float* v = vc + static_cast<size_t>(t) * d + h * hd;
-          const float a = sc[t] * inv;
-          for (int j = 0; j < hd; ++j) out[j] += a * v[j];
-        }
+        for (int t = 0; t < len; ++t) Axpy(sc[t] * inv, vc + static_cast<size_t>(t) * d + h * hd, out, hd);
       }
     };
     if (opts_.pool && opts_.pool->size() > 1 && n > 1) {
@@ -433,7 +480,7 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
     }
     Linear(b.attn_c_proj, s.att.data(), n, s.proj.data());
     Intervene(units_.site_index(l, SiteKind::kAttnCProj), s.proj.data(), n, d, last_chunk);
-    for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) x[j] += s.proj[j];
+    AddInPlace(x, s.proj.data(), static_cast<size_t>(n) * d);
 
     // --- MLP ---
     for (int i = 0; i < n; ++i) {
@@ -441,10 +488,10 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
     }
     Linear(b.c_fc, s.xn.data(), n, s.fc.data());
     Intervene(units_.site_index(l, SiteKind::kCFc), s.fc.data(), n, F, last_chunk);
-    for (size_t j = 0; j < static_cast<size_t>(n) * F; ++j) s.fc[j] = Gelu(s.fc[j]);
+    GeluInPlace(s.fc.data(), static_cast<size_t>(n) * F);
     Linear(b.mlp_c_proj, s.fc.data(), n, s.proj.data());
     Intervene(units_.site_index(l, SiteKind::kMlpCProj), s.proj.data(), n, d, last_chunk);
-    for (size_t j = 0; j < static_cast<size_t>(n) * d; ++j) x[j] += s.proj[j];
+    AddInPlace(x, s.proj.data(), static_cast<size_t>(n) * d);
   }
   pos_ += n;
 
