@@ -1,0 +1,674 @@
+#include "experts/paper_experiments.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <set>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "experts/dataset.h"  // FindInvalidUtf8
+#include "generate.h"
+#include "parallel.h"
+
+namespace selfcond {
+namespace {
+
+bool IsWordByte(unsigned char c) {
+  // Python's \w on str: letters, digits, '_' and (approximately) every non-ASCII character.
+  return absl::ascii_isalnum(c) || c == '_' || c >= 0x80;
+}
+
+// Replaces each invalid UTF-8 sequence with U+FFFD, so results always serialize as valid JSON
+// (a 30-token continuation can end in the middle of a multi-byte character).
+std::string SanitizeUtf8(std::string s) {
+  std::string out;
+  std::string_view rest = s;
+  while (!rest.empty()) {
+    const int64_t bad = FindInvalidUtf8(rest);
+    if (bad < 0) {
+      out.append(rest.data(), rest.size());
+      break;
+    }
+    out.append(rest.data(), static_cast<size_t>(bad));
+    out += "\xEF\xBF\xBD";
+    rest.remove_prefix(static_cast<size_t>(bad) + 1);
+  }
+  return out;
+}
+
+int NumWorkers(ThreadPool* pool) { return pool ? std::max(1, pool->size()) : 1; }
+
+// Runs fn(worker, session) on every worker, each with its own single-threaded Session.
+absl::Status ForEachWorker(const Model& model, Precision precision, ThreadPool* pool,
+                           const std::function<absl::Status(int, Session&)>& fn) {
+  const int workers = NumWorkers(pool);
+  std::vector<absl::Status> status(workers);
+  auto body = [&](int w) {
+    SessionOptions so;
+    so.precision = precision;
+    auto session = Session::Create(model, so);
+    if (!session.ok()) {
+      status[w] = session.status();
+      return;
+    }
+    status[w] = fn(w, **session);
+  };
+  if (pool && workers > 1) {
+    pool->ParallelFor(workers, body);
+  } else {
+    body(0);
+  }
+  for (const auto& st : status) {
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+// Serializes progress callbacks from worker threads.
+class ProgressCounter {
+ public:
+  ProgressCounter(const ExperimentProgress& fn, int total) : fn_(fn), total_(total) {}
+  void Tick() {
+    if (!fn_) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    fn_(++done_, total_);
+  }
+
+ private:
+  const ExperimentProgress& fn_;
+  int total_;
+  int done_ = 0;
+  std::mutex mu_;
+};
+
+absl::Status CheckTableHoldsK(const ExpertTable& t, absl::Span<const int64_t> ks) {
+  for (int64_t k : ks) {
+    if (k < 0) return absl::InvalidArgumentError(absl::StrCat("k must be >= 0, got ", k));
+    if (k > static_cast<int64_t>(t.units.size())) {
+      return absl::OutOfRangeError(absl::StrCat("k = ", k, " but the expert table for '",
+                                                t.concept, "' holds only ", t.units.size(),
+                                                " units"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+double MeanAp(const ExpertTable& t, int64_t k) {
+  if (k <= 0) return 0;
+  double s = 0;
+  for (int64_t i = 0; i < k; ++i) s += t.units[i].ap;
+  return s / static_cast<double>(k);
+}
+
+// "woman-1_18_00__" -> "woman" (ml-selfcond's concept_from_df).
+std::string ShortConcept(const std::string& c) { return c.substr(0, c.find('-')); }
+
+const char* ForcingValueName(ForcingValue v) {
+  switch (v) {
+    case ForcingValue::kOnP50:
+      return "on_p50";
+    case ForcingValue::kOnP90:
+      return "on_p90";
+    case ForcingValue::kOffMean:
+      return "off_mean";
+    case ForcingValue::kZero:
+      return "zero";
+  }
+  return "?";
+}
+
+json::Value NumArray(absl::Span<const double> v) {
+  json::Value a = json::Value::Array();
+  for (double x : v) a.Push(json::Value::Number(x));
+  return a;
+}
+
+json::Value IntArray(absl::Span<const int64_t> v) {
+  json::Value a = json::Value::Array();
+  for (int64_t x : v) a.Push(json::Value::Number(static_cast<double>(x)));
+  return a;
+}
+
+json::Value StrArray(absl::Span<const std::string> v) {
+  json::Value a = json::Value::Array();
+  for (const auto& x : v) a.Push(json::Value::String(x));
+  return a;
+}
+
+}  // namespace
+
+// ---- word matching --------------------------------------------------------------------------
+
+const std::vector<std::string>& FootballWords() {
+  static const std::vector<std::string> w = {"football", "soccer", "game",  "team",
+                                             "player",   "goal",   "ball",  "league",
+                                             "match",    "sport",  "coach", "score"};
+  return w;
+}
+
+std::vector<std::string> FindWordMentions(std::string_view text,
+                                          absl::Span<const std::string> words) {
+  std::set<std::string> seen;  // lower-cased words of the text
+  size_t i = 0;
+  while (i < text.size()) {
+    if (!IsWordByte(static_cast<unsigned char>(text[i]))) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < text.size() && IsWordByte(static_cast<unsigned char>(text[j]))) ++j;
+    seen.insert(absl::AsciiStrToLower(absl::string_view(text.data() + i, j - i)));
+    i = j;
+  }
+  std::vector<std::string> out;
+  for (const std::string& w : words) {
+    const std::string base = absl::AsciiStrToLower(absl::string_view(w.data(), w.size()));
+    if (seen.count(base) || seen.count(base + "s") || seen.count(base + "es")) out.push_back(w);
+  }
+  return out;
+}
+
+// ---- football -------------------------------------------------------------------------------
+
+double FootballSample::ppl() const {
+  return scored_tokens > 0 ? std::exp(nll_sum / scored_tokens) : 0.0;
+}
+
+absl::StatusOr<FootballExperimentResult> RunFootballExperiment(
+    const Model& model, const ExpertTable& football, const FootballExperimentOptions& opts,
+    ThreadPool* pool, const ExperimentProgress& progress) {
+  if (auto st = CheckCompatible(football, model); !st.ok()) return st;
+  if (auto st = CheckTableHoldsK(football, opts.ks); !st.ok()) return st;
+  if (opts.prompts.empty() || opts.seeds <= 0 || opts.new_tokens <= 0 || opts.ks.empty()) {
+    return absl::InvalidArgumentError("need at least one prompt, seed, k and new token");
+  }
+  SamplingOptions sampling;
+  sampling.temperature = opts.temperature;
+  sampling.top_p = opts.top_p;
+  sampling.top_k = opts.top_k;
+  if (auto st = ValidateSampling(sampling); !st.ok()) return st;
+
+  const Tokenizer& tok = model.tokenizer();
+  const UnitSpace space(model.config());
+  std::vector<std::vector<int32_t>> prompt_ids;
+  for (const auto& p : opts.prompts) {
+    prompt_ids.push_back(tok.Encode(p));
+    if (prompt_ids.back().empty()) return absl::InvalidArgumentError("empty prompt");
+    if (prompt_ids.back().size() + opts.new_tokens > model.config().n_ctx) {
+      return absl::OutOfRangeError(absl::StrCat("prompt '", p, "' plus ", opts.new_tokens,
+                                                " new tokens exceeds the context"));
+    }
+  }
+  std::vector<Forcing> forcings(opts.ks.size());  // (ks.size()), empty at k = 0
+  for (size_t ki = 0; ki < opts.ks.size(); ++ki) {
+    if (opts.ks[ki] == 0) continue;
+    ForcingSource src{&football, opts.ks[ki]};
+    auto f = BuildForcing({&src, 1}, opts.forcing, opts.only_last_token, space);
+    if (!f.ok()) return f.status();
+    forcings[ki] = std::move(*f);
+  }
+
+  FootballExperimentResult res;
+  res.options = opts;
+  const size_t P = opts.prompts.size(), S = static_cast<size_t>(opts.seeds);
+  const size_t total = opts.ks.size() * P * S;
+  res.samples.resize(total);
+  ProgressCounter counter(progress, static_cast<int>(total));
+  const int workers = NumWorkers(pool);
+  const int V = static_cast<int>(model.config().vocab_size);
+  const int32_t eos = tok.eos_id();
+
+  auto st = ForEachWorker(model, opts.precision, pool, [&](int w, Session& session) {
+    for (size_t idx = w; idx < total; idx += workers) {
+      const size_t ki = idx / (P * S), pi = (idx / S) % P, si = idx % S;
+      FootballSample& out = res.samples[idx];
+      out.k = opts.ks[ki];
+      out.prompt = opts.prompts[pi];
+      out.seed = opts.first_seed + si;
+      // 1. Generate under do(football, k).
+      auto fst = session.SetForcing(opts.ks[ki] > 0 ? &forcings[ki] : nullptr);
+      if (!fst.ok()) return fst;
+      GenerateOptions g;
+      g.max_new_tokens = opts.new_tokens;
+      g.sampling = sampling;
+      g.sampling.seed = out.seed;
+      g.stop_at_eos = false;  // fixed length, as ml-selfcond
+      auto gen = Generate(session, prompt_ids[pi], g, nullptr);
+      if (!gen.ok()) return gen.status();
+      out.new_tokens = static_cast<int>(gen->tokens.size());
+      std::vector<int32_t> visible;
+      for (int32_t t : gen->tokens) {
+        if (t != eos) visible.push_back(t);
+      }
+      out.text = SanitizeUtf8(tok.Decode(visible));
+      out.words = FindWordMentions(out.text, FootballWords());
+      // 2. Score prompt + continuation with the unconditioned model; only the continuation's
+      // tokens count.
+      if (auto s = session.SetForcing(nullptr); !s.ok()) return s;
+      session.Reset();
+      std::vector<int32_t> all = prompt_ids[pi];
+      all.insert(all.end(), gen->tokens.begin(), gen->tokens.end());
+      auto logits = session.Forward(all, Session::Logits::kAll);
+      if (!logits.ok()) return logits.status();
+      const size_t first = prompt_ids[pi].size() - 1;  // row predicting the first new token
+      for (size_t i = first; i + 1 < all.size(); ++i) {
+        const float* row = logits->data() + i * V;
+        double mx = row[0];
+        for (int j = 1; j < V; ++j) mx = std::max<double>(mx, row[j]);
+        double sum = 0;
+        for (int j = 0; j < V; ++j) sum += std::exp(row[j] - mx);
+        out.nll_sum += (std::log(sum) + mx) - row[all[i + 1]];
+        ++out.scored_tokens;
+      }
+      counter.Tick();
+    }
+    return absl::OkStatus();
+  });
+  if (!st.ok()) return st;
+
+  for (size_t ki = 0; ki < opts.ks.size(); ++ki) {
+    FootballPoint pt;
+    pt.k = opts.ks[ki];
+    pt.mean_ap = MeanAp(football, pt.k);
+    pt.mentions_per_prompt.assign(P, 0);
+    std::map<std::string, int> counts;
+    double nll = 0, ppl_sum = 0;
+    int64_t tokens = 0;
+    std::vector<double> ppls;
+    for (size_t j = 0; j < P * S; ++j) {
+      const FootballSample& s = res.samples[ki * P * S + j];
+      ++pt.samples;
+      if (!s.words.empty()) {
+        ++pt.mentions;
+        ++pt.mentions_per_prompt[j / S];
+      }
+      for (const auto& w : s.words) ++counts[w];
+      nll += s.nll_sum;
+      tokens += s.scored_tokens;
+      ppls.push_back(s.ppl());
+      ppl_sum += s.ppl();
+    }
+    pt.mention_rate = static_cast<double>(pt.mentions) / pt.samples;
+    pt.ppl = tokens > 0 ? std::exp(nll / tokens) : 0;
+    pt.mean_ppl = ppl_sum / pt.samples;
+    std::sort(ppls.begin(), ppls.end());
+    const size_t n = ppls.size();
+    pt.median_ppl = n % 2 ? ppls[n / 2] : 0.5 * (ppls[n / 2 - 1] + ppls[n / 2]);
+    for (const auto& w : FootballWords()) {
+      auto it = counts.find(w);
+      pt.word_counts.push_back({w, it == counts.end() ? 0 : it->second});
+    }
+    res.points.push_back(std::move(pt));
+  }
+  return res;
+}
+
+json::Value FootballResultToJson(const FootballExperimentResult& r) {
+  const auto& o = r.options;
+  json::Value root = json::Value::Object();
+  root.Set("experiment", json::Value::String("football"));
+  json::Value opt = json::Value::Object();
+  opt.Set("ks", IntArray(o.ks));
+  opt.Set("prompts", StrArray(o.prompts));
+  opt.Set("seeds", json::Value::Number(o.seeds));
+  opt.Set("first_seed", json::Value::Number(static_cast<double>(o.first_seed)));
+  opt.Set("new_tokens", json::Value::Number(o.new_tokens));
+  opt.Set("temperature", json::Value::Number(o.temperature));
+  opt.Set("top_p", json::Value::Number(o.top_p));
+  opt.Set("top_k", json::Value::Number(o.top_k));
+  opt.Set("forcing", json::Value::String(ForcingValueName(o.forcing)));
+  opt.Set("only_last_token", json::Value::Bool(o.only_last_token));
+  opt.Set("precision", json::Value::String(o.precision == Precision::kF32 ? "f32" : "int8"));
+  opt.Set("football_words", StrArray(FootballWords()));
+  root.Set("options", std::move(opt));
+  json::Value points = json::Value::Array();
+  for (const auto& p : r.points) {
+    json::Value v = json::Value::Object();
+    v.Set("k", json::Value::Number(static_cast<double>(p.k)));
+    v.Set("samples", json::Value::Number(p.samples));
+    v.Set("mentions", json::Value::Number(p.mentions));
+    v.Set("mention_rate", json::Value::Number(p.mention_rate));
+    v.Set("ppl", json::Value::Number(p.ppl));
+    v.Set("mean_ppl", json::Value::Number(p.mean_ppl));
+    v.Set("median_ppl", json::Value::Number(p.median_ppl));
+    v.Set("mean_ap", json::Value::Number(p.mean_ap));
+    json::Value mpp = json::Value::Array();
+    for (int m : p.mentions_per_prompt) mpp.Push(json::Value::Number(m));
+    v.Set("mentions_per_prompt", std::move(mpp));
+    json::Value wc = json::Value::Object();
+    for (const auto& [w, c] : p.word_counts) wc.Set(w, json::Value::Number(c));
+    v.Set("word_counts", std::move(wc));
+    points.Push(std::move(v));
+  }
+  root.Set("points", std::move(points));
+  json::Value samples = json::Value::Array();
+  for (const auto& s : r.samples) {
+    json::Value v = json::Value::Object();
+    v.Set("k", json::Value::Number(static_cast<double>(s.k)));
+    v.Set("prompt", json::Value::String(s.prompt));
+    v.Set("seed", json::Value::Number(static_cast<double>(s.seed)));
+    v.Set("text", json::Value::String(s.text));
+    v.Set("words", StrArray(s.words));
+    v.Set("ppl", json::Value::Number(s.ppl()));
+    v.Set("scored_tokens", json::Value::Number(s.scored_tokens));
+    samples.Push(std::move(v));
+  }
+  root.Set("samples", std::move(samples));
+  // Examples: the first examples_per_k samples of each k, spread over the prompts (seed 0 of
+  // prompt 0, 1, ...), so the report can show them without reading every sample.
+  json::Value examples = json::Value::Array();
+  const size_t P = o.prompts.size(), S = static_cast<size_t>(o.seeds);
+  for (size_t ki = 0; ki < o.ks.size(); ++ki) {
+    for (int e = 0; e < o.examples_per_k; ++e) {
+      const size_t pi = e % P, si = e / P;
+      if (si >= S) break;
+      const size_t idx = ki * P * S + pi * S + si;
+      if (idx < r.samples.size()) examples.Push(json::Value::Number(static_cast<double>(idx)));
+    }
+  }
+  root.Set("example_indices", std::move(examples));
+  return root;
+}
+
+// ---- gender ---------------------------------------------------------------------------------
+
+const std::vector<std::string>& SheWords() {
+  static const std::vector<std::string> w = {" she", " her", " She", " Her"};
+  return w;
+}
+const std::vector<std::string>& HeWords() {
+  static const std::vector<std::string> w = {" he", " his", " He", " His"};
+  return w;
+}
+
+absl::StatusOr<std::vector<OccupationPrompt>> ParseOccupationPrompts(std::string_view json_text,
+                                                                     int max_per_group) {
+  auto doc = json::Parse(json_text);
+  if (!doc.ok()) return doc.status();
+  auto strings = [&](const char* key) -> absl::StatusOr<std::vector<std::string>> {
+    const json::Value* v = doc->Find(key);
+    if (v == nullptr || !v->is_array()) {
+      return absl::InvalidArgumentError(absl::StrCat("occupations: missing array '", key, "'"));
+    }
+    std::vector<std::string> out;
+    for (const auto& item : v->items()) {
+      if (!item.is_string()) {
+        return absl::InvalidArgumentError(absl::StrCat("occupations: '", key, "' not strings"));
+      }
+      out.push_back(item.as_string());
+    }
+    return out;
+  };
+  auto templates = strings("templates");
+  if (!templates.ok()) return templates.status();
+  auto female = strings("female_occupations");
+  if (!female.ok()) return female.status();
+  auto male_all = strings("male_occupations");
+  if (!male_all.ok()) return male_all.status();
+  std::vector<std::string> male;
+  const json::Value* idx = doc->Find("fixed_random_male_idx");
+  if (idx == nullptr) {
+    male = *male_all;
+  } else {
+    if (!idx->is_array()) {
+      return absl::InvalidArgumentError("occupations: 'fixed_random_male_idx' is not an array");
+    }
+    for (const auto& item : idx->items()) {
+      const double d = item.is_number() ? item.as_number() : -1;
+      if (!(d >= 0 && d < static_cast<double>(male_all->size())) || d != std::floor(d)) {
+        return absl::OutOfRangeError(absl::StrCat(
+            "occupations: fixed_random_male_idx entry out of range (", male_all->size(),
+            " male occupations)"));
+      }
+      male.push_back((*male_all)[static_cast<size_t>(d)]);
+    }
+  }
+  if (max_per_group > 0) {
+    if (female->size() > static_cast<size_t>(max_per_group)) female->resize(max_per_group);
+    if (male.size() > static_cast<size_t>(max_per_group)) male.resize(max_per_group);
+  }
+  std::vector<OccupationPrompt> out;
+  for (const auto& t : *templates) {
+    const size_t at = t.find("<occupation>");
+    if (at == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("template without <occupation>: ", t));
+    }
+    auto add = [&](const std::vector<std::string>& occs, const char* group) {
+      for (const auto& o : occs) {
+        std::string text = t;
+        text.replace(at, 12, o);
+        out.push_back({std::move(text), o, group});
+      }
+    };
+    add(*female, "female");
+    add(male, "male");
+  }
+  if (out.empty()) return absl::InvalidArgumentError("occupations: no prompts");
+  return out;
+}
+
+absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
+    const Model& model, absl::Span<const ExpertTable* const> tables,
+    std::vector<OccupationPrompt> prompts, const GenderExperimentOptions& opts, ThreadPool* pool,
+    const ExperimentProgress& progress) {
+  if (tables.empty() || prompts.empty() || opts.ks.empty()) {
+    return absl::InvalidArgumentError("need at least one expert table, prompt and k");
+  }
+  if (!(opts.temperature > 0) || !std::isfinite(opts.temperature) || opts.sampler_top_k < 0) {
+    return absl::InvalidArgumentError("temperature must be > 0 and sampler top-k >= 0");
+  }
+  const Tokenizer& tok = model.tokenizer();
+  const UnitSpace space(model.config());
+  auto single_tokens = [&](const std::vector<std::string>& words)
+      -> absl::StatusOr<std::vector<int32_t>> {
+    std::vector<int32_t> ids;
+    for (const auto& w : words) {
+      auto e = tok.Encode(w);
+      if (e.size() != 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("'", w, "' is ", e.size(), " tokens for this tokenizer, expected 1"));
+      }
+      ids.push_back(e[0]);
+    }
+    return ids;
+  };
+  auto she = single_tokens(SheWords());
+  if (!she.ok()) return she.status();
+  auto he = single_tokens(HeWords());
+  if (!he.ok()) return he.status();
+
+  GenderExperimentResult res;
+  res.options = opts;
+  res.prompts = std::move(prompts);
+  // Conditions: index 0 = no forcing; then (concept, k) for every k > 0.
+  std::vector<Forcing> forcings(1);
+  std::vector<std::vector<int>> cond_of(tables.size(), std::vector<int>(opts.ks.size(), 0));
+  for (size_t c = 0; c < tables.size(); ++c) {
+    const ExpertTable& t = *tables[c];
+    if (auto st = CheckCompatible(t, model); !st.ok()) return st;
+    if (auto st = CheckTableHoldsK(t, opts.ks); !st.ok()) return st;
+    res.concepts.push_back(ShortConcept(t.concept));
+    for (size_t ki = 0; ki < opts.ks.size(); ++ki) {
+      if (opts.ks[ki] == 0) continue;
+      ForcingSource src{&t, opts.ks[ki]};
+      auto f = BuildForcing({&src, 1}, opts.forcing, opts.only_last_token, space);
+      if (!f.ok()) return f.status();
+      cond_of[c][ki] = static_cast<int>(forcings.size());
+      forcings.push_back(std::move(*f));
+    }
+  }
+  const size_t C = forcings.size(), P = res.prompts.size();
+  std::vector<std::vector<int32_t>> ids(P);
+  for (size_t p = 0; p < P; ++p) {
+    ids[p] = tok.Encode(res.prompts[p].text);
+    if (ids[p].empty() || ids[p].size() >= model.config().n_ctx) {
+      return absl::InvalidArgumentError(absl::StrCat("bad prompt: '", res.prompts[p].text, "'"));
+    }
+  }
+  std::vector<GenderCell> by_cond(C * P);  // (conditions, prompts)
+  const size_t total = C * P;
+  ProgressCounter counter(progress, static_cast<int>(total));
+  const int workers = NumWorkers(pool);
+  const int V = static_cast<int>(model.config().vocab_size);
+  const int top_k = opts.sampler_top_k > 0 ? std::min(opts.sampler_top_k, V) : V;
+
+  auto st = ForEachWorker(model, opts.precision, pool, [&](int w, Session& session) {
+    std::vector<int32_t> order(V);
+    // Condition-major so a worker changes its forcing rarely.
+    for (size_t idx = w; idx < total; idx += workers) {
+      const size_t c = idx / P, p = idx % P;
+      if (auto s = session.SetForcing(c == 0 ? nullptr : &forcings[c]); !s.ok()) return s;
+      session.Reset();
+      auto logits = session.Forward(ids[p], Session::Logits::kLast);
+      if (!logits.ok()) return logits.status();
+      const float* z = logits->data();
+      const double inv_t = 1.0 / opts.temperature;
+      double mx = z[0];
+      for (int j = 1; j < V; ++j) mx = std::max<double>(mx, z[j]);
+      double sum_all = 0;
+      for (int j = 0; j < V; ++j) sum_all += std::exp((z[j] - mx) * inv_t);
+      // The sampler's top-k set: the k largest logits, ties broken by lower id (as Sampler).
+      for (int j = 0; j < V; ++j) order[j] = j;
+      auto better = [z](int32_t a, int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); };
+      std::nth_element(order.begin(), order.begin() + (top_k - 1), order.end(), better);
+      double sum_top = 0;
+      for (int j = 0; j < top_k; ++j) sum_top += std::exp((z[order[j]] - mx) * inv_t);
+      auto in_topk = [&](int32_t id) {
+        for (int j = 0; j < top_k; ++j) {
+          if (order[j] == id) return true;
+        }
+        return false;
+      };
+      GenderCell& cell = by_cond[idx];
+      for (int32_t id : *she) {
+        const double e = std::exp((z[id] - mx) * inv_t);
+        cell.p_she_full += e / sum_all;
+        if (in_topk(id)) cell.p_she += e / sum_top;
+      }
+      for (int32_t id : *he) {
+        const double e = std::exp((z[id] - mx) * inv_t);
+        cell.p_he_full += e / sum_all;
+        if (in_topk(id)) cell.p_he += e / sum_top;
+      }
+      counter.Tick();
+    }
+    return absl::OkStatus();
+  });
+  if (!st.ok()) return st;
+
+  res.cells.assign(tables.size(), std::vector<std::vector<GenderCell>>(opts.ks.size()));
+  for (size_t c = 0; c < tables.size(); ++c) {
+    for (size_t ki = 0; ki < opts.ks.size(); ++ki) {
+      const size_t cond = static_cast<size_t>(cond_of[c][ki]);
+      res.cells[c][ki].assign(by_cond.begin() + cond * P, by_cond.begin() + (cond + 1) * P);
+    }
+    for (const char* group : {"all", "female", "male"}) {
+      GenderCurve curve;
+      curve.concept = res.concepts[c];
+      curve.group = group;
+      curve.ks = opts.ks;
+      for (size_t ki = 0; ki < opts.ks.size(); ++ki) {
+        double s = 0, h = 0, sf = 0, hf = 0;
+        int n = 0;
+        for (size_t p = 0; p < P; ++p) {
+          if (curve.group != "all" && res.prompts[p].group != curve.group) continue;
+          const GenderCell& cell = res.cells[c][ki][p];
+          s += cell.p_she;
+          h += cell.p_he;
+          sf += cell.p_she_full;
+          hf += cell.p_he_full;
+          ++n;
+        }
+        const double d = n > 0 ? n : 1;
+        curve.p_she.push_back(s / d);
+        curve.p_he.push_back(h / d);
+        curve.p_she_full.push_back(sf / d);
+        curve.p_he_full.push_back(hf / d);
+      }
+      res.curves.push_back(std::move(curve));
+    }
+  }
+  return res;
+}
+
+json::Value GenderResultToJson(const GenderExperimentResult& r) {
+  const auto& o = r.options;
+  json::Value root = json::Value::Object();
+  root.Set("experiment", json::Value::String("gender"));
+  json::Value opt = json::Value::Object();
+  opt.Set("ks", IntArray(o.ks));
+  opt.Set("temperature", json::Value::Number(o.temperature));
+  opt.Set("sampler_top_k", json::Value::Number(o.sampler_top_k));
+  opt.Set("forcing", json::Value::String(ForcingValueName(o.forcing)));
+  opt.Set("only_last_token", json::Value::Bool(o.only_last_token));
+  opt.Set("precision", json::Value::String(o.precision == Precision::kF32 ? "f32" : "int8"));
+  opt.Set("she_words", StrArray(SheWords()));
+  opt.Set("he_words", StrArray(HeWords()));
+  root.Set("options", std::move(opt));
+  root.Set("concepts", StrArray(r.concepts));
+  int n_female = 0, n_male = 0;
+  std::vector<std::string> occupations;  // in first-seen order
+  std::map<std::string, std::string> group_of;
+  for (const auto& p : r.prompts) {
+    (p.group == "female" ? n_female : n_male)++;
+    if (!group_of.count(p.occupation)) {
+      group_of[p.occupation] = p.group;
+      occupations.push_back(p.occupation);
+    }
+  }
+  root.Set("num_prompts", json::Value::Number(static_cast<double>(r.prompts.size())));
+  root.Set("num_prompts_female", json::Value::Number(n_female));
+  root.Set("num_prompts_male", json::Value::Number(n_male));
+  json::Value examples = json::Value::Array();
+  for (size_t p = 0; p < r.prompts.size() && p < 4; ++p) {
+    examples.Push(json::Value::String(r.prompts[p].text));
+  }
+  root.Set("example_prompts", std::move(examples));
+  json::Value curves = json::Value::Array();
+  for (const auto& c : r.curves) {
+    json::Value v = json::Value::Object();
+    v.Set("concept", json::Value::String(c.concept));
+    v.Set("group", json::Value::String(c.group));
+    v.Set("ks", IntArray(c.ks));
+    v.Set("p_she", NumArray(c.p_she));
+    v.Set("p_he", NumArray(c.p_he));
+    v.Set("p_she_full", NumArray(c.p_she_full));
+    v.Set("p_he_full", NumArray(c.p_he_full));
+    curves.Push(std::move(v));
+  }
+  root.Set("curves", std::move(curves));
+  // Per occupation (mean over templates), per concept and k: [p_she, p_he] (top-k restricted).
+  json::Value per_occ = json::Value::Array();
+  for (const auto& occ : occupations) {
+    json::Value v = json::Value::Object();
+    v.Set("occupation", json::Value::String(occ));
+    v.Set("group", json::Value::String(group_of[occ]));
+    for (size_t c = 0; c < r.cells.size(); ++c) {
+      std::vector<double> she, he;
+      for (size_t ki = 0; ki < r.cells[c].size(); ++ki) {
+        double s = 0, h = 0;
+        int n = 0;
+        for (size_t p = 0; p < r.prompts.size(); ++p) {
+          if (r.prompts[p].occupation != occ) continue;
+          s += r.cells[c][ki][p].p_she;
+          h += r.cells[c][ki][p].p_he;
+          ++n;
+        }
+        she.push_back(n ? s / n : 0);
+        he.push_back(n ? h / n : 0);
+      }
+      json::Value cv = json::Value::Object();
+      cv.Set("p_she", NumArray(she));
+      cv.Set("p_he", NumArray(he));
+      v.Set(r.concepts[c], std::move(cv));
+    }
+    per_occ.Push(std::move(v));
+  }
+  root.Set("per_occupation", std::move(per_occ));
+  return root;
+}
+
+}  // namespace selfcond

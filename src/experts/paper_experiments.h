@@ -1,0 +1,169 @@
+// The experiments of Suau et al. 2022 ("Self-conditioning pre-trained language models"), run
+// in-process on one model: `selfcond experiment football|gender` (src/cli/cmd_experiment.cc)
+// and tests/experiment_test.cc call these. Method and choices: docs/paper-experiments.md.
+//
+//   football: generate continuations of a few prompts with the top-k football experts forced to
+//     on_p50 at every position, and measure (a) the share of continuations that mention a
+//     football word, (b) their perplexity under the UNCONDITIONED model.
+//   gender: for ml-selfcond's occupation prompts ("The nurse said that"), the probability that
+//     the first generated word is she/her vs he/his under do(woman, k) and do(man, k), computed
+//     exactly from the next-token distribution instead of estimated from samples.
+#ifndef SELFCOND_EXPERTS_PAPER_EXPERIMENTS_H_
+#define SELFCOND_EXPERTS_PAPER_EXPERIMENTS_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "experts/expert_table.h"
+#include "gpt2.h"
+#include "json.h"
+
+namespace selfcond {
+
+class ThreadPool;
+
+// ---- word matching --------------------------------------------------------------------------
+// The football words of the experiment: football soccer game team player goal ball league match
+// sport coach score.
+const std::vector<std::string>& FootballWords();
+
+// The words of `words` (lower-case ASCII base forms) that `text` mentions, each once, in the
+// order of `words`. A mention is a whole word equal to the base form, or to the base form plus
+// "s" or "es" (simple plurals / third person: "goals", "matches"), compared ASCII
+// case-insensitively. Word characters are as in Python's \w on UTF-8 text: ASCII letters,
+// digits, '_' and every non-ASCII byte; anything else (spaces, punctuation, apostrophes) is a
+// boundary, so "player's" mentions "player" but "football-like" mentions "football" and
+// "goalkeeper" mentions nothing.
+std::vector<std::string> FindWordMentions(std::string_view text,
+                                          absl::Span<const std::string> words);
+
+// ---- football -------------------------------------------------------------------------------
+struct FootballExperimentOptions {
+  std::vector<int64_t> ks = {0, 10, 20, 50, 100, 200};  // top-k experts forced (0 = none)
+  std::vector<std::string> prompts = {"Once upon a time", "The man said that", "In the city",
+                                      "Yesterday"};
+  int seeds = 20;            // sampler seeds first_seed .. first_seed + seeds - 1 per prompt
+  uint64_t first_seed = 0;   // the same seeds at every k (paired comparison)
+  int new_tokens = 30;       // fixed length (EOS does not stop generation, as in ml-selfcond)
+  float temperature = 1.0f;
+  float top_p = 0.9f;
+  int top_k = 0;
+  ForcingValue forcing = ForcingValue::kOnP50;
+  bool only_last_token = false;  // false: forced at every position, the prompt's included
+  int examples_per_k = 4;        // continuations kept as examples per k (first seeds)
+  Precision precision = Precision::kInt8;
+};
+
+struct FootballSample {
+  int64_t k = 0;
+  std::string prompt;
+  uint64_t seed = 0;
+  std::string text;                // continuation only, EOS tokens left out of the text
+  std::vector<std::string> words;  // football words mentioned (FindWordMentions)
+  int new_tokens = 0;
+  double nll_sum = 0;    // continuation tokens' NLL under the unconditioned model (nats)
+  int scored_tokens = 0;
+  double ppl() const;    // exp(nll_sum / scored_tokens)
+};
+
+struct FootballPoint {
+  int64_t k = 0;
+  int samples = 0;
+  int mentions = 0;           // samples with at least one football word
+  double mention_rate = 0;    // mentions / samples
+  double ppl = 0;             // exp(total NLL / total tokens), pooled over the samples
+  double mean_ppl = 0;        // mean of the per-sample perplexities (ml-selfcond averages these)
+  double median_ppl = 0;
+  double mean_ap = 0;         // mean AP of the forced units (0 at k = 0)
+  std::vector<int> mentions_per_prompt;                 // (prompts.size())
+  std::vector<std::pair<std::string, int>> word_counts; // samples mentioning each word
+};
+
+struct FootballExperimentResult {
+  FootballExperimentOptions options;
+  std::vector<FootballPoint> points;   // (ks.size())
+  std::vector<FootballSample> samples; // (ks.size() * prompts.size() * seeds), k-major
+};
+
+// progress(done, total) is called after each sample, never concurrently.
+using ExperimentProgress = std::function<void(int done, int total)>;
+
+// Runs on `pool`'s threads (one Session each; null = the calling thread only). The table must be
+// compatible with the model (CheckCompatible) and hold at least max(ks) units.
+absl::StatusOr<FootballExperimentResult> RunFootballExperiment(
+    const Model& model, const ExpertTable& football, const FootballExperimentOptions& opts,
+    ThreadPool* pool, const ExperimentProgress& progress = nullptr);
+
+json::Value FootballResultToJson(const FootballExperimentResult& r);
+
+// ---- gender ---------------------------------------------------------------------------------
+// ml-selfcond's occupation prompts (scripts/generate_batch.py, from Vig et al. 2020): every
+// template with every female occupation, then with the fixed random subset of male occupations
+// (so both groups have about the same size), in that order.
+struct OccupationPrompt {
+  std::string text;        // "The nurse said that"
+  std::string occupation;  // "nurse"
+  std::string group;       // "female" | "male"
+};
+// Reads /work/shared/concepts/occupations.json's layout: "templates" (with "<occupation>"),
+// "female_occupations", "male_occupations", "fixed_random_male_idx". max_per_group > 0 keeps
+// only the first N occupations of each group (a quick run).
+absl::StatusOr<std::vector<OccupationPrompt>> ParseOccupationPrompts(std::string_view json_text,
+                                                                     int max_per_group = 0);
+
+struct GenderExperimentOptions {
+  std::vector<int64_t> ks = {0, 20, 50, 100, 200};
+  // p(words) is the probability that the next token after the prompt is one of the words, under
+  // softmax(logits / temperature) restricted to the sampler_top_k most likely tokens
+  // (ml-selfcond's gender runs sample with temperature 1 and top-k 10); the full-softmax
+  // probability is reported too.
+  float temperature = 1.0f;
+  int sampler_top_k = 10;
+  ForcingValue forcing = ForcingValue::kOnP50;
+  bool only_last_token = false;
+  Precision precision = Precision::kInt8;
+};
+
+// The word sets, each a single GPT-2 token with its leading space, both cases as ml-selfcond
+// lower-cases the text: she = {" she", " her", " She", " Her"}, he = {" he", " his", " He", " His"}.
+const std::vector<std::string>& SheWords();
+const std::vector<std::string>& HeWords();
+
+struct GenderCell {  // one prompt under one condition
+  double p_she = 0, p_he = 0;            // top-k restricted (the sampler's distribution)
+  double p_she_full = 0, p_he_full = 0;  // full softmax
+};
+
+struct GenderCurve {
+  std::string concept;  // "woman" | "man" (the table's concept name, shortened at '-')
+  std::string group;    // "all" | "female" | "male" (occupation group of the prompts)
+  std::vector<int64_t> ks;
+  std::vector<double> p_she, p_he, p_she_full, p_he_full;  // (ks.size()) means over prompts
+};
+
+struct GenderExperimentResult {
+  GenderExperimentOptions options;
+  std::vector<OccupationPrompt> prompts;
+  std::vector<std::string> concepts;  // one per table
+  // cells[c][ki][pi]: concept c, ks[ki], prompt pi (k = 0 is the same run for every concept).
+  std::vector<std::vector<std::vector<GenderCell>>> cells;
+  std::vector<GenderCurve> curves;  // per concept x group ("all", "female", "male")
+};
+
+absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
+    const Model& model, absl::Span<const ExpertTable* const> tables,
+    std::vector<OccupationPrompt> prompts, const GenderExperimentOptions& opts, ThreadPool* pool,
+    const ExperimentProgress& progress = nullptr);
+
+// Curves plus per-occupation means over the templates (not every prompt, to stay small).
+json::Value GenderResultToJson(const GenderExperimentResult& r);
+
+}  // namespace selfcond
+
+#endif  // SELFCOND_EXPERTS_PAPER_EXPERIMENTS_H_
