@@ -7,7 +7,7 @@
 // vpdpbusd (not the saturating vpdpbusds) wraps modulo 2^32, and the true sum fits int32 for
 // k < 2^17 (127 * 127 * k < 2^31), so the wrapped difference is exactly the true sum even where
 // the biased intermediate (up to 255 * 127 * k) would not fit.
-// quantize_rows and gemm_f32 reuse the AVX2 code (memory bound / not the hot path here).
+// quantize_rows reuses the AVX2 code; gemm_f32 is an AVX-512 FMA register tile.
 // The register tiles rely on the fixed-trip loops being fully unrolled (arrays of zmm held in
 // registers); `#pragma GCC unroll` (also honoured by clang) makes that independent of -O2/-O3.
 #include <immintrin.h>
@@ -236,12 +236,110 @@ void QuantizeRowsVnni(const float* x, int m, int k, int8_t* xq, float* xscale) {
   Avx2Backend()->quantize_rows(x, m, k, xq, xscale);
 }
 
-void GemmF32Vnni(const MatF32& w, const float* x, int m, const float* bias, float* y, int ldy,
-                 int n_begin, int n_end) {
-  Avx2Backend()->gemm_f32(w, x, m, bias, y, ldy, n_begin, n_end);
+// ---- f32: 4 weight rows x MT tokens of zmm accumulators -------------------------------------
+
+// Lanes 0..3 = (sum a, sum b, sum c, sum d) of four zmm. Stays in zmm and uses the all-lanes
+// maskz forms: GCC 12's 512->256 casts and plain shuffles trip the -Wuninitialized bug above.
+inline __m512 HSum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  // Per 128-bit lane: (a0+a2, b0+b2, a1+a3, b1+b3), then (a, b, c, d) partial sums.
+  const __m512 ab =
+      _mm512_add_ps(_mm512_maskz_unpacklo_ps(kAll, a, b), _mm512_maskz_unpackhi_ps(kAll, a, b));
+  const __m512 cd =
+      _mm512_add_ps(_mm512_maskz_unpacklo_ps(kAll, c, d), _mm512_maskz_unpackhi_ps(kAll, c, d));
+  __m512 v = _mm512_add_ps(_mm512_maskz_shuffle_ps(kAll, ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                           _mm512_maskz_shuffle_ps(kAll, ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+  // Add the four 128-bit lanes.
+  v = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(kAll, v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+  return _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(kAll, v, v, _MM_SHUFFLE(2, 3, 0, 1)));
 }
 
-constexpr Backend kVnni = {"avx512vnni", QuantizeRowsVnni, GemmI8Vnni, GemmF32Vnni};
+// y[t][0:rows) = x[t] . w[0:rows)^T + bias for MT tokens; rows <= 4 (missing rows read row 0
+// and are not stored, so every load stays inside w).
+template <int MT>
+inline void RowsF32(const float* w0, int rows, int k, const float* x, size_t ldx, const float* bias,
+                    float* y, int ldy) {
+  __m512 acc[MT][4];
+#pragma GCC unroll 8
+  for (int t = 0; t < MT; ++t) {
+#pragma GCC unroll 8
+    for (int j = 0; j < 4; ++j) acc[t][j] = _mm512_setzero_ps();
+  }
+  const size_t ks = static_cast<size_t>(k);
+  const float* wr[4] = {w0, w0 + (rows > 1 ? ks : 0), w0 + (rows > 2 ? 2 * ks : 0),
+                        w0 + (rows > 3 ? 3 * ks : 0)};
+  int c = 0;
+  for (; c + 16 <= k; c += 16) {
+    __m512 xv[MT];
+#pragma GCC unroll 8
+    for (int t = 0; t < MT; ++t) xv[t] = _mm512_loadu_ps(x + t * ldx + c);
+#pragma GCC unroll 8
+    for (int j = 0; j < 4; ++j) {
+      const __m512 wv = _mm512_loadu_ps(wr[j] + c);
+#pragma GCC unroll 8
+      for (int t = 0; t < MT; ++t) acc[t][j] = _mm512_fmadd_ps(wv, xv[t], acc[t][j]);
+    }
+  }
+  if (c < k) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (k - c)) - 1u);
+    __m512 xv[MT];
+#pragma GCC unroll 8
+    for (int t = 0; t < MT; ++t) xv[t] = _mm512_maskz_loadu_ps(mask, x + t * ldx + c);
+#pragma GCC unroll 8
+    for (int j = 0; j < 4; ++j) {
+      const __m512 wv = _mm512_maskz_loadu_ps(mask, wr[j] + c);
+#pragma GCC unroll 8
+      for (int t = 0; t < MT; ++t) acc[t][j] = _mm512_fmadd_ps(wv, xv[t], acc[t][j]);
+    }
+  }
+  const __mmask16 rmask = static_cast<__mmask16>((1u << rows) - 1u);
+  const __m512 vb = bias ? _mm512_maskz_loadu_ps(rmask, bias) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+  for (int t = 0; t < MT; ++t) {
+    const __m512 v = _mm512_add_ps(HSum4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]), vb);
+    _mm512_mask_storeu_ps(y + static_cast<size_t>(t) * ldy, rmask, v);
+  }
+}
+
+void GemmF32Avx512(const MatF32& w, const float* x, int m, const float* bias, float* y, int ldy,
+                   int n_begin, int n_end) {
+  if (m <= 0 || n_begin >= n_end) return;
+  const int k = w.k;
+  const size_t ldx = static_cast<size_t>(k);
+  constexpr int kMT = 6;  // 24 accumulators + 6 activation vectors + 1 weight vector <= 32 zmm
+  for (int r = n_begin; r < n_end; r += 4) {
+    const int rows = n_end - r < 4 ? n_end - r : 4;
+    const float* w0 = w.w + static_cast<size_t>(r) * k;
+    const float* b = bias ? bias + r : nullptr;
+    float* yr = y + r;
+    int i = 0;
+    for (; i + kMT <= m; i += kMT) {
+      RowsF32<kMT>(w0, rows, k, x + i * ldx, ldx, b, yr + i * static_cast<size_t>(ldy), ldy);
+    }
+    const float* xr = x + i * ldx;
+    float* yi = yr + i * static_cast<size_t>(ldy);
+    switch (m - i) {
+      case 5:
+        RowsF32<5>(w0, rows, k, xr, ldx, b, yi, ldy);
+        break;
+      case 4:
+        RowsF32<4>(w0, rows, k, xr, ldx, b, yi, ldy);
+        break;
+      case 3:
+        RowsF32<3>(w0, rows, k, xr, ldx, b, yi, ldy);
+        break;
+      case 2:
+        RowsF32<2>(w0, rows, k, xr, ldx, b, yi, ldy);
+        break;
+      case 1:
+        RowsF32<1>(w0, rows, k, xr, ldx, b, yi, ldy);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+constexpr Backend kVnni = {"avx512vnni", QuantizeRowsVnni, GemmI8Vnni, GemmF32Avx512};
 
 }  // namespace
 
