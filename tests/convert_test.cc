@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "file_util.h"
 #include "json.h"
 #include "kernels/kernels.h"
@@ -482,6 +483,76 @@ TEST(ConvertTest, DemoModelWithFloatCopiesIsDeterministic) {
   ASSERT_TRUE(tok.ok()) << tok.status();
   EXPECT_EQ((*tok)->vocab_size(), 50257);
   EXPECT_EQ((*tok)->eos_id(), 50256);
+}
+
+// The config.json files of the GPT-2 family as published (fields that matter kept verbatim;
+// these older configs have no n_inner and no tie_word_embeddings key).
+TEST(ConvertConfigTest, GPT2FamilyConfigs) {
+  struct Family {
+    const char* name;
+    int n_layer, n_embd, n_head;
+  };
+  for (const Family& f : {Family{"gpt2", 12, 768, 12}, Family{"gpt2-medium", 24, 1024, 16},
+                          Family{"gpt2-large", 36, 1280, 20}, Family{"gpt2-xl", 48, 1600, 25},
+                          Family{"distilgpt2", 6, 768, 12}}) {
+    SCOPED_TRACE(f.name);
+    const std::string text = absl::StrCat(
+        R"({"activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"],)",
+        R"( "attn_pdrop": 0.1, "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256,)",
+        R"( "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "gpt2",)",
+        R"( "n_ctx": 1024, "n_embd": )", f.n_embd, R"(, "n_head": )", f.n_head,
+        R"(, "n_layer": )", f.n_layer, R"(, "n_positions": 1024, "resid_pdrop": 0.1,)",
+        R"( "summary_activation": null, "summary_first_dropout": 0.1, "summary_proj_to_labels": true,)",
+        R"( "summary_type": "cls_index", "summary_use_proj": true,)",
+        R"( "task_specific_params": {"text-generation": {"do_sample": true, "max_length": 50}},)",
+        R"( "vocab_size": 50257})");
+    auto j = json::Parse(text);
+    ASSERT_TRUE(j.ok()) << j.status();
+    auto c = GPT2ConfigFromHF(*j);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->n_layer, static_cast<uint32_t>(f.n_layer));
+    EXPECT_EQ(c->n_embd, static_cast<uint32_t>(f.n_embd));
+    EXPECT_EQ(c->n_head, static_cast<uint32_t>(f.n_head));
+    EXPECT_EQ(c->n_inner, static_cast<uint32_t>(4 * f.n_embd));
+    EXPECT_EQ(c->n_ctx, 1024u);
+    EXPECT_EQ(c->vocab_size, 50257u);
+    EXPECT_EQ(c->eos_token_id, 50256u);
+    EXPECT_EQ(c->tied_lm_head, 1u);
+    EXPECT_FLOAT_EQ(c->layer_norm_eps, 1e-5f);
+  }
+  // Defaults when optional keys are absent; gelu_pytorch_tanh accepted.
+  auto j = json::Parse(R"({"n_layer": 1, "n_embd": 8, "n_head": 2, "n_ctx": 4, "vocab_size": 60000,)"
+                       R"( "activation_function": "gelu_pytorch_tanh", "n_inner": 12})");
+  auto c = GPT2ConfigFromHF(*j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->n_ctx, 4u);
+  EXPECT_EQ(c->n_inner, 12u);
+  EXPECT_EQ(c->eos_token_id, 50256u);
+  for (const char* bad : {R"({"n_layer": 1, "n_embd": 8, "n_head": 2, "n_ctx": 4})",  // no vocab
+                          R"({"n_layer": 1, "n_embd": 10, "n_head": 2, "n_ctx": 4, "vocab_size": 9})",
+                          R"({"n_layer": 1, "n_embd": 8, "n_head": 2, "n_ctx": 4, "vocab_size": 9,)"
+                          R"( "activation_function": "gelu"})",
+                          R"({"n_layer": 1, "n_embd": 8, "n_head": 2, "n_ctx": 4, "vocab_size": 9,)"
+                          R"( "add_cross_attention": true})",
+                          R"({"n_layer": 1e300, "n_embd": 8, "n_head": 2, "n_ctx": 4, "vocab_size": 9})",
+                          R"([])"}) {
+    auto bj = json::Parse(bad);
+    ASSERT_TRUE(bj.ok()) << bad;
+    EXPECT_FALSE(GPT2ConfigFromHF(*bj).ok()) << bad;
+  }
+}
+
+// gpt2-xl's odd head count (25 heads of 64) in miniature: 25 heads of 4.
+TEST(ConvertTest, OddHeadCount) {
+  const std::string root = testing::MakeTempDir("convert_heads");
+  SyntheticCheckpointOptions o = TinyOptions();
+  o.n_embd = 100;
+  o.n_head = 25;
+  o.n_layer = 1;
+  ASSERT_TRUE(WriteSyntheticCheckpoint(root + "/c", o).ok());
+  ASSERT_TRUE(ConvertCheckpoint(root + "/c", root + "/m.scm", {}, nullptr).ok());
+  Loaded l = Load(root + "/m.scm");
+  ExpectMatchesSynthetic(l.view, o, /*keep_float=*/false);
 }
 
 // ---- malformed checkpoints ---------------------------------------------------------
