@@ -35,7 +35,8 @@ absl::StatusOr<uint32_t> GetDim(const json::Value& c, std::initializer_list<cons
     auto i = c.GetInt(key);
     if (!i.ok()) return ConfigError(std::string(i.status().message()));
     if (*i <= 0 || *i > kMaxConfigDim) {
-      return ConfigError(absl::StrCat("\"", key, "\" = ", *i, " is out of range (1..", kMaxConfigDim, ")"));
+      return ConfigError(
+          absl::StrCat("\"", key, "\" = ", *i, " is out of range (1..", kMaxConfigDim, ")"));
     }
     return static_cast<uint32_t>(*i);
   }
@@ -62,20 +63,23 @@ enum class Kind {
 };
 
 struct Job {
-  std::string src;           // canonical checkpoint name (no "transformer." prefix)
-  std::string out;           // output base name
+  std::string src;  // canonical checkpoint name (no "transformer." prefix)
+  std::string out;  // output base name
   Kind kind;
   std::vector<uint64_t> hf_shape;  // expected checkpoint shape
   const StTensor* tensor = nullptr;
 };
 
-std::string ShapeStr(const std::vector<uint64_t>& s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
+std::string ShapeStr(const std::vector<uint64_t>& s) {
+  return absl::StrCat("[", absl::StrJoin(s, ", "), "]");
+}
 
 absl::Status CheckFiniteValues(const std::vector<float>& v, const StTensor& t) {
   for (size_t i = 0; i < v.size(); ++i) {
     if (!std::isfinite(v[i])) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "tensor '%s' in '%s' has a non-finite value (%g) at element %d", t.name, t.file, v[i], i));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("tensor '%s' in '%s' has a non-finite value (%g) at element %d", t.name,
+                          t.file, v[i], i));
     }
   }
   return absl::OkStatus();
@@ -83,7 +87,8 @@ absl::Status CheckFiniteValues(const std::vector<float>& v, const StTensor& t) {
 
 template <typename T>
 absl::Span<const uint8_t> Bytes(const std::vector<T>& v) {
-  return absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(v.data()), v.size() * sizeof(T));
+  return absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(v.data()),
+                                   v.size() * sizeof(T));
 }
 
 }  // namespace
@@ -132,7 +137,8 @@ absl::StatusOr<GPT2Config> GPT2ConfigFromHF(const json::Value& c) {
     auto eos = c.GetInt("eos_token_id");
     if (!eos.ok()) return ConfigError(std::string(eos.status().message()));
     if (*eos < 0 || *eos >= cfg.vocab_size) {
-      return ConfigError(absl::StrCat("eos_token_id ", *eos, " is not below vocab_size ", cfg.vocab_size));
+      return ConfigError(
+          absl::StrCat("eos_token_id ", *eos, " is not below vocab_size ", cfg.vocab_size));
     }
     cfg.eos_token_id = static_cast<uint32_t>(*eos);
   }
@@ -151,15 +157,19 @@ absl::StatusOr<GPT2Config> GPT2ConfigFromHF(const json::Value& c) {
     if (!v->is_bool()) return ConfigError("\"tie_word_embeddings\" is not a boolean");
     cfg.tied_lm_head = v->as_bool() ? 1 : 0;
   }
-  if (auto s = RequireBool(c, "add_cross_attention", false, "encoder-decoder GPT-2"); !s.ok()) return s;
-  if (auto s = RequireBool(c, "scale_attn_weights", true, "selfcond scales scores by 1/sqrt(d_head)");
+  if (auto s = RequireBool(c, "add_cross_attention", false, "encoder-decoder GPT-2"); !s.ok())
+    return s;
+  if (auto s =
+          RequireBool(c, "scale_attn_weights", true, "selfcond scales scores by 1/sqrt(d_head)");
       !s.ok()) {
     return s;
   }
-  if (auto s = RequireBool(c, "scale_attn_by_inverse_layer_idx", false, "not implemented"); !s.ok()) {
+  if (auto s = RequireBool(c, "scale_attn_by_inverse_layer_idx", false, "not implemented");
+      !s.ok()) {
     return s;
   }
-  if (absl::Status s = ValidateGPT2Config(cfg); !s.ok()) return ConfigError(std::string(s.message()));
+  if (absl::Status s = ValidateGPT2Config(cfg); !s.ok())
+    return ConfigError(std::string(s.message()));
   return cfg;
 }
 
@@ -169,8 +179,8 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
   const std::string config_path = (fs::path(hf_dir) / "config.json").string();
   auto config_text = ReadFile(config_path);
   if (!config_text.ok()) {
-    return absl::NotFoundError(absl::StrCat("cannot read config.json in '", hf_dir, "': ",
-                                            config_text.status().message()));
+    return absl::NotFoundError(absl::StrCat("cannot read config.json in '", hf_dir,
+                                            "': ", config_text.status().message()));
   }
   auto config_json = json::Parse(*config_text);
   if (!config_json.ok()) {
@@ -179,7 +189,8 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
   }
   auto config_or = GPT2ConfigFromHF(*config_json);
   if (!config_or.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(config_or.status().message(), " (in '", config_path, "')"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(config_or.status().message(), " (in '", config_path, "')"));
   }
   GPT2Config cfg = *config_or;
   const uint64_t d = cfg.n_embd, dff = cfg.n_inner, vocab = cfg.vocab_size;
@@ -197,12 +208,13 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
   }
   auto tokenizer = Tokenizer::FromFiles(vocab_path, merges_path);
   if (!tokenizer.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot load the tokenizer from '", hf_dir, "': ", tokenizer.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat("cannot load the tokenizer from '", hf_dir,
+                                                   "': ", tokenizer.status().message()));
   }
   if (static_cast<uint64_t>((*tokenizer)->vocab_size()) > vocab) {
     return absl::InvalidArgumentError(absl::StrCat("vocab.json has ", (*tokenizer)->vocab_size(),
-                                                   " tokens but config.json says vocab_size ", vocab));
+                                                   " tokens but config.json says vocab_size ",
+                                                   vocab));
   }
   const std::vector<uint8_t> tokenizer_blob = (*tokenizer)->Serialize();
 
@@ -217,7 +229,8 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
     if (absl::EndsWith(canon, ".attn.bias") || absl::EndsWith(canon, ".attn.masked_bias")) continue;
     const StTensor* t = (*ckpt)->Find(name);
     if (!tensors.emplace(canon, t).second) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", canon, "' appears both with and without the "
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", canon,
+                                                     "' appears both with and without the "
                                                      "\"transformer.\" prefix"));
     }
   }
@@ -269,9 +282,9 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
   if (lm_head != nullptr) {
     used["lm_head.weight"] = true;
     if (lm_head->shape != std::vector<uint64_t>{vocab, d}) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", lm_head->name, "' in '", lm_head->file,
-                                                     "' has shape ", ShapeStr(lm_head->shape),
-                                                     ", config.json implies ", ShapeStr({vocab, d})));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", lm_head->name, "' in '", lm_head->file, "' has shape ",
+                       ShapeStr(lm_head->shape), ", config.json implies ", ShapeStr({vocab, d})));
     }
     const StTensor* wte = jobs[0].tensor;
     bool identical = false;
@@ -290,18 +303,20 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
         // than guess which one the user meant.
         return absl::InvalidArgumentError(
             "lm_head.weight differs from wte.weight but config.json says tie_word_embeddings: "
-            "true (transformers would ignore lm_head.weight); set it to false to use an untied head");
+            "true (transformers would ignore lm_head.weight); set it to false to use an untied "
+            "head");
       }
-      jobs.insert(jobs.begin() + 1, Job{"lm_head.weight", "lm_head", Kind::kEmbedding, {vocab, d}, lm_head});
+      jobs.insert(jobs.begin() + 1,
+                  Job{"lm_head.weight", "lm_head", Kind::kEmbedding, {vocab, d}, lm_head});
     } else {
       cfg.tied_lm_head = 1;
     }
   }
   for (const auto& [name, t] : tensors) {
     if (!used.count(name)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unexpected tensor '", t->name, "' in '", t->file, "' (not part of a ", cfg.n_layer,
-          "-layer GPT-2 as described by config.json)"));
+      return absl::InvalidArgumentError(absl::StrCat("unexpected tensor '", t->name, "' in '",
+                                                     t->file, "' (not part of a ", cfg.n_layer,
+                                                     "-layer GPT-2 as described by config.json)"));
     }
   }
 
@@ -315,8 +330,10 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
       specs.push_back({job.out, DType::kF32, shape});
       continue;
     }
-    const uint32_t n = static_cast<uint32_t>(job.kind == Kind::kLinear ? job.hf_shape[1] : job.hf_shape[0]);
-    const uint32_t k = static_cast<uint32_t>(job.kind == Kind::kLinear ? job.hf_shape[0] : job.hf_shape[1]);
+    const uint32_t n =
+        static_cast<uint32_t>(job.kind == Kind::kLinear ? job.hf_shape[1] : job.hf_shape[0]);
+    const uint32_t k =
+        static_cast<uint32_t>(job.kind == Kind::kLinear ? job.hf_shape[0] : job.hf_shape[1]);
     const uint32_t n_pad = static_cast<uint32_t>(kernels::PaddedRows(static_cast<int>(n)));
     specs.push_back({job.out + ".q", DType::kI8Packed, {n, k}});
     specs.push_back({job.out + ".scale", DType::kF32, {n_pad}});
@@ -329,7 +346,8 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
     if (!p.has_filename()) p = p.parent_path();
     model_name = p.filename().string();
   }
-  auto writer = ModelFileWriter::Create(out_path, cfg, model_name, tokenizer_blob, std::move(specs));
+  auto writer =
+      ModelFileWriter::Create(out_path, cfg, model_name, tokenizer_blob, std::move(specs));
   if (!writer.ok()) return writer.status();
 
   // ---- convert tensor by tensor ---------------------------------------------------

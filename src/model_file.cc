@@ -31,13 +31,15 @@ absl::Status ValidateGPT2Config(const GPT2Config& c) {
       {"n_layer", c.n_layer}, {"n_embd", c.n_embd},         {"n_head", c.n_head},
       {"n_ctx", c.n_ctx},     {"vocab_size", c.vocab_size}, {"n_inner", c.n_inner}};
   for (const auto& [name, v] : dims) {
-    if (v == 0 || v > kMaxDim) return bad(absl::StrCat(name, " = ", v, " (must be in 1..", kMaxDim, ")"));
+    if (v == 0 || v > kMaxDim)
+      return bad(absl::StrCat(name, " = ", v, " (must be in 1..", kMaxDim, ")"));
   }
   if (c.n_embd % c.n_head != 0) {
     return bad(absl::StrCat("n_embd ", c.n_embd, " is not a multiple of n_head ", c.n_head));
   }
   if (c.n_embd % 4 != 0) return bad(absl::StrCat("n_embd ", c.n_embd, " is not a multiple of 4"));
-  if (c.n_inner % 4 != 0) return bad(absl::StrCat("n_inner ", c.n_inner, " is not a multiple of 4"));
+  if (c.n_inner % 4 != 0)
+    return bad(absl::StrCat("n_inner ", c.n_inner, " is not a multiple of 4"));
   if (c.eos_token_id >= c.vocab_size) {
     return bad(absl::StrCat("eos_token_id ", c.eos_token_id, " >= vocab_size ", c.vocab_size));
   }
@@ -66,7 +68,8 @@ const char* DTypeName(DType t) {
 
 absl::StatusOr<uint64_t> TensorNBytes(DType dtype, absl::Span<const uint32_t> shape) {
   if (shape.empty() || shape.size() > 2) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor rank ", shape.size(), " (must be 1 or 2)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor rank ", shape.size(), " (must be 1 or 2)"));
   }
   uint64_t numel = 1;
   for (uint32_t d : shape) {
@@ -108,7 +111,8 @@ absl::StatusOr<std::unique_ptr<ModelFileWriter>> ModelFileWriter::Create(
     }
     auto nb = TensorNBytes(s.dtype, s.shape);
     if (!nb.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", s.name, "': ", nb.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", s.name, "': ", nb.status().message()));
     }
     w->nbytes_.push_back(*nb);
   }
@@ -157,7 +161,8 @@ absl::StatusOr<std::unique_ptr<ModelFileWriter>> ModelFileWriter::Create(
   w->sha_ = std::make_unique<Sha256>();
   if (absl::Status s = w->Write(&h, sizeof(h)); !s.ok()) return s;
   if (!index.empty()) {
-    if (absl::Status s = w->Write(index.data(), index.size() * sizeof(TensorEntry)); !s.ok()) return s;
+    if (absl::Status s = w->Write(index.data(), index.size() * sizeof(TensorEntry)); !s.ok())
+      return s;
   }
   if (!tokenizer_blob.empty()) {
     if (absl::Status s = w->Write(tokenizer_blob.data(), tokenizer_blob.size()); !s.ok()) return s;
@@ -167,7 +172,8 @@ absl::StatusOr<std::unique_ptr<ModelFileWriter>> ModelFileWriter::Create(
 
 absl::Status ModelFileWriter::Write(const void* p, size_t n) {
   if (std::fwrite(p, 1, n, f_) != n) {
-    return absl::DataLossError(absl::StrCat("error writing '", tmp_path_, "': ", std::strerror(errno)));
+    return absl::DataLossError(
+        absl::StrCat("error writing '", tmp_path_, "': ", std::strerror(errno)));
   }
   sha_->Update(p, n);
   pos_ += n;
@@ -189,7 +195,8 @@ absl::Status ModelFileWriter::Append(absl::Span<const uint8_t> data) {
   }
   if (data.size() != nbytes_[next_]) {
     return absl::InvalidArgumentError(absl::StrCat("tensor '", specs_[next_].name, "': got ",
-                                                   data.size(), " bytes, expected ", nbytes_[next_]));
+                                                   data.size(), " bytes, expected ",
+                                                   nbytes_[next_]));
   }
   if (absl::Status s = PadTo(offsets_[next_]); !s.ok()) return s;
   if (!data.empty()) {
@@ -212,12 +219,13 @@ absl::Status ModelFileWriter::Finish() {
   f_ = nullptr;
   if (!ok) {
     std::remove(tmp_path_.c_str());
-    return absl::DataLossError(absl::StrCat("error writing '", tmp_path_, "': ", std::strerror(errno)));
+    return absl::DataLossError(
+        absl::StrCat("error writing '", tmp_path_, "': ", std::strerror(errno)));
   }
   if (std::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
     std::remove(tmp_path_.c_str());
-    return absl::PermissionDeniedError(absl::StrCat("cannot rename '", tmp_path_, "' to '", path_,
-                                                    "': ", std::strerror(errno)));
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot rename '", tmp_path_, "' to '", path_, "': ", std::strerror(errno)));
   }
   finished_ = true;
   return absl::OkStatus();
@@ -255,11 +263,12 @@ std::string ModelFileView::HashHex() const { return HexLower(content_hash); }
 absl::StatusOr<ModelFileView> ParseModelFile(absl::Span<const uint8_t> bytes) {
   const uint64_t size = bytes.size();
   if (size < sizeof(FileHeader)) {
-    if (size >= sizeof(kModelMagic) && std::memcmp(bytes.data(), kModelMagic, sizeof(kModelMagic)) != 0) {
+    if (size >= sizeof(kModelMagic) &&
+        std::memcmp(bytes.data(), kModelMagic, sizeof(kModelMagic)) != 0) {
       return absl::InvalidArgumentError("wrong magic: not a selfcond model file");
     }
-    return absl::DataLossError(absl::StrCat("truncated: file has ", size,
-                                            " bytes, less than the 256-byte header"));
+    return absl::DataLossError(
+        absl::StrCat("truncated: file has ", size, " bytes, less than the 256-byte header"));
   }
   // The loader reads F32/I32 tensors in place: the image must be at least 4-byte aligned
   // (mmap and heap buffers are).
@@ -333,11 +342,13 @@ absl::StatusOr<ModelFileView> ParseModelFile(absl::Span<const uint8_t> bytes) {
                 sizeof(e));
     const char* end = static_cast<const char*>(std::memchr(e.name, '\0', sizeof(e.name)));
     if (end == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor #", i, ": name is not NUL-terminated"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor #", i, ": name is not NUL-terminated"));
     }
     TensorView t;
     t.name.assign(e.name, end - e.name);
-    if (t.name.empty()) return absl::InvalidArgumentError(absl::StrCat("tensor #", i, ": empty name"));
+    if (t.name.empty())
+      return absl::InvalidArgumentError(absl::StrCat("tensor #", i, ": empty name"));
     const std::string tw = absl::StrCat("tensor '", t.name, "'");
     if (!names.insert(t.name).second) {
       return absl::InvalidArgumentError(absl::StrCat("duplicate ", tw));
@@ -412,8 +423,8 @@ absl::Status CheckFinite(const TensorView& t) {
     float v;
     std::memcpy(&v, t.data + 4 * i, 4);
     if (!std::isfinite(v)) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "tensor '%s' has a non-finite value (%g) at element %d", t.name, v, i));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("tensor '%s' has a non-finite value (%g) at element %d", t.name, v, i));
     }
   }
   return absl::OkStatus();

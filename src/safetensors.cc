@@ -24,10 +24,10 @@ struct DTypeInfo {
   size_t size;
 };
 constexpr DTypeInfo kDTypes[] = {
-    {"BOOL", StDType::kBool, 1}, {"U8", StDType::kU8, 1},       {"I8", StDType::kI8, 1},
-    {"I16", StDType::kI16, 2},   {"U16", StDType::kU16, 2},     {"F16", StDType::kF16, 2},
-    {"BF16", StDType::kBF16, 2}, {"I32", StDType::kI32, 4},     {"U32", StDType::kU32, 4},
-    {"F32", StDType::kF32, 4},   {"F64", StDType::kF64, 8},     {"I64", StDType::kI64, 8},
+    {"BOOL", StDType::kBool, 1}, {"U8", StDType::kU8, 1},          {"I8", StDType::kI8, 1},
+    {"I16", StDType::kI16, 2},   {"U16", StDType::kU16, 2},        {"F16", StDType::kF16, 2},
+    {"BF16", StDType::kBF16, 2}, {"I32", StDType::kI32, 4},        {"U32", StDType::kU32, 4},
+    {"F32", StDType::kF32, 4},   {"F64", StDType::kF64, 8},        {"I64", StDType::kI64, 8},
     {"U64", StDType::kU64, 8},   {"F8_E4M3", StDType::kF8E4M3, 1}, {"F8_E5M2", StDType::kF8E5M2, 1},
 };
 
@@ -220,8 +220,8 @@ absl::Status SafetensorsFile::Parse(absl::Span<const uint8_t> bytes, const std::
       }
       t.shape.push_back(dim);
       if (dim != 0 && numel > kMaxNumel / dim) {
-        return absl::InvalidArgumentError(absl::StrCat(tw, ": shape ", ShapeStr(t.shape),
-                                                       " is too large"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(tw, ": shape ", ShapeStr(t.shape), " is too large"));
       }
       numel *= dim;
     }
@@ -253,9 +253,8 @@ absl::Status SafetensorsFile::Parse(absl::Span<const uint8_t> bytes, const std::
   for (const Range& r : ranges) {
     if (r.begin == r.end) continue;  // empty tensors occupy nothing
     if (prev != SIZE_MAX && r.begin < prev_end) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": tensors '", tensors[prev].name,
-                                                     "' and '", tensors[r.index].name,
-                                                     "' overlap"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": tensors '", tensors[prev].name, "' and '", tensors[r.index].name, "' overlap"));
     }
     prev_end = r.end;
     prev = r.index;
@@ -296,8 +295,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> SafetensorsCheckpoint::Op
     std::map<std::string, size_t> shard_of_file;
     for (const auto& [name, file] : map->members()) {
       if (!file.is_string() || file.as_string().empty()) {
-        return absl::InvalidArgumentError(absl::StrCat("'", index_path, "': weight_map entry '",
-                                                       name, "' is not a file name"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("'", index_path, "': weight_map entry '", name, "' is not a file name"));
       }
       const std::string& fname = file.as_string();
       // Shards live beside the index: refuse paths that would escape the directory.
@@ -328,9 +327,9 @@ absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> SafetensorsCheckpoint::Op
     return ckpt;
   }
   if (!fs::exists(single_path, ec)) {
-    return absl::NotFoundError(absl::StrCat(
-        "no model.safetensors or model.safetensors.index.json in '", dir,
-        "' (only safetensors checkpoints are supported)"));
+    return absl::NotFoundError(
+        absl::StrCat("no model.safetensors or model.safetensors.index.json in '", dir,
+                     "' (only safetensors checkpoints are supported)"));
   }
   auto f = SafetensorsFile::Open(single_path);
   if (!f.ok()) return f.status();

@@ -23,18 +23,33 @@ namespace selfcond {
 
 // Every dtype of the safetensors spec is recognized (so offsets of any tensor can be checked);
 // only kF32 / kF16 / kBF16 convert to float.
-enum class StDType { kBool, kU8, kI8, kI16, kU16, kF16, kBF16, kI32, kU32, kF32, kF64, kI64, kU64,
-                     kF8E4M3, kF8E5M2 };
+enum class StDType {
+  kBool,
+  kU8,
+  kI8,
+  kI16,
+  kU16,
+  kF16,
+  kBF16,
+  kI32,
+  kU32,
+  kF32,
+  kF64,
+  kI64,
+  kU64,
+  kF8E4M3,
+  kF8E5M2
+};
 
 const char* StDTypeName(StDType t);  // "F16", ...
 size_t StDTypeSize(StDType t);       // bytes per element
 
 struct StTensor {
-  std::string name;              // as in the file (e.g. "transformer.h.0.ln_1.weight")
+  std::string name;  // as in the file (e.g. "transformer.h.0.ln_1.weight")
   StDType dtype;
-  std::vector<uint64_t> shape;   // () for a scalar
+  std::vector<uint64_t> shape;     // () for a scalar
   absl::Span<const uint8_t> data;  // exactly numel * dtype size bytes, inside the mapped file
-  std::string file;              // the file it came from, for error messages
+  std::string file;                // the file it came from, for error messages
 
   uint64_t numel() const;
 };
@@ -49,7 +64,7 @@ class SafetensorsFile {
                                                                     const std::string& label);
 
   const std::vector<StTensor>& tensors() const { return tensors_; }  // in data-offset order
-  const StTensor* Find(const std::string& name) const;  // nullptr when absent
+  const StTensor* Find(const std::string& name) const;               // nullptr when absent
 
  private:
   SafetensorsFile() = default;

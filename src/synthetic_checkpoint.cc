@@ -34,13 +34,15 @@ enum class ValueKind { kLnWeight, kBias, kWeight };
 
 ValueKind KindOf(const std::string& name) {
   if (absl::EndsWith(name, ".bias")) return ValueKind::kBias;
-  if (absl::StartsWith(name, "ln_f.") || absl::StrContains(name, ".ln_")) return ValueKind::kLnWeight;
+  if (absl::StartsWith(name, "ln_f.") || absl::StrContains(name, ".ln_"))
+    return ValueKind::kLnWeight;
   return ValueKind::kWeight;
 }
 
 inline float ValueFor(ValueKind kind, uint64_t key, uint64_t i) {
   // u uniform in [-1, 1) with 24 random bits.
-  const float u = static_cast<float>(Mix(key + i * 0x9e3779b97f4a7c15ull) >> 40) * (1.0f / 8388608.0f) - 1.0f;
+  const float u =
+      static_cast<float>(Mix(key + i * 0x9e3779b97f4a7c15ull) >> 40) * (1.0f / 8388608.0f) - 1.0f;
   switch (kind) {
     case ValueKind::kLnWeight:
       return 1.0f + 0.1f * u;
@@ -91,7 +93,7 @@ absl::Status WriteSyntheticTokenizer(const std::string& dir, uint32_t vocab_size
   std::vector<std::string> vocab;
   for (const auto& [b, s] : ByteTokens()) vocab.push_back(s);
   std::set<std::string> known(vocab.begin(), vocab.end());
-  std::vector<std::string> queue;  // left parts to extend, breadth first
+  std::vector<std::string> queue;        // left parts to extend, breadth first
   const std::string space = "\xC4\xA0";  // 'Ġ' = byte 0x20
   queue.push_back(space);
   for (char c = 'a'; c <= 'z'; ++c) queue.push_back(std::string(1, c));
@@ -167,7 +169,8 @@ absl::Status WriteSyntheticCheckpoint(const std::string& dir, const SyntheticChe
   }
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create '", dir, "': ", ec.message()));
+  if (ec)
+    return absl::PermissionDeniedError(absl::StrCat("cannot create '", dir, "': ", ec.message()));
 
   // ---- tokenizer ---------------------------------------------------------------
   uint32_t vocab_size = o.vocab_size;
@@ -177,8 +180,8 @@ absl::Status WriteSyntheticCheckpoint(const std::string& dir, const SyntheticChe
       fs::copy_file(fs::path(o.tokenizer_dir) / f, fs::path(dir) / f,
                     fs::copy_options::overwrite_existing, ec);
       if (ec) {
-        return absl::NotFoundError(absl::StrCat("cannot copy ", f, " from '", o.tokenizer_dir,
-                                                "': ", ec.message()));
+        return absl::NotFoundError(
+            absl::StrCat("cannot copy ", f, " from '", o.tokenizer_dir, "': ", ec.message()));
       }
       // The source may be read-only (shared data); keep the copy rewritable.
       fs::permissions(fs::path(dir) / f, fs::perms::owner_read | fs::perms::owner_write,
@@ -188,12 +191,14 @@ absl::Status WriteSyntheticCheckpoint(const std::string& dir, const SyntheticChe
     if (!text.ok()) return text.status();
     auto vocab = json::Parse(*text);
     if (!vocab.ok() || !vocab->is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat("'", o.tokenizer_dir, "/vocab.json' is not a JSON object"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", o.tokenizer_dir, "/vocab.json' is not a JSON object"));
     }
     const uint32_t n_tok = static_cast<uint32_t>(vocab->members().size());
     if (vocab_size == 0) vocab_size = n_tok;
     if (vocab_size < n_tok) {
-      return absl::InvalidArgumentError(absl::StrCat("vocab_size ", vocab_size, " < the tokenizer's ", n_tok));
+      return absl::InvalidArgumentError(
+          absl::StrCat("vocab_size ", vocab_size, " < the tokenizer's ", n_tok));
     }
     if (const json::Value* e = vocab->Find("<|endoftext|>"); e != nullptr && e->is_number()) {
       eos_id = static_cast<int64_t>(e->as_number());
@@ -222,7 +227,8 @@ absl::Status WriteSyntheticCheckpoint(const std::string& dir, const SyntheticChe
     cfg.Set("bos_token_id", json::Value::Number(static_cast<double>(eos_id)));
     cfg.Set("eos_token_id", json::Value::Number(static_cast<double>(eos_id)));
   }
-  cfg.Set("tie_word_embeddings", json::Value::Bool(o.lm_head != SyntheticCheckpointOptions::LmHead::kUntied));
+  cfg.Set("tie_word_embeddings",
+          json::Value::Bool(o.lm_head != SyntheticCheckpointOptions::LmHead::kUntied));
   cfg.Set("torch_dtype", json::Value::String(o.dtype == StDType::kF32   ? "float32"
                                              : o.dtype == StDType::kF16 ? "float16"
                                                                         : "bfloat16"));
@@ -261,7 +267,8 @@ absl::Status WriteSyntheticCheckpoint(const std::string& dir, const SyntheticChe
   add("ln_f.bias", {d});
   if (o.lm_head != SyntheticCheckpointOptions::LmHead::kTied) {
     add("lm_head.weight", {V, d}, /*prefixed=*/false);
-    if (o.lm_head == SyntheticCheckpointOptions::LmHead::kTiedExplicitCopy) plan.back().value_from = "wte.weight";
+    if (o.lm_head == SyntheticCheckpointOptions::LmHead::kTiedExplicitCopy)
+      plan.back().value_from = "wte.weight";
   }
 
   // ---- shards: contiguous runs of roughly equal bytes ---------------------------------
@@ -304,8 +311,9 @@ absl::Status WriteSyntheticCheckpoint(const std::string& dir, const SyntheticChe
       for (uint64_t dim : plan[i].shape) shape.Push(json::Value::Number(static_cast<double>(dim)));
       e.Set("shape", std::move(shape));
       const uint64_t nb = plan[i].numel() * esize;
-      e.Set("data_offsets", json::Value::Array({json::Value::Number(static_cast<double>(off)),
-                                                json::Value::Number(static_cast<double>(off + nb))}));
+      e.Set("data_offsets",
+            json::Value::Array({json::Value::Number(static_cast<double>(off)),
+                                json::Value::Number(static_cast<double>(off + nb))}));
       off += nb;
       header.Set(plan[i].file_name, std::move(e));
     }
@@ -313,10 +321,13 @@ absl::Status WriteSyntheticCheckpoint(const std::string& dir, const SyntheticChe
     while (htext.size() % 8 != 0) htext.push_back(' ');  // as the reference writer pads
     const std::string path = (fs::path(dir) / shard_name(s)).string();
     std::FILE* f = std::fopen(path.c_str(), "wb");
-    if (f == nullptr) return absl::PermissionDeniedError(absl::StrCat("cannot create '", path, "'"));
+    if (f == nullptr)
+      return absl::PermissionDeniedError(absl::StrCat("cannot create '", path, "'"));
     uint8_t len[8];
-    for (int b = 0; b < 8; ++b) len[b] = static_cast<uint8_t>(static_cast<uint64_t>(htext.size()) >> (8 * b));
-    bool ok = std::fwrite(len, 1, 8, f) == 8 && std::fwrite(htext.data(), 1, htext.size(), f) == htext.size();
+    for (int b = 0; b < 8; ++b)
+      len[b] = static_cast<uint8_t>(static_cast<uint64_t>(htext.size()) >> (8 * b));
+    bool ok = std::fwrite(len, 1, 8, f) == 8 &&
+              std::fwrite(htext.data(), 1, htext.size(), f) == htext.size();
     // Data, chunk by chunk.
     for (size_t i = 0; i < plan.size() && ok; ++i) {
       if (shard_of[i] != s) continue;
@@ -353,7 +364,8 @@ absl::Status WriteSyntheticCheckpoint(const std::string& dir, const SyntheticChe
     meta.Set("total_size", json::Value::Number(static_cast<double>(total)));
     index.Set("metadata", std::move(meta));
     json::Value map = json::Value::Object();
-    for (size_t i = 0; i < plan.size(); ++i) map.Set(plan[i].file_name, json::Value::String(shard_name(shard_of[i])));
+    for (size_t i = 0; i < plan.size(); ++i)
+      map.Set(plan[i].file_name, json::Value::String(shard_name(shard_of[i])));
     index.Set("weight_map", std::move(map));
     if (auto s = WriteFile(index_path, index.Dump()); !s.ok()) return s;
     fs::remove(fs::path(dir) / "model.safetensors", ec);

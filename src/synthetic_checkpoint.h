@@ -22,7 +22,7 @@ struct SyntheticCheckpointOptions {
   // 0: the tokenizer's size. With the synthetic tokenizer, any value >= 257 works (256 byte
   // tokens + vocab_size - 257 merges + "<|endoftext|>"); 0 means 320.
   uint32_t vocab_size = 0;
-  uint32_t n_inner = 0;  // 0: null in config.json (= 4 * n_embd)
+  uint32_t n_inner = 0;           // 0: null in config.json (= 4 * n_embd)
   StDType dtype = StDType::kF32;  // kF32, kF16 or kBF16
   bool prefix = true;             // keys "transformer.h.0..." (true) or "h.0..." (false)
   int n_shards = 1;               // > 1: model-0000i-of-0000N.safetensors + index.json
@@ -39,7 +39,8 @@ struct SyntheticCheckpointOptions {
 };
 
 // Writes the checkpoint into dir (created if needed; existing files are overwritten).
-absl::Status WriteSyntheticCheckpoint(const std::string& dir, const SyntheticCheckpointOptions& opts);
+absl::Status WriteSyntheticCheckpoint(const std::string& dir,
+                                      const SyntheticCheckpointOptions& opts);
 
 // The value WriteSyntheticCheckpoint stores (before dtype rounding) at element i of the tensor
 // with this canonical name (no "transformer." prefix), so tests can check without re-reading.

@@ -45,10 +45,10 @@ TEST(HalfTest, KnownValues) {
   EXPECT_EQ(HalfToFloat(0x3C00), 1.0f);
   EXPECT_EQ(HalfToFloat(0xC000), -2.0f);
   EXPECT_EQ(HalfToFloat(0x7BFF), 65504.0f);
-  EXPECT_EQ(HalfToFloat(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
+  EXPECT_EQ(HalfToFloat(0x0001), std::ldexp(1.0f, -24));     // smallest subnormal
   EXPECT_EQ(HalfToFloat(0x03FF), std::ldexp(1023.0f, -24));  // largest subnormal
-  EXPECT_EQ(HalfToFloat(0x0400), std::ldexp(1.0f, -14));  // smallest normal
-  EXPECT_EQ(Bits(HalfToFloat(0x8000)), 0x80000000u);  // -0
+  EXPECT_EQ(HalfToFloat(0x0400), std::ldexp(1.0f, -14));     // smallest normal
+  EXPECT_EQ(Bits(HalfToFloat(0x8000)), 0x80000000u);         // -0
   EXPECT_EQ(HalfToFloat(0x7C00), std::numeric_limits<float>::infinity());
   EXPECT_EQ(HalfToFloat(0xFC00), -std::numeric_limits<float>::infinity());
   EXPECT_TRUE(std::isnan(HalfToFloat(0x7E00)));
@@ -68,7 +68,7 @@ TEST(HalfTest, EveryHalfRoundTrips) {
 }
 
 TEST(HalfTest, RoundsToNearestEven) {
-  EXPECT_EQ(FloatToHalf(1.0f + std::ldexp(1.0f, -11)), 0x3C00);  // tie -> even (down)
+  EXPECT_EQ(FloatToHalf(1.0f + std::ldexp(1.0f, -11)), 0x3C00);      // tie -> even (down)
   EXPECT_EQ(FloatToHalf(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02);  // tie -> even (up)
   EXPECT_EQ(FloatToHalf(1.0f + std::ldexp(1.0f, -11) + std::ldexp(1.0f, -20)), 0x3C01);
   EXPECT_EQ(FloatToHalf(65519.0f), 0x7BFF);
@@ -105,7 +105,8 @@ TEST(BF16Test, Values) {
 
 std::vector<uint8_t> MakeSt(const std::string& header, const std::vector<uint8_t>& data) {
   std::vector<uint8_t> b(8);
-  for (int i = 0; i < 8; ++i) b[i] = static_cast<uint8_t>(static_cast<uint64_t>(header.size()) >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    b[i] = static_cast<uint8_t>(static_cast<uint64_t>(header.size()) >> (8 * i));
   b.insert(b.end(), header.begin(), header.end());
   b.insert(b.end(), data.begin(), data.end());
   return b;
@@ -142,7 +143,8 @@ TEST(SafetensorsTest, ParsesAndConverts) {
   EXPECT_EQ((*f)->Find("zz"), nullptr);
 }
 
-void ExpectStError(const std::string& header, const std::vector<uint8_t>& data, const std::string& want) {
+void ExpectStError(const std::string& header, const std::vector<uint8_t>& data,
+                   const std::string& want) {
   auto bytes = MakeSt(header, data);
   auto f = SafetensorsFile::FromBytes(bytes, "mem.safetensors");
   ASSERT_FALSE(f.ok()) << header;
@@ -154,11 +156,14 @@ TEST(SafetensorsTest, MalformedHeaders) {
   const auto d = GoodStData();
   ExpectStError(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,800]}})", d, "past end");
   ExpectStError(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", d, "needs 12");
-  ExpectStError(R"({"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", d, "unknown dtype 'Q4'");
+  ExpectStError(R"({"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", d,
+                "unknown dtype 'Q4'");
   ExpectStError(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-                R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", d, "overlap");
+                R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                d, "overlap");
   ExpectStError(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-                R"("a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})", d, "a");
+                R"("a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+                d, "a");
   ExpectStError(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", d, "shape");
   ExpectStError(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", d, "data_offsets");
   ExpectStError(R"({"a":{"dtype":"F32","shape":[2]}})", d, "data_offsets");
@@ -281,11 +286,14 @@ void ExpectF32(const ModelFileView& v, const std::string& name, std::vector<uint
 }
 
 // Verifies a converted synthetic checkpoint against SyntheticValue (independent of the reader).
-void ExpectMatchesSynthetic(const ModelFileView& v, const SyntheticCheckpointOptions& o, bool keep_float) {
+void ExpectMatchesSynthetic(const ModelFileView& v, const SyntheticCheckpointOptions& o,
+                            bool keep_float) {
   const uint32_t d = o.n_embd, dff = o.n_inner ? o.n_inner : 4 * d, V = o.vocab_size;
   const StDType dt = o.dtype;
   const uint64_t seed = o.seed;
-  auto val = [&](const std::string& name, uint64_t i) { return RoundTo(dt, SyntheticValue(name, seed, i)); };
+  auto val = [&](const std::string& name, uint64_t i) {
+    return RoundTo(dt, SyntheticValue(name, seed, i));
+  };
   EXPECT_EQ(v.config.n_layer, o.n_layer);
   EXPECT_EQ(v.config.n_embd, d);
   EXPECT_EQ(v.config.n_head, o.n_head);
@@ -335,9 +343,8 @@ void ExpectMatchesSynthetic(const ModelFileView& v, const SyntheticCheckpointOpt
       ExpectQuantized(v, lin.name, lin.n, lin.k,
                       [&](int r, int c) { return val(w, uint64_t(c) * lin.n + r); });
       if (keep_float) {
-        ExpectF32(v, w, {lin.n, lin.k}, [&](size_t i) {
-          return val(w, uint64_t(i % lin.k) * lin.n + i / lin.k);
-        });
+        ExpectF32(v, w, {lin.n, lin.k},
+                  [&](size_t i) { return val(w, uint64_t(i % lin.k) * lin.n + i / lin.k); });
       }
       const std::string b = lin.name + ".bias";
       ExpectF32(v, b, {lin.n}, [&](size_t i) { return val(b, i); });
@@ -379,10 +386,10 @@ TEST(ConvertTest, RoundTripEveryVariant) {
           o.attn_bias_buffers = (variant % 2) == 1;
           o.n_inner = (variant % 3) == 2 ? 48 : 0;
           const bool keep_float = (variant % 4) != 3;
-          SCOPED_TRACE(::testing::Message() << "variant " << variant << " dtype " << StDTypeName(dt)
-                                            << " prefix " << prefix << " shards " << shards
-                                            << " lm_head " << static_cast<int>(lm) << " keep_float "
-                                            << keep_float);
+          SCOPED_TRACE(::testing::Message()
+                       << "variant " << variant << " dtype " << StDTypeName(dt) << " prefix "
+                       << prefix << " shards " << shards << " lm_head " << static_cast<int>(lm)
+                       << " keep_float " << keep_float);
           const std::string dir = root + "/ckpt" + std::to_string(variant);
           ASSERT_TRUE(WriteSyntheticCheckpoint(dir, o).ok());
           EXPECT_EQ(fs::exists(dir + "/model.safetensors.index.json"), shards > 1);
@@ -391,7 +398,8 @@ TEST(ConvertTest, RoundTripEveryVariant) {
           ConvertOptions co;
           co.keep_float = keep_float;
           co.model_name = "tiny";
-          absl::Status s = ConvertCheckpoint(dir, out, co, [&](float f) { fractions.push_back(f); });
+          absl::Status s =
+              ConvertCheckpoint(dir, out, co, [&](float f) { fractions.push_back(f); });
           ASSERT_TRUE(s.ok()) << s;
           ASSERT_FALSE(fractions.empty());
           for (size_t i = 1; i < fractions.size(); ++i) EXPECT_GE(fractions[i], fractions[i - 1]);
@@ -476,7 +484,8 @@ TEST(ConvertTest, DemoModelWithFloatCopiesIsDeterministic) {
     std::memcpy(&h, src->data.data() + 2 * (size_t(c) * 1536 + r), 2);
     return HalfToFloat(h);
   };
-  ExpectF32(v, "h.2.mlp.c_fc.weight", {1536, 384}, [&](size_t i) { return raw(int(i / 384), int(i % 384)); });
+  ExpectF32(v, "h.2.mlp.c_fc.weight", {1536, 384},
+            [&](size_t i) { return raw(int(i / 384), int(i % 384)); });
   ExpectQuantized(v, "h.2.mlp.c_fc", 1536, 384, raw);
 
   auto tok = Tokenizer::Deserialize(v.tokenizer_blob);
@@ -500,8 +509,8 @@ TEST(ConvertConfigTest, GPT2FamilyConfigs) {
         R"({"activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"],)",
         R"( "attn_pdrop": 0.1, "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256,)",
         R"( "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "gpt2",)",
-        R"( "n_ctx": 1024, "n_embd": )", f.n_embd, R"(, "n_head": )", f.n_head,
-        R"(, "n_layer": )", f.n_layer, R"(, "n_positions": 1024, "resid_pdrop": 0.1,)",
+        R"( "n_ctx": 1024, "n_embd": )", f.n_embd, R"(, "n_head": )", f.n_head, R"(, "n_layer": )",
+        f.n_layer, R"(, "n_positions": 1024, "resid_pdrop": 0.1,)",
         R"( "summary_activation": null, "summary_first_dropout": 0.1, "summary_proj_to_labels": true,)",
         R"( "summary_type": "cls_index", "summary_use_proj": true,)",
         R"( "task_specific_params": {"text-generation": {"do_sample": true, "max_length": 50}},)",
@@ -521,21 +530,22 @@ TEST(ConvertConfigTest, GPT2FamilyConfigs) {
     EXPECT_FLOAT_EQ(c->layer_norm_eps, 1e-5f);
   }
   // Defaults when optional keys are absent; gelu_pytorch_tanh accepted.
-  auto j = json::Parse(R"({"n_layer": 1, "n_embd": 8, "n_head": 2, "n_ctx": 4, "vocab_size": 60000,)"
-                       R"( "activation_function": "gelu_pytorch_tanh", "n_inner": 12})");
+  auto j =
+      json::Parse(R"({"n_layer": 1, "n_embd": 8, "n_head": 2, "n_ctx": 4, "vocab_size": 60000,)"
+                  R"( "activation_function": "gelu_pytorch_tanh", "n_inner": 12})");
   auto c = GPT2ConfigFromHF(*j);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->n_ctx, 4u);
   EXPECT_EQ(c->n_inner, 12u);
   EXPECT_EQ(c->eos_token_id, 50256u);
-  for (const char* bad : {R"({"n_layer": 1, "n_embd": 8, "n_head": 2, "n_ctx": 4})",  // no vocab
-                          R"({"n_layer": 1, "n_embd": 10, "n_head": 2, "n_ctx": 4, "vocab_size": 9})",
-                          R"({"n_layer": 1, "n_embd": 8, "n_head": 2, "n_ctx": 4, "vocab_size": 9,)"
-                          R"( "activation_function": "gelu"})",
-                          R"({"n_layer": 1, "n_embd": 8, "n_head": 2, "n_ctx": 4, "vocab_size": 9,)"
-                          R"( "add_cross_attention": true})",
-                          R"({"n_layer": 1e300, "n_embd": 8, "n_head": 2, "n_ctx": 4, "vocab_size": 9})",
-                          R"([])"}) {
+  for (const char* bad :
+       {R"({"n_layer": 1, "n_embd": 8, "n_head": 2, "n_ctx": 4})",  // no vocab
+        R"({"n_layer": 1, "n_embd": 10, "n_head": 2, "n_ctx": 4, "vocab_size": 9})",
+        R"({"n_layer": 1, "n_embd": 8, "n_head": 2, "n_ctx": 4, "vocab_size": 9,)"
+        R"( "activation_function": "gelu"})",
+        R"({"n_layer": 1, "n_embd": 8, "n_head": 2, "n_ctx": 4, "vocab_size": 9,)"
+        R"( "add_cross_attention": true})",
+        R"({"n_layer": 1e300, "n_embd": 8, "n_head": 2, "n_ctx": 4, "vocab_size": 9})", R"([])"}) {
     auto bj = json::Parse(bad);
     ASSERT_TRUE(bj.ok()) << bad;
     EXPECT_FALSE(GPT2ConfigFromHF(*bj).ok()) << bad;
@@ -558,7 +568,8 @@ TEST(ConvertTest, OddHeadCount) {
 // ---- malformed checkpoints ---------------------------------------------------------
 
 // Rewrites a safetensors file's header through `edit` (data unchanged).
-void EditHeader(const std::string& path, const std::function<json::Value(const json::Value&)>& edit) {
+void EditHeader(const std::string& path,
+                const std::function<json::Value(const json::Value&)>& edit) {
   std::string bytes = *ReadFile(path);
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(bytes[i]);
@@ -566,7 +577,8 @@ void EditHeader(const std::string& path, const std::function<json::Value(const j
   ASSERT_TRUE(header.ok());
   std::string text = edit(*header).Dump();
   std::string out(8, '\0');
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(static_cast<uint64_t>(text.size()) >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    out[i] = static_cast<char>(static_cast<uint64_t>(text.size()) >> (8 * i));
   out += text;
   out += bytes.substr(8 + n);
   ASSERT_TRUE(WriteFile(path, out).ok());
@@ -611,11 +623,14 @@ class ConvertErrorTest : public ::testing::Test {
   std::string root_, dir_, st_, out_;
 };
 
-TEST_F(ConvertErrorTest, BaselineConverts) { EXPECT_TRUE(ConvertCheckpoint(dir_, out_, {}, nullptr).ok()); }
+TEST_F(ConvertErrorTest, BaselineConverts) {
+  EXPECT_TRUE(ConvertCheckpoint(dir_, out_, {}, nullptr).ok());
+}
 
 TEST_F(ConvertErrorTest, MissingTensor) {
   EditHeader(st_, [](const json::Value& h) {
-    return EditTensor(h, "transformer.h.1.mlp.c_fc.bias", [](json::Value*, bool* keep) { *keep = false; });
+    return EditTensor(h, "transformer.h.1.mlp.c_fc.bias",
+                      [](json::Value*, bool* keep) { *keep = false; });
   });
   ExpectError({"missing tensor 'h.1.mlp.c_fc.bias'"});
 }
@@ -649,7 +664,8 @@ TEST_F(ConvertErrorTest, UnsupportedDtype) {
 TEST_F(ConvertErrorTest, DataOffsetsPastEnd) {
   EditHeader(st_, [](const json::Value& h) {
     return EditTensor(h, "transformer.ln_f.bias", [](json::Value* t, bool*) {
-      t->Set("data_offsets", json::Value::Array({json::Value::Number(1e9), json::Value::Number(1e9 + 128)}));
+      t->Set("data_offsets",
+             json::Value::Array({json::Value::Number(1e9), json::Value::Number(1e9 + 128)}));
     });
   });
   ExpectError({"past end", "transformer.ln_f.bias"});
@@ -677,7 +693,8 @@ TEST_F(ConvertErrorTest, NonFiniteWeight) {
   ASSERT_TRUE(f.ok());
   const StTensor* t = (*f)->Find("transformer.h.1.mlp.c_proj.weight");
   ASSERT_NE(t, nullptr);
-  const size_t off = static_cast<size_t>(t->data.data() - reinterpret_cast<const uint8_t*>(b.data())) + 4 * 17;
+  const size_t off =
+      static_cast<size_t>(t->data.data() - reinterpret_cast<const uint8_t*>(b.data())) + 4 * 17;
   const float nan = std::numeric_limits<float>::quiet_NaN();
   std::memcpy(&b[off], &nan, 4);
   ASSERT_TRUE(WriteFile(st_, b).ok());

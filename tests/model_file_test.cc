@@ -19,10 +19,13 @@
 namespace selfcond {
 namespace {
 
-std::vector<uint8_t> ToBytes(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
+std::vector<uint8_t> ToBytes(const std::string& s) {
+  return std::vector<uint8_t>(s.begin(), s.end());
+}
 
 std::string Sha256Hex(const std::string& s) {
-  auto d = Sha256::Hash(absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
+  auto d =
+      Sha256::Hash(absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
   return HexLower(d);
 }
 
@@ -42,7 +45,8 @@ TEST(Sha256Test, StreamingInOddChunksMatchesOneShot) {
   const std::string want = Sha256Hex(s);
   for (size_t chunk : {1, 3, 55, 56, 63, 64, 65, 127}) {
     Sha256 h;
-    for (size_t i = 0; i < s.size(); i += chunk) h.Update(s.data() + i, std::min(chunk, s.size() - i));
+    for (size_t i = 0; i < s.size(); i += chunk)
+      h.Update(s.data() + i, std::min(chunk, s.size() - i));
     EXPECT_EQ(HexLower(h.Final()), want) << "chunk " << chunk;
   }
 }
@@ -97,14 +101,17 @@ FileHeader HeaderOf(const std::vector<uint8_t>& b) {
   std::memcpy(&h, b.data(), sizeof(h));
   return h;
 }
-void PutHeader(std::vector<uint8_t>* b, const FileHeader& h) { std::memcpy(b->data(), &h, sizeof(h)); }
+void PutHeader(std::vector<uint8_t>* b, const FileHeader& h) {
+  std::memcpy(b->data(), &h, sizeof(h));
+}
 TensorEntry EntryOf(const std::vector<uint8_t>& b, int i) {
   TensorEntry e;
   std::memcpy(&e, b.data() + HeaderOf(b).tensor_index_offset + i * sizeof(TensorEntry), sizeof(e));
   return e;
 }
 void PutEntry(std::vector<uint8_t>* b, int i, const TensorEntry& e) {
-  std::memcpy(b->data() + HeaderOf(*b).tensor_index_offset + i * sizeof(TensorEntry), &e, sizeof(e));
+  std::memcpy(b->data() + HeaderOf(*b).tensor_index_offset + i * sizeof(TensorEntry), &e,
+              sizeof(e));
 }
 
 TEST(ModelFileTest, RoundTrip) {
@@ -186,7 +193,9 @@ TEST(ModelFileTest, WriterRejectsBadInput) {
 
 TEST(ModelFileTest, LongModelNameIsTruncated) {
   const std::string dir = testing::MakeTempDir("mf_name");
-  ASSERT_TRUE(WriteModelFile(dir + "/a.scm", SmallConfig(), std::string(100, 'z'), {}, SmallTensors()).ok());
+  ASSERT_TRUE(
+      WriteModelFile(dir + "/a.scm", SmallConfig(), std::string(100, 'z'), {}, SmallTensors())
+          .ok());
   auto bytes = ToBytes(*ReadFile(dir + "/a.scm"));
   auto view = ParseModelFile(bytes);
   ASSERT_TRUE(view.ok()) << view.status();
@@ -216,8 +225,8 @@ TEST(ModelFileTest, EveryTruncationIsAnError) {
     auto r = ParseModelFile(cut);
     ASSERT_FALSE(r.ok()) << "length " << n;
     if (n >= sizeof(FileHeader)) {
-      EXPECT_EQ(r.status().message(),
-                "truncated: header says " + std::to_string(b.size()) + " bytes, file has " + std::to_string(n));
+      EXPECT_EQ(r.status().message(), "truncated: header says " + std::to_string(b.size()) +
+                                          " bytes, file has " + std::to_string(n));
     }
     EXPECT_FALSE(VerifyContentHash(cut).ok());
   }
@@ -242,7 +251,8 @@ TEST(ModelFileTest, CorruptedIndexIsAnError) {
       {"dtype", [](TensorEntry* e) { e->dtype = 9; }, "unknown dtype"},
       {"ndim", [](TensorEntry* e) { e->ndim = 3; }, "ndim"},
       {"zero dim", [](TensorEntry* e) { e->shape[0] = 0; }, "dimension"},
-      {"name without NUL", [](TensorEntry* e) { std::memset(e->name, 'a', sizeof(e->name)); }, "NUL"},
+      {"name without NUL", [](TensorEntry* e) { std::memset(e->name, 'a', sizeof(e->name)); },
+       "NUL"},
       {"empty name", [](TensorEntry* e) { e->name[0] = 0; }, "empty name"},
   };
   for (const Case& c : cases) {
@@ -252,7 +262,8 @@ TEST(ModelFileTest, CorruptedIndexIsAnError) {
     PutEntry(&b, 0, e);
     auto r = ParseModelFile(b);
     ASSERT_FALSE(r.ok()) << c.what;
-    EXPECT_NE(r.status().message().find(c.expect), std::string::npos) << c.what << ": " << r.status();
+    EXPECT_NE(r.status().message().find(c.expect), std::string::npos)
+        << c.what << ": " << r.status();
   }
   // Overlap: tensor 4 pointed at tensor 0's data.
   {
@@ -301,7 +312,10 @@ TEST(ModelFileTest, BadConfigIsAnError) {
   std::vector<std::function<void(GPT2Config*)>> edits = {
       [](GPT2Config* c) { c->n_layer = 0; },
       [](GPT2Config* c) { c->n_head = 3; },
-      [](GPT2Config* c) { c->n_embd = 6; c->n_head = 2; },
+      [](GPT2Config* c) {
+        c->n_embd = 6;
+        c->n_head = 2;
+      },
       [](GPT2Config* c) { c->vocab_size = (1u << 20) + 1; },
       [](GPT2Config* c) { c->n_inner = 30; },
       [](GPT2Config* c) { c->eos_token_id = 5; },
