@@ -287,10 +287,10 @@ class Parser {
           case 'r': out->push_back('\r'); break;
           case 't': out->push_back('\t'); break;
           case 'u': {
-            uint32_t cp;
+            uint32_t cp = 0;
             if (auto st = ParseHex4(&cp); !st.ok()) return st;
             if (cp >= 0xD800 && cp <= 0xDBFF) {
-              uint32_t lo;
+              uint32_t lo = 0;
               if (!Consume("\\u")) return Error("lone high surrogate");
               if (auto st = ParseHex4(&lo); !st.ok()) return st;
               if (lo < 0xDC00 || lo > 0xDFFF) return Error("invalid low surrogate");
