@@ -105,16 +105,18 @@ const CommandSpec& ExperimentSpec() {
         "and demo/experts/man.json)",
         true},
        {"out", "R.json", "results file (default: print the summary only)"},
-       {"ks", "K,K,..", "numbers of experts to force (default football 0,10,20,50,100,200; "
-                         "gender 0,20,50,100,200)"},
+       {"ks", "K,K,..",
+        "numbers of experts to force (default football 0,10,20,50,100,200; "
+        "gender 0,20,50,100,200)"},
        {"seeds", "N", "football: seeds per prompt (default 20)"},
        {"first-seed", "S", "football: first seed (default 0)"},
        {"prompt", "P", "football: a prompt (repeatable; default the 4 of the report)", true},
        {"new-tokens", "N", "football: tokens per continuation (default 30)"},
        {"temperature", "T", "sampling temperature (default 1.0)"},
        {"top-p", "P", "football: nucleus mass (default 0.9)"},
-       {"top-k", "K", "football: sampler top-k (default 0 = off); gender: the top-k the\n"
-                      "            probabilities are restricted to (default 10; 0 = full softmax)"},
+       {"top-k", "K",
+        "football: sampler top-k (default 0 = off); gender: the top-k the\n"
+        "            probabilities are restricted to (default 10; 0 = full softmax)"},
        {"examples", "N", "football: example continuations kept per k (default 4)"},
        {"occupations", "FILE", "gender: occupations.json (default ../shared/concepts/...)"},
        {"max-occupations", "N", "gender: first N occupations per group (default all)"},
@@ -174,7 +176,8 @@ absl::Status RunExperiment(const Args& args) {
   std::vector<ExpertTable> tables;
   for (const auto& p : table_paths) {
     auto t = LoadExpertTable(p);
-    if (!t.ok()) return absl::Status(t.status().code(), absl::StrCat(p, ": ", t.status().message()));
+    if (!t.ok())
+      return absl::Status(t.status().code(), absl::StrCat(p, ": ", t.status().message()));
     if (auto st = CheckCompatible(*t, **model); !st.ok()) {
       return absl::Status(st.code(), absl::StrCat("expert table ", p, ": ", st.message(),
                                                   " (re-rank with selfcond rank)"));
@@ -186,7 +189,8 @@ absl::Status RunExperiment(const Args& args) {
   // The command that reproduces this run, recorded in the results.
   std::string cmd = absl::StrCat("selfcond experiment ", which, " --model ", Quoted(model_path));
   for (const auto& p : table_paths) absl::StrAppend(&cmd, " --experts ", Quoted(p));
-  absl::StrAppend(&cmd, " --ks ", args.Get("ks", football ? "0,10,20,50,100,200" : "0,20,50,100,200"));
+  absl::StrAppend(&cmd, " --ks ",
+                  args.Get("ks", football ? "0,10,20,50,100,200" : "0,20,50,100,200"));
 
   json::Value results;
   Progress progress(absl::StrCat("experiment ", which));
@@ -222,8 +226,8 @@ absl::Status RunExperiment(const Args& args) {
                 table_paths[0].c_str());
     std::printf("%6s %10s %10s %10s %10s\n", "k", "mentions", "rate", "ppl", "mean ppl");
     for (const auto& p : r->points) {
-      std::printf("%6lld %5d/%-4d %9.1f%% %10.2f %10.2f\n", static_cast<long long>(p.k),
-                  p.mentions, p.samples, 100 * p.mention_rate, p.ppl, p.mean_ppl);
+      std::printf("%6lld %5d/%-4d %9.1f%% %10.2f %10.2f\n", static_cast<long long>(p.k), p.mentions,
+                  p.samples, 100 * p.mention_rate, p.ppl, p.mean_ppl);
     }
     results = FootballResultToJson(*r);
   } else {
@@ -263,10 +267,8 @@ absl::Status RunExperiment(const Args& args) {
   }
   if (args.Has("forcing")) absl::StrAppend(&cmd, " --forcing ", args.Get("forcing"));
   if (args.Has("only-last-token")) absl::StrAppend(&cmd, " --only-last-token");
-  absl::StrAppend(&cmd, " --precision ", args.Get("precision", "int8"), " --threads ",
-                  pool.size());
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  absl::StrAppend(&cmd, " --precision ", args.Get("precision", "int8"), " --threads ", pool.size());
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   json::Value meta = json::Value::Object();
   meta.Set("command", json::Value::String(cmd));

@@ -16,9 +16,21 @@
 namespace selfcond {
 namespace {
 
-bool IsWordByte(unsigned char c) {
-  // Python's \w on str: letters, digits, '_' and (approximately) every non-ASCII character.
-  return absl::ascii_isalnum(c) || c == '_' || c >= 0x80;
+// Length of the word character at text[i] (0 if text[i] starts a boundary). Python's \w on str
+// is ASCII letters, digits, '_' and Unicode letters/digits; without Unicode tables here, every
+// non-ASCII character counts as a word character except the common punctuation below (curly
+// quotes, guillemets, dashes, ellipsis, no-break space), which generated text does contain.
+size_t WordCharLength(std::string_view text, size_t i) {
+  const unsigned char c = static_cast<unsigned char>(text[i]);
+  if (c < 0x80) return absl::ascii_isalnum(c) || c == '_' ? 1 : 0;
+  static constexpr std::string_view kPunct[] = {
+      "\xE2\x80\x98", "\xE2\x80\x99", "\xE2\x80\x9C", "\xE2\x80\x9D",  // ‘ ’ “ ”
+      "\xC2\xAB",     "\xC2\xBB",     "\xC2\xA0",                      // « » nbsp
+      "\xE2\x80\x93", "\xE2\x80\x94", "\xE2\x80\xA6"};                 // – — …
+  for (std::string_view p : kPunct) {
+    if (text.substr(i, p.size()) == p) return 0;
+  }
+  return 1;  // one byte at a time: continuation bytes are word characters too
 }
 
 // Replaces each invalid UTF-8 sequence with U+FFFD, so results always serialize as valid JSON
@@ -88,9 +100,8 @@ absl::Status CheckTableHoldsK(const ExpertTable& t, absl::Span<const int64_t> ks
   for (int64_t k : ks) {
     if (k < 0) return absl::InvalidArgumentError(absl::StrCat("k must be >= 0, got ", k));
     if (k > static_cast<int64_t>(t.units.size())) {
-      return absl::OutOfRangeError(absl::StrCat("k = ", k, " but the expert table for '",
-                                                t.concept, "' holds only ", t.units.size(),
-                                                " units"));
+      return absl::OutOfRangeError(absl::StrCat("k = ", k, " but the expert table for '", t.concept,
+                                                "' holds only ", t.units.size(), " units"));
     }
   }
   return absl::OkStatus();
@@ -154,12 +165,14 @@ std::vector<std::string> FindWordMentions(std::string_view text,
   std::set<std::string> seen;  // lower-cased words of the text
   size_t i = 0;
   while (i < text.size()) {
-    if (!IsWordByte(static_cast<unsigned char>(text[i]))) {
-      ++i;
+    if (WordCharLength(text, i) == 0) {
+      // Skip the whole boundary character (a multi-byte punctuation mark is one boundary).
+      const unsigned char c = static_cast<unsigned char>(text[i]);
+      i += c < 0x80 ? 1 : (c >= 0xF0 ? 4 : (c >= 0xE0 ? 3 : 2));
       continue;
     }
     size_t j = i;
-    while (j < text.size() && IsWordByte(static_cast<unsigned char>(text[j]))) ++j;
+    while (j < text.size() && WordCharLength(text, j) > 0) ++j;
     seen.insert(absl::AsciiStrToLower(absl::string_view(text.data() + i, j - i)));
     i = j;
   }
@@ -419,9 +432,9 @@ absl::StatusOr<std::vector<OccupationPrompt>> ParseOccupationPrompts(std::string
     for (const auto& item : idx->items()) {
       const double d = item.is_number() ? item.as_number() : -1;
       if (!(d >= 0 && d < static_cast<double>(male_all->size())) || d != std::floor(d)) {
-        return absl::OutOfRangeError(absl::StrCat(
-            "occupations: fixed_random_male_idx entry out of range (", male_all->size(),
-            " male occupations)"));
+        return absl::OutOfRangeError(
+            absl::StrCat("occupations: fixed_random_male_idx entry out of range (",
+                         male_all->size(), " male occupations)"));
       }
       male.push_back((*male_all)[static_cast<size_t>(d)]);
     }
@@ -462,8 +475,8 @@ absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
   }
   const Tokenizer& tok = model.tokenizer();
   const UnitSpace space(model.config());
-  auto single_tokens = [&](const std::vector<std::string>& words)
-      -> absl::StatusOr<std::vector<int32_t>> {
+  auto single_tokens =
+      [&](const std::vector<std::string>& words) -> absl::StatusOr<std::vector<int32_t>> {
     std::vector<int32_t> ids;
     for (const auto& w : words) {
       auto e = tok.Encode(w);

@@ -36,10 +36,10 @@ const std::vector<std::string>& FootballWords();
 // The words of `words` (lower-case ASCII base forms) that `text` mentions, each once, in the
 // order of `words`. A mention is a whole word equal to the base form, or to the base form plus
 // "s" or "es" (simple plurals / third person: "goals", "matches"), compared ASCII
-// case-insensitively. Word characters are as in Python's \w on UTF-8 text: ASCII letters,
-// digits, '_' and every non-ASCII byte; anything else (spaces, punctuation, apostrophes) is a
-// boundary, so "player's" mentions "player" but "football-like" mentions "football" and
-// "goalkeeper" mentions nothing.
+// case-insensitively. Word characters approximate Python's \w: ASCII letters, digits, '_' and
+// non-ASCII characters other than common punctuation (curly quotes, guillemets, dashes, ellipsis,
+// no-break space); anything else is a boundary, so "player's" and "player’s" mention "player",
+// "football-like" mentions "football" and "goalkeeper" mentions nothing.
 std::vector<std::string> FindWordMentions(std::string_view text,
                                           absl::Span<const std::string> words);
 
@@ -48,9 +48,9 @@ struct FootballExperimentOptions {
   std::vector<int64_t> ks = {0, 10, 20, 50, 100, 200};  // top-k experts forced (0 = none)
   std::vector<std::string> prompts = {"Once upon a time", "The man said that", "In the city",
                                       "Yesterday"};
-  int seeds = 20;            // sampler seeds first_seed .. first_seed + seeds - 1 per prompt
-  uint64_t first_seed = 0;   // the same seeds at every k (paired comparison)
-  int new_tokens = 30;       // fixed length (EOS does not stop generation, as in ml-selfcond)
+  int seeds = 20;           // sampler seeds first_seed .. first_seed + seeds - 1 per prompt
+  uint64_t first_seed = 0;  // the same seeds at every k (paired comparison)
+  int new_tokens = 30;      // fixed length (EOS does not stop generation, as in ml-selfcond)
   float temperature = 1.0f;
   float top_p = 0.9f;
   int top_k = 0;
@@ -67,28 +67,28 @@ struct FootballSample {
   std::string text;                // continuation only, EOS tokens left out of the text
   std::vector<std::string> words;  // football words mentioned (FindWordMentions)
   int new_tokens = 0;
-  double nll_sum = 0;    // continuation tokens' NLL under the unconditioned model (nats)
+  double nll_sum = 0;  // continuation tokens' NLL under the unconditioned model (nats)
   int scored_tokens = 0;
-  double ppl() const;    // exp(nll_sum / scored_tokens)
+  double ppl() const;  // exp(nll_sum / scored_tokens)
 };
 
 struct FootballPoint {
   int64_t k = 0;
   int samples = 0;
-  int mentions = 0;           // samples with at least one football word
-  double mention_rate = 0;    // mentions / samples
-  double ppl = 0;             // exp(total NLL / total tokens), pooled over the samples
-  double mean_ppl = 0;        // mean of the per-sample perplexities (ml-selfcond averages these)
+  int mentions = 0;         // samples with at least one football word
+  double mention_rate = 0;  // mentions / samples
+  double ppl = 0;           // exp(total NLL / total tokens), pooled over the samples
+  double mean_ppl = 0;      // mean of the per-sample perplexities (ml-selfcond averages these)
   double median_ppl = 0;
-  double mean_ap = 0;         // mean AP of the forced units (0 at k = 0)
-  std::vector<int> mentions_per_prompt;                 // (prompts.size())
-  std::vector<std::pair<std::string, int>> word_counts; // samples mentioning each word
+  double mean_ap = 0;                                    // mean AP of the forced units (0 at k = 0)
+  std::vector<int> mentions_per_prompt;                  // (prompts.size())
+  std::vector<std::pair<std::string, int>> word_counts;  // samples mentioning each word
 };
 
 struct FootballExperimentResult {
   FootballExperimentOptions options;
-  std::vector<FootballPoint> points;   // (ks.size())
-  std::vector<FootballSample> samples; // (ks.size() * prompts.size() * seeds), k-major
+  std::vector<FootballPoint> points;    // (ks.size())
+  std::vector<FootballSample> samples;  // (ks.size() * prompts.size() * seeds), k-major
 };
 
 // progress(done, total) is called after each sample, never concurrently.
@@ -131,11 +131,12 @@ struct GenderExperimentOptions {
 };
 
 // The word sets, each a single GPT-2 token with its leading space, both cases as ml-selfcond
-// lower-cases the text: she = {" she", " her", " She", " Her"}, he = {" he", " his", " He", " His"}.
+// lower-cases the text: she = {" she", " her", " She", " Her"}, he = {" he", " his", " He", "
+// His"}.
 const std::vector<std::string>& SheWords();
 const std::vector<std::string>& HeWords();
 
-struct GenderCell {  // one prompt under one condition
+struct GenderCell {                      // one prompt under one condition
   double p_she = 0, p_he = 0;            // top-k restricted (the sampler's distribution)
   double p_she_full = 0, p_he_full = 0;  // full softmax
 };
