@@ -1,0 +1,156 @@
+// Smoke tests of the browser module (wasm/dist/selfcond.mjs, built by `wasm/build.sh st`) under
+// Node: the tokenizer against the gpt-3-encoder reference vectors, step-wise generation, expert
+// tables and ranking, all through the embind API the Web Worker uses.
+//
+//   SELFCOND_WASM_TEST_MODEL=path/to/model.scm node --test wasm/tests/
+// Optional: SELFCOND_NATIVE_CLI=path/to/selfcond (the native build) to compare greedy generation
+// with the native CLI token for token. Skipped when the module or the model is missing.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = join(here, '..', '..');
+const modulePath = join(here, '..', 'dist', 'selfcond.mjs');
+const modelPath = process.env.SELFCOND_WASM_TEST_MODEL ?? '';
+const nativeCli = process.env.SELFCOND_NATIVE_CLI ?? '';
+
+// Emscripten 3.1.6's ES module output still calls require() / __dirname on Node.
+async function loadModule() {
+  globalThis.require ??= createRequire(import.meta.url);
+  globalThis.__dirname ??= dirname(modulePath);
+  const { default: create } = await import(pathToFileURL(modulePath).href);
+  return create({ wasmBinary: readFileSync(modulePath.replace(/\.mjs$/, '.wasm')) });
+}
+
+const skipModule = existsSync(modulePath) ? false : `not built: run wasm/build.sh st`;
+const skipModel = skipModule || (existsSync(modelPath) ? false : 'set SELFCOND_WASM_TEST_MODEL');
+
+let enginePromise = null;
+function engine() {
+  enginePromise ??= (async () => {
+    const M = await loadModule();
+    const e = new M.Engine();
+    const r = e.load(readFileSync(modelPath), { threads: 1 });
+    assert.ok(r.ok, r.error);
+    return { M, e };
+  })();
+  return enginePromise;
+}
+
+test('module loads and reports its build', { skip: skipModule }, async () => {
+  const M = await loadModule();
+  const b = M.buildInfo();
+  assert.equal(b.backends.split(',')[0], 'wasm_simd128');
+  const e = new M.Engine();
+  assert.equal(e.loaded(), false);
+  const bad = e.load(new Uint8Array([1, 2, 3, 4]), {});
+  assert.equal(bad.ok, false);
+  assert.match(bad.error, /\S/);
+  assert.equal(e.step().ok, false);  // no generation started
+  e.delete();
+});
+
+test('tokenizer matches the gpt-3-encoder vectors', { skip: skipModel }, async () => {
+  const { e } = await engine();
+  const vectors = JSON.parse(readFileSync(join(repo, 'tests', 'data', 'tokenizer_vectors.json')));
+  let checked = 0;
+  for (const c of vectors.cases) {
+    if (/[\uD800-\uDFFF]/.test(c.text) && !/[\uD800-\uDBFF][\uDC00-\uDFFF]/.test(c.text)) continue;
+    assert.deepEqual(Array.from(e.tokenize(c.text)), c.ids, JSON.stringify(c.text));
+    assert.equal(e.detokenize(c.ids), c.text);
+    ++checked;
+  }
+  assert.ok(checked >= 50, `only ${checked} vectors checked`);
+});
+
+function generate(e, prompt, opts) {
+  const s = e.startGeneration(prompt, opts);
+  assert.ok(s.ok, s.error);
+  let text = '';
+  const tokens = [];
+  for (let i = 0; i < 10000; ++i) {
+    const r = e.step();
+    assert.ok(r.ok, r.error);
+    if (r.token >= 0) tokens.push(r.token);
+    text += r.text;
+    if (r.done) return { text, tokens, stop: r.stop };
+  }
+  assert.fail('generation did not stop');
+}
+
+test('step-wise generation', { skip: skipModel }, async () => {
+  const { e } = await engine();
+  const info = e.info();
+  assert.equal(info.backend, 'wasm_simd128');
+  const a = generate(e, 'The football match', { maxNewTokens: 20, temperature: 0, stopAtEos: false });
+  assert.equal(a.tokens.length, 20);
+  assert.equal(a.stop, 'max_tokens');
+  assert.equal(e.detokenize(a.tokens), a.text);
+  // Deterministic: the same seed gives the same text; sampling is not greedy.
+  const s1 = generate(e, 'Once upon a time', { maxNewTokens: 15, temperature: 1, seed: 7 });
+  const s2 = generate(e, 'Once upon a time', { maxNewTokens: 15, temperature: 1, seed: 7 });
+  assert.deepEqual(s1, s2);
+  if (nativeCli) {
+    const r = spawnSync(nativeCli, ['generate', '--model', modelPath, '--prompt', 'The football match',
+      '--max-tokens', '20', '--temperature', '0', '--no-stop', '--threads', '1'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    // The CLI prints the prompt, then the continuation.
+    assert.equal('The football match' + a.text, r.stdout.replace(/\n$/, ''));
+  }
+  const bad = e.startGeneration('x', { temperature: -1 });
+  assert.equal(bad.ok, false);
+});
+
+test('ranking, expert tables and forcing', { skip: skipModel }, async () => {
+  const { e } = await engine();
+  const concept = JSON.parse(readFileSync(join(repo, '..', 'shared', 'concepts', 'football_small.json')));
+  const pos = concept.sentences.positive.slice(0, 6);
+  const neg = concept.sentences.negative.slice(0, 6);
+  // All units: a CSV is only importable with the model's whole unit space (it has no hash).
+  const st = e.startRanking('football', pos, neg, {});
+  assert.ok(st.ok, st.error);
+  assert.equal(st.total, 12);
+  let done = 0;
+  while (done < st.total) {
+    const r = e.rankStep(5);
+    assert.ok(r.ok, r.error);
+    assert.ok(r.done > done);
+    done = r.done;
+  }
+  const t = e.finishRanking();
+  assert.ok(t.ok, t.error);
+  assert.equal(t.concept, 'football');
+  assert.equal(t.numUnits, e.info().numUnits);
+  const units = e.expertUnits(t.id, 10);
+  assert.equal(units.ap.length, 10);
+  for (let i = 1; i < 10; ++i) assert.ok(units.ap[i - 1] >= units.ap[i]);
+  assert.match(units.layer[0], /^transformer\.h\.\d+\.(attn|mlp)\.c_(attn|proj|fc):0$/);
+
+  // Round trip through both formats.
+  const json = e.exportExpertTable(t.id, 'json');
+  assert.ok(json.ok, json.error);
+  const again = e.addExpertTable(json.text);
+  assert.ok(again.ok, again.error);
+  assert.equal(again.numUnits, t.numUnits);
+  const csv = e.exportExpertTable(t.id, 'csv');
+  assert.ok(csv.ok, csv.error);
+  assert.match(csv.text, /^ap,off_mean,on_p50,on_p90,layer,unit,uuid,concept,group/);
+  assert.ok(e.addExpertTable(csv.text).ok);
+  assert.equal(e.addExpertTable('{"not": "a table"}').ok, false);
+
+  // Forcing the experts changes greedy generation; clearing it restores it.
+  const base = generate(e, 'The weather today', { maxNewTokens: 12, temperature: 0, stopAtEos: false });
+  const f = e.setForcing([{ id: t.id, topK: 50 }], 'on_p90', false);
+  assert.ok(f.ok, f.error);
+  const forced = generate(e, 'The weather today', { maxNewTokens: 12, temperature: 0, stopAtEos: false });
+  assert.notDeepEqual(forced.tokens, base.tokens);
+  e.clearForcing();
+  const back = generate(e, 'The weather today', { maxNewTokens: 12, temperature: 0, stopAtEos: false });
+  assert.deepEqual(back.tokens, base.tokens);
+  assert.equal(e.setForcing([{ id: 999, topK: 5 }], 'on_p50', false).ok, false);
+});
