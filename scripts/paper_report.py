@@ -154,8 +154,10 @@ def football_section(fb, svg_name):
         "- **mention rate**: share of continuations (the generated text only, not the prompt) that"
         " contain at least one of: " + ", ".join(f"`{w}`" for w in o["football_words"]) +
         ". Whole words, ASCII case-insensitive, also with a plural/verb suffix `s` or `es`"
-        " (`goals`, `matches`, `scores`); word characters as Python's `\\w` (so `goalkeeper` and"
-        " `ballroom` do not count, `player's` and `football-like` do).\n"
+        " (`goals`, `matches`, `scores`). Word characters approximate Python's `\\w`: ASCII"
+        " letters, digits, `_` and non-ASCII characters except common punctuation (curly quotes,"
+        " guillemets, dashes, ellipsis, no-break space); so `goalkeeper` and `ballroom` do not"
+        " count, `player's`, `player’s` and `football-like` do.\n"
         "- **ppl**: perplexity of the continuations under the *unconditioned* model: prompt +"
         " continuation scored in one pass without forcing, only the continuation's tokens counted;"
         " `ppl` pools all tokens of a k (exp of the mean NLL), `mean ppl` averages the"
@@ -180,6 +182,11 @@ def football_section(fb, svg_name):
         verdict.append(f"at k = 50 it is {pct(k50['mention_rate'])} "
                        f"({'meets' if ok else 'does NOT meet'} the issue's 70% bar)")
     lines.append("**Acceptance check:** " + "; ".join(verdict) + ".\n")
+    base = pts[0]
+    if base["k"] == 0:
+        cost = ", ".join(f"×{p['ppl'] / base['ppl']:.1f} at k = {p['k']}" for p in pts[1:])
+        lines.append(f"**Cost in fluency:** the pooled perplexity of the continuations under the "
+                     f"unconditioned model goes from {base['ppl']:.1f} at k = 0 to {cost}.\n")
     lines.append("Mentions per prompt (continuations with a football word, out of "
                  f"{o['seeds']}):\n")
     lines.append("| k | " + " | ".join(md_escape(p) for p in o["prompts"]) + " |")
@@ -262,8 +269,9 @@ def gender_section(gd, svg_name):
         + ", ".join(f"`{w!r}`" for w in o["he_words"]) +
         " (both cases, since ml-selfcond lower-cases). This is the expected value of ml-selfcond's"
         " sampled frequency (up to the rare case of a pronoun token followed by letters), with no"
-        " sampling noise, and takes one forward pass per prompt and condition, so all"
-        f" {gd['num_prompts']} prompts run in about a minute on 2 cores. Values are means over"
+        " sampling noise, and takes one forward pass per prompt and condition (all"
+        f" {gd['num_prompts']} prompts x {1 + (len(ks) - (1 if 0 in ks else 0)) * len(concepts)}"
+        f" conditions took {meta['seconds']:.0f} s here). Values are means over"
         " prompts. The full-softmax probabilities (no top-k) are in the JSON and the second table."
         f" Experts forced to `{o['forcing']}` at "
         f"{'the last position only' if o['only_last_token'] else 'every position'}.\n")
@@ -290,6 +298,18 @@ def gender_section(gd, svg_name):
                      + (f"; p(she) ≥ p(he) from k = {cross[0]}" if cross else
                         "; p(she) stays below p(he)"))
     lines.append("Summary (all prompts): " + "; ".join(notes) + ".\n")
+    if "man" in concepts:
+        cv = curves[("man", "all")]
+        if cv["p_he"][-1] < cv["p_he"][0]:
+            lines.append(
+                f"Unlike do(woman, k) for p(she), do(man, k) does not raise p(he, his) on this "
+                f"model: it lowers it ({cv['p_he'][0]:.3f} at k = {ks[0]}, "
+                f"{min(cv['p_he']):.3f} at its lowest), while p(she, her) stays near or below its "
+                f"k = 0 value. Why was not measured here; sampled continuations under "
+                f"do(man, 50) can name a man or a boy instead of using a pronoun (e.g. `selfcond generate "
+                f"--prompt \"The nurse said that\" --experts demo/experts/man.json:50 --top-k 10 "
+                f"--max-tokens 12 --seed 3`, and `--seed 4`), which this first-word metric does "
+                f"not count.\n")
     # Occupations whose p(she) moves most under do(woman, 50) (or the middle k).
     if "woman" in concepts and len(ks) > 1:
         ki = ks.index(50) if 50 in ks else len(ks) // 2
@@ -387,15 +407,27 @@ def main():
                f"{platform.python_version()} |\n")
     out.append("Commands (from the repo root, `selfcond` built in `build/`):\n")
     out.append("```sh")
+    out.append("# expert tables (int8, every unit stored; ~1 MB each)")
+    for t in fm["expert_tables"] + gm["expert_tables"]:
+        short = t["concept"].split("-")[0]
+        out.append(f"selfcond rank --model {fm['model_path']} "
+                   f"--concept ../shared/concepts/{short}.json --out {t['path']}")
+    out.append("# experiments")
     out.append(fm["command"])
     out.append(gm["command"])
     out.append(f"python3 scripts/paper_report.py --football {args.football} --gender {args.gender}")
     out.append("```\n")
+    out.append(f"The model file given to `--model` is any file with content hash "
+               f"`{fm['model_hash']}` (`selfcond convert` of the shared checkpoint "
+               f"`selfcond-mini-30m`, i.e. the committed `demo/models/selfcond-mini-30m.scm` when "
+               f"`selfcond inspect` shows that hash); the expert tables record the hash they were "
+               f"ranked on and are refused for any other model.\n")
     out.append(football_section(fb, fref))
     out.append(gender_section(gd, gref))
     out.append("## Differences from the paper\n")
     out.append(
-        "- **Model.** The paper uses GPT-2 (medium and larger); this runs on `selfcond-mini-30m`, "
+        "- **Model.** The paper's experiments use pre-trained GPT-2 models (GPT2-medium in "
+        "ml-selfcond's README examples); this runs on `selfcond-mini-30m`, "
         "a 6-layer, 30M-parameter GPT-2 trained for this project on ~20M tokens (see its model "
         "card), in int8. Its text is loosely grammatical, so absolute perplexities and "
         "probabilities are not comparable with the paper's, only the trends.\n"
@@ -403,16 +435,18 @@ def main():
         "(football: 700 positive / 1000 negative; woman, man: 700 / 1000), every unit of the four "
         "layer kinds of every block, AP-sorted; responses max-pooled over each sentence's own "
         "tokens (ml-selfcond pads with EOS and pools over the padding too; docs/experts.md).\n"
-        "- **Perplexity.** The paper scores generated sentences with a different model "
-        "(openai-gpt); ml-selfcond's generate_seq.py scores prompt + continuation with the *forced* "
+        "- **Perplexity.** The paper scores generated sentences with a different model family "
+        "(openai-gpt, per ml-selfcond's README); ml-selfcond's generate_seq.py scores prompt + continuation with the *forced* "
         "model. Here the continuation alone is scored by the same model without forcing, i.e. how "
         "plausible the conditioned text is to the unconditioned model.\n"
-        "- **Football metric.** The paper measures p(concept words) with a football word list; "
-        "this uses the 12 words above and counts a continuation once if it mentions any.\n"
+        "- **Football metric.** The share of continuations that mention any of the 12 words "
+        "above (this project's acceptance metric), with a whole-word matcher in the spirit of "
+        "ml-selfcond's compute_frequency.py (`\\b` word boundaries, case-insensitive) but over the "
+        "whole continuation rather than its first characters.\n"
         "- **Gender metric.** Exact next-token probabilities within the sampler's top-k instead of "
         "the frequency over 100 sampled sentences per prompt (see above); same prompts, same "
-        "words, same temperature and top-k. ks are a subset of the paper's "
-        "(0, 1, 3, 10, 30, 60, 100, 300).\n"
+        "words, same temperature and top-k. The ks differ from ml-selfcond's generate_batch.py "
+        "sweep (0, 1, 3, 10, 30, 60, 100, 300).\n"
         "- **Seeds.** Deterministic: the selfcond sampler (PCG32) with seeds 0..N-1, the same "
         "seeds at every k, so differences between ks are paired.\n")
     with open(args.out, "w", encoding="utf-8") as f:

@@ -101,8 +101,8 @@ const CommandSpec& ExperimentSpec() {
       "    next-token distribution restricted to the sampler's top-k (10, as ml-selfcond).",
       {{"model", "M", "model file (default: the demo model)"},
        {"experts", "TABLE",
-        "expert table(s) (default: demo/experts/football.json; gender: demo/experts/woman.json "
-        "and demo/experts/man.json)",
+        "football: one table (default demo/experts/football.json); gender: two (default "
+        "demo/experts/woman.json, man.json)",
         true},
        {"out", "R.json", "results file (default: print the summary only)"},
        {"ks", "K,K,..",
@@ -110,13 +110,13 @@ const CommandSpec& ExperimentSpec() {
         "gender 0,20,50,100,200)"},
        {"seeds", "N", "football: seeds per prompt (default 20)"},
        {"first-seed", "S", "football: first seed (default 0)"},
-       {"prompt", "P", "football: a prompt (repeatable; default the 4 of the report)", true},
+       {"prompt", "P", "football: a prompt (default the 4 of the report)", true},
        {"new-tokens", "N", "football: tokens per continuation (default 30)"},
        {"temperature", "T", "sampling temperature (default 1.0)"},
        {"top-p", "P", "football: nucleus mass (default 0.9)"},
        {"top-k", "K",
-        "football: sampler top-k (default 0 = off); gender: the top-k the\n"
-        "            probabilities are restricted to (default 10; 0 = full softmax)"},
+        "football: sampler top-k (default 0 = off); gender: p restricted to the top K "
+        "(default 10; 0 = full softmax)"},
        {"examples", "N", "football: example continuations kept per k (default 4)"},
        {"occupations", "FILE", "gender: occupations.json (default ../shared/concepts/...)"},
        {"max-occupations", "N", "gender: first N occupations per group (default all)"},
