@@ -211,10 +211,12 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
     return absl::InvalidArgumentError(absl::StrCat("cannot load the tokenizer from '", hf_dir,
                                                    "': ", tokenizer.status().message()));
   }
-  if (static_cast<uint64_t>((*tokenizer)->vocab_size()) > vocab) {
+  // Equal, as in every GPT-2 checkpoint: the Model loader relies on it (a padded embedding
+  // would need rules for the extra rows that nothing here defines).
+  if (static_cast<uint64_t>((*tokenizer)->vocab_size()) != vocab) {
     return absl::InvalidArgumentError(absl::StrCat("vocab.json has ", (*tokenizer)->vocab_size(),
                                                    " tokens but config.json says vocab_size ",
-                                                   vocab));
+                                                   vocab, " (they must be equal)"));
   }
   const std::vector<uint8_t> tokenizer_blob = (*tokenizer)->Serialize();
 

@@ -196,9 +196,9 @@ absl::Status WriteSyntheticCheckpoint(const std::string& dir, const SyntheticChe
     }
     const uint32_t n_tok = static_cast<uint32_t>(vocab->members().size());
     if (vocab_size == 0) vocab_size = n_tok;
-    if (vocab_size < n_tok) {
+    if (vocab_size != n_tok) {
       return absl::InvalidArgumentError(
-          absl::StrCat("vocab_size ", vocab_size, " < the tokenizer's ", n_tok));
+          absl::StrCat("vocab_size ", vocab_size, " != the tokenizer's ", n_tok));
     }
     if (const json::Value* e = vocab->Find("<|endoftext|>"); e != nullptr && e->is_number()) {
       eos_id = static_cast<int64_t>(e->as_number());

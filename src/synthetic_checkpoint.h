@@ -19,8 +19,9 @@ struct SyntheticCheckpointOptions {
   uint32_t n_embd = 64;
   uint32_t n_head = 4;
   uint32_t n_ctx = 64;
-  // 0: the tokenizer's size. With the synthetic tokenizer, any value >= 257 works (256 byte
-  // tokens + vocab_size - 257 merges + "<|endoftext|>"); 0 means 320.
+  // 0: the tokenizer's size; with tokenizer_dir it must equal the tokenizer's size. With the
+  // synthetic tokenizer, any value >= 257 works (256 byte tokens + vocab_size - 257 merges +
+  // "<|endoftext|>"); 0 means 320.
   uint32_t vocab_size = 0;
   uint32_t n_inner = 0;           // 0: null in config.json (= 4 * n_embd)
   StDType dtype = StDType::kF32;  // kF32, kF16 or kBF16

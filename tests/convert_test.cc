@@ -709,6 +709,11 @@ TEST_F(ConvertErrorTest, MissingTokenizerFiles) {
   ExpectError({"merges.txt"});
 }
 
+TEST_F(ConvertErrorTest, VocabSizeMismatch) {
+  SetConfig("vocab_size", json::Value::Number(301));
+  ExpectError({"vocab.json has 300 tokens", "vocab_size 301"});
+}
+
 TEST_F(ConvertErrorTest, MissingCheckpoint) {
   fs::remove(st_);
   ExpectError({"model.safetensors"});
