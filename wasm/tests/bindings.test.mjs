@@ -154,3 +154,36 @@ test('ranking, expert tables and forcing', { skip: skipModel }, async () => {
   assert.deepEqual(back.tokens, base.tokens);
   assert.equal(e.setForcing([{ id: 999, topK: 5 }], 'on_p50', false).ok, false);
 });
+
+// The pthreads build: 2 threads must give exactly the single-threaded results (GEMMs split by
+// output rows, ranking sentences by session: no reduction order changes).
+const mtPath = join(here, '..', 'dist', 'selfcond-mt.mjs');
+test('pthreads build matches the single-threaded one', {
+  skip: skipModel || (existsSync(mtPath) ? false : 'not built: run wasm/build.sh mt'),
+}, async () => {
+  const { e } = await engine();
+  const { loadSelfcond } = await import(pathToFileURL(join(here, '..', 'loader.mjs')).href);
+  const { Module, threaded } = await loadSelfcond({ threads: 2 });
+  assert.equal(threaded, true);
+  assert.equal(Module.buildInfo().pthreads, true);
+  const mt = new Module.Engine();
+  const r = mt.load(readFileSync(modelPath), { threads: 2 });
+  assert.ok(r.ok, r.error);
+  assert.equal(mt.info().threads, 2);
+  const opts = { maxNewTokens: 16, temperature: 0.9, topK: 40, seed: 3, stopAtEos: false };
+  assert.deepEqual(generate(mt, 'In the beginning', opts), generate(e, 'In the beginning', opts));
+
+  const concept = JSON.parse(readFileSync(join(repo, '..', 'shared', 'concepts', 'football_small.json')));
+  const pos = concept.sentences.positive.slice(0, 5);
+  const neg = concept.sentences.negative.slice(0, 5);
+  const tables = [];
+  for (const x of [e, mt]) {
+    assert.ok(x.startRanking('football', pos, neg, { topN: 200 }).ok);
+    while (x.rankStep(4).done < 10) { /* progress */ }
+    const t = x.finishRanking();
+    assert.ok(t.ok, t.error);
+    tables.push(x.exportExpertTable(t.id, 'csv').text);
+  }
+  assert.equal(tables[1], tables[0]);
+  mt.delete();
+});
