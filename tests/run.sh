@@ -35,10 +35,9 @@ for f in build/asan/*_fuzz; do
     -print_final_stats=0 "build/fuzz-corpus/$name" "${seeds[@]}" 2>&1 | tail -n 3
 done
 
-if [[ -x wasm/test.sh ]]; then
-  echo "== [3/3] WASM build, Node and browser tests"
-  bash wasm/test.sh
-else
-  echo "== [3/3] WASM: not present yet"
+echo "== [3/3] WASM build + Node tests, browser tests"
+bash wasm/build.sh test
+if [[ -f web/test.sh ]]; then
+  bash web/test.sh
 fi
 echo "all test stages passed"
