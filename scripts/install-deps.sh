@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(cmake g++ make ccache pkg-config libxnnpack-dev libpthreadpool-dev libabsl-dev libgtest-dev
       libgmock-dev clang libclang-rt-14-dev python3)
 if [[ "${1:-}" == "--web" ]]; then
-  pkgs+=(emscripten nodejs npm chromium)
+  pkgs+=(emscripten ninja-build nodejs npm chromium)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
