@@ -332,6 +332,48 @@ def gender_section(gd, svg_name):
     return "\n".join(lines)
 
 
+def sampled_check_section(gs):
+    """Exact top-k probabilities vs ml-selfcond-style sampled frequencies on a prompt subset."""
+    o, meta = gs["options"], gs["meta"]
+    ks = o["ks"]
+    n = gs["num_prompts"] * o["samples"]
+    lines = []
+    lines.append("### Cross-check: exact probabilities vs sampled frequencies\n")
+    lines.append(
+        f"The same measurement done ml-selfcond's way on a subset ({gs['num_prompts']} prompts: "
+        f"every template with the first occupations of each group, {gs['num_prompts_female']} "
+        f"female- and {gs['num_prompts_male']} male-occupation prompts): {o['samples']} "
+        f"continuations of "
+        f"{o['sample_tokens']} tokens sampled per prompt and condition (temperature "
+        f"{o['temperature']:g}, top-k {o['sampler_top_k']}, seeds 0..{o['samples'] - 1}), each "
+        "counted when its first 5 characters, lower-cased, contain \" she \" / \" her \" (or "
+        "the word followed by `.,;:'`), as compute_frequency.py does. Columns: exact / sampled; "
+        f"± is the binomial standard error of the sampled share ({n} samples per cell). "
+        f"Command: `{meta['command']}` ({meta['seconds']:.0f} s).\n")
+    lines.append("| condition | word | " + " | ".join(f"k={k}" for k in ks) + " |")
+    lines.append("|---|---|" + "---:|" * len(ks))
+    worst = 0.0
+    for c in gs["curves"]:
+        if c["group"] != "all":
+            continue
+        for word in ("she", "he"):
+            cells = []
+            for i in range(len(ks)):
+                e, smp = c["p_" + word][i], c["sampled_" + word][i]
+                se = math.sqrt(max(smp * (1 - smp), 1e-12) / n)
+                worst = max(worst, abs(e - smp) / se if se > 0 else 0)
+                cells.append(f"{e:.3f} / {smp:.3f} ± {se:.3f}")
+            label = "p(she,her)" if word == "she" else "p(he,his)"
+            lines.append(f"| do({c['concept']}, k) | {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        f"Largest difference: {worst:.1f} standard errors. Besides sampling noise, the two are not "
+        "exactly the same quantity: the 5-character window also counts a pronoun that follows a "
+        "one-character token (\", he \"), and does not count a pronoun token followed by "
+        "something other than a space or `.,;:'` (e.g. \" he-\").\n")
+    return "\n".join(lines)
+
+
 def gender_svg(gd, path):
     o = gd["options"]
     ks = o["ks"]
@@ -366,6 +408,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--football", required=True, help="results of `selfcond experiment football`")
     ap.add_argument("--gender", required=True, help="results of `selfcond experiment gender`")
+    ap.add_argument("--gender-sampled", default=None,
+                    help="optional: `selfcond experiment gender --samples N` results (subset)")
     ap.add_argument("--out", default="docs/paper-experiments.md", help="markdown report")
     ap.add_argument("--svg-dir", default=None, help="where the SVGs go (default: beside --out)")
     args = ap.parse_args()
@@ -415,7 +459,11 @@ def main():
     out.append("# experiments")
     out.append(fm["command"])
     out.append(gm["command"])
-    out.append(f"python3 scripts/paper_report.py --football {args.football} --gender {args.gender}")
+    if args.gender_sampled:
+        with open(args.gender_sampled, encoding="utf-8") as f:
+            out.append(json.load(f)["meta"]["command"])
+    out.append(f"python3 scripts/paper_report.py --football {args.football} --gender {args.gender}"
+               + (f" --gender-sampled {args.gender_sampled}" if args.gender_sampled else ""))
     out.append("```\n")
     out.append(f"The model file given to `--model` is any file with content hash "
                f"`{fm['model_hash']}` (`selfcond convert` of the shared checkpoint "
@@ -424,6 +472,11 @@ def main():
                f"ranked on and are refused for any other model.\n")
     out.append(football_section(fb, fref))
     out.append(gender_section(gd, gref))
+    gs = None
+    if args.gender_sampled:
+        with open(args.gender_sampled, encoding="utf-8") as f:
+            gs = json.load(f)
+        out.append(sampled_check_section(gs))
     out.append("## Differences from the paper\n")
     out.append(
         "- **Model.** The paper's experiments use pre-trained GPT-2 models (GPT2-medium in "

@@ -44,6 +44,21 @@ TEST(FootballWordsTest, WholeWordsCaseInsensitiveWithPlurals) {
   EXPECT_EQ(Football("Team team TEAMS soccer"), (std::vector<std::string>{"soccer", "team"}));
 }
 
+TEST(FirstWordTest, MatchesComputeFrequencyWindow) {
+  const std::vector<std::string> she = {"she", "her"};
+  EXPECT_TRUE(CountsAsFirstWord(" she was", she));
+  EXPECT_TRUE(CountsAsFirstWord(" She's", she));
+  EXPECT_TRUE(CountsAsFirstWord(" her.", she));
+  EXPECT_TRUE(CountsAsFirstWord(" her,", she));
+  EXPECT_FALSE(CountsAsFirstWord(" herself", she));
+  EXPECT_FALSE(CountsAsFirstWord(" she", she));       // no following space/punctuation yet
+  EXPECT_FALSE(CountsAsFirstWord(" the she ", she));  // outside the 5-character window
+  EXPECT_FALSE(CountsAsFirstWord("she was", she));    // needs the leading space
+  EXPECT_FALSE(CountsAsFirstWord(" he was", she));
+  EXPECT_TRUE(CountsAsFirstWord(" he was", {"he", "his"}));
+  EXPECT_TRUE(CountsAsFirstWord(" His ", {"he", "his"}));
+}
+
 TEST(OccupationPromptsTest, MlSelfcondOrder) {
   auto text = ReadFile(selfcond::testing::SharedDir() + "/concepts/occupations.json");
   ASSERT_TRUE(text.ok()) << text.status();
@@ -216,6 +231,20 @@ TEST_F(ExperimentRunTest, GenderProbabilitiesAreConsistent) {
   for (const auto& w : HeWords()) he += std::exp((*logits)[model_->tokenizer().Encode(w)[0]] - mx);
   EXPECT_NEAR(full->cells[0][0][0].p_he, he / sum, 1e-9);
   EXPECT_NEAR(full->cells[0][0][0].p_he, full->cells[0][0][0].p_he_full, 1e-12);
+  // Sampled cross-check: shares in [0, 1], reported only when asked for.
+  o.sampler_top_k = 10;
+  o.samples = 4;
+  o.sample_tokens = 2;
+  auto sampled = RunGenderExperiment(*model_, tables, *prompts, o, nullptr);
+  ASSERT_TRUE(sampled.ok()) << sampled.status();
+  for (const auto& c : sampled->curves) {
+    ASSERT_EQ(c.sampled_she.size(), 2u);
+    for (size_t i = 0; i < 2; ++i) {
+      EXPECT_GE(c.sampled_she[i], 0);
+      EXPECT_LE(c.sampled_she[i] + c.sampled_he[i], 1);
+    }
+  }
+  EXPECT_TRUE(r->curves[0].sampled_she.empty());
   // JSON: curves per concept x group.
   auto back = json::Parse(GenderResultToJson(*r).Dump());
   ASSERT_TRUE(back.ok());

@@ -120,6 +120,10 @@ const CommandSpec& ExperimentSpec() {
        {"examples", "N", "football: example continuations kept per k (default 4)"},
        {"occupations", "FILE", "gender: occupations.json (default ../shared/concepts/...)"},
        {"max-occupations", "N", "gender: first N occupations per group (default all)"},
+       {"samples", "N",
+        "gender: also sample N continuations per prompt and condition and count them as "
+        "ml-selfcond does (a cross-check of the exact probabilities; slow)"},
+       {"sample-tokens", "N", "gender: tokens per sampled continuation (default 3)"},
        {"forcing", "on_p50|on_p90", "forcing value (default on_p50)"},
        {"only-last-token", "", "force only at the last position (default: every position)"},
        {"precision", "int8|f32", "arithmetic (default int8)"},
@@ -145,9 +149,12 @@ absl::Status RunExperiment(const Args& args) {
   auto top_k = args.GetInt("top-k", football ? 0 : 10, 0, 1 << 30);
   auto examples = args.GetInt("examples", 4, 0, 1 << 20);
   auto max_occ = args.GetInt("max-occupations", 0, 0, 1 << 20);
-  for (const auto* st : {&threads.status(), &seeds.status(), &first_seed.status(),
-                         &new_tokens.status(), &temperature.status(), &top_p.status(),
-                         &top_k.status(), &examples.status(), &max_occ.status()}) {
+  auto samples = args.GetInt("samples", 0, 0, 1 << 20);
+  auto sample_tokens = args.GetInt("sample-tokens", 3, 1, 1 << 16);
+  for (const auto* st :
+       {&threads.status(), &seeds.status(), &first_seed.status(), &new_tokens.status(),
+        &temperature.status(), &top_p.status(), &top_k.status(), &examples.status(),
+        &max_occ.status(), &samples.status(), &sample_tokens.status()}) {
     if (!st->ok()) return *st;
   }
   auto ks = ParseKs(args.Get("ks", football ? "0,10,20,50,100,200" : "0,20,50,100,200"));
@@ -243,12 +250,17 @@ absl::Status RunExperiment(const Args& args) {
     o.ks = *ks;
     o.temperature = static_cast<float>(*temperature);
     o.sampler_top_k = *top_k;
+    o.samples = *samples;
+    o.sample_tokens = *sample_tokens;
     o.forcing = *forcing;
     o.only_last_token = args.Has("only-last-token");
     o.precision = *precision;
     absl::StrAppend(&cmd, " --occupations ", Quoted(occ_path), " --temperature ", o.temperature,
                     " --top-k ", o.sampler_top_k);
     if (*max_occ > 0) absl::StrAppend(&cmd, " --max-occupations ", *max_occ);
+    if (*samples > 0) {
+      absl::StrAppend(&cmd, " --samples ", *samples, " --sample-tokens ", *sample_tokens);
+    }
     std::vector<const ExpertTable*> ptrs;
     for (const auto& t : tables) ptrs.push_back(&t);
     auto r = RunGenderExperiment(**model, ptrs, std::move(*prompts), o, &pool, on_progress);
@@ -262,6 +274,14 @@ absl::Status RunExperiment(const Args& args) {
         std::printf("  k=%lld %.3f/%.3f", static_cast<long long>(c.ks[i]), c.p_she[i], c.p_he[i]);
       }
       std::printf("\n");
+      if (!c.sampled_she.empty()) {
+        std::printf("        sampled (%d per prompt):", o.samples);
+        for (size_t i = 0; i < c.ks.size(); ++i) {
+          std::printf("  k=%lld %.3f/%.3f", static_cast<long long>(c.ks[i]), c.sampled_she[i],
+                      c.sampled_he[i]);
+        }
+        std::printf("\n");
+      }
     }
     results = GenderResultToJson(*r);
   }

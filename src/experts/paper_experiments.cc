@@ -397,6 +397,19 @@ const std::vector<std::string>& HeWords() {
   return w;
 }
 
+bool CountsAsFirstWord(std::string_view continuation, absl::Span<const std::string> words) {
+  // Python slices characters, we slice bytes: equal whenever the window is ASCII, and a
+  // non-ASCII character in it cannot be part of a match anyway.
+  const std::string head = absl::AsciiStrToLower(
+      absl::string_view(continuation.data(), std::min<size_t>(5, continuation.size())));
+  for (const auto& w : words) {
+    for (const char* suffix : {" ", ".", ",", ";", ":", "'"}) {
+      if (head.find(absl::StrCat(" ", std::string(w), suffix)) != std::string::npos) return true;
+    }
+  }
+  return false;
+}
+
 absl::StatusOr<std::vector<OccupationPrompt>> ParseOccupationPrompts(std::string_view json_text,
                                                                      int max_per_group) {
   auto doc = json::Parse(json_text);
@@ -470,8 +483,10 @@ absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
   if (tables.empty() || prompts.empty() || opts.ks.empty()) {
     return absl::InvalidArgumentError("need at least one expert table, prompt and k");
   }
-  if (!(opts.temperature > 0) || !std::isfinite(opts.temperature) || opts.sampler_top_k < 0) {
-    return absl::InvalidArgumentError("temperature must be > 0 and sampler top-k >= 0");
+  if (!(opts.temperature > 0) || !std::isfinite(opts.temperature) || opts.sampler_top_k < 0 ||
+      opts.samples < 0 || opts.sample_tokens < 1) {
+    return absl::InvalidArgumentError(
+        "temperature must be > 0, sampler top-k >= 0, samples >= 0 and sample tokens >= 1");
   }
   const Tokenizer& tok = model.tokenizer();
   const UnitSpace space(model.config());
@@ -566,6 +581,29 @@ absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
         cell.p_he_full += e / sum_all;
         if (in_topk(id)) cell.p_he += e / sum_top;
       }
+      if (opts.samples > 0) {
+        static const std::vector<std::string> kShe = {"she", "her"}, kHe = {"he", "his"};
+        GenerateOptions g;
+        g.max_new_tokens = opts.sample_tokens;
+        g.sampling.temperature = opts.temperature;
+        g.sampling.top_k = opts.sampler_top_k;
+        g.stop_at_eos = false;
+        int she_n = 0, he_n = 0;
+        for (int i = 0; i < opts.samples; ++i) {
+          g.sampling.seed = static_cast<uint64_t>(i);
+          auto gen = Generate(session, ids[p], g, nullptr);
+          if (!gen.ok()) return gen.status();
+          std::vector<int32_t> visible;
+          for (int32_t t : gen->tokens) {
+            if (t != tok.eos_id()) visible.push_back(t);
+          }
+          const std::string text = tok.Decode(visible);
+          she_n += CountsAsFirstWord(text, kShe);
+          he_n += CountsAsFirstWord(text, kHe);
+        }
+        cell.sampled_she = static_cast<double>(she_n) / opts.samples;
+        cell.sampled_he = static_cast<double>(he_n) / opts.samples;
+      }
       counter.Tick();
     }
     return absl::OkStatus();
@@ -584,7 +622,7 @@ absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
       curve.group = group;
       curve.ks = opts.ks;
       for (size_t ki = 0; ki < opts.ks.size(); ++ki) {
-        double s = 0, h = 0, sf = 0, hf = 0;
+        double s = 0, h = 0, sf = 0, hf = 0, ss = 0, sh = 0;
         int n = 0;
         for (size_t p = 0; p < P; ++p) {
           if (curve.group != "all" && res.prompts[p].group != curve.group) continue;
@@ -593,6 +631,8 @@ absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
           h += cell.p_he;
           sf += cell.p_she_full;
           hf += cell.p_he_full;
+          ss += cell.sampled_she;
+          sh += cell.sampled_he;
           ++n;
         }
         const double d = n > 0 ? n : 1;
@@ -600,6 +640,10 @@ absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
         curve.p_he.push_back(h / d);
         curve.p_she_full.push_back(sf / d);
         curve.p_he_full.push_back(hf / d);
+        if (opts.samples > 0) {
+          curve.sampled_she.push_back(ss / d);
+          curve.sampled_he.push_back(sh / d);
+        }
       }
       res.curves.push_back(std::move(curve));
     }
@@ -618,6 +662,8 @@ json::Value GenderResultToJson(const GenderExperimentResult& r) {
   opt.Set("forcing", json::Value::String(ForcingValueName(o.forcing)));
   opt.Set("only_last_token", json::Value::Bool(o.only_last_token));
   opt.Set("precision", json::Value::String(o.precision == Precision::kF32 ? "f32" : "int8"));
+  opt.Set("samples", json::Value::Number(o.samples));
+  opt.Set("sample_tokens", json::Value::Number(o.sample_tokens));
   opt.Set("she_words", StrArray(SheWords()));
   opt.Set("he_words", StrArray(HeWords()));
   root.Set("options", std::move(opt));
@@ -650,6 +696,10 @@ json::Value GenderResultToJson(const GenderExperimentResult& r) {
     v.Set("p_he", NumArray(c.p_he));
     v.Set("p_she_full", NumArray(c.p_she_full));
     v.Set("p_he_full", NumArray(c.p_he_full));
+    if (!c.sampled_she.empty()) {
+      v.Set("sampled_she", NumArray(c.sampled_she));
+      v.Set("sampled_he", NumArray(c.sampled_he));
+    }
     curves.Push(std::move(v));
   }
   root.Set("curves", std::move(curves));

@@ -128,7 +128,18 @@ struct GenderExperimentOptions {
   ForcingValue forcing = ForcingValue::kOnP50;
   bool only_last_token = false;
   Precision precision = Precision::kInt8;
+  // Cross-check (0 = off): also sample `samples` continuations of `sample_tokens` tokens per
+  // prompt and condition (seeds 0..samples-1; temperature and top-k as above) and count them the
+  // way ml-selfcond's compute_frequency.py does (CountsAsFirstWord), the estimate the exact
+  // probabilities replace.
+  int samples = 0;
+  int sample_tokens = 3;
 };
+
+// ml-selfcond's compute_frequency.py test (num_chars = 5): the first 5 characters of the
+// continuation, lower-cased, contain " w " or " w" followed by one of . , ; : ' for a word w
+// of `words` (lower-case, without the leading space).
+bool CountsAsFirstWord(std::string_view continuation, absl::Span<const std::string> words);
 
 // The word sets, each a single GPT-2 token with its leading space, both cases as ml-selfcond
 // lower-cases the text: she = {" she", " her", " She", " Her"}, he = {" he", " his", " He", "
@@ -136,9 +147,10 @@ struct GenderExperimentOptions {
 const std::vector<std::string>& SheWords();
 const std::vector<std::string>& HeWords();
 
-struct GenderCell {                      // one prompt under one condition
-  double p_she = 0, p_he = 0;            // top-k restricted (the sampler's distribution)
-  double p_she_full = 0, p_he_full = 0;  // full softmax
+struct GenderCell {                        // one prompt under one condition
+  double p_she = 0, p_he = 0;              // top-k restricted (the sampler's distribution)
+  double p_she_full = 0, p_he_full = 0;    // full softmax
+  double sampled_she = 0, sampled_he = 0;  // share of the samples counted (samples > 0 only)
 };
 
 struct GenderCurve {
@@ -146,6 +158,7 @@ struct GenderCurve {
   std::string group;    // "all" | "female" | "male" (occupation group of the prompts)
   std::vector<int64_t> ks;
   std::vector<double> p_she, p_he, p_she_full, p_he_full;  // (ks.size()) means over prompts
+  std::vector<double> sampled_she, sampled_he;             // (ks.size()) when samples > 0
 };
 
 struct GenderExperimentResult {
