@@ -268,7 +268,7 @@ def gender_section(gd, svg_name):
         + ", ".join(f"`{w!r}`" for w in o["she_words"]) + " and p(he, his) that of "
         + ", ".join(f"`{w!r}`" for w in o["he_words"]) +
         " (both cases, since ml-selfcond lower-cases). This is the expected value of ml-selfcond's"
-        " sampled frequency (up to the rare case of a pronoun token followed by letters), with no"
+        " sampled frequency (up to details of the 5-character window, see the cross-check), with no"
         " sampling noise, and takes one forward pass per prompt and condition (all"
         f" {gd['num_prompts']} prompts x {1 + (len(ks) - (1 if 0 in ks else 0)) * len(concepts)}"
         f" conditions took {meta['seconds']:.0f} s here). Values are means over"
