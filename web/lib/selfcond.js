@@ -1,0 +1,241 @@
+// selfcond in the browser: the page-side API. The engine (WebAssembly) runs in a Web Worker
+// (./worker.js); every call here is asynchronous and the page never blocks.
+//
+//   import { SelfCond } from './lib/selfcond.js';
+//   const sc = await SelfCond.create();                       // threaded if crossOriginIsolated
+//   await sc.loadModel('../demo/models/selfcond-mini-30m.scm', { onProgress: (p) => ... });
+//   const football = await sc.loadExperts('../demo/experts/football.json');
+//   const g = sc.generate({ prompt: 'Once upon a time', maxTokens: 40, seed: 1,
+//                           experts: [{ table: football, k: 50 }] }, (t) => out += t.text);
+//   await g.done;                                             // or g.cancel()
+//   const t = await sc.rank({ positive, negative, concept: 'cats', onProgress });
+//   t.download('csv');                                        // or sc.exportTable(t, 'json')
+
+const DEFAULT_MAX_THREADS = 4;
+
+/** Reads a Response body, reporting {loaded, total, fraction} as bytes arrive. */
+async function readWithProgress(response, onProgress) {
+  const total = Number(response.headers.get('Content-Length')) || 0;
+  if (!response.body || !onProgress) return new Uint8Array(await response.arrayBuffer());
+  const reader = response.body.getReader();
+  const chunks = [];
+  let loaded = 0;
+  onProgress({ loaded, total, fraction: total ? 0 : null });
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.byteLength;
+    onProgress({ loaded, total, fraction: total ? Math.min(1, loaded / total) : null });
+  }
+  const out = new Uint8Array(loaded);
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.byteLength;
+  }
+  return out;
+}
+
+async function fetchOk(url) {
+  let response;
+  try {
+    response = await fetch(url);
+  } catch (e) {
+    throw new Error(`could not fetch ${url}: ${e.message}`);
+  }
+  if (!response.ok) throw new Error(`could not fetch ${url}: HTTP ${response.status} ${response.statusText}`);
+  return response;
+}
+
+/** An expert table loaded into (or ranked by) an engine. */
+export class ExpertTable {
+  constructor(owner, meta) {
+    this._owner = owner;
+    Object.assign(this, meta);  // id, concept, group, numUnits, totalUnits, units{layer,site,unit,ap}
+  }
+  /** The table as text: 'json' (native selfcond format) or 'csv' (ml-selfcond expertise.csv). */
+  export(format = 'json') {
+    return this._owner.exportTable(this, format);
+  }
+  /** Saves the table as a file through the browser's download. */
+  async download(format = 'json', filename) {
+    const text = await this.export(format);
+    const safe = String(this.concept || 'concept').replace(/[^\w.-]+/g, '_');
+    const name = filename ?? (format === 'csv' ? `${safe}_expertise.csv` : `${safe}.experts.json`);
+    const url = URL.createObjectURL(new Blob([text], { type: format === 'csv' ? 'text/csv' : 'application/json' }));
+    const a = Object.assign(document.createElement('a'), { href: url, download: name });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+    return name;
+  }
+  /**
+   * Where the top-k units sit: counts[layer][kind], kind 0..3 = attn.c_attn, attn.c_proj,
+   * mlp.c_fc, mlp.c_proj (site = layer * 4 + kind).
+   */
+  siteCounts(k) {
+    const nLayer = Math.max(1, ...Array.from(this.units.site, (s) => (s >> 2) + 1));
+    const counts = Array.from({ length: nLayer }, () => [0, 0, 0, 0]);
+    const n = Math.min(k, this.units.site.length);
+    for (let i = 0; i < n; i++) counts[this.units.site[i] >> 2][this.units.site[i] & 3]++;
+    return counts;
+  }
+}
+
+export class SelfCond {
+  /**
+   * Starts a worker and instantiates the WebAssembly engine in it. The threaded build is used
+   * when the page is cross-origin isolated and more than one thread is wanted.
+   * @param {{threads?: number, workerUrl?: string|URL}} [opts]
+   */
+  static async create(opts = {}) {
+    const sc = new SelfCond(opts);
+    await sc._ready;
+    return sc;
+  }
+
+  constructor(opts = {}) {
+    const cores = globalThis.navigator?.hardwareConcurrency || 1;
+    const isolated = globalThis.crossOriginIsolated === true;
+    const threads = opts.threads ?? (isolated ? Math.min(cores, DEFAULT_MAX_THREADS) : 1);
+    this._worker = new Worker(opts.workerUrl ?? new URL('./worker.js', import.meta.url), { type: 'module' });
+    this._next = 1;
+    this._pending = new Map();
+    this._listeners = new Map();  // request id -> event callback
+    this._worker.onmessage = (ev) => this._onMessage(ev.data);
+    this._worker.onerror = (ev) => {
+      const err = new Error(`worker error: ${ev.message || 'failed to start (see console)'}`);
+      for (const p of this._pending.values()) p.reject(err);
+      this._pending.clear();
+    };
+    this.runtime = null;
+    this.model = null;
+    this._ready = this._call('init', { threads }).then((r) => (this.runtime = r));
+  }
+
+  _onMessage(m) {
+    if (m.event) {
+      const key = m.event === 'token' ? m.gen : m.id;
+      this._listeners.get(key)?.(m);
+      return;
+    }
+    const p = this._pending.get(m.id);
+    if (!p) return;
+    this._pending.delete(m.id);
+    this._listeners.delete(m.id);
+    if (m.ok) p.resolve(m.result);
+    else p.reject(new Error(m.error));
+  }
+
+  _call(op, args = {}, transfer = [], listener = null, id = this._next++) {
+    return new Promise((resolve, reject) => {
+      this._pending.set(id, { resolve, reject });
+      if (listener) this._listeners.set(id, listener);
+      this._worker.postMessage({ id, op, ...args }, transfer);
+    });
+  }
+
+  /** {threaded, threads, backend} once created. */
+  get threaded() {
+    return !!this.runtime?.threaded;
+  }
+
+  /**
+   * Loads a selfcond model file (.scm) from a URL (fetched with progress) or from bytes.
+   * @returns model info {name, hash, nLayer, nCtx, numUnits, backend, threads, ...}
+   */
+  async loadModel(source, { onProgress } = {}) {
+    let bytes;
+    if (typeof source === 'string' || source instanceof URL) {
+      bytes = await readWithProgress(await fetchOk(source), onProgress);
+    } else if (source instanceof ArrayBuffer) {
+      bytes = new Uint8Array(source.slice(0));
+    } else if (ArrayBuffer.isView(source)) {
+      bytes = new Uint8Array(source.buffer.slice(source.byteOffset, source.byteOffset + source.byteLength));
+    } else {
+      throw new Error('loadModel: expected a URL, an ArrayBuffer or a Uint8Array');
+    }
+    this.model = await this._call('loadModel', { bytes: bytes.buffer }, [bytes.buffer]);
+    return this.model;
+  }
+
+  /**
+   * Loads an expert table: a URL (ending in .json / .csv, or any http(s)/relative path) or the
+   * table's text (native JSON or ml-selfcond expertise.csv). Checked against the loaded model.
+   */
+  async loadExperts(source, { name } = {}) {
+    let text = source;
+    // Table text has newlines or starts with '{'; anything else is a URL.
+    const isText = typeof source === 'string' && (source.trimStart().startsWith('{') || source.includes('\n'));
+    if (!isText) {
+      text = await (await fetchOk(source)).text();
+      name ??= String(source).split('/').pop();
+    }
+    const meta = await this._call('addTable', { text, name });
+    return new ExpertTable(this, meta);
+  }
+
+  /** The table's text: 'json' (native) or 'csv' (ml-selfcond). */
+  exportTable(table, format = 'json') {
+    return this._call('exportTable', { table: table.id ?? table, format });
+  }
+
+  removeTable(table) {
+    return this._call('removeTable', { table: table.id ?? table });
+  }
+
+  /**
+   * Streams a continuation of the prompt. onToken({text, token, index}) per token.
+   * experts: [{table, k}] forces the top-k units of each table (k = 0: none);
+   * forcing: {value: 'on_p50'|'on_p90'|'off_mean'|'zero', onlyLastToken: false}.
+   * Two generations may run at the same time (they take turns token by token).
+   * @returns {{cancel(): void, done: Promise<{stop, tokens, ms, tokensPerSecond, promptTokens}>}}
+   */
+  generate(opts, onToken) {
+    const id = this._next++;
+    const experts = (opts.experts ?? [])
+      .filter((x) => x && x.table && (x.k ?? 0) > 0)
+      .map((x) => ({ table: x.table.id ?? x.table, k: x.k }));
+    const args = {
+      gen: id,
+      prompt: opts.prompt ?? '',
+      opts: {
+        maxTokens: opts.maxTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP,
+        seed: opts.seed, stopAtEos: opts.stopAtEos, experts, forcing: opts.forcing,
+      },
+    };
+    const done = this._call('startGeneration', args, [], (m) => onToken?.(m), id);
+    return { id, done, cancel: () => this._worker.postMessage({ id: this._next++, op: 'cancel', gen: id }) };
+  }
+
+  /**
+   * Ranks every unit of the model as an expert for a concept (positive vs negative sentences).
+   * onProgress({done, total}) per batch of sentences. The table is usable at once.
+   */
+  async rank({ positive, negative, concept = 'custom', topN = 0, onProgress, signal } = {}) {
+    const id = this._next++;
+    if (signal) signal.addEventListener('abort', () => this._worker.postMessage({ id: this._next++, op: 'cancel', gen: id }));
+    const meta = await this._call('rank', { concept, positive, negative, topN }, [], (m) => onProgress?.(m), id);
+    return new ExpertTable(this, meta);
+  }
+
+  /** Token ids of a text (for checking prompt lengths). */
+  tokenize(text) {
+    return this._call('tokenize', { text });
+  }
+
+  /** Benchmark helper: greedy prefill + decode timed inside the worker. */
+  bench({ prompt, decodeTokens = 64 }) {
+    return this._call('bench', { prompt, decodeTokens });
+  }
+
+  terminate() {
+    this._worker.terminate();
+    for (const p of this._pending.values()) p.reject(new Error('terminated'));
+    this._pending.clear();
+  }
+}
+
+export default SelfCond;

@@ -1,0 +1,109 @@
+#!/usr/bin/env node
+// A tiny static file server for the selfcond web app (no npm dependencies).
+//
+//   node web/serve.mjs [--port 8080] [--host 127.0.0.1] [--root <repo>] [--no-isolation]
+//
+// Serves the repository root (the app loads demo/models/*.scm and demo/experts/*.json from it)
+// with Cross-Origin-Opener-Policy / Cross-Origin-Embedder-Policy headers, so the page is
+// cross-origin isolated and can use the threaded (SharedArrayBuffer) WebAssembly build.
+// --no-isolation leaves them out (the app then runs the single-threaded build).
+// --port 0 picks a free port; the URL is printed on the first line of stdout.
+import { createServer } from 'node:http';
+import { createReadStream, promises as fs } from 'node:fs';
+import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const args = process.argv.slice(2);
+function flag(name, def) {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < args.length ? args[i + 1] : def;
+}
+const root = resolve(flag('root', join(here, '..')));
+const host = flag('host', '127.0.0.1');
+const port = Number(flag('port', process.env.PORT ?? 8080));
+const isolate = !args.includes('--no-isolation');
+const quiet = args.includes('--quiet');
+
+const MIME = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.ico': 'image/x-icon',
+  '.md': 'text/markdown; charset=utf-8',
+  '.txt': 'text/plain; charset=utf-8',
+  '.csv': 'text/csv; charset=utf-8',
+  '.webmanifest': 'application/manifest+json',
+  '.ts': 'text/plain; charset=utf-8',
+  '.scm': 'application/octet-stream',
+};
+
+function commonHeaders(extra = {}) {
+  const h = { 'Cache-Control': 'no-cache', 'X-Content-Type-Options': 'nosniff', ...extra };
+  if (isolate) {
+    h['Cross-Origin-Opener-Policy'] = 'same-origin';
+    h['Cross-Origin-Embedder-Policy'] = 'require-corp';
+    h['Cross-Origin-Resource-Policy'] = 'same-origin';
+  }
+  return h;
+}
+
+function fail(res, code, msg) {
+  res.writeHead(code, commonHeaders({ 'Content-Type': 'text/plain; charset=utf-8' }));
+  res.end(`${code} ${msg}\n`);
+}
+
+const server = createServer(async (req, res) => {
+  try {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return fail(res, 405, 'method not allowed');
+    const url = new URL(req.url, 'http://x');
+    let rel;
+    try {
+      rel = decodeURIComponent(url.pathname);
+    } catch {
+      return fail(res, 400, 'bad path');
+    }
+    if (rel === '/') {
+      res.writeHead(302, commonHeaders({ Location: '/web/' }));
+      return res.end();
+    }
+    const path = normalize(join(root, rel));
+    if (path !== root && !path.startsWith(root + sep)) return fail(res, 403, 'forbidden');
+    let st = await fs.stat(path).catch(() => null);
+    let file = path;
+    if (st?.isDirectory()) {
+      if (!rel.endsWith('/')) {
+        res.writeHead(301, commonHeaders({ Location: `${url.pathname}/${url.search}` }));
+        return res.end();
+      }
+      file = join(path, 'index.html');
+      st = await fs.stat(file).catch(() => null);
+    }
+    if (!st?.isFile()) return fail(res, 404, 'not found');
+    const headers = commonHeaders({
+      'Content-Type': MIME[extname(file).toLowerCase()] ?? 'application/octet-stream',
+      'Content-Length': st.size,
+      'Last-Modified': st.mtime.toUTCString(),
+    });
+    res.writeHead(200, headers);
+    if (req.method === 'HEAD') return res.end();
+    createReadStream(file).on('error', () => res.destroy()).pipe(res);
+  } catch (e) {
+    fail(res, 500, String(e?.message ?? e));
+  }
+});
+
+server.listen(port, host, () => {
+  const { port: p } = server.address();
+  const shown = host === '0.0.0.0' || host === '::' ? 'localhost' : host;
+  console.log(`http://${shown}:${p}/web/`);
+  if (!quiet) {
+    console.log(`serving ${root} (${isolate ? 'cross-origin isolated: threaded build' : 'not isolated: single-threaded build'})`);
+  }
+});
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => server.close(() => process.exit(0)));
