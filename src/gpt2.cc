@@ -310,7 +310,8 @@ SC_MULTIVERSION void LayerNorm(const float* x, const float* w, const float* b, i
 // std::tanh was 5% of decode time and does not vectorize.
 inline float FastTanh(float x) {
   const float c = 7.90531110763549805f;
-  x = std::min(c, std::max(-c, x));
+  x = x < c ? x : c;  // written as selects (not std::min/max) so the loop vectorizes
+  x = x > -c ? x : -c;
   const float x2 = x * x;
   float p = -2.76076847742355e-16f;
   p = p * x2 + 2.00018790482477e-13f;
