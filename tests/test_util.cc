@@ -34,8 +34,12 @@ std::string ConvertedMiniModel(bool keep_float) {
   std::filesystem::create_directories(dir);
   const std::string out = (dir / (keep_float ? "mini-f32.scm" : "mini-int8.scm")).string();
   const auto src = std::filesystem::path(MiniModelDir()) / "model.safetensors";
+  // Fresh when newer than both the checkpoint and this test binary (which links the
+  // converter: a converter change rebuilds it and so invalidates the cache).
   if (std::filesystem::exists(out) &&
-      std::filesystem::last_write_time(out) > std::filesystem::last_write_time(src)) {
+      std::filesystem::last_write_time(out) > std::filesystem::last_write_time(src) &&
+      std::filesystem::last_write_time(out) >
+          std::filesystem::last_write_time(std::filesystem::read_symlink("/proc/self/exe"))) {
     return out;
   }
   std::random_device rd;
