@@ -5,8 +5,8 @@
 #   wasm/build.sh                 both variants (single-threaded and pthreads) -> wasm/dist/
 #   wasm/build.sh st              single-threaded only
 #   wasm/build.sh mt              pthreads only
-#   wasm/build.sh test            the Node kernel test harness (wasm/dist/tests/), then runs
-#                                 `node --test wasm/tests/`
+#   wasm/build.sh test            the Node kernel test harness and tests/kernels_test.cc built
+#                                 for WASM (wasm/dist/tests/), then `node --test wasm/tests/`
 #   wasm/build.sh clean           removes wasm/.cache/build-* and wasm/dist (keeps the Abseil tarball)
 #
 # Environment: JOBS (default 2), SELFCOND_EMSDK_NODE (node binary used by em++; default: `node`).
@@ -115,8 +115,10 @@ main() {
       ;;
     st | mt) configure_and_build "${what}" selfcond_wasm ;;
     test)
-      configure_and_build st selfcond_wasm_kernels_harness
-      (cd "${ROOT}" && node --test wasm/tests/)
+      local targets=(selfcond_wasm_kernels_harness)
+      [[ -f /usr/src/googletest/googletest/src/gtest-all.cc ]] && targets+=(selfcond_wasm_kernels_gtest)
+      configure_and_build st "${targets[@]}"
+      (cd "${ROOT}" && SELFCOND_WASM_REQUIRE=1 node --test wasm/tests/)
       ;;
     *)
       log "unknown argument: ${what} (all|st|mt|test|clean)"

@@ -67,3 +67,16 @@ test('wasm_simd128 kernels match the scalar reference', {
                  `gemm_i8 ${tm.gemm_i8_ms} ms, gemm_f32 ${tm.gemm_f32_ms} ms`);
   }
 });
+
+// tests/kernels_test.cc (the native GoogleTest suite) compiled to WASM: every available
+// backend, wasm_simd128 included, against scalar.cc.
+const gtest = join(here, '..', 'dist', 'tests', 'kernels_gtest.js');
+test('tests/kernels_test.cc passes under WASM', {
+  skip: !existsSync(gtest) && !required ? `not built: run wasm/build.sh test (${gtest})` : false,
+}, () => {
+  assert.ok(existsSync(gtest), `missing ${gtest}: run wasm/build.sh test`);
+  const r = spawnSync(process.execPath, [gtest], { encoding: 'utf8', timeout: 300_000 });
+  assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+  assert.match(r.stdout, /\[  PASSED  \] \d+ tests?\./);
+  assert.doesNotMatch(r.stdout, /\[  FAILED  \]/);
+});
