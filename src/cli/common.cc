@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 
@@ -28,11 +29,21 @@ void Progress::Done(const std::string& extra) {
 }
 
 std::string DefaultModelPath() {
-  // The committed demo model, relative to the working directory or the binary's repo.
-  for (const char* p : {"demo/models/selfcond-mini-30m.scm", "../demo/models/selfcond-mini-30m.scm"}) {
-    if (std::filesystem::exists(p)) return p;
+  // The committed demo model: relative to the working directory (the repo root), or to the
+  // binary (build/<dir>/selfcond in the repo).
+  const std::string rel = "demo/models/selfcond-mini-30m.scm";
+  std::vector<std::filesystem::path> candidates = {rel, std::filesystem::path("..") / rel};
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    for (auto dir = exe.parent_path(); !dir.empty() && dir != dir.root_path(); dir = dir.parent_path()) {
+      candidates.push_back(dir / rel);
+    }
   }
-  return "demo/models/selfcond-mini-30m.scm";
+  for (const auto& p : candidates) {
+    if (std::filesystem::exists(p, ec)) return p.string();
+  }
+  return rel;
 }
 
 absl::StatusOr<Runtime> LoadRuntime(const std::string& model_path, const std::string& precision,
