@@ -44,7 +44,16 @@ function yieldToEvents() {
 
 async function init({ threads }) {
   if (Module) return runtime;
-  const r = await loadSelfcond({ baseUrl: new URL('../wasm/', import.meta.url), threads });
+  const baseUrl = new URL('../wasm/', import.meta.url);
+  let r;
+  try {
+    r = await loadSelfcond({ baseUrl, threads });
+  } catch (err) {
+    if (!(threads > 1)) throw err;
+    // The threaded build is missing or cannot start here: the single-threaded one still works.
+    console.warn(`threaded build unavailable (${err.message}); using the single-threaded build`);
+    r = await loadSelfcond({ baseUrl, threads: 1 });
+  }
   Module = r.Module;
   const b = Module.buildInfo();
   runtime = { threaded: r.threaded, threads: r.threads, backend: b.backends.split(',')[0], pthreads: b.pthreads };

@@ -1,0 +1,180 @@
+// End-to-end test of the web app in headless Chromium (Debian's /usr/bin/chromium, driven by
+// playwright-core): serve the repository with web/serve.mjs, open the page cross-origin isolated
+// (threaded build) and not (single-threaded), generate conditioned text, rank a small custom
+// concept, download it, check the error paths surface in the UI and the console stays clean.
+//
+//   cd web && npm install && node --test tests/
+// Screenshots go to web/test-artifacts/. Skipped when Chromium, the model or the wasm is missing.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startServer, launchBrowser, haveChromium, repoDir, webDir, chromiumPath } from './harness.mjs';
+
+const artifacts = join(webDir, 'test-artifacts');
+const model = join(repoDir, 'demo', 'models', 'selfcond-mini-30m.scm');
+const skip = !haveChromium ? `no Chromium at ${chromiumPath}`
+  : !existsSync(model) ? `no demo model at ${model}`
+  : !existsSync(join(webDir, 'wasm', 'selfcond.wasm')) ? 'no web/wasm/selfcond.wasm (run web/update-wasm.sh)'
+  : false;
+const T = 180_000;
+const haveMt = existsSync(join(webDir, 'wasm', 'selfcond-mt.wasm'));
+
+const POS = ['The striker scored a late goal.', 'The goalkeeper saved the penalty kick.', 'Fans sang in the stadium.',
+  'The referee showed him a red card.', 'Our team won the league title.', 'He headed the ball into the net.'];
+const NEG = ['The cat slept on the warm sofa.', 'She baked bread this morning.', 'The river flows into the sea.',
+  'I bought a new phone yesterday.', 'The meeting starts at nine.', 'Rain fell all night long.'];
+
+// A page that records console errors and uncaught exceptions.
+async function openPage(context, url) {
+  const page = await context.newPage();
+  const problems = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(`console.error: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+  await page.goto(url);
+  await page.waitForSelector('body[data-ready="1"], #banner:not([hidden])', { timeout: T });
+  return { page, problems };
+}
+
+const generating = () => !document.querySelector('.caret') && !document.querySelector('#generate').disabled;
+
+for (const isolated of [true, false]) {
+  describe(isolated ? 'cross-origin isolated (threaded build)' : 'not isolated (single-threaded build)', { skip }, () => {
+    let server, browser, page, problems;
+    before(async () => {
+      mkdirSync(artifacts, { recursive: true });
+      server = await startServer({ isolated });
+      browser = await launchBrowser();
+      ({ page, problems } = await openPage(browser.context, server.url));
+    });
+    after(async () => {
+      await browser?.close();
+      server?.stop();
+    });
+
+    test('the page loads the model and the precomputed tables', async () => {
+      assert.equal(await page.isHidden('#banner'), true, await page.textContent('#banner-text'));
+      assert.equal(await page.evaluate(() => crossOriginIsolated), isolated);
+      const info = await page.textContent('#runtime-info');
+      assert.match(info, /selfcond-mini-30m/);
+      if (isolated && haveMt) assert.match(info, /threads \(cross-origin isolated\)/);
+      if (!isolated) assert.match(info, /single-threaded/);
+      const options = await page.$$eval('#concept option', (o) => o.map((x) => x.value));
+      assert.deepEqual(options, ['football', 'woman', 'man']);
+      assert.equal(await page.inputValue('#concept'), 'football');
+      assert.ok(await page.$$eval('#chart-layers rect', (r) => r.length) > 0, 'layer chart drawn');
+      assert.ok(await page.$$eval('#chart-ap rect', (r) => r.length) > 10, 'AP histogram drawn');
+    });
+
+    test('generates unconditioned and conditioned text side by side', async () => {
+      await page.fill('#max-tokens', '30');
+      await page.click('#generate');
+      await page.waitForFunction(generating, null, { timeout: T });
+      const base = await page.textContent('#out-base');
+      const cond = await page.textContent('#out-cond');
+      assert.ok(base.startsWith('Once upon a time') && base.length > 40, base);
+      assert.ok(cond.startsWith('Once upon a time') && cond.length > 40, cond);
+      assert.notEqual(base, cond, 'forcing 50 football experts changes the text');
+      assert.match(await page.textContent('#meta-cond'), /30 tokens/);
+      // Same seed, no experts: both columns must agree token for token.
+      await page.fill('#k', '0');
+      await page.dispatchEvent('#k', 'input');
+      await page.click('#generate');
+      await page.waitForFunction(generating, null, { timeout: T });
+      assert.equal(await page.textContent('#out-base'), await page.textContent('#out-cond'));
+      await page.fill('#k', '50');
+      await page.dispatchEvent('#k', 'input');
+    });
+
+    test('ranks a custom concept, generates with it, downloads JSON and CSV', async () => {
+      await page.fill('#custom-name', 'mini-football');
+      await page.fill('#custom-pos', POS.join('\n'));
+      await page.fill('#custom-neg', NEG.join('\n'));
+      await page.click('#rank');
+      await page.waitForSelector('#downloads:not([hidden])', { timeout: T });
+      assert.match(await page.textContent('#rank-result'), /6 \+ 6 sentences ranked/);
+      assert.equal(await page.inputValue('#concept'), 'custom:mini-football');
+      const [json] = await Promise.all([page.waitForEvent('download'), page.click('#dl-json')]);
+      const table = JSON.parse(readFileSync(await json.path(), 'utf8'));
+      assert.equal(table.format, 'selfcond-experts');
+      assert.equal(table.concept, 'mini-football');
+      assert.equal(table.dataset.num_positive, 6);
+      const [csv] = await Promise.all([page.waitForEvent('download'), page.click('#dl-csv')]);
+      const lines = readFileSync(await csv.path(), 'utf8').trim().split('\n');
+      assert.equal(lines[0], 'ap,off_mean,on_p50,on_p90,layer,unit,uuid,concept,group');
+      assert.equal(lines.length - 1, table.units.count);
+      await page.click('#generate');
+      await page.waitForFunction(generating, null, { timeout: T });
+      assert.ok((await page.textContent('#out-cond')).length > 40);
+      assert.match(await page.textContent('#cond-title'), /mini-football/);
+      await page.selectOption('#concept', 'football');
+      await page.click('#generate');
+      await page.waitForFunction(generating, null, { timeout: T });
+      await page.screenshot({ path: join(artifacts, `app-${isolated ? 'threaded' : 'single'}.png`), fullPage: true });
+    });
+
+    test('bad input shows the engine errors in the page', async () => {
+      // A class with no sentences.
+      await page.fill('#custom-neg', '');
+      await page.click('#rank');
+      await page.waitForSelector('#banner:not([hidden])', { timeout: T });
+      assert.match(await page.textContent('#banner-text'), /Ranking .* failed: .*negative/i);
+      await page.click('#banner-close');
+      // A prompt past the context (256 tokens).
+      await page.fill('#prompt', 'word '.repeat(400));
+      await page.click('#generate');
+      await page.waitForSelector('#banner:not([hidden])', { timeout: T });
+      assert.match(await page.textContent('#banner-text'), /prompt is \d+ tokens; the model's context is 256/);
+      assert.match(await page.textContent('#out-cond'), /context is 256/);
+      await page.click('#banner-close');
+      // Sampling settings out of range are caught before the engine.
+      await page.fill('#prompt', 'Once upon a time');
+      await page.fill('#top-p', '0');
+      await page.click('#generate');
+      assert.match(await page.textContent('#banner-text'), /Top-p must be/);
+      await page.fill('#top-p', '0.95');
+      await page.click('#banner-close');
+    });
+
+    test('a model that fails to load is reported', async () => {
+      const { page: bad, problems: badProblems } = await openPage(browser.context, `${server.url}?nosw&model=/demo/models/missing.scm`);
+      assert.match(await bad.textContent('#banner-text'), /model failed to load .*HTTP 404/);
+      assert.equal(await bad.isDisabled('#generate'), true);
+      await bad.close();
+      // The browser itself logs the 404; nothing else.
+      assert.deepEqual(badProblems.filter((p) => !/404/.test(p)), []);
+    });
+
+    test('works offline after the first visit (service worker)', { skip: isolated ? 'checked once, in the single-threaded run' : false }, async () => {
+      await page.evaluate(async () => {
+        await navigator.serviceWorker.ready;
+        // The install step caches the model too; wait until it is there.
+        for (let i = 0; i < 600; i++) {
+          const c = await caches.open('selfcond-v1');
+          if (await c.match('../demo/models/selfcond-mini-30m.scm')) return;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        throw new Error('model never cached');
+      });
+      await browser.context.setOffline(true);
+      try {
+        const { page: off, problems: offProblems } = await openPage(browser.context, server.url);
+        assert.equal(await off.isHidden('#banner'), true, await off.textContent('#banner-text'));
+        await off.fill('#max-tokens', '10');
+        await off.click('#generate');
+        await off.waitForFunction(generating, null, { timeout: T });
+        assert.match(await off.textContent('#meta-cond'), /10 tokens/);
+        await off.close();
+        assert.deepEqual(offProblems, []);
+      } finally {
+        await browser.context.setOffline(false);
+      }
+    });
+
+    test('the console has no errors', () => {
+      assert.deepEqual(problems, []);
+    });
+  });
+}
