@@ -185,5 +185,7 @@ test('pthreads build matches the single-threaded one', {
     tables.push(x.exportExpertTable(t.id, 'csv').text);
   }
   assert.equal(tables[1], tables[0]);
-  mt.delete();
+  mt.delete();  // joins the engine's ThreadPool
+  // The idle pre-spawned workers (PTHREAD_POOL_SIZE) would keep Node alive forever.
+  Module.PThread.terminateAllThreads();
 });
