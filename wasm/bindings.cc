@@ -89,8 +89,8 @@ val JsString(const std::string& s) {
   opts.set("ignoreBOM", true);
   val decoder = val::global("TextDecoder").new_(val("utf-8"), opts);
   val bytes = val::global("Uint8Array")
-                  .new_(emscripten::typed_memory_view(
-                      s.size(), reinterpret_cast<const uint8_t*>(s.data())));
+                  .new_(emscripten::typed_memory_view(s.size(),
+                                                      reinterpret_cast<const uint8_t*>(s.data())));
   return decoder.call<val>("decode", bytes);
 }
 
@@ -105,10 +105,14 @@ std::vector<std::string> StringVector(const val& arr) {
 
 const char* StopName(GenerateResult::Stop s) {
   switch (s) {
-    case GenerateResult::Stop::kMaxTokens: return "max_tokens";
-    case GenerateResult::Stop::kEos: return "eos";
-    case GenerateResult::Stop::kContextFull: return "context_full";
-    case GenerateResult::Stop::kCancelled: return "cancelled";
+    case GenerateResult::Stop::kMaxTokens:
+      return "max_tokens";
+    case GenerateResult::Stop::kEos:
+      return "eos";
+    case GenerateResult::Stop::kContextFull:
+      return "context_full";
+    case GenerateResult::Stop::kCancelled:
+      return "cancelled";
   }
   return "";
 }
@@ -213,13 +217,14 @@ class Engine {
     go.sampling.seed = static_cast<uint64_t>(NumberOr(opts, "seed", 0));
     go.stop_at_eos = BoolOr(opts, "stopAtEos", true);
     if (auto st = ValidateSampling(go.sampling); !st.ok()) return Error(st);
-    if (go.max_new_tokens < 0) return Error(absl::InvalidArgumentError("maxNewTokens must be >= 0"));
+    if (go.max_new_tokens < 0)
+      return Error(absl::InvalidArgumentError("maxNewTokens must be >= 0"));
     const std::vector<int32_t> ids = model_->tokenizer().Encode(prompt);
     const uint32_t n_ctx = model_->config().n_ctx;
     if (ids.empty()) return Error(absl::InvalidArgumentError("empty prompt (no tokens)"));
     if (ids.size() >= n_ctx) {
-      return Error(absl::OutOfRangeError(absl::StrCat("prompt is ", ids.size(),
-                                                      " tokens; the model's context is ", n_ctx)));
+      return Error(absl::OutOfRangeError(
+          absl::StrCat("prompt is ", ids.size(), " tokens; the model's context is ", n_ctx)));
     }
     session_->Reset();
     auto logits = session_->Forward(ids, Session::Logits::kLast);
@@ -280,7 +285,7 @@ class Engine {
     if (!model_) return Error("no model loaded");
     const size_t first = text.find_first_not_of(" \t\r\n");
     auto table = (first != std::string::npos && text[first] == '{') ? ParseExpertTable(text)
-                                                                     : ImportExpertiseCsv(text);
+                                                                    : ImportExpertiseCsv(text);
     if (!table.ok()) return Error(table.status());
     if (auto st = CheckCompatible(*table, *model_); !st.ok()) return Error(st);
     return AddTable(std::move(*table));
@@ -289,7 +294,8 @@ class Engine {
   // format: "json" (native) | "csv" (ml-selfcond expertise.csv). -> {ok, text}
   val exportExpertTable(int id, const std::string& format) const {
     auto it = tables_.find(id);
-    if (it == tables_.end()) return Error(absl::NotFoundError(absl::StrCat("no expert table ", id)));
+    if (it == tables_.end())
+      return Error(absl::NotFoundError(absl::StrCat("no expert table ", id)));
     val o = Ok();
     if (format == "json") {
       o.set("text", JsString(SerializeExpertTable(it->second)));
@@ -305,7 +311,8 @@ class Engine {
   // onP90, offMean} (typed arrays), for display.
   val expertUnits(int id, int count) const {
     auto it = tables_.find(id);
-    if (it == tables_.end()) return Error(absl::NotFoundError(absl::StrCat("no expert table ", id)));
+    if (it == tables_.end())
+      return Error(absl::NotFoundError(absl::StrCat("no expert table ", id)));
     const std::vector<ExpertUnit>& u = it->second.units;
     const size_t n = std::min(u.size(), static_cast<size_t>(std::max(count, 0)));
     std::vector<int32_t> site(n), unit(n);
@@ -344,7 +351,8 @@ class Engine {
     for (int i = 0; i < n; ++i) {
       const int id = static_cast<int>(NumberOr(sources[i], "id", -1));
       auto it = tables_.find(id);
-      if (it == tables_.end()) return Error(absl::NotFoundError(absl::StrCat("no expert table ", id)));
+      if (it == tables_.end())
+        return Error(absl::NotFoundError(absl::StrCat("no expert table ", id)));
       src.push_back({&it->second, static_cast<int64_t>(NumberOr(sources[i], "topK", 0))});
     }
     auto forcing = BuildForcing(src, *fv, only_last_token, UnitSpace(model_->config()));
@@ -425,9 +433,9 @@ class Engine {
         float* row = r.pooled.responses.data() + static_cast<size_t>(i) * r.pooled.num_units;
         absl::Status st = PoolSentence(*r.sessions[w], r.tokens[i], row);
         if (!st.ok() && errors[w].ok()) {
-          errors[w] = absl::Status(st.code(), absl::StrCat(i < n_pos ? "positive" : "negative",
-                                                           " sentence ", i < n_pos ? i : i - n_pos,
-                                                           ": ", st.message()));
+          errors[w] = absl::Status(st.code(),
+                                   absl::StrCat(i < n_pos ? "positive" : "negative", " sentence ",
+                                                i < n_pos ? i : i - n_pos, ": ", st.message()));
         }
       }
     };
@@ -500,8 +508,8 @@ class Engine {
 
   struct Ranking {
     Dataset dataset;
-    std::vector<std::vector<int32_t>> tokens;  // (num_sentences) positives first
-    PooledResponses pooled;                    // responses (num_sentences, num_units)
+    std::vector<std::vector<int32_t>> tokens;        // (num_sentences) positives first
+    PooledResponses pooled;                          // responses (num_sentences, num_units)
     std::vector<std::unique_ptr<Session>> sessions;  // one per pool thread
     int next = 0;                                    // first sentence not yet run
     int64_t top_n = 0;

@@ -43,7 +43,8 @@ void QuantizeRowsWasm(const float* x, int m, int k, int8_t* xq, float* xscale) {
     // (f32x4.max would propagate the NaN instead).
     v128_t vmax = wasm_f32x4_splat(0.0f);
     int c = 0;
-    for (; c + 4 <= k; c += 4) vmax = wasm_f32x4_pmax(vmax, wasm_f32x4_abs(wasm_v128_load(row + c)));
+    for (; c + 4 <= k; c += 4)
+      vmax = wasm_f32x4_pmax(vmax, wasm_f32x4_abs(wasm_v128_load(row + c)));
     float amax = HMax(vmax);
     for (; c < k; ++c) amax = AbsMaxStep(amax, row[c]);
     const float scale = ScaleFromAbsMax(amax);
@@ -127,8 +128,8 @@ inline void BlockI8M1(const int8_t* wb, int kg, const int8_t* xq, float xs, cons
 // m > 1: rows [4 qr, 4 qr + 4) of a block times MT tokens (xq rows ldx apart, y rows ldy apart).
 template <int MT>
 inline void QuarterI8(const int8_t* wb, int kg, int qr, const int8_t* xq, size_t ldx,
-                      const float* xscale, const float* ws, const float* bias, float* y,
-                      size_t ldy, int qlo, int qhi) {
+                      const float* xscale, const float* ws, const float* bias, float* y, size_t ldy,
+                      int qlo, int qhi) {
   v128_t acc_a[MT], acc_b[MT];
   for (int t = 0; t < MT; ++t) acc_a[t] = acc_b[t] = wasm_i32x4_splat(0);
   const int8_t* wq = wb + qr * 16;
@@ -178,10 +179,17 @@ void GemmI8Wasm(const PackedI8& w, const int8_t* xq, const float* xscale, int m,
       const int8_t* xr = xq + i * ldx;
       float* yr = yb + i * ldys;
       switch (m - i) {
-        case 3: QuarterI8<3>(wb, kg, qr, xr, ldx, xscale + i, ws, bb, yr, ldys, qlo, qhi); break;
-        case 2: QuarterI8<2>(wb, kg, qr, xr, ldx, xscale + i, ws, bb, yr, ldys, qlo, qhi); break;
-        case 1: QuarterI8<1>(wb, kg, qr, xr, ldx, xscale + i, ws, bb, yr, ldys, qlo, qhi); break;
-        default: break;
+        case 3:
+          QuarterI8<3>(wb, kg, qr, xr, ldx, xscale + i, ws, bb, yr, ldys, qlo, qhi);
+          break;
+        case 2:
+          QuarterI8<2>(wb, kg, qr, xr, ldx, xscale + i, ws, bb, yr, ldys, qlo, qhi);
+          break;
+        case 1:
+          QuarterI8<1>(wb, kg, qr, xr, ldx, xscale + i, ws, bb, yr, ldys, qlo, qhi);
+          break;
+        default:
+          break;
       }
     }
   }
@@ -234,8 +242,8 @@ inline float DotF32(const float* a, const float* b, int k) {
   int c = 0;
   for (; c + 8 <= k; c += 8) {
     acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_v128_load(a + c), wasm_v128_load(b + c)));
-    acc1 = wasm_f32x4_add(acc1,
-                          wasm_f32x4_mul(wasm_v128_load(a + c + 4), wasm_v128_load(b + c + 4)));
+    acc1 =
+        wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_v128_load(a + c + 4), wasm_v128_load(b + c + 4)));
   }
   for (; c + 4 <= k; c += 4) {
     acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_v128_load(a + c), wasm_v128_load(b + c)));

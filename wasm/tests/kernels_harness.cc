@@ -128,7 +128,8 @@ void CheckGemmF32(const Backend& b, std::mt19937& rng, int m, int n, int k, int 
       }
       double mag = with_bias ? std::fabs(bias[r]) : 0.0;
       for (int c = 0; c < k; ++c) {
-        mag += std::fabs(double{x[static_cast<size_t>(i) * k + c]} * w[static_cast<size_t>(r) * k + c]);
+        mag += std::fabs(double{x[static_cast<size_t>(i) * k + c]} *
+                         w[static_cast<size_t>(r) * k + c]);
       }
       const double rel = std::fabs(double{got[at]} - ref[at]) / (mag + 1e-30);
       if (!(rel <= 1e-5)) ++mismatches;
@@ -229,13 +230,13 @@ void Bench(const Backend& b) {
     for (const Backend* be : {&b, &ScalarBackend()}) {
       const bool slow = be == &ScalarBackend();
       const int reps = slow ? (s.m > 1 ? 3 : 15) : (s.m > 1 ? 15 : 200);
-      const double tq = TimeMs(reps, [&] { be->quantize_rows(x.data(), s.m, s.k, xq.data(), xs.data()); });
+      const double tq =
+          TimeMs(reps, [&] { be->quantize_rows(x.data(), s.m, s.k, xq.data(), xs.data()); });
       const double ti8 = TimeMs(reps, [&] {
         be->gemm_i8(p.view, xq.data(), xs.data(), s.m, bias.data(), y.data(), s.n, 0, s.n);
       });
-      const double tf32 = TimeMs(reps, [&] {
-        be->gemm_f32(mat, x.data(), s.m, bias.data(), y.data(), s.n, 0, s.n);
-      });
+      const double tf32 = TimeMs(
+          reps, [&] { be->gemm_f32(mat, x.data(), s.m, bias.data(), y.data(), s.n, 0, s.n); });
       std::printf(
           "{\"kind\":\"timing\",\"backend\":\"%s\",\"m\":%d,\"n\":%d,\"k\":%d,"
           "\"quantize_ms\":%.4f,\"gemm_i8_ms\":%.4f,\"gemm_f32_ms\":%.4f}\n",
