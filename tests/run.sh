@@ -37,7 +37,9 @@ for f in build/asan/*_fuzz; do
 done
 
 echo "== [3/3] WASM build + Node tests, browser tests"
-bash wasm/build.sh test
+bash wasm/build.sh all
+SELFCOND_WASM_TEST_MODEL="$ROOT/demo/models/selfcond-mini-30m.scm" \
+  SELFCOND_NATIVE_CLI="$ROOT/build/release/selfcond" bash wasm/build.sh test
 if [[ -f web/test.sh ]]; then
   bash web/test.sh
 fi

@@ -30,6 +30,14 @@ async function loadModule() {
 const skipModule = existsSync(modulePath) ? false : `not built: run wasm/build.sh st`;
 const skipModel = skipModule || (existsSync(modelPath) ? false : 'set SELFCOND_WASM_TEST_MODEL');
 
+// CI (tests/run.sh) sets SELFCOND_WASM_REQUIRE=1: there a missing module or model is a failure,
+// not a skip.
+test('module and model are present when required', () => {
+  if (process.env.SELFCOND_WASM_REQUIRE !== '1') return;
+  assert.equal(skipModel, false, `required but ${skipModel}`);
+  assert.ok(nativeCli && existsSync(nativeCli), 'required: SELFCOND_NATIVE_CLI');
+});
+
 let enginePromise = null;
 function engine() {
   enginePromise ??= (async () => {
