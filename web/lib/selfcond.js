@@ -226,6 +226,11 @@ export class SelfCond {
     return this._call('tokenize', { text });
   }
 
+  /** The text of token ids. */
+  detokenize(ids) {
+    return this._call('detokenize', { ids: Array.from(ids) });
+  }
+
   /** Benchmark helper: greedy prefill + decode timed inside the worker. */
   bench({ prompt, decodeTokens = 64 }) {
     return this._call('bench', { prompt, decodeTokens });

@@ -286,8 +286,13 @@ function tokenize({ text }) {
   return Array.from(engines[0].engine.tokenize(text));
 }
 
+function detokenize({ ids }) {
+  requireModel();
+  return engines[0].engine.detokenize(ids);
+}
+
 const OPS = {
-  init, loadModel, addTable, exportTable, removeTable, startGeneration, cancel, rank, bench, tokenize,
+  init, loadModel, detokenize, addTable, exportTable, removeTable, startGeneration, cancel, rank, bench, tokenize,
   info: () => (modelInfo ? { ...modelInfo, ...runtime } : { ...runtime }),
 };
 

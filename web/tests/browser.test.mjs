@@ -110,6 +110,7 @@ for (const isolated of [true, false]) {
       assert.ok((await page.textContent('#out-cond')).length > 40);
       assert.match(await page.textContent('#cond-title'), /mini-football/);
       await page.selectOption('#concept', 'football');
+      await page.fill('#max-tokens', '60');
       await page.click('#generate');
       await page.waitForFunction(generating, null, { timeout: T });
       await page.screenshot({ path: join(artifacts, `app-${isolated ? 'threaded' : 'single'}.png`), fullPage: true });

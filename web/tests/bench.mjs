@@ -1,0 +1,70 @@
+// Browser benchmark: drives web/bench.html in headless Chromium, single-threaded (page not
+// isolated) and threaded (cross-origin isolated, all cores), and writes the result in the shape
+// of the native `selfcond bench` JSON (models[].runs[], models[].ranking[]).
+//
+//   node web/tests/bench.mjs [--out docs/browser-bench.json] [--sentences 200] [--repeats 3]
+// Ranking uses the first N/2 positive and N/2 negative sentences of
+// $SELFCOND_SHARED_DIR/concepts/football.json (default ../shared), or bench.html's own sample.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { startServer, launchBrowser, repoDir, chromiumPath } from './harness.mjs';
+
+const args = process.argv.slice(2);
+const opt = (name, def) => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1] : def);
+const out = opt('out', '');
+const sentences = Number(opt('sentences', 200));
+const repeats = Number(opt('repeats', 3));
+const conceptPath = join(process.env.SELFCOND_SHARED_DIR ?? join(repoDir, '..', 'shared'), 'concepts', 'football.json');
+
+let positive, negative, concept = 'bench.html sample';
+if (existsSync(conceptPath)) {
+  const c = JSON.parse(readFileSync(conceptPath, 'utf8'));
+  positive = c.sentences.positive.slice(0, sentences / 2);
+  negative = c.sentences.negative.slice(0, sentences / 2);
+  concept = `${conceptPath} (first ${positive.length} positive + ${negative.length} negative)`;
+}
+
+const browser = await launchBrowser();
+let version = 'Chromium';
+try {
+  version = execFileSync(chromiumPath, ['--version'], { encoding: 'utf8' }).trim();
+} catch {}
+const cores = cpus().length;
+const settings = [{ isolated: false, threads: 1 }, { isolated: true, threads: cores }];
+const results = [];
+try {
+  for (const s of settings) {
+    const server = await startServer({ isolated: s.isolated });
+    try {
+      const page = await browser.context.newPage();
+      await page.goto(`${server.url}bench.html?threads=${s.threads}`);
+      await page.waitForSelector('body[data-ready="1"]');
+      const r = await page.evaluate((cfg) => window.runBench(cfg), { threads: s.threads, repeats, positive, negative, concept: 'football' });
+      await page.close();
+      console.error(`  ${r.build}, ${r.run.threads} thread(s): prefill ${r.run.prefill_tok_s.toFixed(1)} tok/s, decode ${r.run.decode_tok_s.toFixed(1)} tok/s, rank ${r.ranking.sentences_per_s.toFixed(1)} sentences/s`);
+      results.push(r);
+    } finally {
+      server.stop();
+    }
+  }
+} finally {
+  await browser.close();
+}
+
+const first = results[0];
+const json = {
+  command: `node web/tests/bench.mjs${out ? ` --out ${out}` : ''}`,
+  machine: { cores, backend: first.backend, browser: `${version} (headless)`, node: process.version },
+  models: [{
+    model: first.model, precision: first.precision, load_ms: first.load_ms, file_mib: first.file_mib,
+    prompt_tokens: first.prompt_tokens, decode_tokens: first.decode_tokens,
+    runs: results.map((r) => ({ ...r.run, build: r.build })),
+    ranking: results.map((r) => r.ranking),
+    ranking_concept: concept,
+  }],
+};
+const text = `${JSON.stringify(json, null, 2)}\n`;
+if (out) writeFileSync(out, text);
+else process.stdout.write(text);
