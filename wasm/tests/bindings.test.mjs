@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -196,4 +197,44 @@ test('pthreads build matches the single-threaded one', {
   mt.delete();  // joins the engine's ThreadPool
   // The idle pre-spawned workers (PTHREAD_POOL_SIZE) would keep Node alive forever.
   Module.PThread.terminateAllThreads();
+});
+
+// The issue's acceptance checks against the native int8 build (needs SELFCOND_NATIVE_CLI):
+// greedy continuations of reference.json's prompts are token-identical, and ranking
+// football_small.json gives the same top units (same kernels' arithmetic, bit for bit).
+test('matches the native int8 build on the reference prompts and football_small ranking', {
+  skip: skipModel || (nativeCli && existsSync(nativeCli) ? false : 'set SELFCOND_NATIVE_CLI'),
+}, async () => {
+  const { e } = await engine();
+  const ref = JSON.parse(readFileSync(join(repo, '..', 'shared', 'models', 'selfcond-mini-30m',
+    'reference', 'reference.json')));
+  for (const c of ref.cases) {
+    const w = generate(e, c.prompt, { maxNewTokens: 20, temperature: 0, stopAtEos: false });
+    const r = spawnSync(nativeCli, ['generate', '--model', modelPath, '--prompt', c.prompt,
+      '--max-tokens', '20', '--temperature', '0', '--no-stop', '--threads', '1'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(c.prompt + w.text, r.stdout.replace(/\n$/, ''), `prompt ${JSON.stringify(c.prompt)}`);
+  }
+  const conceptPath = join(repo, '..', 'shared', 'concepts', 'football_small.json');
+  const concept = JSON.parse(readFileSync(conceptPath));
+  const st = e.startRanking('football_small', concept.sentences.positive, concept.sentences.negative, {});
+  assert.ok(st.ok, st.error);
+  for (let done = 0; done < st.total;) {
+    const r = e.rankStep(8);
+    assert.ok(r.ok, r.error);
+    done = r.done;
+  }
+  const t = e.finishRanking();
+  assert.ok(t.ok, t.error);
+  const w = e.expertUnits(t.id, 50);
+  const out = join(tmpdir(), `selfcond-native-rank-${process.pid}.json`);
+  const r = spawnSync(nativeCli, ['rank', '--model', modelPath, '--concept', conceptPath, '--out', out,
+    '--threads', '1'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const native = JSON.parse(readFileSync(out, 'utf8')).units;
+  for (let i = 0; i < 50; ++i) {
+    assert.equal(w.site[i], native.site[i], `unit ${i}: site`);
+    assert.equal(w.unit[i], native.unit[i], `unit ${i}: index`);
+    assert.ok(Math.abs(w.ap[i] - native.ap[i]) < 1e-6, `unit ${i}: ap ${w.ap[i]} vs ${native.ap[i]}`);
+  }
 });
