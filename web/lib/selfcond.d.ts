@@ -1,0 +1,159 @@
+// TypeScript declarations for web/lib/selfcond.js (the browser API of selfcond).
+
+export interface RuntimeInfo {
+  /** True when the pthreads build runs (the page is cross-origin isolated and threads > 1). */
+  threaded: boolean;
+  threads: number;
+  /** Kernel backend, e.g. "wasm_simd128". */
+  backend: string;
+  pthreads: boolean;
+}
+
+export interface ModelInfo extends RuntimeInfo {
+  name: string;
+  /** SHA-256 content hash of the model file (expert tables are checked against it). */
+  hash: string;
+  nLayer: number;
+  nEmbd: number;
+  nHead: number;
+  nCtx: number;
+  nInner: number;
+  vocabSize: number;
+  eosId: number;
+  numUnits: number;
+  fileBytes: number;
+  precision: 'int8' | 'f32';
+}
+
+export interface LoadProgress {
+  loaded: number;
+  /** 0 when the server sent no Content-Length. */
+  total: number;
+  /** loaded / total, or null when the total is unknown. */
+  fraction: number | null;
+}
+
+export interface ExpertUnits {
+  /** (n) site = layer * 4 + kind; kind 0..3 = attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj. */
+  site: Int32Array;
+  /** (n) output channel within the site. */
+  unit: Int32Array;
+  /** (n) average precision as a concept detector, sorted descending. */
+  ap: Float32Array;
+}
+
+export declare class ExpertTable {
+  /** Handle, valid for the SelfCond instance that created it. */
+  readonly id: number;
+  readonly concept: string;
+  readonly group: string;
+  readonly numUnits: number;
+  readonly totalUnits: number;
+  /** Set on ranked tables. */
+  readonly sentences?: number;
+  readonly truncated?: number;
+  readonly rankMs?: number;
+  /** All units of the table, best first. */
+  readonly units: ExpertUnits;
+  /** 'json': native selfcond format; 'csv': ml-selfcond expertise.csv. */
+  export(format?: 'json' | 'csv'): Promise<string>;
+  /** Saves the table through a browser download; resolves to the file name used. */
+  download(format?: 'json' | 'csv', filename?: string): Promise<string>;
+  /** counts[layer][kind] of the top-k units. */
+  siteCounts(k: number): number[][];
+}
+
+export interface ExpertSource {
+  table: ExpertTable | number;
+  /** Number of top units of the table to force (0 = none). */
+  k: number;
+}
+
+export interface ForcingOptions {
+  /** Value the forced units are set to (default 'on_p50', as in the paper). */
+  value?: 'on_p50' | 'on_p90' | 'off_mean' | 'zero';
+  /** Force only at the last position instead of every position. */
+  onlyLastToken?: boolean;
+}
+
+export interface GenerateOptions {
+  prompt: string;
+  /** Default 50. */
+  maxTokens?: number;
+  /** 0 = greedy. Default 1. */
+  temperature?: number;
+  /** 0 = off. */
+  topK?: number;
+  /** In (0, 1]; 1 = off. */
+  topP?: number;
+  seed?: number;
+  /** Default true. */
+  stopAtEos?: boolean;
+  experts?: ExpertSource[];
+  forcing?: ForcingOptions;
+}
+
+export interface TokenEvent {
+  /** Complete UTF-8 text for this step (may be "" while a character is incomplete). */
+  text: string;
+  /** Token id, or -1 for a final flush. */
+  token: number;
+  /** Tokens produced so far. */
+  index: number;
+}
+
+export interface GenerateResult {
+  stop: 'max_tokens' | 'eos' | 'context_full' | 'cancelled';
+  tokens: number;
+  promptTokens?: number;
+  ms: number;
+  tokensPerSecond?: number;
+}
+
+export interface Generation {
+  id: number;
+  /** Stops after the current token; done then resolves with stop = 'cancelled'. */
+  cancel(): void;
+  /** Rejects with the engine's error (e.g. "prompt is 400 tokens; the model's context is 256"). */
+  done: Promise<GenerateResult>;
+}
+
+export interface RankOptions {
+  positive: string[];
+  negative: string[];
+  concept?: string;
+  /** Keep only the best N units (0 = all). */
+  topN?: number;
+  onProgress?: (p: { done: number; total: number }) => void;
+  signal?: AbortSignal;
+}
+
+export interface BenchResult {
+  promptTokens: number;
+  prefillMs: number;
+  decodeTokens: number;
+  decodeMs: number;
+}
+
+export declare class SelfCond {
+  /** threads: default min(cores, 4) when crossOriginIsolated, else 1. */
+  static create(opts?: { threads?: number; workerUrl?: string | URL }): Promise<SelfCond>;
+  readonly runtime: RuntimeInfo | null;
+  readonly model: ModelInfo | null;
+  readonly threaded: boolean;
+  loadModel(source: string | URL | ArrayBuffer | ArrayBufferView, opts?: { onProgress?: (p: LoadProgress) => void }): Promise<ModelInfo>;
+  /** A URL, or the table's text (native JSON or ml-selfcond CSV). */
+  loadExperts(source: string | URL, opts?: { name?: string }): Promise<ExpertTable>;
+  exportTable(table: ExpertTable | number, format?: 'json' | 'csv'): Promise<string>;
+  removeTable(table: ExpertTable | number): Promise<boolean>;
+  /** Up to two generations may run at once; they take turns token by token. */
+  generate(opts: GenerateOptions, onToken?: (t: TokenEvent) => void): Generation;
+  rank(opts: RankOptions): Promise<ExpertTable>;
+  tokenize(text: string): Promise<number[]>;
+  detokenize(ids: ArrayLike<number>): Promise<string>;
+  /** Greedy prefill + decode of decodeTokens tokens, timed inside the worker. */
+  bench(opts: { prompt: string; decodeTokens?: number }): Promise<BenchResult>;
+  terminate(): void;
+}
+
+export default SelfCond;

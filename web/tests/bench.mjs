@@ -29,7 +29,7 @@ if (existsSync(conceptPath)) {
 const browser = await launchBrowser();
 let version = 'Chromium';
 try {
-  version = execFileSync(chromiumPath, ['--version'], { encoding: 'utf8' }).trim();
+  version = execFileSync(chromiumPath, ['--version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
 } catch {}
 const cores = cpus().length;
 const settings = [{ isolated: false, threads: 1 }, { isolated: true, threads: cores }];
@@ -55,7 +55,7 @@ try {
 
 const first = results[0];
 const json = {
-  command: `node web/tests/bench.mjs${out ? ` --out ${out}` : ''}`,
+  command: ['node web/tests/bench.mjs', ...args].join(' '),
   machine: { cores, backend: first.backend, browser: `${version} (headless)`, node: process.version },
   models: [{
     model: first.model, precision: first.precision, load_ms: first.load_ms, file_mib: first.file_mib,
