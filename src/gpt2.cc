@@ -349,7 +349,10 @@ void Session::Linear(const LinearWeights& w, const float* x, int m, float* y) {
   const int n = w.q.n;
   const int threads = opts_.pool ? opts_.pool->size() : 1;
   // Enough tasks to balance threads; each a multiple of the 16-row packed block.
-  int tasks = threads == 1 ? 1 : std::min(threads * 4, kernels::PaddedRows(n) / 16);
+  // Small products (under ~1M multiply-adds, e.g. the demo model's per-token linears) run on
+  // the calling thread: waking the pool costs more than it saves there.
+  const bool small = static_cast<int64_t>(m) * n * w.q.k < (int64_t{1} << 20);
+  int tasks = threads == 1 || small ? 1 : std::min(threads * 4, kernels::PaddedRows(n) / 16);
   tasks = std::max(tasks, 1);
   const int rows_per_task = (kernels::PaddedRows(n) / 16 + tasks - 1) / tasks * 16;
   auto run = [&](auto&& fn) {
