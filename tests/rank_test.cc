@@ -3,6 +3,7 @@
 #include "experts/rank.h"
 
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <utility>
@@ -196,6 +197,29 @@ TEST_F(RankTest, RefusesAnotherModelsTable) {
   absl::Status st = CheckCompatible(t, *model_);
   EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(st.message().find("ranked on another model"), absl::string_view::npos) << st;
+}
+
+// The int8 acceptance check: on the full football.json (1,700 sentences) the int8 path's
+// top-50 experts overlap the f32 path's top-50 by at least 80%.
+TEST_F(RankTest, Int8TopExpertsOverlapFloatOnFootball) {
+  auto ds = LoadConceptJson(selfcond::testing::SharedDir() + "/concepts/football.json");
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  ThreadPool pool(0);
+  std::set<std::pair<int, int>> top[2];
+  for (int p = 0; p < 2; ++p) {
+    RankOptions ro;
+    ro.precision = p == 0 ? Precision::kInt8 : Precision::kF32;
+    ro.pool = &pool;
+    ro.top_n = 50;
+    auto t = RankConcept(*model_, *ds, ro);
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_EQ(t->units.size(), 50u);
+    for (const auto& u : t->units) top[p].insert({u.site, u.unit});
+  }
+  int common = 0;
+  for (const auto& u : top[0]) common += top[1].count(u);
+  std::printf("football.json: int8 top-50 shares %d units with the f32 top-50\n", common);
+  EXPECT_GE(common, 40);
 }
 
 }  // namespace
