@@ -60,22 +60,42 @@ async function init({ threads }) {
   return runtime;
 }
 
-function newEngine() {
+// Emscripten (3.1.6) starts a pthread beyond its prespawned pool (PTHREAD_POOL_SIZE) only once
+// this thread's event loop has handled the new worker's "loaded" message; a GEMM waiting for
+// that thread before then would deadlock. So after creating an engine's thread pool, return to
+// the event loop until every pthread worker has loaded.
+async function threadsStarted() {
+  const P = Module.PThread;
+  if (!P?.runningWorkers) return;
+  const t0 = performance.now();
+  while (P.runningWorkers.some((w) => !w.loaded)) {
+    if (performance.now() - t0 > 30000) fail('engine threads did not start within 30 s');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+async function newEngine() {
   const engine = new Module.Engine();
-  check(engine.load(modelBytes, { threads: runtime.threads }), 'loading the model failed');
-  const e = { engine, busy: null, tables: new Map() };
+  const r = engine.load(modelBytes, { threads: runtime.threads });
+  if (!r.ok) {
+    engine.delete();
+    fail(`loading the model failed: ${r.error}`);
+  }
+  // reserved: not to be taken by another request while its threads start (the caller clears it).
+  const e = { engine, busy: null, reserved: true, tables: new Map() };
   engines.push(e);
+  await threadsStarted();
   return e;
 }
 
-function loadModel({ bytes }) {
+async function loadModel({ bytes }) {
   if (!Module) fail('engine not initialized');
   for (const e of engines) e.engine.delete();
   engines.length = 0;
   tables.clear();
   modelBytes = new Uint8Array(bytes);
   try {
-    newEngine();
+    (await newEngine()).reserved = false;
   } catch (err) {
     modelBytes = null;
     modelInfo = null;
@@ -149,11 +169,21 @@ let scheduling = false;
 
 async function startGeneration({ gen, prompt, opts }) {
   requireModel();
-  let e = engines.find((x) => x.busy === null);
+  let e = engines.find((x) => x.busy === null && !x.reserved);
   if (!e) {
     if (engines.length >= MAX_ENGINES) fail(`at most ${MAX_ENGINES} generations at a time`);
-    e = newEngine();
+    // Reserved while its threads start, so a concurrent request does not take it.
+    e = await newEngine();
   }
+  e.reserved = true;
+  try {
+    return await runGeneration(e, gen, prompt, opts);
+  } finally {
+    e.reserved = false;
+  }
+}
+
+async function runGeneration(e, gen, prompt, opts) {
   const experts = opts.experts ?? [];
   const forcing = opts.forcing ?? {};
   if (experts.length) {

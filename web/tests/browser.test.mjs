@@ -174,6 +174,29 @@ for (const isolated of [true, false]) {
       }
     });
 
+    test('more threads than the prespawned pthread pool: two streams and a ranking finish', { skip: isolated && haveMt ? false : 'needs the threaded build' }, async () => {
+      // 2 engines x 4 threads = 6 pthreads, 4 more than -sPTHREAD_POOL_SIZE=2: the extra ones
+      // start only after the worker's event loop has run (worker.js waits for them).
+      const r = await page.evaluate(async ({ pos, neg }) => {
+        const { SelfCond } = await import('./lib/selfcond.js');
+        const sc = await SelfCond.create({ threads: 4 });
+        try {
+          await sc.loadModel('../demo/models/selfcond-mini-30m.scm');
+          const t = await sc.rank({ positive: pos, negative: neg, concept: 'x' });
+          const out = ['', ''];
+          const gens = [[], [{ table: t, k: 20 }]].map((experts, i) =>
+            sc.generate({ prompt: 'The game', maxTokens: 12, seed: 3, experts }, (x) => { out[i] += x.text; }).done);
+          const res = await Promise.all(gens);
+          return { threads: sc.runtime.threads, threaded: sc.runtime.threaded, tokens: res.map((x) => x.tokens), out };
+        } finally {
+          sc.terminate();
+        }
+      }, { pos: POS, neg: NEG });
+      assert.equal(r.threaded, true);
+      assert.equal(r.threads, 4);
+      assert.deepEqual(r.tokens, [12, 12]);
+    });
+
     test('the console has no errors', () => {
       assert.deepEqual(problems, []);
     });
