@@ -88,6 +88,17 @@ for (const isolated of [true, false]) {
       await page.dispatchEvent('#k', 'input');
     });
 
+    test('Stop cancels both streams', async () => {
+      await page.fill('#max-tokens', '200');
+      await page.click('#generate');
+      await page.waitForFunction(() => document.querySelector('#out-cond .body')?.textContent.length > 0, null, { timeout: T });
+      await page.click('#stop');
+      await page.waitForFunction(generating, null, { timeout: T });
+      assert.match(await page.textContent('#meta-base'), /stopped/);
+      assert.match(await page.textContent('#meta-cond'), /stopped/);
+      await page.fill('#max-tokens', '30');
+    });
+
     test('ranks a custom concept, generates with it, downloads JSON and CSV', async () => {
       await page.fill('#custom-name', 'mini-football');
       await page.fill('#custom-pos', POS.join('\n'));
