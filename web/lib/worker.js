@@ -90,6 +90,8 @@ async function newEngine() {
 
 async function loadModel({ bytes }) {
   if (!Module) fail('engine not initialized');
+  if (ranking) fail('a ranking is running: cancel it before loading another model');
+  for (const g of [...gens.values()]) finishGen(g, null, new Error('generation stopped: another model was loaded'));
   for (const e of engines) e.engine.delete();
   engines.length = 0;
   tables.clear();
