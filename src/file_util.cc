@@ -27,7 +27,9 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 
 absl::Status WriteFile(const std::string& path, std::string_view bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot create '", path, "': ", strerror(errno)));
+  if (!out)
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create '", path, "': ", strerror(errno)));
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   out.close();
   if (!out) return absl::DataLossError(absl::StrCat("error writing '", path, "'"));
@@ -49,7 +51,8 @@ absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path) {
   return FromBuffer(std::move(*bytes));
 #else
   int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return absl::NotFoundError(absl::StrCat("cannot open '", path, "': ", strerror(errno)));
+  if (fd < 0)
+    return absl::NotFoundError(absl::StrCat("cannot open '", path, "': ", strerror(errno)));
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
@@ -63,7 +66,8 @@ absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path) {
   }
   void* p = mmap(nullptr, f.size_, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
-  if (p == MAP_FAILED) return absl::InternalError(absl::StrCat("cannot mmap '", path, "': ", strerror(errno)));
+  if (p == MAP_FAILED)
+    return absl::InternalError(absl::StrCat("cannot mmap '", path, "': ", strerror(errno)));
   f.data_ = static_cast<const uint8_t*>(p);
   f.mapped_ = true;
   return f;

@@ -13,7 +13,8 @@ absl::Status ValidateSampling(const SamplingOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("temperature must be >= 0 (0 = greedy), got ", o.temperature));
   }
-  if (o.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top-k must be >= 0, got ", o.top_k));
+  if (o.top_k < 0)
+    return absl::InvalidArgumentError(absl::StrCat("top-k must be >= 0, got ", o.top_k));
   if (!(o.top_p > 0 && o.top_p <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat("top-p must be in (0, 1], got ", o.top_p));
   }
@@ -98,7 +99,11 @@ std::string Utf8Stream::Push(const std::string& bytes) {
   for (size_t back = 1; back <= 4 && back <= n; ++back) {
     unsigned char c = static_cast<unsigned char>(pending_[n - back]);
     if ((c & 0xC0) == 0x80) continue;  // continuation byte
-    size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+    size_t need = c < 0x80             ? 1
+                  : (c & 0xE0) == 0xC0 ? 2
+                  : (c & 0xF0) == 0xE0 ? 3
+                  : (c & 0xF8) == 0xF0 ? 4
+                                       : 1;
     if (need > back) cut = n - back;  // incomplete lead sequence: hold it back
     break;
   }
@@ -183,7 +188,8 @@ absl::StatusOr<PerplexityResult> Perplexity(Session& session, absl::Span<const i
       nll += (std::log(sum) + mx) - row[tokens[start + i + 1]];
       ++count;
     }
-    if (progress) progress(static_cast<float>(std::min(tokens.size(), start + len)) / tokens.size());
+    if (progress)
+      progress(static_cast<float>(std::min(tokens.size(), start + len)) / tokens.size());
   }
   PerplexityResult r;
   r.predicted_tokens = count;

@@ -37,14 +37,13 @@ absl::StatusOr<const TensorView*> Expect(const ModelFileView& f, const std::stri
   const TensorView* t = f.Find(name);
   if (t == nullptr) return absl::InvalidArgumentError(absl::StrCat("missing tensor '", name, "'"));
   if (t->dtype != dtype) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tensor '", name, "' has dtype ", static_cast<int>(t->dtype), ", expected ",
-                     static_cast<int>(dtype)));
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has dtype ",
+                                                   static_cast<int>(t->dtype), ", expected ",
+                                                   static_cast<int>(dtype)));
   }
   if (t->shape != shape) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ",
-                                                   ShapeStr(t->shape), ", expected ",
-                                                   ShapeStr(shape)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", name, "' has shape ", ShapeStr(t->shape), ", expected ", ShapeStr(shape)));
   }
   if (dtype == DType::kF32) {
     if (auto st = CheckFinite(*t); !st.ok()) return st;
@@ -190,8 +189,8 @@ absl::Status Model::Build(LoadOptions opts) {
   }
   float_ready_ = wte_f_.w != nullptr && lm_head_.f.w != nullptr;
   for (const auto& b : blocks_) {
-    float_ready_ = float_ready_ && b.c_attn.f.w && b.attn_c_proj.f.w && b.c_fc.f.w &&
-                   b.mlp_c_proj.f.w;
+    float_ready_ =
+        float_ready_ && b.c_attn.f.w && b.attn_c_proj.f.w && b.c_fc.f.w && b.mlp_c_proj.f.w;
   }
   return absl::OkStatus();
 }
@@ -200,18 +199,18 @@ absl::Status Model::Build(LoadOptions opts) {
 
 // Activation buffers for one chunk of up to max_batch tokens, and the KV cache.
 struct Session::Scratch {
-  std::vector<float> x;        // (B, d) residual stream
-  std::vector<float> xn;       // (B, d) LayerNorm output
-  std::vector<float> qkv;      // (B, 3d) c_attn output: q | k | v
-  std::vector<float> att;      // (B, d) attention output (heads concatenated)
-  std::vector<float> proj;     // (B, d) c_proj outputs
-  std::vector<float> fc;       // (B, d_ff) c_fc output, then GELU
-  std::vector<float> scores;   // (n_head, n_ctx) attention weights, one row per head
-  std::vector<int8_t> xq;      // (B, max(d, d_ff) + 64) quantized activations (+ SIMD slack)
-  std::vector<float> xscale;   // (B) activation scales
+  std::vector<float> x;            // (B, d) residual stream
+  std::vector<float> xn;           // (B, d) LayerNorm output
+  std::vector<float> qkv;          // (B, 3d) c_attn output: q | k | v
+  std::vector<float> att;          // (B, d) attention output (heads concatenated)
+  std::vector<float> proj;         // (B, d) c_proj outputs
+  std::vector<float> fc;           // (B, d_ff) c_fc output, then GELU
+  std::vector<float> scores;       // (n_head, n_ctx) attention weights, one row per head
+  std::vector<int8_t> xq;          // (B, max(d, d_ff) + 64) quantized activations (+ SIMD slack)
+  std::vector<float> xscale;       // (B) activation scales
   std::vector<float> key_cache;    // (layer, n_ctx, d)
   std::vector<float> value_cache;  // (layer, n_ctx, d)
-  std::vector<float> logits;   // (vocab) or (B, vocab)
+  std::vector<float> logits;       // (vocab) or (B, vocab)
 };
 
 Session::Session(const Model& model, SessionOptions opts)
@@ -250,15 +249,14 @@ absl::Status Session::SetForcing(const Forcing* forcing) {
   if (forcing != nullptr) {
     if (forcing->per_site.size() != static_cast<size_t>(units_.num_sites())) {
       return absl::InvalidArgumentError(absl::StrCat("forcing has ", forcing->per_site.size(),
-                                                     " sites, the model has ",
-                                                     units_.num_sites()));
+                                                     " sites, the model has ", units_.num_sites()));
     }
     for (int s = 0; s < units_.num_sites(); ++s) {
       for (const auto& u : forcing->per_site[s]) {
         if (u.unit < 0 || u.unit >= units_.site_size(s) || !std::isfinite(u.value)) {
-          return absl::InvalidArgumentError(absl::StrCat("forcing: unit ", u.unit, " of ",
-                                                         units_.SiteName(s), " out of range (",
-                                                         units_.site_size(s), " units) or value not finite"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("forcing: unit ", u.unit, " of ", units_.SiteName(s), " out of range (",
+                           units_.site_size(s), " units) or value not finite"));
         }
       }
     }
@@ -405,8 +403,8 @@ absl::StatusOr<absl::Span<const float>> Session::Forward(absl::Span<const int32_
   }
   for (int32_t t : tokens) {
     if (t < 0 || static_cast<uint32_t>(t) >= c.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", t, " out of range [0, ",
-                                                     c.vocab_size, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", t, " out of range [0, ", c.vocab_size, ")"));
     }
   }
   const size_t V = c.vocab_size;
@@ -474,7 +472,8 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
         const float inv = 1.0f / sum;
         float* out = s.att.data() + static_cast<size_t>(i) * d + h * hd;
         std::fill(out, out + hd, 0.0f);
-        for (int t = 0; t < len; ++t) Axpy(sc[t] * inv, vc + static_cast<size_t>(t) * d + h * hd, out, hd);
+        for (int t = 0; t < len; ++t)
+          Axpy(sc[t] * inv, vc + static_cast<size_t>(t) * d + h * hd, out, hd);
       }
     };
     if (opts_.pool && opts_.pool->size() > 1 && n > 1) {

@@ -26,27 +26,27 @@ absl::StatusOr<Precision> ParsePrecision(const std::string& s);  // "int8" | "f3
 
 // Weights of one block, views into the mapped file (or into dequantized buffers).
 struct LinearWeights {
-  kernels::PackedI8 q;      // int8 path: (n, k) packed
-  kernels::MatF32 f;        // f32 path: (n, k) output-major (file copy or dequantized)
-  const float* bias;        // (n)
+  kernels::PackedI8 q;  // int8 path: (n, k) packed
+  kernels::MatF32 f;    // f32 path: (n, k) output-major (file copy or dequantized)
+  const float* bias;    // (n)
 };
 
 struct BlockWeights {
-  const float* ln_1_weight;  // (d)
-  const float* ln_1_bias;    // (d)
-  LinearWeights c_attn;      // (3d, d)
-  LinearWeights attn_c_proj; // (d, d)
-  const float* ln_2_weight;  // (d)
-  const float* ln_2_bias;    // (d)
-  LinearWeights c_fc;        // (d_ff, d)
-  LinearWeights mlp_c_proj;  // (d, d_ff)
+  const float* ln_1_weight;   // (d)
+  const float* ln_1_bias;     // (d)
+  LinearWeights c_attn;       // (3d, d)
+  LinearWeights attn_c_proj;  // (d, d)
+  const float* ln_2_weight;   // (d)
+  const float* ln_2_bias;     // (d)
+  LinearWeights c_fc;         // (d_ff, d)
+  LinearWeights mlp_c_proj;   // (d, d_ff)
 };
 
 class Model {
  public:
   struct LoadOptions {
-    bool verify_hash = false;    // recompute SHA-256 (slow for big models)
-    bool need_float = false;     // prepare f32 weights (file copies, else dequantized int8)
+    bool verify_hash = false;  // recompute SHA-256 (slow for big models)
+    bool need_float = false;   // prepare f32 weights (file copies, else dequantized int8)
   };
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path, LoadOptions opts);
   static absl::StatusOr<std::unique_ptr<Model>> FromBuffer(std::string bytes, LoadOptions opts);
@@ -61,18 +61,19 @@ class Model {
   bool float_ready() const { return float_ready_; }
 
   // Weights (shape comments in BlockWeights).
-  const kernels::PackedI8& wte_q() const { return wte_q_; }        // (vocab, d) int8
-  const float* wte_f32() const { return wte_f_.w; }                 // (vocab, d) or null
-  const LinearWeights& lm_head() const { return lm_head_; }         // (vocab, d)
-  const float* wpe() const { return wpe_; }                         // (n_ctx, d)
+  const kernels::PackedI8& wte_q() const { return wte_q_; }  // (vocab, d) int8
+  const float* wte_f32() const { return wte_f_.w; }          // (vocab, d) or null
+  const LinearWeights& lm_head() const { return lm_head_; }  // (vocab, d)
+  const float* wpe() const { return wpe_; }                  // (n_ctx, d)
   const BlockWeights& block(int l) const { return blocks_[l]; }
-  const float* ln_f_weight() const { return ln_f_weight_; }         // (d)
-  const float* ln_f_bias() const { return ln_f_bias_; }             // (d)
+  const float* ln_f_weight() const { return ln_f_weight_; }  // (d)
+  const float* ln_f_bias() const { return ln_f_bias_; }      // (d)
 
  private:
   Model() = default;
   absl::Status Build(LoadOptions opts);
-  absl::Status BuildLinear(const std::string& prefix, int n, int k, bool need_float, LinearWeights* out);
+  absl::Status BuildLinear(const std::string& prefix, int n, int k, bool need_float,
+                           LinearWeights* out);
 
   MappedFile file_;
   ModelFileView view_;
@@ -87,8 +88,8 @@ class Model {
   std::vector<BlockWeights> blocks_;
   const float* ln_f_weight_ = nullptr;
   const float* ln_f_bias_ = nullptr;
-  std::vector<std::vector<float>> owned_f32_;     // dequantized float weights
-  std::vector<std::vector<int32_t>> owned_i32_;   // row sums when absent from the file
+  std::vector<std::vector<float>> owned_f32_;    // dequantized float weights
+  std::vector<std::vector<int32_t>> owned_i32_;  // row sums when absent from the file
 };
 
 class ThreadPool;  // src/parallel.h

@@ -71,9 +71,11 @@ void Value::Set(std::string key, Value v) {
 
 absl::StatusOr<double> Value::GetNumber(std::string_view key) const {
   const Value* v = Find(key);
-  if (v == nullptr) return absl::InvalidArgumentError(absl::StrCat("missing key \"", std::string(key), "\""));
+  if (v == nullptr)
+    return absl::InvalidArgumentError(absl::StrCat("missing key \"", std::string(key), "\""));
   if (!v->is_number()) {
-    return absl::InvalidArgumentError(absl::StrCat("key \"", std::string(key), "\" is not a number"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("key \"", std::string(key), "\" is not a number"));
   }
   return v->as_number();
 }
@@ -82,16 +84,19 @@ absl::StatusOr<int64_t> Value::GetInt(std::string_view key) const {
   auto d = GetNumber(key);
   if (!d.ok()) return d.status();
   if (!(std::fabs(*d) <= 9007199254740992.0) || std::floor(*d) != *d) {
-    return absl::InvalidArgumentError(absl::StrCat("key \"", std::string(key), "\" is not an integer"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("key \"", std::string(key), "\" is not an integer"));
   }
   return static_cast<int64_t>(*d);
 }
 
 absl::StatusOr<std::string> Value::GetString(std::string_view key) const {
   const Value* v = Find(key);
-  if (v == nullptr) return absl::InvalidArgumentError(absl::StrCat("missing key \"", std::string(key), "\""));
+  if (v == nullptr)
+    return absl::InvalidArgumentError(absl::StrCat("missing key \"", std::string(key), "\""));
   if (!v->is_string()) {
-    return absl::InvalidArgumentError(absl::StrCat("key \"", std::string(key), "\" is not a string"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("key \"", std::string(key), "\" is not a string"));
   }
   return v->as_string();
 }
@@ -254,10 +259,14 @@ class Parser {
     for (int k = 0; k < 4; ++k) {
       char h = s_[i_++];
       v <<= 4;
-      if (h >= '0' && h <= '9') v |= h - '0';
-      else if (h >= 'a' && h <= 'f') v |= h - 'a' + 10;
-      else if (h >= 'A' && h <= 'F') v |= h - 'A' + 10;
-      else return Error("invalid \\u escape");
+      if (h >= '0' && h <= '9')
+        v |= h - '0';
+      else if (h >= 'a' && h <= 'f')
+        v |= h - 'a' + 10;
+      else if (h >= 'A' && h <= 'F')
+        v |= h - 'A' + 10;
+      else
+        return Error("invalid \\u escape");
     }
     *cp = v;
     return absl::OkStatus();
@@ -278,14 +287,30 @@ class Parser {
         if (i_ >= s_.size()) return Error("unterminated string");
         char e = s_[i_++];
         switch (e) {
-          case '"': out->push_back('"'); break;
-          case '\\': out->push_back('\\'); break;
-          case '/': out->push_back('/'); break;
-          case 'b': out->push_back('\b'); break;
-          case 'f': out->push_back('\f'); break;
-          case 'n': out->push_back('\n'); break;
-          case 'r': out->push_back('\r'); break;
-          case 't': out->push_back('\t'); break;
+          case '"':
+            out->push_back('"');
+            break;
+          case '\\':
+            out->push_back('\\');
+            break;
+          case '/':
+            out->push_back('/');
+            break;
+          case 'b':
+            out->push_back('\b');
+            break;
+          case 'f':
+            out->push_back('\f');
+            break;
+          case 'n':
+            out->push_back('\n');
+            break;
+          case 'r':
+            out->push_back('\r');
+            break;
+          case 't':
+            out->push_back('\t');
+            break;
           case 'u': {
             uint32_t cp = 0;
             if (auto st = ParseHex4(&cp); !st.ok()) return st;
@@ -383,8 +408,12 @@ class Parser {
 
 void DumpTo(const Value& v, std::string* out) {
   switch (v.type()) {
-    case Value::Type::kNull: out->append("null"); break;
-    case Value::Type::kBool: out->append(v.as_bool() ? "true" : "false"); break;
+    case Value::Type::kNull:
+      out->append("null");
+      break;
+    case Value::Type::kBool:
+      out->append(v.as_bool() ? "true" : "false");
+      break;
     case Value::Type::kNumber: {
       double d = v.as_number();
       if (std::isnan(d)) {
@@ -403,7 +432,9 @@ void DumpTo(const Value& v, std::string* out) {
       }
       break;
     }
-    case Value::Type::kString: out->append(Quote(v.as_string())); break;
+    case Value::Type::kString:
+      out->append(Quote(v.as_string()));
+      break;
     case Value::Type::kArray: {
       out->push_back('[');
       bool first = true;
@@ -449,13 +480,27 @@ std::string Quote(std::string_view s) {
   std::string out = "\"";
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (c < 0x20) {
           char buf[8];

@@ -50,7 +50,7 @@ class Value {
   // Object lookup; nullptr when absent or when this is not an object. Linear for small objects,
   // indexed once an object has many members (vocab.json has 50257).
   const Value* Find(std::string_view key) const;
-  void Set(std::string key, Value v);  // object: append or replace
+  void Set(std::string key, Value v);           // object: append or replace
   void AppendMember(std::string key, Value v);  // object: append (no duplicate check)
   void Push(Value v) { array_.push_back(std::move(v)); }
 

@@ -50,9 +50,9 @@ enum class DType : uint32_t {
 
 struct GPT2Config {
   uint32_t n_layer = 0;
-  uint32_t n_embd = 0;   // d
+  uint32_t n_embd = 0;  // d
   uint32_t n_head = 0;
-  uint32_t n_ctx = 0;    // n_positions
+  uint32_t n_ctx = 0;  // n_positions
   uint32_t vocab_size = 0;
   uint32_t n_inner = 0;  // d_ff (4 * d when the HF config says null)
   uint32_t eos_token_id = 50256;
@@ -67,23 +67,23 @@ struct FileHeader {
   uint32_t header_bytes;  // sizeof(FileHeader)
   uint64_t file_bytes;    // total file size: detects truncation
   uint8_t content_hash[32];
-  GPT2Config config;      // 36 bytes
+  GPT2Config config;  // 36 bytes
   uint32_t n_tensors;
   uint64_t tensor_index_offset;
   uint64_t tokenizer_offset;
   uint64_t tokenizer_bytes;
-  char model_name[64];    // NUL-padded, informational
+  char model_name[64];  // NUL-padded, informational
   uint8_t reserved[256 - 8 - 4 - 4 - 8 - 32 - 36 - 4 - 8 - 8 - 8 - 64];
 };
 static_assert(sizeof(FileHeader) == 256, "FileHeader is 256 bytes");
 
 struct TensorEntry {
-  char name[80];        // NUL-padded
-  uint32_t dtype;       // DType
-  uint32_t ndim;        // 1 or 2
-  uint32_t shape[2];    // logical shape; I8P: (n, k); padded rows are implied
-  uint64_t offset;      // from file start, multiple of kTensorAlign
-  uint64_t nbytes;      // exact byte size (I8P: PaddedRows(n) * k)
+  char name[80];         // NUL-padded
+  uint32_t dtype;        // DType
+  uint32_t ndim;         // 1 or 2
+  uint32_t shape[2];     // logical shape; I8P: (n, k); padded rows are implied
+  uint64_t offset;       // from file start, multiple of kTensorAlign
+  uint64_t nbytes;       // exact byte size (I8P: PaddedRows(n) * k)
   uint8_t reserved[16];  // zero
 };
 static_assert(sizeof(TensorEntry) == 128, "TensorEntry is 128 bytes");

@@ -2,19 +2,23 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/match.h"
 #include "absl/strings/strip.h"
 
 namespace selfcond {
 
 const char* SiteKindName(SiteKind kind) {
   switch (kind) {
-    case SiteKind::kCAttn: return "attn.c_attn";
-    case SiteKind::kAttnCProj: return "attn.c_proj";
-    case SiteKind::kCFc: return "mlp.c_fc";
-    case SiteKind::kMlpCProj: return "mlp.c_proj";
+    case SiteKind::kCAttn:
+      return "attn.c_attn";
+    case SiteKind::kAttnCProj:
+      return "attn.c_proj";
+    case SiteKind::kCFc:
+      return "mlp.c_fc";
+    case SiteKind::kMlpCProj:
+      return "mlp.c_proj";
   }
   return "?";
 }
@@ -24,10 +28,18 @@ UnitSpace::UnitSpace(const GPT2Config& c) : n_layer_(static_cast<int>(c.n_layer)
     for (int k = 0; k < kSiteKinds; ++k) {
       int size = 0;
       switch (static_cast<SiteKind>(k)) {
-        case SiteKind::kCAttn: size = 3 * c.n_embd; break;
-        case SiteKind::kAttnCProj: size = c.n_embd; break;
-        case SiteKind::kCFc: size = c.n_inner; break;
-        case SiteKind::kMlpCProj: size = c.n_embd; break;
+        case SiteKind::kCAttn:
+          size = 3 * c.n_embd;
+          break;
+        case SiteKind::kAttnCProj:
+          size = c.n_embd;
+          break;
+        case SiteKind::kCFc:
+          size = c.n_inner;
+          break;
+        case SiteKind::kMlpCProj:
+          size = c.n_embd;
+          break;
       }
       site_size_.push_back(size);
       site_offset_.push_back(total_);
@@ -57,7 +69,8 @@ absl::StatusOr<int> UnitSpace::ParseSiteName(const std::string& name) const {
     if (kind == SiteKindName(static_cast<SiteKind>(k))) {
       if (layer < 0 || layer >= n_layer_) {
         return absl::InvalidArgumentError(absl::StrCat("layer name '", name, "': block ", layer,
-                                                       " does not exist (model has ", n_layer_, ")"));
+                                                       " does not exist (model has ", n_layer_,
+                                                       ")"));
       }
       return site_index(layer, static_cast<SiteKind>(k));
     }

@@ -32,7 +32,9 @@ class UnitSpace {
 
   int num_sites() const { return static_cast<int>(site_offset_.size()); }
   int64_t num_units() const { return total_; }
-  int site_index(int layer, SiteKind kind) const { return layer * kSiteKinds + static_cast<int>(kind); }
+  int site_index(int layer, SiteKind kind) const {
+    return layer * kSiteKinds + static_cast<int>(kind);
+  }
   int site_size(int site) const { return site_size_[site]; }
   int64_t site_offset(int site) const { return site_offset_[site]; }
   int site_layer(int site) const { return site / kSiteKinds; }

@@ -126,8 +126,10 @@ TEST_F(Gpt2Test, Int8Top1AndGreedyPrefix) {
     s->Reset();
     auto logits = s->Forward(c.ids, Session::Logits::kLast);
     ASSERT_TRUE(logits.ok());
-    const int top1 = static_cast<int>(std::max_element(logits->begin(), logits->end()) - logits->begin());
-    const int ref1 = static_cast<int>(std::max_element(c.logits.begin(), c.logits.end()) - c.logits.begin());
+    const int top1 =
+        static_cast<int>(std::max_element(logits->begin(), logits->end()) - logits->begin());
+    const int ref1 =
+        static_cast<int>(std::max_element(c.logits.begin(), c.logits.end()) - c.logits.begin());
     EXPECT_EQ(top1, ref1) << c.prompt;
     auto g = Greedy(*s, c.ids, 10);
     if (std::equal(g.begin(), g.end(), c.greedy20.begin())) ++prefix_ok;
@@ -222,7 +224,8 @@ TEST_F(Gpt2Test, ForcedGenerationSameWithAndWithoutKvCache) {
       fresh->Reset();
       auto l = fresh->Forward(seq, Session::Logits::kLast);
       ASSERT_TRUE(l.ok());
-      const int32_t next = static_cast<int32_t>(std::max_element(l->begin(), l->end()) - l->begin());
+      const int32_t next =
+          static_cast<int32_t>(std::max_element(l->begin(), l->end()) - l->begin());
       without_cache.push_back(next);
       seq.push_back(next);
     }
@@ -289,9 +292,9 @@ TEST_F(Gpt2Test, SamplingIsSeededAndValidated) {
   auto d = Generate(*s, prompt, g, nullptr);
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->tokens, Greedy(*s, prompt, 20));
-  for (auto bad : {SamplingOptions{-1, 0, 1, 0}, SamplingOptions{1, -2, 1, 0},
-                   SamplingOptions{1, 0, 0, 0}, SamplingOptions{1, 0, 1.5f, 0},
-                   SamplingOptions{NAN, 0, 1, 0}}) {
+  for (auto bad :
+       {SamplingOptions{-1, 0, 1, 0}, SamplingOptions{1, -2, 1, 0}, SamplingOptions{1, 0, 0, 0},
+        SamplingOptions{1, 0, 1.5f, 0}, SamplingOptions{NAN, 0, 1, 0}}) {
     g.sampling = bad;
     EXPECT_FALSE(Generate(*s, prompt, g, nullptr).ok());
   }

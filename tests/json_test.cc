@@ -8,7 +8,8 @@ namespace selfcond::json {
 namespace {
 
 TEST(JsonTest, ParsesNestedDocument) {
-  auto v = Parse(R"({"a": [1, 2.5, -3e2, true, false, null], "b": {"c": "x\ny\u00e9\ud83d\ude00"}})");
+  auto v =
+      Parse(R"({"a": [1, 2.5, -3e2, true, false, null], "b": {"c": "x\ny\u00e9\ud83d\ude00"}})");
   ASSERT_TRUE(v.ok()) << v.status();
   const Value* a = v->Find("a");
   ASSERT_NE(a, nullptr);

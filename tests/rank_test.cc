@@ -3,8 +3,8 @@
 #include "experts/rank.h"
 
 #include <map>
-#include <set>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>

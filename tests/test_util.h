@@ -6,8 +6,8 @@
 
 namespace selfcond::testing {
 
-std::string SourceDir();  // the repo root
-std::string SharedDir();  // ../shared beside the repo
+std::string SourceDir();     // the repo root
+std::string SharedDir();     // ../shared beside the repo
 std::string MiniModelDir();  // ../shared/models/selfcond-mini-30m
 // A fresh empty directory under the test temp dir (removed by the OS / CI, not by us).
 std::string MakeTempDir(const std::string& tag);

@@ -38,7 +38,8 @@ absl::StatusOr<Args> Args::Parse(const CommandSpec& spec, int argc, char** argv)
       value = "1";
     } else if (!has_value) {
       if (i + 1 >= argc) {
-        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value (", f->meta, ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("--", name, " needs a value (", f->meta, ")"));
       }
       value = argv[++i];
     }
@@ -87,10 +88,12 @@ absl::StatusOr<int> Args::GetInt(const std::string& name, int def, int lo, int h
   if (!Has(name)) return def;
   int v;
   if (!absl::SimpleAtoi(Get(name), &v)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": '", Get(name), "' is not an integer"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, ": '", Get(name), "' is not an integer"));
   }
   if (v < lo || v > hi) {
-    return absl::OutOfRangeError(absl::StrCat("--", name, " must be in [", lo, ", ", hi, "], got ", v));
+    return absl::OutOfRangeError(
+        absl::StrCat("--", name, " must be in [", lo, ", ", hi, "], got ", v));
   }
   return v;
 }
@@ -100,10 +103,12 @@ absl::StatusOr<double> Args::GetDouble(const std::string& name, double def, doub
   if (!Has(name)) return def;
   double v;
   if (!absl::SimpleAtod(Get(name), &v) || !std::isfinite(v)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": '", Get(name), "' is not a number"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, ": '", Get(name), "' is not a number"));
   }
   if (v < lo || v > hi) {
-    return absl::OutOfRangeError(absl::StrCat("--", name, " must be in [", lo, ", ", hi, "], got ", v));
+    return absl::OutOfRangeError(
+        absl::StrCat("--", name, " must be in [", lo, ", ", hi, "], got ", v));
   }
   return v;
 }

@@ -12,15 +12,15 @@
 namespace selfcond::cli {
 
 struct FlagSpec {
-  std::string name;     // without "--"
-  std::string meta;     // e.g. "N"; empty = boolean switch
+  std::string name;  // without "--"
+  std::string meta;  // e.g. "N"; empty = boolean switch
   std::string help;
   bool repeated = false;
 };
 
 struct CommandSpec {
   std::string name;
-  std::string usage;    // e.g. "selfcond convert HF_DIR OUT [options]"
+  std::string usage;  // e.g. "selfcond convert HF_DIR OUT [options]"
   std::string summary;
   std::vector<FlagSpec> flags;
   int min_positional = 0;

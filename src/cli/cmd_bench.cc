@@ -82,8 +82,8 @@ json::Value MeasureModel(const std::string& label, const std::string& path, Prec
       auto t1 = Clock::now();
       auto logits = (*session)->Forward(prompt, Session::Logits::kLast);
       prefill.push_back(prompt_n / Since(t1));
-      int32_t tok = static_cast<int32_t>(
-          std::max_element(logits->begin(), logits->end()) - logits->begin());
+      int32_t tok =
+          static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) - logits->begin());
       auto t2 = Clock::now();
       for (int i = 0; i < decode_n; ++i) {
         logits = (*session)->Forward({&tok, 1}, Session::Logits::kLast);
@@ -219,9 +219,13 @@ const CommandSpec& BenchSpec() {
        {"threads", "N", "the multi-threaded setting (default: all cores)"},
        {"no-small", "", "skip the GPT-2-small-shaped model"},
        {"no-f32", "", "skip the f32 path"},
-       {"rank-concept", "FILE", "concept for the ranking benchmark (default: ../shared/concepts/football.json if present; 'none' to skip)"},
-       {"work-dir", "DIR", "where the GPT-2-small-shaped model is cached (default /tmp/selfcond-bench)"},
-       {"vocab-dir", "DIR", "vocab.json + merges.txt for it (default: ../shared/models/selfcond-mini-30m)"}},
+       {"rank-concept", "FILE",
+        "concept for the ranking benchmark (default: ../shared/concepts/football.json if present; "
+        "'none' to skip)"},
+       {"work-dir", "DIR",
+        "where the GPT-2-small-shaped model is cached (default /tmp/selfcond-bench)"},
+       {"vocab-dir", "DIR",
+        "vocab.json + merges.txt for it (default: ../shared/models/selfcond-mini-30m)"}},
       0,
       0};
   return s;
@@ -233,7 +237,8 @@ absl::Status RunBench(const Args& args) {
   auto decode = args.GetInt("decode-tokens", 128, 0, 1 << 16);
   auto repeats = args.GetInt("repeats", 3, 1, 100);
   auto threads = args.GetInt("threads", 0, 0, 256);
-  for (const auto* st : {&prompt.status(), &decode.status(), &repeats.status(), &threads.status()}) {
+  for (const auto* st :
+       {&prompt.status(), &decode.status(), &repeats.status(), &threads.status()}) {
     if (!st->ok()) return *st;
   }
   p.prompt_tokens = *prompt;
@@ -288,7 +293,8 @@ absl::Status RunBench(const Args& args) {
   json::Value ratios = json::Value::Object();
   auto decode_at = [&](const std::string& label, const std::string& prec, int threads) {
     for (const auto& m : models.items()) {
-      if (m.Find("model")->as_string() != label || m.Find("precision")->as_string() != prec) continue;
+      if (m.Find("model")->as_string() != label || m.Find("precision")->as_string() != prec)
+        continue;
       const json::Value* runs = m.Find("runs");
       if (runs == nullptr) continue;
       for (const auto& r : runs->items())

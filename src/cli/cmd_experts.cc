@@ -34,7 +34,8 @@ absl::StatusOr<Forcing> BuildForcingFromArgs(const Model& model,
       }
     }
     auto t = LoadExpertTable(path);
-    if (!t.ok()) return absl::Status(t.status().code(), absl::StrCat(path, ": ", t.status().message()));
+    if (!t.ok())
+      return absl::Status(t.status().code(), absl::StrCat(path, ": ", t.status().message()));
     if (auto st = CheckCompatible(*t, model); !st.ok()) {
       return absl::Status(st.code(), absl::StrCat("expert table ", path, ": ", st.message()));
     }
@@ -110,7 +111,8 @@ absl::Status RunRank(const Args& args) {
   ro.top_n = *top;
   Progress progress("rank");
   ro.progress = [&](int done, int total) {
-    progress.Update(static_cast<double>(done) / total, absl::StrCat(done, "/", total, " sentences"));
+    progress.Update(static_cast<double>(done) / total,
+                    absl::StrCat(done, "/", total, " sentences"));
   };
   auto t0 = std::chrono::steady_clock::now();
   auto table = RankConcept(**model, *data, ro);
@@ -119,11 +121,13 @@ absl::Status RunRank(const Args& args) {
   const int n = static_cast<int>(data->positive.size() + data->negative.size());
   progress.Done(absl::StrCat(n, " sentences, ", static_cast<int>(n / secs), " sentences/s"));
   if (table->num_truncated > 0) {
-    std::fprintf(stderr, "warning: %d sentences longer than the context (%u tokens) were truncated\n",
+    std::fprintf(stderr,
+                 "warning: %d sentences longer than the context (%u tokens) were truncated\n",
                  table->num_truncated, (*model)->config().n_ctx);
   }
   const bool csv = out->size() >= 4 && out->substr(out->size() - 4) == ".csv";
-  absl::Status st = csv ? WriteFile(*out, ExportExpertiseCsv(*table)) : SaveExpertTable(*table, *out);
+  absl::Status st =
+      csv ? WriteFile(*out, ExportExpertiseCsv(*table)) : SaveExpertTable(*table, *out);
   if (!st.ok()) return st;
   std::printf("concept %s: %zu positive, %zu negative sentences; wrote %s\n", data->concept.c_str(),
               data->positive.size(), data->negative.size(), out->c_str());

@@ -191,9 +191,9 @@ absl::Status RunInspect(const Args& args) {
   const UnitSpace units(c);
   uint64_t params = 0;
   for (const auto& t : (*m)->file().tensors) {
-    if (t.name.size() > 2 && (t.name.substr(t.name.size() - 2) == ".q" || t.name == "wpe" ||
-                              t.name.find("ln_") != std::string::npos ||
-                              t.name.find(".bias") != std::string::npos)) {
+    if (t.name.size() > 2 &&
+        (t.name.substr(t.name.size() - 2) == ".q" || t.name == "wpe" ||
+         t.name.find("ln_") != std::string::npos || t.name.find(".bias") != std::string::npos)) {
       uint64_t n = 1;
       for (uint32_t s : t.shape) n *= s;
       params += n;
@@ -203,9 +203,11 @@ absl::Status RunInspect(const Args& args) {
   std::printf("name        %s\n", (*m)->name().c_str());
   std::printf("hash        %s%s\n", (*m)->hash_hex().c_str(), lo.verify_hash ? " (verified)" : "");
   std::printf("size        %.2f MiB\n", (*m)->file_bytes() / 1048576.0);
-  std::printf("config      n_layer %u, n_embd %u, n_head %u, n_ctx %u, vocab %u, n_inner %u, eps %g, %s LM head\n",
-              c.n_layer, c.n_embd, c.n_head, c.n_ctx, c.vocab_size, c.n_inner, c.layer_norm_eps,
-              c.tied_lm_head ? "tied" : "separate");
+  std::printf(
+      "config      n_layer %u, n_embd %u, n_head %u, n_ctx %u, vocab %u, n_inner %u, eps %g, %s LM "
+      "head\n",
+      c.n_layer, c.n_embd, c.n_head, c.n_ctx, c.vocab_size, c.n_inner, c.layer_norm_eps,
+      c.tied_lm_head ? "tied" : "separate");
   std::printf("parameters  %.2fM\n", params / 1e6);
   std::printf("weights     int8 per-channel%s\n",
               (*m)->has_float_copies() ? " + float32 copies" : "");
@@ -215,7 +217,8 @@ absl::Status RunInspect(const Args& args) {
   if (args.Has("tensors")) {
     for (const auto& t : (*m)->file().tensors) {
       std::string shape;
-      for (size_t i = 0; i < t.shape.size(); ++i) shape += (i ? "x" : "") + std::to_string(t.shape[i]);
+      for (size_t i = 0; i < t.shape.size(); ++i)
+        shape += (i ? "x" : "") + std::to_string(t.shape[i]);
       std::printf("  %-32s dtype %d  %-12s %llu bytes\n", t.name.c_str(), static_cast<int>(t.dtype),
                   shape.c_str(), static_cast<unsigned long long>(t.nbytes));
     }

@@ -17,8 +17,9 @@ void Progress::Update(double fraction, const std::string& extra) {
   last_ = pct;
   const int width = 30, filled = pct * width / 100;
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  std::fprintf(stderr, "\r%s [%s%s] %3d%% %5.1fs %s", label_.c_str(), std::string(filled, '#').c_str(),
-               std::string(width - filled, '.').c_str(), pct, secs, extra.c_str());
+  std::fprintf(stderr, "\r%s [%s%s] %3d%% %5.1fs %s", label_.c_str(),
+               std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(), pct,
+               secs, extra.c_str());
   std::fflush(stderr);
 }
 
@@ -36,7 +37,8 @@ std::string DefaultModelPath() {
   std::error_code ec;
   const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec) {
-    for (auto dir = exe.parent_path(); !dir.empty() && dir != dir.root_path(); dir = dir.parent_path()) {
+    for (auto dir = exe.parent_path(); !dir.empty() && dir != dir.root_path();
+         dir = dir.parent_path()) {
       candidates.push_back(dir / rel);
     }
   }

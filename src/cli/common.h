@@ -42,7 +42,8 @@ std::string DefaultModelPath();
 // and combines the top-K units of each table into one Forcing (cli/cmd_experts.cc).
 absl::StatusOr<Forcing> BuildForcingFromArgs(const Model& model,
                                              const std::vector<std::string>& specs,
-                                             const std::string& forcing_value, bool only_last_token);
+                                             const std::string& forcing_value,
+                                             bool only_last_token);
 
 }  // namespace selfcond::cli
 

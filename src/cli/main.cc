@@ -19,8 +19,8 @@ struct Command {
 
 std::vector<Command> Commands() {
   return {
-      {&ConvertSpec(), RunConvert},   {&GenerateSpec(), RunGenerate}, {&PplSpec(), RunPpl},
-      {&InspectSpec(), RunInspect},   {&RankSpec(), RunRank},         {&BenchSpec(), RunBench},
+      {&ConvertSpec(), RunConvert},       {&GenerateSpec(), RunGenerate}, {&PplSpec(), RunPpl},
+      {&InspectSpec(), RunInspect},       {&RankSpec(), RunRank},         {&BenchSpec(), RunBench},
       {&ExperimentSpec(), RunExperiment},
   };
 }
@@ -49,7 +49,8 @@ int main(int argc, char** argv) {
     if (c.spec->name != argv[1]) continue;
     auto args = Args::Parse(*c.spec, argc - 2, argv + 2);
     if (!args.ok()) {
-      std::fprintf(stderr, "selfcond %s: %s\n", argv[1], std::string(args.status().message()).c_str());
+      std::fprintf(stderr, "selfcond %s: %s\n", argv[1],
+                   std::string(args.status().message()).c_str());
       return 2;
     }
     if (args->help()) {

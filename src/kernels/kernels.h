@@ -32,7 +32,8 @@ inline constexpr int kKGroup = 4;     // consecutive k per channel inside a bloc
 
 inline int PaddedRows(int n) { return (n + kRowBlock - 1) / kRowBlock * kRowBlock; }
 inline size_t PackedIndex(int r, int c, int k) {
-  return (static_cast<size_t>(r / kRowBlock) * (k / kKGroup) + c / kKGroup) * (kRowBlock * kKGroup) +
+  return (static_cast<size_t>(r / kRowBlock) * (k / kKGroup) + c / kKGroup) *
+             (kRowBlock * kKGroup) +
          (r % kRowBlock) * kKGroup + (c % kKGroup);
 }
 
