@@ -75,6 +75,15 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromBuffer(std::string bytes, Load
   return m;
 }
 
+// A float copy (n, k) of a packed int8 matrix, owned by the model (the f32 path of a file that
+// holds no float copies).
+const float* Model::Dequantize(const kernels::PackedI8& q) {
+  owned_f32_.emplace_back(static_cast<size_t>(q.n) * q.k);
+  float* w = owned_f32_.back().data();
+  for (int r = 0; r < q.n; ++r) kernels::UnpackRow(q, r, w + static_cast<size_t>(r) * q.k);
+  return w;
+}
+
 absl::Status Model::BuildLinear(const std::string& prefix, int n, int k, bool need_float,
                                 LinearWeights* out) {
   const uint32_t un = n, uk = k, npad = kernels::PaddedRows(n);
@@ -105,10 +114,7 @@ absl::Status Model::BuildLinear(const std::string& prefix, int n, int k, bool ne
     has_float_copies_ = true;
   } else if (need_float) {
     // No float copy in the file: the f32 path runs on dequantized int8 weights.
-    owned_f32_.emplace_back(static_cast<size_t>(n) * k);
-    float* w = owned_f32_.back().data();
-    for (int r = 0; r < n; ++r) kernels::UnpackRow(out->q, r, w + static_cast<size_t>(r) * k);
-    out->f.w = w;
+    out->f.w = Dequantize(out->q);
   }
   return absl::OkStatus();
 }
@@ -175,17 +181,11 @@ absl::Status Model::Build(LoadOptions opts) {
     }
   }
   if (opts.need_float && wte_f_.w == nullptr) {
-    owned_f32_.emplace_back(static_cast<size_t>(V) * d);
-    float* w = owned_f32_.back().data();
-    for (int r = 0; r < V; ++r) kernels::UnpackRow(wte_q_, r, w + static_cast<size_t>(r) * d);
-    wte_f_.w = w;
+    wte_f_.w = Dequantize(wte_q_);
     if (c.tied_lm_head) lm_head_.f = wte_f_;
   }
   if (opts.need_float && lm_head_.f.w == nullptr) {
-    owned_f32_.emplace_back(static_cast<size_t>(V) * d);
-    float* w = owned_f32_.back().data();
-    for (int r = 0; r < V; ++r) kernels::UnpackRow(lm_head_.q, r, w + static_cast<size_t>(r) * d);
-    lm_head_.f.w = w;
+    lm_head_.f.w = Dequantize(lm_head_.q);
   }
   float_ready_ = wte_f_.w != nullptr && lm_head_.f.w != nullptr;
   for (const auto& b : blocks_) {

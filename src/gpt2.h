@@ -72,6 +72,7 @@ class Model {
  private:
   Model() = default;
   absl::Status Build(LoadOptions opts);
+  const float* Dequantize(const kernels::PackedI8& q);
   absl::Status BuildLinear(const std::string& prefix, int n, int k, bool need_float,
                            LinearWeights* out);
 
