@@ -68,8 +68,11 @@ json::Value MeasureModel(const std::string& label, const std::string& path, Prec
   for (int i = 0; i < prompt_n; ++i) prompt[i] = (i * 7919 + 13) % static_cast<int>(c.vocab_size);
   out.Set("prompt_tokens", json::Value::Number(prompt_n));
   out.Set("decode_tokens", json::Value::Number(decode_n));
+  // One child measures either generation (runs) or ranking, never both (see RunBench).
+  const bool ranking = !p.rank_concept.empty();
   json::Value runs = json::Value::Array();
-  for (int threads : p.rank_concept.empty() ? p.threads : std::vector<int>{}) {
+  for (int threads : p.threads) {
+    if (ranking) break;
     ThreadPool pool(threads);
     SessionOptions so;
     so.precision = prec;
@@ -101,8 +104,9 @@ json::Value MeasureModel(const std::string& label, const std::string& path, Prec
                  Median(prefill), Median(decode));
     runs.Push(std::move(run));
   }
-  if (p.rank_concept.empty()) out.Set("runs", std::move(runs));
-  if (!p.rank_concept.empty()) {
+  if (!ranking) {
+    out.Set("runs", std::move(runs));
+  } else {
     auto data = LoadDataset(p.rank_concept);
     if (data.ok()) {
       json::Value rank = json::Value::Array();
