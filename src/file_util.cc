@@ -103,4 +103,17 @@ MappedFile::~MappedFile() {
   size_ = 0;
 }
 
+void MappedFile::DropPages(const void* p, size_t n) const {
+#if !defined(SELFCOND_WASM)
+  if (!mapped_ || n == 0) return;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+#else
+  (void)p;
+  (void)n;
+#endif
+}
+
 }  // namespace selfcond

@@ -29,6 +29,12 @@ class MappedFile {
   ~MappedFile();
 
   absl::Span<const uint8_t> bytes() const { return {data_, size_}; }
+  bool mapped() const { return mapped_; }
+
+  // Tells the kernel that [p, p + n) will not be needed for a while: the whole pages inside it
+  // leave the resident set (a later read faults them in again from the file, so this is always
+  // safe). Used after XNNPACK has packed its own copy of a weight matrix. No-op for heap copies.
+  void DropPages(const void* p, size_t n) const;
 
  private:
   const uint8_t* data_ = nullptr;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -187,11 +188,43 @@ absl::Status Model::Build(LoadOptions opts) {
   if (opts.need_float && lm_head_.f.w == nullptr) {
     lm_head_.f.w = Dequantize(lm_head_.q);
   }
+  if (opts.xnnpack && kernels::xnn::Available()) {
+    if (auto st = PackForXnnpack(); !st.ok()) return st;
+  }
   float_ready_ = wte_f_.w != nullptr && lm_head_.f.w != nullptr;
   for (const auto& b : blocks_) {
     float_ready_ =
         float_ready_ && b.c_attn.f.w && b.attn_c_proj.f.w && b.c_fc.f.w && b.mlp_c_proj.f.w;
   }
+  return absl::OkStatus();
+}
+
+// Packs every int8 linear (and the LM head) into XNNPACK's layout, then drops the file's pages of
+// those weights: the packed copy is the one that stays resident. (The token embedding reads rows
+// of wte's int8 data; only the rows a prompt uses come back into memory.)
+absl::Status Model::PackForXnnpack() {
+  auto packed = kernels::xnn::PackedWeights::Create();
+  if (!packed.ok()) return packed.status();
+  xnn_ = std::move(*packed);
+  auto add = [&](LinearWeights* w) -> absl::Status {
+    kernels::xnn::LinearSpec spec;
+    spec.q8 = &w->q;
+    spec.bias = w->bias;
+    spec.n = w->q.n;
+    spec.k = w->q.k;
+    auto id = xnn_->Add(spec);
+    if (!id.ok()) return id.status();
+    w->xnn_id = *id;
+    file_.DropPages(w->q.q, static_cast<size_t>(w->q.n_pad) * w->q.k);
+    return absl::OkStatus();
+  };
+  for (auto& b : blocks_) {
+    for (LinearWeights* w : {&b.c_attn, &b.attn_c_proj, &b.c_fc, &b.mlp_c_proj}) {
+      if (auto st = add(w); !st.ok()) return st;
+    }
+  }
+  if (auto st = add(&lm_head_); !st.ok()) return st;
+  xnn_->Finalize();
   return absl::OkStatus();
 }
 
@@ -223,18 +256,32 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(const Model& model, Ses
         "f32 precision needs float weights: load the model with need_float");
   }
   if (opts.max_batch < 1) return absl::InvalidArgumentError("max_batch must be >= 1");
-  if (opts.backend == nullptr) opts.backend = &kernels::DefaultBackend();
+  bool use_xnnpack = false;
+  if (opts.backend == nullptr) {
+    const char* env = std::getenv("SELFCOND_BACKEND");
+    const bool env_names_other = env != nullptr && *env != '\0' && std::strcmp(env, "xnnpack") &&
+                                 kernels::BackendByName(env) != nullptr;
+    use_xnnpack = opts.precision == Precision::kInt8 && model.xnn() != nullptr && !env_names_other;
+    opts.backend = &kernels::DefaultBackend();
+  }
   const GPT2Config& c = model.config();
   opts.max_batch = std::min<int>(opts.max_batch, c.n_ctx);
   std::unique_ptr<Session> s(new Session(model, opts));
+  if (use_xnnpack) {
+    auto ops = kernels::xnn::Operators::Create(*model.xnn());
+    if (!ops.ok()) return ops.status();
+    s->xnn_ops_ = std::move(*ops);
+  }
   const size_t B = opts.max_batch, d = c.n_embd, F = c.n_inner;
+  // Linear-layer inputs get slack at the end: XNNPACK reads up to kExtraBytes past them.
+  const size_t slack = kernels::xnn::kExtraBytes / sizeof(float);
   auto& sc = *(s->s_ = std::make_unique<Scratch>());
   sc.x.resize(B * d);
-  sc.xn.resize(B * d);
+  sc.xn.resize(B * d + slack);
   sc.qkv.resize(B * 3 * d);
-  sc.att.resize(B * d);
+  sc.att.resize(B * d + slack);
   sc.proj.resize(B * d);
-  sc.fc.resize(B * F);
+  sc.fc.resize(B * F + slack);
   sc.scores.resize(static_cast<size_t>(c.n_head) * c.n_ctx);
   sc.xq.resize(B * (std::max(d, F) + 64));
   sc.xscale.resize(B);
@@ -244,6 +291,10 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(const Model& model, Ses
 }
 
 void Session::Reset() { pos_ = 0; }
+
+const char* Session::engine_name() const {
+  return xnn_ops_ != nullptr ? "xnnpack" : opts_.backend->name;
+}
 
 absl::Status Session::SetForcing(const Forcing* forcing) {
   if (forcing != nullptr) {
@@ -341,15 +392,20 @@ SC_MULTIVERSION void AddInPlace(float* x, const float* y, size_t n) {
 
 }  // namespace
 
-// y(m, n) = x(m, k) . W^T + bias, split over threads by blocks of output channels.
-void Session::Linear(const LinearWeights& w, const float* x, int m, float* y) {
-  const kernels::Backend& be = *opts_.backend;
+// y(m, n) = x(m, k) . W^T + bias: on XNNPACK (int8), or on a hand-written backend split over
+// threads by blocks of output channels.
+absl::Status Session::Linear(const LinearWeights& w, const float* x, int m, float* y) {
   const int n = w.q.n;
   const int threads = opts_.pool ? opts_.pool->size() : 1;
-  // Enough tasks to balance threads; each a multiple of the 16-row packed block.
   // Small products (under ~1M multiply-adds, e.g. the demo model's per-token linears) run on
   // the calling thread: waking the pool costs more than it saves there.
   const bool small = static_cast<int64_t>(m) * n * w.q.k < (int64_t{1} << 20);
+  if (xnn_ops_ != nullptr && opts_.precision == Precision::kInt8) {
+    void* pool = small || threads == 1 ? nullptr : opts_.pool->native_handle();
+    return xnn_ops_->Run(w.xnn_id, x, m, y, pool);
+  }
+  const kernels::Backend& be = *opts_.backend;
+  // Enough tasks to balance threads; each a multiple of the 16-row packed block.
   int tasks = threads == 1 || small ? 1 : std::min(threads * 4, kernels::PaddedRows(n) / 16);
   tasks = std::max(tasks, 1);
   const int rows_per_task = (kernels::PaddedRows(n) / 16 + tasks - 1) / tasks * 16;
@@ -371,6 +427,7 @@ void Session::Linear(const LinearWeights& w, const float* x, int m, float* y) {
   } else {
     run([&](int b, int e) { be.gemm_f32(w.f, x, m, w.bias, y, n, b, e); });
   }
+  return absl::OkStatus();
 }
 
 // The expert hooks, on a linear layer's output y(m, n) for site `site`.
@@ -449,7 +506,7 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
     for (int i = 0; i < n; ++i) {
       LayerNorm(x + i * d, b.ln_1_weight, b.ln_1_bias, d, c.layer_norm_eps, s.xn.data() + i * d);
     }
-    Linear(b.c_attn, s.xn.data(), n, s.qkv.data());
+    if (auto st = Linear(b.c_attn, s.xn.data(), n, s.qkv.data()); !st.ok()) return st;
     Intervene(units_.site_index(l, SiteKind::kCAttn), s.qkv.data(), n, 3 * d, last_chunk);
     for (int i = 0; i < n; ++i) {
       const float* row = s.qkv.data() + static_cast<size_t>(i) * 3 * d;
@@ -481,7 +538,7 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
     } else {
       for (int h = 0; h < H; ++h) head(h);
     }
-    Linear(b.attn_c_proj, s.att.data(), n, s.proj.data());
+    if (auto st = Linear(b.attn_c_proj, s.att.data(), n, s.proj.data()); !st.ok()) return st;
     Intervene(units_.site_index(l, SiteKind::kAttnCProj), s.proj.data(), n, d, last_chunk);
     AddInPlace(x, s.proj.data(), static_cast<size_t>(n) * d);
 
@@ -489,10 +546,10 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
     for (int i = 0; i < n; ++i) {
       LayerNorm(x + i * d, b.ln_2_weight, b.ln_2_bias, d, c.layer_norm_eps, s.xn.data() + i * d);
     }
-    Linear(b.c_fc, s.xn.data(), n, s.fc.data());
+    if (auto st = Linear(b.c_fc, s.xn.data(), n, s.fc.data()); !st.ok()) return st;
     Intervene(units_.site_index(l, SiteKind::kCFc), s.fc.data(), n, F, last_chunk);
     GeluInPlace(s.fc.data(), static_cast<size_t>(n) * F);
-    Linear(b.mlp_c_proj, s.fc.data(), n, s.proj.data());
+    if (auto st = Linear(b.mlp_c_proj, s.fc.data(), n, s.proj.data()); !st.ok()) return st;
     Intervene(units_.site_index(l, SiteKind::kMlpCProj), s.proj.data(), n, d, last_chunk);
     AddInPlace(x, s.proj.data(), static_cast<size_t>(n) * d);
   }
@@ -508,7 +565,7 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
   }
   // kAll: this chunk's rows go after the previous chunks' rows.
   float* out = s.logits.data() + static_cast<size_t>(logits_row_) * c.vocab_size;
-  Linear(model_.lm_head(), s.xn.data(), rows, out);
+  if (auto st = Linear(model_.lm_head(), s.xn.data(), rows, out); !st.ok()) return st;
   logits_row_ += rows;
   return absl::OkStatus();
 }

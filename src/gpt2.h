@@ -15,6 +15,7 @@
 #include "absl/types/span.h"
 #include "file_util.h"
 #include "kernels/kernels.h"
+#include "kernels/xnnpack.h"
 #include "model_file.h"
 #include "tokenizer.h"
 #include "units.h"
@@ -29,6 +30,7 @@ struct LinearWeights {
   kernels::PackedI8 q;  // int8 path: (n, k) packed
   kernels::MatF32 f;    // f32 path: (n, k) output-major (file copy or dequantized)
   const float* bias;    // (n)
+  int xnn_id = -1;      // this layer in Model::xnn() (the int8 GEMM engine), -1 if not packed
 };
 
 struct BlockWeights {
@@ -47,6 +49,9 @@ class Model {
   struct LoadOptions {
     bool verify_hash = false;  // recompute SHA-256 (slow for big models)
     bool need_float = false;   // prepare f32 weights (file copies, else dequantized int8)
+    // Pack every int8 linear for XNNPACK (the default int8 GEMM engine) and drop the file's
+    // copy of those weights from memory. Off: only the hand-written backends can run int8.
+    bool xnnpack = true;
   };
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path, LoadOptions opts);
   static absl::StatusOr<std::unique_ptr<Model>> FromBuffer(std::string bytes, LoadOptions opts);
@@ -59,6 +64,8 @@ class Model {
   size_t file_bytes() const { return file_.bytes().size(); }
   bool has_float_copies() const { return has_float_copies_; }
   bool float_ready() const { return float_ready_; }
+  // XNNPACK's packed weights, or null (LoadOptions::xnnpack off, or XNNPACK unavailable).
+  const kernels::xnn::PackedWeights* xnn() const { return xnn_.get(); }
 
   // Weights (shape comments in BlockWeights).
   const kernels::PackedI8& wte_q() const { return wte_q_; }  // (vocab, d) int8
@@ -73,6 +80,7 @@ class Model {
   Model() = default;
   absl::Status Build(LoadOptions opts);
   const float* Dequantize(const kernels::PackedI8& q);
+  absl::Status PackForXnnpack();
   absl::Status BuildLinear(const std::string& prefix, int n, int k, bool need_float,
                            LinearWeights* out);
 
@@ -91,13 +99,17 @@ class Model {
   const float* ln_f_bias_ = nullptr;
   std::vector<std::vector<float>> owned_f32_;    // dequantized float weights
   std::vector<std::vector<int32_t>> owned_i32_;  // row sums when absent from the file
+  std::unique_ptr<kernels::xnn::PackedWeights> xnn_;
 };
 
 class ThreadPool;  // src/parallel.h
 
 struct SessionOptions {
   Precision precision = Precision::kInt8;
-  const kernels::Backend* backend = nullptr;  // null: kernels::DefaultBackend()
+  // The hand-written kernels (f32 path; int8 path only when XNNPACK is not used). Null: int8 on
+  // XNNPACK when the model has packed weights (unless the SELFCOND_BACKEND environment variable
+  // names a hand-written backend), and kernels::DefaultBackend() for the rest.
+  const kernels::Backend* backend = nullptr;
   ThreadPool* pool = nullptr;                 // null: single-threaded
   int max_batch = 256;                        // tokens per forward call (prefill chunk)
 };
@@ -111,6 +123,8 @@ class Session {
   // Clears the KV cache (position back to 0). Keeps forcing and capture settings.
   void Reset();
   int pos() const { return pos_; }
+  // What runs the linear layers: "xnnpack" or a hand-written backend's name.
+  const char* engine_name() const;
   const Model& model() const { return model_; }
 
   // Runs tokens at positions pos()..pos()+n-1 (prefilled as one batch, chunked by max_batch)
@@ -131,7 +145,7 @@ class Session {
  private:
   Session(const Model& model, SessionOptions opts);
   absl::Status ForwardChunk(const int32_t* tokens, int n, bool last_chunk, Logits want);
-  void Linear(const LinearWeights& w, const float* x, int m, float* y);
+  absl::Status Linear(const LinearWeights& w, const float* x, int m, float* y);
   void Intervene(int site, float* y, int m, int n, bool chunk_has_last);
 
   const Model& model_;
@@ -143,6 +157,7 @@ class Session {
   float* capture_max_ = nullptr;
   struct Scratch;
   std::unique_ptr<Scratch> s_;
+  std::unique_ptr<kernels::xnn::Operators> xnn_ops_;  // int8 on XNNPACK, else null
 };
 
 }  // namespace selfcond

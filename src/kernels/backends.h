@@ -60,11 +60,6 @@ const Backend* Avx512VnniBackend();
 const Backend* WasmSimd128Backend();
 #endif
 
-#if defined(__aarch64__)
-// neon.cc: NEON is baseline on AArch64 (CMakeLists.txt compiles neon.cc there).
-const Backend* NeonBackend();
-#endif
-
 }  // namespace selfcond::kernels
 
 #endif  // SELFCOND_KERNELS_BACKENDS_H_

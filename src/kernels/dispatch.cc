@@ -25,9 +25,6 @@ std::vector<const Backend*> DetectBackends() {
 #if defined(SELFCOND_WASM)
   out.push_back(WasmSimd128Backend());
 #endif
-#if defined(__aarch64__)
-  out.push_back(NeonBackend());
-#endif
   out.push_back(ScalarBackendPtr());
   return out;
 }

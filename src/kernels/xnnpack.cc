@@ -1,0 +1,275 @@
+// XNNPACK as the GEMM engine (see xnnpack.h for the design).
+#include "kernels/xnnpack.h"
+
+#include <xnnpack.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "absl/strings/str_cat.h"
+
+namespace selfcond::kernels::xnn {
+
+namespace {
+
+absl::Status XnnError(xnn_status st, const char* what) {
+  if (st == xnn_status_out_of_memory) {
+    return absl::ResourceExhaustedError(absl::StrCat("XNNPACK: out of memory in ", what));
+  }
+  return absl::InternalError(absl::StrCat("XNNPACK: ", what, " failed (status ",
+                                          static_cast<int>(st), ")"));
+}
+
+// 64-byte aligned memory (XNNPACK's packed weights and workspaces want XNN_ALLOCATION_ALIGNMENT).
+struct AlignedFree {
+  void operator()(void* p) const { std::free(p); }
+};
+using AlignedBuffer = std::unique_ptr<void, AlignedFree>;
+AlignedBuffer AlignedAlloc(size_t bytes) {
+  bytes = (bytes + 63) / 64 * 64;
+  return AlignedBuffer(std::aligned_alloc(64, bytes == 0 ? 64 : bytes));
+}
+
+// What a weights-cache provider returns for "not in the cache" (XNNPACK's XNN_CACHE_NOT_FOUND,
+// which its public header does not export).
+constexpr size_t kNotFound = SIZE_MAX;
+
+}  // namespace
+
+bool Available() {
+  static const bool ok = xnn_initialize(/*allocator=*/nullptr) == xnn_status_success;
+  return ok;
+}
+
+// ---- the weights cache: one exact-size buffer per matrix ---------------------------------------
+//
+// XNNPACK looks packed weights up by (seed, kernel pointer, bias pointer, fingerprint). At packing
+// time the int8 kernel is a temporary row-major copy (the file holds selfcond's own packed
+// layout), so the entry is stored under a stable pointer instead (`alias_from` -> `alias_to`, the
+// file's int8 data); sessions pass that stable pointer, which XNNPACK never reads on a cache hit.
+// After Finalize, a miss cannot allocate (reserve_space returns null), so a wrong key is an error
+// instead of a silent repack.
+struct PackedWeights::Cache {
+  using Key = std::tuple<uint32_t, const void*, const void*, uint32_t>;
+  struct Entry {
+    AlignedBuffer buf;
+    size_t size = 0;
+  };
+  std::mutex mu;
+  std::map<Key, size_t> index;  // key -> position in entries
+  std::vector<Entry> entries;   // immutable after Finalize (read without the lock)
+  AlignedBuffer pending;        // reserved by reserve_space, not yet inserted
+  size_t pending_size = 0;
+  const void* alias_from = nullptr;
+  const void* alias_to = nullptr;
+  bool finalized = false;
+  xnn_weights_cache_provider provider{};
+
+  Cache() {
+    provider.context = this;
+    provider.look_up = [](void* ctx, const xnn_weights_cache_look_up_key* key) -> size_t {
+      auto* c = static_cast<Cache*>(ctx);
+      std::lock_guard<std::mutex> lock(c->mu);
+      auto it = c->index.find(c->KeyOf(key));
+      return it == c->index.end() ? kNotFound : it->second;
+    };
+    provider.reserve_space = [](void* ctx, size_t n) -> void* {
+      auto* c = static_cast<Cache*>(ctx);
+      std::lock_guard<std::mutex> lock(c->mu);
+      if (c->finalized) return nullptr;
+      c->pending = AlignedAlloc(n);
+      c->pending_size = n;
+      return c->pending.get();
+    };
+    provider.look_up_or_insert = [](void* ctx, const xnn_weights_cache_look_up_key* key,
+                                    void* ptr, size_t size) -> size_t {
+      auto* c = static_cast<Cache*>(ctx);
+      std::lock_guard<std::mutex> lock(c->mu);
+      const Key k = c->KeyOf(key);
+      if (auto it = c->index.find(k); it != c->index.end()) return it->second;
+      if (ptr != c->pending.get() || size > c->pending_size) return kNotFound;
+      c->entries.push_back(Entry{std::move(c->pending), size});
+      c->pending_size = 0;
+      c->index[k] = c->entries.size() - 1;
+      return c->entries.size() - 1;
+    };
+    provider.is_finalized = [](void* ctx) -> bool {
+      auto* c = static_cast<Cache*>(ctx);
+      std::lock_guard<std::mutex> lock(c->mu);
+      return c->finalized;
+    };
+    provider.offset_to_addr = [](void* ctx, size_t offset) -> void* {
+      auto* c = static_cast<Cache*>(ctx);
+      return offset < c->entries.size() ? c->entries[offset].buf.get() : nullptr;
+    };
+    provider.delete_cache = [](void*) -> xnn_status { return xnn_status_success; };
+    provider.alias_data = nullptr;
+  }
+
+  Key KeyOf(const xnn_weights_cache_look_up_key* key) const {
+    const void* kernel = key->kernel == alias_from && alias_from ? alias_to : key->kernel;
+    return Key{key->seed, kernel, key->bias, key->fingerprint_id};
+  }
+};
+
+PackedWeights::PackedWeights() : cache_(std::make_unique<Cache>()) {}
+PackedWeights::~PackedWeights() = default;
+
+absl::StatusOr<std::unique_ptr<PackedWeights>> PackedWeights::Create() {
+  if (!Available()) return absl::UnavailableError("XNNPACK does not initialize on this CPU");
+  return std::unique_ptr<PackedWeights>(new PackedWeights());
+}
+
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// Creates the FC operator of `spec` with the given kernel pointer (which may be the cache key
+// only, never read on a hit).
+xnn_status CreateFc(const LinearSpec& spec, const void* kernel, xnn_weights_cache_t cache,
+                    xnn_operator_t* op) {
+  // Our threads already yield when idle (src/parallel.cc); XNNPACK's must too, or spinning
+  // workers steal the core the main thread needs on a busy 2-core machine.
+  const uint32_t flags = XNN_FLAG_DONT_SPIN_WORKERS;
+  if (spec.q8 != nullptr) {
+    return xnn_create_fully_connected_nc_qd8_f32_qc8w(
+        spec.k, spec.n, spec.k, spec.n, spec.q8->scale, static_cast<const int8_t*>(kernel),
+        spec.bias, -kInf, kInf, flags, cache, op);
+  }
+  return xnn_create_fully_connected_nc_qd8_f32_qc4w(spec.k, spec.n, spec.k, spec.n,
+                                                     /*kernel_zero_point=*/8, spec.q4_scale,
+                                                     kernel, spec.bias, -kInf, kInf, flags, cache,
+                                                     op);
+}
+
+}  // namespace
+
+absl::StatusOr<int> PackedWeights::Add(const LinearSpec& spec) {
+  if ((spec.q8 == nullptr) == (spec.q4 == nullptr) || spec.n <= 0 || spec.k <= 0) {
+    return absl::InvalidArgumentError("XNNPACK linear: exactly one of int8 / int4 weights");
+  }
+  if (cache_->finalized) return absl::FailedPreconditionError("PackedWeights is finalized");
+  const void* kernel = spec.q4;
+  const void* key = spec.q4;
+  std::vector<int8_t> rowmajor;
+  if (spec.q8 != nullptr) {
+    // selfcond's 16x4 packed layout -> XNNPACK's row-major (n, k), packed once and dropped.
+    const PackedI8& w = *spec.q8;
+    rowmajor.resize(static_cast<size_t>(w.n) * w.k + kExtraBytes);
+    for (int r = 0; r < w.n; ++r) {
+      int8_t* row = rowmajor.data() + static_cast<size_t>(r) * w.k;
+      for (int c = 0; c < w.k; ++c) row[c] = w.q[PackedIndex(r, c, w.k)];
+    }
+    kernel = rowmajor.data();
+    key = w.q;
+  }
+  cache_->alias_from = kernel;
+  cache_->alias_to = key;
+  xnn_operator_t op = nullptr;
+  const xnn_status st = CreateFc(spec, kernel, &cache_->provider, &op);
+  cache_->alias_from = cache_->alias_to = nullptr;
+  cache_->pending.reset();
+  if (op != nullptr) xnn_delete_operator(op);
+  if (st != xnn_status_success) return XnnError(st, "packing a fully-connected layer");
+  specs_.push_back(spec);
+  keys_.push_back(key);
+  return static_cast<int>(specs_.size()) - 1;
+}
+
+void PackedWeights::Finalize() {
+  std::lock_guard<std::mutex> lock(cache_->mu);
+  cache_->finalized = true;
+}
+
+size_t PackedWeights::packed_bytes() const {
+  size_t total = 0;
+  for (const auto& e : cache_->entries) total += e.size;
+  return total;
+}
+
+// ---- per-session operators -----------------------------------------------------------------
+
+struct Operators::Impl {
+  const PackedWeights* weights = nullptr;
+  std::vector<xnn_operator_t> fc;  // one per linear
+  xnn_operator_t convert = nullptr;
+  std::vector<int8_t> xq;                             // (m, k) + slack: quantized activations
+  std::vector<xnn_quantization_params> qparams;       // (m) + XNN_EXTRA_QUANTIZATION_PARAMS
+  AlignedBuffer workspace;
+  size_t workspace_size = 0;
+
+  ~Impl() {
+    for (xnn_operator_t op : fc) {
+      if (op != nullptr) xnn_delete_operator(op);
+    }
+    if (convert != nullptr) xnn_delete_operator(convert);
+  }
+};
+
+Operators::~Operators() = default;
+
+absl::StatusOr<std::unique_ptr<Operators>> Operators::Create(const PackedWeights& weights) {
+  std::unique_ptr<Operators> ops(new Operators());
+  ops->impl_ = std::make_unique<Impl>();
+  Impl& im = *ops->impl_;
+  im.weights = &weights;
+  im.fc.assign(weights.num_linears(), nullptr);
+  for (int i = 0; i < weights.num_linears(); ++i) {
+    const xnn_status st = CreateFc(weights.spec(i), weights.keys_[i],
+                                   &weights.cache_->provider, &im.fc[i]);
+    if (st != xnn_status_success) return XnnError(st, "creating a fully-connected operator");
+  }
+  if (xnn_status st = xnn_create_convert_nc_f32_qd8(XNN_FLAG_DONT_SPIN_WORKERS, &im.convert);
+      st != xnn_status_success) {
+    return XnnError(st, "creating the activation quantizer");
+  }
+  return ops;
+}
+
+absl::Status Operators::Run(int id, const float* x, int m, float* y, void* pool) {
+  Impl& im = *impl_;
+  const LinearSpec& spec = im.weights->spec(id);
+  auto* tp = static_cast<pthreadpool_t>(pool);
+  const size_t k = spec.k;
+  const size_t need = static_cast<size_t>(m) * k + kExtraBytes;
+  if (im.xq.size() < need) im.xq.resize(need);
+  if (im.qparams.size() < static_cast<size_t>(m) + XNN_EXTRA_QUANTIZATION_PARAMS) {
+    im.qparams.resize(m + XNN_EXTRA_QUANTIZATION_PARAMS);
+  }
+  // Quantizing a few rows is cheaper than waking the pool.
+  pthreadpool_t convert_tp = m >= 16 ? tp : nullptr;
+  xnn_status st = xnn_reshape_convert_nc_f32_qd8(im.convert, m, k, k, k, convert_tp);
+  if (st != xnn_status_success) return XnnError(st, "reshaping the activation quantizer");
+  st = xnn_setup_convert_nc_f32_qd8(im.convert, x, im.xq.data(), /*row_sum=*/nullptr,
+                                    im.qparams.data());
+  if (st != xnn_status_success) return XnnError(st, "setting up the activation quantizer");
+  st = xnn_run_operator(im.convert, convert_tp);
+  if (st != xnn_status_success) return XnnError(st, "quantizing activations");
+
+  xnn_operator_t op = im.fc[id];
+  size_t workspace = 0;
+  st = spec.q8 ? xnn_reshape_fully_connected_nc_qd8_f32_qc8w(op, m, &workspace, tp)
+               : xnn_reshape_fully_connected_nc_qd8_f32_qc4w(op, m, &workspace, tp);
+  if (st != xnn_status_success) return XnnError(st, "reshaping a fully-connected operator");
+  if (workspace > im.workspace_size) {
+    im.workspace = AlignedAlloc(workspace);
+    if (!im.workspace) return absl::ResourceExhaustedError("XNNPACK workspace: out of memory");
+    im.workspace_size = workspace;
+  }
+  st = spec.q8 ? xnn_setup_fully_connected_nc_qd8_f32_qc8w(op, im.xq.data(), y,
+                                                          im.workspace.get(), im.qparams.data())
+               : xnn_setup_fully_connected_nc_qd8_f32_qc4w(op, im.xq.data(), y,
+                                                          im.workspace.get(), im.qparams.data());
+  if (st != xnn_status_success) return XnnError(st, "setting up a fully-connected operator");
+  st = xnn_run_operator(op, tp);
+  if (st != xnn_status_success) return XnnError(st, "running a fully-connected operator");
+  return absl::OkStatus();
+}
+
+}  // namespace selfcond::kernels::xnn

@@ -1,0 +1,93 @@
+// The GEMM engine: every int8 (and int4) linear layer runs on XNNPACK's dynamically quantized
+// fully-connected operator: `convert_nc_f32_qd8` quantizes each row of activations (asymmetric,
+// one scale and zero point per token), `fully_connected_nc_qd8_f32_qc8w` (or `_qc4w`) multiplies
+// by per-output-channel int8 (int4) weights and returns float, so the expert hooks see float
+// outputs as before.
+//
+// Why two objects:
+// - An XNNPACK operator holds per-call state (the pointers given to setup), so two threads can
+//   never share one; but creating an operator repacks its weights (2-10 ms and a full copy of the
+//   matrix per GPT-2-small layer). So the Model packs every matrix ONCE into PackedWeights (an
+//   XNNPACK weights cache that we implement: one exact-size buffer per matrix), and each Session
+//   creates its own cheap operators that find their packed weights in it (`Operators`).
+// - The file's copy of a matrix is not needed after packing: the Model tells the kernel to drop
+//   those pages (see Model::Build), so each weight lives once in memory.
+#ifndef SELFCOND_KERNELS_XNNPACK_H_
+#define SELFCOND_KERNELS_XNNPACK_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/kernels.h"
+
+namespace selfcond::kernels::xnn {
+
+// True when XNNPACK is compiled in and initializes on this CPU (initializes it once).
+bool Available();
+
+// One linear layer's weights as handed to XNNPACK. Exactly one of q8 / q4 is set.
+struct LinearSpec {
+  const PackedI8* q8 = nullptr;     // int8, selfcond's packed layout (kernels.h)
+  const uint8_t* q4 = nullptr;      // int4: (n, k / 2) row-major, low nibble first, zero point 8
+  const float* q4_scale = nullptr;  // (n) per-channel scale of q4
+  const float* bias = nullptr;      // (n) or null
+  int n = 0;                        // output channels
+  int k = 0;                        // input features
+};
+
+// The packed weights of every linear layer of one model (immutable after Finalize; shared by all
+// sessions, read concurrently).
+class PackedWeights {
+ public:
+  static absl::StatusOr<std::unique_ptr<PackedWeights>> Create();
+  ~PackedWeights();
+  PackedWeights(const PackedWeights&) = delete;
+  PackedWeights& operator=(const PackedWeights&) = delete;
+
+  // Packs one linear layer; returns its id (0, 1, ...). Not thread-safe; before Finalize.
+  absl::StatusOr<int> Add(const LinearSpec& spec);
+  // No more Add; sessions may create operators from now on.
+  void Finalize();
+
+  int num_linears() const { return static_cast<int>(specs_.size()); }
+  const LinearSpec& spec(int id) const { return specs_[id]; }
+  size_t packed_bytes() const;
+
+  struct Cache;  // the weights-cache provider (xnnpack.cc)
+
+ private:
+  PackedWeights();
+  std::vector<LinearSpec> specs_;
+  std::vector<const void*> keys_;  // the kernel pointer each linear is cached under
+  std::unique_ptr<Cache> cache_;
+  friend class Operators;
+};
+
+// One session's operators over a PackedWeights (not thread-safe: one per Session).
+class Operators {
+ public:
+  static absl::StatusOr<std::unique_ptr<Operators>> Create(const PackedWeights& weights);
+  ~Operators();
+  Operators(const Operators&) = delete;
+  Operators& operator=(const Operators&) = delete;
+
+  // y(m, n) = x(m, k) . W^T + bias for linear `id`. `pool` is a pthreadpool_t or null.
+  // x is read up to 128 bytes past its end (XNN_EXTRA_BYTES): callers allocate that slack.
+  absl::Status Run(int id, const float* x, int m, float* y, void* pool);
+
+ private:
+  Operators() = default;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Bytes XNNPACK may read past the end of an input buffer.
+inline constexpr size_t kExtraBytes = 128;
+
+}  // namespace selfcond::kernels::xnn
+
+#endif  // SELFCOND_KERNELS_XNNPACK_H_

@@ -1,0 +1,134 @@
+// XNNPACK as the GEMM engine (src/kernels/xnnpack.h) against a double-precision reference that
+// uses the same int8 weights, and the pack-once contract: sessions' operators reuse the model's
+// packed weights and never repack.
+#include "kernels/xnnpack.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/kernels.h"
+
+namespace selfcond::kernels::xnn {
+namespace {
+
+struct Matrix {
+  std::vector<int8_t> q;
+  std::vector<float> scale;
+  std::vector<int32_t> row_sum;
+  std::vector<float> bias;
+  PackedI8 view;
+};
+
+Matrix MakeMatrix(std::mt19937& rng, int n, int k) {
+  std::normal_distribution<float> dist(0.0f, 0.05f);
+  std::vector<float> w(static_cast<size_t>(n) * k);
+  for (float& v : w) v = dist(rng);
+  Matrix m;
+  const int n_pad = PaddedRows(n);
+  m.q.resize(static_cast<size_t>(n_pad) * k + kExtraBytes);
+  m.scale.resize(n_pad);
+  m.row_sum.resize(n_pad);
+  QuantizePackWeights(w.data(), n, k, m.q.data(), m.scale.data(), m.row_sum.data());
+  m.bias.resize(n);
+  for (float& b : m.bias) b = dist(rng);
+  m.view = {m.q.data(), m.scale.data(), m.row_sum.data(), n, k, n_pad};
+  return m;
+}
+
+// y = x . dequant(W)^T + b in double.
+std::vector<double> Reference(const Matrix& w, const std::vector<float>& x, int m) {
+  const int n = w.view.n, k = w.view.k;
+  std::vector<double> y(static_cast<size_t>(m) * n);
+  for (int i = 0; i < m; ++i) {
+    for (int r = 0; r < n; ++r) {
+      double acc = w.bias[r];
+      for (int c = 0; c < k; ++c) {
+        acc += static_cast<double>(x[static_cast<size_t>(i) * k + c]) *
+               w.view.q[PackedIndex(r, c, k)] * w.view.scale[r];
+      }
+      y[static_cast<size_t>(i) * n + r] = acc;
+    }
+  }
+  return y;
+}
+
+TEST(XnnpackTest, MatchesDoubleReferenceWithAnOutlierChannel) {
+  ASSERT_TRUE(Available());
+  std::mt19937 rng(7);
+  for (auto [n, k] : {std::pair{96, 64}, std::pair{40, 200}, std::pair{768, 768}}) {
+    Matrix w = MakeMatrix(rng, n, k);
+    auto packed = PackedWeights::Create();
+    ASSERT_TRUE(packed.ok()) << packed.status();
+    LinearSpec spec;
+    spec.q8 = &w.view;
+    spec.bias = w.bias.data();
+    spec.n = n;
+    spec.k = k;
+    auto id = (*packed)->Add(spec);
+    ASSERT_TRUE(id.ok()) << id.status();
+    (*packed)->Finalize();
+    auto ops = Operators::Create(**packed);
+    ASSERT_TRUE(ops.ok()) << ops.status();
+    for (int m : {1, 5, 33}) {
+      std::normal_distribution<float> act(0.0f, 1.0f);
+      std::vector<float> x(static_cast<size_t>(m) * k + kExtraBytes / sizeof(float));
+      for (float& v : x) v = act(rng);
+      for (int i = 0; i < m; ++i) x[static_cast<size_t>(i) * k + 3] *= 20.0f;  // GPT-2-like outlier
+      std::vector<float> y(static_cast<size_t>(m) * n, NAN);
+      ASSERT_TRUE((*ops)->Run(*id, x.data(), m, y.data(), nullptr).ok());
+      const std::vector<double> ref = Reference(w, x, m);
+      double max_abs = 0, max_err = 0;
+      for (size_t i = 0; i < ref.size(); ++i) {
+        ASSERT_TRUE(std::isfinite(y[i])) << i;
+        max_abs = std::max(max_abs, std::fabs(ref[i]));
+        max_err = std::max(max_err, std::fabs(ref[i] - y[i]));
+      }
+      // Asymmetric per-row activation quantization: ~1.7e-2 of max|y| measured on GPT-2 shapes.
+      EXPECT_LT(max_err / max_abs, 3e-2) << "n=" << n << " k=" << k << " m=" << m;
+    }
+  }
+}
+
+TEST(XnnpackTest, SessionsShareTheModelsPackedWeights) {
+  ASSERT_TRUE(Available());
+  std::mt19937 rng(11);
+  Matrix a = MakeMatrix(rng, 64, 32), b = MakeMatrix(rng, 48, 64);
+  auto packed = PackedWeights::Create();
+  ASSERT_TRUE(packed.ok());
+  for (Matrix* w : {&a, &b}) {
+    LinearSpec spec;
+    spec.q8 = &w->view;
+    spec.bias = w->bias.data();
+    spec.n = w->view.n;
+    spec.k = w->view.k;
+    ASSERT_TRUE((*packed)->Add(spec).ok());
+  }
+  (*packed)->Finalize();
+  const size_t bytes = (*packed)->packed_bytes();
+  EXPECT_GE(bytes, 64u * 32 + 48u * 64);
+  // After Finalize nothing more can be packed.
+  LinearSpec again;
+  again.q8 = &a.view;
+  again.n = 64;
+  again.k = 32;
+  EXPECT_FALSE((*packed)->Add(again).ok());
+  // Two sessions' operators: same outputs, and no new packed bytes.
+  auto s1 = Operators::Create(**packed);
+  auto s2 = Operators::Create(**packed);
+  ASSERT_TRUE(s1.ok() && s2.ok());
+  EXPECT_EQ((*packed)->packed_bytes(), bytes);
+  std::vector<float> x(3 * 64 + kExtraBytes / sizeof(float), 0.25f);
+  for (size_t i = 0; i < x.size(); i += 7) x[i] = -1.5f;
+  std::vector<float> y1(3 * 48), y2(3 * 48);
+  ASSERT_TRUE((*s1)->Run(1, x.data(), 3, y1.data(), nullptr).ok());
+  ASSERT_TRUE((*s2)->Run(1, x.data(), 3, y2.data(), nullptr).ok());
+  EXPECT_EQ(y1, y2);
+  const std::vector<double> ref = Reference(b, x, 3);
+  for (size_t i = 0; i < y1.size(); ++i) EXPECT_NEAR(y1[i], ref[i], 0.05) << i;
+}
+
+}  // namespace
+}  // namespace selfcond::kernels::xnn
