@@ -125,12 +125,12 @@ absl::StatusOr<GenerateResult> Generate(Session& session, absl::Span<const int32
     return absl::InvalidArgumentError(
         absl::StrCat("max new tokens must be >= 0, got ", opts.max_new_tokens));
   }
-  const GPT2Config& c = session.model().config();
+  const size_t n_ctx = session.n_ctx();
   if (prompt.empty()) return absl::InvalidArgumentError("empty prompt (no tokens)");
-  if (prompt.size() >= c.n_ctx) {
+  if (prompt.size() >= n_ctx) {
     return absl::OutOfRangeError(absl::StrCat("prompt is ", prompt.size(),
-                                              " tokens; the model's context is ", c.n_ctx,
-                                              " (at most ", c.n_ctx - 1, " prompt tokens)"));
+                                              " tokens; the context is ", n_ctx, " (at most ",
+                                              n_ctx - 1, " prompt tokens)"));
   }
   const Tokenizer& tok = session.model().tokenizer();
   session.Reset();
@@ -155,7 +155,7 @@ absl::StatusOr<GenerateResult> Generate(Session& session, absl::Span<const int32
       return res;
     }
     if (step + 1 == opts.max_new_tokens) break;
-    if (session.pos() >= static_cast<int>(c.n_ctx)) {
+    if (session.pos() >= session.n_ctx()) {
       res.stop = GenerateResult::Stop::kContextFull;
       break;
     }
@@ -170,7 +170,7 @@ absl::StatusOr<GenerateResult> Generate(Session& session, absl::Span<const int32
 absl::StatusOr<PerplexityResult> Perplexity(Session& session, absl::Span<const int32_t> tokens,
                                             const std::function<void(float)>& progress) {
   if (tokens.size() < 2) return absl::InvalidArgumentError("need at least 2 tokens for perplexity");
-  const size_t T = session.model().config().n_ctx, V = session.model().config().vocab_size;
+  const size_t T = session.n_ctx(), V = session.model().config().vocab_size;
   double nll = 0;
   int64_t count = 0;
   for (size_t start = 0; start + 1 < tokens.size(); start += T) {

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "parallel.h"
@@ -241,8 +242,10 @@ struct Session::Scratch {
   std::vector<float> scores;       // (n_head, n_ctx) attention weights, one row per head
   std::vector<int8_t> xq;          // (B, max(d, d_ff) + 64) quantized activations (+ SIMD slack)
   std::vector<float> xscale;       // (B) activation scales
-  std::vector<float> key_cache;    // (layer, n_ctx, d)
-  std::vector<float> value_cache;  // (layer, n_ctx, d)
+  // (layer, n_ctx, d) each, n_ctx = the session's. Not zero-filled on purpose: a position is
+  // written before it is read, so only the positions used become resident memory.
+  std::unique_ptr<float[]> key_cache;
+  std::unique_ptr<float[]> value_cache;
   std::vector<float> logits;       // (vocab) or (B, vocab)
 };
 
@@ -256,6 +259,12 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(const Model& model, Ses
         "f32 precision needs float weights: load the model with need_float");
   }
   if (opts.max_batch < 1) return absl::InvalidArgumentError("max_batch must be >= 1");
+  if (opts.n_ctx < 0 || opts.n_ctx > static_cast<int>(model.config().n_ctx)) {
+    return absl::InvalidArgumentError(absl::StrCat("session context ", opts.n_ctx,
+                                                   " out of range [1, ", model.config().n_ctx,
+                                                   "] (0: the model's)"));
+  }
+  if (opts.n_ctx == 0) opts.n_ctx = static_cast<int>(model.config().n_ctx);
   bool use_xnnpack = false;
   if (opts.backend == nullptr) {
     const char* env = std::getenv("SELFCOND_BACKEND");
@@ -265,7 +274,7 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(const Model& model, Ses
     opts.backend = &kernels::DefaultBackend();
   }
   const GPT2Config& c = model.config();
-  opts.max_batch = std::min<int>(opts.max_batch, c.n_ctx);
+  opts.max_batch = std::min<int>(opts.max_batch, opts.n_ctx);
   std::unique_ptr<Session> s(new Session(model, opts));
   if (use_xnnpack) {
     auto ops = kernels::xnn::Operators::Create(*model.xnn());
@@ -282,11 +291,16 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(const Model& model, Ses
   sc.att.resize(B * d + slack);
   sc.proj.resize(B * d);
   sc.fc.resize(B * F + slack);
-  sc.scores.resize(static_cast<size_t>(c.n_head) * c.n_ctx);
+  sc.scores.resize(static_cast<size_t>(c.n_head) * opts.n_ctx);
   sc.xq.resize(B * (std::max(d, F) + 64));
   sc.xscale.resize(B);
-  sc.key_cache.resize(static_cast<size_t>(c.n_layer) * c.n_ctx * d);
-  sc.value_cache.resize(static_cast<size_t>(c.n_layer) * c.n_ctx * d);
+  const size_t kv = static_cast<size_t>(c.n_layer) * opts.n_ctx * d;
+  sc.key_cache.reset(new (std::nothrow) float[kv]);
+  sc.value_cache.reset(new (std::nothrow) float[kv]);
+  if (!sc.key_cache || !sc.value_cache) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of memory for the KV cache (", 2 * kv * sizeof(float), " bytes)"));
+  }
   return s;
 }
 
@@ -454,9 +468,10 @@ absl::StatusOr<absl::Span<const float>> Session::Forward(absl::Span<const int32_
                                                          Logits want) {
   const GPT2Config& c = model_.config();
   if (tokens.empty()) return absl::InvalidArgumentError("no tokens to run");
-  if (pos_ + tokens.size() > c.n_ctx) {
+  if (pos_ + tokens.size() > static_cast<size_t>(opts_.n_ctx)) {
     return absl::OutOfRangeError(absl::StrCat("context full: ", pos_, " tokens in the cache + ",
-                                              tokens.size(), " new > context length ", c.n_ctx));
+                                              tokens.size(), " new > context length ",
+                                              opts_.n_ctx));
   }
   for (int32_t t : tokens) {
     if (t < 0 || static_cast<uint32_t>(t) >= c.vocab_size) {
@@ -479,7 +494,7 @@ absl::StatusOr<absl::Span<const float>> Session::Forward(absl::Span<const int32_
 
 absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk, Logits want) {
   const GPT2Config& c = model_.config();
-  const int d = c.n_embd, F = c.n_inner, H = c.n_head, hd = d / H, T = c.n_ctx;
+  const int d = c.n_embd, F = c.n_inner, H = c.n_head, hd = d / H, T = opts_.n_ctx;
   const int p0 = pos_;
   const bool f32 = opts_.precision == Precision::kF32;
   Scratch& s = *s_;
@@ -499,8 +514,8 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
 
   for (int l = 0; l < static_cast<int>(c.n_layer); ++l) {
     const BlockWeights& b = model_.block(l);
-    float* kc = s.key_cache.data() + static_cast<size_t>(l) * T * d;    // (n_ctx, d)
-    float* vc = s.value_cache.data() + static_cast<size_t>(l) * T * d;  // (n_ctx, d)
+    float* kc = s.key_cache.get() + static_cast<size_t>(l) * T * d;    // (n_ctx, d)
+    float* vc = s.value_cache.get() + static_cast<size_t>(l) * T * d;  // (n_ctx, d)
 
     // --- attention ---
     for (int i = 0; i < n; ++i) {

@@ -112,6 +112,9 @@ struct SessionOptions {
   const kernels::Backend* backend = nullptr;
   ThreadPool* pool = nullptr;                 // null: single-threaded
   int max_batch = 256;                        // tokens per forward call (prefill chunk)
+  // Context this session may hold (KV cache positions); 0: the model's n_ctx. The KV cache is
+  // allocated for it but only the positions used become resident.
+  int n_ctx = 0;
 };
 
 class Session {
@@ -123,6 +126,7 @@ class Session {
   // Clears the KV cache (position back to 0). Keeps forcing and capture settings.
   void Reset();
   int pos() const { return pos_; }
+  int n_ctx() const { return opts_.n_ctx; }  // positions this session can hold
   // What runs the linear layers: "xnnpack" or a hand-written backend's name.
   const char* engine_name() const;
   const Model& model() const { return model_; }

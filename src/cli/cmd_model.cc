@@ -1,4 +1,5 @@
 // selfcond convert / generate / ppl / inspect.
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -96,8 +97,18 @@ absl::Status RunGenerate(const Args& args) {
   g.sampling.top_p = static_cast<float>(*top_p);
   g.sampling.seed = static_cast<uint64_t>(*seed);
   g.stop_at_eos = !args.Has("no-stop");
+  // The session's KV cache holds what this generation needs: the prompt plus the new tokens.
+  // (The tokenizer lives in the model file, so the model is loaded first and the session sized
+  // then.)
   auto rt = LoadRuntime(args.Get("model"), args.Get("precision", "int8"), *threads);
   if (!rt.ok()) return rt.status();
+  const auto ids = rt->model->tokenizer().Encode(*prompt);
+  {
+    const int want = static_cast<int>(std::min<size_t>(
+        rt->model->config().n_ctx, ids.size() + static_cast<size_t>(g.max_new_tokens) + 1));
+    auto sized = LoadRuntimeSession(*rt, args.Get("precision", "int8"), want);
+    if (!sized.ok()) return sized;
+  }
   Forcing forcing;
   if (args.Has("experts")) {
     auto f = BuildForcingFromArgs(*rt->model, args.GetAll("experts"), args.Get("forcing", "on_p50"),
@@ -106,7 +117,6 @@ absl::Status RunGenerate(const Args& args) {
     forcing = std::move(*f);
     if (auto st = rt->session->SetForcing(&forcing); !st.ok()) return st;
   }
-  const auto ids = rt->model->tokenizer().Encode(*prompt);
   std::printf("%s", prompt->c_str());
   std::fflush(stdout);
   auto t0 = std::chrono::steady_clock::now();

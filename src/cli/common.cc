@@ -1,5 +1,6 @@
 #include "cli/common.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <vector>
@@ -49,7 +50,7 @@ std::string DefaultModelPath() {
 }
 
 absl::StatusOr<Runtime> LoadRuntime(const std::string& model_path, const std::string& precision,
-                                    int threads) {
+                                    int threads, int n_ctx) {
   auto prec = ParsePrecision(precision);
   if (!prec.ok()) return prec.status();
   Runtime rt;
@@ -59,13 +60,22 @@ absl::StatusOr<Runtime> LoadRuntime(const std::string& model_path, const std::st
   if (!model.ok()) return model.status();
   rt.model = std::move(*model);
   rt.pool = std::make_unique<ThreadPool>(threads);
+  if (auto st = LoadRuntimeSession(rt, precision, n_ctx); !st.ok()) return st;
+  return rt;
+}
+
+absl::Status LoadRuntimeSession(Runtime& rt, const std::string& precision, int n_ctx) {
+  auto prec = ParsePrecision(precision);
+  if (!prec.ok()) return prec.status();
   SessionOptions so;
   so.precision = *prec;
   so.pool = rt.pool.get();
+  so.n_ctx = n_ctx <= 0 ? 0 : std::min<int>(n_ctx, rt.model->config().n_ctx);
+  rt.session.reset();
   auto session = Session::Create(*rt.model, so);
   if (!session.ok()) return session.status();
   rt.session = std::move(*session);
-  return rt;
+  return absl::OkStatus();
 }
 
 }  // namespace selfcond::cli

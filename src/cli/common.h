@@ -33,8 +33,12 @@ struct Runtime {
 };
 
 // Loads --model (default: the committed demo model) for --precision with --threads.
+// n_ctx: the session's context (0: the model's).
 absl::StatusOr<Runtime> LoadRuntime(const std::string& model_path, const std::string& precision,
-                                    int threads);
+                                    int threads, int n_ctx = 0);
+
+// Replaces rt.session by one holding n_ctx positions (same precision and threads).
+absl::Status LoadRuntimeSession(Runtime& rt, const std::string& precision, int n_ctx);
 
 std::string DefaultModelPath();
 
