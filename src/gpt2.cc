@@ -213,18 +213,24 @@ absl::Status Model::PackForXnnpack() {
     spec.bias = w->bias;
     spec.n = w->q.n;
     spec.k = w->q.k;
+    // The file's pages are dropped as soon as XNNPACK has read them (before it packs), so a
+    // matrix is at most twice in memory (row-major copy + packed) while it is being packed.
+    spec.after_read = [this, w] {
+      file_.DropPages(w->q.q, static_cast<size_t>(w->q.n_pad) * w->q.k);
+    };
     auto id = xnn_->Add(spec);
     if (!id.ok()) return id.status();
     w->xnn_id = *id;
-    file_.DropPages(w->q.q, static_cast<size_t>(w->q.n_pad) * w->q.k);
     return absl::OkStatus();
   };
+  // The LM head first: it is the largest matrix (vocab x d), and packing it while nothing else
+  // is packed yet keeps the peak of loading below the steady state.
+  if (auto st = add(&lm_head_); !st.ok()) return st;
   for (auto& b : blocks_) {
     for (LinearWeights* w : {&b.c_attn, &b.attn_c_proj, &b.c_fc, &b.mlp_c_proj}) {
       if (auto st = add(w); !st.ok()) return st;
     }
   }
-  if (auto st = add(&lm_head_); !st.ok()) return st;
   xnn_->Finalize();
   return absl::OkStatus();
 }

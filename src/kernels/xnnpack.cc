@@ -14,9 +14,52 @@
 
 #include "absl/strings/str_cat.h"
 
+// XNNPACK's unsigned-activation variant of the same dynamically quantized operator (qdu8:
+// activations quantized to uint8 with a zero point). It is the one that reaches XNNPACK's
+// AVX-512 VNNI / AVX-VNNI kernels on x86 (the qd8 operator does not); XNNPACK's own subgraph
+// API switches to it the same way. Declared in XNNPACK's src/xnnpack/internal.h, exported by
+// the library.
+extern "C" {
+enum xnn_status xnn_create_convert_nc_f32_qdu8(uint32_t flags, xnn_operator_t* convert_op_out);
+enum xnn_status xnn_reshape_convert_nc_f32_qdu8(xnn_operator_t convert_op, size_t batch_size,
+                                                size_t channels, size_t input_stride,
+                                                size_t output_stride, pthreadpool_t threadpool);
+enum xnn_status xnn_setup_convert_nc_f32_qdu8(xnn_operator_t convert_op, const float* input,
+                                              uint8_t* output, float* row_sum,
+                                              struct xnn_quantization_params* quantization_params);
+enum xnn_status xnn_create_fully_connected_nc_qdu8_f32_qc8w(
+    size_t input_channels, size_t output_channels, size_t input_stride, size_t output_stride,
+    const float* kernel_scale, const int8_t* kernel, const float* bias, float output_min,
+    float output_max, uint32_t flags, xnn_weights_cache_t weights_cache,
+    xnn_operator_t* fully_connected_op_out);
+enum xnn_status xnn_reshape_fully_connected_nc_qdu8_f32_qc8w(xnn_operator_t fully_connected_op,
+                                                             size_t batch_size,
+                                                             size_t* workspace_size,
+                                                             pthreadpool_t threadpool);
+enum xnn_status xnn_setup_fully_connected_nc_qdu8_f32_qc8w(
+    xnn_operator_t fully_connected_op, const int8_t* input, float* output, void* workspace,
+    const struct xnn_quantization_params* quantization_params);
+}
+
 namespace selfcond::kernels::xnn {
 
 namespace {
+
+// int8 weights with uint8 activations (qdu8) where the CPU has VNNI dot products; signed int8
+// activations (qd8) elsewhere. SELFCOND_XNNPACK_QD8=1 forces qd8 (for comparisons).
+bool UseUnsignedActivations() {
+  static const bool qdu8 = [] {
+    const char* force = std::getenv("SELFCOND_XNNPACK_QD8");
+    if (force != nullptr && *force == '1') return false;
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni") || __builtin_cpu_supports("avxvnni");
+#else
+    return false;
+#endif
+  }();
+  return qdu8;
+}
 
 absl::Status XnnError(xnn_status st, const char* what) {
   if (st == xnn_status_out_of_memory) {
@@ -137,6 +180,11 @@ xnn_status CreateFc(const LinearSpec& spec, const void* kernel, xnn_weights_cach
   // Our threads already yield when idle (src/parallel.cc); XNNPACK's must too, or spinning
   // workers steal the core the main thread needs on a busy 2-core machine.
   const uint32_t flags = XNN_FLAG_DONT_SPIN_WORKERS;
+  if (spec.q8 != nullptr && UseUnsignedActivations()) {
+    return xnn_create_fully_connected_nc_qdu8_f32_qc8w(
+        spec.k, spec.n, spec.k, spec.n, spec.q8->scale, static_cast<const int8_t*>(kernel),
+        spec.bias, -kInf, kInf, flags, cache, op);
+  }
   if (spec.q8 != nullptr) {
     return xnn_create_fully_connected_nc_qd8_f32_qc8w(
         spec.k, spec.n, spec.k, spec.n, spec.q8->scale, static_cast<const int8_t*>(kernel),
@@ -168,6 +216,7 @@ absl::StatusOr<int> PackedWeights::Add(const LinearSpec& spec) {
     }
     kernel = rowmajor.data();
     key = w.q;
+    if (spec.after_read) spec.after_read();
   }
   cache_->alias_from = kernel;
   cache_->alias_to = key;
@@ -177,7 +226,9 @@ absl::StatusOr<int> PackedWeights::Add(const LinearSpec& spec) {
   cache_->pending.reset();
   if (op != nullptr) xnn_delete_operator(op);
   if (st != xnn_status_success) return XnnError(st, "packing a fully-connected layer");
+  if (spec.q4 != nullptr && spec.after_read) spec.after_read();
   specs_.push_back(spec);
+  specs_.back().after_read = nullptr;
   keys_.push_back(key);
   return static_cast<int>(specs_.size()) - 1;
 }
@@ -197,18 +248,26 @@ size_t PackedWeights::packed_bytes() const {
 
 struct Operators::Impl {
   const PackedWeights* weights = nullptr;
-  std::vector<xnn_operator_t> fc;  // one per linear
-  xnn_operator_t convert = nullptr;
+  std::vector<xnn_operator_t> fc;       // one per linear
+  std::vector<xnn_operator_t> convert;  // one per linear: f32 -> qd8, or qdu8 (int8 on VNNI)
+  // Batch size and pool each operator was last reshaped for: decode calls every linear with
+  // m = 1 again and again, and reshaping (tiling, workspace size) is skipped then.
+  struct Shape {
+    int m = -1;
+    pthreadpool_t pool = nullptr;
+  };
+  std::vector<Shape> fc_shape, convert_shape;
   std::vector<int8_t> xq;                             // (m, k) + slack: quantized activations
   std::vector<xnn_quantization_params> qparams;       // (m) + XNN_EXTRA_QUANTIZATION_PARAMS
   AlignedBuffer workspace;
   size_t workspace_size = 0;
 
   ~Impl() {
-    for (xnn_operator_t op : fc) {
-      if (op != nullptr) xnn_delete_operator(op);
+    for (auto* ops : {&fc, &convert}) {
+      for (xnn_operator_t op : *ops) {
+        if (op != nullptr) xnn_delete_operator(op);
+      }
     }
-    if (convert != nullptr) xnn_delete_operator(convert);
   }
 };
 
@@ -220,14 +279,17 @@ absl::StatusOr<std::unique_ptr<Operators>> Operators::Create(const PackedWeights
   Impl& im = *ops->impl_;
   im.weights = &weights;
   im.fc.assign(weights.num_linears(), nullptr);
+  im.convert.assign(weights.num_linears(), nullptr);
+  im.fc_shape.resize(weights.num_linears());
+  im.convert_shape.resize(weights.num_linears());
   for (int i = 0; i < weights.num_linears(); ++i) {
-    const xnn_status st = CreateFc(weights.spec(i), weights.keys_[i],
-                                   &weights.cache_->provider, &im.fc[i]);
+    const LinearSpec& spec = weights.spec(i);
+    xnn_status st = CreateFc(spec, weights.keys_[i], &weights.cache_->provider, &im.fc[i]);
     if (st != xnn_status_success) return XnnError(st, "creating a fully-connected operator");
-  }
-  if (xnn_status st = xnn_create_convert_nc_f32_qd8(XNN_FLAG_DONT_SPIN_WORKERS, &im.convert);
-      st != xnn_status_success) {
-    return XnnError(st, "creating the activation quantizer");
+    st = spec.q8 != nullptr && UseUnsignedActivations()
+             ? xnn_create_convert_nc_f32_qdu8(XNN_FLAG_DONT_SPIN_WORKERS, &im.convert[i])
+             : xnn_create_convert_nc_f32_qd8(XNN_FLAG_DONT_SPIN_WORKERS, &im.convert[i]);
+    if (st != xnn_status_success) return XnnError(st, "creating the activation quantizer");
   }
   return ops;
 }
@@ -244,28 +306,46 @@ absl::Status Operators::Run(int id, const float* x, int m, float* y, void* pool)
   }
   // Quantizing a few rows is cheaper than waking the pool.
   pthreadpool_t convert_tp = m >= 16 ? tp : nullptr;
-  xnn_status st = xnn_reshape_convert_nc_f32_qd8(im.convert, m, k, k, k, convert_tp);
-  if (st != xnn_status_success) return XnnError(st, "reshaping the activation quantizer");
-  st = xnn_setup_convert_nc_f32_qd8(im.convert, x, im.xq.data(), /*row_sum=*/nullptr,
-                                    im.qparams.data());
+  const bool u8 = spec.q8 != nullptr && UseUnsignedActivations();
+  xnn_operator_t cv = im.convert[id];
+  xnn_status st = xnn_status_success;
+  if (im.convert_shape[id].m != m || im.convert_shape[id].pool != convert_tp) {
+    st = u8 ? xnn_reshape_convert_nc_f32_qdu8(cv, m, k, k, k, convert_tp)
+            : xnn_reshape_convert_nc_f32_qd8(cv, m, k, k, k, convert_tp);
+    if (st != xnn_status_success) return XnnError(st, "reshaping the activation quantizer");
+    im.convert_shape[id] = {m, convert_tp};
+  }
+  st = u8 ? xnn_setup_convert_nc_f32_qdu8(cv, x, reinterpret_cast<uint8_t*>(im.xq.data()),
+                                          /*row_sum=*/nullptr, im.qparams.data())
+          : xnn_setup_convert_nc_f32_qd8(cv, x, im.xq.data(), /*row_sum=*/nullptr,
+                                         im.qparams.data());
   if (st != xnn_status_success) return XnnError(st, "setting up the activation quantizer");
-  st = xnn_run_operator(im.convert, convert_tp);
+  st = xnn_run_operator(cv, convert_tp);
   if (st != xnn_status_success) return XnnError(st, "quantizing activations");
 
   xnn_operator_t op = im.fc[id];
-  size_t workspace = 0;
-  st = spec.q8 ? xnn_reshape_fully_connected_nc_qd8_f32_qc8w(op, m, &workspace, tp)
-               : xnn_reshape_fully_connected_nc_qd8_f32_qc4w(op, m, &workspace, tp);
-  if (st != xnn_status_success) return XnnError(st, "reshaping a fully-connected operator");
-  if (workspace > im.workspace_size) {
-    im.workspace = AlignedAlloc(workspace);
-    if (!im.workspace) return absl::ResourceExhaustedError("XNNPACK workspace: out of memory");
-    im.workspace_size = workspace;
+  if (im.fc_shape[id].m != m || im.fc_shape[id].pool != tp) {
+    size_t workspace = 0;
+    st = u8          ? xnn_reshape_fully_connected_nc_qdu8_f32_qc8w(op, m, &workspace, tp)
+         : spec.q8 ? xnn_reshape_fully_connected_nc_qd8_f32_qc8w(op, m, &workspace, tp)
+                   : xnn_reshape_fully_connected_nc_qd8_f32_qc4w(op, m, &workspace, tp);
+    if (st != xnn_status_success) return XnnError(st, "reshaping a fully-connected operator");
+    im.fc_shape[id] = {m, tp};
+    if (workspace > im.workspace_size) {
+      im.workspace = AlignedAlloc(workspace);
+      if (!im.workspace) {
+        im.workspace_size = 0;
+        im.fc_shape.assign(im.fc_shape.size(), Impl::Shape{});
+        return absl::ResourceExhaustedError("XNNPACK workspace: out of memory");
+      }
+      im.workspace_size = workspace;
+    }
   }
-  st = spec.q8 ? xnn_setup_fully_connected_nc_qd8_f32_qc8w(op, im.xq.data(), y,
-                                                          im.workspace.get(), im.qparams.data())
-               : xnn_setup_fully_connected_nc_qd8_f32_qc4w(op, im.xq.data(), y,
-                                                          im.workspace.get(), im.qparams.data());
+  void* ws = im.workspace.get();
+  st = u8 ? xnn_setup_fully_connected_nc_qdu8_f32_qc8w(op, im.xq.data(), y, ws, im.qparams.data())
+       : spec.q8
+           ? xnn_setup_fully_connected_nc_qd8_f32_qc8w(op, im.xq.data(), y, ws, im.qparams.data())
+           : xnn_setup_fully_connected_nc_qd8_f32_qc4w(op, im.xq.data(), y, ws, im.qparams.data());
   if (st != xnn_status_success) return XnnError(st, "setting up a fully-connected operator");
   st = xnn_run_operator(op, tp);
   if (st != xnn_status_success) return XnnError(st, "running a fully-connected operator");

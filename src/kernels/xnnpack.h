@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -37,6 +38,9 @@ struct LinearSpec {
   const float* bias = nullptr;      // (n) or null
   int n = 0;                        // output channels
   int k = 0;                        // input features
+  // Called once XNNPACK no longer needs the weights above (before it allocates its packed copy),
+  // e.g. to release the file's pages. May be empty.
+  std::function<void()> after_read;
 };
 
 // The packed weights of every linear layer of one model (immutable after Finalize; shared by all
