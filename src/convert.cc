@@ -1,5 +1,6 @@
 #include "convert.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -173,6 +174,33 @@ absl::StatusOr<GPT2Config> GPT2ConfigFromHF(const json::Value& c) {
   return cfg;
 }
 
+absl::StatusOr<WeightBits> ParseWeightBits(const std::string& s) {
+  if (s == "int8") return WeightBits::kInt8;
+  if (s == "int4") return WeightBits::kInt4;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown weights '", s, "' (expected int8 or int4)"));
+}
+
+void QuantizeInt4(const float* w, int n, int k, uint8_t* q, float* scale) {
+  for (int r = 0; r < n; ++r) {
+    const float* row = w + static_cast<size_t>(r) * k;
+    float amax = 0;
+    for (int c = 0; c < k; ++c) amax = std::max(amax, std::fabs(row[c]));
+    const float s = amax / 7.0f;
+    scale[r] = s;
+    uint8_t* out = q + static_cast<size_t>(r) * (k / 2);
+    for (int c = 0; c < k; ++c) {
+      int v = s > 0 ? static_cast<int>(std::nearbyint(row[c] / s)) : 0;
+      v = std::min(7, std::max(-7, v)) + 8;
+      if (c % 2 == 0) {
+        out[c / 2] = static_cast<uint8_t>(v);
+      } else {
+        out[c / 2] = static_cast<uint8_t>(out[c / 2] | (v << 4));
+      }
+    }
+  }
+}
+
 absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out_path,
                                const ConvertOptions& opts, std::function<void(float)> progress) {
   // ---- config -------------------------------------------------------------------
@@ -337,9 +365,15 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
     const uint32_t k =
         static_cast<uint32_t>(job.kind == Kind::kLinear ? job.hf_shape[0] : job.hf_shape[1]);
     const uint32_t n_pad = static_cast<uint32_t>(kernels::PaddedRows(static_cast<int>(n)));
-    specs.push_back({job.out + ".q", DType::kI8Packed, {n, k}});
-    specs.push_back({job.out + ".scale", DType::kF32, {n_pad}});
-    specs.push_back({job.out + ".row_sum", DType::kI32, {n_pad}});
+    if (job.kind == Kind::kLinear && opts.weights == WeightBits::kInt4) {
+      if (k % 2 != 0) return absl::InvalidArgumentError("int4 weights need an even n_embd");
+      specs.push_back({job.out + ".q", DType::kI4, {n, k}});
+      specs.push_back({job.out + ".scale", DType::kF32, {n}});
+    } else {
+      specs.push_back({job.out + ".q", DType::kI8Packed, {n, k}});
+      specs.push_back({job.out + ".scale", DType::kF32, {n_pad}});
+      specs.push_back({job.out + ".row_sum", DType::kI32, {n_pad}});
+    }
     if (opts.keep_float) specs.push_back({job.out + ".weight", DType::kF32, {n, k}});
   }
   std::string model_name = opts.model_name;
@@ -356,6 +390,7 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
   uint64_t done_elems = 0;
   std::vector<float> w, wt;
   std::vector<int8_t> q;
+  std::vector<uint8_t> q4;
   std::vector<float> scale;
   std::vector<int32_t> row_sum;
   for (const Job& job : jobs) {
@@ -382,13 +417,22 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
         n = static_cast<int>(job.hf_shape[0]);
         k = static_cast<int>(job.hf_shape[1]);
       }
-      const int n_pad = kernels::PaddedRows(n);
-      q.assign(static_cast<size_t>(n_pad) * k, 0);
-      scale.assign(n_pad, 0.0f);
-      row_sum.assign(n_pad, 0);
-      kernels::QuantizePackWeights(rows->data(), n, k, q.data(), scale.data(), row_sum.data());
-      for (auto bytes : {Bytes(q), Bytes(scale), Bytes(row_sum)}) {
-        if (absl::Status s = (*writer)->Append(bytes); !s.ok()) return s;
+      if (job.kind == Kind::kLinear && opts.weights == WeightBits::kInt4) {
+        q4.assign(static_cast<size_t>(n) * k / 2, 0);
+        scale.assign(n, 0.0f);
+        QuantizeInt4(rows->data(), n, k, q4.data(), scale.data());
+        for (auto bytes : {Bytes(q4), Bytes(scale)}) {
+          if (absl::Status s = (*writer)->Append(bytes); !s.ok()) return s;
+        }
+      } else {
+        const int n_pad = kernels::PaddedRows(n);
+        q.assign(static_cast<size_t>(n_pad) * k, 0);
+        scale.assign(n_pad, 0.0f);
+        row_sum.assign(n_pad, 0);
+        kernels::QuantizePackWeights(rows->data(), n, k, q.data(), scale.data(), row_sum.data());
+        for (auto bytes : {Bytes(q), Bytes(scale), Bytes(row_sum)}) {
+          if (absl::Status s = (*writer)->Append(bytes); !s.ok()) return s;
+        }
       }
       if (opts.keep_float) {
         if (absl::Status s = (*writer)->Append(Bytes(*rows)); !s.ok()) return s;

@@ -15,7 +15,14 @@
 
 namespace selfcond {
 
+enum class WeightBits { kInt8, kInt4 };
+
 struct ConvertOptions {
+  // Bits of the four linear layers of every block: int8 (default, per-channel, what every
+  // engine runs) or int4 (per-channel, zero point 8; XNNPACK only). The token embedding / LM head
+  // stays int8 either way: it is both the embedding table and the output layer, the two places
+  // where 4 bits cost the most.
+  WeightBits weights = WeightBits::kInt8;
   // Also store F32 copies of the linear weights and wte (and lm_head when untied), for the f32
   // reference path. Roughly quintuples the file size.
   bool keep_float = false;
@@ -30,6 +37,13 @@ struct ConvertOptions {
 // explicit lm_head differs). activation_function must be gelu_new or gelu_pytorch_tanh; variants
 // selfcond does not implement (cross-attention, unscaled or layer-scaled attention) are errors.
 absl::StatusOr<GPT2Config> GPT2ConfigFromHF(const json::Value& config);
+
+// "int8" | "int4"
+absl::StatusOr<WeightBits> ParseWeightBits(const std::string& s);
+
+// Quantizes a row-major float matrix w(n, k) to 4 bits per weight, symmetric per row:
+// scale = max|w| / 7, q = clamp(round(w / scale), -7, 7), stored as q + 8 (DType::kI4 layout).
+void QuantizeInt4(const float* w, int n, int k, uint8_t* q, float* scale);
 
 // Converts the checkpoint in hf_dir to a model file at out_path (written to out_path + ".tmp",
 // then renamed: out_path is never left half-written). progress (may be empty) receives the

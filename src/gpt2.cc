@@ -86,9 +86,47 @@ const float* Model::Dequantize(const kernels::PackedI8& q) {
   return w;
 }
 
+// A float copy (n, k) of an int4 matrix (the f32 path of an int4 file).
+const float* Model::DequantizeInt4(const LinearWeights& w) {
+  const int n = w.q.n, k = w.q.k;
+  owned_f32_.emplace_back(static_cast<size_t>(n) * k);
+  float* out = owned_f32_.back().data();
+  for (int r = 0; r < n; ++r) {
+    const uint8_t* row = w.q4 + static_cast<size_t>(r) * (k / 2);
+    for (int c = 0; c < k; ++c) {
+      const int nib = c % 2 == 0 ? (row[c / 2] & 15) : (row[c / 2] >> 4);
+      out[static_cast<size_t>(r) * k + c] = static_cast<float>(nib - 8) * w.q4_scale[r];
+    }
+  }
+  return out;
+}
+
 absl::Status Model::BuildLinear(const std::string& prefix, int n, int k, bool need_float,
                                 LinearWeights* out) {
   const uint32_t un = n, uk = k, npad = kernels::PaddedRows(n);
+  if (const TensorView* t4 = view_.Find(prefix + ".q"); t4 != nullptr && t4->dtype == DType::kI4) {
+    // A 4-bit layer: only XNNPACK runs it (int8 path), or its dequantized copy (f32 path).
+    SC_ASSIGN_OR_RETURN(q4, Expect(view_, prefix + ".q", DType::kI4, {un, uk}));
+    SC_ASSIGN_OR_RETURN(s4, Expect(view_, prefix + ".scale", DType::kF32, {un}));
+    out->q = {};
+    out->q.n = n;
+    out->q.k = k;
+    out->q.n_pad = static_cast<int>(npad);
+    out->q4 = (*q4_or)->data;
+    out->q4_scale = reinterpret_cast<const float*>((*s4_or)->data);
+    SC_ASSIGN_OR_RETURN(b, Expect(view_, prefix + ".bias", DType::kF32, {un}));
+    out->bias = reinterpret_cast<const float*>((*b_or)->data);
+    out->f = {nullptr, n, k};
+    if (view_.Find(prefix + ".weight") != nullptr) {
+      SC_ASSIGN_OR_RETURN(w, Expect(view_, prefix + ".weight", DType::kF32, {un, uk}));
+      out->f.w = reinterpret_cast<const float*>((*w_or)->data);
+      has_float_copies_ = true;
+    } else if (need_float) {
+      out->f.w = DequantizeInt4(*out);
+    }
+    has_int4_ = true;
+    return absl::OkStatus();
+  }
   SC_ASSIGN_OR_RETURN(q, Expect(view_, prefix + ".q", DType::kI8Packed, {un, uk}));
   SC_ASSIGN_OR_RETURN(scale, Expect(view_, prefix + ".scale", DType::kF32, {npad}));
   out->q.q = reinterpret_cast<const int8_t*>((*q_or)->data);
@@ -192,6 +230,7 @@ absl::Status Model::Build(LoadOptions opts) {
   if (opts.xnnpack && kernels::xnn::Available()) {
     if (auto st = PackForXnnpack(); !st.ok()) return st;
   }
+  // The hand-written int8 kernels cannot run the 4-bit layers; Session::Create says so.
   float_ready_ = wte_f_.w != nullptr && lm_head_.f.w != nullptr;
   for (const auto& b : blocks_) {
     float_ready_ =
@@ -209,14 +248,23 @@ absl::Status Model::PackForXnnpack() {
   xnn_ = std::move(*packed);
   auto add = [&](LinearWeights* w) -> absl::Status {
     kernels::xnn::LinearSpec spec;
-    spec.q8 = &w->q;
+    if (w->q4 != nullptr) {
+      spec.q4 = w->q4;
+      spec.q4_scale = w->q4_scale;
+    } else {
+      spec.q8 = &w->q;
+    }
     spec.bias = w->bias;
     spec.n = w->q.n;
     spec.k = w->q.k;
     // The file's pages are dropped as soon as XNNPACK has read them (before it packs), so a
     // matrix is at most twice in memory (row-major copy + packed) while it is being packed.
     spec.after_read = [this, w] {
-      file_.DropPages(w->q.q, static_cast<size_t>(w->q.n_pad) * w->q.k);
+      if (w->q4 != nullptr) {
+        file_.DropPages(w->q4, static_cast<size_t>(w->q.n) * w->q.k / 2);
+      } else {
+        file_.DropPages(w->q.q, static_cast<size_t>(w->q.n_pad) * w->q.k);
+      }
     };
     auto id = xnn_->Add(spec);
     if (!id.ok()) return id.status();
@@ -278,6 +326,11 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(const Model& model, Ses
                                  kernels::BackendByName(env) != nullptr;
     use_xnnpack = opts.precision == Precision::kInt8 && model.xnn() != nullptr && !env_names_other;
     opts.backend = &kernels::DefaultBackend();
+  }
+  if (opts.precision == Precision::kInt8 && model.has_int4() && !use_xnnpack) {
+    return absl::FailedPreconditionError(
+        "this model has 4-bit weights, which only the XNNPACK engine runs (load the model with "
+        "XNNPACK, do not select a hand-written backend, or use --precision f32)");
   }
   const GPT2Config& c = model.config();
   opts.max_batch = std::min<int>(opts.max_batch, opts.n_ctx);

@@ -27,7 +27,9 @@ absl::StatusOr<Precision> ParsePrecision(const std::string& s);  // "int8" | "f3
 
 // Weights of one block, views into the mapped file (or into dequantized buffers).
 struct LinearWeights {
-  kernels::PackedI8 q;  // int8 path: (n, k) packed
+  kernels::PackedI8 q;  // int8 path: (n, k) packed (q.q null for an int4 layer; n, k still set)
+  const uint8_t* q4 = nullptr;        // int4 layer: (n, k / 2) nibbles (model_file.h, DType::kI4)
+  const float* q4_scale = nullptr;    // int4 layer: (n)
   kernels::MatF32 f;    // f32 path: (n, k) output-major (file copy or dequantized)
   const float* bias;    // (n)
   int xnn_id = -1;      // this layer in Model::xnn() (the int8 GEMM engine), -1 if not packed
@@ -64,6 +66,7 @@ class Model {
   size_t file_bytes() const { return file_.bytes().size(); }
   bool has_float_copies() const { return has_float_copies_; }
   bool float_ready() const { return float_ready_; }
+  bool has_int4() const { return has_int4_; }  // some linears are 4-bit (XNNPACK only)
   // XNNPACK's packed weights, or null (LoadOptions::xnnpack off, or XNNPACK unavailable).
   const kernels::xnn::PackedWeights* xnn() const { return xnn_.get(); }
 
@@ -80,6 +83,7 @@ class Model {
   Model() = default;
   absl::Status Build(LoadOptions opts);
   const float* Dequantize(const kernels::PackedI8& q);
+  const float* DequantizeInt4(const LinearWeights& w);
   absl::Status PackForXnnpack();
   absl::Status BuildLinear(const std::string& prefix, int n, int k, bool need_float,
                            LinearWeights* out);
@@ -90,6 +94,7 @@ class Model {
   std::string hash_hex_;
   bool has_float_copies_ = false;
   bool float_ready_ = false;
+  bool has_int4_ = false;
   kernels::PackedI8 wte_q_;
   kernels::MatF32 wte_f_;
   LinearWeights lm_head_;

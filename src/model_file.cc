@@ -60,6 +60,8 @@ const char* DTypeName(DType t) {
       return "I32";
     case DType::kI8Packed:
       return "I8P";
+    case DType::kI4:
+      return "I4";
   }
   return "?";
 }
@@ -87,6 +89,11 @@ absl::StatusOr<uint64_t> TensorNBytes(DType dtype, absl::Span<const uint32_t> sh
         return absl::InvalidArgumentError("I8P tensors need shape (n, k) with k a multiple of 4");
       }
       return static_cast<uint64_t>(kernels::PaddedRows(static_cast<int>(shape[0]))) * shape[1];
+    case DType::kI4:
+      if (shape.size() != 2 || shape[1] % 2 != 0) {
+        return absl::InvalidArgumentError("I4 tensors need shape (n, k) with k even");
+      }
+      return numel / 2;
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown dtype ", static_cast<uint32_t>(dtype)));
 }
@@ -353,7 +360,7 @@ absl::StatusOr<ModelFileView> ParseModelFile(absl::Span<const uint8_t> bytes) {
     if (!names.insert(t.name).second) {
       return absl::InvalidArgumentError(absl::StrCat("duplicate ", tw));
     }
-    if (e.dtype > static_cast<uint32_t>(DType::kI8Packed)) {
+    if (e.dtype > static_cast<uint32_t>(DType::kI4)) {
       return absl::InvalidArgumentError(absl::StrCat(tw, ": unknown dtype ", e.dtype));
     }
     t.dtype = static_cast<DType>(e.dtype);

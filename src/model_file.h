@@ -20,6 +20,8 @@
 //   h.{i}.mlp.c_fc.*                  I8P (d_ff, d)
 //   h.{i}.mlp.c_proj.*                I8P (d, d_ff)
 //   ln_f.weight / ln_f.bias           F32 (d)
+// With --weights int4 the four linears of every block are 4-bit instead (wte / lm_head stay int8):
+//   h.{i}.<linear>.q / .scale / .bias  I4 (n, k), F32 (n), F32 (n)
 // Optional float copies (converter --keep-float; used by the f32 path instead of dequantizing):
 //   wte.weight, lm_head.weight, h.{i}.<linear>.weight   F32 (n, k) output-major
 #ifndef SELFCOND_MODEL_FILE_H_
@@ -46,6 +48,8 @@ enum class DType : uint32_t {
   kF32 = 0,
   kI32 = 1,
   kI8Packed = 2,  // int8, layout of kernels::PackedIndex; shape = (n, k) logical
+  kI4 = 3,        // int4, row-major (n, k / 2) bytes: column 2j in the low nibble of byte j,
+                  // 2j + 1 in the high nibble; each nibble holds q + 8, q in [-7, 7]
 };
 
 struct GPT2Config {

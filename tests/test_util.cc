@@ -24,7 +24,8 @@ std::string MakeTempDir(const std::string& tag) {
   return dir.string();
 }
 
-std::string ConvertedMiniModel(bool keep_float) {
+namespace {
+std::string Converted(const std::string& name, bool keep_float, WeightBits bits) {
   // Cached on disk across test processes (ctest runs each test in its own process): converted
   // into a unique file, then renamed into place atomically, so parallel tests never see a
   // half-written model.
@@ -32,7 +33,7 @@ std::string ConvertedMiniModel(bool keep_float) {
   std::lock_guard<std::mutex> lock(mu);
   const std::filesystem::path dir = std::filesystem::path(SELFCOND_BINARY_DIR) / "test-models";
   std::filesystem::create_directories(dir);
-  const std::string out = (dir / (keep_float ? "mini-f32.scm" : "mini-int8.scm")).string();
+  const std::string out = (dir / name).string();
   const auto src = std::filesystem::path(MiniModelDir()) / "model.safetensors";
   // Fresh when newer than both the checkpoint and this test binary (which links the
   // converter: a converter change rebuilds it and so invalidates the cache).
@@ -46,11 +47,19 @@ std::string ConvertedMiniModel(bool keep_float) {
   const std::string tmp = out + "." + std::to_string(rd()) + ".part";
   ConvertOptions opts;
   opts.keep_float = keep_float;
+  opts.weights = bits;
   opts.model_name = "selfcond-mini-30m";
   auto st = ConvertCheckpoint(MiniModelDir(), tmp, opts, nullptr);
   EXPECT_TRUE(st.ok()) << st;
   std::filesystem::rename(tmp, out);
   return out;
 }
+}  // namespace
+
+std::string ConvertedMiniModel(bool keep_float) {
+  return Converted(keep_float ? "mini-f32.scm" : "mini-int8.scm", keep_float, WeightBits::kInt8);
+}
+
+std::string ConvertedMiniModelInt4() { return Converted("mini-int4.scm", false, WeightBits::kInt4); }
 
 }  // namespace selfcond::testing

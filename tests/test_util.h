@@ -15,6 +15,8 @@ std::string MakeTempDir(const std::string& tag);
 // The shared demo checkpoint converted once per test process (cached), with float copies when
 // keep_float. Aborts the test (FAIL) if conversion fails.
 std::string ConvertedMiniModel(bool keep_float);
+// The same with 4-bit block weights (converter --weights int4), no float copies.
+std::string ConvertedMiniModelInt4();
 
 }  // namespace selfcond::testing
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "convert.h"
 #include "kernels/kernels.h"
 
 namespace selfcond::kernels::xnn {
@@ -128,6 +129,54 @@ TEST(XnnpackTest, SessionsShareTheModelsPackedWeights) {
   EXPECT_EQ(y1, y2);
   const std::vector<double> ref = Reference(b, x, 3);
   for (size_t i = 0; i < y1.size(); ++i) EXPECT_NEAR(y1[i], ref[i], 0.05) << i;
+}
+
+// 4-bit weights (converter layout, DType::kI4) against the same double reference on the
+// dequantized int4 weights: checks the nibble order and zero point XNNPACK expects.
+TEST(XnnpackTest, Int4MatchesDoubleReference) {
+  ASSERT_TRUE(Available());
+  std::mt19937 rng(3);
+  const int n = 72, k = 96;
+  std::normal_distribution<float> dist(0.0f, 0.05f);
+  std::vector<float> w(static_cast<size_t>(n) * k), bias(n);
+  for (float& v : w) v = dist(rng);
+  for (float& v : bias) v = dist(rng);
+  std::vector<uint8_t> q(static_cast<size_t>(n) * k / 2 + kExtraBytes);
+  std::vector<float> scale(n);
+  QuantizeInt4(w.data(), n, k, q.data(), scale.data());
+  auto packed = PackedWeights::Create();
+  ASSERT_TRUE(packed.ok());
+  LinearSpec spec;
+  spec.q4 = q.data();
+  spec.q4_scale = scale.data();
+  spec.bias = bias.data();
+  spec.n = n;
+  spec.k = k;
+  auto id = (*packed)->Add(spec);
+  ASSERT_TRUE(id.ok()) << id.status();
+  (*packed)->Finalize();
+  auto ops = Operators::Create(**packed);
+  ASSERT_TRUE(ops.ok()) << ops.status();
+  const int m = 4;
+  std::normal_distribution<float> act(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(m) * k + kExtraBytes / sizeof(float));
+  for (float& v : x) v = act(rng);
+  std::vector<float> y(static_cast<size_t>(m) * n);
+  ASSERT_TRUE((*ops)->Run(*id, x.data(), m, y.data(), nullptr).ok());
+  double max_abs = 0, max_err = 0;
+  for (int i = 0; i < m; ++i) {
+    for (int r = 0; r < n; ++r) {
+      double acc = bias[r];
+      for (int c = 0; c < k; ++c) {
+        const uint8_t byte = q[static_cast<size_t>(r) * (k / 2) + c / 2];
+        const int nib = c % 2 == 0 ? (byte & 15) : (byte >> 4);
+        acc += static_cast<double>(x[static_cast<size_t>(i) * k + c]) * (nib - 8) * scale[r];
+      }
+      max_abs = std::max(max_abs, std::fabs(acc));
+      max_err = std::max(max_err, std::fabs(acc - y[static_cast<size_t>(i) * n + r]));
+    }
+  }
+  EXPECT_LT(max_err / max_abs, 3e-2);
 }
 
 }  // namespace

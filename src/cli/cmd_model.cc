@@ -18,10 +18,13 @@ namespace selfcond::cli {
 const CommandSpec& ConvertSpec() {
   static const CommandSpec s{
       "convert",
-      "selfcond convert HF_DIR OUT [--keep-float] [--name NAME]",
+      "selfcond convert HF_DIR OUT [--weights int8|int4] [--keep-float] [--name NAME]",
       "Convert a Hugging Face GPT-2 checkpoint (config.json, model.safetensors or a sharded\n"
       "index, vocab.json, merges.txt) into a selfcond int8 model file.",
-      {{"keep-float", "", "also store float32 weights (exact f32 path; ~4x larger file)"},
+      {{"weights", "BITS",
+        "int8 (default) or int4: bits of the blocks' linear layers (per-channel scales; the\n"
+        "embedding / LM head stays int8). int4 files run on the XNNPACK engine only."},
+       {"keep-float", "", "also store float32 weights (exact f32 path; ~4x larger file)"},
        {"name", "NAME", "model name stored in the file (default: the directory name)"}},
       2,
       2};
@@ -32,6 +35,9 @@ absl::Status RunConvert(const Args& args) {
   ConvertOptions opts;
   opts.keep_float = args.Has("keep-float");
   opts.model_name = args.Get("name");
+  auto bits = ParseWeightBits(args.Get("weights", "int8"));
+  if (!bits.ok()) return bits.status();
+  opts.weights = *bits;
   Progress progress("convert");
   auto st = ConvertCheckpoint(args.positional()[0], args.positional()[1], opts,
                               [&](float f) { progress.Update(f); });

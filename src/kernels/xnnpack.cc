@@ -39,6 +39,18 @@ enum xnn_status xnn_reshape_fully_connected_nc_qdu8_f32_qc8w(xnn_operator_t full
 enum xnn_status xnn_setup_fully_connected_nc_qdu8_f32_qc8w(
     xnn_operator_t fully_connected_op, const int8_t* input, float* output, void* workspace,
     const struct xnn_quantization_params* quantization_params);
+enum xnn_status xnn_create_fully_connected_nc_qdu8_f32_qc4w(
+    size_t input_channels, size_t output_channels, size_t input_stride, size_t output_stride,
+    uint8_t kernel_zero_point, const float* kernel_scale, const void* kernel, const float* bias,
+    float output_min, float output_max, uint32_t flags, xnn_weights_cache_t weights_cache,
+    xnn_operator_t* fully_connected_op_out);
+enum xnn_status xnn_reshape_fully_connected_nc_qdu8_f32_qc4w(xnn_operator_t fully_connected_op,
+                                                             size_t batch_size,
+                                                             size_t* workspace_size,
+                                                             pthreadpool_t threadpool);
+enum xnn_status xnn_setup_fully_connected_nc_qdu8_f32_qc4w(
+    xnn_operator_t fully_connected_op, const uint8_t* input, float* output, void* workspace,
+    const struct xnn_quantization_params* quantization_params);
 }
 
 namespace selfcond::kernels::xnn {
@@ -180,20 +192,23 @@ xnn_status CreateFc(const LinearSpec& spec, const void* kernel, xnn_weights_cach
   // Our threads already yield when idle (src/parallel.cc); XNNPACK's must too, or spinning
   // workers steal the core the main thread needs on a busy 2-core machine.
   const uint32_t flags = XNN_FLAG_DONT_SPIN_WORKERS;
-  if (spec.q8 != nullptr && UseUnsignedActivations()) {
-    return xnn_create_fully_connected_nc_qdu8_f32_qc8w(
-        spec.k, spec.n, spec.k, spec.n, spec.q8->scale, static_cast<const int8_t*>(kernel),
-        spec.bias, -kInf, kInf, flags, cache, op);
-  }
+  const bool u8 = UseUnsignedActivations();
   if (spec.q8 != nullptr) {
-    return xnn_create_fully_connected_nc_qd8_f32_qc8w(
-        spec.k, spec.n, spec.k, spec.n, spec.q8->scale, static_cast<const int8_t*>(kernel),
-        spec.bias, -kInf, kInf, flags, cache, op);
+    const auto* q = static_cast<const int8_t*>(kernel);
+    return u8 ? xnn_create_fully_connected_nc_qdu8_f32_qc8w(spec.k, spec.n, spec.k, spec.n,
+                                                           spec.q8->scale, q, spec.bias, -kInf,
+                                                           kInf, flags, cache, op)
+              : xnn_create_fully_connected_nc_qd8_f32_qc8w(spec.k, spec.n, spec.k, spec.n,
+                                                          spec.q8->scale, q, spec.bias, -kInf,
+                                                          kInf, flags, cache, op);
   }
-  return xnn_create_fully_connected_nc_qd8_f32_qc4w(spec.k, spec.n, spec.k, spec.n,
-                                                     /*kernel_zero_point=*/8, spec.q4_scale,
-                                                     kernel, spec.bias, -kInf, kInf, flags, cache,
-                                                     op);
+  // int4: unsigned nibbles with zero point 8 (value = nibble - 8).
+  return u8 ? xnn_create_fully_connected_nc_qdu8_f32_qc4w(spec.k, spec.n, spec.k, spec.n, 8,
+                                                         spec.q4_scale, kernel, spec.bias, -kInf,
+                                                         kInf, flags, cache, op)
+            : xnn_create_fully_connected_nc_qd8_f32_qc4w(spec.k, spec.n, spec.k, spec.n, 8,
+                                                        spec.q4_scale, kernel, spec.bias, -kInf,
+                                                        kInf, flags, cache, op);
 }
 
 }  // namespace
@@ -286,7 +301,7 @@ absl::StatusOr<std::unique_ptr<Operators>> Operators::Create(const PackedWeights
     const LinearSpec& spec = weights.spec(i);
     xnn_status st = CreateFc(spec, weights.keys_[i], &weights.cache_->provider, &im.fc[i]);
     if (st != xnn_status_success) return XnnError(st, "creating a fully-connected operator");
-    st = spec.q8 != nullptr && UseUnsignedActivations()
+    st = UseUnsignedActivations()
              ? xnn_create_convert_nc_f32_qdu8(XNN_FLAG_DONT_SPIN_WORKERS, &im.convert[i])
              : xnn_create_convert_nc_f32_qd8(XNN_FLAG_DONT_SPIN_WORKERS, &im.convert[i]);
     if (st != xnn_status_success) return XnnError(st, "creating the activation quantizer");
@@ -306,7 +321,7 @@ absl::Status Operators::Run(int id, const float* x, int m, float* y, void* pool)
   }
   // Quantizing a few rows is cheaper than waking the pool.
   pthreadpool_t convert_tp = m >= 16 ? tp : nullptr;
-  const bool u8 = spec.q8 != nullptr && UseUnsignedActivations();
+  const bool u8 = UseUnsignedActivations();
   xnn_operator_t cv = im.convert[id];
   xnn_status st = xnn_status_success;
   if (im.convert_shape[id].m != m || im.convert_shape[id].pool != convert_tp) {
@@ -326,9 +341,13 @@ absl::Status Operators::Run(int id, const float* x, int m, float* y, void* pool)
   xnn_operator_t op = im.fc[id];
   if (im.fc_shape[id].m != m || im.fc_shape[id].pool != tp) {
     size_t workspace = 0;
-    st = u8          ? xnn_reshape_fully_connected_nc_qdu8_f32_qc8w(op, m, &workspace, tp)
-         : spec.q8 ? xnn_reshape_fully_connected_nc_qd8_f32_qc8w(op, m, &workspace, tp)
-                   : xnn_reshape_fully_connected_nc_qd8_f32_qc4w(op, m, &workspace, tp);
+    if (spec.q8 != nullptr) {
+      st = u8 ? xnn_reshape_fully_connected_nc_qdu8_f32_qc8w(op, m, &workspace, tp)
+              : xnn_reshape_fully_connected_nc_qd8_f32_qc8w(op, m, &workspace, tp);
+    } else {
+      st = u8 ? xnn_reshape_fully_connected_nc_qdu8_f32_qc4w(op, m, &workspace, tp)
+              : xnn_reshape_fully_connected_nc_qd8_f32_qc4w(op, m, &workspace, tp);
+    }
     if (st != xnn_status_success) return XnnError(st, "reshaping a fully-connected operator");
     im.fc_shape[id] = {m, tp};
     if (workspace > im.workspace_size) {
@@ -342,10 +361,16 @@ absl::Status Operators::Run(int id, const float* x, int m, float* y, void* pool)
     }
   }
   void* ws = im.workspace.get();
-  st = u8 ? xnn_setup_fully_connected_nc_qdu8_f32_qc8w(op, im.xq.data(), y, ws, im.qparams.data())
-       : spec.q8
-           ? xnn_setup_fully_connected_nc_qd8_f32_qc8w(op, im.xq.data(), y, ws, im.qparams.data())
-           : xnn_setup_fully_connected_nc_qd8_f32_qc4w(op, im.xq.data(), y, ws, im.qparams.data());
+  const int8_t* xq = im.xq.data();
+  const xnn_quantization_params* qp = im.qparams.data();
+  if (spec.q8 != nullptr) {
+    st = u8 ? xnn_setup_fully_connected_nc_qdu8_f32_qc8w(op, xq, y, ws, qp)
+            : xnn_setup_fully_connected_nc_qd8_f32_qc8w(op, xq, y, ws, qp);
+  } else {
+    st = u8 ? xnn_setup_fully_connected_nc_qdu8_f32_qc4w(
+                  op, reinterpret_cast<const uint8_t*>(xq), y, ws, qp)
+            : xnn_setup_fully_connected_nc_qd8_f32_qc4w(op, xq, y, ws, qp);
+  }
   if (st != xnn_status_success) return XnnError(st, "setting up a fully-connected operator");
   st = xnn_run_operator(op, tp);
   if (st != xnn_status_success) return XnnError(st, "running a fully-connected operator");
