@@ -14,7 +14,7 @@ while (( $# )); do
   shift
 done
 bash scripts/install-deps.sh
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release -j"$(nproc)" --target selfcond
 SC=build/release/selfcond
 MODEL=demo/models/selfcond-mini-30m.scm
