@@ -65,11 +65,13 @@ absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path) {
     return f;  // empty: callers report "truncated"
   }
   void* p = mmap(nullptr, f.size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (p == MAP_FAILED)
+  if (p == MAP_FAILED) {
+    ::close(fd);
     return absl::InternalError(absl::StrCat("cannot mmap '", path, "': ", strerror(errno)));
+  }
   f.data_ = static_cast<const uint8_t*>(p);
   f.mapped_ = true;
+  f.fd_ = fd;  // kept for Read()
   return f;
 #endif
 }
@@ -81,6 +83,8 @@ MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
   this->~MappedFile();
   mapped_ = o.mapped_;
   size_ = o.size_;
+  fd_ = o.fd_;
+  o.fd_ = -1;
   if (mapped_) {
     data_ = o.data_;
   } else {
@@ -97,10 +101,36 @@ MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
 MappedFile::~MappedFile() {
 #if !defined(SELFCOND_WASM)
   if (mapped_ && data_) munmap(const_cast<uint8_t*>(data_), size_);
+  if (fd_ >= 0) ::close(fd_);
 #endif
+  fd_ = -1;
   mapped_ = false;
   data_ = nullptr;
   size_ = 0;
+}
+
+absl::Status MappedFile::Read(const void* p, size_t n, void* dst) const {
+  const size_t off = static_cast<size_t>(static_cast<const uint8_t*>(p) - data_);
+  if (off > size_ || n > size_ - off) return absl::OutOfRangeError("read past the model file");
+#if !defined(SELFCOND_WASM)
+  if (fd_ >= 0) {
+    size_t done = 0;
+    while (done < n) {
+      const ssize_t r = pread(fd_, static_cast<uint8_t*>(dst) + done, n - done,
+                              static_cast<off_t>(off + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) {
+        return absl::DataLossError(
+            absl::StrCat("the model file changed or became unreadable while in use (read at ",
+                         off + done, ": ", r < 0 ? strerror(errno) : "end of file", ")"));
+      }
+      done += static_cast<size_t>(r);
+    }
+    return absl::OkStatus();
+  }
+#endif
+  std::memcpy(dst, p, n);
+  return absl::OkStatus();
 }
 
 void MappedFile::DropPages(const void* p, size_t n) const {
@@ -109,7 +139,9 @@ void MappedFile::DropPages(const void* p, size_t n) const {
   const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
   const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  if (end > begin) {
+    madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  }
 #else
   (void)p;
   (void)n;

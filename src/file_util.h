@@ -36,10 +36,18 @@ class MappedFile {
   // safe). Used after XNNPACK has packed its own copy of a weight matrix. No-op for heap copies.
   void DropPages(const void* p, size_t n) const;
 
+  // Copies [p, p + n) (inside the file) to dst with pread() on a mapped file, memcpy otherwise.
+  // For data read a little at a time after its pages were dropped (token embedding rows): a
+  // read through the mapping would fault the kernel's "fault-around" window (up to 64 KiB) into
+  // the resident set for every few hundred bytes used. Also turns a file truncated under the
+  // running process into an error instead of SIGBUS.
+  absl::Status Read(const void* p, size_t n, void* dst) const;
+
  private:
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   bool mapped_ = false;
+  int fd_ = -1;  // the mapped file, kept open for Read()
   std::string owned_;
 };
 

@@ -4,6 +4,10 @@
 // a kernel (src/kernels/kernels.h) or a small float helper in this file.
 #include "gpt2.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -230,6 +234,14 @@ absl::Status Model::Build(LoadOptions opts) {
   if (opts.xnnpack && kernels::xnn::Available()) {
     if (auto st = PackForXnnpack(); !st.ok()) return st;
   }
+  // Pages read once while loading (validation of wpe, the tokenizer blob) leave memory again;
+  // a position's row of wpe comes back when a session uses it. And the heap returns what the
+  // tokenizer's construction freed, so peak RSS tracks what the model keeps.
+  file_.DropPages(wpe_, static_cast<size_t>(T) * d * sizeof(float));
+  file_.DropPages(view_.tokenizer_blob.data(), view_.tokenizer_blob.size());
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
   // The hand-written int8 kernels cannot run the 4-bit layers; Session::Create says so.
   float_ready_ = wte_f_.w != nullptr && lm_head_.f.w != nullptr;
   for (const auto& b : blocks_) {
@@ -283,6 +295,23 @@ absl::Status Model::PackForXnnpack() {
   return absl::OkStatus();
 }
 
+absl::Status Model::EmbedInt8(int32_t token, float* out, std::vector<int8_t>* scratch) const {
+  const kernels::PackedI8& w = wte_q_;
+  // The 16 rows that share token's packed block: (k / 4) groups of 16 x 4 bytes.
+  const size_t block_bytes = static_cast<size_t>(w.k / kernels::kKGroup) * kernels::kRowBlock *
+                             kernels::kKGroup;
+  const int block = token / kernels::kRowBlock;
+  scratch->resize(block_bytes);
+  if (auto st = file_.Read(w.q + block * block_bytes, block_bytes, scratch->data()); !st.ok()) {
+    return st;
+  }
+  kernels::PackedI8 one = w;
+  one.q = scratch->data();
+  one.scale = w.scale + block * kernels::kRowBlock;
+  kernels::UnpackRow(one, token % kernels::kRowBlock, out);
+  return absl::OkStatus();
+}
+
 // ---- the forward pass ----------------------------------------------------------------------
 
 // Activation buffers for one chunk of up to max_batch tokens, and the KV cache.
@@ -301,6 +330,7 @@ struct Session::Scratch {
   std::unique_ptr<float[]> key_cache;
   std::unique_ptr<float[]> value_cache;
   std::vector<float> logits;       // (vocab) or (B, vocab)
+  std::vector<int8_t> embed;       // (16 * d) one packed block of token-embedding rows
 };
 
 Session::Session(const Model& model, SessionOptions opts)
@@ -565,7 +595,7 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
     if (f32) {
       std::memcpy(xi, model_.wte_f32() + static_cast<size_t>(tokens[i]) * d, d * sizeof(float));
     } else {
-      kernels::UnpackRow(model_.wte_q(), tokens[i], xi);
+      if (auto st = model_.EmbedInt8(tokens[i], xi, &s.embed); !st.ok()) return st;
     }
     const float* pe = model_.wpe() + static_cast<size_t>(p0 + i) * d;
     for (int j = 0; j < d; ++j) xi[j] += pe[j];

@@ -76,6 +76,9 @@ class Model {
   const LinearWeights& lm_head() const { return lm_head_; }  // (vocab, d)
   const float* wpe() const { return wpe_; }                  // (n_ctx, d)
   const BlockWeights& block(int l) const { return blocks_[l]; }
+  // out(d) = the int8 token embedding of `token`, dequantized. Reads the row's 16-row packed
+  // block from the file (MappedFile::Read) into scratch rather than through the mapping.
+  absl::Status EmbedInt8(int32_t token, float* out, std::vector<int8_t>* scratch) const;
   const float* ln_f_weight() const { return ln_f_weight_; }  // (d)
   const float* ln_f_bias() const { return ln_f_bias_; }      // (d)
 
@@ -116,7 +119,9 @@ struct SessionOptions {
   // names a hand-written backend), and kernels::DefaultBackend() for the rest.
   const kernels::Backend* backend = nullptr;
   ThreadPool* pool = nullptr;                 // null: single-threaded
-  int max_batch = 256;                        // tokens per forward call (prefill chunk)
+  // Tokens per forward call (prefill chunk). 128: the activation scratch is sized by it (~10 MB
+  // at 256 for GPT-2 small), and longer chunks prefill no faster.
+  int max_batch = 128;
   // Context this session may hold (KV cache positions); 0: the model's n_ctx. The KV cache is
   // allocated for it but only the positions used become resident.
   int n_ctx = 0;

@@ -151,6 +151,14 @@ const ByteAlphabet& Alphabet() {
 
 // Maps a vocab string (byte-to-unicode form) back to raw bytes; false if a character is outside
 // the 256-character alphabet or the string is not valid UTF-8.
+// The inverse: a token's vocab.json string from its bytes.
+std::string BytesToToken(std::string_view bytes) {
+  const ByteAlphabet& alphabet = Alphabet();
+  std::string token;
+  for (char c : bytes) AppendUtf8(alphabet.byte_to_cp[static_cast<uint8_t>(c)], &token);
+  return token;
+}
+
 bool TokenToBytes(std::string_view token, std::string* bytes) {
   const ByteAlphabet& alphabet = Alphabet();
   bytes->clear();
@@ -295,10 +303,12 @@ struct BpeScratch {
 
 }  // namespace
 
+// Only what encoding and decoding need stays in memory (~4 MB for GPT-2, a third of keeping the
+// vocab.json strings too): vocab.json's strings are the bytes of each token under GPT-2's
+// byte-to-unicode alphabet, so Serialize rebuilds them from token_bytes.
 struct Tokenizer::Impl {
-  std::vector<std::string> vocab;                           // (n_vocab,) strings as in vocab.json
-  std::vector<std::string> token_bytes;                     // (n_vocab,) raw bytes of each token
-  std::vector<std::pair<std::string, std::string>> merges;  // (n_merges,) in rank order
+  std::vector<std::string> token_bytes;                 // (n_vocab,) raw bytes of each token
+  std::vector<std::pair<int32_t, int32_t>> merge_ids;  // (n_merges,) in rank order
   MergeMap merge_of;     // PairKey(left id, right id) -> rank, result
   int32_t byte_id[256];  // (256,) id of the single-byte token for each byte
   int32_t eos_id = -1;
@@ -466,12 +476,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Build(
   }
   std::unique_ptr<Tokenizer> tok(new Tokenizer());
   Impl& impl = *tok->impl_;
-  std::unordered_map<std::string_view, int32_t> id_of;  // views into impl.vocab
+  std::unordered_map<std::string_view, int32_t> id_of;  // views into vocab
   id_of.reserve(vocab.size());
-  impl.vocab = std::move(vocab);
-  impl.token_bytes.resize(impl.vocab.size());
-  for (size_t id = 0; id < impl.vocab.size(); ++id) {
-    const std::string& t = impl.vocab[id];
+  impl.token_bytes.resize(vocab.size());
+  for (size_t id = 0; id < vocab.size(); ++id) {
+    const std::string& t = vocab[id];
     if (t.empty()) return absl::InvalidArgumentError(absl::StrCat("token ", id, " is empty"));
     if (t.size() > 0xFFFF) {
       return absl::InvalidArgumentError(
@@ -501,11 +510,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Build(
   }
   if (auto it = id_of.find(kEndOfText); it != id_of.end()) impl.eos_id = it->second;
 
-  impl.merges = std::move(merges);
-  impl.merge_of.Reserve(impl.merges.size());
+  impl.merge_ids.reserve(merges.size());
+  impl.merge_of.Reserve(merges.size());
   std::string joined;
-  for (size_t r = 0; r < impl.merges.size(); ++r) {
-    const auto& [a, b] = impl.merges[r];
+  for (size_t r = 0; r < merges.size(); ++r) {
+    const auto& [a, b] = merges[r];
     const auto ia = id_of.find(a), ib = id_of.find(b);
     if (ia == id_of.end() || ib == id_of.end()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -526,6 +535,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Build(
                                                      json::Quote(b), ") duplicates merge ",
                                                      existing.rank));
     }
+    impl.merge_ids.emplace_back(ia->second, ib->second);
   }
   return tok;
 }
@@ -597,12 +607,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFiles(
 std::vector<uint8_t> Tokenizer::Serialize() const {
   std::vector<uint8_t> out(kMagic, kMagic + 4);
   PutU32(kBlobVersion, &out);
-  PutU32(static_cast<uint32_t>(impl_->vocab.size()), &out);
-  for (const std::string& t : impl_->vocab) PutString(t, &out);
-  PutU32(static_cast<uint32_t>(impl_->merges.size()), &out);
-  for (const auto& [a, b] : impl_->merges) {
-    PutString(a, &out);
-    PutString(b, &out);
+  PutU32(static_cast<uint32_t>(impl_->token_bytes.size()), &out);
+  for (const std::string& t : impl_->token_bytes) PutString(BytesToToken(t), &out);
+  PutU32(static_cast<uint32_t>(impl_->merge_ids.size()), &out);
+  for (const auto& [a, b] : impl_->merge_ids) {
+    PutString(BytesToToken(impl_->token_bytes[a]), &out);
+    PutString(BytesToToken(impl_->token_bytes[b]), &out);
   }
   return out;
 }
@@ -675,7 +685,9 @@ std::string Tokenizer::DecodeToken(int32_t id) const {
   return impl_->token_bytes[id];
 }
 
-int32_t Tokenizer::vocab_size() const { return static_cast<int32_t>(impl_->vocab.size()); }
+int32_t Tokenizer::vocab_size() const {
+  return static_cast<int32_t>(impl_->token_bytes.size());
+}
 int32_t Tokenizer::eos_id() const { return impl_->eos_id; }
 
 }  // namespace selfcond

@@ -32,6 +32,7 @@
 #include "generate.h"
 #include "gpt2.h"
 #include "kernels/kernels.h"
+#include "kernels/xnnpack.h"
 #include "parallel.h"
 #include "units.h"
 
@@ -182,7 +183,8 @@ class Engine {
     o.set("numUnits", static_cast<double>(UnitSpace(c).num_units()));
     o.set("fileBytes", static_cast<double>(model_->file_bytes()));
     o.set("precision", std::string(precision_ == Precision::kF32 ? "f32" : "int8"));
-    o.set("backend", std::string(kernels::DefaultBackend().name));
+    // What runs the linear layers: "xnnpack" (int8), or the hand-written kernels (f32 path).
+    o.set("backend", std::string(session_ ? session_->engine_name() : kernels::DefaultBackend().name));
     o.set("threads", pool_ ? pool_->size() : 1);
     return o;
   }
@@ -541,7 +543,8 @@ class Engine {
 // Build facts for the UI and bug reports.
 val BuildInfo() {
   val o = val::object();
-  std::string names;
+  // XNNPACK first: it runs the int8 linears; the hand-written kernels run the f32 path.
+  std::string names = kernels::xnn::Available() ? "xnnpack" : "";
   for (const kernels::Backend* b : kernels::AvailableBackends()) {
     names += std::string(names.empty() ? "" : ",") + b->name;
   }

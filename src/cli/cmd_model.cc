@@ -106,7 +106,7 @@ absl::Status RunGenerate(const Args& args) {
   // The session's KV cache holds what this generation needs: the prompt plus the new tokens.
   // (The tokenizer lives in the model file, so the model is loaded first and the session sized
   // then.)
-  auto rt = LoadRuntime(args.Get("model"), args.Get("precision", "int8"), *threads);
+  auto rt = LoadRuntime(args.Get("model"), args.Get("precision", "int8"), *threads, -1);
   if (!rt.ok()) return rt.status();
   const auto ids = rt->model->tokenizer().Encode(*prompt);
   {

@@ -60,7 +60,9 @@ absl::StatusOr<Runtime> LoadRuntime(const std::string& model_path, const std::st
   if (!model.ok()) return model.status();
   rt.model = std::move(*model);
   rt.pool = std::make_unique<ThreadPool>(threads);
-  if (auto st = LoadRuntimeSession(rt, precision, n_ctx); !st.ok()) return st;
+  if (n_ctx >= 0) {
+    if (auto st = LoadRuntimeSession(rt, precision, n_ctx); !st.ok()) return st;
+  }
   return rt;
 }
 

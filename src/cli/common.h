@@ -33,7 +33,7 @@ struct Runtime {
 };
 
 // Loads --model (default: the committed demo model) for --precision with --threads.
-// n_ctx: the session's context (0: the model's).
+// n_ctx: the session's context (0: the model's; -1: no session yet, see LoadRuntimeSession).
 absl::StatusOr<Runtime> LoadRuntime(const std::string& model_path, const std::string& precision,
                                     int threads, int n_ctx = 0);
 

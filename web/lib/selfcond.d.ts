@@ -4,7 +4,7 @@ export interface RuntimeInfo {
   /** True when the pthreads build runs (the page is cross-origin isolated and threads > 1). */
   threaded: boolean;
   threads: number;
-  /** Kernel backend, e.g. "wasm_simd128". */
+  /** GEMM engine of the int8 path, e.g. "xnnpack". */
   backend: string;
   pthreads: boolean;
 }
