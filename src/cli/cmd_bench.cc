@@ -45,15 +45,20 @@ struct BenchParams {
   std::string rank_concept;  // set: measure ranking on it (and not generation)
 };
 
-// Runs in the child: measures one model at one precision; returns a JSON object.
+// Runs in the child: measures one model at one precision on one engine ("xnnpack", or a
+// hand-written backend's name); returns a JSON object.
 json::Value MeasureModel(const std::string& label, const std::string& path, Precision prec,
-                         const BenchParams& p) {
+                         const std::string& engine, const BenchParams& p) {
   json::Value out = json::Value::Object();
   out.Set("model", json::Value::String(label));
   out.Set("precision", json::Value::String(prec == Precision::kInt8 ? "int8" : "f32"));
+  const kernels::Backend* backend =
+      engine == "xnnpack" ? nullptr : kernels::BackendByName(engine);
   auto t0 = Clock::now();
   Model::LoadOptions lo;
   lo.need_float = prec == Precision::kF32;
+  // A hand-written backend reads the file's int8 weights: no XNNPACK copy in its memory.
+  lo.xnnpack = backend == nullptr;
   auto model = Model::Load(path, lo);
   if (!model.ok()) {
     out.Set("error", json::Value::String(std::string(model.status().message())));
@@ -77,8 +82,11 @@ json::Value MeasureModel(const std::string& label, const std::string& path, Prec
     SessionOptions so;
     so.precision = prec;
     so.pool = &pool;
+    so.backend = backend;
+    so.n_ctx = prompt_n + decode_n;  // as `selfcond generate` sizes its session
     auto session = Session::Create(**model, so);
     if (!session.ok()) continue;
+    out.Set("engine", json::Value::String((*session)->engine_name()));
     std::vector<double> prefill, decode;
     for (int r = 0; r < p.repeats; ++r) {
       (*session)->Reset();
@@ -99,13 +107,24 @@ json::Value MeasureModel(const std::string& label, const std::string& path, Prec
     run.Set("threads", json::Value::Number(pool.size()));
     run.Set("prefill_tok_s", json::Value::Number(Median(prefill)));
     run.Set("decode_tok_s", json::Value::Number(Median(decode)));
-    std::fprintf(stderr, "  %-16s %-4s %d thread(s): prefill %8.1f tok/s, decode %7.1f tok/s\n",
-                 label.c_str(), prec == Precision::kInt8 ? "int8" : "f32", pool.size(),
-                 Median(prefill), Median(decode));
+    std::fprintf(stderr,
+                 "  %-17s %-4s %-10s %d thread(s): prefill %8.1f tok/s, decode %7.1f tok/s\n",
+                 label.c_str(), prec == Precision::kInt8 ? "int8" : "f32",
+                 (*session)->engine_name(), pool.size(), Median(prefill), Median(decode));
     runs.Push(std::move(run));
   }
   if (!ranking) {
     out.Set("runs", std::move(runs));
+    // Memory against the bar "peak RSS <= 1.15 x the model file + the KV cache actually used".
+    const double kv_mib = 2.0 * c.n_layer * (prompt_n + decode_n) * c.n_embd * sizeof(float) /
+                          1048576.0;
+    out.Set("kv_cache_used_mib", json::Value::Number(kv_mib));
+    out.Set("rss_bound_mib",
+            json::Value::Number(1.15 * (*model)->file_bytes() / 1048576.0 + kv_mib));
+    if ((*model)->xnn() != nullptr) {
+      out.Set("xnnpack_packed_mib",
+              json::Value::Number((*model)->xnn()->packed_bytes() / 1048576.0));
+    }
   } else {
     auto data = LoadDataset(p.rank_concept);
     if (data.ok()) {
@@ -143,7 +162,8 @@ json::Value MeasureModel(const std::string& label, const std::string& path, Prec
 
 // Forks, measures in the child, returns the child's JSON.
 absl::StatusOr<json::Value> MeasureInChild(const std::string& label, const std::string& path,
-                                           Precision prec, const BenchParams& p) {
+                                           Precision prec, const std::string& engine,
+                                           const BenchParams& p) {
   int fds[2];
   if (pipe(fds) != 0) return absl::InternalError("pipe failed");
   std::fflush(stdout);
@@ -152,7 +172,7 @@ absl::StatusOr<json::Value> MeasureInChild(const std::string& label, const std::
   if (pid < 0) return absl::InternalError("fork failed");
   if (pid == 0) {
     close(fds[0]);
-    std::string s = MeasureModel(label, path, prec, p).Dump();
+    std::string s = MeasureModel(label, path, prec, engine, p).Dump();
     size_t off = 0;
     while (off < s.size()) {
       ssize_t w = write(fds[1], s.data() + off, s.size() - off);
@@ -205,6 +225,33 @@ absl::StatusOr<std::string> Gpt2SmallShaped(const std::string& work_dir,
   return out;
 }
 
+// The CPU this was measured on (machines of this kind differ: Zen 3 AVX2, Zen 4 AVX-512 VNNI).
+json::Value MachineInfo() {
+  json::Value machine = json::Value::Object();
+  machine.Set("cores", json::Value::Number(ThreadPool::NumCores()));
+  std::string model_name, flags;
+  if (auto text = ReadFile("/proc/cpuinfo"); text.ok()) {
+    auto field = [&](const std::string& key) {
+      const size_t at = text->find("\n" + key);
+      if (at == std::string::npos) return std::string();
+      const size_t colon = text->find(':', at), end = text->find('\n', at + 1);
+      return colon == std::string::npos ? std::string() : text->substr(colon + 2, end - colon - 2);
+    };
+    model_name = field("model name");
+    const std::string all = " " + field("flags") + " ";
+    for (const char* f : {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "asimddp", "i8mm"}) {
+      if (all.find(std::string(" ") + f + " ") != std::string::npos) {
+        flags += (flags.empty() ? "" : " ") + std::string(f);
+      }
+    }
+  }
+  machine.Set("cpu", json::Value::String(model_name));
+  machine.Set("cpu_flags", json::Value::String(flags));
+  machine.Set("int8_engine", json::Value::String("xnnpack"));
+  machine.Set("handwritten_backend", json::Value::String(kernels::DefaultBackend().name));
+  return machine;
+}
+
 }  // namespace
 
 const CommandSpec& BenchSpec() {
@@ -223,6 +270,8 @@ const CommandSpec& BenchSpec() {
        {"threads", "N", "the multi-threaded setting (default: all cores)"},
        {"no-small", "", "skip the GPT-2-small-shaped model"},
        {"no-f32", "", "skip the f32 path"},
+       {"no-handwritten", "",
+        "skip int8 on the hand-written kernels (measured by default next to XNNPACK)"},
        {"rank-concept", "FILE",
         "concept for the ranking benchmark (default: ../shared/concepts/football.json if present; "
         "'none' to skip)"},
@@ -268,17 +317,21 @@ absl::Status RunBench(const Args& args) {
   }
 
   json::Value result = json::Value::Object();
-  json::Value machine = json::Value::Object();
-  machine.Set("cores", json::Value::Number(ThreadPool::NumCores()));
-  machine.Set("backend", json::Value::String(kernels::DefaultBackend().name));
-  result.Set("machine", std::move(machine));
+  result.Set("machine", MachineInfo());
+  // int8 runs on XNNPACK (the engine) and, for the per-target decision in docs/kernels.md, on the
+  // best hand-written backend of this CPU; f32 on the hand-written kernels.
+  const std::string handwritten = kernels::DefaultBackend().name;
+  std::vector<std::pair<Precision, std::string>> configs = {{Precision::kInt8, "xnnpack"}};
+  if (!args.Has("no-handwritten") && handwritten != "scalar") {
+    configs.push_back({Precision::kInt8, handwritten});
+  }
+  if (!args.Has("no-f32")) configs.push_back({Precision::kF32, handwritten});
   json::Value models = json::Value::Array();
   for (const auto& t : targets) {
-    for (Precision prec : {Precision::kInt8, Precision::kF32}) {
-      if (prec == Precision::kF32 && args.Has("no-f32")) continue;
+    for (const auto& [prec, engine] : configs) {
       BenchParams pp = p;
       pp.rank_concept.clear();
-      auto r = MeasureInChild(t.label, t.path, prec, pp);
+      auto r = MeasureInChild(t.label, t.path, prec, engine, pp);
       if (!r.ok()) return r.status();
       models.Push(std::move(*r));
     }
@@ -289,27 +342,52 @@ absl::Status RunBench(const Args& args) {
   if (!rank.empty()) {
     BenchParams pp = p;
     pp.rank_concept = rank;
-    auto r = MeasureInChild(targets[0].label, targets[0].path, Precision::kInt8, pp);
+    auto r = MeasureInChild(targets[0].label, targets[0].path, Precision::kInt8, "xnnpack", pp);
     if (!r.ok()) return r.status();
     ranking = std::move(*r);
   }
   // Ratios within this run (the machine is shared: compare variants, not absolute numbers).
   json::Value ratios = json::Value::Object();
-  auto decode_at = [&](const std::string& label, const std::string& prec, int threads) {
+  auto rate_at = [&](const std::string& label, const std::string& prec, const std::string& engine,
+                     int threads, const char* what) {
     for (const auto& m : models.items()) {
-      if (m.Find("model")->as_string() != label || m.Find("precision")->as_string() != prec)
+      const json::Value* e = m.Find("engine");
+      if (m.Find("model")->as_string() != label || m.Find("precision")->as_string() != prec ||
+          e == nullptr || (!engine.empty() && e->as_string() != engine)) {
         continue;
+      }
       const json::Value* runs = m.Find("runs");
       if (runs == nullptr) continue;
       for (const auto& r : runs->items())
-        if (r.Find("threads")->as_number() == threads) return r.Find("decode_tok_s")->as_number();
+        if (r.Find("threads")->as_number() == threads) return r.Find(what)->as_number();
     }
     return 0.0;
   };
   for (const auto& t : targets) {
-    double i8 = decode_at(t.label, "int8", 1), f32 = decode_at(t.label, "f32", 1);
+    const double i8 = rate_at(t.label, "int8", "xnnpack", 1, "decode_tok_s");
+    const double f32 = rate_at(t.label, "f32", "", 1, "decode_tok_s");
     if (i8 > 0 && f32 > 0) {
       ratios.Set(t.label + ".decode_int8_over_f32_1thread", json::Value::Number(i8 / f32));
+    }
+    // The kernel decision (docs/kernels.md): hand-written / XNNPACK, per measure and for a whole
+    // generation (prompt prefill + decoded tokens, wall time).
+    for (int threads : p.threads) {
+      const std::string sfx = absl::StrCat("_", threads, "thread");
+      double x[2], h[2];
+      const char* what[2] = {"prefill_tok_s", "decode_tok_s"};
+      for (int i = 0; i < 2; ++i) {
+        x[i] = rate_at(t.label, "int8", "xnnpack", threads, what[i]);
+        h[i] = rate_at(t.label, "int8", handwritten, threads, what[i]);
+      }
+      if (x[0] <= 0 || h[0] <= 0 || x[1] <= 0 || h[1] <= 0) continue;
+      ratios.Set(t.label + ".prefill_" + handwritten + "_over_xnnpack" + sfx,
+                 json::Value::Number(h[0] / x[0]));
+      ratios.Set(t.label + ".decode_" + handwritten + "_over_xnnpack" + sfx,
+                 json::Value::Number(h[1] / x[1]));
+      const double tx = p.prompt_tokens / x[0] + p.decode_tokens / x[1];
+      const double th = p.prompt_tokens / h[0] + p.decode_tokens / h[1];
+      ratios.Set(t.label + ".generation_speed_" + handwritten + "_over_xnnpack" + sfx,
+                 json::Value::Number(tx / th));
     }
   }
   result.Set("models", std::move(models));
