@@ -17,6 +17,13 @@ echo "== [1/4] native build + tests"
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release -j"$JOBS"
 (cd build/release && ctest --output-on-failure -j"$JOBS" --timeout 1200)
+# Memory bar of the XNNPACK engine (issue: each weight once): peak RSS of `selfcond generate` on
+# the GPT-2-small-shaped model <= 1.15 x file + KV cache used. bench writes that model (random
+# weights) into build/bench-work the first time.
+build/release/selfcond bench --work-dir build/bench-work --no-f32 --no-handwritten \
+  --rank-concept none --repeats 1 --prompt-tokens 8 --decode-tokens 8 --out build/bench-smoke.json \
+  2>&1 | tail -n 4
+python3 scripts/check_memory.py build/release/selfcond build/bench-work/gpt2-small-shaped.scm
 
 echo "== [2/4] sanitizers (ASan+UBSan, clang) and fuzzers"
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \

@@ -1,5 +1,7 @@
 #include "cli/common.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -12,12 +14,20 @@ namespace selfcond::cli {
 Progress::Progress(std::string label)
     : label_(std::move(label)), start_(std::chrono::steady_clock::now()) {}
 
+// On a terminal the bar redraws in place; in a log (CI, a pipe) it prints one plain line per
+// quarter instead of hundreds of carriage-return redraws.
 void Progress::Update(double fraction, const std::string& extra) {
+  static const bool tty = isatty(fileno(stderr)) != 0;
   int pct = static_cast<int>(fraction * 100);
+  if (!tty) pct = pct / 25 * 25;
   if (pct == last_) return;
   last_ = pct;
-  const int width = 30, filled = pct * width / 100;
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  if (!tty) {
+    std::fprintf(stderr, "%s %3d%% %5.1fs %s\n", label_.c_str(), pct, secs, extra.c_str());
+    return;
+  }
+  const int width = 30, filled = pct * width / 100;
   std::fprintf(stderr, "\r%s [%s%s] %3d%% %5.1fs %s", label_.c_str(),
                std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(), pct,
                secs, extra.c_str());
@@ -25,9 +35,11 @@ void Progress::Update(double fraction, const std::string& extra) {
 }
 
 void Progress::Done(const std::string& extra) {
+  const bool tty = isatty(fileno(stderr)) != 0;
+  if (!tty && last_ == 100 && extra.empty()) return;
   last_ = -1;
   Update(1.0, extra);
-  std::fprintf(stderr, "\n");
+  if (tty) std::fprintf(stderr, "\n");
 }
 
 std::string DefaultModelPath() {
