@@ -1,5 +1,6 @@
 #include "parallel.h"
 
+#include <cstdlib>
 #include <thread>
 
 #if defined(SELFCOND_HAVE_PTHREADPOOL)
@@ -13,6 +14,15 @@ int ThreadPool::NumCores() {
   return n == 0 ? 1 : static_cast<int>(n);
 }
 
+int ThreadPool::MaxThreads() {
+  static const int cap = [] {
+    const char* env = std::getenv("SELFCOND_MAX_THREADS");
+    const int v = env != nullptr ? std::atoi(env) : 0;
+    return v > 0 ? v : 0;
+  }();
+  return cap;
+}
+
 #if defined(SELFCOND_HAVE_PTHREADPOOL)
 
 struct ThreadPool::Impl {
@@ -21,6 +31,7 @@ struct ThreadPool::Impl {
 
 ThreadPool::ThreadPool(int threads) : impl_(new Impl) {
   size_ = threads <= 0 ? NumCores() : threads;
+  if (MaxThreads() > 0 && size_ > MaxThreads()) size_ = MaxThreads();
   if (size_ > 1) impl_->pool = pthreadpool_create(static_cast<size_t>(size_));
   if (impl_->pool == nullptr) size_ = 1;
 }

@@ -10,7 +10,7 @@ namespace selfcond {
 
 class ThreadPool {
  public:
-  // threads <= 0: the number of cores.
+  // threads <= 0: the number of cores. Capped by MaxThreads().
   explicit ThreadPool(int threads);
   ~ThreadPool();
   int size() const { return size_; }
@@ -23,6 +23,9 @@ class ThreadPool {
   void* native_handle() const;
 
   static int NumCores();
+  // The SELFCOND_MAX_THREADS environment variable caps every pool (0 / unset: no cap). For
+  // hosts that must stay single-threaded, e.g. emulators whose threads do not work.
+  static int MaxThreads();
 
  private:
   int size_ = 1;
