@@ -23,6 +23,7 @@
 #include "generate.h"
 #include "json.h"
 #include "kernels/kernels.h"
+#include "model_file.h"
 #include "synthetic_checkpoint.h"
 
 namespace selfcond::cli {
@@ -195,12 +196,20 @@ absl::StatusOr<json::Value> MeasureInChild(const std::string& label, const std::
   return json::Parse(s);
 }
 
+// Whether `path` is a readable model file (header and tensor table only: cheap, no packing).
+bool ModelFileOk(const std::string& path) {
+  auto f = MappedFile::Open(path);
+  return f.ok() && ParseModelFile(f->bytes()).ok();
+}
+
 // The GPT-2-small-shaped model (12 x 768, vocab 50257, context 1024, random weights), written
-// once by the tests' checkpoint writer and converted; cached in work_dir.
+// once by the tests' checkpoint writer and converted (and converted with --weights int4 too when
+// int4); cached in work_dir.
 absl::StatusOr<std::string> Gpt2SmallShaped(const std::string& work_dir,
-                                            const std::string& vocab_dir) {
+                                            const std::string& vocab_dir, bool int4) {
   const std::string out = work_dir + "/gpt2-small-shaped.scm";
-  if (std::filesystem::exists(out) && Model::Load(out, {}).ok()) return out;
+  const std::string out4 = work_dir + "/gpt2-small-shaped-int4.scm";
+  if (ModelFileOk(out) && (!int4 || ModelFileOk(out4))) return out;
   const std::string ckpt = work_dir + "/gpt2-small-shaped-hf";
   std::filesystem::create_directories(ckpt);
   SyntheticCheckpointOptions so;
@@ -221,6 +230,15 @@ absl::StatusOr<std::string> Gpt2SmallShaped(const std::string& work_dir,
     return st;
   }
   progress.Done();
+  if (int4) {
+    co.weights = WeightBits::kInt4;
+    co.model_name = "gpt2-small-shaped int4 (random weights)";
+    Progress p4("convert gpt2-small-shaped --weights int4");
+    if (auto st = ConvertCheckpoint(ckpt, out4, co, [&](float f) { p4.Update(f); }); !st.ok()) {
+      return st;
+    }
+    p4.Done();
+  }
   std::filesystem::remove_all(ckpt);
   return out;
 }
@@ -270,6 +288,9 @@ const CommandSpec& BenchSpec() {
        {"threads", "N", "the multi-threaded setting (default: all cores)"},
        {"no-small", "", "skip the GPT-2-small-shaped model"},
        {"no-f32", "", "skip the f32 path"},
+       {"int4", "",
+        "also 4-bit versions of both models (convert --weights int4 of the demo checkpoint,\n"
+        "--int4-checkpoint DIR, and of the GPT-2-small-shaped one), on XNNPACK"},
        {"no-handwritten", "",
         "skip int8 on the hand-written kernels (measured by default next to XNNPACK)"},
        {"rank-concept", "FILE",
@@ -311,9 +332,31 @@ absl::Status RunBench(const Args& args) {
   if (!args.Has("no-small")) {
     const std::string work = args.Get("work-dir", "/tmp/selfcond-bench");
     std::filesystem::create_directories(work);
-    auto small = Gpt2SmallShaped(work, args.Get("vocab-dir", "../shared/models/selfcond-mini-30m"));
+    auto small = Gpt2SmallShaped(work, args.Get("vocab-dir", "../shared/models/selfcond-mini-30m"),
+                                 args.Has("int4"));
     if (!small.ok()) return small.status();
     targets.push_back({"gpt2-small-shaped", *small});
+  }
+  // 4-bit variants (XNNPACK int8 path only): the demo checkpoint converted with --weights int4,
+  // and the GPT-2-small-shaped one.
+  std::vector<Target> int4_targets;
+  if (args.Has("int4")) {
+    const std::string work = args.Get("work-dir", "/tmp/selfcond-bench");
+    std::filesystem::create_directories(work);
+    const std::string demo4 = work + "/selfcond-mini-30m-int4.scm";
+    const std::string hf = args.Get("int4-checkpoint", "../shared/models/selfcond-mini-30m");
+    if (!ModelFileOk(demo4)) {
+      ConvertOptions co;
+      co.weights = WeightBits::kInt4;
+      co.model_name = "selfcond-mini-30m int4";
+      if (auto st = ConvertCheckpoint(hf, demo4, co, nullptr); !st.ok()) return st;
+    }
+    int4_targets.push_back({targets[0].label + "-int4", demo4});
+    if (!args.Has("no-small")) {
+      int4_targets.push_back({"gpt2-small-shaped-int4",
+                              args.Get("work-dir", "/tmp/selfcond-bench") +
+                                  "/gpt2-small-shaped-int4.scm"});
+    }
   }
 
   json::Value result = json::Value::Object();
@@ -335,6 +378,13 @@ absl::Status RunBench(const Args& args) {
       if (!r.ok()) return r.status();
       models.Push(std::move(*r));
     }
+  }
+  for (const auto& t : int4_targets) {
+    BenchParams pp = p;
+    pp.rank_concept.clear();
+    auto r = MeasureInChild(t.label, t.path, Precision::kInt8, "xnnpack", pp);
+    if (!r.ok()) return r.status();
+    models.Push(std::move(*r));
   }
   // Ranking speed: the model under test, int8 (the shipped path), in a process of its own so
   // that its memory (sentences x units pooled responses) does not count as generation's.
@@ -373,6 +423,16 @@ absl::Status RunBench(const Args& args) {
     // generation (prompt prefill + decoded tokens, wall time).
     for (int threads : p.threads) {
       const std::string sfx = absl::StrCat("_", threads, "thread");
+      const std::string l4 = t.label + "-int4";
+      for (const char* what : {"prefill_tok_s", "decode_tok_s"}) {
+        const double i4 = rate_at(l4, "int8", "xnnpack", threads, what);
+        const double i8x = rate_at(t.label, "int8", "xnnpack", threads, what);
+        if (i4 > 0 && i8x > 0) {
+          ratios.Set(absl::StrCat(t.label, ".", std::string(what).substr(0, std::string(what).find('_')),
+                                  "_int4_over_int8", sfx),
+                     json::Value::Number(i4 / i8x));
+        }
+      }
       double x[2], h[2];
       const char* what[2] = {"prefill_tok_s", "decode_tok_s"};
       for (int i = 0; i < 2; ++i) {

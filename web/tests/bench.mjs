@@ -3,12 +3,15 @@
 // of the native `selfcond bench` JSON (models[].runs[], models[].ranking[]).
 //
 //   node web/tests/bench.mjs [--out docs/browser-bench.json] [--sentences 200] [--repeats 3]
+//                            [--small build/bench-work/gpt2-small-shaped.scm | --small none]
+// --small: also the GPT-2-small-shaped model (`selfcond bench --work-dir build/bench-work` writes
+// it), generation only; the path must be inside the repository (the server's root).
 // Ranking uses the first N/2 positive and N/2 negative sentences of
 // $SELFCOND_SHARED_DIR/concepts/football.json (default ../shared), or bench.html's own sample.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { execFileSync } from 'node:child_process';
-import { join } from 'node:path';
+import { join, relative, sep } from 'node:path';
 import { startServer, launchBrowser, repoDir, chromiumPath } from './harness.mjs';
 
 const args = process.argv.slice(2);
@@ -16,6 +19,7 @@ const opt = (name, def) => (args.includes(`--${name}`) ? args[args.indexOf(`--${
 const out = opt('out', '');
 const sentences = Number(opt('sentences', 200));
 const repeats = Number(opt('repeats', 3));
+const smallPath = opt('small', join(repoDir, 'build', 'bench-work', 'gpt2-small-shaped.scm'));
 const conceptPath = join(process.env.SELFCOND_SHARED_DIR ?? join(repoDir, '..', 'shared'), 'concepts', 'football.json');
 
 let positive, negative, concept = 'bench.html sample';
@@ -33,20 +37,28 @@ try {
 } catch {}
 const cores = cpus().length;
 const settings = [{ isolated: false, threads: 1 }, { isolated: true, threads: cores }];
+const targets = [{ modelUrl: undefined, rank: true }];
+if (smallPath !== 'none' && existsSync(smallPath)) {
+  targets.push({ modelUrl: `/${relative(repoDir, smallPath).split(sep).join('/')}`, rank: false });
+}
 const results = [];
 try {
-  for (const s of settings) {
-    const server = await startServer({ isolated: s.isolated });
-    try {
-      const page = await browser.context.newPage();
-      await page.goto(`${server.url}bench.html?threads=${s.threads}`);
-      await page.waitForSelector('body[data-ready="1"]');
-      const r = await page.evaluate((cfg) => window.runBench(cfg), { threads: s.threads, repeats, positive, negative, concept: 'football' });
-      await page.close();
-      console.error(`  ${r.build}, ${r.run.threads} thread(s): prefill ${r.run.prefill_tok_s.toFixed(1)} tok/s, decode ${r.run.decode_tok_s.toFixed(1)} tok/s, rank ${r.ranking.sentences_per_s.toFixed(1)} sentences/s`);
-      results.push(r);
-    } finally {
-      server.stop();
+  for (const t of targets) {
+    for (const s of settings) {
+      const server = await startServer({ isolated: s.isolated });
+      try {
+        const page = await browser.context.newPage();
+        await page.goto(`${server.url}bench.html?threads=${s.threads}`);
+        await page.waitForSelector('body[data-ready="1"]');
+        const r = await page.evaluate((cfg) => window.runBench(cfg),
+          { threads: s.threads, repeats, positive, negative, concept: 'football', modelUrl: t.modelUrl, rank: t.rank });
+        await page.close();
+        console.error(`  ${r.model}, ${r.build}, ${r.run.threads} thread(s): prefill ${r.run.prefill_tok_s.toFixed(1)} tok/s, decode ${r.run.decode_tok_s.toFixed(1)} tok/s` +
+          (r.ranking ? `, rank ${r.ranking.sentences_per_s.toFixed(1)} sentences/s` : ''));
+        results.push(r);
+      } finally {
+        server.stop();
+      }
     }
   }
 } finally {
@@ -54,16 +66,21 @@ try {
 }
 
 const first = results[0];
+const byModel = new Map();
+for (const r of results) {
+  if (!byModel.has(r.model)) byModel.set(r.model, []);
+  byModel.get(r.model).push(r);
+}
 const json = {
   command: ['node web/tests/bench.mjs', ...args].join(' '),
   machine: { cores, backend: first.backend, browser: `${version} (headless)`, node: process.version },
-  models: [{
-    model: first.model, precision: first.precision, load_ms: first.load_ms, file_mib: first.file_mib,
-    prompt_tokens: first.prompt_tokens, decode_tokens: first.decode_tokens,
-    runs: results.map((r) => ({ ...r.run, build: r.build })),
-    ranking: results.map((r) => r.ranking),
-    ranking_concept: concept,
-  }],
+  models: [...byModel.values()].map((rs) => ({
+    model: rs[0].model, precision: rs[0].precision, engine: rs[0].backend,
+    load_ms: rs[0].load_ms, file_mib: rs[0].file_mib,
+    prompt_tokens: rs[0].prompt_tokens, decode_tokens: rs[0].decode_tokens,
+    runs: rs.map((r) => ({ ...r.run, build: r.build, load_ms: r.load_ms })),
+    ...(rs[0].ranking ? { ranking: rs.map((r) => r.ranking), ranking_concept: concept } : {}),
+  })),
 };
 const text = `${JSON.stringify(json, null, 2)}\n`;
 if (out) writeFileSync(out, text);
