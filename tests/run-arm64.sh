@@ -68,8 +68,11 @@ EOF
 echo "-- stripped sizes (aarch64)"
 tmp=$(mktemp -d)
 aarch64-linux-gnu-strip -o "$tmp/selfcond" "$BUILD/selfcond"
-aarch64-linux-gnu-strip --strip-debug -o "$tmp/libselfcond_core.a" "$BUILD/libselfcond_core.a"
-for f in "$tmp/selfcond" "$tmp/libselfcond_core.a"; do
+libs=("$BUILD/libselfcond_core.a" "$BUILD/_deps/xnnpack-build/libXNNPACK.a"
+      "$BUILD/_deps/xnnpack-build/libxnnpack-microkernels-prod.a" "$BUILD/cpuinfo/libcpuinfo.a"
+      "$BUILD/pthreadpool/libpthreadpool.a")
+for l in "${libs[@]}"; do aarch64-linux-gnu-strip --strip-debug -o "$tmp/$(basename "$l")" "$l"; done
+for f in "$tmp/selfcond" "$tmp"/*.a; do
   awk -v n="$(basename "$f")" -v s="$(stat -c %s "$f")" 'BEGIN { printf "  %-22s %9.1f KiB\n", n, s / 1024 }'
 done
 rm -rf "$tmp"
