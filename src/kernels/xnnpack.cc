@@ -3,6 +3,10 @@
 
 #include <xnnpack.h>
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#endif
+
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -65,7 +69,12 @@ bool UseUnsignedActivations() {
     if (force != nullptr && *force == '1') return false;
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512vnni") || __builtin_cpu_supports("avxvnni");
+    if (__builtin_cpu_supports("avx512vnni")) return true;
+    // AVX-VNNI (CPUID.(EAX=7, ECX=1):EAX bit 4); not every compiler's __builtin_cpu_supports
+    // knows it. The AVX2 check stands for the OS saving the ymm state.
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __builtin_cpu_supports("avx2") && __get_cpuid_count(7, 1, &a, &b, &c, &d) != 0 &&
+           (a & (1u << 4)) != 0;
 #else
     return false;
 #endif
