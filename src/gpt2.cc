@@ -255,7 +255,13 @@ absl::Status Model::Build(LoadOptions opts) {
 // those weights: the packed copy is the one that stays resident. (The token embedding reads rows
 // of wte's int8 data; only the rows a prompt uses come back into memory.)
 absl::Status Model::PackForXnnpack() {
-  auto packed = kernels::xnn::PackedWeights::Create();
+  size_t bound = kernels::xnn::PackedWeights::UpperBoundPackedBytes(lm_head_.q.n, lm_head_.q.k);
+  for (const auto& b : blocks_) {
+    for (const LinearWeights* w : {&b.c_attn, &b.attn_c_proj, &b.c_fc, &b.mlp_c_proj}) {
+      bound += kernels::xnn::PackedWeights::UpperBoundPackedBytes(w->q.n, w->q.k);
+    }
+  }
+  auto packed = kernels::xnn::PackedWeights::Create(bound);
   if (!packed.ok()) return packed.status();
   xnn_ = std::move(*packed);
   auto add = [&](LinearWeights* w) -> absl::Status {

@@ -6,6 +6,9 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 #endif
+#if !defined(SELFCOND_WASM)
+#include <sys/mman.h>
+#endif
 
 #include <cmath>
 #include <cstdint>
@@ -122,14 +125,21 @@ bool Available() {
 struct PackedWeights::Cache {
   using Key = std::tuple<uint32_t, const void*, const void*, uint32_t>;
   struct Entry {
-    AlignedBuffer buf;
+    AlignedBuffer owned;  // null when the entry lives in the arena
+    void* ptr = nullptr;
     size_t size = 0;
   };
   std::mutex mu;
   std::map<Key, size_t> index;  // key -> position in entries
   std::vector<Entry> entries;   // immutable after Finalize (read without the lock)
-  AlignedBuffer pending;        // reserved by reserve_space, not yet inserted
+  AlignedBuffer pending_owned;  // reserved by reserve_space, not yet inserted ...
+  void* pending = nullptr;      // ... (or a block of the arena)
   size_t pending_size = 0;
+  // One mapping for all packed matrices when the model gives a size bound (PackedWeights::Create):
+  // it is advised to use transparent huge pages, which cuts TLB misses when decoding streams
+  // every weight once per token, and only what is written becomes resident.
+  uint8_t* arena = nullptr;
+  size_t arena_cap = 0, arena_used = 0;
   const void* alias_from = nullptr;
   const void* alias_to = nullptr;
   bool finalized = false;
@@ -147,9 +157,17 @@ struct PackedWeights::Cache {
       auto* c = static_cast<Cache*>(ctx);
       std::lock_guard<std::mutex> lock(c->mu);
       if (c->finalized) return nullptr;
-      c->pending = AlignedAlloc(n);
+      const size_t rounded = (n + 63) / 64 * 64;
+      c->pending_owned.reset();
+      if (c->arena != nullptr && c->arena_used + rounded <= c->arena_cap) {
+        c->pending = c->arena + c->arena_used;
+        c->arena_used += rounded;
+      } else {
+        c->pending_owned = AlignedAlloc(n);
+        c->pending = c->pending_owned.get();
+      }
       c->pending_size = n;
-      return c->pending.get();
+      return c->pending;
     };
     provider.look_up_or_insert = [](void* ctx, const xnn_weights_cache_look_up_key* key,
                                     void* ptr, size_t size) -> size_t {
@@ -157,8 +175,9 @@ struct PackedWeights::Cache {
       std::lock_guard<std::mutex> lock(c->mu);
       const Key k = c->KeyOf(key);
       if (auto it = c->index.find(k); it != c->index.end()) return it->second;
-      if (ptr != c->pending.get() || size > c->pending_size) return kNotFound;
-      c->entries.push_back(Entry{std::move(c->pending), size});
+      if (ptr != c->pending || size > c->pending_size) return kNotFound;
+      c->entries.push_back(Entry{std::move(c->pending_owned), c->pending, size});
+      c->pending = nullptr;
       c->pending_size = 0;
       c->index[k] = c->entries.size() - 1;
       return c->entries.size() - 1;
@@ -170,7 +189,7 @@ struct PackedWeights::Cache {
     };
     provider.offset_to_addr = [](void* ctx, size_t offset) -> void* {
       auto* c = static_cast<Cache*>(ctx);
-      return offset < c->entries.size() ? c->entries[offset].buf.get() : nullptr;
+      return offset < c->entries.size() ? c->entries[offset].ptr : nullptr;
     };
     provider.delete_cache = [](void*) -> xnn_status { return xnn_status_success; };
     provider.alias_data = nullptr;
@@ -183,11 +202,33 @@ struct PackedWeights::Cache {
 };
 
 PackedWeights::PackedWeights() : cache_(std::make_unique<Cache>()) {}
-PackedWeights::~PackedWeights() = default;
+PackedWeights::~PackedWeights() {
+#if !defined(SELFCOND_WASM)
+  if (cache_->arena != nullptr) munmap(cache_->arena, cache_->arena_cap);
+#endif
+}
 
-absl::StatusOr<std::unique_ptr<PackedWeights>> PackedWeights::Create() {
+absl::StatusOr<std::unique_ptr<PackedWeights>> PackedWeights::Create(size_t arena_bytes) {
   if (!Available()) return absl::UnavailableError("XNNPACK does not initialize on this CPU");
-  return std::unique_ptr<PackedWeights>(new PackedWeights());
+  std::unique_ptr<PackedWeights> w(new PackedWeights());
+#if !defined(SELFCOND_WASM)
+  if (arena_bytes > 0) {
+    constexpr size_t kHuge = size_t{2} << 20;
+    arena_bytes = (arena_bytes + kHuge - 1) / kHuge * kHuge;
+    void* p = mmap(nullptr, arena_bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED) {
+#if defined(MADV_HUGEPAGE)
+      madvise(p, arena_bytes, MADV_HUGEPAGE);
+#endif
+      w->cache_->arena = static_cast<uint8_t*>(p);
+      w->cache_->arena_cap = arena_bytes;
+    }
+  }
+#else
+  (void)arena_bytes;
+#endif
+  return w;
 }
 
 namespace {
@@ -247,7 +288,8 @@ absl::StatusOr<int> PackedWeights::Add(const LinearSpec& spec) {
   xnn_operator_t op = nullptr;
   const xnn_status st = CreateFc(spec, kernel, &cache_->provider, &op);
   cache_->alias_from = cache_->alias_to = nullptr;
-  cache_->pending.reset();
+  cache_->pending_owned.reset();
+  cache_->pending = nullptr;
   if (op != nullptr) xnn_delete_operator(op);
   if (st != xnn_status_success) return XnnError(st, "packing a fully-connected layer");
   if (spec.q4 != nullptr && spec.after_read) spec.after_read();

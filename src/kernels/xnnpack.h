@@ -47,7 +47,15 @@ struct LinearSpec {
 // sessions, read concurrently).
 class PackedWeights {
  public:
-  static absl::StatusOr<std::unique_ptr<PackedWeights>> Create();
+  // arena_bytes: an upper bound of the packed size of everything that will be added (0: one
+  // allocation per matrix). See UpperBoundPackedBytes.
+  static absl::StatusOr<std::unique_ptr<PackedWeights>> Create(size_t arena_bytes = 0);
+  // A generous upper bound of XNNPACK's packed size of an (n, k) matrix (its tiles are at most 64
+  // channels wide and 16 deep, plus at most 64 bytes of per-channel extras).
+  static size_t UpperBoundPackedBytes(int n, int k) {
+    return (static_cast<size_t>(n) + 63) / 64 * 64 * ((static_cast<size_t>(k) + 63) / 64 * 64 + 64) +
+           4096;
+  }
   ~PackedWeights();
   PackedWeights(const PackedWeights&) = delete;
   PackedWeights& operator=(const PackedWeights&) = delete;
