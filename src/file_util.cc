@@ -116,8 +116,8 @@ absl::Status MappedFile::Read(const void* p, size_t n, void* dst) const {
   if (fd_ >= 0) {
     size_t done = 0;
     while (done < n) {
-      const ssize_t r = pread(fd_, static_cast<uint8_t*>(dst) + done, n - done,
-                              static_cast<off_t>(off + done));
+      const ssize_t r =
+          pread(fd_, static_cast<uint8_t*>(dst) + done, n - done, static_cast<off_t>(off + done));
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) {
         return absl::DataLossError(

@@ -304,8 +304,8 @@ absl::Status Model::PackForXnnpack() {
 absl::Status Model::EmbedInt8(int32_t token, float* out, std::vector<int8_t>* scratch) const {
   const kernels::PackedI8& w = wte_q_;
   // The 16 rows that share token's packed block: (k / 4) groups of 16 x 4 bytes.
-  const size_t block_bytes = static_cast<size_t>(w.k / kernels::kKGroup) * kernels::kRowBlock *
-                             kernels::kKGroup;
+  const size_t block_bytes =
+      static_cast<size_t>(w.k / kernels::kKGroup) * kernels::kRowBlock * kernels::kKGroup;
   const int block = token / kernels::kRowBlock;
   scratch->resize(block_bytes);
   if (auto st = file_.Read(w.q + block * block_bytes, block_bytes, scratch->data()); !st.ok()) {
@@ -322,21 +322,21 @@ absl::Status Model::EmbedInt8(int32_t token, float* out, std::vector<int8_t>* sc
 
 // Activation buffers for one chunk of up to max_batch tokens, and the KV cache.
 struct Session::Scratch {
-  std::vector<float> x;            // (B, d) residual stream
-  std::vector<float> xn;           // (B, d) LayerNorm output
-  std::vector<float> qkv;          // (B, 3d) c_attn output: q | k | v
-  std::vector<float> att;          // (B, d) attention output (heads concatenated)
-  std::vector<float> proj;         // (B, d) c_proj outputs
-  std::vector<float> fc;           // (B, d_ff) c_fc output, then GELU
-  std::vector<float> scores;       // (n_head, n_ctx) attention weights, one row per head
-  std::vector<int8_t> xq;          // (B, max(d, d_ff) + 64) quantized activations (+ SIMD slack)
-  std::vector<float> xscale;       // (B) activation scales
+  std::vector<float> x;       // (B, d) residual stream
+  std::vector<float> xn;      // (B, d) LayerNorm output
+  std::vector<float> qkv;     // (B, 3d) c_attn output: q | k | v
+  std::vector<float> att;     // (B, d) attention output (heads concatenated)
+  std::vector<float> proj;    // (B, d) c_proj outputs
+  std::vector<float> fc;      // (B, d_ff) c_fc output, then GELU
+  std::vector<float> scores;  // (n_head, n_ctx) attention weights, one row per head
+  std::vector<int8_t> xq;     // (B, max(d, d_ff) + 64) quantized activations (+ SIMD slack)
+  std::vector<float> xscale;  // (B) activation scales
   // (layer, n_ctx, d) each, n_ctx = the session's. Not zero-filled on purpose: a position is
   // written before it is read, so only the positions used become resident memory.
   std::unique_ptr<float[]> key_cache;
   std::unique_ptr<float[]> value_cache;
-  std::vector<float> logits;       // (vocab) or (B, vocab)
-  std::vector<int8_t> embed;       // (16 * d) one packed block of token-embedding rows
+  std::vector<float> logits;  // (vocab) or (B, vocab)
+  std::vector<int8_t> embed;  // (16 * d) one packed block of token-embedding rows
 };
 
 Session::Session(const Model& model, SessionOptions opts)

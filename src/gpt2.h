@@ -28,11 +28,11 @@ absl::StatusOr<Precision> ParsePrecision(const std::string& s);  // "int8" | "f3
 // Weights of one block, views into the mapped file (or into dequantized buffers).
 struct LinearWeights {
   kernels::PackedI8 q;  // int8 path: (n, k) packed (q.q null for an int4 layer; n, k still set)
-  const uint8_t* q4 = nullptr;        // int4 layer: (n, k / 2) nibbles (model_file.h, DType::kI4)
-  const float* q4_scale = nullptr;    // int4 layer: (n)
-  kernels::MatF32 f;    // f32 path: (n, k) output-major (file copy or dequantized)
-  const float* bias;    // (n)
-  int xnn_id = -1;      // this layer in Model::xnn() (the int8 GEMM engine), -1 if not packed
+  const uint8_t* q4 = nullptr;      // int4 layer: (n, k / 2) nibbles (model_file.h, DType::kI4)
+  const float* q4_scale = nullptr;  // int4 layer: (n)
+  kernels::MatF32 f;                // f32 path: (n, k) output-major (file copy or dequantized)
+  const float* bias;                // (n)
+  int xnn_id = -1;  // this layer in Model::xnn() (the int8 GEMM engine), -1 if not packed
 };
 
 struct BlockWeights {
@@ -118,7 +118,7 @@ struct SessionOptions {
   // XNNPACK when the model has packed weights (unless the SELFCOND_BACKEND environment variable
   // names a hand-written backend), and kernels::DefaultBackend() for the rest.
   const kernels::Backend* backend = nullptr;
-  ThreadPool* pool = nullptr;                 // null: single-threaded
+  ThreadPool* pool = nullptr;  // null: single-threaded
   // Tokens per forward call (prefill chunk). 128: the activation scratch is sized by it (~10 MB
   // at 256 for GPT-2 small), and longer chunks prefill no faster.
   int max_batch = 128;

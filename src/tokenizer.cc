@@ -307,9 +307,9 @@ struct BpeScratch {
 // vocab.json strings too): vocab.json's strings are the bytes of each token under GPT-2's
 // byte-to-unicode alphabet, so Serialize rebuilds them from token_bytes.
 struct Tokenizer::Impl {
-  std::vector<std::string> token_bytes;                 // (n_vocab,) raw bytes of each token
+  std::vector<std::string> token_bytes;                // (n_vocab,) raw bytes of each token
   std::vector<std::pair<int32_t, int32_t>> merge_ids;  // (n_merges,) in rank order
-  MergeMap merge_of;     // PairKey(left id, right id) -> rank, result
+  MergeMap merge_of;                                   // PairKey(left id, right id) -> rank, result
   int32_t byte_id[256];  // (256,) id of the single-byte token for each byte
   int32_t eos_id = -1;
 
@@ -685,9 +685,7 @@ std::string Tokenizer::DecodeToken(int32_t id) const {
   return impl_->token_bytes[id];
 }
 
-int32_t Tokenizer::vocab_size() const {
-  return static_cast<int32_t>(impl_->token_bytes.size());
-}
+int32_t Tokenizer::vocab_size() const { return static_cast<int32_t>(impl_->token_bytes.size()); }
 int32_t Tokenizer::eos_id() const { return impl_->eos_id; }
 
 }  // namespace selfcond

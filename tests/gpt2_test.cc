@@ -195,10 +195,9 @@ TEST_F(Gpt2Test, Int8PerplexityWithin3PercentOfFloat) {
   auto i4 = Session::Create(**m4, so);
   ASSERT_TRUE(i4.ok()) << i4.status();
   const double ppl_i4 = CorpusPerplexity(**i4, sents);
-  std::printf(
-      "perplexity over %zu sentences: f32 %.3f, int8 %.3f (%+.2f%%), int4 %.3f (%+.2f%%)\n",
-      sents.size(), ppl_f32, ppl_i8, 100 * (ppl_i8 / ppl_f32 - 1), ppl_i4,
-      100 * (ppl_i4 / ppl_f32 - 1));
+  std::printf("perplexity over %zu sentences: f32 %.3f, int8 %.3f (%+.2f%%), int4 %.3f (%+.2f%%)\n",
+              sents.size(), ppl_f32, ppl_i8, 100 * (ppl_i8 / ppl_f32 - 1), ppl_i4,
+              100 * (ppl_i4 / ppl_f32 - 1));
   EXPECT_LT(std::fabs(ppl_i8 / ppl_f32 - 1), 0.03);
 }
 
@@ -239,7 +238,6 @@ TEST_F(Gpt2Test, Int4RunsOnXnnpackAndIsMeasured) {
   EXPECT_GE(top1, 2);
   EXPECT_LT(ppl_i4 / ppl_i8, 1.5);
 }
-
 
 // Prefill in one batch, in chunks, and token by token must agree (the KV cache is exact).
 TEST_F(Gpt2Test, KvCacheChunkingConsistent) {

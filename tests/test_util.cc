@@ -60,6 +60,8 @@ std::string ConvertedMiniModel(bool keep_float) {
   return Converted(keep_float ? "mini-f32.scm" : "mini-int8.scm", keep_float, WeightBits::kInt8);
 }
 
-std::string ConvertedMiniModelInt4() { return Converted("mini-int4.scm", false, WeightBits::kInt4); }
+std::string ConvertedMiniModelInt4() {
+  return Converted("mini-int4.scm", false, WeightBits::kInt4);
+}
 
 }  // namespace selfcond::testing

@@ -8,8 +8,8 @@
 #include <random>
 #include <vector>
 
-#include "gtest/gtest.h"
 #include "convert.h"
+#include "gtest/gtest.h"
 #include "kernels/kernels.h"
 
 namespace selfcond::kernels::xnn {

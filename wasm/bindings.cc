@@ -184,7 +184,8 @@ class Engine {
     o.set("fileBytes", static_cast<double>(model_->file_bytes()));
     o.set("precision", std::string(precision_ == Precision::kF32 ? "f32" : "int8"));
     // What runs the linear layers: "xnnpack" (int8), or the hand-written kernels (f32 path).
-    o.set("backend", std::string(session_ ? session_->engine_name() : kernels::DefaultBackend().name));
+    o.set("backend",
+          std::string(session_ ? session_->engine_name() : kernels::DefaultBackend().name));
     o.set("threads", pool_ ? pool_->size() : 1);
     return o;
   }

@@ -53,8 +53,7 @@ json::Value MeasureModel(const std::string& label, const std::string& path, Prec
   json::Value out = json::Value::Object();
   out.Set("model", json::Value::String(label));
   out.Set("precision", json::Value::String(prec == Precision::kInt8 ? "int8" : "f32"));
-  const kernels::Backend* backend =
-      engine == "xnnpack" ? nullptr : kernels::BackendByName(engine);
+  const kernels::Backend* backend = engine == "xnnpack" ? nullptr : kernels::BackendByName(engine);
   auto t0 = Clock::now();
   Model::LoadOptions lo;
   lo.need_float = prec == Precision::kF32;
@@ -117,8 +116,8 @@ json::Value MeasureModel(const std::string& label, const std::string& path, Prec
   if (!ranking) {
     out.Set("runs", std::move(runs));
     // Memory against the bar "peak RSS <= 1.15 x the model file + the KV cache actually used".
-    const double kv_mib = 2.0 * c.n_layer * (prompt_n + decode_n) * c.n_embd * sizeof(float) /
-                          1048576.0;
+    const double kv_mib =
+        2.0 * c.n_layer * (prompt_n + decode_n) * c.n_embd * sizeof(float) / 1048576.0;
     out.Set("kv_cache_used_mib", json::Value::Number(kv_mib));
     out.Set("rss_bound_mib",
             json::Value::Number(1.15 * (*model)->file_bytes() / 1048576.0 + kv_mib));
@@ -353,9 +352,9 @@ absl::Status RunBench(const Args& args) {
     }
     int4_targets.push_back({targets[0].label + "-int4", demo4});
     if (!args.Has("no-small")) {
-      int4_targets.push_back({"gpt2-small-shaped-int4",
-                              args.Get("work-dir", "/tmp/selfcond-bench") +
-                                  "/gpt2-small-shaped-int4.scm"});
+      int4_targets.push_back(
+          {"gpt2-small-shaped-int4",
+           args.Get("work-dir", "/tmp/selfcond-bench") + "/gpt2-small-shaped-int4.scm"});
     }
   }
 
@@ -428,9 +427,10 @@ absl::Status RunBench(const Args& args) {
         const double i4 = rate_at(l4, "int8", "xnnpack", threads, what);
         const double i8x = rate_at(t.label, "int8", "xnnpack", threads, what);
         if (i4 > 0 && i8x > 0) {
-          ratios.Set(absl::StrCat(t.label, ".", std::string(what).substr(0, std::string(what).find('_')),
-                                  "_int4_over_int8", sfx),
-                     json::Value::Number(i4 / i8x));
+          ratios.Set(
+              absl::StrCat(t.label, ".", std::string(what).substr(0, std::string(what).find('_')),
+                           "_int4_over_int8", sfx),
+              json::Value::Number(i4 / i8x));
         }
       }
       double x[2], h[2];

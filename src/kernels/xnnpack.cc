@@ -89,8 +89,8 @@ absl::Status XnnError(xnn_status st, const char* what) {
   if (st == xnn_status_out_of_memory) {
     return absl::ResourceExhaustedError(absl::StrCat("XNNPACK: out of memory in ", what));
   }
-  return absl::InternalError(absl::StrCat("XNNPACK: ", what, " failed (status ",
-                                          static_cast<int>(st), ")"));
+  return absl::InternalError(
+      absl::StrCat("XNNPACK: ", what, " failed (status ", static_cast<int>(st), ")"));
 }
 
 // 64-byte aligned memory (XNNPACK's packed weights and workspaces want XNN_ALLOCATION_ALIGNMENT).
@@ -169,8 +169,8 @@ struct PackedWeights::Cache {
       c->pending_size = n;
       return c->pending;
     };
-    provider.look_up_or_insert = [](void* ctx, const xnn_weights_cache_look_up_key* key,
-                                    void* ptr, size_t size) -> size_t {
+    provider.look_up_or_insert = [](void* ctx, const xnn_weights_cache_look_up_key* key, void* ptr,
+                                    size_t size) -> size_t {
       auto* c = static_cast<Cache*>(ctx);
       std::lock_guard<std::mutex> lock(c->mu);
       const Key k = c->KeyOf(key);
@@ -246,19 +246,19 @@ xnn_status CreateFc(const LinearSpec& spec, const void* kernel, xnn_weights_cach
   if (spec.q8 != nullptr) {
     const auto* q = static_cast<const int8_t*>(kernel);
     return u8 ? xnn_create_fully_connected_nc_qdu8_f32_qc8w(spec.k, spec.n, spec.k, spec.n,
-                                                           spec.q8->scale, q, spec.bias, -kInf,
-                                                           kInf, flags, cache, op)
+                                                            spec.q8->scale, q, spec.bias, -kInf,
+                                                            kInf, flags, cache, op)
               : xnn_create_fully_connected_nc_qd8_f32_qc8w(spec.k, spec.n, spec.k, spec.n,
-                                                          spec.q8->scale, q, spec.bias, -kInf,
-                                                          kInf, flags, cache, op);
+                                                           spec.q8->scale, q, spec.bias, -kInf,
+                                                           kInf, flags, cache, op);
   }
   // int4: unsigned nibbles with zero point 8 (value = nibble - 8).
   return u8 ? xnn_create_fully_connected_nc_qdu8_f32_qc4w(spec.k, spec.n, spec.k, spec.n, 8,
-                                                         spec.q4_scale, kernel, spec.bias, -kInf,
-                                                         kInf, flags, cache, op)
+                                                          spec.q4_scale, kernel, spec.bias, -kInf,
+                                                          kInf, flags, cache, op)
             : xnn_create_fully_connected_nc_qd8_f32_qc4w(spec.k, spec.n, spec.k, spec.n, 8,
-                                                        spec.q4_scale, kernel, spec.bias, -kInf,
-                                                        kInf, flags, cache, op);
+                                                         spec.q4_scale, kernel, spec.bias, -kInf,
+                                                         kInf, flags, cache, op);
 }
 
 }  // namespace
@@ -323,8 +323,8 @@ struct Operators::Impl {
     pthreadpool_t pool = nullptr;
   };
   std::vector<Shape> fc_shape, convert_shape;
-  std::vector<int8_t> xq;                             // (m, k) + slack: quantized activations
-  std::vector<xnn_quantization_params> qparams;       // (m) + XNN_EXTRA_QUANTIZATION_PARAMS
+  std::vector<int8_t> xq;                        // (m, k) + slack: quantized activations
+  std::vector<xnn_quantization_params> qparams;  // (m) + XNN_EXTRA_QUANTIZATION_PARAMS
   AlignedBuffer workspace;
   size_t workspace_size = 0;
 
@@ -418,8 +418,8 @@ absl::Status Operators::Run(int id, const float* x, int m, float* y, void* pool)
     st = u8 ? xnn_setup_fully_connected_nc_qdu8_f32_qc8w(op, xq, y, ws, qp)
             : xnn_setup_fully_connected_nc_qd8_f32_qc8w(op, xq, y, ws, qp);
   } else {
-    st = u8 ? xnn_setup_fully_connected_nc_qdu8_f32_qc4w(
-                  op, reinterpret_cast<const uint8_t*>(xq), y, ws, qp)
+    st = u8 ? xnn_setup_fully_connected_nc_qdu8_f32_qc4w(op, reinterpret_cast<const uint8_t*>(xq),
+                                                         y, ws, qp)
             : xnn_setup_fully_connected_nc_qd8_f32_qc4w(op, xq, y, ws, qp);
   }
   if (st != xnn_status_success) return XnnError(st, "setting up a fully-connected operator");

@@ -53,7 +53,8 @@ class PackedWeights {
   // A generous upper bound of XNNPACK's packed size of an (n, k) matrix (its tiles are at most 64
   // channels wide and 16 deep, plus at most 64 bytes of per-channel extras).
   static size_t UpperBoundPackedBytes(int n, int k) {
-    return (static_cast<size_t>(n) + 63) / 64 * 64 * ((static_cast<size_t>(k) + 63) / 64 * 64 + 64) +
+    return (static_cast<size_t>(n) + 63) / 64 * 64 *
+               ((static_cast<size_t>(k) + 63) / 64 * 64 + 64) +
            4096;
   }
   ~PackedWeights();
