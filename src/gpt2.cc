@@ -108,43 +108,31 @@ const float* Model::DequantizeInt4(const LinearWeights& w) {
 absl::Status Model::BuildLinear(const std::string& prefix, int n, int k, bool need_float,
                                 LinearWeights* out) {
   const uint32_t un = n, uk = k, npad = kernels::PaddedRows(n);
-  if (const TensorView* t4 = view_.Find(prefix + ".q"); t4 != nullptr && t4->dtype == DType::kI4) {
-    // A 4-bit layer: only XNNPACK runs it (int8 path), or its dequantized copy (f32 path).
-    SC_ASSIGN_OR_RETURN(q4, Expect(view_, prefix + ".q", DType::kI4, {un, uk}));
-    SC_ASSIGN_OR_RETURN(s4, Expect(view_, prefix + ".scale", DType::kF32, {un}));
-    out->q = {};
-    out->q.n = n;
-    out->q.k = k;
-    out->q.n_pad = static_cast<int>(npad);
-    out->q4 = (*q4_or)->data;
-    out->q4_scale = reinterpret_cast<const float*>((*s4_or)->data);
-    SC_ASSIGN_OR_RETURN(b, Expect(view_, prefix + ".bias", DType::kF32, {un}));
-    out->bias = reinterpret_cast<const float*>((*b_or)->data);
-    out->f = {nullptr, n, k};
-    if (view_.Find(prefix + ".weight") != nullptr) {
-      SC_ASSIGN_OR_RETURN(w, Expect(view_, prefix + ".weight", DType::kF32, {un, uk}));
-      out->f.w = reinterpret_cast<const float*>((*w_or)->data);
-      has_float_copies_ = true;
-    } else if (need_float) {
-      out->f.w = DequantizeInt4(*out);
-    }
-    has_int4_ = true;
-    return absl::OkStatus();
-  }
-  SC_ASSIGN_OR_RETURN(q, Expect(view_, prefix + ".q", DType::kI8Packed, {un, uk}));
-  SC_ASSIGN_OR_RETURN(scale, Expect(view_, prefix + ".scale", DType::kF32, {npad}));
-  out->q.q = reinterpret_cast<const int8_t*>((*q_or)->data);
-  out->q.scale = reinterpret_cast<const float*>((*scale_or)->data);
+  out->q = {};
   out->q.n = n;
   out->q.k = k;
   out->q.n_pad = static_cast<int>(npad);
-  if (view_.Find(prefix + ".row_sum") != nullptr) {
-    SC_ASSIGN_OR_RETURN(rs, Expect(view_, prefix + ".row_sum", DType::kI32, {npad}));
-    out->q.row_sum = reinterpret_cast<const int32_t*>((*rs_or)->data);
+  const TensorView* tq = view_.Find(prefix + ".q");
+  if (tq != nullptr && tq->dtype == DType::kI4) {
+    // A 4-bit layer: only XNNPACK runs it (int8 path), or its dequantized copy (f32 path).
+    SC_ASSIGN_OR_RETURN(q4, Expect(view_, prefix + ".q", DType::kI4, {un, uk}));
+    SC_ASSIGN_OR_RETURN(s4, Expect(view_, prefix + ".scale", DType::kF32, {un}));
+    out->q4 = (*q4_or)->data;
+    out->q4_scale = reinterpret_cast<const float*>((*s4_or)->data);
+    has_int4_ = true;
   } else {
-    owned_i32_.emplace_back(npad);
-    kernels::ComputeRowSums(out->q.q, static_cast<int>(npad), k, owned_i32_.back().data());
-    out->q.row_sum = owned_i32_.back().data();
+    SC_ASSIGN_OR_RETURN(q, Expect(view_, prefix + ".q", DType::kI8Packed, {un, uk}));
+    SC_ASSIGN_OR_RETURN(scale, Expect(view_, prefix + ".scale", DType::kF32, {npad}));
+    out->q.q = reinterpret_cast<const int8_t*>((*q_or)->data);
+    out->q.scale = reinterpret_cast<const float*>((*scale_or)->data);
+    if (view_.Find(prefix + ".row_sum") != nullptr) {
+      SC_ASSIGN_OR_RETURN(rs, Expect(view_, prefix + ".row_sum", DType::kI32, {npad}));
+      out->q.row_sum = reinterpret_cast<const int32_t*>((*rs_or)->data);
+    } else {
+      owned_i32_.emplace_back(npad);
+      kernels::ComputeRowSums(out->q.q, static_cast<int>(npad), k, owned_i32_.back().data());
+      out->q.row_sum = owned_i32_.back().data();
+    }
   }
   out->bias = nullptr;
   if (view_.Find(prefix + ".bias") != nullptr || prefix.rfind("h.", 0) == 0) {
@@ -157,8 +145,8 @@ absl::Status Model::BuildLinear(const std::string& prefix, int n, int k, bool ne
     out->f.w = reinterpret_cast<const float*>((*w_or)->data);
     has_float_copies_ = true;
   } else if (need_float) {
-    // No float copy in the file: the f32 path runs on dequantized int8 weights.
-    out->f.w = Dequantize(out->q);
+    // No float copy in the file: the f32 path runs on dequantized weights.
+    out->f.w = out->q4 != nullptr ? DequantizeInt4(*out) : Dequantize(out->q);
   }
   return absl::OkStatus();
 }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -56,30 +57,46 @@ std::vector<double> Reference(const Matrix& w, const std::vector<float>& x, int 
   return y;
 }
 
+// One linear layer packed alone, with a session's operators over it.
+struct OneLayer {
+  std::unique_ptr<PackedWeights> packed;
+  std::unique_ptr<Operators> ops;
+  int id = -1;
+};
+absl::StatusOr<OneLayer> PackOne(const LinearSpec& spec) {
+  OneLayer one;
+  auto packed = PackedWeights::Create();
+  if (!packed.ok()) return packed.status();
+  one.packed = std::move(*packed);
+  auto id = one.packed->Add(spec);
+  if (!id.ok()) return id.status();
+  one.id = *id;
+  one.packed->Finalize();
+  auto ops = Operators::Create(*one.packed);
+  if (!ops.ok()) return ops.status();
+  one.ops = std::move(*ops);
+  return one;
+}
+
 TEST(XnnpackTest, MatchesDoubleReferenceWithAnOutlierChannel) {
   ASSERT_TRUE(Available());
   std::mt19937 rng(7);
   for (auto [n, k] : {std::pair{96, 64}, std::pair{40, 200}, std::pair{768, 768}}) {
     Matrix w = MakeMatrix(rng, n, k);
-    auto packed = PackedWeights::Create();
-    ASSERT_TRUE(packed.ok()) << packed.status();
     LinearSpec spec;
     spec.q8 = &w.view;
     spec.bias = w.bias.data();
     spec.n = n;
     spec.k = k;
-    auto id = (*packed)->Add(spec);
-    ASSERT_TRUE(id.ok()) << id.status();
-    (*packed)->Finalize();
-    auto ops = Operators::Create(**packed);
-    ASSERT_TRUE(ops.ok()) << ops.status();
+    auto one = PackOne(spec);
+    ASSERT_TRUE(one.ok()) << one.status();
     for (int m : {1, 5, 33}) {
       std::normal_distribution<float> act(0.0f, 1.0f);
       std::vector<float> x(static_cast<size_t>(m) * k + kExtraBytes / sizeof(float));
       for (float& v : x) v = act(rng);
       for (int i = 0; i < m; ++i) x[static_cast<size_t>(i) * k + 3] *= 20.0f;  // GPT-2-like outlier
       std::vector<float> y(static_cast<size_t>(m) * n, NAN);
-      ASSERT_TRUE((*ops)->Run(*id, x.data(), m, y.data(), nullptr).ok());
+      ASSERT_TRUE(one->ops->Run(one->id, x.data(), m, y.data(), nullptr).ok());
       const std::vector<double> ref = Reference(w, x, m);
       double max_abs = 0, max_err = 0;
       for (size_t i = 0; i < ref.size(); ++i) {
@@ -144,25 +161,20 @@ TEST(XnnpackTest, Int4MatchesDoubleReference) {
   std::vector<uint8_t> q(static_cast<size_t>(n) * k / 2 + kExtraBytes);
   std::vector<float> scale(n);
   QuantizeInt4(w.data(), n, k, q.data(), scale.data());
-  auto packed = PackedWeights::Create();
-  ASSERT_TRUE(packed.ok());
   LinearSpec spec;
   spec.q4 = q.data();
   spec.q4_scale = scale.data();
   spec.bias = bias.data();
   spec.n = n;
   spec.k = k;
-  auto id = (*packed)->Add(spec);
-  ASSERT_TRUE(id.ok()) << id.status();
-  (*packed)->Finalize();
-  auto ops = Operators::Create(**packed);
-  ASSERT_TRUE(ops.ok()) << ops.status();
+  auto one = PackOne(spec);
+  ASSERT_TRUE(one.ok()) << one.status();
   const int m = 4;
   std::normal_distribution<float> act(0.0f, 1.0f);
   std::vector<float> x(static_cast<size_t>(m) * k + kExtraBytes / sizeof(float));
   for (float& v : x) v = act(rng);
   std::vector<float> y(static_cast<size_t>(m) * n);
-  ASSERT_TRUE((*ops)->Run(*id, x.data(), m, y.data(), nullptr).ok());
+  ASSERT_TRUE(one->ops->Run(one->id, x.data(), m, y.data(), nullptr).ok());
   double max_abs = 0, max_err = 0;
   for (int i = 0; i < m; ++i) {
     for (int r = 0; r < n; ++r) {
