@@ -225,7 +225,8 @@ absl::Status RunInspect(const Args& args) {
       c.n_layer, c.n_embd, c.n_head, c.n_ctx, c.vocab_size, c.n_inner, c.layer_norm_eps,
       c.tied_lm_head ? "tied" : "separate");
   std::printf("parameters  %.2fM\n", params / 1e6);
-  std::printf("weights     int8 per-channel%s\n",
+  std::printf("weights     %s per-channel%s\n",
+              (*m)->has_int4() ? "int4 (blocks) + int8 (embedding)" : "int8",
               (*m)->has_float_copies() ? " + float32 copies" : "");
   std::printf("units       %lld (4 sites x %u blocks)\n", static_cast<long long>(units.num_units()),
               c.n_layer);
