@@ -40,6 +40,12 @@ echo "-- GoogleTest suite under qemu-aarch64 (subset: see docs/kernels.md, ARM64
 arm "$BUILD/selfcond_tests" --gtest_brief=1 \
   --gtest_filter='-Gpt2Test.Int8PerplexityWithin3PercentOfFloat:Gpt2Test.Int4RunsOnXnnpackAndIsMeasured:ExperimentRunTest.*:RankTest.Int8TopExpertsOverlapFloatOnFootball:RankTest.FootballSmallMatchesReferenceTop50:RankTest.PooledResponsesMatchReference'
 
+echo "-- XNNPACK's plain NEON kernels too: qemu -cpu cortex-a53 (no dotprod / i8mm), a subset"
+unshare -m sh -c "mount --bind '$ROOT/tests/arm64/cpuinfo-cortex-a53' /proc/cpuinfo && \
+  exec qemu-aarch64 -cpu cortex-a53 -L /usr/aarch64-linux-gnu -E SELFCOND_MAX_THREADS=1 \
+  '$BUILD/selfcond_tests' --gtest_brief=1 \
+  --gtest_filter='XnnpackTest.*:Gpt2Test.Int8Top1AndGreedyPrefix:Gpt2Test.KvCacheChunkingConsistent'"
+
 echo "-- greedy tokens on the reference prompts: aarch64 (qemu) vs x86"
 python3 - "$X86_CLI" <<'EOF'
 import json, subprocess, sys
