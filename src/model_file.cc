@@ -260,7 +260,11 @@ absl::Status WriteModelFile(const std::string& path, const GPT2Config& config,
 // ---- reading -----------------------------------------------------------------
 
 const TensorView* ModelFileView::Find(const std::string& name) const {
-  for (const TensorView& t : tensors)
+  if (index.size() == tensors.size()) {
+    auto it = index.find(name);
+    return it == index.end() ? nullptr : &tensors[it->second];
+  }
+  for (const TensorView& t : tensors)  // a view assembled by hand, without the index
     if (t.name == name) return &t;
   return nullptr;
 }
@@ -341,8 +345,8 @@ absl::StatusOr<ModelFileView> ParseModelFile(absl::Span<const uint8_t> bytes) {
   ranges.push_back({h.tokenizer_offset, h.tokenizer_offset + h.tokenizer_bytes, "tokenizer"});
   view.tokenizer_blob = bytes.subspan(h.tokenizer_offset, h.tokenizer_bytes);
 
-  std::set<std::string> names;
   view.tensors.reserve(h.n_tensors);
+  view.index.reserve(h.n_tensors);
   for (uint32_t i = 0; i < h.n_tensors; ++i) {
     TensorEntry e;
     std::memcpy(&e, bytes.data() + h.tensor_index_offset + uint64_t{i} * sizeof(TensorEntry),
@@ -357,7 +361,7 @@ absl::StatusOr<ModelFileView> ParseModelFile(absl::Span<const uint8_t> bytes) {
     if (t.name.empty())
       return absl::InvalidArgumentError(absl::StrCat("tensor #", i, ": empty name"));
     const std::string tw = absl::StrCat("tensor '", t.name, "'");
-    if (!names.insert(t.name).second) {
+    if (!view.index.emplace(t.name, view.tensors.size()).second) {
       return absl::InvalidArgumentError(absl::StrCat("duplicate ", tw));
     }
     if (e.dtype > static_cast<uint32_t>(DType::kI4)) {

@@ -32,6 +32,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -175,6 +176,9 @@ struct ModelFileView {
   uint8_t content_hash[32];
   absl::Span<const uint8_t> tokenizer_blob;
   std::vector<TensorView> tensors;
+  // name -> position in tensors (filled by ParseModelFile): a lookup is O(1), so loading a file
+  // with many tensors costs time linear in the file, not quadratic.
+  std::unordered_map<std::string, size_t> index;
 
   // nullptr when absent.
   const TensorView* Find(const std::string& name) const;
