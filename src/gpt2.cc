@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <new>
@@ -243,16 +242,22 @@ absl::Status Model::Build(LoadOptions opts) {
 // those weights: the packed copy is the one that stays resident. (The token embedding reads rows
 // of wte's int8 data; only the rows a prompt uses come back into memory.)
 absl::Status Model::PackForXnnpack() {
-  size_t bound = kernels::xnn::PackedWeights::UpperBoundPackedBytes(lm_head_.q.n, lm_head_.q.k);
-  for (const auto& b : blocks_) {
-    for (const LinearWeights* w : {&b.c_attn, &b.attn_c_proj, &b.c_fc, &b.mlp_c_proj}) {
-      bound += kernels::xnn::PackedWeights::UpperBoundPackedBytes(w->q.n, w->q.k);
+  // The LM head first: it is the largest matrix (vocab x d), and packing it while nothing else
+  // is packed yet keeps the peak of loading below the steady state.
+  std::vector<LinearWeights*> linears = {&lm_head_};
+  for (auto& b : blocks_) {
+    for (LinearWeights* w : {&b.c_attn, &b.attn_c_proj, &b.c_fc, &b.mlp_c_proj}) {
+      linears.push_back(w);
     }
+  }
+  size_t bound = 0;
+  for (const LinearWeights* w : linears) {
+    bound += kernels::xnn::PackedWeights::UpperBoundPackedBytes(w->q.n, w->q.k);
   }
   auto packed = kernels::xnn::PackedWeights::Create(bound);
   if (!packed.ok()) return packed.status();
   xnn_ = std::move(*packed);
-  auto add = [&](LinearWeights* w) -> absl::Status {
+  for (LinearWeights* w : linears) {
     kernels::xnn::LinearSpec spec;
     if (w->q4 != nullptr) {
       spec.q4 = w->q4;
@@ -275,15 +280,6 @@ absl::Status Model::PackForXnnpack() {
     auto id = xnn_->Add(spec);
     if (!id.ok()) return id.status();
     w->xnn_id = *id;
-    return absl::OkStatus();
-  };
-  // The LM head first: it is the largest matrix (vocab x d), and packing it while nothing else
-  // is packed yet keeps the peak of loading below the steady state.
-  if (auto st = add(&lm_head_); !st.ok()) return st;
-  for (auto& b : blocks_) {
-    for (LinearWeights* w : {&b.c_attn, &b.attn_c_proj, &b.c_fc, &b.mlp_c_proj}) {
-      if (auto st = add(w); !st.ok()) return st;
-    }
   }
   xnn_->Finalize();
   return absl::OkStatus();
@@ -345,10 +341,8 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(const Model& model, Ses
   if (opts.n_ctx == 0) opts.n_ctx = static_cast<int>(model.config().n_ctx);
   bool use_xnnpack = false;
   if (opts.backend == nullptr) {
-    const char* env = std::getenv("SELFCOND_BACKEND");
-    const bool env_names_other = env != nullptr && *env != '\0' && std::strcmp(env, "xnnpack") &&
-                                 kernels::BackendByName(env) != nullptr;
-    use_xnnpack = opts.precision == Precision::kInt8 && model.xnn() != nullptr && !env_names_other;
+    use_xnnpack = opts.precision == Precision::kInt8 && model.xnn() != nullptr &&
+                  kernels::BackendFromEnv() == nullptr;
     opts.backend = &kernels::DefaultBackend();
   }
   if (opts.precision == Precision::kInt8 && model.has_int4() && !use_xnnpack) {

@@ -50,13 +50,15 @@ const Backend* BackendByName(const std::string& name) {
 // testing a slower path on a fast machine). An unknown or unsupported name silently falls back
 // to the best backend: the library prints nothing; frontends can compare DefaultBackend().name
 // with the variable if they want to warn.
+const Backend* BackendFromEnv() {
+  const char* env = std::getenv("SELFCOND_BACKEND");
+  return env != nullptr && *env != '\0' ? BackendByName(env) : nullptr;
+}
+
 const Backend& DefaultBackend() {
   static const Backend* const chosen = [] {
-    const char* env = std::getenv("SELFCOND_BACKEND");
-    if (env != nullptr && *env != '\0') {
-      if (const Backend* b = BackendByName(env)) return b;
-    }
-    return Available().front();
+    const Backend* b = BackendFromEnv();
+    return b != nullptr ? b : Available().front();
   }();
   return *chosen;
 }

@@ -86,6 +86,10 @@ const Backend& DefaultBackend();
 // nullptr if unknown or unsupported on this CPU.
 const Backend* BackendByName(const std::string& name);
 
+// The available backend named by the SELFCOND_BACKEND environment variable, or nullptr (unset,
+// unknown, unsupported, or "xnnpack", which is not a hand-written backend).
+const Backend* BackendFromEnv();
+
 // Helpers used by the converter and the tests (scalar, not hot).
 // Quantizes a row-major float matrix w(n, k) into packed q / scale / row_sum buffers sized for
 // n_pad rows. k must be a multiple of 4.

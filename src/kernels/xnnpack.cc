@@ -114,7 +114,7 @@ bool Available() {
   return ok;
 }
 
-// ---- the weights cache: one exact-size buffer per matrix ---------------------------------------
+// ---- the weights cache: one arena for all matrices (a buffer per matrix past its bound) --------
 //
 // XNNPACK looks packed weights up by (seed, kernel pointer, bias pointer, fingerprint). At packing
 // time the int8 kernel is a temporary row-major copy (the file holds selfcond's own packed

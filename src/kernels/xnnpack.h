@@ -8,7 +8,7 @@
 // - An XNNPACK operator holds per-call state (the pointers given to setup), so two threads can
 //   never share one; but creating an operator repacks its weights (2-10 ms and a full copy of the
 //   matrix per GPT-2-small layer). So the Model packs every matrix ONCE into PackedWeights (an
-//   XNNPACK weights cache that we implement: one exact-size buffer per matrix), and each Session
+//   XNNPACK weights cache that we implement: one arena sized from an upper bound), and each Session
 //   creates its own cheap operators that find their packed weights in it (`Operators`).
 // - The file's copy of a matrix is not needed after packing: the Model tells the kernel to drop
 //   those pages (see Model::Build), so each weight lives once in memory.
