@@ -7,7 +7,7 @@
 #include <cstring>
 #include <vector>
 
-#include "model_file.h"
+#include "formats/model_file.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Copy into a heap buffer of exactly `size` bytes (4-byte aligned, as mmap and heap images

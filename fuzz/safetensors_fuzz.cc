@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "safetensors.h"
+#include "formats/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<uint8_t> buf(data, data + size);  // exact size: ASan sees overreads

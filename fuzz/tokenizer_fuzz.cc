@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "tokenizer.h"
+#include "formats/tokenizer.h"
 
 namespace {
 

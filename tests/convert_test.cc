@@ -1,7 +1,7 @@
 // safetensors reader, Hugging Face -> selfcond converter and synthetic checkpoints: round trips
 // in every dtype / key style / sharding / LM-head variant, the demo model, and malformed inputs
 // (each must be an error naming the problem, never a crash; run under ASan/UBSan too).
-#include "convert.h"
+#include "tools/convert.h"
 
 #include <gtest/gtest.h>
 
@@ -13,14 +13,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "file_util.h"
-#include "json.h"
+#include "util/file_util.h"
+#include "util/json.h"
 #include "kernels/kernels.h"
-#include "model_file.h"
-#include "safetensors.h"
-#include "synthetic_checkpoint.h"
+#include "formats/model_file.h"
+#include "formats/safetensors.h"
+#include "tools/synthetic_checkpoint.h"
 #include "test_util.h"
-#include "tokenizer.h"
+#include "formats/tokenizer.h"
 
 namespace selfcond {
 namespace {

@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "file_util.h"
+#include "util/file_util.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
 

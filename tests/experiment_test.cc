@@ -7,13 +7,13 @@
 #include <vector>
 
 #include "experts/dataset.h"
-#include "experts/paper_experiments.h"
+#include "tools/paper_experiments.h"
 #include "experts/rank.h"
-#include "file_util.h"
-#include "generate.h"
+#include "util/file_util.h"
+#include "model/generate.h"
 #include "gtest/gtest.h"
-#include "json.h"
-#include "parallel.h"
+#include "util/json.h"
+#include "util/parallel.h"
 #include "test_util.h"
 
 namespace selfcond {

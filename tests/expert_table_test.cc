@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "file_util.h"
+#include "util/file_util.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
 

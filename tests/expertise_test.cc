@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "parallel.h"
+#include "util/parallel.h"
 
 namespace selfcond {
 namespace {

@@ -1,17 +1,17 @@
 // The forward pass against the independent float32 reference (reference.json, last_logits.f32),
 // int8 accuracy, KV-cache consistency, forcing, context limits and sampling.
-#include "gpt2.h"
+#include "model/gpt2.h"
 
 #include <cmath>
 #include <cstring>
 #include <fstream>
 
-#include "file_util.h"
-#include "generate.h"
 #include "gtest/gtest.h"
-#include "json.h"
-#include "parallel.h"
+#include "model/generate.h"
 #include "test_util.h"
+#include "util/file_util.h"
+#include "util/json.h"
+#include "util/parallel.h"
 
 namespace selfcond {
 namespace {
@@ -277,11 +277,11 @@ TEST_F(Gpt2Test, ForcedGenerationSameWithAndWithoutKvCache) {
   }
   for (Precision p : {Precision::kInt8, Precision::kF32}) {
     auto cached = NewSession(p);
-    ASSERT_TRUE(cached->SetForcing(&f).ok());
+    ASSERT_TRUE(cached->SetForcing(f).ok());
     const auto& prompt = Cases()[0].ids;
     const auto with_cache = Greedy(*cached, prompt, 15);
     auto fresh = NewSession(p);
-    ASSERT_TRUE(fresh->SetForcing(&f).ok());
+    ASSERT_TRUE(fresh->SetForcing(f).ok());
     std::vector<int32_t> seq = prompt, without_cache;
     for (int i = 0; i < 15; ++i) {
       fresh->Reset();
@@ -302,12 +302,13 @@ TEST_F(Gpt2Test, ForcingValidated) {
   auto s = NewSession(Precision::kInt8);
   Forcing f;
   f.per_site.resize(3);
-  EXPECT_FALSE(s->SetForcing(&f).ok());
+  f.per_site[0].push_back({1, 1.0f});
+  EXPECT_FALSE(s->SetForcing(f).ok());
   f.per_site.assign(UnitSpace(model_->config()).num_sites(), {});
   f.per_site[0].push_back({100000, 1.0f});
-  EXPECT_FALSE(s->SetForcing(&f).ok());
+  EXPECT_FALSE(s->SetForcing(f).ok());
   f.per_site[0] = {{1, NAN}};
-  EXPECT_FALSE(s->SetForcing(&f).ok());
+  EXPECT_FALSE(s->SetForcing(f).ok());
 }
 
 TEST_F(Gpt2Test, ContextAndTokenErrors) {

@@ -1,6 +1,6 @@
 // The model file reader/writer (src/model_file.h) and SHA-256: round trip, layout rules, and
 // every malformed input rejected with an error (never a crash; run under ASan/UBSan too).
-#include "model_file.h"
+#include "formats/model_file.h"
 
 #include <gtest/gtest.h>
 
@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "file_util.h"
+#include "util/file_util.h"
 #include "kernels/kernels.h"
-#include "sha256.h"
+#include "util/sha256.h"
 #include "test_util.h"
 
 namespace selfcond {

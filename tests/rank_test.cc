@@ -9,11 +9,11 @@
 #include <utility>
 #include <vector>
 
-#include "file_util.h"
 #include "gtest/gtest.h"
-#include "json.h"
-#include "parallel.h"
 #include "test_util.h"
+#include "util/file_util.h"
+#include "util/json.h"
+#include "util/parallel.h"
 
 namespace selfcond {
 namespace {
@@ -61,13 +61,15 @@ TEST_F(RankTest, FootballSmallMatchesReferenceTop50) {
   int calls = 0, last_done = 0, last_total = 0;
   ro.progress = [&](int done, int total) {
     ++calls;
-    EXPECT_EQ(done, last_done + 1);
+    EXPECT_GE(done, last_done);  // 0 first, then after each batch
     last_done = done;
     last_total = total;
+    return true;
   };
   auto table = RankConcept(*model_, *football_, ro);
   ASSERT_TRUE(table.ok()) << table.status();
-  EXPECT_EQ(calls, 31);
+  EXPECT_GE(calls, 2);  // before the first batch and after each
+  EXPECT_EQ(last_done, 31);
   EXPECT_EQ(last_total, 31);
   EXPECT_EQ(table->concept, "football-1_04_00__");
   EXPECT_EQ(table->group, "sense");

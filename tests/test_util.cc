@@ -6,7 +6,7 @@
 #include <mutex>
 #include <random>
 
-#include "convert.h"
+#include "tools/convert.h"
 #include "gtest/gtest.h"
 
 namespace selfcond::testing {

@@ -1,4 +1,4 @@
-#include "tokenizer.h"
+#include "formats/tokenizer.h"
 
 #include <algorithm>
 #include <chrono>
@@ -10,9 +10,9 @@
 #include <utility>
 #include <vector>
 
-#include "file_util.h"
+#include "util/file_util.h"
 #include "gtest/gtest.h"
-#include "json.h"
+#include "util/json.h"
 #include "test_util.h"
 
 namespace selfcond {

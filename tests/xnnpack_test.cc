@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "convert.h"
+#include "tools/convert.h"
 #include "gtest/gtest.h"
 #include "kernels/kernels.h"
 

@@ -29,12 +29,12 @@
 #include "experts/expert_table.h"
 #include "experts/expertise.h"
 #include "experts/rank.h"
-#include "generate.h"
-#include "gpt2.h"
+#include "model/generate.h"
+#include "model/gpt2.h"
 #include "kernels/kernels.h"
 #include "kernels/xnnpack.h"
-#include "parallel.h"
-#include "units.h"
+#include "util/parallel.h"
+#include "model/units.h"
 
 namespace selfcond {
 namespace {

@@ -16,15 +16,15 @@
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
 #include "cli/common.h"
-#include "convert.h"
 #include "experts/dataset.h"
 #include "experts/rank.h"
-#include "file_util.h"
-#include "generate.h"
-#include "json.h"
+#include "formats/model_file.h"
 #include "kernels/kernels.h"
-#include "model_file.h"
-#include "synthetic_checkpoint.h"
+#include "model/generate.h"
+#include "tools/convert.h"
+#include "tools/synthetic_checkpoint.h"
+#include "util/file_util.h"
+#include "util/json.h"
 
 namespace selfcond::cli {
 namespace {
@@ -137,7 +137,10 @@ json::Value MeasureModel(const std::string& label, const std::string& path, Prec
         ro.pool = &pool;
         ro.top_n = 100;
         Progress progress(absl::StrCat("  rank ", pool.size(), "t"));
-        ro.progress = [&](int done, int total) { progress.Update(double(done) / total); };
+        ro.progress = [&](int done, int total) {
+          progress.Update(double(done) / total);
+          return true;
+        };
         auto t1 = Clock::now();
         auto table = RankConcept(**model, *data, ro);
         const double secs = Since(t1);

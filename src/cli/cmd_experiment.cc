@@ -16,10 +16,10 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "experts/expert_table.h"
-#include "experts/paper_experiments.h"
-#include "file_util.h"
-#include "json.h"
-#include "parallel.h"
+#include "tools/paper_experiments.h"
+#include "util/file_util.h"
+#include "util/json.h"
+#include "util/parallel.h"
 
 namespace selfcond::cli {
 namespace {

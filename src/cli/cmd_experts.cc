@@ -113,6 +113,7 @@ absl::Status RunRank(const Args& args) {
   ro.progress = [&](int done, int total) {
     progress.Update(static_cast<double>(done) / total,
                     absl::StrCat(done, "/", total, " sentences"));
+    return true;
   };
   auto t0 = std::chrono::steady_clock::now();
   auto table = RankConcept(**model, *data, ro);

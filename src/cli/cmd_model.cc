@@ -6,10 +6,10 @@
 #include "absl/strings/str_format.h"
 #include "cli/commands.h"
 #include "cli/common.h"
-#include "convert.h"
-#include "file_util.h"
-#include "generate.h"
-#include "units.h"
+#include "model/generate.h"
+#include "model/units.h"
+#include "tools/convert.h"
+#include "util/file_util.h"
 
 namespace selfcond::cli {
 
@@ -115,13 +115,11 @@ absl::Status RunGenerate(const Args& args) {
     auto sized = LoadRuntimeSession(*rt, args.Get("precision", "int8"), want);
     if (!sized.ok()) return sized;
   }
-  Forcing forcing;
   if (args.Has("experts")) {
     auto f = BuildForcingFromArgs(*rt->model, args.GetAll("experts"), args.Get("forcing", "on_p50"),
                                   args.Has("only-last-token"));
     if (!f.ok()) return f.status();
-    forcing = std::move(*f);
-    if (auto st = rt->session->SetForcing(&forcing); !st.ok()) return st;
+    if (auto st = rt->session->SetForcing(std::move(*f)); !st.ok()) return st;
   }
   std::printf("%s", prompt->c_str());
   std::fflush(stdout);

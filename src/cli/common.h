@@ -7,9 +7,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "gpt2.h"
-#include "parallel.h"
-#include "units.h"
+#include "model/gpt2.h"
+#include "util/parallel.h"
+#include "model/units.h"
 
 namespace selfcond::cli {
 

@@ -4,8 +4,8 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "file_util.h"
-#include "json.h"
+#include "util/file_util.h"
+#include "util/json.h"
 
 namespace selfcond {
 namespace {

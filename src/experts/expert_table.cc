@@ -14,9 +14,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "experts/dataset.h"  // FindInvalidUtf8
-#include "file_util.h"
-#include "gpt2.h"
-#include "json.h"
+#include "util/file_util.h"
+#include "model/gpt2.h"
+#include "util/json.h"
 
 namespace selfcond {
 namespace {

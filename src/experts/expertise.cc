@@ -7,7 +7,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "parallel.h"
+#include "util/parallel.h"
 
 namespace selfcond {
 namespace {

@@ -10,7 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "experts/expertise.h"
-#include "parallel.h"
+#include "util/parallel.h"
 
 namespace selfcond {
 
@@ -25,129 +25,201 @@ absl::Status PoolSentence(Session& session, absl::Span<const int32_t> tokens, fl
   return logits.status();
 }
 
-absl::StatusOr<PooledResponses> ComputePooledResponses(const Model& model, const Dataset& dataset,
-                                                       const RankOptions& opts) {
-  Dataset ds_copy;
-  const Dataset* ds = &dataset;
-  if (opts.max_sentences > 0 &&
-      (dataset.positive.size() > static_cast<size_t>(opts.max_sentences) ||
-       dataset.negative.size() > static_cast<size_t>(opts.max_sentences))) {
-    ds_copy.concept = dataset.concept;
-    size_t m = static_cast<size_t>(opts.max_sentences);
-    ds_copy.positive.assign(dataset.positive.begin(),
-                            dataset.positive.begin() + std::min(m, dataset.positive.size()));
-    ds_copy.negative.assign(dataset.negative.begin(),
-                            dataset.negative.begin() + std::min(m, dataset.negative.size()));
-    ds = &ds_copy;
-  }
-  absl::Status valid = ValidateDataset(*ds);
-  if (!valid.ok()) return valid;
+namespace {
 
+// "positive sentence 3" / "negative sentence 0" / "sentence 7" for sentence i of a ranking.
+std::string SentenceName(int i, int n_pos, bool labeled) {
+  if (!labeled) return absl::StrCat("sentence ", i);
+  return absl::StrCat(i < n_pos ? "positive" : "negative", " sentence ", i < n_pos ? i : i - n_pos);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Ranking>> Ranking::Start(const Model& model, Dataset dataset,
+                                                        const RankOptions& opts) {
+  return StartImpl(model, std::move(dataset), opts, /*labeled=*/true);
+}
+
+absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartUnlabeled(const Model& model,
+                                                                 std::vector<std::string> sentences,
+                                                                 const RankOptions& opts) {
+  Dataset ds;
+  ds.positive = std::move(sentences);
+  return StartImpl(model, std::move(ds), opts, /*labeled=*/false);
+}
+
+absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartImpl(const Model& model, Dataset dataset,
+                                                            const RankOptions& opts, bool labeled) {
+  if (opts.max_sentences > 0) {
+    const size_t m = static_cast<size_t>(opts.max_sentences);
+    if (dataset.positive.size() > m) dataset.positive.resize(m);
+    if (dataset.negative.size() > m) dataset.negative.resize(m);
+  }
+  if (labeled) {
+    if (absl::Status valid = ValidateDataset(dataset); !valid.ok()) return valid;
+  } else {
+    if (dataset.positive.empty()) return absl::InvalidArgumentError("no sentences");
+    for (size_t i = 0; i < dataset.positive.size(); ++i) {
+      if (FindInvalidUtf8(dataset.positive[i]) >= 0 || dataset.positive[i].empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("sentence ", i, " is empty or not valid UTF-8"));
+      }
+    }
+  }
+  std::unique_ptr<Ranking> r(new Ranking(model, opts));
+  r->labeled_ = labeled;
+  r->dataset_ = std::move(dataset);
+  const Dataset& ds = r->dataset_;
   const GPT2Config& config = model.config();
-  const UnitSpace space(config);
-  PooledResponses out;
-  const int n_pos = static_cast<int>(ds->positive.size());
-  const int n_total = n_pos + static_cast<int>(ds->negative.size());
+  PooledResponses& out = r->pooled_;
+  const int n_pos = static_cast<int>(ds.positive.size());
+  const int n_total = n_pos + static_cast<int>(ds.negative.size());
   out.num_sentences = n_total;
-  out.num_units = space.num_units();
+  out.num_units = UnitSpace(config).num_units();
   out.labels.assign(n_total, 0);
-  std::fill(out.labels.begin(), out.labels.begin() + n_pos, 1);
+  if (labeled) std::fill(out.labels.begin(), out.labels.begin() + n_pos, 1);
 
   // Tokenize everything first (cheap next to the forward passes) so that errors and the
   // truncation count do not depend on scheduling.
-  std::vector<std::vector<int32_t>> tokens(n_total);
+  r->tokens_.resize(n_total);
   const size_t n_ctx = config.n_ctx;
   for (int i = 0; i < n_total; ++i) {
-    const std::string& s = i < n_pos ? ds->positive[i] : ds->negative[i - n_pos];
-    tokens[i] = model.tokenizer().Encode(s);
-    if (tokens[i].size() > n_ctx) {
-      tokens[i].resize(n_ctx);
+    const std::string& s = i < n_pos ? ds.positive[i] : ds.negative[i - n_pos];
+    std::vector<int32_t>& t = r->tokens_[i] = model.tokenizer().Encode(s);
+    if (t.size() > n_ctx) {
+      t.resize(n_ctx);
       ++out.num_truncated;
     }
-    if (tokens[i].empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(i < n_pos ? "positive" : "negative",
-                                                     " sentence ", i < n_pos ? i : i - n_pos,
-                                                     " has no tokens"));
+    if (t.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(SentenceName(i, n_pos, labeled), " has no tokens"));
     }
   }
-
   out.responses.resize(static_cast<size_t>(n_total) * static_cast<size_t>(out.num_units));
 
-  std::unique_ptr<ThreadPool> own_pool;
-  ThreadPool* pool = opts.pool;
-  if (pool == nullptr && opts.threads != 1) {
-    own_pool = std::make_unique<ThreadPool>(opts.threads);
-    pool = own_pool.get();
+  r->pool_ = opts.pool;
+  if (r->pool_ == nullptr && opts.threads != 1) {
+    r->own_pool_ = std::make_unique<ThreadPool>(opts.threads);
+    r->pool_ = r->own_pool_.get();
   }
-  const int workers = std::max(1, std::min(pool ? pool->size() : 1, n_total));
-
-  std::atomic<int> next{0};
-  std::atomic<bool> failed{false};
-  std::mutex mu;  // guards first_error, done and the progress callback
-  absl::Status first_error;
-  int done = 0;
-  auto worker = [&](int) {
+  // One single-threaded session per worker, each sized to the longest sentence.
+  size_t longest = 1;
+  for (const auto& t : r->tokens_) longest = std::max(longest, t.size());
+  const int workers = std::max(1, std::min(r->pool_ ? r->pool_->size() : 1, n_total));
+  for (int w = 0; w < workers; ++w) {
     SessionOptions so;
     so.precision = opts.precision;
+    so.n_ctx = static_cast<int>(longest);
     auto session = Session::Create(model, so);
-    if (!session.ok()) {
-      std::lock_guard<std::mutex> lock(mu);
-      if (first_error.ok()) first_error = session.status();
-      failed = true;
-      return;
-    }
-    for (int i; !failed && (i = next.fetch_add(1)) < n_total;) {
-      float* row = out.responses.data() + static_cast<size_t>(i) * out.num_units;
-      absl::Status st = PoolSentence(**session, tokens[i], row);
-      std::lock_guard<std::mutex> lock(mu);
+    if (!session.ok()) return session.status();
+    r->sessions_.push_back(std::move(*session));
+  }
+  return r;
+}
+
+Ranking::~Ranking() = default;
+
+absl::StatusOr<int> Ranking::Step(int n) {
+  if (!error_.ok()) return error_;
+  const int total = this->total();
+  const int end = std::min(total, next_ + std::max(n, 1));
+  const int n_pos = static_cast<int>(dataset_.positive.size());
+  std::atomic<int> next{next_};
+  std::vector<absl::Status> errors(sessions_.size());
+  auto work = [&](int w) {
+    for (int i; (i = next.fetch_add(1)) < end;) {
+      float* row = pooled_.responses.data() + static_cast<size_t>(i) * pooled_.num_units;
+      absl::Status st = PoolSentence(*sessions_[w], tokens_[i], row);
       if (!st.ok()) {
-        if (first_error.ok()) {
-          first_error = absl::Status(st.code(),
-                                     absl::StrCat(i < n_pos ? "positive" : "negative", " sentence ",
-                                                  i < n_pos ? i : i - n_pos, ": ", st.message()));
-        }
-        failed = true;
+        errors[w] = absl::Status(
+            st.code(), absl::StrCat(SentenceName(i, n_pos, labeled_), ": ", st.message()));
         return;
       }
-      ++done;
-      if (opts.progress) opts.progress(done, n_total);
     }
   };
-  if (pool != nullptr && workers > 1) {
-    pool->ParallelFor(workers, worker);
+  const int workers = std::min(static_cast<int>(sessions_.size()), end - next_);
+  if (pool_ != nullptr && workers > 1) {
+    pool_->ParallelFor(workers, work);
   } else {
-    worker(0);
+    work(0);
   }
-  if (!first_error.ok()) return first_error;
-  return out;
+  for (const absl::Status& st : errors) {
+    if (!st.ok()) return error_ = st;
+  }
+  next_ = end;
+  return next_;
+}
+
+absl::StatusOr<ExpertTable> Ranking::Finish() {
+  if (!error_.ok()) return error_;
+  if (!labeled_) {
+    return absl::FailedPreconditionError("these sentences have no labels: nothing to rank");
+  }
+  if (next_ < total()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("ranking not finished: ", next_, " of ", total(), " sentences done"));
+  }
+  auto ex = ComputeExpertise(pooled_.responses, pooled_.num_sentences, pooled_.num_units,
+                             pooled_.labels, pool_);
+  if (!ex.ok()) return ex.status();
+  ExpertTable t =
+      MakeExpertTable(model_.config(), ex->ap, ex->on_p50, ex->on_p90, ex->off_mean, opts_.top_n);
+  t.concept = dataset_.concept;
+  t.group = dataset_.group;
+  t.model_hash = model_.hash_hex();
+  t.model_name = model_.name();
+  t.precision = opts_.precision == Precision::kF32 ? "f32" : "int8";
+  t.num_positive = static_cast<int>(dataset_.positive.size());
+  t.num_negative = static_cast<int>(dataset_.negative.size());
+  t.num_truncated = pooled_.num_truncated;
+  return t;
+}
+
+namespace {
+
+// Runs every sentence of r in batches, reporting progress between batches.
+absl::Status RunAll(Ranking& r, const RankOptions& opts) {
+  // Batches of a few sentences per session: small enough for timely progress and cancelling,
+  // large enough that threads rarely wait for each other at a batch's end.
+  const int batch = 4 * r.workers();
+  if (opts.progress && !opts.progress(0, r.total())) {
+    return absl::CancelledError("ranking cancelled");
+  }
+  while (r.done() < r.total()) {
+    auto done = r.Step(batch);
+    if (!done.ok()) return done.status();
+    if (opts.progress && !opts.progress(*done, r.total())) {
+      return absl::CancelledError("ranking cancelled");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<PooledResponses> ComputePooledResponses(const Model& model, const Dataset& dataset,
+                                                       const RankOptions& opts) {
+  auto r = Ranking::Start(model, dataset, opts);
+  if (!r.ok()) return r.status();
+  if (absl::Status st = RunAll(**r, opts); !st.ok()) return st;
+  return (*r)->TakePooled();
+}
+
+absl::StatusOr<PooledResponses> ComputeUnlabeledResponses(const Model& model,
+                                                          std::vector<std::string> sentences,
+                                                          const RankOptions& opts) {
+  auto r = Ranking::StartUnlabeled(model, std::move(sentences), opts);
+  if (!r.ok()) return r.status();
+  if (absl::Status st = RunAll(**r, opts); !st.ok()) return st;
+  return (*r)->TakePooled();
 }
 
 absl::StatusOr<ExpertTable> RankConcept(const Model& model, const Dataset& dataset,
                                         const RankOptions& opts) {
-  std::unique_ptr<ThreadPool> own_pool;
-  RankOptions o = opts;
-  if (o.pool == nullptr && o.threads != 1) {
-    own_pool = std::make_unique<ThreadPool>(o.threads);
-    o.pool = own_pool.get();
-  }
-  auto pooled = ComputePooledResponses(model, dataset, o);
-  if (!pooled.ok()) return pooled.status();
-  auto ex = ComputeExpertise(pooled->responses, pooled->num_sentences, pooled->num_units,
-                             pooled->labels, o.pool);
-  if (!ex.ok()) return ex.status();
-  ExpertTable t =
-      MakeExpertTable(model.config(), ex->ap, ex->on_p50, ex->on_p90, ex->off_mean, o.top_n);
-  t.concept = dataset.concept;
-  t.group = dataset.group;
-  t.model_hash = model.hash_hex();
-  t.model_name = model.name();
-  t.precision = o.precision == Precision::kF32 ? "f32" : "int8";
-  int64_t n_pos = 0;
-  for (uint8_t l : pooled->labels) n_pos += l;
-  t.num_positive = static_cast<int>(n_pos);
-  t.num_negative = static_cast<int>(pooled->num_sentences - n_pos);
-  t.num_truncated = pooled->num_truncated;
-  return t;
+  auto r = Ranking::Start(model, dataset, opts);
+  if (!r.ok()) return r.status();
+  if (absl::Status st = RunAll(**r, opts); !st.ok()) return st;
+  return (*r)->Finish();
 }
 
 }  // namespace selfcond

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -17,7 +18,7 @@
 #include "absl/types/span.h"
 #include "experts/dataset.h"
 #include "experts/expert_table.h"
-#include "gpt2.h"
+#include "model/gpt2.h"
 
 namespace selfcond {
 
@@ -32,9 +33,11 @@ struct RankOptions {
   int threads = 1;
   int max_sentences = 0;  // per class, the first N (0 = all)
   int64_t top_n = 0;      // keep only the best N units in the table (0 = all)
-  // Called after each sentence (done = sentences finished so far, total = all sentences), from
-  // worker threads but never concurrently. Return value ignored.
-  std::function<void(int done, int total)> progress;
+  // RankConcept / ComputePooledResponses: called on the calling thread after each batch of
+  // sentences (done = sentences finished so far, total = all sentences). Return false to cancel
+  // (the call then fails with a CANCELLED status).
+  using Progress = std::function<bool(int done, int total)>;
+  Progress progress;
 };
 
 // Runs one tokenized sentence (at most n_ctx tokens) from position 0 with capture into row
@@ -43,7 +46,7 @@ struct RankOptions {
 absl::Status PoolSentence(Session& session, absl::Span<const int32_t> tokens, float* row);
 
 // Pooled responses of all sentences: (positive..., negative...) rows of num_units floats, and
-// the labels (1 for the positives). Exposed for tests and tools; RankConcept uses it.
+// the labels (1 for the positives).
 struct PooledResponses {
   int64_t num_sentences = 0;
   int64_t num_units = 0;
@@ -51,11 +54,65 @@ struct PooledResponses {
   std::vector<uint8_t> labels;   // (num_sentences)
   int num_truncated = 0;
 };
+
+// The ranking driver: one concept ranking, resumable. Start() validates and tokenizes the
+// dataset and creates one single-threaded Session per pool thread; each Step(n) runs n more
+// sentences (spread over the pool, whole sentences per thread) and Finish() computes every
+// unit's expertise. Destroying a Ranking cancels it. RankConcept(), the CLI, the WASM bindings
+// and the C API all rank through this class; it is the only ranking loop.
+// The model (and opts.pool, if given) must outlive the Ranking.
+class Ranking {
+ public:
+  static absl::StatusOr<std::unique_ptr<Ranking>> Start(const Model& model, Dataset dataset,
+                                                        const RankOptions& opts);
+  // Responses only, for sentences without labels (Finish() then fails): the rows of
+  // pooled() follow `sentences`.
+  static absl::StatusOr<std::unique_ptr<Ranking>> StartUnlabeled(const Model& model,
+                                                                 std::vector<std::string> sentences,
+                                                                 const RankOptions& opts);
+  ~Ranking();
+  int total() const { return static_cast<int>(pooled_.num_sentences); }
+  int done() const { return next_; }
+  int num_truncated() const { return pooled_.num_truncated; }
+  int workers() const { return static_cast<int>(sessions_.size()); }  // sessions, threads
+  const Dataset& dataset() const { return dataset_; }
+  // Runs up to max(n, 1) more sentences; returns the number done so far. An error (a sentence
+  // that fails) ends the ranking: later calls return it again.
+  absl::StatusOr<int> Step(int n);
+  // The responses so far (rows of sentences not yet run are unspecified).
+  const PooledResponses& pooled() const { return pooled_; }
+  PooledResponses TakePooled() { return std::move(pooled_); }
+  // After every sentence ran: an ExpertTable for the model (hash, name, unit space filled in)
+  // with every unit (or the top_n), sorted by AP descending.
+  absl::StatusOr<ExpertTable> Finish();
+
+ private:
+  Ranking(const Model& model, const RankOptions& opts) : model_(model), opts_(opts) {}
+  static absl::StatusOr<std::unique_ptr<Ranking>> StartImpl(const Model& model, Dataset dataset,
+                                                            const RankOptions& opts, bool labeled);
+  const Model& model_;
+  RankOptions opts_;
+  std::unique_ptr<ThreadPool> own_pool_;  // when opts.pool is null and threads != 1
+  ThreadPool* pool_ = nullptr;
+  Dataset dataset_;
+  std::vector<std::vector<int32_t>> tokens_;        // (num_sentences) positives first
+  PooledResponses pooled_;                          // responses (num_sentences, num_units)
+  std::vector<std::unique_ptr<Session>> sessions_;  // one per pool thread
+  int next_ = 0;                                    // first sentence not yet run
+  absl::Status error_;                              // a failed Step ends the ranking
+  bool labeled_ = true;                             // false: StartUnlabeled
+};
+
+// Runs a whole Ranking's sentences, reporting opts.progress after each batch.
 absl::StatusOr<PooledResponses> ComputePooledResponses(const Model& model, const Dataset& dataset,
                                                        const RankOptions& opts);
 
-// The whole ranking: an ExpertTable for the model (hash, name, unit space filled in) with every
-// unit (or the top_n), sorted by AP descending.
+// The same for unlabeled sentences (Ranking::StartUnlabeled): rows follow `sentences`.
+absl::StatusOr<PooledResponses> ComputeUnlabeledResponses(const Model& model,
+                                                          std::vector<std::string> sentences,
+                                                          const RankOptions& opts);
+
+// The whole ranking: Start, Step until done (reporting opts.progress), Finish.
 absl::StatusOr<ExpertTable> RankConcept(const Model& model, const Dataset& dataset,
                                         const RankOptions& opts);
 

@@ -30,7 +30,7 @@
 // merge can alias one that is when the tokens contain commas (e.g. ('",', '"') vs ('"', ',"'));
 // we do not reproduce that bug. The implementation uses a heap of candidate pairs processed one
 // rank at a time, so a word of n bytes costs O(n log n) instead of encoder.py's O(n^2).
-#include "tokenizer.h"
+#include "formats/tokenizer.h"
 
 #include <algorithm>
 #include <cstring>
@@ -40,8 +40,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
-#include "file_util.h"
-#include "json.h"
+#include "util/file_util.h"
+#include "util/json.h"
 
 namespace selfcond {
 namespace {
@@ -50,7 +50,7 @@ struct CodePointRange {
   uint32_t lo, hi;  // inclusive
 };
 
-#include "unicode_tables.inc"
+#include "formats/unicode_tables.inc"
 
 constexpr char kMagic[4] = {'S', 'C', 'T', 'K'};
 constexpr uint32_t kBlobVersion = 1;

@@ -17,7 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "file_util.h"
+#include "util/file_util.h"
 
 namespace selfcond {
 

@@ -1,4 +1,4 @@
-#include "safetensors.h"
+#include "formats/safetensors.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "json.h"
+#include "util/json.h"
 
 namespace selfcond {
 namespace {

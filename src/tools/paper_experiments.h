@@ -21,8 +21,8 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "experts/expert_table.h"
-#include "gpt2.h"
-#include "json.h"
+#include "model/gpt2.h"
+#include "util/json.h"
 
 namespace selfcond {
 

@@ -10,8 +10,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "json.h"
-#include "model_file.h"
+#include "util/json.h"
+#include "formats/model_file.h"
 
 namespace selfcond {
 

@@ -37,7 +37,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "sha256.h"
+#include "util/sha256.h"
 
 namespace selfcond {
 

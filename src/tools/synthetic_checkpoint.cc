@@ -1,4 +1,4 @@
-#include "synthetic_checkpoint.h"
+#include "tools/synthetic_checkpoint.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -10,8 +10,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "file_util.h"
-#include "json.h"
+#include "util/file_util.h"
+#include "util/json.h"
 
 namespace selfcond {
 namespace {

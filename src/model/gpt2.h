@@ -13,12 +13,12 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "file_util.h"
+#include "formats/model_file.h"
+#include "formats/tokenizer.h"
 #include "kernels/kernels.h"
 #include "kernels/xnnpack.h"
-#include "model_file.h"
-#include "tokenizer.h"
-#include "units.h"
+#include "model/units.h"
+#include "util/file_util.h"
 
 namespace selfcond {
 
@@ -125,6 +125,10 @@ struct SessionOptions {
   // Context this session may hold (KV cache positions); 0: the model's n_ctx. The KV cache is
   // allocated for it but only the positions used become resident.
   int n_ctx = 0;
+  // KV cache element type: float32, or IEEE half (half the cache memory; keys and values are
+  // rounded to 11 significant bits, attention still computes in float).
+  enum class KvType { kF32, kF16 };
+  KvType kv_type = KvType::kF32;
 };
 
 class Session {
@@ -140,6 +144,9 @@ class Session {
   // What runs the linear layers: "xnnpack" or a hand-written backend's name.
   const char* engine_name() const;
   const Model& model() const { return model_; }
+  const SessionOptions& options() const { return opts_; }
+  // Bytes allocated for the KV cache (virtual; pages become resident as positions are used).
+  size_t kv_cache_bytes() const;
 
   // Runs tokens at positions pos()..pos()+n-1 (prefilled as one batch, chunked by max_batch)
   // and appends them to the KV cache. Fails (without changing state) if pos()+n > n_ctx or a
@@ -149,9 +156,11 @@ class Session {
   enum class Logits { kNone, kLast, kAll };
   absl::StatusOr<absl::Span<const float>> Forward(absl::Span<const int32_t> tokens, Logits want);
 
-  // Expert hooks. forcing may be null; it must outlive its use. Sites' unit indices are
-  // validated by SetForcing.
-  absl::Status SetForcing(const Forcing* forcing);
+  // Expert hooks. The session keeps its own copy of the forcing (an empty one clears it); unit
+  // indices and values are validated first (on error the previous forcing stays).
+  absl::Status SetForcing(Forcing forcing);
+  void ClearForcing() { forcing_ = Forcing(); }
+  const Forcing& forcing() const { return forcing_; }
   // capture_max (UnitSpace(config).num_units()) receives max(previous, response) for every unit
   // at every position processed while set; the caller initializes it (to -inf). Null disables.
   void SetCapture(float* capture_max) { capture_max_ = capture_max; }
@@ -167,7 +176,7 @@ class Session {
   UnitSpace units_;
   int pos_ = 0;
   int logits_row_ = 0;  // rows of logits written by the current Forward call
-  const Forcing* forcing_ = nullptr;
+  Forcing forcing_;     // empty: no forcing
   float* capture_max_ = nullptr;
   struct Scratch;
   std::unique_ptr<Scratch> s_;

@@ -1,4 +1,4 @@
-#include "model_file.h"
+#include "formats/model_file.h"
 
 #include <algorithm>
 #include <cmath>

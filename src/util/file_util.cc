@@ -1,4 +1,4 @@
-#include "file_util.h"
+#include "util/file_util.h"
 
 #include <cerrno>
 #include <cstring>
@@ -26,6 +26,7 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 }
 
 absl::Status WriteFile(const std::string& path, std::string_view bytes) {
+#if defined(SELFCOND_WASM)
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out)
     return absl::PermissionDeniedError(
@@ -34,6 +35,35 @@ absl::Status WriteFile(const std::string& path, std::string_view bytes) {
   out.close();
   if (!out) return absl::DataLossError(absl::StrCat("error writing '", path, "'"));
   return absl::OkStatus();
+#else
+  // Atomic: a temporary file beside the target (same file system), fsync, rename. A kill or a
+  // full disk leaves the old file (or none) in place, never a truncated one.
+  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create '", path, "': ", strerror(errno)));
+  }
+  size_t done = 0;
+  int err = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      err = errno;
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (err == 0 && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err == 0 && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
+  if (err != 0) {
+    ::unlink(tmp.c_str());
+    return absl::DataLossError(absl::StrCat("error writing '", path, "': ", strerror(err)));
+  }
+  return absl::OkStatus();
+#endif
 }
 
 MappedFile MappedFile::FromBuffer(std::string bytes) {

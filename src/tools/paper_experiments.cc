@@ -1,4 +1,4 @@
-#include "experts/paper_experiments.h"
+#include "tools/paper_experiments.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,8 +10,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "experts/dataset.h"  // FindInvalidUtf8
-#include "generate.h"
-#include "parallel.h"
+#include "model/generate.h"
+#include "util/parallel.h"
 
 namespace selfcond {
 namespace {
@@ -242,7 +242,7 @@ absl::StatusOr<FootballExperimentResult> RunFootballExperiment(
       out.prompt = opts.prompts[pi];
       out.seed = opts.first_seed + si;
       // 1. Generate under do(football, k).
-      auto fst = session.SetForcing(opts.ks[ki] > 0 ? &forcings[ki] : nullptr);
+      auto fst = session.SetForcing(opts.ks[ki] > 0 ? forcings[ki] : Forcing());
       if (!fst.ok()) return fst;
       GenerateOptions g;
       g.max_new_tokens = opts.new_tokens;
@@ -260,7 +260,7 @@ absl::StatusOr<FootballExperimentResult> RunFootballExperiment(
       out.words = FindWordMentions(out.text, FootballWords());
       // 2. Score prompt + continuation with the unconditioned model; only the continuation's
       // tokens count.
-      if (auto s = session.SetForcing(nullptr); !s.ok()) return s;
+      session.ClearForcing();
       session.Reset();
       std::vector<int32_t> all = prompt_ids[pi];
       all.insert(all.end(), gen->tokens.begin(), gen->tokens.end());
@@ -548,7 +548,7 @@ absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
     // Condition-major so a worker changes its forcing rarely.
     for (size_t idx = w; idx < total; idx += workers) {
       const size_t c = idx / P, p = idx % P;
-      if (auto s = session.SetForcing(c == 0 ? nullptr : &forcings[c]); !s.ok()) return s;
+      if (auto s = session.SetForcing(c == 0 ? Forcing() : forcings[c]); !s.ok()) return s;
       session.Reset();
       auto logits = session.Forward(ids[p], Session::Logits::kLast);
       if (!logits.ok()) return logits.status();

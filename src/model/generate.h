@@ -1,15 +1,16 @@
-// Sampling and the generation loop (frontends: CLI, WASM bindings).
+// Sampling and the generation driver (used by every frontend: CLI, WASM bindings, C API).
 #ifndef SELFCOND_GENERATE_H_
 #define SELFCOND_GENERATE_H_
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "gpt2.h"
+#include "model/gpt2.h"
 
 namespace selfcond {
 
@@ -55,13 +56,6 @@ struct GenerateResult {
 // Streams text pieces as they become complete UTF-8; return false from on_text to cancel.
 using OnText = std::function<bool(const std::string& piece)>;
 
-// Prefills `prompt` (as one batch) into a Reset() session, then samples up to max_new_tokens.
-// A prompt that does not fit in the context (leaving room for one new token) is an error;
-// generation stops early, with Stop::kContextFull, when the context fills up (no sliding window:
-// GPT-2's learned positions end at n_ctx).
-absl::StatusOr<GenerateResult> Generate(Session& session, absl::Span<const int32_t> prompt,
-                                        const GenerateOptions& opts, const OnText& on_text);
-
 // Streams bytes of tokens out as complete UTF-8 (a token may end mid-character).
 class Utf8Stream {
  public:
@@ -72,6 +66,50 @@ class Utf8Stream {
  private:
   std::string pending_;
 };
+
+// The generation driver: one generation, resumable token by token. Start() prefills the
+// prompt (as one batch) into the Reset() session; each Next() samples one token, runs it through
+// the model and returns it with the text that became complete UTF-8. Generate() below, the CLI,
+// the WASM bindings and the C API all drive generation through this class; it is the only
+// generation loop.
+//
+// A prompt that does not fit in the session's context (leaving room for one new token) is an
+// error; generation stops with Stop::kContextFull when the context fills up (no sliding window:
+// GPT-2's learned positions end at n_ctx). The session must outlive the Generation and must not
+// be used for anything else until the generation is done or destroyed (destroying it cancels).
+class Generation {
+ public:
+  static absl::StatusOr<std::unique_ptr<Generation>> Start(Session& session,
+                                                           absl::Span<const int32_t> prompt,
+                                                           const GenerateOptions& opts);
+  struct Step {
+    int32_t token = -1;  // the new token, or -1 (the step that found EOS or the token limit)
+    std::string text;    // text that became complete (UTF-8; may be empty)
+  };
+  // The next token. After done(), returns an empty step.
+  absl::StatusOr<Step> Next();
+  // Stops here: done() with Stop::kCancelled; the undecoded UTF-8 tail is dropped.
+  void Cancel();
+  bool done() const { return done_; }
+  const GenerateResult& result() const { return res_; }  // tokens and text so far, stop reason
+
+ private:
+  Generation(Session& session, const GenerateOptions& opts);
+  void Finish(GenerateResult::Stop stop, std::string* text);
+
+  Session& session_;
+  GenerateOptions opts_;
+  Sampler sampler_;
+  Utf8Stream stream_;
+  GenerateResult res_;
+  absl::Span<const float> logits_;  // (vocab) in the session's scratch; valid until Forward
+  bool done_ = false;
+};
+
+// A whole generation: Start, then Next until done, streaming pieces to on_text (which may
+// cancel by returning false).
+absl::StatusOr<GenerateResult> Generate(Session& session, absl::Span<const int32_t> prompt,
+                                        const GenerateOptions& opts, const OnText& on_text);
 
 // Perplexity of a token sequence under the session's model (windows of n_ctx tokens, each
 // window scored from scratch, as `selfcond ppl`). Returns exp(mean NLL) over predicted tokens.

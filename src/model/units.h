@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "model_file.h"
+#include "formats/model_file.h"
 
 namespace selfcond {
 

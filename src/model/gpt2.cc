@@ -2,7 +2,7 @@
 //
 // Read Session::ForwardChunk top to bottom: it is the whole model. Everything it calls is either
 // a kernel (src/kernels/kernels.h) or a small float helper in this file.
-#include "gpt2.h"
+#include "model/gpt2.h"
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -15,7 +15,7 @@
 #include <new>
 
 #include "absl/strings/str_cat.h"
-#include "parallel.h"
+#include "util/parallel.h"
 
 namespace selfcond {
 
@@ -315,10 +315,14 @@ struct Session::Scratch {
   std::vector<float> scores;  // (n_head, n_ctx) attention weights, one row per head
   std::vector<int8_t> xq;     // (B, max(d, d_ff) + 64) quantized activations (+ SIMD slack)
   std::vector<float> xscale;  // (B) activation scales
-  // (layer, n_ctx, d) each, n_ctx = the session's. Not zero-filled on purpose: a position is
-  // written before it is read, so only the positions used become resident memory.
+  // (layer, n_ctx, d) each, n_ctx = the session's; float, or IEEE half bits with
+  // SessionOptions::KvType::kF16 (one of the two pairs is null). Not zero-filled on purpose: a
+  // position is written before it is read, so only the positions used become resident memory.
   std::unique_ptr<float[]> key_cache;
   std::unique_ptr<float[]> value_cache;
+  std::unique_ptr<uint16_t[]> key_cache16;
+  std::unique_ptr<uint16_t[]> value_cache16;
+  size_t kv_bytes = 0;
   std::vector<float> logits;  // (vocab) or (B, vocab)
   std::vector<int8_t> embed;  // (16 * d) one packed block of token-embedding rows
 };
@@ -372,14 +376,26 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(const Model& model, Ses
   sc.xq.resize(B * (std::max(d, F) + 64));
   sc.xscale.resize(B);
   const size_t kv = static_cast<size_t>(c.n_layer) * opts.n_ctx * d;
-  sc.key_cache.reset(new (std::nothrow) float[kv]);
-  sc.value_cache.reset(new (std::nothrow) float[kv]);
-  if (!sc.key_cache || !sc.value_cache) {
+  bool allocated;
+  if (opts.kv_type == SessionOptions::KvType::kF16) {
+    sc.key_cache16.reset(new (std::nothrow) uint16_t[kv]);
+    sc.value_cache16.reset(new (std::nothrow) uint16_t[kv]);
+    sc.kv_bytes = 2 * kv * sizeof(uint16_t);
+    allocated = sc.key_cache16 && sc.value_cache16;
+  } else {
+    sc.key_cache.reset(new (std::nothrow) float[kv]);
+    sc.value_cache.reset(new (std::nothrow) float[kv]);
+    sc.kv_bytes = 2 * kv * sizeof(float);
+    allocated = sc.key_cache && sc.value_cache;
+  }
+  if (!allocated) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("out of memory for the KV cache (", 2 * kv * sizeof(float), " bytes)"));
+        absl::StrCat("out of memory for the KV cache (", sc.kv_bytes, " bytes)"));
   }
   return s;
 }
+
+size_t Session::kv_cache_bytes() const { return s_->kv_bytes; }
 
 void Session::Reset() { pos_ = 0; }
 
@@ -387,14 +403,14 @@ const char* Session::engine_name() const {
   return xnn_ops_ != nullptr ? "xnnpack" : opts_.backend->name;
 }
 
-absl::Status Session::SetForcing(const Forcing* forcing) {
-  if (forcing != nullptr) {
-    if (forcing->per_site.size() != static_cast<size_t>(units_.num_sites())) {
-      return absl::InvalidArgumentError(absl::StrCat("forcing has ", forcing->per_site.size(),
+absl::Status Session::SetForcing(Forcing forcing) {
+  if (!forcing.empty()) {
+    if (forcing.per_site.size() != static_cast<size_t>(units_.num_sites())) {
+      return absl::InvalidArgumentError(absl::StrCat("forcing has ", forcing.per_site.size(),
                                                      " sites, the model has ", units_.num_sites()));
     }
     for (int s = 0; s < units_.num_sites(); ++s) {
-      for (const auto& u : forcing->per_site[s]) {
+      for (const auto& u : forcing.per_site[s]) {
         if (u.unit < 0 || u.unit >= units_.site_size(s) || !std::isfinite(u.value)) {
           return absl::InvalidArgumentError(
               absl::StrCat("forcing: unit ", u.unit, " of ", units_.SiteName(s), " out of range (",
@@ -403,7 +419,7 @@ absl::Status Session::SetForcing(const Forcing* forcing) {
       }
     }
   }
-  forcing_ = forcing;
+  forcing_ = forcing.empty() ? Forcing() : std::move(forcing);
   return absl::OkStatus();
 }
 
@@ -432,6 +448,57 @@ SC_MULTIVERSION float Dot(const float* a, const float* b, int n) {
 
 SC_MULTIVERSION void Axpy(float a, const float* x, float* y, int n) {
   for (int j = 0; j < n; ++j) y[j] += a * x[j];
+}
+
+// IEEE half <-> float for the fp16 KV cache. To half: round to nearest even, saturating at the
+// largest finite half (65504) so no key or value becomes infinite. From half: shift the
+// exponent and mantissa into place and rescale by 2^112, exact for normal and subnormal halves
+// (the cache never holds inf or NaN) and branch-free, so the loops below vectorize.
+inline uint16_t FloatToHalf(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  x &= 0x7fffffffu;
+  if (x >= 0x477fe000u) return static_cast<uint16_t>(sign | 0x7bffu);  // >= 65520: saturate
+  if (x < 0x38800000u) {  // below the smallest normal half (2^-14): subnormal or zero
+    float a;
+    std::memcpy(&a, &x, 4);
+    // Adding 0.5 aligns the value's bits so the FPU rounds it to a multiple of 2^-24.
+    const float r = a + 0.5f;
+    uint32_t rb;
+    std::memcpy(&rb, &r, 4);
+    return static_cast<uint16_t>(sign | (rb - 0x3f000000u));
+  }
+  const uint32_t mant_odd = (x >> 13) & 1u;
+  x += 0xc8000fffu + mant_odd;  // rebias the exponent (-112 << 23) and round to nearest even
+  return static_cast<uint16_t>(sign | (x >> 13));
+}
+
+inline float HalfToFloat(uint16_t h) {
+  const uint32_t bits = (static_cast<uint32_t>(h & 0x7fffu) << 13);
+  float f;
+  std::memcpy(&f, &bits, 4);
+  f *= 5.192296858534828e+33f;  // 2^112
+  return (h & 0x8000u) ? -f : f;
+}
+
+void ToHalf(const float* x, uint16_t* y, int n) {
+  for (int j = 0; j < n; ++j) y[j] = FloatToHalf(x[j]);
+}
+
+SC_MULTIVERSION float DotHalf(const float* a, const uint16_t* b, int n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int l = 0; l < 8; ++l) acc[l] += a[j + l] * HalfToFloat(b[j + l]);
+  }
+  float s = 0;
+  for (; j < n; ++j) s += a[j] * HalfToFloat(b[j]);
+  return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+SC_MULTIVERSION void AxpyHalf(float a, const uint16_t* x, float* y, int n) {
+  for (int j = 0; j < n; ++j) y[j] += a * HalfToFloat(x[j]);
 }
 
 SC_MULTIVERSION void LayerNorm(const float* x, const float* w, const float* b, int d, float eps,
@@ -523,10 +590,10 @@ absl::Status Session::Linear(const LinearWeights& w, const float* x, int m, floa
 
 // The expert hooks, on a linear layer's output y(m, n) for site `site`.
 void Session::Intervene(int site, float* y, int m, int n, bool chunk_has_last) {
-  if (forcing_ != nullptr) {
-    const auto& units = forcing_->per_site[site];
+  if (!forcing_.per_site.empty()) {
+    const auto& units = forcing_.per_site[site];
     if (!units.empty()) {
-      const int first = forcing_->only_last_token ? (chunk_has_last ? m - 1 : m) : 0;
+      const int first = forcing_.only_last_token ? (chunk_has_last ? m - 1 : m) : 0;
       for (int i = first; i < m; ++i) {
         for (const auto& u : units) y[static_cast<size_t>(i) * n + u.unit] = u.value;
       }
@@ -591,8 +658,12 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
 
   for (int l = 0; l < static_cast<int>(c.n_layer); ++l) {
     const BlockWeights& b = model_.block(l);
-    float* kc = s.key_cache.get() + static_cast<size_t>(l) * T * d;    // (n_ctx, d)
-    float* vc = s.value_cache.get() + static_cast<size_t>(l) * T * d;  // (n_ctx, d)
+    // This layer's KV cache, (n_ctx, d) each: float, or half (the other pair is null).
+    const size_t layer_off = static_cast<size_t>(l) * T * d;
+    float* kc = s.key_cache ? s.key_cache.get() + layer_off : nullptr;
+    float* vc = s.value_cache ? s.value_cache.get() + layer_off : nullptr;
+    uint16_t* kc16 = s.key_cache16 ? s.key_cache16.get() + layer_off : nullptr;
+    uint16_t* vc16 = s.value_cache16 ? s.value_cache16.get() + layer_off : nullptr;
 
     // --- attention ---
     for (int i = 0; i < n; ++i) {
@@ -602,8 +673,14 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
     Intervene(units_.site_index(l, SiteKind::kCAttn), s.qkv.data(), n, 3 * d, last_chunk);
     for (int i = 0; i < n; ++i) {
       const float* row = s.qkv.data() + static_cast<size_t>(i) * 3 * d;
-      std::memcpy(kc + static_cast<size_t>(p0 + i) * d, row + d, d * sizeof(float));
-      std::memcpy(vc + static_cast<size_t>(p0 + i) * d, row + 2 * d, d * sizeof(float));
+      const size_t at = static_cast<size_t>(p0 + i) * d;
+      if (kc16 != nullptr) {
+        ToHalf(row + d, kc16 + at, d);
+        ToHalf(row + 2 * d, vc16 + at, d);
+      } else {
+        std::memcpy(kc + at, row + d, d * sizeof(float));
+        std::memcpy(vc + at, row + 2 * d, d * sizeof(float));
+      }
     }
     auto head = [&](int h) {
       float* sc = s.scores.data() + static_cast<size_t>(h) * T;
@@ -613,7 +690,8 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
         const int len = p0 + i + 1;  // causal: positions 0..p0+i
         float mx = -std::numeric_limits<float>::infinity();
         for (int t = 0; t < len; ++t) {
-          sc[t] = Dot(q, kc + static_cast<size_t>(t) * d + h * hd, hd) * inv_sqrt;
+          const size_t at = static_cast<size_t>(t) * d + h * hd;
+          sc[t] = (kc16 ? DotHalf(q, kc16 + at, hd) : Dot(q, kc + at, hd)) * inv_sqrt;
           mx = std::max(mx, sc[t]);
         }
         float sum = 0;
@@ -621,8 +699,14 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
         const float inv = 1.0f / sum;
         float* out = s.att.data() + static_cast<size_t>(i) * d + h * hd;
         std::fill(out, out + hd, 0.0f);
-        for (int t = 0; t < len; ++t)
-          Axpy(sc[t] * inv, vc + static_cast<size_t>(t) * d + h * hd, out, hd);
+        for (int t = 0; t < len; ++t) {
+          const size_t at = static_cast<size_t>(t) * d + h * hd;
+          if (vc16 != nullptr) {
+            AxpyHalf(sc[t] * inv, vc16 + at, out, hd);
+          } else {
+            Axpy(sc[t] * inv, vc + at, out, hd);
+          }
+        }
       }
     };
     if (opts_.pool && opts_.pool->size() > 1 && n > 1) {

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "safetensors.h"
+#include "formats/safetensors.h"
 
 namespace selfcond {
 

@@ -1,4 +1,4 @@
-#include "convert.h"
+#include "tools/convert.h"
 
 #include <algorithm>
 #include <cmath>
@@ -12,10 +12,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "file_util.h"
+#include "util/file_util.h"
 #include "kernels/kernels.h"
-#include "safetensors.h"
-#include "tokenizer.h"
+#include "formats/safetensors.h"
+#include "formats/tokenizer.h"
 
 namespace selfcond {
 namespace {

@@ -1,4 +1,4 @@
-#include "generate.h"
+#include "model/generate.h"
 
 #include <algorithm>
 #include <cmath>
@@ -118,8 +118,12 @@ std::string Utf8Stream::Flush() {
   return out;
 }
 
-absl::StatusOr<GenerateResult> Generate(Session& session, absl::Span<const int32_t> prompt,
-                                        const GenerateOptions& opts, const OnText& on_text) {
+Generation::Generation(Session& session, const GenerateOptions& opts)
+    : session_(session), opts_(opts), sampler_(opts.sampling) {}
+
+absl::StatusOr<std::unique_ptr<Generation>> Generation::Start(Session& session,
+                                                              absl::Span<const int32_t> prompt,
+                                                              const GenerateOptions& opts) {
   if (auto st = ValidateSampling(opts.sampling); !st.ok()) return st;
   if (opts.max_new_tokens < 0) {
     return absl::InvalidArgumentError(
@@ -132,39 +136,71 @@ absl::StatusOr<GenerateResult> Generate(Session& session, absl::Span<const int32
                                               " tokens; the context is ", n_ctx, " (at most ",
                                               n_ctx - 1, " prompt tokens)"));
   }
-  const Tokenizer& tok = session.model().tokenizer();
+  std::unique_ptr<Generation> g(new Generation(session, opts));
+  g->res_.prompt_tokens = static_cast<int>(prompt.size());
   session.Reset();
-  GenerateResult res;
-  res.prompt_tokens = static_cast<int>(prompt.size());
-  Sampler sampler(opts.sampling);
-  Utf8Stream stream;
   auto logits = session.Forward(prompt, Session::Logits::kLast);
   if (!logits.ok()) return logits.status();
-  for (int step = 0; step < opts.max_new_tokens; ++step) {
-    const int32_t next = sampler.Sample(*logits);
-    if (opts.stop_at_eos && next == tok.eos_id()) {
-      res.stop = GenerateResult::Stop::kEos;
-      break;
-    }
-    res.tokens.push_back(next);
-    const std::string bytes = tok.DecodeToken(next);
-    res.text += bytes;
-    std::string piece = stream.Push(bytes);
-    if (on_text && !piece.empty() && !on_text(piece)) {
-      res.stop = GenerateResult::Stop::kCancelled;
-      return res;
-    }
-    if (step + 1 == opts.max_new_tokens) break;
-    if (session.pos() >= session.n_ctx()) {
-      res.stop = GenerateResult::Stop::kContextFull;
-      break;
-    }
-    logits = session.Forward({&next, 1}, Session::Logits::kLast);
-    if (!logits.ok()) return logits.status();
+  g->logits_ = *logits;
+  return g;
+}
+
+void Generation::Finish(GenerateResult::Stop stop, std::string* text) {
+  done_ = true;
+  res_.stop = stop;
+  *text += stream_.Flush();
+}
+
+void Generation::Cancel() {
+  if (done_) return;
+  done_ = true;
+  res_.stop = GenerateResult::Stop::kCancelled;
+}
+
+absl::StatusOr<Generation::Step> Generation::Next() {
+  Step out;
+  if (done_) return out;
+  if (static_cast<int>(res_.tokens.size()) >= opts_.max_new_tokens) {
+    Finish(GenerateResult::Stop::kMaxTokens, &out.text);
+    return out;
   }
-  std::string tail = stream.Flush();
-  if (on_text && !tail.empty()) on_text(tail);
-  return res;
+  const Tokenizer& tok = session_.model().tokenizer();
+  const int32_t next = sampler_.Sample(logits_);
+  if (opts_.stop_at_eos && next == tok.eos_id()) {
+    Finish(GenerateResult::Stop::kEos, &out.text);
+    return out;
+  }
+  out.token = next;
+  res_.tokens.push_back(next);
+  const std::string bytes = tok.DecodeToken(next);
+  res_.text += bytes;
+  out.text = stream_.Push(bytes);
+  if (static_cast<int>(res_.tokens.size()) == opts_.max_new_tokens) {
+    Finish(GenerateResult::Stop::kMaxTokens, &out.text);
+  } else if (session_.pos() >= session_.n_ctx()) {
+    Finish(GenerateResult::Stop::kContextFull, &out.text);
+  } else {
+    auto logits = session_.Forward({&next, 1}, Session::Logits::kLast);
+    if (!logits.ok()) {
+      done_ = true;
+      return logits.status();
+    }
+    logits_ = *logits;
+  }
+  return out;
+}
+
+absl::StatusOr<GenerateResult> Generate(Session& session, absl::Span<const int32_t> prompt,
+                                        const GenerateOptions& opts, const OnText& on_text) {
+  auto gen = Generation::Start(session, prompt, opts);
+  if (!gen.ok()) return gen.status();
+  Generation& g = **gen;
+  while (!g.done()) {
+    auto step = g.Next();
+    if (!step.ok()) return step.status();
+    if (on_text && !step->text.empty() && !on_text(step->text)) g.Cancel();
+  }
+  return g.result();
 }
 
 absl::StatusOr<PerplexityResult> Perplexity(Session& session, absl::Span<const int32_t> tokens,

@@ -12,6 +12,7 @@
 namespace selfcond {
 
 absl::StatusOr<std::string> ReadFile(const std::string& path);
+// Natively atomic: writes a temporary file beside `path`, fsyncs it and renames it into place.
 absl::Status WriteFile(const std::string& path, std::string_view bytes);
 
 // A read-only view of a file's bytes: mmap natively, a heap copy where mmap is unavailable
