@@ -240,6 +240,45 @@ TEST_F(Gpt2Test, Int4RunsOnXnnpackAndIsMeasured) {
 }
 
 // Prefill in one batch, in chunks, and token by token must agree (the KV cache is exact).
+// The fp16 KV cache halves the cache and keeps the reference bars: f32 weights with an fp16
+// cache stay within 1e-2 (relative) of the float32 reference logits and give the reference's
+// greedy tokens on at least 3 of 4 prompts; the int8 engine keeps its top-1 on every prompt.
+TEST_F(Gpt2Test, Fp16KvCacheHalvesMemoryAndKeepsReferenceBars) {
+  for (Precision p : {Precision::kF32, Precision::kInt8}) {
+    SessionOptions so;
+    so.precision = p;
+    so.pool = pool_;
+    auto f32kv = Session::Create(*model_, so);
+    so.kv_type = SessionOptions::KvType::kF16;
+    auto f16kv = Session::Create(*model_, so);
+    ASSERT_TRUE(f32kv.ok() && f16kv.ok());
+    EXPECT_EQ((*f16kv)->kv_cache_bytes() * 2, (*f32kv)->kv_cache_bytes());
+    int greedy_ok = 0;
+    for (const auto& c : Cases()) {
+      (*f16kv)->Reset();
+      auto logits = (*f16kv)->Forward(c.ids, Session::Logits::kLast);
+      ASSERT_TRUE(logits.ok()) << logits.status();
+      const int top1 =
+          static_cast<int>(std::max_element(logits->begin(), logits->end()) - logits->begin());
+      const int ref1 =
+          static_cast<int>(std::max_element(c.logits.begin(), c.logits.end()) - c.logits.begin());
+      EXPECT_EQ(top1, ref1) << c.prompt;
+      if (p == Precision::kF32) {
+        float max_ref = 0, max_err = 0;
+        for (size_t i = 0; i < c.logits.size(); ++i) {
+          max_ref = std::max(max_ref, std::fabs(c.logits[i]));
+          max_err = std::max(max_err, std::fabs((*logits)[i] - c.logits[i]));
+        }
+        EXPECT_LT(max_err / max_ref, 1e-2) << c.prompt << ": max error " << max_err;
+        if (Greedy(**f16kv, c.ids, 20) == c.greedy20) ++greedy_ok;
+      }
+    }
+    if (p == Precision::kF32) {
+      EXPECT_GE(greedy_ok, 3);
+    }
+  }
+}
+
 TEST_F(Gpt2Test, KvCacheChunkingConsistent) {
   const auto& ids = Cases()[3].ids;
   for (Precision p : {Precision::kF32, Precision::kInt8}) {

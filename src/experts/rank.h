@@ -19,10 +19,9 @@
 #include "experts/dataset.h"
 #include "experts/expert_table.h"
 #include "model/gpt2.h"
+#include "util/parallel.h"
 
 namespace selfcond {
-
-class ThreadPool;
 
 struct RankOptions {
   Precision precision = Precision::kInt8;
