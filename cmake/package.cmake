@@ -77,6 +77,7 @@ install(FILES ${CMAKE_BINARY_DIR}/selfcondConfig.cmake ${CMAKE_BINARY_DIR}/selfc
 
 # pkg-config: Libs for the shared library; Libs.private for `pkg-config --static`.
 set(SELFCOND_PC_PRIVATE "-labsl_statusor -labsl_status -labsl_str_format_internal -labsl_strings -labsl_strings_internal -labsl_cord -labsl_int128 -labsl_raw_logging_internal -labsl_throw_delegate -lstdc++ -lm -lpthread")
+file(RELATIVE_PATH SELFCOND_PC_TO_PREFIX "/prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/prefix")
 configure_file(${CMAKE_SOURCE_DIR}/cmake/selfcond.pc.in ${CMAKE_BINARY_DIR}/selfcond.pc @ONLY)
 install(FILES ${CMAKE_BINARY_DIR}/selfcond.pc
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT selfcond)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what selfcond needs on Debian 12 (idempotent). Usage: scripts/install-deps.sh [--web] [--arm64]
 #   native:  compiler, CMake, ninja, ccache, Abseil, GoogleTest, clang (fuzzers, sanitizers), python3
+#            (+ venv, pip, setuptools, numpy: the Python binding's test; pkg-config: selfcond.pc)
 #            (XNNPACK and its dependencies are built from pinned sources by CMake, not installed)
 #   --web:   also Emscripten (WASM build), Node/npm and Chromium (browser tests)
 #   --arm64: also the aarch64 cross compiler, qemu-user and Debian's arm64 Abseil + GoogleTest
@@ -16,7 +17,7 @@ for a in "$@"; do
 done
 SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
 pkgs=(cmake g++ make ninja-build ccache pkg-config libabsl-dev libgtest-dev libgmock-dev clang
-      libclang-rt-14-dev python3)
+      libclang-rt-14-dev python3 python3-venv python3-pip python3-setuptools python3-numpy)
 if (( web )); then
   pkgs+=(emscripten nodejs npm chromium)
 fi

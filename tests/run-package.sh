@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The installed package, used the way an app would use it (issue 8 "done when"):
+#   1. cmake --install the C library into a temporary prefix (component "selfcond" only);
+#   2. build demo/c against that prefix alone: with find_package(selfcond) (shared and static
+#      library) and with pkg-config, and run each (load, rank a concept, generate conditioned);
+#   3. install the Python binding from ./python into a venv and run its tests against the prefix.
+# Usage: tests/run-package.sh BUILD_DIR   (a configured and built native build, e.g. build/release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BUILD=${1:?usage: tests/run-package.sh BUILD_DIR}
+WORK=$(mktemp -d /tmp/selfcond-package.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+PREFIX=$WORK/prefix
+MODEL=$ROOT/demo/models/selfcond-mini-30m.scm
+TABLE=$ROOT/demo/experts/football.json
+
+echo "-- install into $PREFIX"
+cmake --install "$BUILD" --prefix "$PREFIX" --component selfcond >/dev/null
+find "$PREFIX" -type f | sed "s|$PREFIX/|   |" | sort
+
+echo "-- demo/c with find_package(selfcond)"
+# A copy outside the source tree, so nothing but the prefix can be found.
+cp -r demo/c "$WORK/demo-c"
+cmake -S "$WORK/demo-c" -B "$WORK/demo-c/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$PREFIX" >/dev/null
+cmake --build "$WORK/demo-c/build" >/dev/null
+for exe in demo_c demo_c_static; do
+  echo "-- $exe"
+  out=$("$WORK/demo-c/build/$exe" "$MODEL" "$TABLE" "Once upon a time" 2>/dev/null)
+  echo "$out" | sed 's/^/   /'
+  grep -q "top 50 'football" <<<"$out" || { echo "$exe: no conditioned generation" >&2; exit 1; }
+done
+# The shared build must resolve libselfcond from the prefix (RPATH), not from the build tree.
+ldd "$WORK/demo-c/build/demo_c" | grep -q "$PREFIX/lib/libselfcond.so" ||
+  { echo "demo_c does not use the installed libselfcond.so" >&2; exit 1; }
+
+echo "-- demo/c with pkg-config"
+export PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig
+cc -std=c99 -Wall -Wextra -pedantic -Werror -o "$WORK/demo_c_pc" demo/c/main.c \
+  $(pkg-config --cflags --libs selfcond) -Wl,-rpath,"$(pkg-config --variable=libdir selfcond)"
+"$WORK/demo_c_pc" "$MODEL" - "The game" 2>/dev/null | tail -n 2 | sed 's/^/   /'
+
+if [[ -f scripts/test-python.sh ]]; then
+  echo "-- Python binding (pip install ./python into a venv, tests against the prefix)"
+  bash scripts/test-python.sh "$PREFIX"
+fi
+echo "package checks passed"
