@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite (the README's test command; CI runs it through .ci/run).
-#   1. native Release build + GoogleTest suite (ctest)
+#   1. native Release build + GoogleTest suite (ctest), memory bar, installed package (C demo,
+#      Python binding: tests/run-package.sh)
 #   2. clang ASan/UBSan build: parser/format tests + libFuzzer targets, each fuzzed briefly
 #   3. WASM build + Node tests; browser test in headless Chromium (when wasm/ is present)
 #   4. ARM64: cross build + the suite under qemu-aarch64 (tests/run-arm64.sh), when the cross
@@ -24,6 +25,9 @@ build/release/selfcond bench --work-dir build/bench-work --no-f32 --no-handwritt
   --rank-concept none --repeats 1 --prompt-tokens 8 --decode-tokens 8 --out build/bench-smoke.json \
   2>&1 | tail -n 4
 python3 scripts/check_memory.py build/release/selfcond build/bench-work/gpt2-small-shaped.scm
+# The installed package as an app uses it: C demo (CMake package, pkg-config, static) and the
+# Python binding, against a temporary prefix only.
+bash tests/run-package.sh build/release
 
 echo "== [2/4] sanitizers (ASan+UBSan, clang) and fuzzers"
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \

@@ -44,6 +44,10 @@ struct BenchParams {
   int repeats = 3;
   std::vector<int> threads;
   std::string rank_concept;  // set: measure ranking on it (and not generation)
+  // The session's KV cache: positions (-1: prompt + decoded tokens, as `selfcond generate`
+  // sizes it; 0: the model's context) and element type.
+  int session_ctx = -1;
+  bool kv_f16 = false;
 };
 
 // Runs in the child: measures one model at one precision on one engine ("xnnpack", or a
@@ -83,26 +87,33 @@ json::Value MeasureModel(const std::string& label, const std::string& path, Prec
     so.precision = prec;
     so.pool = &pool;
     so.backend = backend;
-    so.n_ctx = prompt_n + decode_n;  // as `selfcond generate` sizes its session
+    so.n_ctx = p.session_ctx < 0 ? prompt_n + decode_n : p.session_ctx;
+    so.kv_type = p.kv_f16 ? SessionOptions::KvType::kF16 : SessionOptions::KvType::kF32;
     auto session = Session::Create(**model, so);
     if (!session.ok()) continue;
     out.Set("engine", json::Value::String((*session)->engine_name()));
+    out.Set("session_ctx", json::Value::Number((*session)->n_ctx()));
+    out.Set("kv_type", json::Value::String(p.kv_f16 ? "f16" : "f32"));
+    out.Set("kv_cache_alloc_mib", json::Value::Number((*session)->kv_cache_bytes() / 1048576.0));
+    // Greedy generation through the library's driver: Start prefills the prompt; each Next
+    // samples a token and runs it (the last Next only samples: decode_n forward passes).
+    GenerateOptions go;
+    go.max_new_tokens = decode_n + 1;
+    go.sampling.temperature = 0;
+    go.stop_at_eos = false;
     std::vector<double> prefill, decode;
     for (int r = 0; r < p.repeats; ++r) {
-      (*session)->Reset();
       auto t1 = Clock::now();
-      auto logits = (*session)->Forward(prompt, Session::Logits::kLast);
+      auto gen = Generation::Start(**session, prompt, go);
+      if (!gen.ok()) break;
       prefill.push_back(prompt_n / Since(t1));
-      int32_t tok =
-          static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) - logits->begin());
       auto t2 = Clock::now();
-      for (int i = 0; i < decode_n; ++i) {
-        logits = (*session)->Forward({&tok, 1}, Session::Logits::kLast);
-        tok = static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) -
-                                   logits->begin());
+      while (!(*gen)->done()) {
+        if (!(*gen)->Next().ok()) break;
       }
       decode.push_back(decode_n / Since(t2));
     }
+    if (prefill.empty() || decode.empty()) continue;
     json::Value run = json::Value::Object();
     run.Set("threads", json::Value::Number(pool.size()));
     run.Set("prefill_tok_s", json::Value::Number(Median(prefill)));
@@ -116,8 +127,8 @@ json::Value MeasureModel(const std::string& label, const std::string& path, Prec
   if (!ranking) {
     out.Set("runs", std::move(runs));
     // Memory against the bar "peak RSS <= 1.15 x the model file + the KV cache actually used".
-    const double kv_mib =
-        2.0 * c.n_layer * (prompt_n + decode_n) * c.n_embd * sizeof(float) / 1048576.0;
+    const double kv_mib = 2.0 * c.n_layer * (prompt_n + decode_n) * c.n_embd *
+                          (p.kv_f16 ? 2 : sizeof(float)) / 1048576.0;
     out.Set("kv_cache_used_mib", json::Value::Number(kv_mib));
     out.Set("rss_bound_mib",
             json::Value::Number(1.15 * (*model)->file_bytes() / 1048576.0 + kv_mib));
@@ -290,6 +301,9 @@ const CommandSpec& BenchSpec() {
        {"threads", "N", "the multi-threaded setting (default: all cores)"},
        {"no-small", "", "skip the GPT-2-small-shaped model"},
        {"no-f32", "", "skip the f32 path"},
+       {"no-kv", "",
+        "skip the KV-cache memory comparison on the GPT-2-small-shaped model (session sized to\n"
+        "the model's context vs prompt + decoded tokens, float32 vs float16 cache)"},
        {"int4", "",
         "also 4-bit versions of both models (convert --weights int4 of the demo checkpoint,\n"
         "--int4-checkpoint DIR, and of the GPT-2-small-shaped one), on XNNPACK"},
@@ -388,6 +402,44 @@ absl::Status RunBench(const Args& args) {
     if (!r.ok()) return r.status();
     models.Push(std::move(*r));
   }
+  // KV-cache memory (issue 8): the same generation on the GPT-2-small-shaped model with the
+  // session's cache sized to the model's context (what every session allocated before), to the
+  // work (prompt + decoded tokens, as `selfcond generate` now does), and in float16. Each in a
+  // process of its own: peak RSS is per process.
+  json::Value kv_cache = json::Value::Array();
+  json::Value ratios = json::Value::Object();
+  if (!args.Has("no-small") && !args.Has("no-kv")) {
+    struct KvVariant {
+      const char* name;
+      int session_ctx;
+      bool f16;
+    };
+    const KvVariant variants[] = {{"model_context_f32 (before)", 0, false},
+                                  {"prompt_plus_decode_f32", -1, false},
+                                  {"prompt_plus_decode_f16", -1, true}};
+    double rss[3] = {0, 0, 0};
+    for (int i = 0; i < 3; ++i) {
+      BenchParams pp = p;
+      pp.rank_concept.clear();
+      pp.threads = {1};
+      pp.repeats = 1;
+      pp.session_ctx = variants[i].session_ctx;
+      pp.kv_f16 = variants[i].f16;
+      auto r =
+          MeasureInChild("gpt2-small-shaped", targets[1].path, Precision::kInt8, "xnnpack", pp);
+      if (!r.ok()) return r.status();
+      r->Set("variant", json::Value::String(variants[i].name));
+      if (const json::Value* v = r->Find("peak_rss_mib")) rss[i] = v->as_number();
+      std::fprintf(stderr, "  kv cache %-27s peak RSS %7.1f MiB\n", variants[i].name, rss[i]);
+      kv_cache.Push(std::move(*r));
+    }
+    if (rss[0] > 0 && rss[1] > 0 && rss[2] > 0) {
+      ratios.Set("gpt2-small-shaped.peak_rss_kv_sized_over_model_context",
+                 json::Value::Number(rss[1] / rss[0]));
+      ratios.Set("gpt2-small-shaped.peak_rss_kv_f16_over_f32",
+                 json::Value::Number(rss[2] / rss[1]));
+    }
+  }
   // Ranking speed: the model under test, int8 (the shipped path), in a process of its own so
   // that its memory (sentences x units pooled responses) does not count as generation's.
   json::Value ranking = json::Value::Null();
@@ -399,7 +451,6 @@ absl::Status RunBench(const Args& args) {
     ranking = std::move(*r);
   }
   // Ratios within this run (the machine is shared: compare variants, not absolute numbers).
-  json::Value ratios = json::Value::Object();
   auto rate_at = [&](const std::string& label, const std::string& prec, const std::string& engine,
                      int threads, const char* what) {
     for (const auto& m : models.items()) {
@@ -455,6 +506,7 @@ absl::Status RunBench(const Args& args) {
   }
   result.Set("models", std::move(models));
   result.Set("ratios", std::move(ratios));
+  if (!kv_cache.items().empty()) result.Set("kv_cache", std::move(kv_cache));
   if (!ranking.is_null()) result.Set("ranking", std::move(ranking));
   const std::string text = result.Dump();
   if (args.Has("out")) {

@@ -73,6 +73,7 @@ const CommandSpec& GenerateSpec() {
        {"seed", "S", "random seed (default 0); same seed, same text"},
        {"precision", "int8|f32", "arithmetic (default int8)"},
        {"threads", "N", "threads (default: all cores)"},
+       {"kv-cache", "f32|f16", "KV cache element type (default f32; f16 halves its memory)"},
        {"experts", "TABLE[:K]", "expert table and number of units to force (default K=50)", true},
        {"forcing", "on_p50|on_p90", "forcing value (default on_p50)"},
        {"only-last-token", "", "force only at the last position of each step"},
@@ -112,7 +113,8 @@ absl::Status RunGenerate(const Args& args) {
   {
     const int want = static_cast<int>(std::min<size_t>(
         rt->model->config().n_ctx, ids.size() + static_cast<size_t>(g.max_new_tokens) + 1));
-    auto sized = LoadRuntimeSession(*rt, args.Get("precision", "int8"), want);
+    auto sized =
+        LoadRuntimeSession(*rt, args.Get("precision", "int8"), want, args.Get("kv-cache", "f32"));
     if (!sized.ok()) return sized;
   }
   if (args.Has("experts")) {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
 namespace selfcond::cli {
@@ -78,10 +79,16 @@ absl::StatusOr<Runtime> LoadRuntime(const std::string& model_path, const std::st
   return rt;
 }
 
-absl::Status LoadRuntimeSession(Runtime& rt, const std::string& precision, int n_ctx) {
+absl::Status LoadRuntimeSession(Runtime& rt, const std::string& precision, int n_ctx,
+                                const std::string& kv_cache) {
   auto prec = ParsePrecision(precision);
   if (!prec.ok()) return prec.status();
+  if (kv_cache != "f32" && kv_cache != "f16") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv-cache must be f32 or f16, got '", kv_cache, "'"));
+  }
   SessionOptions so;
+  so.kv_type = kv_cache == "f16" ? SessionOptions::KvType::kF16 : SessionOptions::KvType::kF32;
   so.precision = *prec;
   so.pool = rt.pool.get();
   so.n_ctx = n_ctx <= 0 ? 0 : std::min<int>(n_ctx, rt.model->config().n_ctx);

@@ -8,8 +8,8 @@
 
 #include "absl/status/statusor.h"
 #include "model/gpt2.h"
-#include "util/parallel.h"
 #include "model/units.h"
+#include "util/parallel.h"
 
 namespace selfcond::cli {
 
@@ -38,7 +38,9 @@ absl::StatusOr<Runtime> LoadRuntime(const std::string& model_path, const std::st
                                     int threads, int n_ctx = 0);
 
 // Replaces rt.session by one holding n_ctx positions (same precision and threads).
-absl::Status LoadRuntimeSession(Runtime& rt, const std::string& precision, int n_ctx);
+// kv_cache: "f32" or "f16" (SessionOptions::kv_type).
+absl::Status LoadRuntimeSession(Runtime& rt, const std::string& precision, int n_ctx,
+                                const std::string& kv_cache = "f32");
 
 std::string DefaultModelPath();
 
