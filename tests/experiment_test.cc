@@ -1,4 +1,4 @@
-// The paper experiments (src/experts/paper_experiments.h): the football-word matcher, the
+// The paper experiments (src/tools/paper_experiments.h): the football-word matcher, the
 // occupation prompts, and small end-to-end runs on the demo model (shape of the results, and
 // that forcing football experts makes football words more frequent).
 #include <cmath>

@@ -1,4 +1,4 @@
-// The model file reader/writer (src/model_file.h) and SHA-256: round trip, layout rules, and
+// The model file reader/writer (src/formats/model_file.h) and SHA-256: round trip, layout rules, and
 // every malformed input rejected with an error (never a crash; run under ASan/UBSan too).
 #include "formats/model_file.h"
 

@@ -25,7 +25,7 @@ nice cmake --build "$BUILD" -j"$JOBS" --target selfcond selfcond_tests
 # qemu with an ARM /proc/cpuinfo (Neoverse-N1-like, with dotprod and i8mm), in a private mount
 # namespace so the host is untouched. Single-threaded: Debian 12's qemu-user (7.2) hangs in the
 # first pthread_create on this machine kind's kernel (6.18), even for a plain std::thread
-# program, so every pool is capped at one thread (SELFCOND_MAX_THREADS, src/parallel.h).
+# program, so every pool is capped at one thread (SELFCOND_MAX_THREADS, src/util/parallel.h).
 export SELFCOND_MAX_THREADS=1
 arm() {
   unshare -m sh -c "mount --bind '$ROOT/$CPUINFO' /proc/cpuinfo && \

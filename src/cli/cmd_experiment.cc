@@ -1,5 +1,5 @@
 // selfcond experiment football|gender: the paper's experiments as one reproducible command
-// (library: src/experts/paper_experiments.h; report: scripts/paper_report.py).
+// (library: src/tools/paper_experiments.h; report: scripts/paper_report.py).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>

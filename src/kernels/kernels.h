@@ -1,6 +1,6 @@
 // The ops layer: the one small interface every SIMD backend implements.
 //
-// The forward pass (src/gpt2.cc) calls only what is declared here; it never sees an #ifdef.
+// The forward pass (src/model/gpt2.cc) calls only what is declared here; it never sees an #ifdef.
 // Each backend lives in its own file (scalar.cc, avx2.cc, avx512vnni.cc, wasm_simd128.cc) and is
 // tested against scalar.cc, the reference (tests/kernels_test.cc). The default int8 GEMM engine
 // is XNNPACK (xnnpack.h), which has its own interface: it needs weights packed once per model.

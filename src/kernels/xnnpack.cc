@@ -239,7 +239,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 // only, never read on a hit).
 xnn_status CreateFc(const LinearSpec& spec, const void* kernel, xnn_weights_cache_t cache,
                     xnn_operator_t* op) {
-  // Our threads already yield when idle (src/parallel.cc); XNNPACK's must too, or spinning
+  // Our threads already yield when idle (src/util/parallel.cc); XNNPACK's must too, or spinning
   // workers steal the core the main thread needs on a busy 2-core machine.
   const uint32_t flags = XNN_FLAG_DONT_SPIN_WORKERS;
   const bool u8 = UseUnsignedActivations();

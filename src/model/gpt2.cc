@@ -479,7 +479,11 @@ inline float HalfToFloat(uint16_t h) {
   float f;
   std::memcpy(&f, &bits, 4);
   f *= 5.192296858534828e+33f;  // 2^112
-  return (h & 0x8000u) ? -f : f;
+  uint32_t out;
+  std::memcpy(&out, &f, 4);
+  out |= static_cast<uint32_t>(h & 0x8000u) << 16;  // the sign bit, branch-free
+  std::memcpy(&f, &out, 4);
+  return f;
 }
 
 void ToHalf(const float* x, uint16_t* y, int n) {

@@ -1,5 +1,5 @@
 // The model layer: a GPT-2 loaded from a selfcond model file, and a Session that runs the
-// forward pass (src/gpt2.cc, readable top to bottom) with a KV cache and the two expert hooks
+// forward pass (src/model/gpt2.cc, readable top to bottom) with a KV cache and the two expert hooks
 // (capture: max-pool unit responses; forcing: overwrite units).
 //
 // Model is immutable and shareable: one mmap, many Sessions (one per thread).
@@ -110,7 +110,7 @@ class Model {
   std::unique_ptr<kernels::xnn::PackedWeights> xnn_;
 };
 
-class ThreadPool;  // src/parallel.h
+class ThreadPool;  // src/util/parallel.h
 
 struct SessionOptions {
   Precision precision = Precision::kInt8;
