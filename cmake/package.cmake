@@ -28,7 +28,11 @@ set_target_properties(selfcond_shared PROPERTIES
   VISIBILITY_INLINES_HIDDEN ON
   LINK_DEPENDS ${CMAKE_SOURCE_DIR}/src/api/selfcond.map)
 target_link_options(selfcond_shared PRIVATE
-  -Wl,--version-script=${CMAKE_SOURCE_DIR}/src/api/selfcond.map -Wl,--no-undefined)
+  -Wl,--version-script=${CMAKE_SOURCE_DIR}/src/api/selfcond.map)
+if(NOT SELFCOND_SANITIZE AND NOT SELFCOND_FUZZ)
+  # Every symbol resolved at link time (sanitizer runtimes are linked into executables only).
+  target_link_options(selfcond_shared PRIVATE -Wl,--no-undefined)
+endif()
 
 # libselfcond.a: every archive the library needs, merged with an ar MRI script.
 set(SELFCOND_STATIC_PARTS selfcond_api selfcond_experts selfcond_model selfcond_formats
