@@ -1,0 +1,728 @@
+"""The Pythonic API over the C API (see selfcond/__init__.py for an overview)."""
+
+import ctypes
+import enum
+import math
+import os
+import queue
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+from . import _lib as L
+
+__all__ = [
+    "Error", "Status", "ModelInfo", "ExpertUnit", "GenerateResult", "Model", "Experts",
+    "Session", "Ranking", "TokenStream", "version",
+]
+
+
+class Status(enum.IntEnum):
+    """selfcond_status."""
+    OK = 0
+    INVALID_ARGUMENT = 1
+    NOT_FOUND = 2
+    OUT_OF_RANGE = 3
+    FAILED_PRECONDITION = 4
+    DATA_LOSS = 5
+    RESOURCE_EXHAUSTED = 6
+    CANCELLED = 7
+    INTERNAL = 8
+    UNIMPLEMENTED = 9
+
+
+class Error(RuntimeError):
+    """A failed C API call: .code (a Status), .message (selfcond_last_error())."""
+
+    def __init__(self, code, message):
+        try:
+            code = Status(code)
+        except ValueError:
+            pass
+        self.code = code
+        self.message = message
+        name = code.name if isinstance(code, Status) else str(code)
+        super().__init__(f"{name}: {message}" if message else name)
+
+
+_PRECISION = {"int8": 0, "f32": 1}
+_KV = {"f32": 0, "f16": 1}
+_FORCING = {"on_p50": 0, "on_p90": 1, "off_mean": 2, "zero": 3}
+_FORMAT = {"json": 0, "csv": 1}
+_STOP = {0: "max_tokens", 1: "eos", 2: "context_full", 3: "cancelled"}
+_SITE_KINDS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+
+
+def _choice(table, value, what):
+    try:
+        return table[value]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown {what} {value!r}; one of: {', '.join(table)}") from None
+
+
+def _check(status):
+    if status != 0:
+        raise Error(status, L.load().selfcond_last_error().decode("utf-8", "replace"))
+
+
+def _encode(text, what="text"):
+    if isinstance(text, bytes):
+        b = text
+    elif isinstance(text, str):
+        b = text.encode("utf-8")
+    else:
+        raise TypeError(f"{what} must be str, not {type(text).__name__}")
+    if b"\0" in b:
+        raise ValueError(f"{what} contains a NUL character")
+    return b
+
+
+def _str_array(strings, what):
+    if isinstance(strings, (str, bytes)):
+        raise TypeError(f"{what} must be a list of strings, not a single string")
+    enc = [_encode(s, f"{what} sentence") for s in strings]
+    return (ctypes.c_char_p * max(1, len(enc)))(*enc), len(enc)
+
+
+def _take_string(ptr):
+    """Copies and frees a string returned by a selfcond_*_to_string function."""
+    lib = L.load()
+    try:
+        return ctypes.string_at(ptr).decode("utf-8", "replace")
+    finally:
+        lib.selfcond_string_free(ptr)
+
+
+def version():
+    """The library's version, e.g. "0.9.0"."""
+    return L.load().selfcond_version().decode()
+
+
+class _Callback:
+    """Runs a Python callback from C: an exception is stored (and the C call cancelled), to be
+    re-raised by reraise() after the C call returns."""
+
+    def __init__(self):
+        self.exc = None
+
+    def call(self, fn, *args):
+        if self.exc is not None:
+            return 0
+        try:
+            r = fn(*args)
+        except BaseException as e:  # noqa: B902 - KeyboardInterrupt too: cancel, then re-raise
+            self.exc = e
+            return 0
+        return 0 if r is False else 1
+
+    def reraise(self):
+        if self.exc is not None:
+            e, self.exc = self.exc, None
+            raise e
+
+
+class _Handle:
+    """An owned C handle: freed by close(), __exit__ or __del__."""
+
+    _ptr = None
+    _free = None
+
+    def _adopt(self, ptr, free_fn):
+        self._ptr = ptr
+        self._free = free_fn  # kept on the object: module globals may be gone at shutdown
+
+    @property
+    def closed(self):
+        return self._ptr is None
+
+    def _p(self):
+        if self._ptr is None:
+            raise ValueError(f"{type(self).__name__} is closed")
+        return self._ptr
+
+    def close(self):
+        ptr, self._ptr = self._ptr, None
+        if ptr is not None and self._free is not None:
+            self._free(ptr)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+# ---- models -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    hash: str
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_ctx: int
+    n_inner: int
+    vocab_size: int
+    eos_id: int
+    num_units: int
+
+    def as_dict(self):
+        return dict(self.__dict__)
+
+
+class _Child(_Handle):
+    """A handle that needs its Model's C object alive (sessions, rankings)."""
+
+    def _attach(self, model, ptr, free_fn):
+        self._model = model  # keeps the Model (and its C object) alive
+        self._adopt(ptr, free_fn)
+        model._children.add(self)
+        model._live_children += 1
+
+    def close(self):
+        was_open = self._ptr is not None
+        super().close()
+        if was_open:
+            self._model._child_closed()
+
+
+class Model(_Handle):
+    """A selfcond model (.scm file). Immutable; share it between sessions and threads.
+
+    Model(path, verify_hash=False, need_f32=False); Model.from_bytes(data, ...)."""
+
+    def __init__(self, path, verify_hash=False, need_f32=False, *, _data=None):
+        lib = L.load()
+        self._children = weakref.WeakSet()
+        self._live_children = 0
+        self._close_pending = False
+        params = L.ModelParams(int(bool(verify_hash)), int(bool(need_f32)))
+        out = ctypes.c_void_p()
+        if _data is not None:
+            buf = ctypes.create_string_buffer(bytes(_data), len(_data))
+            _check(lib.selfcond_model_load_memory(buf, len(_data), ctypes.byref(params),
+                                                  ctypes.byref(out)))
+            self.path = None
+        else:
+            self.path = os.fspath(path)
+            _check(lib.selfcond_model_load_file(os.fsencode(self.path), ctypes.byref(params),
+                                                ctypes.byref(out)))
+        self._adopt(out.value, lib.selfcond_model_free)
+        self.need_f32 = bool(need_f32)
+        ci = L.ModelInfo()
+        lib.selfcond_model_get_info(self._ptr, ctypes.byref(ci))
+        self.info = ModelInfo(
+            name=ci.name.decode("utf-8", "replace"), hash=ci.hash.decode(), n_layer=ci.n_layer,
+            n_embd=ci.n_embd, n_head=ci.n_head, n_ctx=ci.n_ctx, n_inner=ci.n_inner,
+            vocab_size=ci.vocab_size, eos_id=ci.eos_id, num_units=ci.num_units)
+        self._site_names = {}
+
+    @classmethod
+    def from_bytes(cls, data, verify_hash=False, need_f32=False):
+        """A model from the bytes of a .scm file (copied)."""
+        return cls(None, verify_hash, need_f32, _data=data)
+
+    def __repr__(self):
+        state = "closed" if self.closed else f"{self.info.num_units} units"
+        return f"<selfcond.Model {self.info.name!r} {state}>"
+
+    @property
+    def num_units(self):
+        return self.info.num_units
+
+    # Lifetime: sessions and rankings hold the model; close() closes them first. Without an
+    # explicit close the C model is freed only after its last session/ranking.
+    def _child_closed(self):
+        self._live_children -= 1
+        if self._close_pending and self._live_children == 0:
+            super().close()
+
+    def close(self):
+        """Frees the model, closing its sessions and rankings first (expert tables stay usable).
+        """
+        for child in list(self._children):
+            child.close()
+        if self._live_children > 0:
+            self._close_pending = True  # only reachable at shutdown/in cycles: free later
+            return
+        super().close()
+
+    def __del__(self):
+        try:
+            # Children hold strong references, so a model collected normally has none left; in
+            # a garbage cycle the finalizers run in any order: then the last child frees it.
+            if self._live_children == 0:
+                _Handle.close(self)
+            else:
+                self._close_pending = True
+        except Exception:
+            pass
+
+    # ---- tokens ----
+    def tokenize(self, text) -> List[int]:
+        lib = L.load()
+        b = _encode(text)
+        n = ctypes.c_size_t()
+        cap = len(b) + 16
+        while True:
+            buf = (ctypes.c_int32 * cap)()
+            _check(lib.selfcond_tokenize(self._p(), b, buf, cap, ctypes.byref(n)))
+            if n.value <= cap:
+                return list(buf[: n.value])
+            cap = n.value
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        ids = list(ids)
+        arr = (ctypes.c_int32 * max(1, len(ids)))(*ids)
+        out = ctypes.c_void_p()
+        _check(L.load().selfcond_detokenize_to_string(self._p(), arr, len(ids),
+                                                      ctypes.byref(out)))
+        return _take_string(out)
+
+    def unit_name(self, unit_id: int) -> Tuple[str, int]:
+        """ml-selfcond's (layer name, unit in layer) of a unit id, e.g.
+        ("transformer.h.3.mlp.c_fc:0", 17)."""
+        out = ctypes.c_void_p()
+        unit = ctypes.c_int()
+        _check(L.load().selfcond_unit_to_string(self._p(), int(unit_id), ctypes.byref(out),
+                                                ctypes.byref(unit)))
+        return _take_string(out), unit.value
+
+    def _site_name(self, site, unit_id):
+        name = self._site_names.get(site)
+        if name is None:
+            if self.closed:
+                return f"transformer.h.{site // 4}.{_SITE_KINDS[site % 4]}:0"
+            name = self._site_names[site] = self.unit_name(unit_id)[0]
+        return name
+
+    # ---- expert tables ----
+    def load_experts(self, path_or_text) -> "Experts":
+        """An expert table from a file (native JSON or ml-selfcond expertise.csv), or from its
+        text: bytes, or a str that starts with "{" or has a newline, is text; anything else
+        (str or os.PathLike) is a path. A table of another model is refused
+        (Error FAILED_PRECONDITION)."""
+        lib = L.load()
+        out = ctypes.c_void_p()
+        if isinstance(path_or_text, bytes) or (
+                isinstance(path_or_text, str) and
+                (path_or_text.lstrip().startswith("{") or "\n" in path_or_text)):
+            b = path_or_text if isinstance(path_or_text, bytes) else path_or_text.encode()
+            _check(lib.selfcond_experts_load_memory(self._p(), b, len(b), ctypes.byref(out)))
+        else:
+            path = os.fsencode(os.fspath(path_or_text))
+            _check(lib.selfcond_experts_load_file(self._p(), path, ctypes.byref(out)))
+        return Experts._wrap(self, out.value)
+
+    def _rank_params(self, threads, top_n, precision, max_sentences):
+        return L.RankParams(_choice(_PRECISION, precision, "precision"), int(threads),
+                            int(max_sentences), int(top_n))
+
+    def rank(self, positive: Sequence[str], negative: Sequence[str], concept: str = "",
+             threads: int = 1, top_n: int = 0, precision: str = "int8",
+             progress: Optional[Callable[[int, int], Optional[bool]]] = None,
+             max_sentences: int = 0) -> "Experts":
+        """Ranks every unit as an expert for a concept. progress(done, total) may return False
+        to cancel (Error CANCELLED); an exception it raises cancels and is re-raised."""
+        lib = L.load()
+        pos, n_pos = _str_array(positive, "positive")
+        neg, n_neg = _str_array(negative, "negative")
+        params = self._rank_params(threads, top_n, precision, max_sentences)
+        cb = _Callback()
+        c_progress = (L.PROGRESS_CALLBACK(lambda d, t, _u: cb.call(progress, d, t))
+                      if progress is not None else L.PROGRESS_CALLBACK())
+        out = ctypes.c_void_p()
+        status = lib.selfcond_rank(self._p(), _encode(concept, "concept"), pos, n_pos, neg, n_neg,
+                                   ctypes.byref(params), c_progress, None, ctypes.byref(out))
+        cb.reraise()
+        _check(status)
+        return Experts._wrap(self, out.value)
+
+    def ranking(self, positive: Sequence[str], negative: Sequence[str], concept: str = "",
+                threads: int = 1, top_n: int = 0, precision: str = "int8",
+                max_sentences: int = 0) -> "Ranking":
+        """A resumable ranking: step() it, then responses() and/or finish()."""
+        return Ranking(self, positive, negative, concept, threads, top_n, precision,
+                       max_sentences)
+
+    def pooled_responses(self, sentences: Sequence[str], threads: int = 1,
+                         precision: str = "int8",
+                         progress: Optional[Callable[[int, int], Optional[bool]]] = None):
+        """Each sentence's max-pooled response of every unit: numpy float32 (n, num_units)."""
+        import numpy as np
+        lib = L.load()
+        arr, n = _str_array(sentences, "")
+        out = np.zeros((n, self.info.num_units), dtype=np.float32)
+        if n == 0:
+            return out
+        params = self._rank_params(threads, 0, precision, 0)
+        cb = _Callback()
+        c_progress = (L.PROGRESS_CALLBACK(lambda d, t, _u: cb.call(progress, d, t))
+                      if progress is not None else L.PROGRESS_CALLBACK())
+        status = lib.selfcond_pooled_responses(self._p(), arr, n, ctypes.byref(params),
+                                               c_progress, None, out.ctypes.data)
+        cb.reraise()
+        _check(status)
+        return out
+
+    def session(self, threads: int = 1, n_ctx: int = 0, kv: str = "f32",
+                precision: str = "int8") -> "Session":
+        return Session(self, threads=threads, n_ctx=n_ctx, kv=kv, precision=precision)
+
+
+# ---- expert tables ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExpertUnit:
+    rank: int
+    layer: str  # ml-selfcond's layer name, e.g. "transformer.h.3.mlp.c_fc:0"
+    unit: int  # index in that layer
+    unit_id: int  # in the model's unit space
+    site: int  # layer * 4 + kind
+    ap: float
+    on_p50: float
+    on_p90: float
+    off_mean: float
+
+
+class Experts(_Handle):
+    """An expert table: a concept's units ranked by AP (best first). Read-only; len() units."""
+
+    def __init__(self):
+        raise TypeError("use Model.load_experts() or Model.rank()")
+
+    @classmethod
+    def _wrap(cls, model, ptr):
+        self = cls.__new__(cls)
+        self._model = model  # for layer names (the C table does not need the model)
+        self._adopt(ptr, L.load().selfcond_experts_free)
+        ci = L.ExpertsInfo()
+        L.load().selfcond_experts_get_info(ptr, ctypes.byref(ci))
+        self.concept = ci.concept.decode("utf-8", "replace")
+        self._len = ci.num_units
+        self.total_units = ci.total_units
+        self.num_positive = ci.num_positive
+        self.num_negative = ci.num_negative
+        return self
+
+    def __repr__(self):
+        return f"<selfcond.Experts {self.concept!r} {self._len} units>"
+
+    def __len__(self):
+        return self._len
+
+    def _unit(self, rank):
+        u = L.ExpertUnit()
+        _check(L.load().selfcond_experts_get_unit(self._p(), rank, ctypes.byref(u)))
+        return ExpertUnit(rank=rank, layer=self._model._site_name(u.site, u.unit_id),
+                          unit=u.unit, unit_id=u.unit_id, site=u.site, ap=u.ap,
+                          on_p50=u.on_p50, on_p90=u.on_p90, off_mean=u.off_mean)
+
+    def __getitem__(self, rank):
+        if isinstance(rank, slice):
+            return [self._unit(i) for i in range(*rank.indices(self._len))]
+        rank = int(rank)
+        if rank < 0:
+            rank += self._len
+        if not 0 <= rank < self._len:
+            raise IndexError(f"rank {rank} out of range [0, {self._len})")
+        return self._unit(rank)
+
+    def __iter__(self) -> Iterator[ExpertUnit]:
+        for i in range(self._len):
+            yield self._unit(i)
+
+    def units(self, k: Optional[int] = None) -> List[ExpertUnit]:
+        """The best k units (all if k is None), best AP first."""
+        n = self._len if k is None else max(0, min(int(k), self._len))
+        return [self._unit(i) for i in range(n)]
+
+    def to_string(self, format: str = "json") -> str:
+        out = ctypes.c_void_p()
+        _check(L.load().selfcond_experts_to_string(self._p(), _choice(_FORMAT, format, "format"),
+                                                   ctypes.byref(out)))
+        return _take_string(out)
+
+    def to_json(self) -> str:
+        """selfcond's native JSON table."""
+        return self.to_string("json")
+
+    def to_csv(self) -> str:
+        """ml-selfcond's expertise.csv."""
+        return self.to_string("csv")
+
+    def save(self, path, format: Optional[str] = None):
+        """Writes the table; format "json" or "csv" (default: from the extension, else json)."""
+        path = os.fspath(path)
+        if format is None:
+            format = "csv" if str(path).lower().endswith(".csv") else "json"
+        _check(L.load().selfcond_experts_save(self._p(), os.fsencode(path),
+                                              _choice(_FORMAT, format, "format")))
+
+
+# ---- sessions ---------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerateResult:
+    text: str  # the new text (the prompt excluded)
+    new_tokens: int
+    stop: str  # "max_tokens", "eos", "context_full" or "cancelled"
+    prompt_tokens: int = 0
+    token_ids: List[int] = field(default_factory=list)
+
+    @property
+    def tokens(self):  # the count, as in the C result
+        return self.new_tokens
+
+    def __str__(self):
+        return self.text
+
+
+ForcingSpec = Union["Experts", Tuple["Experts", int]]
+
+
+class Session(_Child):
+    """One KV cache and one forcing setting. Use it from one thread at a time."""
+
+    def __init__(self, model: Model, threads=1, n_ctx=0, kv="f32", precision="int8"):
+        lib = L.load()
+        params = L.SessionParams(_choice(_PRECISION, precision, "precision"), int(threads),
+                                 int(n_ctx), _choice(_KV, kv, "kv"))
+        out = ctypes.c_void_p()
+        _check(lib.selfcond_session_create(model._p(), ctypes.byref(params), ctypes.byref(out)))
+        self._attach(model, out.value, lib.selfcond_session_free)
+        self._busy = threading.Lock()
+        self.forcing = []
+
+    @property
+    def model(self):
+        return self._model
+
+    def __repr__(self):
+        return f"<selfcond.Session of {self._model.info.name!r}{' closed' if self.closed else ''}>"
+
+    def close(self):
+        """Frees the session (an error while another thread generates with it)."""
+        busy = getattr(self, "_busy", None)
+        if self._ptr is None or busy is None:
+            return super().close()
+        if not busy.acquire(blocking=False):
+            raise Error(Status.FAILED_PRECONDITION, "session in use: stop the generation first")
+        try:
+            super().close()
+        finally:
+            busy.release()
+
+    def _enter(self):
+        if not self._busy.acquire(blocking=False):
+            raise Error(Status.FAILED_PRECONDITION,
+                        "session in use by another call (use one session per thread)")
+
+    def set_forcing(self, sources: Iterable[ForcingSpec], value: str = "on_p50",
+                    only_last_token: bool = False):
+        """Forces the top-k experts of each table: sources = [(experts, k), ...] (an Experts
+        alone means all its units). value: "on_p50" (the paper's), "on_p90", "off_mean",
+        "zero". An empty list clears the forcing."""
+        if isinstance(sources, Experts) or (isinstance(sources, tuple) and len(sources) == 2
+                                            and isinstance(sources[0], Experts)):
+            sources = [sources]
+        pairs = []
+        for s in sources:
+            experts, k = (s, len(s)) if isinstance(s, Experts) else s
+            if not isinstance(experts, Experts):
+                raise TypeError("forcing sources are Experts or (Experts, k) pairs")
+            pairs.append((experts, int(k)))
+        arr = (L.ForcingSource * max(1, len(pairs)))(
+            *[L.ForcingSource(e._p(), k) for e, k in pairs])
+        self._enter()
+        try:
+            _check(L.load().selfcond_session_set_forcing(
+                self._p(), arr, len(pairs), _choice(_FORCING, value, "forcing value"),
+                int(bool(only_last_token))))
+        finally:
+            self._busy.release()
+        self.forcing = [(e.concept, k) for e, k in pairs]
+
+    def clear_forcing(self):
+        self.set_forcing([])
+
+    def generate(self, prompt: str, max_new_tokens: int = 50, temperature: float = 1.0,
+                 top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_at_eos: bool = True,
+                 on_token: Optional[Callable[[str], Optional[bool]]] = None) -> GenerateResult:
+        """Prefills prompt (from position 0) and generates. temperature 0: greedy.
+        on_token(piece) gets each new piece of text; returning False stops the generation
+        (stop == "cancelled"); an exception it raises stops it and is re-raised."""
+        lib = L.load()
+        b = _encode(prompt, "prompt")
+        params = L.GenerateParams(int(max_new_tokens), float(temperature), int(top_k),
+                                  float(top_p), int(seed) & 0xFFFFFFFFFFFFFFFF,
+                                  int(bool(stop_at_eos)))
+        pieces, ids = [], []
+        cb = _Callback()
+
+        def trampoline(token, piece, n, _user):
+            text = ctypes.string_at(piece, n).decode("utf-8", "replace") if n else ""
+            if token >= 0:
+                ids.append(token)
+            pieces.append(text)
+            if on_token is None:
+                return 1
+            return cb.call(on_token, text)
+
+        c_cb = L.TOKEN_CALLBACK(trampoline)
+        res = L.GenerateResult()
+        self._enter()
+        try:
+            status = lib.selfcond_generate(self._p(), b, ctypes.byref(params), c_cb, None,
+                                           ctypes.byref(res))
+        finally:
+            self._busy.release()
+        cb.reraise()
+        _check(status)
+        return GenerateResult(text="".join(pieces), new_tokens=res.new_tokens,
+                              stop=_STOP.get(res.stop, str(res.stop)),
+                              prompt_tokens=res.prompt_tokens, token_ids=ids)
+
+    def stream(self, prompt: str, **kwargs) -> "TokenStream":
+        """Iterates over the pieces of text as they are generated (same arguments as generate,
+        except on_token). The GenerateResult is in .result after the iteration; leaving the
+        loop early (break, close()) cancels the generation."""
+        return TokenStream(self, prompt, kwargs)
+
+
+class TokenStream:
+    """Iterator of generated pieces: a generation running on a helper thread."""
+
+    _DONE = object()
+
+    def __init__(self, session, prompt, kwargs):
+        if "on_token" in kwargs:
+            raise TypeError("stream() takes no on_token")
+        self.result = None
+        self._q = queue.Queue()
+        self._stop = threading.Event()
+        self._error = None
+
+        def on_token(piece):
+            self._q.put(piece)
+            return not self._stop.is_set()
+
+        def run():
+            try:
+                self.result = session.generate(prompt, on_token=on_token, **kwargs)
+            except BaseException as e:  # noqa: B902 - handed to the consuming thread
+                self._error = e
+            finally:
+                self._q.put(self._DONE)
+
+        self._thread = threading.Thread(target=run, name="selfcond-stream", daemon=True)
+        self._thread.start()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        if self._thread is None:
+            raise StopIteration
+        item = self._q.get()
+        if item is self._DONE:
+            self._finish()
+            raise StopIteration
+        return item
+
+    def _finish(self):
+        self._thread.join()
+        self._thread = None
+        if self._error is not None:
+            e, self._error = self._error, None
+            raise e
+
+    def close(self):
+        """Cancels the generation (if running) and waits for it."""
+        if self._thread is not None:
+            self._stop.set()
+            self._finish()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            if self._thread is not None:
+                self._stop.set()
+        except Exception:
+            pass
+
+
+# ---- resumable ranking ------------------------------------------------------------------------
+
+
+class Ranking(_Child):
+    """A concept ranking in steps: step(n) until done, then responses() and/or finish()."""
+
+    def __init__(self, model, positive, negative, concept="", threads=1, top_n=0,
+                 precision="int8", max_sentences=0):
+        lib = L.load()
+        pos, n_pos = _str_array(positive, "positive")
+        neg, n_neg = _str_array(negative, "negative")
+        params = model._rank_params(threads, top_n, precision, max_sentences)
+        out = ctypes.c_void_p()
+        _check(lib.selfcond_ranking_start(model._p(), _encode(concept, "concept"), pos, n_pos,
+                                          neg, n_neg, ctypes.byref(params), ctypes.byref(out)))
+        self._attach(model, out.value, lib.selfcond_ranking_free)
+        m = int(max_sentences)
+        self.total = (min(n_pos, m) + min(n_neg, m)) if m > 0 else n_pos + n_neg
+        self.done = 0
+        self._stepped = False  # total confirmed by the library
+
+    @property
+    def finished(self):
+        return self.done >= self.total
+
+    def step(self, n: int = 1) -> Tuple[int, int]:
+        """Runs up to n more sentences (at least one); returns (done, total)."""
+        done, total = ctypes.c_int(), ctypes.c_int()
+        _check(L.load().selfcond_ranking_step(self._p(), int(n), ctypes.byref(done),
+                                              ctypes.byref(total)))
+        self.done, self.total = done.value, total.value
+        self._stepped = True
+        return self.done, self.total
+
+    def run(self, batch: int = 8, progress=None):
+        """Steps until done; progress(done, total) may return False to stop early."""
+        while not self.finished:
+            d, t = self.step(batch)
+            if progress is not None and progress(d, t) is False:
+                break
+        return self
+
+    def responses(self):
+        """After every sentence ran: max-pooled responses, numpy float32 (total, num_units),
+        positives then negatives."""
+        import numpy as np
+        if not (self._stepped and self.finished):
+            raise Error(Status.FAILED_PRECONDITION, f"ranking not finished: {self.done} of "
+                        f"{self.total} sentences done")
+        out = np.zeros((self.total, self._model.info.num_units), dtype=np.float32)
+        _check(L.load().selfcond_ranking_responses(self._p(), out.ctypes.data))
+        return out
+
+    def finish(self) -> Experts:
+        """After every sentence ran: the expert table."""
+        out = ctypes.c_void_p()
+        _check(L.load().selfcond_ranking_finish(self._p(), ctypes.byref(out)))
+        return Experts._wrap(self._model, out.value)

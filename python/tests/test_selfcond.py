@@ -1,0 +1,532 @@
+"""Tests of the selfcond Python binding (plain unittest; numpy from Debian's python3-numpy).
+
+    python3 -m unittest discover -s python/tests -v        (scripts/test-python.sh runs them
+                                                             against the installed package)
+Environment:
+  SELFCOND_TEST_MODEL     the .scm model (default: <repo>/demo/models/selfcond-mini-30m.scm)
+  SELFCOND_TEST_EXPERTS   an expert table of that model (default: <repo>/demo/experts/football.json)
+  SELFCOND_TEST_CONCEPT   a concept dataset (default: <repo>/../shared/concepts/football.json)
+  SELFCOND_TEST_EXPECT_INSTALLED=1   also check that `selfcond` was imported from site-packages
+                                     and found the library through the path recorded at install
+"""
+
+import gc
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import threading
+import unittest
+from pathlib import Path
+
+import numpy as np
+
+import selfcond
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = os.environ.get("SELFCOND_TEST_MODEL", str(REPO / "demo/models/selfcond-mini-30m.scm"))
+EXPERTS = os.environ.get("SELFCOND_TEST_EXPERTS", str(REPO / "demo/experts/football.json"))
+CONCEPT = os.environ.get("SELFCOND_TEST_CONCEPT",
+                         str(REPO.parent / "shared/concepts/football.json"))
+PROMPT = "Once upon a time"
+N_PER_CLASS = 40  # sentences per class for the rankings here (a few seconds in total)
+
+
+def average_precision(scores, labels):
+    """scikit-learn's average_precision_score (tied scores share a threshold), in numpy."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    distinct = np.r_[np.where(np.diff(s) != 0)[0], len(s) - 1]  # last index of each threshold
+    tp = np.cumsum(y)[distinct]
+    fp = (distinct + 1) - tp
+    precision = tp / (tp + fp)
+    recall = tp / labels.sum()
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def setUpModule():
+    global model, concept
+    if not os.path.exists(MODEL):
+        raise unittest.SkipTest(f"no model at {MODEL} (set SELFCOND_TEST_MODEL)")
+    model = selfcond.Model(MODEL)
+    with open(CONCEPT, encoding="utf-8") as f:
+        concept = json.load(f)
+
+
+def tearDownModule():
+    global model
+    model.close()
+    model = None
+
+
+def sentences():
+    pos = concept["sentences"]["positive"][:N_PER_CLASS]
+    neg = concept["sentences"]["negative"][:N_PER_CLASS]
+    return pos, neg
+
+
+class InstallTest(unittest.TestCase):
+    @unittest.skipUnless(os.environ.get("SELFCOND_TEST_EXPECT_INSTALLED") == "1",
+                         "only when testing an installed package")
+    def test_imported_from_site_packages_with_recorded_library(self):
+        where = Path(selfcond.__file__).resolve()
+        self.assertIn("site-packages", where.parts, where)
+        self.assertNotEqual(where.parents[1], REPO / "python", "imported from the source tree")
+        from selfcond import _libpath
+        self.assertIsNotNone(_libpath.LIBRARY, "no library recorded at install (pkg-config)")
+        self.assertTrue(os.path.exists(_libpath.LIBRARY), _libpath.LIBRARY)
+        if "SELFCOND_LIBRARY" not in os.environ:
+            self.assertEqual(selfcond.library_path(), _libpath.LIBRARY)
+
+    def test_version(self):
+        self.assertEqual(selfcond.version().split(".")[:2], ["0", "9"])
+        self.assertTrue(selfcond.library_path())
+
+
+class ModelTest(unittest.TestCase):
+    def test_info(self):
+        info = model.info
+        self.assertEqual(info.name, "selfcond-mini-30m")
+        self.assertRegex(info.hash, r"^[0-9a-f]{64}$")
+        self.assertEqual((info.n_layer, info.n_embd), (6, 384))
+        self.assertGreater(info.n_ctx, 0)
+        self.assertEqual(info.vocab_size, 50257)
+        # 4 linear layers per block: c_attn (3 n_embd), c_proj (n_embd), c_fc, mlp c_proj
+        self.assertEqual(info.num_units, info.n_layer * (3 * info.n_embd + info.n_embd +
+                                                         info.n_inner + info.n_embd))
+        self.assertEqual(model.num_units, info.num_units)
+        self.assertEqual(info.as_dict()["num_units"], info.num_units)
+
+    def test_tokenize_roundtrip(self):
+        for text in ["Hello world", "Once upon a time, a café ⚽ — 3.14", "", " " * 3]:
+            ids = model.tokenize(text)
+            self.assertTrue(all(isinstance(i, int) for i in ids))
+            self.assertEqual(model.detokenize(ids), text)
+        self.assertEqual(model.tokenize("Hello world"), [15496, 995])  # GPT-2's ids
+        self.assertEqual(len(model.tokenize(" ".join(["football"] * 500))), 500)
+
+    def test_detokenize_bad_id(self):
+        with self.assertRaises(selfcond.Error) as cm:
+            model.detokenize([1, 10 ** 6])
+        self.assertEqual(cm.exception.code, selfcond.Status.INVALID_ARGUMENT)
+
+    def test_unit_name(self):
+        self.assertEqual(model.unit_name(0), ("transformer.h.0.attn.c_attn:0", 0))
+        with self.assertRaises(selfcond.Error) as cm:
+            model.unit_name(model.num_units)
+        self.assertEqual(cm.exception.code, selfcond.Status.OUT_OF_RANGE)
+
+    def test_from_bytes(self):
+        data = Path(MODEL).read_bytes()
+        with selfcond.Model.from_bytes(data) as m2:
+            self.assertEqual(m2.info, model.info)
+            self.assertIsNone(m2.path)
+        self.assertTrue(m2.closed)
+
+
+class ErrorTest(unittest.TestCase):
+    def test_missing_model(self):
+        with self.assertRaises(selfcond.Error) as cm:
+            selfcond.Model("/nonexistent/dir/model.scm")
+        e = cm.exception
+        self.assertIsInstance(e, RuntimeError)
+        self.assertEqual(e.code, selfcond.Status.NOT_FOUND)
+        self.assertIn("/nonexistent/dir/model.scm", e.message)
+        self.assertTrue(str(e).startswith("NOT_FOUND: "))
+
+    def test_corrupt_model(self):
+        with self.assertRaises(selfcond.Error) as cm:
+            selfcond.Model.from_bytes(b"not a model at all" * 10)
+        self.assertIn(cm.exception.code, (selfcond.Status.INVALID_ARGUMENT,
+                                          selfcond.Status.DATA_LOSS))
+
+    def test_missing_experts(self):
+        with self.assertRaises(selfcond.Error) as cm:
+            model.load_experts("/nonexistent/football.json")
+        self.assertEqual(cm.exception.code, selfcond.Status.NOT_FOUND)
+
+    def test_malformed_experts(self):
+        with self.assertRaises(selfcond.Error) as cm:
+            model.load_experts("{not json")
+        self.assertEqual(cm.exception.code, selfcond.Status.INVALID_ARGUMENT)
+
+    def test_table_of_another_model_is_refused(self):
+        text = Path(EXPERTS).read_text(encoding="utf-8")
+        other = re.sub(r'"model_hash":\s*"[0-9a-f]+"', '"model_hash":"' + "0" * 64 + '"', text)
+        self.assertNotEqual(other, text)
+        with self.assertRaises(selfcond.Error) as cm:
+            model.load_experts(other)
+        self.assertEqual(cm.exception.code, selfcond.Status.FAILED_PRECONDITION)
+        self.assertIn("another model", cm.exception.message)
+
+    def test_table_of_another_shape_is_refused(self):
+        csv = model.load_experts(EXPERTS).to_csv().splitlines()
+        # ml-selfcond CSVs carry no model hash: the shape check is what refuses them.
+        deeper = [csv[0]] + [l.replace("transformer.h.1.", "transformer.h.9.") for l in csv[1:]]
+        with self.assertRaises(selfcond.Error) as cm:
+            model.load_experts("\n".join(deeper) + "\n")
+        self.assertEqual(cm.exception.code, selfcond.Status.FAILED_PRECONDITION)
+        self.assertIn("h.9", cm.exception.message)
+        with self.assertRaises(selfcond.Error) as cm:  # a table covering fewer units
+            model.load_experts("\n".join(csv[:101]) + "\n")
+        self.assertEqual(cm.exception.code, selfcond.Status.FAILED_PRECONDITION)
+
+    def test_bad_options(self):
+        with self.assertRaises(ValueError):
+            model.session(kv="f8")
+        with self.assertRaises(ValueError):
+            model.session(precision="int3")
+        with self.assertRaises(TypeError):
+            model.rank("one string", ["x"])
+        with self.assertRaises(ValueError):
+            model.tokenize("a\0b")
+        with model.session() as s:
+            with self.assertRaises(selfcond.Error) as cm:
+                s.generate(PROMPT, temperature=-1)
+            self.assertEqual(cm.exception.code, selfcond.Status.INVALID_ARGUMENT)
+            with self.assertRaises(selfcond.Error) as cm:
+                s.generate("", max_new_tokens=3)
+            self.assertEqual(cm.exception.code, selfcond.Status.INVALID_ARGUMENT)
+
+    def test_prompt_longer_than_context(self):
+        with model.session(n_ctx=16) as s:
+            with self.assertRaises(selfcond.Error) as cm:
+                s.generate("football " * 40, max_new_tokens=3)
+            self.assertEqual(cm.exception.code, selfcond.Status.OUT_OF_RANGE)
+            r = s.generate(PROMPT, max_new_tokens=100, temperature=0, stop_at_eos=False)
+            self.assertEqual(r.stop, "context_full")
+            # 16 positions filled; the last token is sampled from them, not run
+            self.assertEqual(r.prompt_tokens + r.new_tokens, 16 + 1)
+
+
+class ExpertsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.experts = model.load_experts(EXPERTS)
+
+    def test_table(self):
+        e = self.experts
+        self.assertTrue(e.concept.startswith("football"))
+        self.assertEqual(len(e), model.num_units)
+        self.assertEqual(e.total_units, model.num_units)
+        top = e.units(50)
+        self.assertEqual(len(top), 50)
+        self.assertEqual([u.rank for u in top], list(range(50)))
+        aps = [u.ap for u in top]
+        self.assertEqual(aps, sorted(aps, reverse=True))
+        u = top[0]
+        self.assertRegex(u.layer, r"^transformer\.h\.\d+\.(attn|mlp)\.c_(attn|proj|fc):0$")
+        self.assertEqual(model.unit_name(u.unit_id), (u.layer, u.unit))
+        self.assertEqual(e[0], u)
+        self.assertEqual(e[-1].rank, len(e) - 1)
+        self.assertEqual(e[1:3], top[1:3])
+        with self.assertRaises(IndexError):
+            e[len(e)]
+
+    def test_json_and_csv_roundtrip(self):
+        e = self.experts
+        again = model.load_experts(e.to_json())
+        self.assertEqual(len(again), len(e))
+        self.assertEqual(again.units(20), e.units(20))
+        from_csv = model.load_experts(e.to_csv())
+        self.assertEqual([(u.layer, u.unit) for u in from_csv.units(20)],
+                         [(u.layer, u.unit) for u in e.units(20)])
+        for a, b in zip(from_csv.units(20), e.units(20)):
+            self.assertAlmostEqual(a.ap, b.ap, places=6)
+            self.assertAlmostEqual(a.on_p50, b.on_p50, places=5)
+
+    def test_save(self):
+        with tempfile.TemporaryDirectory() as d:
+            for name, fmt in [("t.json", None), ("t.csv", None), ("t.txt", "csv")]:
+                path = Path(d) / name
+                self.experts.save(path, fmt)
+                text = path.read_text(encoding="utf-8")
+                if name == "t.json":
+                    self.assertTrue(text.lstrip().startswith("{"))
+                else:
+                    self.assertTrue(text.startswith("ap,off_mean,on_p50,on_p90,layer,unit"))
+                self.assertEqual(model.load_experts(path).units(5), self.experts.units(5))
+            with self.assertRaises(ValueError):
+                self.experts.save(Path(d) / "t.x", "xml")
+            with self.assertRaises(selfcond.Error) as cm:
+                self.experts.save(Path(d) / "no" / "such" / "dir.json")
+            self.assertNotEqual(cm.exception.code, selfcond.Status.OK)
+
+
+class RankTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.pos, cls.neg = sentences()
+        cls.progress = []
+        cls.table = model.rank(cls.pos, cls.neg, concept="football",
+                               progress=lambda d, t: cls.progress.append((d, t)))
+        cls.responses = model.pooled_responses(cls.pos + cls.neg)
+
+    def test_table_is_sane(self):
+        t = self.table
+        self.assertEqual(t.concept, "football")
+        self.assertEqual(len(t), model.num_units)
+        self.assertEqual((t.num_positive, t.num_negative), (len(self.pos), len(self.neg)))
+        units = t.units()
+        aps = np.array([u.ap for u in units])
+        self.assertTrue(np.all((aps >= 0) & (aps <= 1)))
+        self.assertTrue(np.all(np.diff(aps) <= 0), "not sorted by AP, best first")
+        self.assertGreater(aps[0], 0.9)
+        self.assertTrue(math.isfinite(units[0].on_p50))
+        self.assertEqual(len({u.unit_id for u in units}), model.num_units)
+
+    def test_progress(self):
+        total = len(self.pos) + len(self.neg)
+        self.assertEqual(self.progress[0], (0, total))
+        self.assertEqual(self.progress[-1], (total, total))
+        done = [d for d, _ in self.progress]
+        self.assertEqual(done, sorted(done))
+
+    def test_pooled_responses_shape(self):
+        r = self.responses
+        self.assertEqual(r.shape, (len(self.pos) + len(self.neg), model.num_units))
+        self.assertEqual(r.dtype, np.float32)
+        self.assertTrue(np.all(np.isfinite(r)))
+        self.assertEqual(model.pooled_responses([]).shape, (0, model.num_units))
+
+    def test_pooled_responses_match_the_table(self):
+        labels = np.r_[np.ones(len(self.pos)), np.zeros(len(self.neg))]
+        units = self.table.units()
+        top = units[0]
+        col = self.responses[:, top.unit_id]
+        self.assertGreater(col[labels == 1].mean(), col[labels == 0].mean())
+        # AP, on_p50 and off_mean recomputed in numpy, for the best units and some further down
+        for rank in list(range(10)) + [100, 1000, 5000, 10000, len(units) - 1]:
+            u = units[rank]
+            col = self.responses[:, u.unit_id].astype(np.float64)
+            self.assertAlmostEqual(average_precision(col, labels), u.ap, delta=1e-5, msg=rank)
+            self.assertAlmostEqual(float(np.percentile(col[labels == 1], 50)), u.on_p50,
+                                   delta=1e-5 * max(1, abs(u.on_p50)), msg=rank)
+            self.assertAlmostEqual(float(col[labels == 0].mean()), u.off_mean,
+                                   delta=1e-5 * max(1, abs(u.off_mean)), msg=rank)
+
+    def test_threads_and_top_n(self):
+        t = model.rank(self.pos, self.neg, concept="football", threads=2, top_n=100)
+        self.assertEqual(len(t), 100)
+        self.assertEqual(t.total_units, model.num_units)
+        self.assertEqual([(u.unit_id, u.ap) for u in t.units()],
+                         [(u.unit_id, u.ap) for u in self.table.units(100)])
+        r2 = model.pooled_responses(self.pos[:5], threads=2)
+        np.testing.assert_array_equal(r2, self.responses[:5])
+
+    def test_resumable_ranking(self):
+        with model.ranking(self.pos, self.neg, concept="football") as r:
+            self.assertEqual((r.done, r.total), (0, len(self.pos) + len(self.neg)))
+            with self.assertRaises(selfcond.Error) as cm:
+                r.finish()
+            self.assertEqual(cm.exception.code, selfcond.Status.FAILED_PRECONDITION)
+            with self.assertRaises(selfcond.Error):
+                r.responses()
+            self.assertEqual(r.step(7), (7, r.total))
+            r.run(batch=16)
+            self.assertTrue(r.finished)
+            np.testing.assert_allclose(r.responses(), self.responses, rtol=0, atol=1e-6)
+            t = r.finish()
+        self.assertTrue(r.closed)
+        self.assertEqual(t.units(20), self.table.units(20))
+
+    def test_progress_false_cancels(self):
+        with self.assertRaises(selfcond.Error) as cm:
+            model.rank(self.pos, self.neg, progress=lambda d, t: d < 8)
+        self.assertEqual(cm.exception.code, selfcond.Status.CANCELLED)
+        with self.assertRaises(selfcond.Error) as cm:
+            model.pooled_responses(self.pos, progress=lambda d, t: False)
+        self.assertEqual(cm.exception.code, selfcond.Status.CANCELLED)
+
+    def test_progress_exception_is_reraised(self):
+        calls = []
+
+        def boom(done, total):
+            calls.append(done)
+            if done > 0:
+                raise KeyError("from progress")
+
+        with self.assertRaises(KeyError):
+            model.rank(self.pos, self.neg, progress=boom)
+        self.assertEqual(len(calls), 2, "the ranking went on after the exception")
+        with self.assertRaises(ZeroDivisionError):
+            model.pooled_responses(self.pos, progress=lambda d, t: 1 / 0)
+
+    def test_empty_class_is_an_error(self):
+        with self.assertRaises(selfcond.Error) as cm:
+            model.rank(self.pos, [])
+        self.assertEqual(cm.exception.code, selfcond.Status.INVALID_ARGUMENT)
+
+
+class GenerateTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.experts = model.load_experts(EXPERTS)
+
+    def test_greedy_with_and_without_experts(self):
+        with model.session() as s:
+            plain = s.generate(PROMPT, max_new_tokens=30, temperature=0)
+            self.assertTrue(plain.text.strip())
+            self.assertEqual(plain.new_tokens, 30)
+            self.assertEqual(plain.tokens, 30)
+            self.assertEqual(plain.stop, "max_tokens")
+            self.assertEqual(plain.prompt_tokens, len(model.tokenize(PROMPT)))
+            self.assertEqual(len(plain.token_ids), 30)
+            self.assertEqual(model.detokenize(plain.token_ids), plain.text)
+            self.assertEqual(s.generate(PROMPT, max_new_tokens=30, temperature=0).text,
+                             plain.text, "greedy is not deterministic")
+
+            s.set_forcing([(self.experts, 50)])
+            self.assertEqual(s.forcing, [(self.experts.concept, 50)])
+            forced = s.generate(PROMPT, max_new_tokens=30, temperature=0)
+            self.assertTrue(forced.text.strip())
+            self.assertNotEqual(forced.text, plain.text)
+            print(f"\n  unconditioned: {plain.text!r}\n  football k=50: {forced.text!r}",
+                  file=sys.stderr)
+
+            s.clear_forcing()
+            self.assertEqual(s.generate(PROMPT, max_new_tokens=30, temperature=0).text,
+                             plain.text)
+
+    def test_forcing_variants(self):
+        with model.session(kv="f16", threads=2) as s:
+            s.set_forcing(self.experts, value="on_p90", only_last_token=True)  # all units
+            self.assertEqual(s.forcing, [(self.experts.concept, len(self.experts))])
+            self.assertTrue(s.generate(PROMPT, max_new_tokens=5, temperature=0).new_tokens > 0)
+            s.set_forcing([(self.experts, 10), (model.load_experts(EXPERTS), 20)], value="zero")
+            with self.assertRaises(ValueError):
+                s.set_forcing([(self.experts, 10)], value="max")
+            with self.assertRaises(selfcond.Error) as cm:
+                s.set_forcing([(self.experts, -1)])
+            self.assertEqual(cm.exception.code, selfcond.Status.INVALID_ARGUMENT)
+
+    def test_sampling_is_seeded(self):
+        with model.session() as s:
+            kw = dict(max_new_tokens=20, temperature=0.9, top_k=40, top_p=0.95)
+            a = s.generate(PROMPT, seed=7, **kw)
+            self.assertEqual(s.generate(PROMPT, seed=7, **kw).text, a.text)
+            self.assertNotEqual(s.generate(PROMPT, seed=8, **kw).text, a.text)
+
+    def test_on_token_streams_and_can_stop(self):
+        with model.session() as s:
+            pieces = []
+            r = s.generate(PROMPT, max_new_tokens=10, temperature=0, on_token=pieces.append)
+            self.assertEqual("".join(pieces), r.text)
+            self.assertEqual(r.stop, "max_tokens")
+
+            seen = []
+            r = s.generate(PROMPT, max_new_tokens=20, temperature=0,
+                           on_token=lambda p: (seen.append(p), len(seen) < 3)[1])
+            self.assertEqual(r.stop, "cancelled")
+            self.assertEqual(len(seen), 3)
+            self.assertEqual(r.new_tokens, 3)
+
+            r = s.generate(PROMPT, max_new_tokens=20, on_token=lambda p: False)
+            self.assertEqual((r.stop, r.new_tokens), ("cancelled", 1))
+
+    def test_on_token_exception_is_reraised(self):
+        with model.session() as s:
+            n = []
+
+            def boom(piece):
+                n.append(piece)
+                if len(n) == 2:
+                    raise ValueError("from on_token")
+
+            with self.assertRaisesRegex(ValueError, "from on_token"):
+                s.generate(PROMPT, max_new_tokens=20, temperature=0, on_token=boom)
+            self.assertEqual(len(n), 2, "generation went on after the exception")
+            # the session is still usable
+            self.assertEqual(s.generate(PROMPT, max_new_tokens=4, temperature=0).new_tokens, 4)
+
+    def test_stream(self):
+        with model.session() as s:
+            full = s.generate(PROMPT, max_new_tokens=15, temperature=0)
+            st = s.stream(PROMPT, max_new_tokens=15, temperature=0)
+            self.assertEqual("".join(st), full.text)
+            self.assertEqual(st.result.text, full.text)
+            self.assertEqual(st.result.stop, "max_tokens")
+
+            st = s.stream(PROMPT, max_new_tokens=40, temperature=0)
+            first = next(iter(st))
+            st.close()  # leaving early cancels the generation
+            self.assertTrue(first)
+            self.assertEqual(st.result.stop, "cancelled")
+            self.assertLess(st.result.new_tokens, 40)
+            self.assertEqual(s.generate(PROMPT, max_new_tokens=3, temperature=0).new_tokens, 3)
+
+            with self.assertRaises(selfcond.Error):
+                list(s.stream("", max_new_tokens=3))
+
+    def test_one_call_at_a_time(self):
+        with model.session() as s:
+            inner = []
+
+            def reenter(piece):
+                try:
+                    s.generate(PROMPT, max_new_tokens=2)
+                except selfcond.Error as e:
+                    inner.append(e.code)
+                return False
+
+            s.generate(PROMPT, max_new_tokens=5, on_token=reenter)
+            self.assertEqual(inner, [selfcond.Status.FAILED_PRECONDITION])
+
+    def test_sessions_on_threads(self):
+        results = {}
+
+        def run(i):
+            with model.session() as s:
+                results[i] = s.generate(PROMPT, max_new_tokens=12, temperature=0).text
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(len(results), 2)
+        self.assertEqual(results[0], results[1])
+
+
+class LifetimeTest(unittest.TestCase):
+    def test_session_keeps_model_alive(self):
+        m = selfcond.Model(MODEL)
+        s = m.session()
+        e = m.load_experts(EXPERTS)
+        del m
+        gc.collect()
+        s.set_forcing([(e, 50)])
+        del e
+        gc.collect()
+        self.assertGreater(s.generate(PROMPT, max_new_tokens=5, temperature=0).new_tokens, 0)
+        s.close()
+        s.close()  # twice is fine
+        with self.assertRaises(ValueError):
+            s.generate(PROMPT)
+
+    def test_closing_model_closes_sessions(self):
+        m = selfcond.Model(MODEL)
+        s = m.session()
+        r = m.ranking(["a goal"], ["a cat"])
+        e = m.load_experts(EXPERTS)
+        m.close()
+        self.assertTrue(m.closed and s.closed and r.closed)
+        self.assertFalse(e.closed)
+        self.assertEqual(e.units(1)[0].layer, model.load_experts(EXPERTS).units(1)[0].layer)
+        with self.assertRaises(ValueError):
+            m.tokenize("x")
+        with self.assertRaises(ValueError):
+            s.generate(PROMPT)
+
+    def test_with_statement(self):
+        with selfcond.Model(MODEL) as m, m.session() as s:
+            self.assertGreater(s.generate(PROMPT, max_new_tokens=2).new_tokens, 0)
+        self.assertTrue(s.closed and m.closed)
+
+
+if __name__ == "__main__":
+    unittest.main()
