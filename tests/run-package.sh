@@ -19,6 +19,12 @@ echo "-- install into $PREFIX"
 cmake --install "$BUILD" --prefix "$PREFIX" --component selfcond >/dev/null
 find "$PREFIX" -type f | sed "s|$PREFIX/|   |" | sort
 
+# The shared library exports the C API and nothing else (no C++, XNNPACK or Abseil symbols).
+extra=$(nm -D --defined-only "$PREFIX"/lib/libselfcond.so | awk '{print $3}' |
+        grep -v -e '^selfcond_' -e '^SELFCOND_0$' || true)
+[[ -z "$extra" ]] || { echo "libselfcond.so exports more than selfcond_*: $extra" >&2; exit 1; }
+echo "   libselfcond.so exports $(nm -D --defined-only "$PREFIX"/lib/libselfcond.so | grep -c ' T selfcond_') functions, all selfcond_*"
+
 echo "-- demo/c with find_package(selfcond)"
 # A copy outside the source tree, so nothing but the prefix can be found.
 cp -r demo/c "$WORK/demo-c"
