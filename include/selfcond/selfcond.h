@@ -220,10 +220,12 @@ typedef enum {
   SELFCOND_STOP_CANCELLED = 3
 } selfcond_stop;
 
-/* Called for each new token with the text that became complete UTF-8 (piece, piece_len bytes,
- * not NUL-terminated; may be empty), and once at the end with token = -1 for the remaining
- * text. Return nonzero to continue, 0 to stop (the generation then ends with
- * SELFCOND_STOP_CANCELLED; selfcond_generate still returns SELFCOND_OK). */
+/* Called for each new token (token >= 0) with the text that became complete UTF-8 (piece,
+ * piece_len bytes, not NUL-terminated; may be empty: a token can end mid-character). The last
+ * token's call also carries any remaining text. When generation ends without a new token (EOS
+ * sampled, or max_new_tokens = 0) and text remains, there is one more call with token = -1.
+ * Return nonzero to continue, 0 to stop: the generation then ends with SELFCOND_STOP_CANCELLED
+ * (unless that was already the last token) and selfcond_generate still returns SELFCOND_OK. */
 typedef int (*selfcond_token_callback)(int32_t token, const char* piece, size_t piece_len,
                                        void* user_data);
 

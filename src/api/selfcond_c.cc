@@ -138,6 +138,19 @@ std::vector<std::string> Strings(const char* const* v, size_t n, const char* wha
   return out;
 }
 
+// A labeled dataset from the C arrays.
+absl::StatusOr<selfcond::Dataset> MakeDataset(const char* concept, const char* const* positive,
+                                              size_t n_positive, const char* const* negative,
+                                              size_t n_negative) {
+  absl::Status st;
+  selfcond::Dataset ds;
+  ds.concept = concept != nullptr ? concept : "";
+  ds.positive = Strings(positive, n_positive, "positive", &st);
+  if (st.ok()) ds.negative = Strings(negative, n_negative, "negative", &st);
+  if (!st.ok()) return st;
+  return ds;
+}
+
 // RankOptions from C params; the pool (if any) goes to *pool.
 absl::StatusOr<selfcond::RankOptions> RankOptionsFrom(const selfcond_rank_params* params,
                                                       std::unique_ptr<selfcond::ThreadPool>* pool) {
@@ -276,7 +289,9 @@ selfcond_status selfcond_tokenize(const selfcond_model* model, const char* text,
     if (capacity > 0 && out == nullptr) return Invalid("out is NULL with capacity > 0");
     const std::vector<int32_t> ids = model->model->tokenizer().Encode(text);
     *n_tokens = ids.size();
-    std::memcpy(out, ids.data(), std::min(capacity, ids.size()) * sizeof(int32_t));
+    if (capacity > 0) {
+      std::memcpy(out, ids.data(), std::min(capacity, ids.size()) * sizeof(int32_t));
+    }
     return ToC(absl::OkStatus());
   });
 }
@@ -555,17 +570,13 @@ selfcond_status selfcond_ranking_start(const selfcond_model* model, const char* 
   return Guard([&] {
     if (model == nullptr || out == nullptr) return Invalid("model or output is NULL");
     *out = nullptr;
-    absl::Status st;
-    selfcond::Dataset ds;
-    ds.concept = concept != nullptr ? concept : "";
-    ds.positive = Strings(positive, n_positive, "positive", &st);
-    if (st.ok()) ds.negative = Strings(negative, n_negative, "negative", &st);
-    if (!st.ok()) return ToC(st);
+    auto ds = MakeDataset(concept, positive, n_positive, negative, n_negative);
+    if (!ds.ok()) return ToC(ds.status());
     auto r = std::make_unique<selfcond_ranking>();
     r->model = model;
     auto ro = RankOptionsFrom(params, &r->pool);
     if (!ro.ok()) return ToC(ro.status());
-    auto ranking = selfcond::Ranking::Start(*model->model, std::move(ds), *ro);
+    auto ranking = selfcond::Ranking::Start(*model->model, std::move(*ds), *ro);
     if (!ranking.ok()) return ToC(ranking.status());
     r->ranking = std::move(*ranking);
     *out = r.release();
@@ -619,17 +630,13 @@ selfcond_status selfcond_rank(const selfcond_model* model, const char* concept,
   return Guard([&] {
     if (model == nullptr || out == nullptr) return Invalid("model or output is NULL");
     *out = nullptr;
-    absl::Status st;
-    selfcond::Dataset ds;
-    ds.concept = concept != nullptr ? concept : "";
-    ds.positive = Strings(positive, n_positive, "positive", &st);
-    if (st.ok()) ds.negative = Strings(negative, n_negative, "negative", &st);
-    if (!st.ok()) return ToC(st);
+    auto ds = MakeDataset(concept, positive, n_positive, negative, n_negative);
+    if (!ds.ok()) return ToC(ds.status());
     std::unique_ptr<selfcond::ThreadPool> pool;
     auto ro = RankOptionsFrom(params, &pool);
     if (!ro.ok()) return ToC(ro.status());
     ro->progress = ProgressFrom(progress, user_data);
-    auto table = selfcond::RankConcept(*model->model, ds, *ro);
+    auto table = selfcond::RankConcept(*model->model, *ds, *ro);
     if (!table.ok()) return ToC(table.status());
     return NewExperts(model, std::move(*table), out);
   });
