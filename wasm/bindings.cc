@@ -1,47 +1,58 @@
-// JavaScript bindings (embind) for the browser: one `Engine` object per loaded model.
+// JavaScript bindings (embind) for the browser: marshalling over the library, no model logic.
 //
-// Everything long-running is a step function, so the JS side (a Web Worker) can stream results,
-// report progress and cancel between steps without threads or callbacks into JS:
-//   engine.load(bytes, {threads, precision})            -> {ok, error?}
-//   engine.startGeneration(prompt, {...}) / step()      -> one token per step
-//   engine.startRanking(concept, pos[], neg[], {...}) / rankStep(n) / finishRanking()
-//   engine.addExpertTable(text) / exportExpertTable(id, fmt) / setForcing([{id, topK}], ...)
-// Errors never throw: every fallible call returns a plain object with ok = false and error =
-// the absl::Status text. The library API it wraps: src/gpt2.h, src/generate.h, src/experts/*.
+// The API mirrors the library's Model / Session split, so one copy of the weights serves every
+// generation and the ranking (wasm memory only grows; each extra copy would stay for good):
+//   const m = new Module.Model();  m.load(bytes, {threads, precision, verifyHash}) -> {ok}
+//   m.info() / tokenize / detokenize / addExpertTable / exportExpertTable / expertUnits
+//   m.startRanking(concept, pos[], neg[], {topN}) / rankStep(n) / finishRanking() -> a table
+//   const {session} = m.createSession({nCtx, kvType});   // own KV cache and forcing
+//   session.setForcing([{id, topK}], value, onlyLastToken) / clearForcing()
+//   session.startGeneration(prompt, {...}) / step() -> one token per call
+// Everything long-running is a step function (Generation::Next, Ranking::Step), so the JS side
+// (a Web Worker) streams, reports progress and cancels between calls. Errors never throw: every
+// fallible call returns {ok: false, error: the absl::Status text}. Library: src/model/gpt2.h,
+// src/model/generate.h, src/experts/rank.h, src/experts/expert_table.h.
 #include <emscripten/bind.h>
+#include <emscripten/heap.h>
 #include <emscripten/val.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <limits>
 #include <map>
 #include <memory>
-#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "experts/dataset.h"
 #include "experts/expert_table.h"
-#include "experts/expertise.h"
 #include "experts/rank.h"
-#include "model/generate.h"
-#include "model/gpt2.h"
 #include "kernels/kernels.h"
 #include "kernels/xnnpack.h"
-#include "util/parallel.h"
+#include "model/generate.h"
+#include "model/gpt2.h"
 #include "model/units.h"
+#include "util/parallel.h"
 
 namespace selfcond {
 namespace {
 
 using emscripten::val;
 
-val JsString(const std::string& s);  // below
+// UTF-8 bytes -> JS string. embind's own std::string conversion (Emscripten 3.1.6) decodes with
+// a default TextDecoder, which drops a leading U+FEFF (BOM): a token " \uFEFF..." would lose it.
+// The bytes are copied out first: TextDecoder refuses views of a SharedArrayBuffer (pthreads).
+val JsString(const std::string& s) {
+  val opts = val::object();
+  opts.set("ignoreBOM", true);
+  val decoder = val::global("TextDecoder").new_(val("utf-8"), opts);
+  val bytes = val::global("Uint8Array")
+                  .new_(emscripten::typed_memory_view(s.size(),
+                                                      reinterpret_cast<const uint8_t*>(s.data())));
+  return decoder.call<val>("decode", bytes);
+}
 
 val Ok() {
   val o = val::object();
@@ -58,7 +69,7 @@ val Error(const absl::Status& st) {
 
 val Error(const std::string& msg) { return Error(absl::FailedPreconditionError(msg)); }
 
-// opts[name] if it is a number / boolean / string, else the default (JS `undefined` or null).
+// opts[name] if it is a number / boolean / string, else the default (also for JS undefined/null).
 double NumberOr(const val& opts, const char* name, double def) {
   if (opts.isUndefined() || opts.isNull()) return def;
   val v = opts[name];
@@ -75,24 +86,11 @@ std::string StringOr(const val& opts, const char* name, const std::string& def) 
   return v.isString() ? v.as<std::string>() : def;
 }
 
-// A copy of n elements at p as a new JS typed array (the view into wasm memory is only valid
-// until the next allocation may grow the memory, so never hand the view itself out).
+// A copy of n elements at p as a new JS typed array (a view into wasm memory is only valid
+// until the next allocation may grow the memory, so the view itself is never handed out).
 template <typename T>
 val CopyToJs(const char* type, const T* p, size_t n) {
   return val::global(type).new_(emscripten::typed_memory_view(n, p));
-}
-
-// UTF-8 bytes -> JS string. embind's own std::string conversion (Emscripten 3.1.6) decodes with
-// a default TextDecoder, which drops a leading U+FEFF (BOM): a token " \uFEFF..." would lose it.
-// The bytes are copied out first: TextDecoder refuses views of a SharedArrayBuffer (pthreads).
-val JsString(const std::string& s) {
-  val opts = val::object();
-  opts.set("ignoreBOM", true);
-  val decoder = val::global("TextDecoder").new_(val("utf-8"), opts);
-  val bytes = val::global("Uint8Array")
-                  .new_(emscripten::typed_memory_view(s.size(),
-                                                      reinterpret_cast<const uint8_t*>(s.data())));
-  return decoder.call<val>("decode", bytes);
 }
 
 // A JS array of strings -> std::vector<std::string> (UTF-16 -> UTF-8 by embind).
@@ -118,15 +116,37 @@ const char* StopName(GenerateResult::Stop s) {
   return "";
 }
 
-class Engine {
- public:
-  Engine() = default;
-  ~Engine() { Unload(); }
+val NotFound(int table_id) {
+  return Error(absl::NotFoundError(absl::StrCat("no expert table ", table_id)));
+}
 
-  // bytes: a Uint8Array (or ArrayBuffer view) holding a selfcond model file.
-  // opts: {threads = 1, precision = "int8" | "f32", verifyHash = false}.
+// One loaded model with what its sessions share: the thread pool and the expert tables. Held by
+// shared_ptr so that a JS Session keeps it alive even if the JS Model is deleted first (embind
+// objects are freed by hand, in any order).
+struct Loaded {
+  std::unique_ptr<ThreadPool> pool;  // null: single-threaded
+  std::unique_ptr<Model> model;
+  Precision precision = Precision::kInt8;
+  std::map<int, ExpertTable> tables;
+  int next_table_id = 1;
+
+  const ExpertTable* table(int id) const {
+    auto it = tables.find(id);
+    return it == tables.end() ? nullptr : &it->second;
+  }
+};
+
+// JS `Model`: one model file in wasm memory (copied in once), its expert tables, the ranking.
+class JsModel {
+ public:
+  // bytes: a Uint8Array (or an ArrayBuffer) holding a selfcond model file.
+  // opts: {threads = 1, precision = "int8" | "f32", verifyHash = false}. Replaces a model
+  // loaded before (sessions created on it keep it alive until they are deleted).
   val load(val bytes, val opts) {
-    Unload();
+    ranking_.reset();
+    m_.reset();
+    auto precision = ParsePrecision(StringOr(opts, "precision", "int8"));
+    if (!precision.ok()) return Error(precision.status());
     const size_t n = bytes["byteLength"].as<size_t>();
     std::string buf(n, '\0');
     // One memcpy-speed copy straight into wasm memory (TypedArray.set), not element by element.
@@ -135,188 +155,103 @@ class Engine {
                         : val::global("Uint8Array").new_(bytes["buffer"], bytes["byteOffset"], n);
     val(emscripten::typed_memory_view(n, reinterpret_cast<uint8_t*>(buf.data())))
         .call<void>("set", src);
-    auto precision = ParsePrecision(StringOr(opts, "precision", "int8"));
-    if (!precision.ok()) return Error(precision.status());
     Model::LoadOptions lo;
     lo.verify_hash = BoolOr(opts, "verifyHash", false);
     lo.need_float = *precision == Precision::kF32;
     auto model = Model::FromBuffer(std::move(buf), lo);
     if (!model.ok()) return Error(model.status());
+    auto m = std::make_shared<Loaded>();
     const int threads = static_cast<int>(NumberOr(opts, "threads", 1));
-    if (threads > 1) pool_ = std::make_unique<ThreadPool>(threads);
-    SessionOptions so;
-    so.precision = *precision;
-    so.pool = pool_.get();
-    auto session = Session::Create(**model, so);
-    if (!session.ok()) return Error(session.status());
-    precision_ = *precision;
-    model_ = std::move(*model);
-    session_ = std::move(*session);
+    if (threads > 1) m->pool = std::make_unique<ThreadPool>(threads);
+    m->model = std::move(*model);
+    m->precision = *precision;
+    m_ = std::move(m);
     return Ok();
   }
 
-  void Unload() {
-    gen_.reset();
-    rank_.reset();
-    session_.reset();
-    forcing_.reset();
-    tables_.clear();
-    model_.reset();
-    pool_.reset();
-  }
-
-  bool loaded() const { return model_ != nullptr; }
+  bool loaded() const { return m_ != nullptr; }
 
   val info() const {
-    if (!model_) return Error("no model loaded");
-    const GPT2Config& c = model_->config();
+    if (!m_) return Error("no model loaded");
+    const Model& model = *m_->model;
+    const GPT2Config& c = model.config();
     val o = Ok();
-    o.set("name", model_->name());
-    o.set("hash", model_->hash_hex());
+    o.set("name", model.name());
+    o.set("hash", model.hash_hex());
     o.set("nLayer", c.n_layer);
     o.set("nEmbd", c.n_embd);
     o.set("nHead", c.n_head);
     o.set("nCtx", c.n_ctx);
     o.set("nInner", c.n_inner);
     o.set("vocabSize", c.vocab_size);
-    o.set("eosId", model_->tokenizer().eos_id());
+    o.set("eosId", model.tokenizer().eos_id());
     o.set("numUnits", static_cast<double>(UnitSpace(c).num_units()));
-    o.set("fileBytes", static_cast<double>(model_->file_bytes()));
-    o.set("precision", std::string(precision_ == Precision::kF32 ? "f32" : "int8"));
+    o.set("fileBytes", static_cast<double>(model.file_bytes()));
+    // XNNPACK's packed copy of the linears (the file's copy stays too: wasm memory cannot drop
+    // pages, see MappedFile::DropPages).
+    o.set("packedBytes", static_cast<double>(model.xnn() ? model.xnn()->packed_bytes() : 0));
+    const bool f32 = m_->precision == Precision::kF32;
+    o.set("precision", std::string(f32 ? "f32" : "int8"));
     // What runs the linear layers: "xnnpack" (int8), or the hand-written kernels (f32 path).
-    o.set("backend",
-          std::string(session_ ? session_->engine_name() : kernels::DefaultBackend().name));
-    o.set("threads", pool_ ? pool_->size() : 1);
+    o.set("backend", std::string(!f32 && model.xnn() ? "xnnpack" : kernels::DefaultBackend().name));
+    o.set("threads", m_->pool ? m_->pool->size() : 1);
     return o;
   }
 
   // -> Int32Array of token ids (empty without a model).
   val tokenize(const std::string& text) const {
-    if (!model_) return val::global("Int32Array").new_(0);
-    const std::vector<int32_t> ids = model_->tokenizer().Encode(text);
+    if (!m_) return val::global("Int32Array").new_(0);
+    const std::vector<int32_t> ids = m_->model->tokenizer().Encode(text);
     return CopyToJs("Int32Array", ids.data(), ids.size());
   }
 
   // ids: any array-like of numbers.
   val detokenize(val ids) const {
-    if (!model_) return val("");
+    if (!m_) return val("");
     const std::vector<int32_t> v = emscripten::convertJSArrayToNumberVector<int32_t>(ids);
-    return JsString(model_->tokenizer().Decode(v));
+    return JsString(m_->model->tokenizer().Decode(v));
   }
 
-  // ---- generation ---------------------------------------------------------------------------
+  // opts: {nCtx = 0 (the model's), kvType = "f32" | "f16"}. -> {ok, session} (a JS Session,
+  // to be delete()d). Sessions share this model's weights and thread pool; the worker calls
+  // them one at a time, so the pool is never used by two at once.
+  val createSession(val opts) const;
 
-  // opts: {maxNewTokens = 50, temperature = 1, topK = 0, topP = 1, seed = 0, stopAtEos = true}.
-  // Tokenizes and prefills the prompt (the slow part for long prompts); then step() produces
-  // one token per call. Mirrors Generate() in src/generate.cc token for token.
-  val startGeneration(const std::string& prompt, val opts) {
-    gen_.reset();
-    if (!session_) return Error("no model loaded");
-    GenerateOptions go;
-    go.max_new_tokens = static_cast<int>(NumberOr(opts, "maxNewTokens", go.max_new_tokens));
-    go.sampling.temperature = static_cast<float>(NumberOr(opts, "temperature", 1.0));
-    go.sampling.top_k = static_cast<int>(NumberOr(opts, "topK", 0));
-    go.sampling.top_p = static_cast<float>(NumberOr(opts, "topP", 1.0));
-    go.sampling.seed = static_cast<uint64_t>(NumberOr(opts, "seed", 0));
-    go.stop_at_eos = BoolOr(opts, "stopAtEos", true);
-    if (auto st = ValidateSampling(go.sampling); !st.ok()) return Error(st);
-    if (go.max_new_tokens < 0)
-      return Error(absl::InvalidArgumentError("maxNewTokens must be >= 0"));
-    const std::vector<int32_t> ids = model_->tokenizer().Encode(prompt);
-    const uint32_t n_ctx = model_->config().n_ctx;
-    if (ids.empty()) return Error(absl::InvalidArgumentError("empty prompt (no tokens)"));
-    if (ids.size() >= n_ctx) {
-      return Error(absl::OutOfRangeError(
-          absl::StrCat("prompt is ", ids.size(), " tokens; the model's context is ", n_ctx)));
-    }
-    session_->Reset();
-    auto logits = session_->Forward(ids, Session::Logits::kLast);
-    if (!logits.ok()) return Error(logits.status());
-    gen_ = std::make_unique<Generation>(go);
-    gen_->logits = *logits;
-    val o = Ok();
-    o.set("promptTokens", static_cast<int>(ids.size()));
-    return o;
-  }
+  // ---- expert tables --------------------------------------------------------------------------
 
-  // -> {ok, done, token (-1 if none), text (complete UTF-8, may be ""), stop ("" until done)}.
-  val step() {
-    if (!gen_) return Error("no generation in progress: call startGeneration first");
-    Generation& g = *gen_;
-    val o = Ok();
-    int32_t token = -1;
-    std::string text;
-    if (!g.done) {
-      if (g.produced >= g.opts.max_new_tokens) {
-        g.Finish(GenerateResult::Stop::kMaxTokens, &text);
-      } else {
-        const int32_t next = g.sampler.Sample(g.logits);
-        const Tokenizer& tok = model_->tokenizer();
-        if (g.opts.stop_at_eos && next == tok.eos_id()) {
-          g.Finish(GenerateResult::Stop::kEos, &text);
-        } else {
-          token = next;
-          ++g.produced;
-          text = g.stream.Push(tok.DecodeToken(next));
-          if (g.produced == g.opts.max_new_tokens) {
-            g.Finish(GenerateResult::Stop::kMaxTokens, &text);
-          } else if (session_->pos() >= static_cast<int>(model_->config().n_ctx)) {
-            g.Finish(GenerateResult::Stop::kContextFull, &text);
-          } else {
-            auto logits = session_->Forward({&next, 1}, Session::Logits::kLast);
-            if (!logits.ok()) {
-              gen_.reset();
-              return Error(logits.status());
-            }
-            g.logits = *logits;
-          }
-        }
-      }
-    }
-    o.set("done", g.done);
-    o.set("token", token);
-    o.set("text", JsString(text));
-    o.set("stop", std::string(g.done ? StopName(g.stop) : ""));
-    return o;
-  }
-
-  // ---- expert tables and forcing ------------------------------------------------------------
-
-  // text: a native JSON table or an ml-selfcond expertise.csv. Checked against the loaded model.
+  // text: a native JSON table or an ml-selfcond expertise.csv, checked against the model.
   // -> {ok, id, concept, group, numUnits, totalUnits}
   val addExpertTable(const std::string& text) {
-    if (!model_) return Error("no model loaded");
+    if (!m_) return Error("no model loaded");
     const size_t first = text.find_first_not_of(" \t\r\n");
     auto table = (first != std::string::npos && text[first] == '{') ? ParseExpertTable(text)
                                                                     : ImportExpertiseCsv(text);
     if (!table.ok()) return Error(table.status());
-    if (auto st = CheckCompatible(*table, *model_); !st.ok()) return Error(st);
+    if (auto st = CheckCompatible(*table, *m_->model); !st.ok()) return Error(st);
     return AddTable(std::move(*table));
   }
 
   // format: "json" (native) | "csv" (ml-selfcond expertise.csv). -> {ok, text}
   val exportExpertTable(int id, const std::string& format) const {
-    auto it = tables_.find(id);
-    if (it == tables_.end())
-      return Error(absl::NotFoundError(absl::StrCat("no expert table ", id)));
+    const ExpertTable* t = m_ ? m_->table(id) : nullptr;
+    if (!t) return NotFound(id);
     val o = Ok();
     if (format == "json") {
-      o.set("text", JsString(SerializeExpertTable(it->second)));
+      o.set("text", JsString(SerializeExpertTable(*t)));
     } else if (format == "csv") {
-      o.set("text", JsString(ExportExpertiseCsv(it->second)));
+      o.set("text", JsString(ExportExpertiseCsv(*t)));
     } else {
       return Error(absl::InvalidArgumentError(absl::StrCat("unknown format '", format, "'")));
     }
     return o;
   }
 
-  // The best `count` units of a table as columns: {ok, layer: string[], site, unit, ap, onP50,
-  // onP90, offMean} (typed arrays), for display.
+  // The best `count` units of a table as columns, for display: {ok, layer: string[], site,
+  // unit, ap, onP50, onP90, offMean} (typed arrays).
   val expertUnits(int id, int count) const {
-    auto it = tables_.find(id);
-    if (it == tables_.end())
-      return Error(absl::NotFoundError(absl::StrCat("no expert table ", id)));
-    const std::vector<ExpertUnit>& u = it->second.units;
+    const ExpertTable* t = m_ ? m_->table(id) : nullptr;
+    if (!t) return NotFound(id);
+    const std::vector<ExpertUnit>& u = t->units;
     const size_t n = std::min(u.size(), static_cast<size_t>(std::max(count, 0)));
     std::vector<int32_t> site(n), unit(n);
     std::vector<float> ap(n), p50(n), p90(n), off(n);
@@ -341,205 +276,183 @@ class Engine {
     return o;
   }
 
-  bool removeExpertTable(int id) { return tables_.erase(id) > 0; }
+  // Sessions forcing a table's units keep their own copy of the forcing.
+  bool removeExpertTable(int id) { return m_ && m_->tables.erase(id) > 0; }
 
-  // sources: [{id, topK}]; value: "on_p50" | "on_p90" | "off_mean" | "zero". Replaces the
-  // current forcing (an empty list clears it). Applies to the next generation step.
-  val setForcing(val sources, const std::string& value, bool only_last_token) {
-    if (!session_) return Error("no model loaded");
-    auto fv = ParseForcingValue(value);
-    if (!fv.ok()) return Error(fv.status());
-    std::vector<ForcingSource> src;
-    const int n = sources["length"].as<int>();
-    for (int i = 0; i < n; ++i) {
-      const int id = static_cast<int>(NumberOr(sources[i], "id", -1));
-      auto it = tables_.find(id);
-      if (it == tables_.end())
-        return Error(absl::NotFoundError(absl::StrCat("no expert table ", id)));
-      src.push_back({&it->second, static_cast<int64_t>(NumberOr(sources[i], "topK", 0))});
-    }
-    auto forcing = BuildForcing(src, *fv, only_last_token, UnitSpace(model_->config()));
-    if (!forcing.ok()) return Error(forcing.status());
-    auto next = std::make_unique<Forcing>(std::move(*forcing));
-    if (auto st = session_->SetForcing(next->empty() ? nullptr : next.get()); !st.ok()) {
-      return Error(st);
-    }
-    forcing_ = std::move(next);  // the session points at it now; the old one is released
-    return Ok();
-  }
+  // ---- ranking a concept (Ranking: one at a time per model) -----------------------------------
 
-  void clearForcing() {
-    if (session_) (void)session_->SetForcing(nullptr);
-    forcing_.reset();
-  }
-
-  // ---- ranking a concept --------------------------------------------------------------------
-
-  // opts: {maxSentences = 0 (all), topN = 0 (all units), group = ""}. Validates and tokenizes;
-  // then rankStep(n) runs up to n more sentences, finishRanking() computes the table.
+  // opts: {maxSentences = 0 (all), topN = 0 (all units), group = ""}. Tokenizes; then
+  // rankStep(n) runs up to n more sentences and finishRanking() adds the table.
   // -> {ok, total, truncated}
   val startRanking(const std::string& concept, val positives, val negatives, val opts) {
-    rank_.reset();
-    if (!model_) return Error("no model loaded");
-    DatasetOptions dso;
-    dso.max_sentences = static_cast<int>(NumberOr(opts, "maxSentences", 0));
-    auto ds = DatasetFromVectors(concept, StringVector(positives), StringVector(negatives), dso);
+    ranking_.reset();
+    if (!m_) return Error("no model loaded");
+    auto ds = DatasetFromVectors(concept, StringVector(positives), StringVector(negatives));
     if (!ds.ok()) return Error(ds.status());
     ds->group = StringOr(opts, "group", "");
-    auto r = std::make_unique<Ranking>();
-    r->top_n = static_cast<int64_t>(NumberOr(opts, "topN", 0));
-    r->dataset = std::move(*ds);
-    const int n_pos = static_cast<int>(r->dataset.positive.size());
-    const int n_total = n_pos + static_cast<int>(r->dataset.negative.size());
-    const size_t n_ctx = model_->config().n_ctx;
-    r->tokens.resize(n_total);
-    for (int i = 0; i < n_total; ++i) {
-      const std::string& s = i < n_pos ? r->dataset.positive[i] : r->dataset.negative[i - n_pos];
-      r->tokens[i] = model_->tokenizer().Encode(s);
-      if (r->tokens[i].size() > n_ctx) {
-        r->tokens[i].resize(n_ctx);
-        ++r->pooled.num_truncated;
-      }
-    }
-    r->pooled.num_sentences = n_total;
-    r->pooled.num_units = UnitSpace(model_->config()).num_units();
-    r->pooled.labels.assign(n_total, 0);
-    std::fill(r->pooled.labels.begin(), r->pooled.labels.begin() + n_pos, 1);
-    r->pooled.responses.resize(static_cast<size_t>(n_total) * r->pooled.num_units);
-    // One single-threaded session per pool thread: sentences are independent.
-    const int workers = pool_ ? pool_->size() : 1;
-    for (int w = 0; w < workers; ++w) {
-      SessionOptions so;
-      so.precision = precision_;
-      auto s = Session::Create(*model_, so);
-      if (!s.ok()) return Error(s.status());
-      r->sessions.push_back(std::move(*s));
-    }
-    rank_ = std::move(r);
+    RankOptions ro;
+    ro.precision = m_->precision;
+    ro.pool = m_->pool.get();  // null: threads = 1, the calling thread
+    ro.max_sentences = static_cast<int>(NumberOr(opts, "maxSentences", 0));
+    ro.top_n = static_cast<int64_t>(NumberOr(opts, "topN", 0));
+    auto r = Ranking::Start(*m_->model, std::move(*ds), ro);
+    if (!r.ok()) return Error(r.status());
+    ranking_ = std::move(*r);
     val o = Ok();
-    o.set("total", n_total);
-    o.set("truncated", rank_->pooled.num_truncated);
+    o.set("total", ranking_->total());
+    o.set("truncated", ranking_->num_truncated());
     return o;
   }
 
   // Runs up to max(count, 1) more sentences. -> {ok, done: sentences finished, total}
   val rankStep(int count) {
-    if (!rank_) return Error("no ranking in progress: call startRanking first");
-    Ranking& r = *rank_;
-    const int total = static_cast<int>(r.pooled.num_sentences);
-    const int end = std::min(total, r.next + std::max(count, 1));
-    const int n_pos = static_cast<int>(r.dataset.positive.size());
-    std::atomic<int> next{r.next};
-    std::vector<absl::Status> errors(r.sessions.size());
-    auto work = [&](int w) {
-      for (int i; (i = next.fetch_add(1)) < end;) {
-        float* row = r.pooled.responses.data() + static_cast<size_t>(i) * r.pooled.num_units;
-        absl::Status st = PoolSentence(*r.sessions[w], r.tokens[i], row);
-        if (!st.ok() && errors[w].ok()) {
-          errors[w] = absl::Status(st.code(),
-                                   absl::StrCat(i < n_pos ? "positive" : "negative", " sentence ",
-                                                i < n_pos ? i : i - n_pos, ": ", st.message()));
-        }
-      }
-    };
-    const int workers = static_cast<int>(r.sessions.size());
-    if (pool_ && workers > 1) {
-      pool_->ParallelFor(workers, work);
-    } else {
-      work(0);
+    if (!ranking_) return Error("no ranking in progress: call startRanking first");
+    auto done = ranking_->Step(count);
+    if (!done.ok()) {
+      ranking_.reset();
+      return Error(done.status());
     }
-    for (const absl::Status& st : errors) {
-      if (!st.ok()) {
-        rank_.reset();
-        return Error(st);
-      }
-    }
-    r.next = end;
     val o = Ok();
-    o.set("done", end);
-    o.set("total", total);
+    o.set("done", *done);
+    o.set("total", ranking_->total());
     return o;
   }
 
-  // Computes every unit's expertise and stores the table (as addExpertTable does).
-  // -> {ok, id, concept, ...} like addExpertTable.
+  // Computes every unit's expertise and adds the table. -> like addExpertTable.
   val finishRanking() {
-    if (!rank_) return Error("no ranking in progress: call startRanking first");
-    Ranking& r = *rank_;
-    if (r.next < r.pooled.num_sentences) {
-      return Error(absl::StrCat("ranking not finished: ", r.next, " of ", r.pooled.num_sentences,
-                                " sentences done"));
+    if (!ranking_) return Error("no ranking in progress: call startRanking first");
+    if (ranking_->done() < ranking_->total()) {
+      return Error(absl::StrCat("ranking not finished: ", ranking_->done(), " of ",
+                                ranking_->total(), " sentences done"));
     }
-    auto ex = ComputeExpertise(r.pooled.responses, r.pooled.num_sentences, r.pooled.num_units,
-                               r.pooled.labels, pool_.get());
-    if (!ex.ok()) {
-      rank_.reset();
-      return Error(ex.status());
-    }
-    ExpertTable t =
-        MakeExpertTable(model_->config(), ex->ap, ex->on_p50, ex->on_p90, ex->off_mean, r.top_n);
-    t.concept = r.dataset.concept;
-    t.group = r.dataset.group;
-    t.model_hash = model_->hash_hex();
-    t.model_name = model_->name();
-    t.precision = precision_ == Precision::kF32 ? "f32" : "int8";
-    t.num_positive = static_cast<int>(r.dataset.positive.size());
-    t.num_negative = static_cast<int>(r.dataset.negative.size());
-    t.num_truncated = r.pooled.num_truncated;
-    rank_.reset();
-    return AddTable(std::move(t));
+    auto t = ranking_->Finish();
+    ranking_.reset();
+    if (!t.ok()) return Error(t.status());
+    return AddTable(std::move(*t));
   }
 
-  void cancelRanking() { rank_.reset(); }
+  void cancelRanking() { ranking_.reset(); }
 
  private:
-  struct Generation {
-    explicit Generation(const GenerateOptions& o) : opts(o), sampler(o.sampling) {}
-    void Finish(GenerateResult::Stop s, std::string* text) {
-      done = true;
-      stop = s;
-      *text += stream.Flush();
-    }
-    GenerateOptions opts;
-    Sampler sampler;
-    Utf8Stream stream;
-    absl::Span<const float> logits;  // (vocab) into the session's scratch; valid until Forward
-    int produced = 0;
-    bool done = false;
-    GenerateResult::Stop stop = GenerateResult::Stop::kMaxTokens;
-  };
-
-  struct Ranking {
-    Dataset dataset;
-    std::vector<std::vector<int32_t>> tokens;        // (num_sentences) positives first
-    PooledResponses pooled;                          // responses (num_sentences, num_units)
-    std::vector<std::unique_ptr<Session>> sessions;  // one per pool thread
-    int next = 0;                                    // first sentence not yet run
-    int64_t top_n = 0;
-  };
-
   val AddTable(ExpertTable t) {
-    const int id = next_table_id_++;
+    const int id = m_->next_table_id++;
     val o = Ok();
     o.set("id", id);
     o.set("concept", t.concept);
     o.set("group", t.group);
     o.set("numUnits", static_cast<double>(t.units.size()));
     o.set("totalUnits", static_cast<double>(t.total_units));
-    tables_.emplace(id, std::move(t));
+    m_->tables.emplace(id, std::move(t));
     return o;
   }
 
-  std::unique_ptr<ThreadPool> pool_;
-  std::unique_ptr<Model> model_;
-  std::unique_ptr<Session> session_;  // generation; uses pool_ inside each GEMM
-  Precision precision_ = Precision::kInt8;
-  std::unique_ptr<Forcing> forcing_;  // what session_ points at (null: no forcing)
-  std::map<int, ExpertTable> tables_;
-  int next_table_id_ = 1;
-  std::unique_ptr<Generation> gen_;
-  std::unique_ptr<Ranking> rank_;
+  std::shared_ptr<Loaded> m_;
+  std::unique_ptr<Ranking> ranking_;  // runs on *m_: declared after it, so destroyed first
 };
+
+// JS `Session`: one conversation with a model (KV cache, forcing) and its Generation.
+class JsSession {
+ public:
+  JsSession(std::shared_ptr<Loaded> m, std::unique_ptr<Session> s)
+      : m_(std::move(m)), session_(std::move(s)) {}
+
+  // -> {ok, nCtx, kvCacheBytes, backend}
+  val info() const {
+    val o = Ok();
+    o.set("nCtx", session_->n_ctx());
+    o.set("kvCacheBytes", static_cast<double>(session_->kv_cache_bytes()));
+    o.set("backend", std::string(session_->engine_name()));
+    return o;
+  }
+
+  // sources: [{id, topK}] (ids of the model's tables); value: "on_p50" | "on_p90" | "off_mean"
+  // | "zero". Replaces the session's forcing (an empty list clears it) from the next token on.
+  val setForcing(val sources, const std::string& value, bool only_last_token) {
+    auto fv = ParseForcingValue(value);
+    if (!fv.ok()) return Error(fv.status());
+    std::vector<ForcingSource> src;
+    const int n = sources["length"].as<int>();
+    for (int i = 0; i < n; ++i) {
+      const int id = static_cast<int>(NumberOr(sources[i], "id", -1));
+      const ExpertTable* t = m_->table(id);
+      if (!t) return NotFound(id);
+      src.push_back({t, static_cast<int64_t>(NumberOr(sources[i], "topK", 0))});
+    }
+    auto forcing = BuildForcing(src, *fv, only_last_token, UnitSpace(m_->model->config()));
+    if (!forcing.ok()) return Error(forcing.status());
+    if (auto st = session_->SetForcing(std::move(*forcing)); !st.ok()) return Error(st);
+    return Ok();
+  }
+
+  void clearForcing() { session_->ClearForcing(); }
+
+  // opts: {maxNewTokens = 50, temperature = 1, topK = 0, topP = 1, seed = 0, stopAtEos = true}.
+  // Prefills the prompt (the slow part for long prompts); then step() gives one token per call.
+  // -> {ok, promptTokens}
+  val startGeneration(const std::string& prompt, val opts) {
+    gen_.reset();
+    GenerateOptions go;
+    go.max_new_tokens = static_cast<int>(NumberOr(opts, "maxNewTokens", go.max_new_tokens));
+    go.sampling.temperature = static_cast<float>(NumberOr(opts, "temperature", 1.0));
+    go.sampling.top_k = static_cast<int>(NumberOr(opts, "topK", 0));
+    go.sampling.top_p = static_cast<float>(NumberOr(opts, "topP", 1.0));
+    go.sampling.seed = static_cast<uint64_t>(NumberOr(opts, "seed", 0));
+    go.stop_at_eos = BoolOr(opts, "stopAtEos", true);
+    const std::vector<int32_t> ids = m_->model->tokenizer().Encode(prompt);
+    auto gen = Generation::Start(*session_, ids, go);
+    if (!gen.ok()) return Error(gen.status());
+    gen_ = std::move(*gen);
+    val o = Ok();
+    o.set("promptTokens", static_cast<int>(ids.size()));
+    return o;
+  }
+
+  // -> {ok, done, token (-1 if none), text (complete UTF-8, may be ""), stop ("" until done)}.
+  val step() {
+    if (!gen_) return Error("no generation in progress: call startGeneration first");
+    auto s = gen_->Next();
+    if (!s.ok()) {
+      gen_.reset();
+      return Error(s.status());
+    }
+    val o = Ok();
+    o.set("done", gen_->done());
+    o.set("token", s->token);
+    o.set("text", JsString(s->text));
+    o.set("stop", std::string(gen_->done() ? StopName(gen_->result().stop) : ""));
+    return o;
+  }
+
+  // Ends the generation here (step() then reports done with stop "cancelled").
+  void cancel() {
+    if (gen_) gen_->Cancel();
+  }
+
+ private:
+  // Destroyed bottom-up: the generation before the session it runs on, the session before the
+  // model (and pool) it uses.
+  std::shared_ptr<Loaded> m_;
+  std::unique_ptr<Session> session_;
+  std::unique_ptr<Generation> gen_;
+};
+
+val JsModel::createSession(val opts) const {
+  if (!m_) return Error("no model loaded");
+  SessionOptions so;
+  so.precision = m_->precision;
+  so.pool = m_->pool.get();
+  so.n_ctx = static_cast<int>(NumberOr(opts, "nCtx", 0));
+  const std::string kv = StringOr(opts, "kvType", "f32");
+  if (kv != "f32" && kv != "f16") {
+    return Error(absl::InvalidArgumentError(absl::StrCat("unknown kvType '", kv, "'")));
+  }
+  so.kv_type = kv == "f16" ? SessionOptions::KvType::kF16 : SessionOptions::KvType::kF32;
+  auto s = Session::Create(*m_->model, so);
+  if (!s.ok()) return Error(s.status());
+  val o = Ok();
+  o.set("session", val(JsSession(m_, std::move(*s))));  // JS owns it from here
+  return o;
+}
 
 // Build facts for the UI and bug reports.
 val BuildInfo() {
@@ -559,30 +472,38 @@ val BuildInfo() {
   return o;
 }
 
+// The wasm memory's current size: it only grows, so this is the peak of everything allocated.
+double HeapBytes() { return static_cast<double>(emscripten_get_heap_size()); }
+
 }  // namespace
 }  // namespace selfcond
 
 EMSCRIPTEN_BINDINGS(selfcond) {
-  using selfcond::Engine;
-  emscripten::class_<Engine>("Engine")
+  using selfcond::JsModel;
+  using selfcond::JsSession;
+  emscripten::class_<JsModel>("Model")
       .constructor<>()
-      .function("load", &Engine::load)
-      .function("unload", &Engine::Unload)
-      .function("loaded", &Engine::loaded)
-      .function("info", &Engine::info)
-      .function("tokenize", &Engine::tokenize)
-      .function("detokenize", &Engine::detokenize)
-      .function("startGeneration", &Engine::startGeneration)
-      .function("step", &Engine::step)
-      .function("addExpertTable", &Engine::addExpertTable)
-      .function("exportExpertTable", &Engine::exportExpertTable)
-      .function("expertUnits", &Engine::expertUnits)
-      .function("removeExpertTable", &Engine::removeExpertTable)
-      .function("setForcing", &Engine::setForcing)
-      .function("clearForcing", &Engine::clearForcing)
-      .function("startRanking", &Engine::startRanking)
-      .function("rankStep", &Engine::rankStep)
-      .function("finishRanking", &Engine::finishRanking)
-      .function("cancelRanking", &Engine::cancelRanking);
+      .function("load", &JsModel::load)
+      .function("loaded", &JsModel::loaded)
+      .function("info", &JsModel::info)
+      .function("tokenize", &JsModel::tokenize)
+      .function("detokenize", &JsModel::detokenize)
+      .function("createSession", &JsModel::createSession)
+      .function("addExpertTable", &JsModel::addExpertTable)
+      .function("exportExpertTable", &JsModel::exportExpertTable)
+      .function("expertUnits", &JsModel::expertUnits)
+      .function("removeExpertTable", &JsModel::removeExpertTable)
+      .function("startRanking", &JsModel::startRanking)
+      .function("rankStep", &JsModel::rankStep)
+      .function("finishRanking", &JsModel::finishRanking)
+      .function("cancelRanking", &JsModel::cancelRanking);
+  emscripten::class_<JsSession>("Session")
+      .function("info", &JsSession::info)
+      .function("setForcing", &JsSession::setForcing)
+      .function("clearForcing", &JsSession::clearForcing)
+      .function("startGeneration", &JsSession::startGeneration)
+      .function("step", &JsSession::step)
+      .function("cancel", &JsSession::cancel);
   emscripten::function("buildInfo", &selfcond::BuildInfo);
+  emscripten::function("heapBytes", &selfcond::HeapBytes);
 }

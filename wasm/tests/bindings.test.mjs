@@ -1,6 +1,7 @@
 // Smoke tests of the browser module (wasm/dist/selfcond.mjs, built by `wasm/build.sh st`) under
-// Node: the tokenizer against the gpt-3-encoder reference vectors, step-wise generation, expert
-// tables and ranking, all through the embind API the Web Worker uses.
+// Node: the tokenizer against the gpt-3-encoder reference vectors, step-wise generation on
+// sessions, expert tables, forcing and ranking, all through the embind API the Web Worker uses
+// (Model: the weights, once; Session: KV cache + forcing + generation).
 //
 //   SELFCOND_WASM_TEST_MODEL=path/to/model.scm node --test wasm/tests/
 // Optional: SELFCOND_NATIVE_CLI=path/to/selfcond (the native build) to compare greedy generation
@@ -39,14 +40,21 @@ test('module and model are present when required', () => {
   assert.ok(nativeCli && existsSync(nativeCli), 'required: SELFCOND_NATIVE_CLI');
 });
 
+function newSession(m, opts = {}) {
+  const r = m.createSession(opts);
+  assert.ok(r.ok, r.error);
+  return r.session;
+}
+
+// One module and model for the tests; m: the Model, s: a Session on it.
 let enginePromise = null;
 function engine() {
   enginePromise ??= (async () => {
     const M = await loadModule();
-    const e = new M.Engine();
-    const r = e.load(readFileSync(modelPath), { threads: 1 });
+    const m = new M.Model();
+    const r = m.load(readFileSync(modelPath), { threads: 1 });
     assert.ok(r.ok, r.error);
-    return { M, e };
+    return { M, m, s: newSession(m) };
   })();
   return enginePromise;
 }
@@ -55,17 +63,19 @@ test('module loads and reports its build', { skip: skipModule }, async () => {
   const M = await loadModule();
   const b = M.buildInfo();
   assert.deepEqual(b.backends.split(',').slice(0, 2), ['xnnpack', 'wasm_simd128']);
-  const e = new M.Engine();
-  assert.equal(e.loaded(), false);
-  const bad = e.load(new Uint8Array([1, 2, 3, 4]), {});
+  const m = new M.Model();
+  assert.equal(m.loaded(), false);
+  const bad = m.load(new Uint8Array([1, 2, 3, 4]), {});
   assert.equal(bad.ok, false);
   assert.match(bad.error, /\S/);
-  assert.equal(e.step().ok, false);  // no generation started
-  e.delete();
+  assert.equal(m.info().ok, false);
+  assert.equal(m.createSession({}).ok, false);  // no model
+  assert.equal(m.rankStep(1).ok, false);  // no ranking started
+  m.delete();
 });
 
 test('tokenizer matches the gpt-3-encoder vectors', { skip: skipModel }, async () => {
-  const { e } = await engine();
+  const { m: e } = await engine();
   const vectors = JSON.parse(readFileSync(join(repo, 'tests', 'data', 'tokenizer_vectors.json')));
   let checked = 0;
   for (const c of vectors.cases) {
@@ -77,13 +87,13 @@ test('tokenizer matches the gpt-3-encoder vectors', { skip: skipModel }, async (
   assert.ok(checked >= 50, `only ${checked} vectors checked`);
 });
 
-function generate(e, prompt, opts) {
-  const s = e.startGeneration(prompt, opts);
+function generate(session, prompt, opts) {
+  const s = session.startGeneration(prompt, opts);
   assert.ok(s.ok, s.error);
   let text = '';
   const tokens = [];
   for (let i = 0; i < 10000; ++i) {
-    const r = e.step();
+    const r = session.step();
     assert.ok(r.ok, r.error);
     if (r.token >= 0) tokens.push(r.token);
     text += r.text;
@@ -93,23 +103,72 @@ function generate(e, prompt, opts) {
 }
 
 test('step-wise generation', { skip: skipModel }, async () => {
-  const { e } = await engine();
-  const info = e.info();
+  const { m, s: e } = await engine();
+  const info = m.info();
   assert.equal(info.backend, 'xnnpack');
+  assert.ok(info.packedBytes > 0);
+  assert.equal(e.info().backend, 'xnnpack');
+  assert.equal(e.info().nCtx, info.nCtx);
+  assert.equal(e.step().ok, false);  // no generation started
   const a = generate(e, 'The football match', { maxNewTokens: 20, temperature: 0, stopAtEos: false });
   assert.equal(a.tokens.length, 20);
   assert.equal(a.stop, 'max_tokens');
-  assert.equal(e.detokenize(a.tokens), a.text);
+  assert.equal(m.detokenize(a.tokens), a.text);
   // Deterministic: the same seed gives the same text; sampling is not greedy.
   const s1 = generate(e, 'Once upon a time', { maxNewTokens: 15, temperature: 1, seed: 7 });
   const s2 = generate(e, 'Once upon a time', { maxNewTokens: 15, temperature: 1, seed: 7 });
   assert.deepEqual(s1, s2);
   const bad = e.startGeneration('x', { temperature: -1 });
   assert.equal(bad.ok, false);
+  // The context limit and its message come from the library's Generation.
+  const long = e.startGeneration('word '.repeat(info.nCtx + 10), {});
+  assert.equal(long.ok, false);
+  assert.match(long.error, new RegExp(`prompt is \\d+ tokens; the context is ${info.nCtx}`));
+  // Cancel: the next step ends the generation.
+  assert.ok(e.startGeneration('Once upon a time', { maxNewTokens: 30 }).ok);
+  assert.ok(e.step().ok);
+  e.cancel();
+  const c = e.step();
+  assert.deepEqual([c.ok, c.done, c.stop], [true, true, 'cancelled']);
+});
+
+test('sessions of one model are independent (KV cache, forcing, generation)', { skip: skipModel }, async () => {
+  const { m, s: a } = await engine();
+  const b = newSession(m);
+  const c = newSession(m, { nCtx: 16, kvType: 'f16' });
+  try {
+    assert.equal(c.info().nCtx, 16);
+    assert.ok(c.info().kvCacheBytes < a.info().kvCacheBytes / 16);
+    assert.equal(m.createSession({ kvType: 'f8' }).ok, false);
+    const opts = { maxNewTokens: 12, temperature: 0.9, topK: 40, seed: 5, stopAtEos: false };
+    const alone = generate(a, 'The football match', opts);
+    // Two generations interleaved token by token give what each gives alone.
+    assert.ok(a.startGeneration('The football match', opts).ok);
+    assert.ok(b.startGeneration('Once upon a time', opts).ok);
+    const out = [[], []];
+    for (let done = [false, false]; !(done[0] && done[1]);) {
+      [a, b].forEach((s, i) => {
+        if (done[i]) return;
+        const r = s.step();
+        assert.ok(r.ok, r.error);
+        if (r.token >= 0) out[i].push(r.token);
+        done[i] = r.done;
+      });
+    }
+    assert.deepEqual(out[0], alone.tokens);
+    assert.deepEqual(out[1], generate(b, 'Once upon a time', opts).tokens);
+    // A short context ends generation with context_full.
+    const short = generate(c, 'The football match', { maxNewTokens: 50, temperature: 0, stopAtEos: false });
+    assert.equal(short.stop, 'context_full');
+    assert.equal(short.tokens.length, 16 - 3 + 1);  // the last token is sampled, not run
+  } finally {
+    b.delete();
+    c.delete();
+  }
 });
 
 test('ranking, expert tables and forcing', { skip: skipModel }, async () => {
-  const { e } = await engine();
+  const { m: e, s } = await engine();
   const concept = JSON.parse(readFileSync(join(repo, '..', 'shared', 'concepts', 'football_small.json')));
   const pos = concept.sentences.positive.slice(0, 6);
   const neg = concept.sentences.negative.slice(0, 6);
@@ -144,17 +203,35 @@ test('ranking, expert tables and forcing', { skip: skipModel }, async () => {
   assert.match(csv.text, /^ap,off_mean,on_p50,on_p90,layer,unit,uuid,concept,group/);
   assert.ok(e.addExpertTable(csv.text).ok);
   assert.equal(e.addExpertTable('{"not": "a table"}').ok, false);
+  assert.equal(e.exportExpertTable(999, 'json').ok, false);
 
-  // Forcing the experts changes greedy generation; clearing it restores it.
-  const base = generate(e, 'The weather today', { maxNewTokens: 12, temperature: 0, stopAtEos: false });
-  const f = e.setForcing([{ id: t.id, topK: 50 }], 'on_p90', false);
+  // Forcing the experts changes greedy generation; clearing it restores it. The forcing is the
+  // session's own: another session of the model is not affected, and removing the table later
+  // leaves it in place.
+  const opts = { maxNewTokens: 12, temperature: 0, stopAtEos: false };
+  const base = generate(s, 'The weather today', opts);
+  const copy = e.addExpertTable(json.text);
+  const f = s.setForcing([{ id: copy.id, topK: 50 }], 'on_p90', false);
   assert.ok(f.ok, f.error);
-  const forced = generate(e, 'The weather today', { maxNewTokens: 12, temperature: 0, stopAtEos: false });
+  assert.equal(e.removeExpertTable(copy.id), true);
+  assert.equal(e.removeExpertTable(copy.id), false);
+  const forced = generate(s, 'The weather today', opts);
   assert.notDeepEqual(forced.tokens, base.tokens);
-  e.clearForcing();
-  const back = generate(e, 'The weather today', { maxNewTokens: 12, temperature: 0, stopAtEos: false });
+  const other = newSession(e);
+  assert.deepEqual(generate(other, 'The weather today', opts).tokens, base.tokens);
+  other.delete();
+  s.clearForcing();
+  const back = generate(s, 'The weather today', opts);
   assert.deepEqual(back.tokens, base.tokens);
-  assert.equal(e.setForcing([{ id: 999, topK: 5 }], 'on_p50', false).ok, false);
+  assert.equal(s.setForcing([{ id: 999, topK: 5 }], 'on_p50', false).ok, false);
+  assert.equal(s.setForcing([{ id: t.id, topK: 5 }], 'bogus', false).ok, false);
+  // finishRanking before every sentence ran is an error that keeps the ranking going.
+  assert.ok(e.startRanking('football', pos, neg, {}).ok);
+  assert.ok(e.rankStep(3).ok);
+  assert.equal(e.finishRanking().ok, false);
+  assert.equal(e.rankStep(100).done, 12);
+  assert.ok(e.finishRanking().ok);
+  assert.equal(e.startRanking('football', pos, [], {}).ok, false);  // no negatives
 });
 
 // The pthreads build: 2 threads must give exactly the single-threaded results (GEMMs split by
@@ -163,33 +240,53 @@ const mtPath = join(here, '..', 'dist', 'selfcond-mt.mjs');
 test('pthreads build matches the single-threaded one', {
   skip: skipModel || (existsSync(mtPath) ? false : 'not built: run wasm/build.sh mt'),
 }, async () => {
-  const { e } = await engine();
+  const { m: e, s } = await engine();
   const { loadSelfcond } = await import(pathToFileURL(join(here, '..', 'loader.mjs')).href);
   const { Module, threaded } = await loadSelfcond({ threads: 2 });
-  assert.equal(threaded, true);
-  assert.equal(Module.buildInfo().pthreads, true);
-  const mt = new Module.Engine();
-  const r = mt.load(readFileSync(modelPath), { threads: 2 });
-  assert.ok(r.ok, r.error);
-  assert.equal(mt.info().threads, 2);
-  const opts = { maxNewTokens: 16, temperature: 0.9, topK: 40, seed: 3, stopAtEos: false };
-  assert.deepEqual(generate(mt, 'In the beginning', opts), generate(e, 'In the beginning', opts));
+  const mt = new Module.Model();
+  try {
+    assert.equal(threaded, true);
+    assert.equal(Module.buildInfo().pthreads, true);
+    const r = mt.load(readFileSync(modelPath), { threads: 2 });
+    assert.ok(r.ok, r.error);
+    assert.equal(mt.info().threads, 2);
+    const mts = newSession(mt);
+    const opts = { maxNewTokens: 16, temperature: 0.9, topK: 40, seed: 3, stopAtEos: false };
+    const want = generate(s, 'In the beginning', opts);
+    assert.deepEqual(generate(mts, 'In the beginning', opts), want);
 
-  const concept = JSON.parse(readFileSync(join(repo, '..', 'shared', 'concepts', 'football_small.json')));
-  const pos = concept.sentences.positive.slice(0, 5);
-  const neg = concept.sentences.negative.slice(0, 5);
-  const tables = [];
-  for (const x of [e, mt]) {
-    assert.ok(x.startRanking('football', pos, neg, { topN: 200 }).ok);
-    while (x.rankStep(4).done < 10) { /* progress */ }
-    const t = x.finishRanking();
-    assert.ok(t.ok, t.error);
-    tables.push(x.exportExpertTable(t.id, 'csv').text);
+    const concept = JSON.parse(readFileSync(join(repo, '..', 'shared', 'concepts', 'football_small.json')));
+    const pos = concept.sentences.positive.slice(0, 5);
+    const neg = concept.sentences.negative.slice(0, 5);
+    const tables = [];
+    for (const x of [e, mt]) {
+      assert.ok(x.startRanking('football', pos, neg, { topN: 200 }).ok);
+      // On the threaded model, a generation runs interleaved with the ranking (as in the
+      // worker): both use the model's thread pool, one call at a time.
+      const interleave = x === mt && mts.startGeneration('In the beginning', opts).ok;
+      const tokens = [];
+      while (x.rankStep(4).done < 10) {
+        const g = interleave ? mts.step() : { token: -1 };
+        if (g.token >= 0) tokens.push(g.token);
+      }
+      const t = x.finishRanking();
+      assert.ok(t.ok, t.error);
+      tables.push(x.exportExpertTable(t.id, 'csv').text);
+      if (interleave) {
+        for (let g = { done: false }; !g.done;) {
+          g = mts.step();
+          if (g.token >= 0) tokens.push(g.token);
+        }
+        assert.deepEqual(tokens, want.tokens);
+      }
+    }
+    assert.equal(tables[1], tables[0]);
+    mts.delete();
+  } finally {
+    mt.delete();  // joins the model's ThreadPool
+    // The idle pre-spawned workers (PTHREAD_POOL_SIZE) would keep Node alive forever.
+    Module.PThread.terminateAllThreads();
   }
-  assert.equal(tables[1], tables[0]);
-  mt.delete();  // joins the engine's ThreadPool
-  // The idle pre-spawned workers (PTHREAD_POOL_SIZE) would keep Node alive forever.
-  Module.PThread.terminateAllThreads();
 });
 
 // Against the native int8 build (needs SELFCOND_NATIVE_CLI): greedy continuations of
@@ -199,11 +296,11 @@ test('pthreads build matches the single-threaded one', {
 test('matches the native int8 build on the reference prompts and football_small ranking', {
   skip: skipModel || (nativeCli && existsSync(nativeCli) ? false : 'set SELFCOND_NATIVE_CLI'),
 }, async () => {
-  const { e } = await engine();
+  const { m: e, s } = await engine();
   const ref = JSON.parse(readFileSync(join(repo, '..', 'shared', 'models', 'selfcond-mini-30m',
     'reference', 'reference.json')));
   for (const c of ref.cases) {
-    const w = generate(e, c.prompt, { maxNewTokens: 20, temperature: 0, stopAtEos: false });
+    const w = generate(s, c.prompt, { maxNewTokens: 20, temperature: 0, stopAtEos: false });
     const r = spawnSync(nativeCli, ['generate', '--model', modelPath, '--prompt', c.prompt,
       '--max-tokens', '20', '--temperature', '0', '--no-stop', '--threads', '1'], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);

@@ -22,6 +22,8 @@ export interface ModelInfo extends RuntimeInfo {
   eosId: number;
   numUnits: number;
   fileBytes: number;
+  /** The linear layers packed for XNNPACK (wasm memory holds them next to the file's bytes). */
+  packedBytes: number;
   precision: 'int8' | 'f32';
 }
 
@@ -114,7 +116,7 @@ export interface Generation {
   id: number;
   /** Stops after the current token; done then resolves with stop = 'cancelled'. */
   cancel(): void;
-  /** Rejects with the engine's error (e.g. "prompt is 400 tokens; the model's context is 256"). */
+  /** Rejects with the engine's error (e.g. "prompt is 400 tokens; the context is 256 (at most 255 prompt tokens)"). */
   done: Promise<GenerateResult>;
 }
 
@@ -135,6 +137,20 @@ export interface BenchResult {
   decodeMs: number;
 }
 
+export interface MemoryInfo {
+  /** Size of the WebAssembly memory. It never shrinks, so this is the peak so far. */
+  wasmBytes: number;
+  /** The model file, copied into wasm memory once (0 before a model is loaded). */
+  fileBytes: number;
+  packedBytes: number;
+  /** KV caches of all sessions (one per concurrent generation, kept for reuse). */
+  kvCacheBytes: number;
+  sessions: number;
+  /** Generations running now. */
+  generating: number;
+  ranking: boolean;
+}
+
 export declare class SelfCond {
   /** threads: default min(cores, 4) when crossOriginIsolated, else 1. */
   static create(opts?: { threads?: number; workerUrl?: string | URL }): Promise<SelfCond>;
@@ -146,13 +162,15 @@ export declare class SelfCond {
   loadExperts(source: string | URL, opts?: { name?: string }): Promise<ExpertTable>;
   exportTable(table: ExpertTable | number, format?: 'json' | 'csv'): Promise<string>;
   removeTable(table: ExpertTable | number): Promise<boolean>;
-  /** Up to two generations may run at once; they take turns token by token. */
+  /** Up to four generations may run at once (sessions of one model); they take turns token by token. */
   generate(opts: GenerateOptions, onToken?: (t: TokenEvent) => void): Generation;
   rank(opts: RankOptions): Promise<ExpertTable>;
   tokenize(text: string): Promise<number[]>;
   detokenize(ids: ArrayLike<number>): Promise<string>;
   /** Greedy prefill + decode of decodeTokens tokens, timed inside the worker. */
   bench(opts: { prompt: string; decodeTokens?: number }): Promise<BenchResult>;
+  /** Memory of the engine (the worker's WebAssembly memory and what the model accounts for). */
+  memory(): Promise<MemoryInfo>;
   terminate(): void;
 }
 

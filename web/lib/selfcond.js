@@ -190,7 +190,8 @@ export class SelfCond {
    * Streams a continuation of the prompt. onToken({text, token, index}) per token.
    * experts: [{table, k}] forces the top-k units of each table (k = 0: none);
    * forcing: {value: 'on_p50'|'on_p90'|'off_mean'|'zero', onlyLastToken: false}.
-   * Two generations may run at the same time (they take turns token by token).
+   * Up to four generations may run at the same time (they take turns token by token), each on
+   * its own session of the one loaded model.
    * @returns {{cancel(): void, done: Promise<{stop, tokens, ms, tokensPerSecond, promptTokens}>}}
    */
   generate(opts, onToken) {
@@ -234,6 +235,15 @@ export class SelfCond {
   /** Benchmark helper: greedy prefill + decode timed inside the worker. */
   bench({ prompt, decodeTokens = 64 }) {
     return this._call('bench', { prompt, decodeTokens });
+  }
+
+  /**
+   * The engine's memory: {wasmBytes (the WebAssembly memory, which only grows: the peak so
+   * far), fileBytes, packedBytes (the model's weights packed for the GEMM engine), kvCacheBytes
+   * (all sessions), sessions, generating, ranking}.
+   */
+  memory() {
+    return this._call('memory');
   }
 
   terminate() {

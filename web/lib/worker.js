@@ -4,22 +4,23 @@
 // {id, ok: true, result} or {id, ok: false, error}, and streams events meanwhile:
 // {event: 'token', gen, text, token, index}, {event: 'progress', id, done, total}.
 //
-// Several generations may run at once (e.g. unconditioned and conditioned side by side): each
-// needs its own Engine (its own KV cache), so the worker keeps a small set of engines loaded
-// with the same model and interleaves their steps, one token each in turn, yielding to the
-// event loop in between so cancel requests get through. Expert tables are kept as native JSON
-// text and added to an engine on first use there (engine-local ids are mapped here).
+// One Model per loaded file: its bytes are copied into wasm memory once and its weights serve
+// every generation and the ranking (wasm memory never shrinks, so each extra copy would stay
+// for good). Each concurrent generation runs on a Session of that model (its own KV cache and
+// forcing); sessions are created on demand, up to MAX_SESSIONS, and reused. The worker
+// interleaves the running generations one token each in turn, and ranking batches with them,
+// yielding to the event loop in between so cancel requests get through. Everything runs on this
+// one thread, so the model's thread pool is never used by two calls at once.
 import { loadSelfcond } from '../wasm/loader.mjs';
 
-const MAX_ENGINES = 2;
+const MAX_SESSIONS = 4;
 
 let Module = null;
-let runtime = null;     // {threaded, threads, backend}
-let modelBytes = null;  // Uint8Array: kept to load further engines lazily
+let runtime = null;     // {threaded, threads, backend, pthreads}
+let model = null;       // Module.Model
 let modelInfo = null;
-const engines = [];     // [{engine, busy: gen id | null, tables: Map<tableId, engineLocalId>}]
-const tables = new Map();  // tableId -> {json: string, meta}
-let nextTableId = 1;
+const sessions = [];    // [{session, busy: gen id | null}]
+const tables = new Map();  // table id (the model's) -> meta
 const gens = new Map();    // gen id -> generation state
 let ranking = null;        // {id, cancelled}
 
@@ -62,7 +63,7 @@ async function init({ threads }) {
 
 // Emscripten (3.1.6) starts a pthread beyond its prespawned pool (PTHREAD_POOL_SIZE) only once
 // this thread's event loop has handled the new worker's "loaded" message; a GEMM waiting for
-// that thread before then would deadlock. So after creating an engine's thread pool, return to
+// that thread before then would deadlock. So after creating the model's thread pool, return to
 // the event loop until every pthread worker has loaded.
 async function threadsStarted() {
   const P = Module.PThread;
@@ -74,136 +75,116 @@ async function threadsStarted() {
   }
 }
 
-async function newEngine() {
-  const engine = new Module.Engine();
-  const r = engine.load(modelBytes, { threads: runtime.threads });
-  if (!r.ok) {
-    engine.delete();
-    fail(`loading the model failed: ${r.error}`);
-  }
-  // reserved: not to be taken by another request while its threads start (the caller clears it).
-  const e = { engine, busy: null, reserved: true, tables: new Map() };
-  engines.push(e);
-  await threadsStarted();
-  return e;
+function unloadModel() {
+  for (const s of sessions) s.session.delete();
+  sessions.length = 0;
+  tables.clear();
+  model?.delete();
+  model = null;
+  modelInfo = null;
 }
 
 async function loadModel({ bytes }) {
   if (!Module) fail('engine not initialized');
   if (ranking) fail('a ranking is running: cancel it before loading another model');
   for (const g of [...gens.values()]) finishGen(g, null, new Error('generation stopped: another model was loaded'));
-  for (const e of engines) e.engine.delete();
-  engines.length = 0;
-  tables.clear();
-  modelBytes = new Uint8Array(bytes);
-  try {
-    (await newEngine()).reserved = false;
-  } catch (err) {
-    modelBytes = null;
-    modelInfo = null;
-    throw err;
+  // The old model goes first: its memory is reused for the new one.
+  unloadModel();
+  const m = new Module.Model();
+  // The bytes (transferred from the page) are copied into wasm memory and dropped here.
+  const r = m.load(new Uint8Array(bytes), { threads: runtime.threads });
+  if (!r.ok) {
+    m.delete();
+    fail(`loading the model failed: ${r.error}`);
   }
-  modelInfo = check(engines[0].engine.info());
+  model = m;
+  await threadsStarted();
+  modelInfo = check(model.info());
   delete modelInfo.ok;
   return { ...modelInfo, ...runtime };
 }
 
 function requireModel() {
-  if (!engines.length) fail('no model loaded');
+  if (!model) fail('no model loaded');
 }
 
-// The engine-local id of a table on engine e (adding it there on first use).
-function localTable(e, tableId) {
-  let local = e.tables.get(tableId);
-  if (local !== undefined) return local;
-  const t = tables.get(tableId);
-  if (!t) fail(`unknown expert table ${tableId}`);
-  local = check(e.engine.addExpertTable(t.json), 'expert table').id;
-  e.tables.set(tableId, local);
-  return local;
-}
-
-function summarize(e, local, meta) {
+function summarize(id, meta) {
   // Everything the UI charts need, computed once: per layer/site counts of the top units and the
   // AP distribution of all units.
-  const u = check(e.engine.expertUnits(local, 1 << 30));
+  const u = check(model.expertUnits(id, 1 << 30));
   return { ...meta, units: { site: u.site, unit: u.unit, ap: u.ap } };
+}
+
+function tableMeta(r, extra = {}) {
+  const meta = { id: r.id, concept: r.concept, group: r.group, numUnits: r.numUnits, totalUnits: r.totalUnits, ...extra };
+  tables.set(r.id, meta);
+  return summarize(r.id, meta);
 }
 
 function addTable({ text, name }) {
   requireModel();
   if (typeof text !== 'string' || !text.trim()) fail('expert table is empty');
-  const e = engines[0];
-  const r = check(e.engine.addExpertTable(text), `expert table${name ? ` ${name}` : ''}`);
-  const id = nextTableId++;
-  // Keep the native JSON (also when a CSV was given) so other engines can load it.
-  const json = text.trimStart().startsWith('{') ? text : check(e.engine.exportExpertTable(r.id, 'json')).text;
-  const meta = { id, concept: r.concept, group: r.group, numUnits: r.numUnits, totalUnits: r.totalUnits };
-  tables.set(id, { json, meta });
-  e.tables.set(id, r.id);
-  return summarize(e, r.id, meta);
+  return tableMeta(check(model.addExpertTable(text), `expert table${name ? ` ${name}` : ''}`));
+}
+
+function knownTable(table) {
+  if (!tables.has(table)) fail(`unknown expert table ${table}`);
+  return table;
 }
 
 function exportTable({ table, format }) {
   requireModel();
-  const e = engines[0];
-  if (format === 'json') {
-    const t = tables.get(table);
-    if (!t) fail(`unknown expert table ${table}`);
-    return t.json;
-  }
-  return check(e.engine.exportExpertTable(localTable(e, table), format), 'export').text;
+  return check(model.exportExpertTable(knownTable(table), format), 'export').text;
 }
 
 function removeTable({ table }) {
+  // Sessions forcing its units keep their own copy of the forcing.
   tables.delete(table);
-  for (const e of engines) {
-    const local = e.tables.get(table);
-    if (local !== undefined) e.engine.removeExpertTable(local);
-    e.tables.delete(table);
-  }
-  return true;
+  return model ? model.removeExpertTable(table) : false;
 }
 
 // ---- generation ------------------------------------------------------------------------------
+
+// A free session of the model (created on first need), marked busy with gen.
+function takeSession(gen) {
+  let s = sessions.find((x) => x.busy === null);
+  if (!s) {
+    if (sessions.length >= MAX_SESSIONS) fail(`at most ${MAX_SESSIONS} generations at a time`);
+    s = { session: check(model.createSession({}), 'session').session, busy: null };
+    sessions.push(s);
+  }
+  s.busy = gen;
+  return s;
+}
 
 let scheduling = false;
 
 async function startGeneration({ gen, prompt, opts }) {
   requireModel();
-  let e = engines.find((x) => x.busy === null && !x.reserved);
-  if (!e) {
-    if (engines.length >= MAX_ENGINES) fail(`at most ${MAX_ENGINES} generations at a time`);
-    // Reserved while its threads start, so a concurrent request does not take it.
-    e = await newEngine();
-  }
-  e.reserved = true;
+  const s = takeSession(gen);
+  let r;
   try {
-    return await runGeneration(e, gen, prompt, opts);
-  } finally {
-    e.reserved = false;
+    const experts = opts.experts ?? [];
+    const forcing = opts.forcing ?? {};
+    if (experts.length) {
+      const sources = experts.map((x) => ({ id: knownTable(x.table), topK: Math.max(0, Math.floor(x.k ?? 0)) }));
+      check(s.session.setForcing(sources, forcing.value ?? 'on_p50', !!forcing.onlyLastToken), 'forcing');
+    } else {
+      s.session.clearForcing();
+    }
+    r = check(s.session.startGeneration(prompt, {
+      maxNewTokens: opts.maxTokens ?? 50,
+      temperature: opts.temperature ?? 1,
+      topK: opts.topK ?? 0,
+      topP: opts.topP ?? 1,
+      seed: opts.seed ?? 0,
+      stopAtEos: opts.stopAtEos ?? true,
+    }));
+  } catch (err) {
+    s.busy = null;
+    throw err;
   }
-}
-
-async function runGeneration(e, gen, prompt, opts) {
-  const experts = opts.experts ?? [];
-  const forcing = opts.forcing ?? {};
-  if (experts.length) {
-    const sources = experts.map((x) => ({ id: localTable(e, x.table), topK: Math.max(0, Math.floor(x.k ?? 0)) }));
-    check(e.engine.setForcing(sources, forcing.value ?? 'on_p50', !!forcing.onlyLastToken), 'forcing');
-  } else {
-    e.engine.clearForcing();
-  }
-  const r = check(e.engine.startGeneration(prompt, {
-    maxNewTokens: opts.maxTokens ?? 50,
-    temperature: opts.temperature ?? 1,
-    topK: opts.topK ?? 0,
-    topP: opts.topP ?? 1,
-    seed: opts.seed ?? 0,
-    stopAtEos: opts.stopAtEos ?? true,
-  }));
-  e.busy = gen;
-  const g = { gen, e, index: 0, cancelled: false, t0: performance.now(), tFirst: 0, resolve: null, reject: null };
+  const g = { gen, s, index: 0, cancelled: false, t0: performance.now(), tFirst: 0, resolve: null, reject: null };
   const done = new Promise((res, rej) => {
     g.resolve = res;
     g.reject = rej;
@@ -216,7 +197,7 @@ async function runGeneration(e, gen, prompt, opts) {
 
 function finishGen(g, result, error) {
   gens.delete(g.gen);
-  g.e.busy = null;
+  g.s.busy = null;
   if (error) g.reject(error);
   else g.resolve(result);
 }
@@ -227,11 +208,8 @@ async function runScheduler() {
   try {
     while (gens.size) {
       for (const g of [...gens.values()]) {
-        if (g.cancelled) {
-          finishGen(g, { stop: 'cancelled', tokens: g.index, ms: performance.now() - g.t0 });
-          continue;
-        }
-        const r = g.e.engine.step();
+        if (g.cancelled) g.s.session.cancel();  // the next step reports stop 'cancelled'
+        const r = g.s.session.step();
         if (!r.ok) {
           finishGen(g, null, new Error(r.error));
           continue;
@@ -266,8 +244,7 @@ function cancel({ gen }) {
 async function rank({ id, concept, positive, negative, topN, batch }) {
   requireModel();
   if (ranking) fail('a ranking is already running');
-  const e = engines[0];
-  const start = check(e.engine.startRanking(concept || 'custom', positive ?? [], negative ?? [], { topN: topN ?? 0 }), 'ranking');
+  const start = check(model.startRanking(concept || 'custom', positive ?? [], negative ?? [], { topN: topN ?? 0 }), 'ranking');
   ranking = { id, cancelled: false };
   try {
     const total = start.total;
@@ -277,21 +254,16 @@ async function rank({ id, concept, positive, negative, topN, batch }) {
     postMessage({ event: 'progress', id, done, total });
     while (done < total) {
       if (ranking.cancelled) {
-        e.engine.cancelRanking();
+        model.cancelRanking();
         fail('ranking cancelled');
       }
-      done = check(e.engine.rankStep(step), 'ranking').done;
+      done = check(model.rankStep(step), 'ranking').done;
       postMessage({ event: 'progress', id, done, total });
       await yieldToEvents();
     }
     const rankMs = performance.now() - t0;
-    const r = check(e.engine.finishRanking(), 'ranking');
-    const tableId = nextTableId++;
-    const json = check(e.engine.exportExpertTable(r.id, 'json')).text;
-    const meta = { id: tableId, concept: r.concept, group: r.group, numUnits: r.numUnits, totalUnits: r.totalUnits, sentences: total, truncated: start.truncated, rankMs };
-    tables.set(tableId, { json, meta });
-    e.tables.set(tableId, r.id);
-    return summarize(e, r.id, meta);
+    const r = check(model.finishRanking(), 'ranking');
+    return tableMeta(r, { sentences: total, truncated: start.truncated, rankMs });
   } finally {
     ranking = null;
   }
@@ -301,30 +273,50 @@ async function rank({ id, concept, positive, negative, topN, batch }) {
 // message round trips in the measurement).
 function bench({ prompt, decodeTokens }) {
   requireModel();
-  const e = engines[0].engine;
-  e.clearForcing();
-  const t0 = performance.now();
-  const r = check(e.startGeneration(prompt, { maxNewTokens: decodeTokens, temperature: 0, stopAtEos: false }));
-  const t1 = performance.now();
-  let n = 0;
-  for (let s; !(s = e.step()).done;) if (s.token >= 0) n++;
-  const t2 = performance.now();
-  // The first step samples from the prefill logits: n tokens need n - 1 forward passes.
-  return { promptTokens: r.promptTokens, prefillMs: t1 - t0, decodeTokens: n, decodeMs: t2 - t1 };
+  const s = takeSession('bench');
+  try {
+    const e = s.session;
+    e.clearForcing();
+    const t0 = performance.now();
+    const r = check(e.startGeneration(prompt, { maxNewTokens: decodeTokens, temperature: 0, stopAtEos: false }));
+    const t1 = performance.now();
+    let n = 0;
+    for (let x; !(x = check(e.step())).done;) if (x.token >= 0) n++;
+    const t2 = performance.now();
+    // The first step samples from the prefill logits: n tokens need n - 1 forward passes.
+    return { promptTokens: r.promptTokens, prefillMs: t1 - t0, decodeTokens: n, decodeMs: t2 - t1 };
+  } finally {
+    s.busy = null;
+  }
+}
+
+// Memory of the engine: the wasm memory (it only grows: the peak of everything allocated so
+// far) next to what the model and the sessions account for.
+function memory() {
+  const kv = sessions.map((s) => s.session.info().kvCacheBytes);
+  return {
+    wasmBytes: Module ? Module.heapBytes() : 0,
+    fileBytes: modelInfo?.fileBytes ?? 0,
+    packedBytes: modelInfo?.packedBytes ?? 0,
+    kvCacheBytes: kv.reduce((a, b) => a + b, 0),
+    sessions: sessions.length,
+    generating: gens.size,
+    ranking: !!ranking,
+  };
 }
 
 function tokenize({ text }) {
   requireModel();
-  return Array.from(engines[0].engine.tokenize(text));
+  return Array.from(model.tokenize(text));
 }
 
 function detokenize({ ids }) {
   requireModel();
-  return engines[0].engine.detokenize(ids);
+  return model.detokenize(ids);
 }
 
 const OPS = {
-  init, loadModel, detokenize, addTable, exportTable, removeTable, startGeneration, cancel, rank, bench, tokenize,
+  init, loadModel, detokenize, addTable, exportTable, removeTable, startGeneration, cancel, rank, bench, tokenize, memory,
   info: () => (modelInfo ? { ...modelInfo, ...runtime } : { ...runtime }),
 };
 

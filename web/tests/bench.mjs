@@ -1,6 +1,8 @@
 // Browser benchmark: drives web/bench.html in headless Chromium, single-threaded (page not
 // isolated) and threaded (cross-origin isolated, all cores), and writes the result in the shape
-// of the native `selfcond bench` JSON (models[].runs[], models[].ranking[]).
+// of the native `selfcond bench` JSON (models[].runs[], models[].ranking[]), plus the worker's
+// WebAssembly memory per run (models[].runs[].memory: after loading, and the peak after two
+// concurrent streams and a ranking, next to the file, packed-weight and KV cache sizes).
 //
 //   node web/tests/bench.mjs [--out docs/browser-bench.json] [--sentences 200] [--repeats 3]
 //                            [--small build/bench-work/gpt2-small-shaped.scm | --small none]
@@ -54,7 +56,9 @@ try {
           { threads: s.threads, repeats, positive, negative, concept: 'football', modelUrl: t.modelUrl, rank: t.rank });
         await page.close();
         console.error(`  ${r.model}, ${r.build}, ${r.run.threads} thread(s): prefill ${r.run.prefill_tok_s.toFixed(1)} tok/s, decode ${r.run.decode_tok_s.toFixed(1)} tok/s` +
-          (r.ranking ? `, rank ${r.ranking.sentences_per_s.toFixed(1)} sentences/s` : ''));
+          (r.ranking ? `, rank ${r.ranking.sentences_per_s.toFixed(1)} sentences/s` : '') +
+          (r.memory ? `; wasm memory ${r.memory.wasm_mib_loaded.toFixed(1)} MiB loaded, ${r.memory.wasm_mib_peak.toFixed(1)} MiB peak` +
+            ` (file ${r.memory.file_mib.toFixed(1)} + packed ${r.memory.packed_mib.toFixed(1)} + KV ${r.memory.kv_cache_mib.toFixed(1)} MiB)` : ''));
         results.push(r);
       } finally {
         server.stop();
@@ -78,7 +82,7 @@ const json = {
     model: rs[0].model, precision: rs[0].precision, engine: rs[0].backend,
     load_ms: rs[0].load_ms, file_mib: rs[0].file_mib,
     prompt_tokens: rs[0].prompt_tokens, decode_tokens: rs[0].decode_tokens,
-    runs: rs.map((r) => ({ ...r.run, build: r.build, load_ms: r.load_ms })),
+    runs: rs.map((r) => ({ ...r.run, build: r.build, load_ms: r.load_ms, memory: r.memory })),
     ...(rs[0].ranking ? { ranking: rs.map((r) => r.ranking), ranking_concept: concept } : {}),
   })),
 };

@@ -1,7 +1,8 @@
 // End-to-end test of the web app in headless Chromium (Debian's /usr/bin/chromium, driven by
 // playwright-core): serve the repository with web/serve.mjs, open the page cross-origin isolated
 // (threaded build) and not (single-threaded), generate conditioned text, rank a small custom
-// concept, download it, check the error paths surface in the UI and the console stays clean.
+// concept, download it, check the error paths surface in the UI, that the worker's wasm memory
+// holds the model once, and that the console stays clean.
 //
 //   cd web && npm install && node --test tests/
 // Screenshots go to web/test-artifacts/. Skipped when Chromium, the model or the wasm is missing.
@@ -138,7 +139,7 @@ for (const isolated of [true, false]) {
       await page.fill('#prompt', 'word '.repeat(400));
       await page.click('#generate');
       await page.waitForSelector('#banner:not([hidden])', { timeout: T });
-      assert.match(await page.textContent('#banner-text'), /prompt is \d+ tokens; the model's context is 256/);
+      assert.match(await page.textContent('#banner-text'), /prompt is \d+ tokens; the context is 256/);
       assert.match(await page.textContent('#out-cond'), /context is 256/);
       await page.click('#banner-close');
       // Sampling settings out of range are caught before the engine.
@@ -186,8 +187,8 @@ for (const isolated of [true, false]) {
     });
 
     test('more threads than the prespawned pthread pool: two streams and a ranking finish', { skip: isolated && haveMt ? false : 'needs the threaded build' }, async () => {
-      // 2 engines x 4 threads = 6 pthreads, 4 more than -sPTHREAD_POOL_SIZE=2: the extra ones
-      // start only after the worker's event loop has run (worker.js waits for them).
+      // The model's pool of 4 threads = 3 pthreads, one more than -sPTHREAD_POOL_SIZE=2: the
+      // extra one starts only after the worker's event loop has run (worker.js waits for it).
       const r = await page.evaluate(async ({ pos, neg }) => {
         const { SelfCond } = await import('./lib/selfcond.js');
         const sc = await SelfCond.create({ threads: 4 });
@@ -206,6 +207,49 @@ for (const isolated of [true, false]) {
       assert.equal(r.threaded, true);
       assert.equal(r.threads, 4);
       assert.deepEqual(r.tokens, [12, 12]);
+    });
+
+    test('one copy of the model in wasm memory: two streams and a ranking at once', async () => {
+      const r = await page.evaluate(async ({ pos, neg }) => {
+        const { SelfCond } = await import('./lib/selfcond.js');
+        const sc = await SelfCond.create();
+        try {
+          await sc.loadModel('../demo/models/selfcond-mini-30m.scm');
+          const loaded = await sc.memory();
+          const t = await sc.loadExperts('../demo/experts/football.json');
+          // A snapshot while both streams and the ranking are in flight (the worker interleaves
+          // them and answers between steps).
+          let during = null;
+          const gens = [[], [{ table: t, k: 50 }]].map((experts) =>
+            sc.generate({ prompt: 'The game', maxTokens: 80, seed: 3, stopAtEos: false, experts }).done);
+          const ranked = sc.rank({
+            positive: [...pos, ...pos, ...pos, ...pos], negative: [...neg, ...neg, ...neg, ...neg], concept: 'x',
+            onProgress: ({ done }) => { if (done > 0 && !during) during = sc.memory(); },
+          });
+          const res = await Promise.all([...gens, ranked]);
+          return { loaded, during: await during, after: await sc.memory(), tokens: res.slice(0, 2).map((x) => x.tokens) };
+        } finally {
+          sc.terminate();
+        }
+      }, { pos: POS, neg: NEG });
+      const MiB = (x) => (x / 1048576).toFixed(1);
+      const { during: d, after: a } = r;
+      console.log(`wasm memory (${isolated ? 'threaded' : 'single-threaded'}): ${MiB(r.loaded.wasmBytes)} MiB loaded, ` +
+        `${MiB(d.wasmBytes)} MiB with ${d.generating} streams + ranking, ${MiB(a.wasmBytes)} MiB after; ` +
+        `file ${MiB(a.fileBytes)} + packed ${MiB(a.packedBytes)} + KV ${MiB(a.kvCacheBytes)} MiB (${a.sessions} sessions)`);
+      assert.deepEqual(r.tokens, [80, 80]);
+      assert.equal(d.generating, 2);
+      assert.equal(d.ranking, true);
+      assert.equal(a.sessions, 2);
+      // The model's weights live once: the file's bytes plus XNNPACK's packed copy of the
+      // linears (wasm memory cannot drop the file's pages as the native mmap does). Everything
+      // else is small: two KV caches, session scratch, the ranking's responses, the runtime's
+      // heap and stacks, and Emscripten's growth step. A second copy of the model (one engine
+      // per stream, as before) would add file + packed = 60 MiB and fail both bars.
+      const weights = a.fileBytes + a.packedBytes;
+      assert.ok(a.wasmBytes < 2 * weights, `${MiB(a.wasmBytes)} MiB >= 2 x ${MiB(weights)} MiB`);
+      assert.ok(a.wasmBytes < weights + a.kvCacheBytes + 40 * 1048576,
+        `${MiB(a.wasmBytes)} MiB >= weights + KV + 40 MiB`);
     });
 
     test('the console has no errors', () => {
