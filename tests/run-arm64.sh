@@ -20,7 +20,7 @@ CPUINFO=tests/arm64/cpuinfo-neoverse-n1-i8mm
 
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake >/dev/null
-nice cmake --build "$BUILD" -j"$JOBS" --target selfcond selfcond_tests
+nice cmake --build "$BUILD" -j"$JOBS" --target selfcond selfcond_tests selfcond_shared selfcond_static
 
 # qemu with an ARM /proc/cpuinfo (Neoverse-N1-like, with dotprod and i8mm), in a private mount
 # namespace so the host is untouched. Single-threaded: Debian 12's qemu-user (7.2) hangs in the
@@ -74,11 +74,10 @@ EOF
 echo "-- stripped sizes (aarch64)"
 tmp=$(mktemp -d)
 aarch64-linux-gnu-strip -o "$tmp/selfcond" "$BUILD/selfcond"
-libs=("$BUILD/libselfcond_core.a" "$BUILD/_deps/xnnpack-build/libXNNPACK.a"
-      "$BUILD/_deps/xnnpack-build/libxnnpack-microkernels-prod.a" "$BUILD/cpuinfo/libcpuinfo.a"
-      "$BUILD/pthreadpool/libpthreadpool.a")
-for l in "${libs[@]}"; do aarch64-linux-gnu-strip --strip-debug -o "$tmp/$(basename "$l")" "$l"; done
-for f in "$tmp/selfcond" "$tmp"/*.a; do
+# What an app embeds: the C library, shared (exports selfcond_* only) or static (XNNPACK inside).
+aarch64-linux-gnu-strip -o "$tmp/libselfcond.so" "$BUILD/libselfcond.so"
+aarch64-linux-gnu-strip --strip-debug -o "$tmp/libselfcond.a" "$BUILD/libselfcond.a"
+for f in "$tmp/selfcond" "$tmp/libselfcond.so" "$tmp/libselfcond.a"; do
   awk -v n="$(basename "$f")" -v s="$(stat -c %s "$f")" 'BEGIN { printf "  %-22s %9.1f KiB\n", n, s / 1024 }'
 done
 rm -rf "$tmp"
