@@ -279,6 +279,48 @@ TEST_F(Gpt2Test, Fp16KvCacheHalvesMemoryAndKeepsReferenceBars) {
   }
 }
 
+// A model loaded from memory keeps the packed int8 weights only once: the file's copy of every
+// packed matrix is released. It computes exactly what the mapped file computes (int8 and f32),
+// and refuses the hand-written int8 kernels, which would read the released layout.
+TEST_F(Gpt2Test, FromBufferReleasesPackedSourceAndComputesTheSame) {
+  auto bytes = ReadFile(ConvertedMiniModel(/*keep_float=*/true));
+  ASSERT_TRUE(bytes.ok());
+  const size_t file_size = bytes->size();
+  Model::LoadOptions lo;
+  lo.need_float = true;
+  auto m = Model::FromBuffer(std::move(*bytes), lo);
+  ASSERT_TRUE(m.ok()) << m.status();
+  if ((*m)->xnn() == nullptr) GTEST_SKIP() << "XNNPACK unavailable";
+  EXPECT_TRUE((*m)->released_packed_source());
+  EXPECT_FALSE(model_->released_packed_source());  // a mapped file drops pages instead
+  EXPECT_EQ((*m)->file_bytes(), file_size);
+  EXPECT_EQ((*m)->hash_hex(), model_->hash_hex());
+  for (Precision p : {Precision::kInt8, Precision::kF32}) {
+    SessionOptions so;
+    so.precision = p;
+    auto mem = Session::Create(**m, so);
+    ASSERT_TRUE(mem.ok()) << mem.status();
+    auto mapped = NewSession(p, 256, /*threads=*/false);
+    for (const auto& c : Cases()) {
+      (*mem)->Reset();
+      mapped->Reset();
+      auto a = (*mem)->Forward(c.ids, Session::Logits::kLast);
+      ASSERT_TRUE(a.ok());
+      const std::vector<float> la(a->begin(), a->end());
+      auto b = mapped->Forward(c.ids, Session::Logits::kLast);
+      ASSERT_TRUE(b.ok());
+      EXPECT_EQ(la, std::vector<float>(b->begin(), b->end())) << c.prompt;
+      EXPECT_EQ(Greedy(**mem, c.ids, 10), Greedy(*mapped, c.ids, 10)) << c.prompt;
+    }
+  }
+  const kernels::Backend& scalar = *kernels::BackendByName("scalar");
+  SessionOptions so;
+  so.backend = &scalar;
+  auto refused = Session::Create(**m, so);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("XNNPACK's layout"), std::string::npos);
+}
+
 TEST_F(Gpt2Test, KvCacheChunkingConsistent) {
   const auto& ids = Cases()[3].ids;
   for (Precision p : {Precision::kF32, Precision::kInt8}) {

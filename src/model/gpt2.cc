@@ -13,6 +13,7 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "util/parallel.h"
@@ -151,6 +152,7 @@ absl::Status Model::BuildLinear(const std::string& prefix, int n, int k, bool ne
 }
 
 absl::Status Model::Build(LoadOptions opts) {
+  file_size_ = file_.bytes().size();
   auto view = ParseModelFile(file_.bytes());
   if (!view.ok()) return view.status();
   view_ = std::move(*view);
@@ -220,6 +222,8 @@ absl::Status Model::Build(LoadOptions opts) {
   }
   if (opts.xnnpack && kernels::xnn::Available()) {
     if (auto st = PackForXnnpack(); !st.ok()) return st;
+    // A heap copy cannot drop pages the way a mapping does: keep only what is still read.
+    if (!file_.mapped()) ReleasePackedSource();
   }
   // Pages read once while loading (validation of wpe, the tokenizer blob) leave memory again;
   // a position's row of wpe comes back when a session uses it. And the heap returns what the
@@ -285,6 +289,96 @@ absl::Status Model::PackForXnnpack() {
   return absl::OkStatus();
 }
 
+// The file as a heap copy holds every int8 / int4 weight matrix a second time next to
+// XNNPACK's packed copy. Copies every tensor still read (embeddings, scales, biases, LayerNorm,
+// float copies) into a new, smaller buffer, points every weight pointer at it and frees the old
+// buffer: the linear layers' weights are then in memory once. The tied token embedding stays
+// (EmbedInt8 reads its rows). The tokenizer blob is not kept: the Tokenizer owns its data.
+void Model::ReleasePackedSource() {
+  std::vector<const void*> dropped;  // data of the matrices XNNPACK packed
+  auto drop = [&](const LinearWeights& w) {
+    if (w.xnn_id < 0) return;
+    if (w.q4 != nullptr) {
+      dropped.push_back(w.q4);
+    } else if (w.q.q != wte_q_.q) {  // the tied LM head's data is the token embedding
+      dropped.push_back(w.q.q);
+    }
+  };
+  drop(lm_head_);
+  for (const auto& b : blocks_) {
+    for (const LinearWeights* w : {&b.c_attn, &b.attn_c_proj, &b.c_fc, &b.mlp_c_proj}) drop(*w);
+  }
+  std::sort(dropped.begin(), dropped.end());
+  auto is_dropped = [&](const void* p) {
+    return std::binary_search(dropped.begin(), dropped.end(), p);
+  };
+  // Old tensor ranges in file order, and where each kept one goes.
+  struct Range {
+    const uint8_t* begin;
+    uint64_t size;
+    size_t new_offset;  // SIZE_MAX: dropped
+  };
+  std::vector<Range> ranges;
+  size_t total = 0;
+  for (const TensorView& t : view_.tensors) {
+    Range r{t.data, t.nbytes, SIZE_MAX};
+    if (!is_dropped(t.data)) {
+      total = (total + 63) / 64 * 64;  // keep the file's 64-byte alignment
+      r.new_offset = total;
+      total += t.nbytes;
+    }
+    ranges.push_back(r);
+  }
+  std::sort(ranges.begin(), ranges.end(),
+            [](const Range& a, const Range& b) { return a.begin < b.begin; });
+  std::string compact(total, '\0');
+  for (const Range& r : ranges) {
+    if (r.new_offset != SIZE_MAX) std::memcpy(&compact[r.new_offset], r.begin, r.size);
+  }
+  uint8_t* base = reinterpret_cast<uint8_t*>(compact.data());
+  // Old pointer -> new pointer (null for dropped data and for pointers outside the file, which
+  // are owned by the model already and stay as they are).
+  auto move = [&](auto* p) -> decltype(p) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(p)>>;
+    const uint8_t* b = reinterpret_cast<const uint8_t*>(p);
+    if (b == nullptr) return p;
+    auto it = std::upper_bound(ranges.begin(), ranges.end(), b,
+                               [](const uint8_t* x, const Range& r) { return x < r.begin; });
+    if (it == ranges.begin()) return p;
+    --it;
+    if (b >= it->begin + it->size) return p;  // not in a tensor: model-owned memory
+    if (it->new_offset == SIZE_MAX) return nullptr;
+    return reinterpret_cast<const T*>(base + it->new_offset + (b - it->begin));
+  };
+  auto move_linear = [&](LinearWeights& w) {
+    w.q.q = move(w.q.q);
+    w.q.scale = move(w.q.scale);
+    w.q.row_sum = move(w.q.row_sum);
+    w.q4 = move(w.q4);
+    w.q4_scale = move(w.q4_scale);
+    w.f.w = move(w.f.w);
+    w.bias = move(w.bias);
+  };
+  wte_q_.q = move(wte_q_.q);
+  wte_q_.scale = move(wte_q_.scale);
+  wte_q_.row_sum = move(wte_q_.row_sum);
+  wte_f_.w = move(wte_f_.w);
+  move_linear(lm_head_);
+  wpe_ = move(wpe_);
+  ln_f_weight_ = move(ln_f_weight_);
+  ln_f_bias_ = move(ln_f_bias_);
+  for (auto& b : blocks_) {
+    for (const float** p : {&b.ln_1_weight, &b.ln_1_bias, &b.ln_2_weight, &b.ln_2_bias}) {
+      *p = move(*p);
+    }
+    for (LinearWeights* w : {&b.c_attn, &b.attn_c_proj, &b.c_fc, &b.mlp_c_proj}) move_linear(*w);
+  }
+  for (TensorView& t : view_.tensors) t.data = move(t.data);
+  view_.tokenizer_blob = {};
+  file_ = MappedFile::FromBuffer(std::move(compact));
+  released_packed_source_ = true;
+}
+
 absl::Status Model::EmbedInt8(int32_t token, float* out, std::vector<int8_t>* scratch) const {
   const kernels::PackedI8& w = wte_q_;
   // The 16 rows that share token's packed block: (k / 4) groups of 16 x 4 bytes.
@@ -348,6 +442,11 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(const Model& model, Ses
     use_xnnpack = opts.precision == Precision::kInt8 && model.xnn() != nullptr &&
                   kernels::BackendFromEnv() == nullptr;
     opts.backend = &kernels::DefaultBackend();
+  }
+  if (opts.precision == Precision::kInt8 && model.released_packed_source() && !use_xnnpack) {
+    return absl::FailedPreconditionError(
+        "this model was loaded from memory and keeps its int8 weights only in XNNPACK's layout: "
+        "the hand-written kernels cannot run it (load it with xnnpack off to use them)");
   }
   if (opts.precision == Precision::kInt8 && model.has_int4() && !use_xnnpack) {
     return absl::FailedPreconditionError(

@@ -63,7 +63,11 @@ class Model {
   const std::string& hash_hex() const { return hash_hex_; }
   const std::string& name() const { return view_.model_name; }
   const ModelFileView& file() const { return view_; }
-  size_t file_bytes() const { return file_.bytes().size(); }
+  size_t file_bytes() const { return file_size_; }
+  // True when the model holds the file as a heap copy (FromBuffer, or any load in WASM) and
+  // released the bytes of the weights XNNPACK packed: the packed copy is then the only copy
+  // (the hand-written int8 kernels, which read the file's layout, can no longer run).
+  bool released_packed_source() const { return released_packed_source_; }
   bool has_float_copies() const { return has_float_copies_; }
   bool float_ready() const { return float_ready_; }
   bool has_int4() const { return has_int4_; }  // some linears are 4-bit (XNNPACK only)
@@ -88,6 +92,7 @@ class Model {
   const float* Dequantize(const kernels::PackedI8& q);
   const float* DequantizeInt4(const LinearWeights& w);
   absl::Status PackForXnnpack();
+  void ReleasePackedSource();
   absl::Status BuildLinear(const std::string& prefix, int n, int k, bool need_float,
                            LinearWeights* out);
 
@@ -98,6 +103,8 @@ class Model {
   bool has_float_copies_ = false;
   bool float_ready_ = false;
   bool has_int4_ = false;
+  bool released_packed_source_ = false;
+  size_t file_size_ = 0;
   kernels::PackedI8 wte_q_;
   kernels::MatF32 wte_f_;
   LinearWeights lm_head_;

@@ -110,7 +110,13 @@ MappedFile::MappedFile(MappedFile&& o) noexcept { *this = std::move(o); }
 
 MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
   if (this == &o) return *this;
-  this->~MappedFile();
+    // Release what this one holds (not through ~MappedFile: that would end owned_'s lifetime).
+#if !defined(SELFCOND_WASM)
+  if (mapped_ && data_) munmap(const_cast<uint8_t*>(data_), size_);
+  if (fd_ >= 0) ::close(fd_);
+#endif
+  owned_.clear();
+  owned_.shrink_to_fit();
   mapped_ = o.mapped_;
   size_ = o.size_;
   fd_ = o.fd_;
