@@ -313,6 +313,19 @@ TEST_F(Gpt2Test, FromBufferReleasesPackedSourceAndComputesTheSame) {
       EXPECT_EQ(Greedy(**mem, c.ids, 10), Greedy(*mapped, c.ids, 10)) << c.prompt;
     }
   }
+  // A 4-bit model too (its packed matrices are int4 in the file).
+  const std::string path4 = testing::ConvertedMiniModelInt4();
+  auto bytes4 = ReadFile(path4);
+  ASSERT_TRUE(bytes4.ok());
+  auto m4 = Model::FromBuffer(*bytes4, {});
+  auto f4 = Model::Load(path4, {});
+  ASSERT_TRUE(m4.ok() && f4.ok());
+  EXPECT_TRUE((*m4)->released_packed_source());
+  auto s4m = Session::Create(**m4, {});
+  auto s4f = Session::Create(**f4, {});
+  ASSERT_TRUE(s4m.ok() && s4f.ok());
+  for (const auto& c : Cases()) EXPECT_EQ(Greedy(**s4m, c.ids, 10), Greedy(**s4f, c.ids, 10));
+
   const kernels::Backend& scalar = *kernels::BackendByName("scalar");
   SessionOptions so;
   so.backend = &scalar;

@@ -34,6 +34,7 @@
 #include "model/generate.h"
 #include "model/gpt2.h"
 #include "model/units.h"
+#include "util/file_util.h"
 #include "util/parallel.h"
 
 namespace selfcond {
@@ -148,17 +149,19 @@ class JsModel {
     auto precision = ParsePrecision(StringOr(opts, "precision", "int8"));
     if (!precision.ok()) return Error(precision.status());
     const size_t n = bytes["byteLength"].as<size_t>();
-    std::string buf(n, '\0');
+    // A malloc'd block (not a std::string): the model shrinks it in place once XNNPACK has
+    // packed the weights, so their file copy does not stay in wasm memory.
+    auto buf = HeapBuffer::Allocate(n);
+    if (!buf.ok()) return Error(buf.status());
     // One memcpy-speed copy straight into wasm memory (TypedArray.set), not element by element.
     const val src = bytes["buffer"].isUndefined()
                         ? val::global("Uint8Array").new_(bytes)  // an ArrayBuffer
                         : val::global("Uint8Array").new_(bytes["buffer"], bytes["byteOffset"], n);
-    val(emscripten::typed_memory_view(n, reinterpret_cast<uint8_t*>(buf.data())))
-        .call<void>("set", src);
+    val(emscripten::typed_memory_view(n, buf->data())).call<void>("set", src);
     Model::LoadOptions lo;
     lo.verify_hash = BoolOr(opts, "verifyHash", false);
     lo.need_float = *precision == Precision::kF32;
-    auto model = Model::FromBuffer(std::move(buf), lo);
+    auto model = Model::FromBuffer(std::move(*buf), lo);
     if (!model.ok()) return Error(model.status());
     auto m = std::make_shared<Loaded>();
     const int threads = static_cast<int>(NumberOr(opts, "threads", 1));

@@ -255,8 +255,9 @@ selfcond_status selfcond_model_load_memory(const void* data, size_t size,
   return Guard([&] {
     if ((data == nullptr && size > 0) || out == nullptr) return Invalid("data or output is NULL");
     *out = nullptr;
-    std::string bytes(static_cast<const char*>(data), size);
-    auto model = selfcond::Model::FromBuffer(std::move(bytes), LoadOptionsFrom(params));
+    auto bytes = selfcond::HeapBuffer::CopyOf(data, size);  // the only copy
+    if (!bytes.ok()) return ToC(bytes.status());
+    auto model = selfcond::Model::FromBuffer(std::move(*bytes), LoadOptionsFrom(params));
     if (!model.ok()) return ToC(model.status());
     *out = new selfcond_model{std::move(*model)};
     return ToC(absl::OkStatus());

@@ -74,11 +74,18 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, Load
   return m;
 }
 
-absl::StatusOr<std::unique_ptr<Model>> Model::FromBuffer(std::string bytes, LoadOptions opts) {
+absl::StatusOr<std::unique_ptr<Model>> Model::FromBuffer(HeapBuffer bytes, LoadOptions opts) {
   std::unique_ptr<Model> m(new Model());
   m->file_ = MappedFile::FromBuffer(std::move(bytes));
   if (auto st = m->Build(opts); !st.ok()) return st;
   return m;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::FromBuffer(const std::string& bytes,
+                                                         LoadOptions opts) {
+  auto heap = HeapBuffer::CopyOf(bytes.data(), bytes.size());
+  if (!heap.ok()) return heap.status();
+  return FromBuffer(std::move(*heap), opts);
 }
 
 // A float copy (n, k) of a packed int8 matrix, owned by the model (the f32 path of a file that
@@ -290,18 +297,20 @@ absl::Status Model::PackForXnnpack() {
 }
 
 // The file as a heap copy holds every int8 / int4 weight matrix a second time next to
-// XNNPACK's packed copy. Copies every tensor still read (embeddings, scales, biases, LayerNorm,
-// float copies) into a new, smaller buffer, points every weight pointer at it and frees the old
-// buffer: the linear layers' weights are then in memory once. The tied token embedding stays
-// (EmbedInt8 reads its rows). The tokenizer blob is not kept: the Tokenizer owns its data.
+// XNNPACK's packed copy. Moves every tensor still read (embeddings, scales, biases, LayerNorm,
+// float copies) to the front of the buffer, in place, shrinks the buffer to them and points
+// every weight pointer at their new places: the linear layers' weights are then in memory once.
+// (In place, because a second buffer would grow WASM memory, which never shrinks.) The tied
+// token embedding stays (EmbedInt8 reads its rows); the tokenizer blob goes (the Tokenizer owns
+// its data).
 void Model::ReleasePackedSource() {
-  std::vector<const void*> dropped;  // data of the matrices XNNPACK packed
+  std::vector<uintptr_t> dropped;  // data of the matrices XNNPACK packed
   auto drop = [&](const LinearWeights& w) {
     if (w.xnn_id < 0) return;
     if (w.q4 != nullptr) {
-      dropped.push_back(w.q4);
+      dropped.push_back(reinterpret_cast<uintptr_t>(w.q4));
     } else if (w.q.q != wte_q_.q) {  // the tied LM head's data is the token embedding
-      dropped.push_back(w.q.q);
+      dropped.push_back(reinterpret_cast<uintptr_t>(w.q.q));
     }
   };
   drop(lm_head_);
@@ -309,46 +318,43 @@ void Model::ReleasePackedSource() {
     for (const LinearWeights* w : {&b.c_attn, &b.attn_c_proj, &b.c_fc, &b.mlp_c_proj}) drop(*w);
   }
   std::sort(dropped.begin(), dropped.end());
-  auto is_dropped = [&](const void* p) {
-    return std::binary_search(dropped.begin(), dropped.end(), p);
-  };
-  // Old tensor ranges in file order, and where each kept one goes.
+  absl::Span<uint8_t> heap = file_.mutable_heap();
+  const uintptr_t old_base = reinterpret_cast<uintptr_t>(heap.data());
+  // Tensor ranges in file order, each with its offset after compaction (SIZE_MAX: dropped).
+  // Kept ranges only move towards the front, so moving them in file order is safe in place.
   struct Range {
-    const uint8_t* begin;
-    uint64_t size;
-    size_t new_offset;  // SIZE_MAX: dropped
+    size_t offset, size, new_offset;
   };
   std::vector<Range> ranges;
-  size_t total = 0;
   for (const TensorView& t : view_.tensors) {
-    Range r{t.data, t.nbytes, SIZE_MAX};
-    if (!is_dropped(t.data)) {
-      total = (total + 63) / 64 * 64;  // keep the file's 64-byte alignment
-      r.new_offset = total;
-      total += t.nbytes;
-    }
-    ranges.push_back(r);
+    ranges.push_back({reinterpret_cast<uintptr_t>(t.data) - old_base, t.nbytes, SIZE_MAX});
   }
   std::sort(ranges.begin(), ranges.end(),
-            [](const Range& a, const Range& b) { return a.begin < b.begin; });
-  std::string compact(total, '\0');
-  for (const Range& r : ranges) {
-    if (r.new_offset != SIZE_MAX) std::memcpy(&compact[r.new_offset], r.begin, r.size);
+            [](const Range& a, const Range& b) { return a.offset < b.offset; });
+  size_t total = 0;
+  for (Range& r : ranges) {
+    if (std::binary_search(dropped.begin(), dropped.end(), old_base + r.offset)) continue;
+    total = (total + 63) / 64 * 64;  // the file's 64-byte alignment
+    r.new_offset = total;
+    std::memmove(heap.data() + total, heap.data() + r.offset, r.size);
+    total += r.size;
   }
-  uint8_t* base = reinterpret_cast<uint8_t*>(compact.data());
-  // Old pointer -> new pointer (null for dropped data and for pointers outside the file, which
-  // are owned by the model already and stay as they are).
+  file_.ShrinkHeap(total);
+  uint8_t* base = file_.mutable_heap().data();
+  // Old pointer -> new pointer (null for dropped data; pointers outside the file, to memory the
+  // model owns, stay as they are).
   auto move = [&](auto* p) -> decltype(p) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(p)>>;
-    const uint8_t* b = reinterpret_cast<const uint8_t*>(p);
-    if (b == nullptr) return p;
-    auto it = std::upper_bound(ranges.begin(), ranges.end(), b,
-                               [](const uint8_t* x, const Range& r) { return x < r.begin; });
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    if (p == nullptr || a < old_base) return p;
+    const size_t off = a - old_base;
+    auto it = std::upper_bound(ranges.begin(), ranges.end(), off,
+                               [](size_t x, const Range& r) { return x < r.offset; });
     if (it == ranges.begin()) return p;
     --it;
-    if (b >= it->begin + it->size) return p;  // not in a tensor: model-owned memory
+    if (off >= it->offset + it->size) return p;  // not in a tensor: model-owned memory
     if (it->new_offset == SIZE_MAX) return nullptr;
-    return reinterpret_cast<const T*>(base + it->new_offset + (b - it->begin));
+    return reinterpret_cast<const T*>(base + it->new_offset + (off - it->offset));
   };
   auto move_linear = [&](LinearWeights& w) {
     w.q.q = move(w.q.q);
@@ -375,7 +381,6 @@ void Model::ReleasePackedSource() {
   }
   for (TensorView& t : view_.tensors) t.data = move(t.data);
   view_.tokenizer_blob = {};
-  file_ = MappedFile::FromBuffer(std::move(compact));
   released_packed_source_ = true;
 }
 

@@ -56,7 +56,11 @@ class Model {
     bool xnnpack = true;
   };
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path, LoadOptions opts);
-  static absl::StatusOr<std::unique_ptr<Model>> FromBuffer(std::string bytes, LoadOptions opts);
+  // From the file's bytes in memory (taken over; their packed weights' part is freed after
+  // packing, see released_packed_source). The std::string form copies them first.
+  static absl::StatusOr<std::unique_ptr<Model>> FromBuffer(HeapBuffer bytes, LoadOptions opts);
+  static absl::StatusOr<std::unique_ptr<Model>> FromBuffer(const std::string& bytes,
+                                                           LoadOptions opts);
 
   const GPT2Config& config() const { return view_.config; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }

@@ -1,6 +1,7 @@
 #include "util/file_util.h"
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -66,19 +67,55 @@ absl::Status WriteFile(const std::string& path, std::string_view bytes) {
 #endif
 }
 
-MappedFile MappedFile::FromBuffer(std::string bytes) {
+void HeapBuffer::Free::operator()(uint8_t* p) const { std::free(p); }
+
+absl::StatusOr<HeapBuffer> HeapBuffer::Allocate(size_t n) {
+  HeapBuffer b;
+  b.p_.reset(static_cast<uint8_t*>(std::malloc(n == 0 ? 1 : n)));
+  if (!b.p_) {
+    return absl::ResourceExhaustedError(absl::StrCat("out of memory for ", n, " bytes"));
+  }
+  b.n_ = n;
+  return b;
+}
+
+absl::StatusOr<HeapBuffer> HeapBuffer::CopyOf(const void* p, size_t n) {
+  auto b = Allocate(n);
+  if (b.ok() && n > 0) std::memcpy(b->data(), p, n);
+  return b;
+}
+
+void HeapBuffer::ShrinkTo(size_t n) {
+  if (n >= n_) return;
+  if (void* q = std::realloc(p_.get(), n == 0 ? 1 : n)) {
+    (void)p_.release();
+    p_.reset(static_cast<uint8_t*>(q));
+  }
+  n_ = n;  // if realloc failed the block stays as it was, with fewer bytes in use
+}
+
+MappedFile MappedFile::FromBuffer(HeapBuffer bytes) {
   MappedFile f;
-  f.owned_ = std::move(bytes);
-  f.data_ = reinterpret_cast<const uint8_t*>(f.owned_.data());
-  f.size_ = f.owned_.size();
+  f.heap_ = std::move(bytes);
+  f.data_ = f.heap_.size() ? f.heap_.data() : nullptr;
+  f.size_ = f.heap_.size();
   return f;
+}
+
+void MappedFile::ShrinkHeap(size_t n) {
+  if (mapped_) return;
+  heap_.ShrinkTo(n);
+  data_ = heap_.size() ? heap_.data() : nullptr;
+  size_ = heap_.size();
 }
 
 absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path) {
 #if defined(SELFCOND_WASM)
   auto bytes = ReadFile(path);
   if (!bytes.ok()) return bytes.status();
-  return FromBuffer(std::move(*bytes));
+  auto heap = HeapBuffer::CopyOf(bytes->data(), bytes->size());
+  if (!heap.ok()) return heap.status();
+  return FromBuffer(std::move(*heap));
 #else
   int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0)
@@ -110,13 +147,12 @@ MappedFile::MappedFile(MappedFile&& o) noexcept { *this = std::move(o); }
 
 MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
   if (this == &o) return *this;
-    // Release what this one holds (not through ~MappedFile: that would end owned_'s lifetime).
+    // Release what this one holds (not through ~MappedFile: that would end heap_'s lifetime).
 #if !defined(SELFCOND_WASM)
   if (mapped_ && data_) munmap(const_cast<uint8_t*>(data_), size_);
   if (fd_ >= 0) ::close(fd_);
 #endif
-  owned_.clear();
-  owned_.shrink_to_fit();
+  heap_ = HeapBuffer();
   mapped_ = o.mapped_;
   size_ = o.size_;
   fd_ = o.fd_;
@@ -124,8 +160,8 @@ MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
   if (mapped_) {
     data_ = o.data_;
   } else {
-    owned_ = std::move(o.owned_);
-    data_ = reinterpret_cast<const uint8_t*>(owned_.data());
+    heap_ = std::move(o.heap_);
+    data_ = heap_.data();
     if (size_ == 0) data_ = nullptr;
   }
   o.data_ = nullptr;

@@ -3,7 +3,9 @@
 #define SELFCOND_FILE_UTIL_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -15,12 +17,39 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 // Natively atomic: writes a temporary file beside `path`, fsyncs it and renames it into place.
 absl::Status WriteFile(const std::string& path, std::string_view bytes);
 
+// Bytes in one malloc'd block. Unlike std::string it can shrink in place: realloc to a smaller
+// size hands the tail back to the allocator (in WASM, memory that never shrinks, this is the
+// only way a freed part of a model file becomes usable again).
+class HeapBuffer {
+ public:
+  HeapBuffer() = default;
+  HeapBuffer(HeapBuffer&& o) noexcept : p_(std::move(o.p_)), n_(std::exchange(o.n_, 0)) {}
+  HeapBuffer& operator=(HeapBuffer&& o) noexcept {
+    p_ = std::move(o.p_);
+    n_ = std::exchange(o.n_, 0);
+    return *this;
+  }
+  static absl::StatusOr<HeapBuffer> Allocate(size_t n);  // uninitialized
+  static absl::StatusOr<HeapBuffer> CopyOf(const void* p, size_t n);
+  uint8_t* data() { return p_.get(); }
+  const uint8_t* data() const { return p_.get(); }
+  size_t size() const { return n_; }
+  void ShrinkTo(size_t n);  // n <= size(); the data may move
+
+ private:
+  struct Free {
+    void operator()(uint8_t* p) const;
+  };
+  std::unique_ptr<uint8_t, Free> p_;
+  size_t n_ = 0;
+};
+
 // A read-only view of a file's bytes: mmap natively, a heap copy where mmap is unavailable
 // (WASM) or for buffers handed over by the caller.
 class MappedFile {
  public:
   static absl::StatusOr<MappedFile> Open(const std::string& path);
-  static MappedFile FromBuffer(std::string bytes);  // takes ownership
+  static MappedFile FromBuffer(HeapBuffer bytes);  // takes ownership
 
   MappedFile() = default;
   MappedFile(MappedFile&& other) noexcept;
@@ -44,12 +73,17 @@ class MappedFile {
   // running process into an error instead of SIGBUS.
   absl::Status Read(const void* p, size_t n, void* dst) const;
 
+  // A heap copy's bytes, writable (empty for a mapped file), and shrinking it to its first n
+  // bytes (the bytes may move: take pointers again afterwards).
+  absl::Span<uint8_t> mutable_heap() { return {heap_.data(), mapped_ ? 0 : heap_.size()}; }
+  void ShrinkHeap(size_t n);
+
  private:
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   bool mapped_ = false;
   int fd_ = -1;  // the mapped file, kept open for Read()
-  std::string owned_;
+  HeapBuffer heap_;
 };
 
 }  // namespace selfcond

@@ -145,12 +145,22 @@ function removeTable({ table }) {
 
 // ---- generation ------------------------------------------------------------------------------
 
-// A free session of the model (created on first need), marked busy with gen.
-function takeSession(gen) {
-  let s = sessions.find((x) => x.busy === null);
+// A free session of the model that holds at least `need` positions, marked busy with gen.
+// Sessions are sized to the work (prompt + new tokens, rounded up to 64, at most the model's
+// context), not to the model's context: in WASM every allocated byte grows the memory for good.
+// A free session too small for this generation is replaced by a larger one.
+function takeSession(gen, need) {
+  const nCtx = Math.min(modelInfo.nCtx, Math.ceil(need / 64) * 64);
+  let s = sessions.find((x) => x.busy === null && x.nCtx >= need);
   if (!s) {
-    if (sessions.length >= MAX_SESSIONS) fail(`at most ${MAX_SESSIONS} generations at a time`);
-    s = { session: check(model.createSession({}), 'session').session, busy: null };
+    const small = sessions.findIndex((x) => x.busy === null);
+    if (small >= 0) {
+      sessions[small].session.delete();
+      sessions.splice(small, 1);
+    } else if (sessions.length >= MAX_SESSIONS) {
+      fail(`at most ${MAX_SESSIONS} generations at a time`);
+    }
+    s = { session: check(model.createSession({ nCtx }), 'session').session, nCtx, busy: null };
     sessions.push(s);
   }
   s.busy = gen;
@@ -161,7 +171,8 @@ let scheduling = false;
 
 async function startGeneration({ gen, prompt, opts }) {
   requireModel();
-  const s = takeSession(gen);
+  const need = model.tokenize(prompt).length + Math.max(1, Math.floor(opts.maxTokens ?? 50));
+  const s = takeSession(gen, need);
   let r;
   try {
     const experts = opts.experts ?? [];
@@ -273,7 +284,7 @@ async function rank({ id, concept, positive, negative, topN, batch }) {
 // message round trips in the measurement).
 function bench({ prompt, decodeTokens }) {
   requireModel();
-  const s = takeSession('bench');
+  const s = takeSession('bench', model.tokenize(prompt).length + Math.max(1, decodeTokens));
   try {
     const e = s.session;
     e.clearForcing();
