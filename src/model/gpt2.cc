@@ -327,7 +327,8 @@ void Model::ReleasePackedSource() {
   };
   std::vector<Range> ranges;
   for (const TensorView& t : view_.tensors) {
-    ranges.push_back({reinterpret_cast<uintptr_t>(t.data) - old_base, t.nbytes, SIZE_MAX});
+    ranges.push_back({static_cast<size_t>(reinterpret_cast<uintptr_t>(t.data) - old_base),
+                      static_cast<size_t>(t.nbytes), SIZE_MAX});
   }
   std::sort(ranges.begin(), ranges.end(),
             [](const Range& a, const Range& b) { return a.offset < b.offset; });
