@@ -232,11 +232,18 @@ absl::Status Model::Build(LoadOptions opts) {
     // A heap copy cannot drop pages the way a mapping does: keep only what is still read.
     if (!file_.mapped()) ReleasePackedSource();
   }
-  // Pages read once while loading (validation of wpe, the tokenizer blob) leave memory again;
-  // a position's row of wpe comes back when a session uses it. And the heap returns what the
+  // With the weights packed, a session reads from the file only LayerNorm parameters (copied
+  // out here: a few KiB per layer) and rows of the embeddings (read with pread). So every page
+  // read while loading leaves memory again; touching the small tensors through the mapping
+  // would bring each one's 64 KiB fault-around window back. And the heap returns what the
   // tokenizer's construction freed, so peak RSS tracks what the model keeps.
-  file_.DropPages(wpe_, static_cast<size_t>(T) * d * sizeof(float));
-  file_.DropPages(view_.tokenizer_blob.data(), view_.tokenizer_blob.size());
+  if (xnn_ != nullptr && file_.mapped()) {
+    OwnLayerNorms();
+    file_.DropPages(file_.bytes().data(), file_.bytes().size());
+  } else {
+    file_.DropPages(wpe_, static_cast<size_t>(T) * d * sizeof(float));
+    file_.DropPages(view_.tokenizer_blob.data(), view_.tokenizer_blob.size());
+  }
 #if defined(__GLIBC__)
   malloc_trim(0);
 #endif
@@ -385,6 +392,30 @@ void Model::ReleasePackedSource() {
   released_packed_source_ = true;
 }
 
+void Model::OwnLayerNorms() {
+  const size_t d = view_.config.n_embd;
+  auto own = [&](const float** p) {
+    owned_f32_.emplace_back(*p, *p + d);
+    *p = owned_f32_.back().data();
+  };
+  for (auto& b : blocks_) {
+    for (const float** p : {&b.ln_1_weight, &b.ln_1_bias, &b.ln_2_weight, &b.ln_2_bias}) own(p);
+  }
+  own(&ln_f_weight_);
+  own(&ln_f_bias_);
+}
+
+absl::Status Model::AddPosition(int pos, float* x, std::vector<float>* scratch) const {
+  const size_t d = view_.config.n_embd;
+  scratch->resize(d);
+  if (auto st = file_.Read(wpe_ + static_cast<size_t>(pos) * d, d * sizeof(float), scratch->data());
+      !st.ok()) {
+    return st;
+  }
+  for (size_t j = 0; j < d; ++j) x[j] += (*scratch)[j];
+  return absl::OkStatus();
+}
+
 absl::Status Model::EmbedInt8(int32_t token, float* out, std::vector<int8_t>* scratch) const {
   const kernels::PackedI8& w = wte_q_;
   // The 16 rows that share token's packed block: (k / 4) groups of 16 x 4 bytes.
@@ -423,8 +454,9 @@ struct Session::Scratch {
   std::unique_ptr<uint16_t[]> key_cache16;
   std::unique_ptr<uint16_t[]> value_cache16;
   size_t kv_bytes = 0;
-  std::vector<float> logits;  // (vocab) or (B, vocab)
-  std::vector<int8_t> embed;  // (16 * d) one packed block of token-embedding rows
+  std::vector<float> logits;   // (vocab) or (B, vocab)
+  std::vector<int8_t> embed;   // (16 * d) one packed block of token-embedding rows
+  std::vector<float> pos_row;  // (d) one row of the position embedding
 };
 
 Session::Session(const Model& model, SessionOptions opts)
@@ -761,8 +793,7 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
     } else {
       if (auto st = model_.EmbedInt8(tokens[i], xi, &s.embed); !st.ok()) return st;
     }
-    const float* pe = model_.wpe() + static_cast<size_t>(p0 + i) * d;
-    for (int j = 0; j < d; ++j) xi[j] += pe[j];
+    if (auto st = model_.AddPosition(p0 + i, xi, &s.pos_row); !st.ok()) return st;
   }
 
   for (int l = 0; l < static_cast<int>(c.n_layer); ++l) {

@@ -87,6 +87,9 @@ class Model {
   // out(d) = the int8 token embedding of `token`, dequantized. Reads the row's 16-row packed
   // block from the file (MappedFile::Read) into scratch rather than through the mapping.
   absl::Status EmbedInt8(int32_t token, float* out, std::vector<int8_t>* scratch) const;
+  // x(d) += the position embedding of `pos`, read from the file the same way (one row, not the
+  // kernel's fault-around window of the mapping).
+  absl::Status AddPosition(int pos, float* x, std::vector<float>* scratch) const;
   const float* ln_f_weight() const { return ln_f_weight_; }  // (d)
   const float* ln_f_bias() const { return ln_f_bias_; }      // (d)
 
@@ -97,6 +100,7 @@ class Model {
   const float* DequantizeInt4(const LinearWeights& w);
   absl::Status PackForXnnpack();
   void ReleasePackedSource();
+  void OwnLayerNorms();
   absl::Status BuildLinear(const std::string& prefix, int n, int k, bool need_float,
                            LinearWeights* out);
 
@@ -116,7 +120,7 @@ class Model {
   std::vector<BlockWeights> blocks_;
   const float* ln_f_weight_ = nullptr;
   const float* ln_f_bias_ = nullptr;
-  std::vector<std::vector<float>> owned_f32_;    // dequantized float weights
+  std::vector<std::vector<float>> owned_f32_;    // dequantized weights, LayerNorm copies
   std::vector<std::vector<int32_t>> owned_i32_;  // row sums when absent from the file
   std::unique_ptr<kernels::xnn::PackedWeights> xnn_;
 };
