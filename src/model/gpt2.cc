@@ -15,6 +15,10 @@
 #include <new>
 #include <type_traits>
 
+#if defined(__x86_64__) && !defined(SELFCOND_WASM)
+#include <immintrin.h>
+#endif
+
 #include "absl/strings/str_cat.h"
 #include "util/parallel.h"
 
@@ -627,7 +631,41 @@ void ToHalf(const float* x, uint16_t* y, int n) {
   for (int j = 0; j < n; ++j) y[j] = FloatToHalf(x[j]);
 }
 
-SC_MULTIVERSION float DotHalf(const float* a, const uint16_t* b, int n) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(SELFCOND_WASM)
+// With F16C the conversion is one instruction per 8 values (GCC vectorizes the portable loops
+// below only 4 wide). Same 8 partial sums, same final order, no FMA: the same arithmetic.
+__attribute__((target("avx2,f16c"))) float DotHalfF16c(const float* a, const uint16_t* b, int n) {
+  __m256 acc = _mm256_setzero_ps();
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 bh = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + j)));
+    acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + j), bh));
+  }
+  float s = 0;
+  for (; j < n; ++j) s += a[j] * HalfToFloat(b[j]);
+  alignas(32) float l[8];
+  _mm256_store_ps(l, acc);
+  return s + ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+}
+
+__attribute__((target("avx2,f16c"))) void AxpyHalfF16c(float a, const uint16_t* x, float* y,
+                                                       int n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 xh = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + j)));
+    _mm256_storeu_ps(y + j, _mm256_add_ps(_mm256_loadu_ps(y + j), _mm256_mul_ps(va, xh)));
+  }
+  for (; j < n; ++j) y[j] += a * HalfToFloat(x[j]);
+}
+
+bool HasF16c() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  return ok;
+}
+#endif
+
+SC_MULTIVERSION float DotHalfPortable(const float* a, const uint16_t* b, int n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int j = 0;
   for (; j + 8 <= n; j += 8) {
@@ -638,8 +676,22 @@ SC_MULTIVERSION float DotHalf(const float* a, const uint16_t* b, int n) {
   return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-SC_MULTIVERSION void AxpyHalf(float a, const uint16_t* x, float* y, int n) {
+SC_MULTIVERSION void AxpyHalfPortable(float a, const uint16_t* x, float* y, int n) {
   for (int j = 0; j < n; ++j) y[j] += a * HalfToFloat(x[j]);
+}
+
+float DotHalf(const float* a, const uint16_t* b, int n) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(SELFCOND_WASM)
+  if (HasF16c()) return DotHalfF16c(a, b, n);
+#endif
+  return DotHalfPortable(a, b, n);
+}
+
+void AxpyHalf(float a, const uint16_t* x, float* y, int n) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(SELFCOND_WASM)
+  if (HasF16c()) return AxpyHalfF16c(a, x, y, n);
+#endif
+  AxpyHalfPortable(a, x, y, n);
 }
 
 SC_MULTIVERSION void LayerNorm(const float* x, const float* w, const float* b, int d, float eps,
