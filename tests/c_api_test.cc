@@ -1,7 +1,5 @@
 // The C API (include/selfcond/selfcond.h) against the library it wraps: the same tokens, the
 // same experts, and clean error codes for bad input.
-#include "selfcond/selfcond.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,6 +11,7 @@
 #include "experts/rank.h"
 #include "model/generate.h"
 #include "model/gpt2.h"
+#include "selfcond/selfcond.h"
 #include "test_util.h"
 #include "util/file_util.h"
 
@@ -236,8 +235,7 @@ TEST_F(CApiTest, RankForceAndSave) {
   EXPECT_NE(plain.text, forced.text);
   ASSERT_EQ(selfcond_session_set_forcing(s, nullptr, 0, SELFCOND_FORCE_ON_P50, 0), SELFCOND_OK);
   Collected cleared;
-  ASSERT_EQ(selfcond_generate(s, "Once upon a time", &gp, Collect, &cleared, nullptr),
-            SELFCOND_OK);
+  ASSERT_EQ(selfcond_generate(s, "Once upon a time", &gp, Collect, &cleared, nullptr), SELFCOND_OK);
   EXPECT_EQ(plain.text, cleared.text);
   selfcond_session_free(s);
 
@@ -247,8 +245,8 @@ TEST_F(CApiTest, RankForceAndSave) {
             SELFCOND_CANCELLED);
   EXPECT_EQ(e, nullptr);
   // No negatives: a clear error.
-  EXPECT_EQ(selfcond_rank(model_, "football", pos.data(), pos.size(), nullptr, 0, nullptr,
-                          nullptr, nullptr, &e),
+  EXPECT_EQ(selfcond_rank(model_, "football", pos.data(), pos.size(), nullptr, 0, nullptr, nullptr,
+                          nullptr, &e),
             SELFCOND_INVALID_ARGUMENT);
   EXPECT_NE(std::string(selfcond_last_error()).find("negative"), std::string::npos);
 }

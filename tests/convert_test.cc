@@ -13,14 +13,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "util/file_util.h"
-#include "util/json.h"
-#include "kernels/kernels.h"
 #include "formats/model_file.h"
 #include "formats/safetensors.h"
-#include "tools/synthetic_checkpoint.h"
-#include "test_util.h"
 #include "formats/tokenizer.h"
+#include "kernels/kernels.h"
+#include "test_util.h"
+#include "tools/synthetic_checkpoint.h"
+#include "util/file_util.h"
+#include "util/json.h"
 
 namespace selfcond {
 namespace {

@@ -2,9 +2,9 @@
 
 #include <string>
 
-#include "util/file_util.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
+#include "util/file_util.h"
 
 namespace selfcond {
 namespace {

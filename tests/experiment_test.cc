@@ -7,14 +7,14 @@
 #include <vector>
 
 #include "experts/dataset.h"
-#include "tools/paper_experiments.h"
 #include "experts/rank.h"
-#include "util/file_util.h"
-#include "model/generate.h"
 #include "gtest/gtest.h"
+#include "model/generate.h"
+#include "test_util.h"
+#include "tools/paper_experiments.h"
+#include "util/file_util.h"
 #include "util/json.h"
 #include "util/parallel.h"
-#include "test_util.h"
 
 namespace selfcond {
 namespace {

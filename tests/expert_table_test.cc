@@ -5,9 +5,9 @@
 #include <string>
 #include <vector>
 
-#include "util/file_util.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
+#include "util/file_util.h"
 
 namespace selfcond {
 namespace {

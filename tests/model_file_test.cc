@@ -1,5 +1,5 @@
-// The model file reader/writer (src/formats/model_file.h) and SHA-256: round trip, layout rules, and
-// every malformed input rejected with an error (never a crash; run under ASan/UBSan too).
+// The model file reader/writer (src/formats/model_file.h) and SHA-256: round trip, layout rules,
+// and every malformed input rejected with an error (never a crash; run under ASan/UBSan too).
 #include "formats/model_file.h"
 
 #include <gtest/gtest.h>
@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "util/file_util.h"
 #include "kernels/kernels.h"
-#include "util/sha256.h"
 #include "test_util.h"
+#include "util/file_util.h"
+#include "util/sha256.h"
 
 namespace selfcond {
 namespace {

@@ -6,8 +6,8 @@
 #include <mutex>
 #include <random>
 
-#include "tools/convert.h"
 #include "gtest/gtest.h"
+#include "tools/convert.h"
 
 namespace selfcond::testing {
 

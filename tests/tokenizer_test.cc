@@ -10,10 +10,10 @@
 #include <utility>
 #include <vector>
 
-#include "util/file_util.h"
 #include "gtest/gtest.h"
-#include "util/json.h"
 #include "test_util.h"
+#include "util/file_util.h"
+#include "util/json.h"
 
 namespace selfcond {
 namespace {

@@ -9,9 +9,9 @@
 #include <random>
 #include <vector>
 
-#include "tools/convert.h"
 #include "gtest/gtest.h"
 #include "kernels/kernels.h"
+#include "tools/convert.h"
 
 namespace selfcond::kernels::xnn {
 namespace {

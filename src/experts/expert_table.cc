@@ -14,8 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "experts/dataset.h"  // FindInvalidUtf8
-#include "util/file_util.h"
 #include "model/gpt2.h"
+#include "util/file_util.h"
 #include "util/json.h"
 
 namespace selfcond {

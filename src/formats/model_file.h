@@ -3,8 +3,9 @@
 //
 //   offset 0             FileHeader (256 bytes): magic, version, config, section offsets, hash
 //   tensor_index_offset  TensorEntry[n_tensors] (128 bytes each)
-//   tokenizer_offset     tokenizer blob (format owned by src/formats/tokenizer.h: Tokenizer::Serialize)
-//   each tensor's data   at a 64-byte-aligned offset (so SIMD loads from the mmap are aligned)
+//   tokenizer_offset     tokenizer blob (format owned by src/formats/tokenizer.h:
+//   Tokenizer::Serialize) each tensor's data   at a 64-byte-aligned offset (so SIMD loads from the
+//   mmap are aligned)
 //
 // content_hash = SHA-256 of the whole file with the 32 hash bytes set to zero. It identifies
 // the model: expert tables store it and are refused by a model with another hash.

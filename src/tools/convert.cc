@@ -12,10 +12,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "util/file_util.h"
-#include "kernels/kernels.h"
 #include "formats/safetensors.h"
 #include "formats/tokenizer.h"
+#include "kernels/kernels.h"
+#include "util/file_util.h"
 
 namespace selfcond {
 namespace {

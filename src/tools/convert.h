@@ -1,7 +1,7 @@
 // Hugging Face GPT-2 checkpoint (config.json, *.safetensors, vocab.json, merges.txt) -> selfcond
-// model file (src/formats/model_file.h, docs/model-format.md). Works for the whole GPT-2 family (gpt2,
-// -medium, -large, -xl, distilgpt2) and the demo model: weights in F32 / F16 / BF16, keys with or
-// without the "transformer." prefix, one file or sharded, tied or explicit lm_head.
+// model file (src/formats/model_file.h, docs/model-format.md). Works for the whole GPT-2 family
+// (gpt2, -medium, -large, -xl, distilgpt2) and the demo model: weights in F32 / F16 / BF16, keys
+// with or without the "transformer." prefix, one file or sharded, tied or explicit lm_head.
 #ifndef SELFCOND_CONVERT_H_
 #define SELFCOND_CONVERT_H_
 
@@ -10,8 +10,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "util/json.h"
 #include "formats/model_file.h"
+#include "util/json.h"
 
 namespace selfcond {
 
