@@ -334,6 +334,35 @@ TEST_F(Gpt2Test, FromBufferReleasesPackedSourceAndComputesTheSame) {
   EXPECT_NE(refused.status().message().find("XNNPACK's layout"), std::string::npos);
 }
 
+// A session's KV cache and scratch are checked against a memory budget before anything is
+// allocated: a model file's config may ask for any context (issue 9).
+TEST_F(Gpt2Test, SessionMemoryBudgetRefusesBeforeAllocating) {
+  SessionOptions so;
+  const size_t need = Session::MemoryNeeded(model_->config(), so);
+  const GPT2Config& c = model_->config();
+  EXPECT_GE(need, size_t{2} * c.n_layer * c.n_ctx * c.n_embd * sizeof(float));
+  so.max_memory = need - 1;
+  auto refused = Session::Create(*model_, so);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("memory budget"), std::string::npos)
+      << refused.status();
+  so.max_memory = need;
+  EXPECT_TRUE(Session::Create(*model_, so).ok());
+  // A shorter context or an f16 cache fits a smaller budget.
+  so.max_memory = need / 2;
+  so.n_ctx = c.n_ctx / 4;
+  EXPECT_TRUE(Session::Create(*model_, so).ok());
+  // A hostile config (200 layers, a 2^20-position context) needs terabytes: no overflow, and
+  // more than any default budget.
+  GPT2Config hostile = c;
+  hostile.n_layer = 200;
+  hostile.n_ctx = 1u << 20;
+  hostile.n_embd = 1u << 12;
+  EXPECT_GT(Session::MemoryNeeded(hostile, {}), size_t{1} << 40);
+  EXPECT_GT(Session::MemoryNeeded(hostile, {}), DefaultMemoryBudget());
+}
+
 TEST_F(Gpt2Test, KvCacheChunkingConsistent) {
   const auto& ids = Cases()[3].ids;
   for (Precision p : {Precision::kF32, Precision::kInt8}) {

@@ -74,6 +74,9 @@ const CommandSpec& GenerateSpec() {
        {"precision", "int8|f32", "arithmetic (default int8)"},
        {"threads", "N", "threads (default: all cores)"},
        {"kv-cache", "f32|f16", "KV cache element type (default f32; f16 halves its memory)"},
+       {"max-memory", "MIB",
+        "memory budget of the session (KV cache + scratch), refused before allocating if the\n"
+        "context needs more (default: half the machine's memory)"},
        {"experts", "TABLE[:K]", "expert table and number of units to force (default K=50)", true},
        {"forcing", "on_p50|on_p90", "forcing value (default on_p50)"},
        {"only-last-token", "", "force only at the last position of each step"},
@@ -94,8 +97,10 @@ absl::Status RunGenerate(const Args& args) {
   auto top_p = args.GetDouble("top-p", 1.0, 1e-9, 1.0);
   auto seed = args.GetInt("seed", 0, 0, 2147483647);
   auto threads = args.GetInt("threads", 0, 0, 256);
-  for (const auto* st : {&max_tokens.status(), &temperature.status(), &top_k.status(),
-                         &top_p.status(), &seed.status(), &threads.status()}) {
+  auto max_memory = args.GetInt("max-memory", 0, 1, 1 << 30);
+  for (const auto* st :
+       {&max_tokens.status(), &temperature.status(), &top_k.status(), &top_p.status(),
+        &seed.status(), &threads.status(), &max_memory.status()}) {
     if (!st->ok()) return *st;
   }
   g.max_new_tokens = *max_tokens;
@@ -114,7 +119,8 @@ absl::Status RunGenerate(const Args& args) {
     const int want = static_cast<int>(std::min<size_t>(
         rt->model->config().n_ctx, ids.size() + static_cast<size_t>(g.max_new_tokens) + 1));
     auto sized =
-        LoadRuntimeSession(*rt, args.Get("precision", "int8"), want, args.Get("kv-cache", "f32"));
+        LoadRuntimeSession(*rt, args.Get("precision", "int8"), want, args.Get("kv-cache", "f32"),
+                           args.Has("max-memory") ? *max_memory : 0);
     if (!sized.ok()) return sized;
   }
   if (args.Has("experts")) {

@@ -80,7 +80,7 @@ absl::StatusOr<Runtime> LoadRuntime(const std::string& model_path, const std::st
 }
 
 absl::Status LoadRuntimeSession(Runtime& rt, const std::string& precision, int n_ctx,
-                                const std::string& kv_cache) {
+                                const std::string& kv_cache, int64_t max_memory_mib) {
   auto prec = ParsePrecision(precision);
   if (!prec.ok()) return prec.status();
   if (kv_cache != "f32" && kv_cache != "f16") {
@@ -89,6 +89,7 @@ absl::Status LoadRuntimeSession(Runtime& rt, const std::string& precision, int n
   }
   SessionOptions so;
   so.kv_type = kv_cache == "f16" ? SessionOptions::KvType::kF16 : SessionOptions::KvType::kF32;
+  so.max_memory = static_cast<size_t>(max_memory_mib) << 20;
   so.precision = *prec;
   so.pool = rt.pool.get();
   so.n_ctx = n_ctx <= 0 ? 0 : std::min<int>(n_ctx, rt.model->config().n_ctx);

@@ -39,8 +39,9 @@ absl::StatusOr<Runtime> LoadRuntime(const std::string& model_path, const std::st
 
 // Replaces rt.session by one holding n_ctx positions (same precision and threads).
 // kv_cache: "f32" or "f16" (SessionOptions::kv_type).
+// max_memory_mib: the session's memory budget (0: the default, half the machine's memory).
 absl::Status LoadRuntimeSession(Runtime& rt, const std::string& precision, int n_ctx,
-                                const std::string& kv_cache = "f32");
+                                const std::string& kv_cache = "f32", int64_t max_memory_mib = 0);
 
 std::string DefaultModelPath();
 

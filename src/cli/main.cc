@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -57,7 +58,14 @@ int main(int argc, char** argv) {
       std::printf("%s", Args::Help(*c.spec).c_str());
       return 0;
     }
-    absl::Status st = c.run(*args);
+    // Allocation failure is an error message, not an abort (the library returns
+    // RESOURCE_EXHAUSTED where it checks sizes; this catches what remains).
+    absl::Status st;
+    try {
+      st = c.run(*args);
+    } catch (const std::bad_alloc&) {
+      st = absl::ResourceExhaustedError("out of memory");
+    }
     if (!st.ok()) {
       std::fflush(stdout);
       std::fprintf(stderr, "selfcond %s: error: %s\n", argv[1], std::string(st.message()).c_str());

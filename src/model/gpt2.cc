@@ -7,6 +7,9 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
+#if !defined(SELFCOND_WASM)
+#include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -497,6 +500,13 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(const Model& model, Ses
   }
   const GPT2Config& c = model.config();
   opts.max_batch = std::min<int>(opts.max_batch, opts.n_ctx);
+  const size_t budget = opts.max_memory > 0 ? opts.max_memory : DefaultMemoryBudget();
+  if (const size_t need = MemoryNeeded(c, opts); need > budget) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "a session of this model needs ", need >> 20, " MiB (KV cache for ", opts.n_ctx,
+        " positions x ", c.n_layer, " layers x ", c.n_embd, " channels, plus scratch), over the ",
+        "memory budget of ", budget >> 20, " MiB: ask for a shorter context or a larger budget"));
+  }
   std::unique_ptr<Session> s(new Session(model, opts));
   if (use_xnnpack) {
     auto ops = kernels::xnn::Operators::Create(*model.xnn());
@@ -537,6 +547,29 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(const Model& model, Ses
 }
 
 size_t Session::kv_cache_bytes() const { return s_->kv_bytes; }
+
+size_t Session::MemoryNeeded(const GPT2Config& c, const SessionOptions& opts) {
+  // In doubles: a hostile config must not overflow the arithmetic (every factor < 2^21).
+  const double n_ctx = opts.n_ctx > 0 ? opts.n_ctx : c.n_ctx;
+  const double B = std::min<double>(opts.max_batch, n_ctx), d = c.n_embd, F = c.n_inner;
+  const double kv = 2.0 * c.n_layer * n_ctx * d *
+                    (opts.kv_type == SessionOptions::KvType::kF16 ? 2 : sizeof(float));
+  const double scratch =
+      sizeof(float) * (B * (7 * d + F) + c.n_head * n_ctx + static_cast<double>(c.vocab_size)) +
+      B * (std::max(d, F) + 64);
+  const double total = kv + scratch;
+  return total >= 1.8e19 ? SIZE_MAX : static_cast<size_t>(total);
+}
+
+size_t DefaultMemoryBudget() {
+#if defined(SELFCOND_WASM)
+  return size_t{2} << 30;
+#else
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return size_t{4} << 30;
+  return static_cast<size_t>(pages) * static_cast<size_t>(page) / 2;
+#endif
+}
 
 void Session::Reset() { pos_ = 0; }
 

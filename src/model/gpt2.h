@@ -144,7 +144,13 @@ struct SessionOptions {
   // rounded to 11 significant bits, attention still computes in float).
   enum class KvType { kF32, kF16 };
   KvType kv_type = KvType::kF32;
+  // Bytes this session may allocate (KV cache + activation scratch), checked before allocating
+  // anything: a model file's config can ask for any context. 0: DefaultMemoryBudget().
+  size_t max_memory = 0;
 };
+
+// Half of the machine's physical memory (2 GiB in WASM, whose memory ends at 4 GiB).
+size_t DefaultMemoryBudget();
 
 class Session {
  public:
@@ -162,6 +168,8 @@ class Session {
   const SessionOptions& options() const { return opts_; }
   // Bytes allocated for the KV cache (virtual; pages become resident as positions are used).
   size_t kv_cache_bytes() const;
+  // What Create allocates for these options (KV cache and scratch): checked against the budget.
+  static size_t MemoryNeeded(const GPT2Config& c, const SessionOptions& opts);
 
   // Runs tokens at positions pos()..pos()+n-1 (prefilled as one batch, chunked by max_batch)
   // and appends them to the KV cache. Fails (without changing state) if pos()+n > n_ctx or a
