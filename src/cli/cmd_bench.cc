@@ -322,6 +322,9 @@ const CommandSpec& BenchSpec() {
 }
 
 absl::Status RunBench(const Args& args) {
+  if (args.Has("out")) {
+    if (auto st = CheckOutputPath(args.Get("out"), {args.Get("model")}); !st.ok()) return st;
+  }
   BenchParams p;
   auto prompt = args.GetInt("prompt-tokens", 128, 1, 1 << 16);
   auto decode = args.GetInt("decode-tokens", 128, 0, 1 << 16);

@@ -134,6 +134,9 @@ const CommandSpec& ExperimentSpec() {
 }
 
 absl::Status RunExperiment(const Args& args) {
+  if (args.Has("out")) {
+    if (auto st = CheckOutputPath(args.Get("out"), {args.Get("model")}); !st.ok()) return st;
+  }
   const std::string which = args.positional()[0];
   if (which != "football" && which != "gender") {
     return absl::InvalidArgumentError(

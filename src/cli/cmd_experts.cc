@@ -8,6 +8,7 @@
 #include "experts/dataset.h"
 #include "experts/expert_table.h"
 #include "experts/rank.h"
+#include "util/file_util.h"
 
 namespace selfcond::cli {
 
@@ -76,6 +77,12 @@ const CommandSpec& RankSpec() {
 absl::Status RunRank(const Args& args) {
   auto out = args.Required("out");
   if (!out.ok()) return out.status();
+  // Before any work: the table must not replace an input, and its directory must be writable.
+  if (auto st = CheckOutputPath(*out, {args.Get("concept"), args.Get("positive"),
+                                       args.Get("negative"), args.Get("model")});
+      !st.ok()) {
+    return st;
+  }
   auto max_sentences = args.GetInt("max-sentences", 0, 0, 1 << 30);
   auto threads = args.GetInt("threads", 0, 0, 256);
   auto top = args.GetInt("top", 0, 0, 1 << 30);

@@ -1,5 +1,7 @@
 #include "formats/model_file.h"
 
+#include <unistd.h>  // getpid, fsync
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -8,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "kernels/kernels.h"
+#include "util/file_util.h"
 
 namespace selfcond {
 namespace {
@@ -158,7 +161,10 @@ absl::StatusOr<std::unique_ptr<ModelFileWriter>> ModelFileWriter::Create(
   h.file_bytes = pos;
 
   w->path_ = path;
-  w->tmp_path_ = path + ".tmp";
+  // A name of its own (a second convert to the same output does not share it), removed on
+  // failure, on SIGINT / SIGTERM, or renamed into place once complete and synced.
+  w->tmp_path_ = absl::StrCat(path, ".tmp.", ::getpid());
+  RegisterTempFile(w->tmp_path_);
   w->f_ = std::fopen(w->tmp_path_.c_str(), "wb");
   if (w->f_ == nullptr) {
     return absl::PermissionDeniedError(
@@ -222,6 +228,9 @@ absl::Status ModelFileWriter::Finish() {
   hash_ = sha_->Final();
   bool ok = std::fflush(f_) == 0 && std::fseek(f_, kHashOffset, SEEK_SET) == 0 &&
             std::fwrite(hash_.data(), 1, hash_.size(), f_) == hash_.size();
+#if !defined(SELFCOND_WASM)
+  ok = ok && ::fsync(fileno(f_)) == 0;
+#endif
   ok = (std::fclose(f_) == 0) && ok;
   f_ = nullptr;
   if (!ok) {
@@ -235,12 +244,16 @@ absl::Status ModelFileWriter::Finish() {
         absl::StrCat("cannot rename '", tmp_path_, "' to '", path_, "': ", std::strerror(errno)));
   }
   finished_ = true;
+  UnregisterTempFile(tmp_path_);
   return absl::OkStatus();
 }
 
 ModelFileWriter::~ModelFileWriter() {
   if (f_ != nullptr) std::fclose(f_);
-  if (!finished_ && !tmp_path_.empty()) std::remove(tmp_path_.c_str());
+  if (!finished_ && !tmp_path_.empty()) {
+    std::remove(tmp_path_.c_str());
+    UnregisterTempFile(tmp_path_);
+  }
 }
 
 absl::Status WriteModelFile(const std::string& path, const GPT2Config& config,

@@ -203,6 +203,15 @@ void QuantizeInt4(const float* w, int n, int k, uint8_t* q, float* scale) {
 
 absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out_path,
                                const ConvertOptions& opts, std::function<void(float)> progress) {
+  // The output must not replace a file of the checkpoint, and must be writable: checked before
+  // reading anything.
+  {
+    std::vector<std::string> inputs;
+    for (const char* f : {"config.json", "vocab.json", "merges.txt", "model.safetensors"}) {
+      inputs.push_back((fs::path(hf_dir) / f).string());
+    }
+    if (auto st = CheckOutputPath(out_path, inputs); !st.ok()) return st;
+  }
   // ---- config -------------------------------------------------------------------
   const std::string config_path = (fs::path(hf_dir) / "config.json").string();
   auto config_text = ReadFile(config_path);

@@ -10,6 +10,7 @@
 
 #if !defined(SELFCOND_WASM)
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -40,8 +41,10 @@ absl::Status WriteFile(const std::string& path, std::string_view bytes) {
   // Atomic: a temporary file beside the target (same file system), fsync, rename. A kill or a
   // full disk leaves the old file (or none) in place, never a truncated one.
   const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
+  RegisterTempFile(tmp);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
+    UnregisterTempFile(tmp);
     return absl::PermissionDeniedError(
         absl::StrCat("cannot create '", path, "': ", strerror(errno)));
   }
@@ -59,11 +62,104 @@ absl::Status WriteFile(const std::string& path, std::string_view bytes) {
   if (err == 0 && ::fsync(fd) != 0) err = errno;
   if (::close(fd) != 0 && err == 0) err = errno;
   if (err == 0 && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
+  if (err != 0) ::unlink(tmp.c_str());
+  UnregisterTempFile(tmp);
   if (err != 0) {
-    ::unlink(tmp.c_str());
     return absl::DataLossError(absl::StrCat("error writing '", path, "': ", strerror(err)));
   }
   return absl::OkStatus();
+#endif
+}
+
+bool SameFile(const std::string& a, const std::string& b) {
+#if defined(SELFCOND_WASM)
+  return a == b;
+#else
+  struct stat sa, sb;
+  if (::stat(a.c_str(), &sa) != 0 || ::stat(b.c_str(), &sb) != 0) return false;
+  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+#endif
+}
+
+absl::Status CheckOutputPath(const std::string& out, const std::vector<std::string>& inputs) {
+  if (out.empty()) return absl::InvalidArgumentError("empty output path");
+  for (const std::string& in : inputs) {
+    if (!in.empty() && (in == out || SameFile(in, out))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("output '", out, "' is also an input: it would be replaced"));
+    }
+  }
+#if !defined(SELFCOND_WASM)
+  struct stat st;
+  if (::stat(out.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat("output '", out, "' is a directory"));
+  }
+  const size_t slash = out.find_last_of('/');
+  const std::string dir =
+      slash == std::string::npos ? "." : (slash == 0 ? "/" : out.substr(0, slash));
+  if (::access(dir.c_str(), W_OK) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot write '", out, "': directory '", dir, "': ", strerror(errno)));
+  }
+#endif
+  return absl::OkStatus();
+}
+
+#if !defined(SELFCOND_WASM)
+namespace {
+
+// Slots the signal handler reads: fixed storage, no allocation (async-signal-safe).
+constexpr int kTempSlots = 16;
+char g_temp_files[kTempSlots][4096];
+volatile sig_atomic_t g_temp_used[kTempSlots];
+
+extern "C" void RemoveTempFilesAndExit(int sig) {
+  for (int i = 0; i < kTempSlots; ++i) {
+    if (g_temp_used[i]) ::unlink(g_temp_files[i]);
+  }
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+}  // namespace
+#endif
+
+void RegisterTempFile(const std::string& path) {
+#if !defined(SELFCOND_WASM)
+  static const bool installed = [] {
+    for (int sig : {SIGINT, SIGTERM}) {
+      struct sigaction sa = {};
+      sa.sa_handler = RemoveTempFilesAndExit;
+      sigemptyset(&sa.sa_mask);
+      // Keep a handler the application installed itself.
+      struct sigaction old;
+      if (::sigaction(sig, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) {
+        ::sigaction(sig, &sa, nullptr);
+      }
+    }
+    return true;
+  }();
+  (void)installed;
+  if (path.size() >= sizeof(g_temp_files[0])) return;
+  for (int i = 0; i < kTempSlots; ++i) {
+    if (!g_temp_used[i]) {
+      std::memcpy(g_temp_files[i], path.c_str(), path.size() + 1);
+      g_temp_used[i] = 1;
+      return;
+    }
+  }
+#else
+  (void)path;
+#endif
+}
+
+void UnregisterTempFile(const std::string& path) {
+#if !defined(SELFCOND_WASM)
+  for (int i = 0; i < kTempSlots; ++i) {
+    if (g_temp_used[i] && path == g_temp_files[i]) g_temp_used[i] = 0;
+  }
+#else
+  (void)path;
 #endif
 }
 

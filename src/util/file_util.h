@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -16,6 +17,17 @@ namespace selfcond {
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 // Natively atomic: writes a temporary file beside `path`, fsyncs it and renames it into place.
 absl::Status WriteFile(const std::string& path, std::string_view bytes);
+
+// Output files (issue 9): an output must not replace one of the inputs, and its directory must
+// be writable; both are checked before long work starts. SameFile: the same file (device and
+// inode), false if either does not exist.
+bool SameFile(const std::string& a, const std::string& b);
+absl::Status CheckOutputPath(const std::string& out, const std::vector<std::string>& inputs);
+
+// Temporary files being written are removed if the process gets SIGINT or SIGTERM (the handler
+// is installed on first use). At most 16 at a time; further ones are simply not registered.
+void RegisterTempFile(const std::string& path);
+void UnregisterTempFile(const std::string& path);
 
 // Bytes in one malloc'd block. Unlike std::string it can shrink in place: realloc to a smaller
 // size hands the tail back to the allocator (in WASM, memory that never shrinks, this is the
