@@ -274,6 +274,15 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
     }
   }
 
+  // A config that names more layers than the checkpoint holds is refused before the plan (12
+  // tensors per layer) is built: config.json may say anything up to n_layer = 2^20.
+  if (const std::string last = absl::StrCat("h.", cfg.n_layer - 1, ".ln_1.weight");
+      tensors.count(last) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("missing tensor '", last, "' in '", hf_dir,
+                                                   "' (expected by config.json: ", cfg.n_layer,
+                                                   " layers)"));
+  }
+
   // ---- the plan: every expected tensor, in output order -----------------------------
   std::vector<Job> jobs;
   jobs.push_back({"wte.weight", "wte", Kind::kEmbedding, {vocab, d}});
