@@ -3,6 +3,7 @@
 #include "util/file_util.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -88,6 +89,17 @@ TEST(FileUtilTest, SigtermRemovesRegisteredTempFiles) {
   ::waitpid(pid, &status, 0);
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
   EXPECT_EQ(TempFilesIn(dir), 0);
+}
+
+TEST(FileUtilTest, ReadFileRefusesDevicesFifosAndDirectories) {
+  auto zero = ReadFile("/dev/zero");
+  ASSERT_FALSE(zero.ok());
+  EXPECT_NE(zero.status().message().find("not a regular file"), std::string::npos);
+  const std::string dir = testing::MakeTempDir("readfile");
+  ASSERT_EQ(::mkfifo((dir + "/fifo").c_str(), 0600), 0);
+  EXPECT_FALSE(ReadFile(dir + "/fifo").ok());  // would block forever if opened
+  EXPECT_FALSE(ReadFile(dir).ok());
+  EXPECT_EQ(ReadFile(dir + "/missing").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(FileUtilTest, FailedWriteKeepsOldFileAndLeavesNoTemp) {

@@ -19,6 +19,21 @@
 namespace selfcond {
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
+#if !defined(SELFCOND_WASM)
+  // Only regular files, of a bounded size: `--concept /dev/zero` or a FIFO would otherwise be
+  // read without end.
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) {
+    if (!S_ISREG(st.st_mode)) {
+      return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not a regular file"));
+    }
+    if (static_cast<uint64_t>(st.st_size) > kMaxReadFileBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("'", path, "' is ", st.st_size >> 20,
+                                                     " MiB; inputs read whole are limited to ",
+                                                     kMaxReadFileBytes >> 20, " MiB"));
+    }
+  }
+#endif
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open '", path, "': ", strerror(errno)));
   std::ostringstream ss;

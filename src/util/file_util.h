@@ -14,6 +14,9 @@
 
 namespace selfcond {
 
+// Reads a regular file whole (a FIFO, device or directory is an error, and so is a file over
+// kMaxReadFileBytes: model files are mapped, not read).
+inline constexpr uint64_t kMaxReadFileBytes = uint64_t{1} << 30;
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 // Natively atomic: writes a temporary file beside `path`, fsyncs it and renames it into place.
 absl::Status WriteFile(const std::string& path, std::string_view bytes);
