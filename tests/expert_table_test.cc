@@ -156,6 +156,12 @@ TEST(ExpertTableTest, NativeErrors) {
   std::string bad_hash = good;
   bad_hash.replace(bad_hash.find(kHash), 4, "zzzz");
   EXPECT_CONTAINS(parse(bad_hash), "64 hex digits");
+  std::string huge = good;
+  at = huge.find("\"on_p50\":[");
+  huge.insert(at + 10, "1e300,");
+  huge.erase(huge.find(',', at + 16), huge.find(',', huge.find(',', at + 16) + 1) -
+                                          huge.find(',', at + 16));  // keep 3 entries
+  EXPECT_CONTAINS(parse(huge), "out of float range");
 }
 
 TEST(ExpertTableTest, CsvRoundTripAndLayout) {
@@ -236,6 +242,10 @@ TEST(ExpertTableTest, CsvErrors) {
                          "0.5,0,1,2,transformer.h.0.mlp.c_fc:0,3,1,c,g\n"),
                   "listed twice");
   EXPECT_CONTAINS(st(h + "0.5,0,1,2,transformer.h.0.mlp.c_fc:0,3,0,\"c,g\n"), "unterminated");
+  // Values a float cannot hold would become infinite (found by the fuzzer: an AP of 1e82
+  // serialized as null and came back as NaN, sorted elsewhere).
+  EXPECT_CONTAINS(st(h + "1e82,0,1,2,transformer.h.0.mlp.c_fc:0,3,0,c,g\n"), "not a finite float");
+  EXPECT_CONTAINS(st(h + "0.5,inf,1,2,transformer.h.0.mlp.c_fc:0,3,0,c,g\n"), "not a finite float");
 }
 
 TEST(ExpertTableTest, CompatibilityRefusals) {

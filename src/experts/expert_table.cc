@@ -207,6 +207,12 @@ absl::StatusOr<float> CsvFloat(const std::string& s, std::string_view col, size_
     return absl::InvalidArgumentError(absl::StrCat("expertise.csv row ", row, ": column ", AV(col),
                                                    " is not a number: '", s, "'"));
   }
+  // A value a float cannot hold (or "inf") would become infinite, which no table can write back
+  // (JSON has no infinity; it would return as NaN, and sort elsewhere).
+  if (!(std::fabs(d) <= std::numeric_limits<float>::max())) {
+    return absl::InvalidArgumentError(absl::StrCat("expertise.csv row ", row, ": column ", AV(col),
+                                                   " is not a finite float: '", s, "'"));
+  }
   return static_cast<float>(d);
 }
 
@@ -472,8 +478,11 @@ absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text) {
       const json::Value& v = f.col->items()[i];
       if (v.is_null()) {
         *f.dst = Nan();
-      } else if (v.is_number()) {
+      } else if (v.is_number() && std::fabs(v.as_number()) <= std::numeric_limits<float>::max()) {
         *f.dst = static_cast<float>(v.as_number());
+      } else if (v.is_number()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("expert table: units.", f.name, "[", i, "] is out of float range"));
       } else {
         return absl::InvalidArgumentError(
             absl::StrCat("expert table: units.", f.name, "[", i, "] is not a number"));
