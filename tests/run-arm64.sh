@@ -37,8 +37,10 @@ echo "-- GoogleTest suite under qemu-aarch64 (subset: see docs/kernels.md, ARM64
 # runs (729-sentence perplexity, full football.json ranking, the paper experiment) and the
 # f32-only ranking reference test; everything else runs, including the reference-prompt
 # accuracy tests (Gpt2Test.*) and int8 ranking on football_small (RankTest.ThreadCount...).
+# Also left out: the SIGTERM test of temporary files (qemu-user 7.2 does not deliver a signal a
+# handler re-raises for itself: the child spins; the test runs natively and under ASan).
 arm "$BUILD/selfcond_tests" --gtest_brief=1 \
-  --gtest_filter='-Gpt2Test.Int8PerplexityWithin3PercentOfFloat:Gpt2Test.Int4RunsOnXnnpackAndIsMeasured:ExperimentRunTest.*:RankTest.Int8TopExpertsOverlapFloatOnFootball:RankTest.FootballSmallMatchesReferenceTop50:RankTest.PooledResponsesMatchReference'
+  --gtest_filter='-Gpt2Test.Int8PerplexityWithin3PercentOfFloat:Gpt2Test.Int4RunsOnXnnpackAndIsMeasured:ExperimentRunTest.*:RankTest.Int8TopExpertsOverlapFloatOnFootball:RankTest.FootballSmallMatchesReferenceTop50:RankTest.PooledResponsesMatchReference:FileUtilTest.SigtermRemovesRegisteredTempFiles'
 
 echo "-- XNNPACK's plain NEON kernels too: qemu -cpu cortex-a53 (no dotprod / i8mm), a subset"
 unshare -m sh -c "mount --bind '$ROOT/tests/arm64/cpuinfo-cortex-a53' /proc/cpuinfo && \
