@@ -195,23 +195,25 @@ absl::Status RunAll(Ranking& r, const RankOptions& opts) {
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::StatusOr<PooledResponses> ComputePooledResponses(const Model& model, const Dataset& dataset,
-                                                       const RankOptions& opts) {
-  auto r = Ranking::Start(model, dataset, opts);
+// A started ranking run to the end: its pooled responses.
+absl::StatusOr<PooledResponses> RunToResponses(absl::StatusOr<std::unique_ptr<Ranking>> r,
+                                               const RankOptions& opts) {
   if (!r.ok()) return r.status();
   if (absl::Status st = RunAll(**r, opts); !st.ok()) return st;
   return (*r)->TakePooled();
 }
 
+}  // namespace
+
+absl::StatusOr<PooledResponses> ComputePooledResponses(const Model& model, const Dataset& dataset,
+                                                       const RankOptions& opts) {
+  return RunToResponses(Ranking::Start(model, dataset, opts), opts);
+}
+
 absl::StatusOr<PooledResponses> ComputeUnlabeledResponses(const Model& model,
                                                           std::vector<std::string> sentences,
                                                           const RankOptions& opts) {
-  auto r = Ranking::StartUnlabeled(model, std::move(sentences), opts);
-  if (!r.ok()) return r.status();
-  if (absl::Status st = RunAll(**r, opts); !st.ok()) return st;
-  return (*r)->TakePooled();
+  return RunToResponses(Ranking::StartUnlabeled(model, std::move(sentences), opts), opts);
 }
 
 absl::StatusOr<ExpertTable> RankConcept(const Model& model, const Dataset& dataset,

@@ -267,15 +267,20 @@ absl::Status Model::Build(LoadOptions opts) {
 // Packs every int8 linear (and the LM head) into XNNPACK's layout, then drops the file's pages of
 // those weights: the packed copy is the one that stays resident. (The token embedding reads rows
 // of wte's int8 data; only the rows a prompt uses come back into memory.)
-absl::Status Model::PackForXnnpack() {
-  // The LM head first: it is the largest matrix (vocab x d), and packing it while nothing else
-  // is packed yet keeps the peak of loading below the steady state.
+std::vector<LinearWeights*> Model::Linears() {
   std::vector<LinearWeights*> linears = {&lm_head_};
   for (auto& b : blocks_) {
     for (LinearWeights* w : {&b.c_attn, &b.attn_c_proj, &b.c_fc, &b.mlp_c_proj}) {
       linears.push_back(w);
     }
   }
+  return linears;
+}
+
+absl::Status Model::PackForXnnpack() {
+  // The LM head first: it is the largest matrix (vocab x d), and packing it while nothing else
+  // is packed yet keeps the peak of loading below the steady state.
+  const std::vector<LinearWeights*> linears = Linears();
   size_t bound = 0;
   for (const LinearWeights* w : linears) {
     bound += kernels::xnn::PackedWeights::UpperBoundPackedBytes(w->q.n, w->q.k);
@@ -320,17 +325,13 @@ absl::Status Model::PackForXnnpack() {
 // its data).
 void Model::ReleasePackedSource() {
   std::vector<uintptr_t> dropped;  // data of the matrices XNNPACK packed
-  auto drop = [&](const LinearWeights& w) {
-    if (w.xnn_id < 0) return;
-    if (w.q4 != nullptr) {
-      dropped.push_back(reinterpret_cast<uintptr_t>(w.q4));
-    } else if (w.q.q != wte_q_.q) {  // the tied LM head's data is the token embedding
-      dropped.push_back(reinterpret_cast<uintptr_t>(w.q.q));
+  for (const LinearWeights* w : Linears()) {
+    if (w->xnn_id < 0) continue;
+    if (w->q4 != nullptr) {
+      dropped.push_back(reinterpret_cast<uintptr_t>(w->q4));
+    } else if (w->q.q != wte_q_.q) {  // the tied LM head's data is the token embedding
+      dropped.push_back(reinterpret_cast<uintptr_t>(w->q.q));
     }
-  };
-  drop(lm_head_);
-  for (const auto& b : blocks_) {
-    for (const LinearWeights* w : {&b.c_attn, &b.attn_c_proj, &b.c_fc, &b.mlp_c_proj}) drop(*w);
   }
   std::sort(dropped.begin(), dropped.end());
   absl::Span<uint8_t> heap = file_.mutable_heap();
@@ -385,7 +386,7 @@ void Model::ReleasePackedSource() {
   wte_q_.scale = move(wte_q_.scale);
   wte_q_.row_sum = move(wte_q_.row_sum);
   wte_f_.w = move(wte_f_.w);
-  move_linear(lm_head_);
+  for (LinearWeights* w : Linears()) move_linear(*w);
   wpe_ = move(wpe_);
   ln_f_weight_ = move(ln_f_weight_);
   ln_f_bias_ = move(ln_f_bias_);
@@ -393,7 +394,6 @@ void Model::ReleasePackedSource() {
     for (const float** p : {&b.ln_1_weight, &b.ln_1_bias, &b.ln_2_weight, &b.ln_2_bias}) {
       *p = move(*p);
     }
-    for (LinearWeights* w : {&b.c_attn, &b.attn_c_proj, &b.c_fc, &b.mlp_c_proj}) move_linear(*w);
   }
   for (TensorView& t : view_.tensors) t.data = move(t.data);
   view_.tokenizer_blob = {};

@@ -98,6 +98,8 @@ class Model {
   absl::Status Build(LoadOptions opts);
   const float* Dequantize(const kernels::PackedI8& q);
   const float* DequantizeInt4(const LinearWeights& w);
+  // Every linear layer XNNPACK runs: the LM head first, then each block's four.
+  std::vector<LinearWeights*> Linears();
   absl::Status PackForXnnpack();
   void ReleasePackedSource();
   void OwnLayerNorms();
