@@ -90,7 +90,7 @@ TEST_F(RankTest, FootballSmallMatchesReferenceTop50) {
   int matched = 0;
   for (const auto& r : top->items()) {
     auto site = ParseLayerName(absl::StrCat("h.", static_cast<int>(r.Find("layer")->as_number()),
-                                            ".", r.Find("name")->as_string()));
+                                            ".", std::string(r.Find("name")->as_string())));
     ASSERT_TRUE(site.ok()) << site.status();
     int unit = static_cast<int>(r.Find("unit")->as_number());
     const ExpertUnit* u = by_id.at({*site, unit});

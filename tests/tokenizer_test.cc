@@ -131,7 +131,7 @@ TEST(TokenizerTest, ReferencePrompts) {
   ASSERT_NE(cases, nullptr);
   ASSERT_EQ(cases->items().size(), 4u);
   for (const json::Value& c : cases->items()) {
-    const std::string prompt = c.Find("prompt")->as_string();
+    const std::string prompt(c.Find("prompt")->as_string());
     const std::vector<int32_t> ids = Ids(*c.Find("token_ids"));
     EXPECT_EQ(tok.Encode(prompt), ids) << prompt;
     EXPECT_EQ(tok.Decode(ids), prompt);
@@ -149,11 +149,11 @@ TEST(TokenizerTest, MatchesReferenceVectors) {
   ASSERT_GE(cases->items().size(), 100u);
   std::map<std::string, int> per_group;
   for (const json::Value& c : cases->items()) {
-    const std::string& text = c.Find("text")->as_string();
+    const std::string text(c.Find("text")->as_string());
     const std::vector<int32_t> ids = Ids(*c.Find("ids"));
     EXPECT_EQ(tok.Encode(text), ids) << "text: " << json::Quote(text);
     EXPECT_EQ(tok.Decode(ids), text);
-    ++per_group[c.Find("group")->as_string()];
+    ++per_group[std::string(c.Find("group")->as_string())];
   }
   EXPECT_GE(per_group["handpicked"], 100);
   EXPECT_EQ(per_group["football"], 50);
@@ -166,7 +166,7 @@ TEST(TokenizerTest, FootballSentencesRoundTrip) {
   ASSERT_NE(sentences, nullptr);
   std::vector<std::string> texts;
   for (const auto& [label, list] : sentences->members()) {
-    for (const json::Value& s : list.items()) texts.push_back(s.as_string());
+    for (const json::Value& s : list.items()) texts.emplace_back(s.as_string());
   }
   ASSERT_GT(texts.size(), 1000u);
   size_t n_tokens = 0;
@@ -207,7 +207,7 @@ TEST(TokenizerTest, MergingMatchesLiteralAlgorithm) {
   std::map<std::string, int32_t> id_of;
   {
     json::Value vocab = LoadJson(MiniModelDir() + "/vocab.json");
-    for (const auto& [k, v] : vocab.members()) id_of[k] = static_cast<int32_t>(v.as_number());
+    for (const auto& [k, v] : vocab.members()) id_of[std::string(k)] = static_cast<int32_t>(v.as_number());
   }
   std::mt19937 rng(7);
   std::vector<std::string> words = {

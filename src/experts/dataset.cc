@@ -177,7 +177,7 @@ absl::StatusOr<Dataset> ParseConceptJson(std::string_view text, const DatasetOpt
   for (const auto& [key, value] : sentences->members()) {
     if (key != "positive" && key != "negative") {
       return absl::InvalidArgumentError(
-          absl::StrCat("concept dataset: unknown key \"sentences.", key,
+          absl::StrCat("concept dataset: unknown key \"sentences.", std::string(key),
                        "\" (expected \"positive\" and \"negative\")"));
     }
   }
@@ -199,7 +199,7 @@ absl::StatusOr<Dataset> ParseConceptJson(std::string_view text, const DatasetOpt
         return absl::InvalidArgumentError(
             absl::StrCat("concept dataset: sentences.", cls, "[", i, "] is not a string"));
       }
-      dst.push_back(s.as_string());
+      dst.emplace_back(s.as_string());
     }
   }
   auto out = Finish(std::move(ds), opts);

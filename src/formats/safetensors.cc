@@ -180,7 +180,8 @@ absl::Status SafetensorsFile::Parse(absl::Span<const uint8_t> bytes, const std::
   std::vector<Range> ranges;
   std::vector<StTensor> tensors;
   std::set<std::string> seen;
-  for (const auto& [name, spec] : header->members()) {
+  for (const auto& [name_view, spec] : header->members()) {
+    const std::string name(name_view);
     if (!seen.insert(name).second) {
       return absl::InvalidArgumentError(absl::StrCat(where, ": duplicate tensor '", name, "'"));
     }
@@ -208,7 +209,7 @@ absl::Status SafetensorsFile::Parse(absl::Span<const uint8_t> bytes, const std::
       if (dtype->as_string() == d.name) info = &d;
     if (info == nullptr) {
       return absl::InvalidArgumentError(
-          absl::StrCat(tw, ": unknown dtype '", dtype->as_string(), "'"));
+          absl::StrCat(tw, ": unknown dtype '", std::string(dtype->as_string()), "'"));
     }
     t.dtype = info->type;
     uint64_t numel = 1;
@@ -293,12 +294,13 @@ absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> SafetensorsCheckpoint::Op
           absl::StrCat("'", index_path, "' has no \"weight_map\" object"));
     }
     std::map<std::string, size_t> shard_of_file;
-    for (const auto& [name, file] : map->members()) {
+    for (const auto& [name_view, file] : map->members()) {
+      const std::string name(name_view);
       if (!file.is_string() || file.as_string().empty()) {
         return absl::InvalidArgumentError(
             absl::StrCat("'", index_path, "': weight_map entry '", name, "' is not a file name"));
       }
-      const std::string& fname = file.as_string();
+      const std::string fname(file.as_string());
       // Shards live beside the index: refuse paths that would escape the directory.
       if (fname.find('/') != std::string::npos || fname.find('\\') != std::string::npos ||
           fname == "." || fname == "..") {

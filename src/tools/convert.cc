@@ -98,7 +98,7 @@ absl::StatusOr<GPT2Config> GPT2ConfigFromHF(const json::Value& c) {
   if (!c.is_object()) return ConfigError("not a JSON object");
   if (const json::Value* mt = c.Find("model_type"); mt != nullptr && !mt->is_null()) {
     if (!mt->is_string() || mt->as_string() != "gpt2") {
-      return ConfigError(absl::StrCat("model_type ", mt->is_string() ? mt->as_string() : mt->Dump(),
+      return ConfigError(absl::StrCat("model_type ", mt->is_string() ? std::string(mt->as_string()) : mt->Dump(),
                                       " is not supported (only \"gpt2\")"));
     }
   }

@@ -424,7 +424,7 @@ absl::StatusOr<std::vector<OccupationPrompt>> ParseOccupationPrompts(std::string
       if (!item.is_string()) {
         return absl::InvalidArgumentError(absl::StrCat("occupations: '", key, "' not strings"));
       }
-      out.push_back(item.as_string());
+      out.emplace_back(item.as_string());
     }
     return out;
   };

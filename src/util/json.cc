@@ -1,72 +1,277 @@
 #include "util/json.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
+#include <new>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "util/utf8.h"
 
 namespace selfcond::json {
 
+// ---------------------------------------------------------------------------------------------
+// Value: storage
+
+static_assert(sizeof(Value) == 16, "a JSON value is 16 bytes (memory is bounded by the input)");
+
+Value::Block* Value::Reallocate(Block* b, size_t element_size, size_t capacity) {
+  if (capacity > std::numeric_limits<uint32_t>::max()) return nullptr;
+  void* p = std::realloc(b, BlockBytes(element_size, capacity));
+  if (p == nullptr) return nullptr;
+  Block* nb = static_cast<Block*>(p);
+  if (b == nullptr) {
+    nb->size = 0;
+    nb->index = nullptr;
+  }
+  nb->capacity = static_cast<uint32_t>(capacity);
+  return nb;
+}
+
+Value* Value::elements() const {
+  return reinterpret_cast<Value*>(reinterpret_cast<char*>(block()) + sizeof(Block));
+}
+Value::Member* Value::members_ptr() const {
+  return reinterpret_cast<Member*>(reinterpret_cast<char*>(block()) + sizeof(Block));
+}
+
+void Value::Release() {
+  switch (type()) {
+    case Type::kString:
+      if (rep_[1] == 0) std::free(Payload<char*>());
+      break;
+    case Type::kArray:
+      if (Block* b = block()) {
+        Value* e = elements();
+        for (uint32_t i = 0; i < b->size; ++i) e[i].~Value();
+        std::free(b);
+      }
+      break;
+    case Type::kObject:
+      if (Block* b = block()) {
+        Member* m = members_ptr();
+        for (uint32_t i = 0; i < b->size; ++i) m[i].~Member();
+        std::free(b->index);
+        std::free(b);
+      }
+      break;
+    default:
+      break;
+  }
+  std::memset(rep_, 0, sizeof(rep_));
+}
+
+bool Value::AssignString(std::string_view s) {
+  Release();
+  SetType(Type::kString);
+  if (s.size() <= kInlineString) {
+    rep_[1] = static_cast<unsigned char>(s.size() + 1);
+    if (!s.empty()) std::memcpy(rep_ + 2, s.data(), s.size());
+    return true;
+  }
+  if (s.size() > std::numeric_limits<uint32_t>::max()) return false;
+  char* p = static_cast<char*>(std::malloc(s.size()));
+  if (p == nullptr) {
+    std::memset(rep_, 0, sizeof(rep_));  // back to null
+    return false;
+  }
+  std::memcpy(p, s.data(), s.size());
+  const uint32_t n = static_cast<uint32_t>(s.size());
+  std::memcpy(rep_ + 4, &n, 4);
+  SetPayload(p);
+  return true;
+}
+
+Value::Value(const Value& other) {
+  std::memset(rep_, 0, sizeof(rep_));
+  switch (other.type()) {
+    case Type::kString:
+      if (!AssignString(other.as_string())) throw std::bad_alloc();
+      break;
+    case Type::kArray: {
+      SetType(Type::kArray);
+      const Block* ob = other.block();
+      if (ob == nullptr || ob->size == 0) break;
+      Block* b = Reallocate(nullptr, sizeof(Value), ob->size);
+      if (b == nullptr) throw std::bad_alloc();
+      SetPayload(b);
+      const Value* src = other.elements();
+      for (uint32_t i = 0; i < ob->size; ++i) {
+        new (elements() + i) Value(src[i]);
+        ++b->size;
+      }
+      break;
+    }
+    case Type::kObject: {
+      SetType(Type::kObject);
+      const Block* ob = other.block();
+      if (ob == nullptr || ob->size == 0) break;
+      Block* b = Reallocate(nullptr, sizeof(Member), ob->size);
+      if (b == nullptr) throw std::bad_alloc();
+      SetPayload(b);
+      const Member* src = other.members_ptr();
+      for (uint32_t i = 0; i < ob->size; ++i) {
+        new (members_ptr() + i) Member{src[i].key, src[i].value};
+        ++b->size;
+      }
+      break;
+    }
+    default:
+      std::memcpy(rep_, other.rep_, sizeof(rep_));
+  }
+}
+
+Value::Value(Value&& other) noexcept {
+  std::memcpy(rep_, other.rep_, sizeof(rep_));
+  std::memset(other.rep_, 0, sizeof(other.rep_));
+}
+
+Value& Value::operator=(const Value& other) {
+  if (this != &other) {
+    Value copy(other);
+    *this = std::move(copy);
+  }
+  return *this;
+}
+
+Value& Value::operator=(Value&& other) noexcept {
+  if (this != &other) {
+    Release();
+    std::memcpy(rep_, other.rep_, sizeof(rep_));
+    std::memset(other.rep_, 0, sizeof(other.rep_));
+  }
+  return *this;
+}
+
 Value Value::Bool(bool b) {
   Value v;
-  v.type_ = Type::kBool;
-  v.bool_ = b;
+  v.SetType(Type::kBool);
+  v.rep_[8] = b ? 1 : 0;
   return v;
 }
 Value Value::Number(double d) {
   Value v;
-  v.type_ = Type::kNumber;
-  v.number_ = d;
+  v.SetType(Type::kNumber);
+  v.SetPayload(d);
   return v;
 }
-Value Value::String(std::string s) {
+Value Value::String(std::string_view s) {
   Value v;
-  v.type_ = Type::kString;
-  v.string_ = std::move(s);
+  if (!v.AssignString(s)) throw std::bad_alloc();
   return v;
 }
 Value Value::Array(std::vector<Value> items) {
   Value v;
-  v.type_ = Type::kArray;
-  v.array_ = std::move(items);
+  v.SetType(Type::kArray);
+  for (Value& item : items) v.Push(std::move(item));
   return v;
 }
 Value Value::Object() {
   Value v;
-  v.type_ = Type::kObject;
+  v.SetType(Type::kObject);
   return v;
 }
 
-// Objects with few members are searched linearly; big ones (vocab.json) get a lazy index.
-static constexpr size_t kIndexThreshold = 16;
+double Value::as_number() const { return is_number() ? Payload<double>() : 0.0; }
 
-const Value* Value::Find(std::string_view key) const {
-  if (type_ != Type::kObject) return nullptr;
-  if (object_.size() < kIndexThreshold) {
-    for (const auto& [k, v] : object_)
-      if (k == key) return &v;
-    return nullptr;
-  }
-  if (!index_ || index_->size() != object_.size()) {
-    auto idx = std::make_shared<std::map<std::string, size_t, std::less<>>>();
-    for (size_t i = 0; i < object_.size(); ++i) (*idx)[object_[i].first] = i;  // last wins
-    index_ = std::move(idx);
-  }
-  auto it = index_->find(key);
-  return it == index_->end() ? nullptr : &object_[it->second].second;
+std::string_view Value::as_string() const {
+  if (!is_string()) return {};
+  if (rep_[1] != 0) return {reinterpret_cast<const char*>(rep_ + 2), size_t{rep_[1]} - 1u};
+  return {Payload<const char*>(), HeapLength()};
 }
 
-void Value::Set(std::string key, Value v) {
-  type_ = Type::kObject;
-  for (auto& [k, old] : object_) {
-    if (k == key) {
-      old = std::move(v);
-      return;
+absl::Span<const Value> Value::items() const {
+  if (!is_array() || block() == nullptr) return {};
+  return {elements(), block()->size};
+}
+absl::Span<Value> Value::items() {
+  if (!is_array() || block() == nullptr) return {};
+  return {elements(), block()->size};
+}
+MemberRange Value::members() const {
+  if (!is_object() || block() == nullptr) return MemberRange(nullptr, 0);
+  return MemberRange(members_ptr(), block()->size);
+}
+
+void Value::Grow(size_t element_size) {
+  Block* b = block();
+  if (b != nullptr && b->size < b->capacity) return;
+  const size_t cap = b == nullptr ? 0 : b->capacity;
+  Block* nb = Reallocate(b, element_size, std::max<size_t>(4, cap * 2));
+  if (nb == nullptr) throw std::bad_alloc();
+  SetPayload(nb);
+}
+
+void Value::Push(Value v) {
+  if (!is_array()) {
+    Release();
+    SetType(Type::kArray);
+  }
+  Grow(sizeof(Value));
+  Block* b = block();
+  new (elements() + b->size) Value(std::move(v));
+  ++b->size;
+}
+
+void Value::AppendMember(std::string_view key, Value v) {
+  if (!is_object()) {
+    Release();
+    SetType(Type::kObject);
+  }
+  Value k = String(key);
+  Grow(sizeof(Member));
+  Block* b = block();
+  new (members_ptr() + b->size) Member{std::move(k), std::move(v)};
+  ++b->size;
+  std::free(b->index);  // the index no longer covers every member
+  b->index = nullptr;
+}
+
+void Value::Set(std::string_view key, Value v) {
+  if (is_object() && block() != nullptr) {
+    Member* m = members_ptr();
+    for (uint32_t i = block()->size; i-- > 0;) {
+      if (m[i].key.as_string() == key) {
+        m[i].value = std::move(v);
+        return;
+      }
     }
   }
-  object_.emplace_back(std::move(key), std::move(v));
-  index_.reset();
+  AppendMember(key, std::move(v));
+}
+
+// Objects with few members are searched linearly; big ones (vocab.json) get a lazy index.
+static constexpr uint32_t kIndexThreshold = 16;
+
+const Value* Value::Find(std::string_view key) const {
+  if (!is_object() || block() == nullptr) return nullptr;
+  Block* b = block();
+  const Member* m = members_ptr();
+  if (b->size >= kIndexThreshold && b->index == nullptr) {
+    // Sorted by key, ties in document order, so the last of equal keys is found last.
+    auto* idx = static_cast<uint32_t*>(std::malloc(sizeof(uint32_t) * b->size));
+    if (idx != nullptr) {
+      std::iota(idx, idx + b->size, 0u);
+      std::stable_sort(idx, idx + b->size, [m](uint32_t x, uint32_t y) {
+        return m[x].key.as_string() < m[y].key.as_string();
+      });
+      b->index = idx;
+    }
+  }
+  if (b->index == nullptr) {  // small object (or no memory for the index)
+    for (uint32_t i = b->size; i-- > 0;)
+      if (m[i].key.as_string() == key) return &m[i].value;
+    return nullptr;
+  }
+  const uint32_t* end = b->index + b->size;
+  const uint32_t* it =
+      std::upper_bound(static_cast<const uint32_t*>(b->index), end, key,
+                       [m](std::string_view k, uint32_t x) { return k < m[x].key.as_string(); });
+  if (it == b->index || m[*(it - 1)].key.as_string() != key) return nullptr;
+  return &m[*(it - 1)].value;
 }
 
 absl::StatusOr<double> Value::GetNumber(std::string_view key) const {
@@ -98,63 +303,21 @@ absl::StatusOr<std::string> Value::GetString(std::string_view key) const {
     return absl::InvalidArgumentError(
         absl::StrCat("key \"", std::string(key), "\" is not a string"));
   }
-  return v->as_string();
+  return std::string(v->as_string());
 }
 
-namespace {
+// ---------------------------------------------------------------------------------------------
+// Parser
 
-void AppendUtf8(uint32_t cp, std::string* out) {
-  if (cp < 0x80) {
-    out->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
-
-// Length of the valid UTF-8 sequence starting at s[i], or 0 if invalid.
-size_t Utf8SeqLen(std::string_view s, size_t i) {
-  auto b = [&](size_t j) { return static_cast<unsigned char>(s[j]); };
-  unsigned char c = b(i);
-  if (c < 0x80) return 1;
-  size_t n;
-  uint32_t cp;
-  if ((c & 0xE0) == 0xC0) {
-    n = 2;
-    cp = c & 0x1F;
-  } else if ((c & 0xF0) == 0xE0) {
-    n = 3;
-    cp = c & 0x0F;
-  } else if ((c & 0xF8) == 0xF0) {
-    n = 4;
-    cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size()) return 0;
-  for (size_t j = 1; j < n; ++j) {
-    if ((b(i + j) & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (b(i + j) & 0x3F);
-  }
-  if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000)) return 0;
-  if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return n;
-}
+// What one heap allocation costs beyond its bytes (glibc/dlmalloc header and rounding).
+static constexpr size_t kMallocOverhead = 16;
 
 class Parser {
  public:
-  explicit Parser(std::string_view text) : s_(text) {}
+  Parser(std::string_view text, size_t budget) : s_(text), budget_(budget) {}
 
   absl::StatusOr<Value> ParseDocument() {
+    if (auto st = CountContainers(); !st.ok()) return st;
     Value v;
     if (auto st = ParseValue(&v, 0); !st.ok()) return st;
     SkipSpace();
@@ -165,6 +328,90 @@ class Parser {
  private:
   absl::Status Error(std::string_view what) const {
     return absl::InvalidArgumentError(absl::StrCat("JSON: ", std::string(what), " at byte ", i_));
+  }
+
+  // Accounts for `bytes` more of the tree; refuses the document past the budget.
+  absl::Status Charge(size_t bytes) {
+    used_ += bytes;
+    if (used_ <= budget_) return absl::OkStatus();
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "JSON: holding this ", s_.size(), "-byte document would take more than ", budget_,
+        " bytes of memory (too many small values; stopped at byte ", i_, ")"));
+  }
+  absl::Status OutOfMemory() const { return Error("out of memory"); }
+
+  // First pass: the element count of every container, in document order, so the second pass
+  // allocates each one once at its final size. Only a hint (the second pass validates and grows
+  // if malformed input makes a count wrong); stops counting past the nesting limit.
+  absl::Status CountContainers() {
+    struct Open {
+      uint32_t index;
+      bool has_content;
+    };
+    std::vector<Open> stack;
+    const auto mark = [&] {
+      if (!stack.empty()) stack.back().has_content = true;
+    };
+    const size_t n = s_.size();
+    for (size_t i = 0; i < n; ++i) {
+      switch (s_[i]) {
+        case ' ':
+        case '\t':
+        case '\n':
+        case '\r':
+          break;
+        case '"':
+          mark();
+          for (++i; i < n && s_[i] != '"'; ++i)
+            if (s_[i] == '\\') ++i;
+          break;
+        case '[':
+        case '{':
+          mark();
+          if (stack.size() > static_cast<size_t>(kMaxDepth) + 1) return absl::OkStatus();
+          if (counts_.size() == counts_.capacity()) {
+            const size_t want = std::max<size_t>(64, counts_.capacity() * 2);
+            if (auto st = Charge((want - counts_.capacity()) * sizeof(uint32_t)); !st.ok())
+              return st;
+            counts_.reserve(want);
+          }
+          stack.push_back({static_cast<uint32_t>(counts_.size()), false});
+          counts_.push_back(0);
+          break;
+        case ']':
+        case '}':
+          if (!stack.empty()) {
+            if (stack.back().has_content) ++counts_[stack.back().index];
+            stack.pop_back();
+          }
+          break;
+        case ',':
+          if (!stack.empty()) ++counts_[stack.back().index];
+          break;
+        default:
+          mark();
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  uint32_t NextHint() { return next_container_ < counts_.size() ? counts_[next_container_++] : 0; }
+
+  // Makes room for one more element in *out's block (allocating `hint` elements first).
+  absl::Status Reserve(Value* out, size_t element_size, uint32_t hint) {
+    Value::Block* b = out->block();
+    if (b != nullptr && b->size < b->capacity) return absl::OkStatus();
+    const size_t cap = b == nullptr ? 0 : b->capacity;
+    const size_t want = b == nullptr ? std::max<uint32_t>(hint, 1) : cap * 2;
+    if (auto st = Charge((want - cap) * element_size +
+                         (b == nullptr ? sizeof(Value::Block) + kMallocOverhead : 0));
+        !st.ok()) {
+      return st;
+    }
+    Value::Block* nb = Value::Reallocate(b, element_size, want);
+    if (nb == nullptr) return OutOfMemory();
+    out->SetPayload(nb);
+    return absl::OkStatus();
   }
 
   void SkipSpace() {
@@ -187,12 +434,7 @@ class Parser {
     char c = s_[i_];
     if (c == '{') return ParseObject(out, depth);
     if (c == '[') return ParseArray(out, depth);
-    if (c == '"') {
-      std::string str;
-      if (auto st = ParseString(&str); !st.ok()) return st;
-      *out = Value::String(std::move(str));
-      return absl::OkStatus();
-    }
+    if (c == '"') return ParseString(out);
     if (Consume("true")) {
       *out = Value::Bool(true);
       return absl::OkStatus();
@@ -213,10 +455,6 @@ class Parser {
     }
     if (Consume("Infinity")) {
       *out = Value::Number(INFINITY);
-      return absl::OkStatus();
-    }
-    if (Consume("-Infinity")) {
-      *out = Value::Number(-INFINITY);
       return absl::OkStatus();
     }
     return Error(absl::StrCat("unexpected character '", std::string(1, c), "'"));
@@ -248,8 +486,16 @@ class Parser {
       if (i_ < s_.size() && (s_[i_] == '+' || s_[i_] == '-')) ++i_;
       if (digits() == 0) return Error("invalid number");
     }
-    std::string tmp(s_.substr(start, i_ - start));
-    *out = Value::Number(std::strtod(tmp.c_str(), nullptr));
+    // strtod needs a terminated copy; numbers are short (a long one is copied to the heap).
+    const std::string_view lit = s_.substr(start, i_ - start);
+    char buf[64];
+    if (lit.size() < sizeof(buf)) {
+      std::memcpy(buf, lit.data(), lit.size());
+      buf[lit.size()] = '\0';
+      *out = Value::Number(std::strtod(buf, nullptr));
+    } else {
+      *out = Value::Number(std::strtod(std::string(lit).c_str(), nullptr));
+    }
     return absl::OkStatus();
   }
 
@@ -272,14 +518,25 @@ class Parser {
     return absl::OkStatus();
   }
 
-  absl::Status ParseString(std::string* out) {
+  // Decodes the string at s_[i_] (the opening quote) into *out.
+  absl::Status ParseString(Value* out) {
     ++i_;  // opening quote
+    // Escapes only shrink, so the raw extent bounds the decoded size: reserve it once.
+    size_t end = i_;
+    while (end < s_.size() && s_[end] != '"') end += s_[end] == '\\' ? 2 : 1;
+    const size_t raw = std::min(end, s_.size()) - i_;
+    if (raw > scratch_.capacity()) {
+      if (auto st = Charge(raw - scratch_.capacity()); !st.ok()) return st;
+      scratch_.reserve(raw);
+    }
+    scratch_.clear();
+    std::string* text = &scratch_;
     for (;;) {
       if (i_ >= s_.size()) return Error("unterminated string");
       unsigned char c = static_cast<unsigned char>(s_[i_]);
       if (c == '"') {
         ++i_;
-        return absl::OkStatus();
+        break;
       }
       if (c < 0x20) return Error("control character in string");
       if (c == '\\') {
@@ -288,28 +545,28 @@ class Parser {
         char e = s_[i_++];
         switch (e) {
           case '"':
-            out->push_back('"');
+            text->push_back('"');
             break;
           case '\\':
-            out->push_back('\\');
+            text->push_back('\\');
             break;
           case '/':
-            out->push_back('/');
+            text->push_back('/');
             break;
           case 'b':
-            out->push_back('\b');
+            text->push_back('\b');
             break;
           case 'f':
-            out->push_back('\f');
+            text->push_back('\f');
             break;
           case 'n':
-            out->push_back('\n');
+            text->push_back('\n');
             break;
           case 'r':
-            out->push_back('\r');
+            text->push_back('\r');
             break;
           case 't':
-            out->push_back('\t');
+            text->push_back('\t');
             break;
           case 'u': {
             uint32_t cp = 0;
@@ -323,7 +580,7 @@ class Parser {
             } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
               return Error("lone low surrogate");
             }
-            AppendUtf8(cp, out);
+            AppendUtf8(cp, text);
             break;
           }
           default:
@@ -331,15 +588,22 @@ class Parser {
         }
         continue;
       }
-      size_t n = Utf8SeqLen(s_, i_);
+      uint32_t cp;
+      const size_t n = DecodeUtf8(s_, i_, &cp);
       if (n == 0) return Error("invalid UTF-8 in string");
-      out->append(s_.substr(i_, n));
+      text->append(s_.substr(i_, n));
       i_ += n;
     }
+    if (text->size() > Value::kInlineString) {
+      if (auto st = Charge(text->size() + kMallocOverhead); !st.ok()) return st;
+    }
+    if (!out->AssignString(*text)) return OutOfMemory();
+    return absl::OkStatus();
   }
 
   absl::Status ParseArray(Value* out, int depth) {
     ++i_;
+    const uint32_t hint = NextHint();
     *out = Value::Array();
     SkipSpace();
     if (i_ < s_.size() && s_[i_] == ']') {
@@ -347,9 +611,11 @@ class Parser {
       return absl::OkStatus();
     }
     for (;;) {
-      Value item;
-      if (auto st = ParseValue(&item, depth + 1); !st.ok()) return st;
-      out->Push(std::move(item));
+      if (auto st = Reserve(out, sizeof(Value), hint); !st.ok()) return st;
+      Value::Block* b = out->block();
+      Value* item = new (out->elements() + b->size) Value();
+      ++b->size;  // counted before parsing, so a failure releases what it holds
+      if (auto st = ParseValue(item, depth + 1); !st.ok()) return st;
       SkipSpace();
       if (i_ >= s_.size()) return Error("unterminated array");
       if (s_[i_] == ',') {
@@ -366,8 +632,8 @@ class Parser {
 
   absl::Status ParseObject(Value* out, int depth) {
     ++i_;
+    const uint32_t hint = NextHint();
     *out = Value::Object();
-    std::vector<std::pair<std::string, Value>> members;
     SkipSpace();
     if (i_ < s_.size() && s_[i_] == '}') {
       ++i_;
@@ -376,15 +642,16 @@ class Parser {
     for (;;) {
       SkipSpace();
       if (i_ >= s_.size() || s_[i_] != '"') return Error("expected a string key");
-      std::string key;
-      if (auto st = ParseString(&key); !st.ok()) return st;
+      if (auto st = Reserve(out, sizeof(Value::Member), hint); !st.ok()) return st;
+      Value::Block* b = out->block();
+      Value::Member* m = new (out->members_ptr() + b->size) Value::Member();
+      ++b->size;
+      if (auto st = ParseString(&m->key); !st.ok()) return st;
       SkipSpace();
       if (i_ >= s_.size() || s_[i_] != ':') return Error("expected ':'");
       ++i_;
-      Value v;
-      if (auto st = ParseValue(&v, depth + 1); !st.ok()) return st;
-      // Appending directly (not Set) keeps parsing linear; duplicate keys: Find returns the last.
-      members.emplace_back(std::move(key), std::move(v));
+      // Appending directly (no duplicate check) keeps parsing linear; Find returns the last.
+      if (auto st = ParseValue(&m->value, depth + 1); !st.ok()) return st;
       SkipSpace();
       if (i_ >= s_.size()) return Error("unterminated object");
       if (s_[i_] == ',') {
@@ -393,18 +660,22 @@ class Parser {
       }
       if (s_[i_] == '}') {
         ++i_;
-        break;
+        return absl::OkStatus();
       }
       return Error("expected ',' or '}'");
     }
-    *out = Value::Object();
-    for (auto& m : members) out->AppendMember(std::move(m.first), std::move(m.second));
-    return absl::OkStatus();
   }
 
   std::string_view s_;
   size_t i_ = 0;
+  const size_t budget_;
+  size_t used_ = 0;
+  std::vector<uint32_t> counts_;  // element count per container, document order (first pass)
+  size_t next_container_ = 0;
+  std::string scratch_;  // decoded bytes of the current string
 };
+
+namespace {
 
 void DumpTo(const Value& v, std::string* out) {
   switch (v.type()) {
@@ -464,12 +735,6 @@ void DumpTo(const Value& v, std::string* out) {
 
 }  // namespace
 
-void Value::AppendMember(std::string key, Value v) {
-  type_ = Type::kObject;
-  object_.emplace_back(std::move(key), std::move(v));
-  index_.reset();
-}
-
 std::string Value::Dump() const {
   std::string out;
   DumpTo(*this, &out);
@@ -515,6 +780,15 @@ std::string Quote(std::string_view s) {
   return out;
 }
 
-absl::StatusOr<Value> Parse(std::string_view text) { return Parser(text).ParseDocument(); }
+absl::StatusOr<Value> Parse(std::string_view text, const ParseOptions& options) {
+  size_t budget = options.max_memory;
+  if (budget == 0) {
+    budget = text.size() > (std::numeric_limits<size_t>::max() - kDefaultMemorySlack) /
+                               kDefaultMemoryFactor
+                 ? std::numeric_limits<size_t>::max()
+                 : kDefaultMemoryFactor * text.size() + kDefaultMemorySlack;
+  }
+  return Parser(text, budget).ParseDocument();
+}
 
 }  // namespace selfcond::json
