@@ -72,7 +72,7 @@ TEST_F(CApiTest, LoadFromMemoryWithHashCheck) {
   auto bytes = ReadFile(*path_);
   ASSERT_TRUE(bytes.ok());
   selfcond_model_params p = selfcond_model_default_params();
-  p.verify_hash = 1;
+  EXPECT_EQ(p.verify_hash, 1) << "integrity by default";
   selfcond_model* m = nullptr;
   ASSERT_EQ(selfcond_model_load_memory(bytes->data(), bytes->size(), &p, &m), SELFCOND_OK)
       << selfcond_last_error();
@@ -82,10 +82,16 @@ TEST_F(CApiTest, LoadFromMemoryWithHashCheck) {
   EXPECT_STREQ(a.hash, b.hash);
   EXPECT_EQ(a.num_units, b.num_units);
   selfcond_model_free(m);
-  // One flipped byte in the last tensor's data: found by verify_hash.
+  // One flipped byte in the last tensor's data: found by default (and with NULL params) ...
   (*bytes)[bytes->size() - 9] ^= 0x40;
   EXPECT_EQ(selfcond_model_load_memory(bytes->data(), bytes->size(), &p, &m), SELFCOND_DATA_LOSS)
       << selfcond_last_error();
+  EXPECT_EQ(selfcond_model_load_memory(bytes->data(), bytes->size(), nullptr, &m),
+            SELFCOND_DATA_LOSS);
+  // ... and not looked for when the caller opts out.
+  p.verify_hash = 0;
+  ASSERT_EQ(selfcond_model_load_memory(bytes->data(), bytes->size(), &p, &m), SELFCOND_OK);
+  selfcond_model_free(m);
 }
 
 TEST_F(CApiTest, TokenizeRoundTrip) {
@@ -215,7 +221,15 @@ TEST_F(CApiTest, RankForceAndSave) {
   selfcond_experts_free(again);
   const std::string csv_path = testing::MakeTempDir("c_api") + "/football_expertise.csv";
   ASSERT_EQ(selfcond_experts_save(e, csv_path.c_str(), SELFCOND_TABLE_CSV), SELFCOND_OK);
-  ASSERT_EQ(selfcond_experts_load_file(model_, csv_path.c_str(), &again), SELFCOND_OK)
+  // An expertise.csv has no model hash: refused by default, accepted when allowed.
+  ASSERT_EQ(selfcond_experts_load_file(model_, csv_path.c_str(), &again),
+            SELFCOND_FAILED_PRECONDITION);
+  EXPECT_NE(std::string(selfcond_last_error()).find("no model_hash"), std::string::npos);
+  EXPECT_EQ(again, nullptr);
+  selfcond_experts_params ep = selfcond_experts_default_params();
+  EXPECT_EQ(ep.allow_unhashed, 0);
+  ep.allow_unhashed = 1;
+  ASSERT_EQ(selfcond_experts_load_file_ex(model_, csv_path.c_str(), &ep, &again), SELFCOND_OK)
       << selfcond_last_error();
   selfcond_experts_free(again);
 

@@ -258,26 +258,31 @@ TEST(ExpertTableTest, CompatibilityRefusals) {
   EXPECT_CONTAINS(st.message(), "ranked on another model");
   EXPECT_CONTAINS(st.message(), other);
 
-  // CSV import: no hash -> the unit space decides.
+  // CSV import: no hash. Refused unless allowed, with an error saying how to allow it ...
   auto csv = ImportExpertiseCsv(ExportExpertiseCsv(t));
   ASSERT_TRUE(csv.ok());
-  EXPECT_TRUE(CheckCompatibleWith(*csv, c, other, "any").ok());
+  absl::Status unhashed = CheckCompatibleWith(*csv, c, other, "any");
+  EXPECT_EQ(unhashed.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_CONTAINS(unhashed.message(), "no model_hash");
+  EXPECT_CONTAINS(unhashed.message(), "--allow-unhashed");
+  // ... and when allowed, the unit space decides.
+  EXPECT_TRUE(CheckCompatibleWith(*csv, c, other, "any", true).ok());
   GPT2Config wider = c;
   wider.n_inner = 16;
-  EXPECT_CONTAINS(CheckCompatibleWith(*csv, wider, other, "w").message(), "n_inner 8");
+  EXPECT_CONTAINS(CheckCompatibleWith(*csv, wider, other, "w", true).message(), "n_inner 8");
   GPT2Config deeper = TinyConfig(3);
-  EXPECT_FALSE(CheckCompatibleWith(*csv, deeper, other, "d").ok());
+  EXPECT_FALSE(CheckCompatibleWith(*csv, deeper, other, "d", true).ok());
   // A partial CSV (unit space unknown): unit count and unit ranges are checked.
   auto partial = ImportExpertiseCsv(
       "ap,layer,unit\n0.9,transformer.h.1.mlp.c_fc:0,7\n0.8,transformer.h.0.attn.c_attn:0,11\n");
   ASSERT_TRUE(partial.ok()) << partial.status();
-  EXPECT_CONTAINS(CheckCompatibleWith(*partial, c, other, "x").message(), "covers 2 units");
+  EXPECT_CONTAINS(CheckCompatibleWith(*partial, c, other, "x", true).message(), "covers 2 units");
   partial->total_units = 56;  // pretend the rest is there: now only the ranges matter
-  EXPECT_TRUE(CheckCompatibleWith(*partial, c, other, "x").ok());
+  EXPECT_TRUE(CheckCompatibleWith(*partial, c, other, "x", true).ok());
   partial->units[0].unit = 8;  // c_fc has 8 units
-  EXPECT_CONTAINS(CheckCompatibleWith(*partial, c, other, "x").message(), "has 8 units");
+  EXPECT_CONTAINS(CheckCompatibleWith(*partial, c, other, "x", true).message(), "has 8 units");
   partial->units[0].site = 4 * 5;
-  EXPECT_CONTAINS(CheckCompatibleWith(*partial, c, other, "x").message(),
+  EXPECT_CONTAINS(CheckCompatibleWith(*partial, c, other, "x", true).message(),
                   "transformer.h.5.attn.c_attn:0");
 }
 

@@ -223,14 +223,17 @@ class JsModel {
   // ---- expert tables --------------------------------------------------------------------------
 
   // text: a native JSON table or an ml-selfcond expertise.csv, checked against the model.
+  // opts: {allowUnhashed = false}: a table without model hash (an expertise.csv) is refused
+  // unless allowed (then only the model's shape is checked).
   // -> {ok, id, concept, group, numUnits, totalUnits}
-  val addExpertTable(const std::string& text) {
+  val addExpertTable(const std::string& text, val opts) {
     if (!m_) return Error("no model loaded");
-    const size_t first = text.find_first_not_of(" \t\r\n");
-    auto table = (first != std::string::npos && text[first] == '{') ? ParseExpertTable(text)
-                                                                    : ImportExpertiseCsv(text);
+    auto table = ParseAnyExpertTable(text);
     if (!table.ok()) return Error(table.status());
-    if (auto st = CheckCompatible(*table, *m_->model); !st.ok()) return Error(st);
+    if (auto st = CheckCompatible(*table, *m_->model, BoolOr(opts, "allowUnhashed", false));
+        !st.ok()) {
+      return Error(st);
+    }
     return AddTable(std::move(*table));
   }
 

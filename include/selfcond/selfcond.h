@@ -85,7 +85,9 @@ typedef struct {
   int need_f32;    /* 1: also prepare float weights, for sessions with precision f32 */
 } selfcond_model_params;
 
-/* Defaults: verify_hash 0, need_f32 0. params may be NULL for the defaults. */
+/* Defaults: verify_hash 1 (integrity by default: a corrupt or tampered file is refused with
+ * SELFCOND_DATA_LOSS; 0 skips the SHA-256 pass for a trusted file, see the README for its
+ * measured cost), need_f32 0. params may be NULL for the defaults. */
 SELFCOND_API selfcond_model_params selfcond_model_default_params(void);
 
 /* A selfcond model file (.scm, written by `selfcond convert`). */
@@ -127,12 +129,26 @@ typedef struct selfcond_experts selfcond_experts;
 
 /* A native JSON table or an ml-selfcond expertise.csv (detected from the content), checked
  * against the model: a table of another model (other hash or shape) is refused with
- * SELFCOND_FAILED_PRECONDITION. */
+ * SELFCOND_FAILED_PRECONDITION, and so is a table without a model hash (an expertise.csv),
+ * which nothing ties to this model; the _ex functions can allow those. */
 SELFCOND_API selfcond_status selfcond_experts_load_file(const selfcond_model* model,
                                                         const char* path, selfcond_experts** out);
 SELFCOND_API selfcond_status selfcond_experts_load_memory(const selfcond_model* model,
                                                           const char* text, size_t size,
                                                           selfcond_experts** out);
+typedef struct {
+  int allow_unhashed; /* 1: accept a table without model hash, checked for the model's shape only */
+} selfcond_experts_params;
+/* Defaults: allow_unhashed 0. params may be NULL for the defaults. */
+SELFCOND_API selfcond_experts_params selfcond_experts_default_params(void);
+SELFCOND_API selfcond_status selfcond_experts_load_file_ex(const selfcond_model* model,
+                                                           const char* path,
+                                                           const selfcond_experts_params* params,
+                                                           selfcond_experts** out);
+SELFCOND_API selfcond_status selfcond_experts_load_memory_ex(const selfcond_model* model,
+                                                             const char* text, size_t size,
+                                                             const selfcond_experts_params* params,
+                                                             selfcond_experts** out);
 SELFCOND_API void selfcond_experts_free(selfcond_experts* experts);
 
 typedef enum { SELFCOND_TABLE_JSON = 0, SELFCOND_TABLE_CSV = 1 } selfcond_table_format;

@@ -198,9 +198,10 @@ class _Child(_Handle):
 class Model(_Handle):
     """A selfcond model (.scm file). Immutable; share it between sessions and threads.
 
-    Model(path, verify_hash=False, need_f32=False); Model.from_bytes(data, ...)."""
+    Model(path, verify_hash=True, need_f32=False); Model.from_bytes(data, ...). The file's
+    SHA-256 is checked unless verify_hash=False (a trusted file, faster load)."""
 
-    def __init__(self, path, verify_hash=False, need_f32=False, *, _data=None):
+    def __init__(self, path, verify_hash=True, need_f32=False, *, _data=None):
         lib = L.load()
         self._children = weakref.WeakSet()
         self._live_children = 0
@@ -227,7 +228,7 @@ class Model(_Handle):
         self._site_names = {}
 
     @classmethod
-    def from_bytes(cls, data, verify_hash=False, need_f32=False):
+    def from_bytes(cls, data, verify_hash=True, need_f32=False):
         """A model from the bytes of a .scm file (copied)."""
         return cls(None, verify_hash, need_f32, _data=data)
 
@@ -306,21 +307,25 @@ class Model(_Handle):
         return name
 
     # ---- expert tables ----
-    def load_experts(self, path_or_text) -> "Experts":
+    def load_experts(self, path_or_text, allow_unhashed=False) -> "Experts":
         """An expert table from a file (native JSON or ml-selfcond expertise.csv), or from its
         text: bytes, or a str that starts with "{" or has a newline, is text; anything else
         (str or os.PathLike) is a path. A table of another model is refused
-        (Error FAILED_PRECONDITION)."""
+        (Error FAILED_PRECONDITION), and so is a table without a model hash (expertise.csv)
+        unless allow_unhashed=True (then only the model's shape is checked)."""
         lib = L.load()
         out = ctypes.c_void_p()
+        params = L.ExpertsParams(int(bool(allow_unhashed)))
         if isinstance(path_or_text, bytes) or (
                 isinstance(path_or_text, str) and
                 (path_or_text.lstrip().startswith("{") or "\n" in path_or_text)):
             b = path_or_text if isinstance(path_or_text, bytes) else path_or_text.encode()
-            _check(lib.selfcond_experts_load_memory(self._p(), b, len(b), ctypes.byref(out)))
+            _check(lib.selfcond_experts_load_memory_ex(self._p(), b, len(b), ctypes.byref(params),
+                                                       ctypes.byref(out)))
         else:
             path = os.fsencode(os.fspath(path_or_text))
-            _check(lib.selfcond_experts_load_file(self._p(), path, ctypes.byref(out)))
+            _check(lib.selfcond_experts_load_file_ex(self._p(), path, ctypes.byref(params),
+                                                     ctypes.byref(out)))
         return Experts._wrap(self, out.value)
 
     def _rank_params(self, threads, top_n, precision, max_sentences):

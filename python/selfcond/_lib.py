@@ -39,6 +39,10 @@ class ModelParams(ctypes.Structure):
     _fields_ = [("verify_hash", ctypes.c_int), ("need_f32", ctypes.c_int)]
 
 
+class ExpertsParams(ctypes.Structure):
+    _fields_ = [("allow_unhashed", ctypes.c_int)]
+
+
 class ModelInfo(ctypes.Structure):
     _fields_ = [
         ("name", ctypes.c_char_p),
@@ -154,8 +158,10 @@ _PROTOTYPES = {
         c_status,
         [_p, ctypes.c_int64, _pp, ctypes.POINTER(ctypes.c_int)],
     ),
-    "selfcond_experts_load_file": (c_status, [_p, ctypes.c_char_p, _pp]),
-    "selfcond_experts_load_memory": (c_status, [_p, ctypes.c_char_p, ctypes.c_size_t, _pp]),
+    "selfcond_experts_load_file_ex": (
+        c_status, [_p, ctypes.c_char_p, ctypes.POINTER(ExpertsParams), _pp]),
+    "selfcond_experts_load_memory_ex": (
+        c_status, [_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ExpertsParams), _pp]),
     "selfcond_experts_free": (None, [_p]),
     "selfcond_experts_save": (c_status, [_p, ctypes.c_char_p, c_enum]),
     "selfcond_experts_to_string": (c_status, [_p, c_enum, _pp]),

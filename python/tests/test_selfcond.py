@@ -168,11 +168,11 @@ class ErrorTest(unittest.TestCase):
         # ml-selfcond CSVs carry no model hash: the shape check is what refuses them.
         deeper = [csv[0]] + [l.replace("transformer.h.1.", "transformer.h.9.") for l in csv[1:]]
         with self.assertRaises(selfcond.Error) as cm:
-            model.load_experts("\n".join(deeper) + "\n")
+            model.load_experts("\n".join(deeper) + "\n", allow_unhashed=True)
         self.assertEqual(cm.exception.code, selfcond.Status.FAILED_PRECONDITION)
         self.assertIn("h.9", cm.exception.message)
         with self.assertRaises(selfcond.Error) as cm:  # a table covering fewer units
-            model.load_experts("\n".join(csv[:101]) + "\n")
+            model.load_experts("\n".join(csv[:101]) + "\n", allow_unhashed=True)
         self.assertEqual(cm.exception.code, selfcond.Status.FAILED_PRECONDITION)
 
     def test_bad_options(self):
@@ -232,7 +232,10 @@ class ExpertsTest(unittest.TestCase):
         again = model.load_experts(e.to_json())
         self.assertEqual(len(again), len(e))
         self.assertEqual(again.units(20), e.units(20))
-        from_csv = model.load_experts(e.to_csv())
+        with self.assertRaises(selfcond.Error) as cm:  # no model hash: refused by default
+            model.load_experts(e.to_csv())
+        self.assertIn("no model_hash", cm.exception.message)
+        from_csv = model.load_experts(e.to_csv(), allow_unhashed=True)
         self.assertEqual([(u.layer, u.unit) for u in from_csv.units(20)],
                          [(u.layer, u.unit) for u in e.units(20)])
         for a, b in zip(from_csv.units(20), e.units(20)):
@@ -249,7 +252,8 @@ class ExpertsTest(unittest.TestCase):
                     self.assertTrue(text.lstrip().startswith("{"))
                 else:
                     self.assertTrue(text.startswith("ap,off_mean,on_p50,on_p90,layer,unit"))
-                self.assertEqual(model.load_experts(path).units(5), self.experts.units(5))
+                self.assertEqual(model.load_experts(path, allow_unhashed=name != "t.json").units(5),
+                                 self.experts.units(5))
             with self.assertRaises(ValueError):
                 self.experts.save(Path(d) / "t.x", "xml")
             with self.assertRaises(selfcond.Error) as cm:

@@ -29,6 +29,7 @@ struct selfcond_model {
 struct selfcond_experts {
   selfcond::ExpertTable table;
   selfcond::GPT2Config model_config;  // of the model it was checked against (unit ids)
+  bool allow_unhashed = false;        // loaded with selfcond_experts_params.allow_unhashed
 };
 struct selfcond_session {
   const selfcond_model* model;
@@ -175,20 +176,18 @@ selfcond::RankOptions::Progress ProgressFrom(selfcond_progress_callback cb, void
   return [cb, user](int done, int total) { return cb(done, total, user) != 0; };
 }
 
-absl::StatusOr<selfcond::ExpertTable> ParseTable(const selfcond_model* model,
-                                                 std::string_view text) {
-  const size_t first = text.find_first_not_of(" \t\r\n");
-  auto table = (first != std::string::npos && text[first] == '{')
-                   ? selfcond::ParseExpertTable(text)
-                   : selfcond::ImportExpertiseCsv(text);
+absl::StatusOr<selfcond::ExpertTable> ParseTable(const selfcond_model* model, std::string_view text,
+                                                 bool allow_unhashed) {
+  auto table = selfcond::ParseAnyExpertTable(text);
   if (!table.ok()) return table.status();
-  if (auto st = selfcond::CheckCompatible(*table, *model->model); !st.ok()) return st;
+  if (auto st = selfcond::CheckCompatible(*table, *model->model, allow_unhashed); !st.ok())
+    return st;
   return table;
 }
 
 selfcond_status NewExperts(const selfcond_model* model, selfcond::ExpertTable table,
-                           selfcond_experts** out) {
-  *out = new selfcond_experts{std::move(table), model->model->config()};
+                           bool allow_unhashed, selfcond_experts** out) {
+  *out = new selfcond_experts{std::move(table), model->model->config(), allow_unhashed};
   return ToC(absl::OkStatus());
 }
 
@@ -232,7 +231,7 @@ void selfcond_string_free(char* s) { std::free(s); }
 
 selfcond_model_params selfcond_model_default_params(void) {
   selfcond_model_params p;
-  p.verify_hash = 0;
+  p.verify_hash = 1;
   p.need_f32 = 0;
   return p;
 }
@@ -328,29 +327,49 @@ selfcond_status selfcond_unit_to_string(const selfcond_model* model, int64_t uni
 
 // ---- expert tables -----------------------------------------------------------------------------
 
-selfcond_status selfcond_experts_load_file(const selfcond_model* model, const char* path,
-                                           selfcond_experts** out) {
+selfcond_experts_params selfcond_experts_default_params(void) {
+  selfcond_experts_params p;
+  p.allow_unhashed = 0;
+  return p;
+}
+
+selfcond_status selfcond_experts_load_file_ex(const selfcond_model* model, const char* path,
+                                              const selfcond_experts_params* params,
+                                              selfcond_experts** out) {
   return Guard([&] {
     if (model == nullptr || path == nullptr || out == nullptr) return Invalid("NULL argument");
     *out = nullptr;
+    const bool allow = params != nullptr && params->allow_unhashed != 0;
     auto text = selfcond::ReadFile(path);
     if (!text.ok()) return ToC(text.status());
-    auto table = ParseTable(model, *text);
+    auto table = ParseTable(model, *text, allow);
     if (!table.ok()) return ToC(table.status());
-    return NewExperts(model, std::move(*table), out);
+    return NewExperts(model, std::move(*table), allow, out);
   });
 }
 
-selfcond_status selfcond_experts_load_memory(const selfcond_model* model, const char* text,
-                                             size_t size, selfcond_experts** out) {
+selfcond_status selfcond_experts_load_memory_ex(const selfcond_model* model, const char* text,
+                                                size_t size, const selfcond_experts_params* params,
+                                                selfcond_experts** out) {
   return Guard([&] {
     if (model == nullptr || (text == nullptr && size > 0) || out == nullptr)
       return Invalid("NULL argument");
     *out = nullptr;
-    auto table = ParseTable(model, std::string_view(text, size));
+    const bool allow = params != nullptr && params->allow_unhashed != 0;
+    auto table = ParseTable(model, std::string_view(text, size), allow);
     if (!table.ok()) return ToC(table.status());
-    return NewExperts(model, std::move(*table), out);
+    return NewExperts(model, std::move(*table), allow, out);
   });
+}
+
+selfcond_status selfcond_experts_load_file(const selfcond_model* model, const char* path,
+                                           selfcond_experts** out) {
+  return selfcond_experts_load_file_ex(model, path, nullptr, out);
+}
+
+selfcond_status selfcond_experts_load_memory(const selfcond_model* model, const char* text,
+                                             size_t size, selfcond_experts** out) {
+  return selfcond_experts_load_memory_ex(model, text, size, nullptr, out);
 }
 
 void selfcond_experts_free(selfcond_experts* experts) { delete experts; }
@@ -486,7 +505,8 @@ selfcond_status selfcond_session_set_forcing(selfcond_session* session,
       if (sources[i].top_k < 0) return Invalid(absl::StrCat("source ", i, ": top_k < 0"));
       // Tables are checked against their model when loaded; a table of another model loaded
       // through another handle must not reach this session.
-      if (auto st = selfcond::CheckCompatible(sources[i].experts->table, *session->model->model);
+      if (auto st = selfcond::CheckCompatible(sources[i].experts->table, *session->model->model,
+                                              sources[i].experts->allow_unhashed);
           !st.ok()) {
         return ToC(st);
       }
@@ -616,7 +636,7 @@ selfcond_status selfcond_ranking_finish(selfcond_ranking* ranking, selfcond_expe
     *out = nullptr;
     auto table = ranking->ranking->Finish();
     if (!table.ok()) return ToC(table.status());
-    return NewExperts(ranking->model, std::move(*table), out);
+    return NewExperts(ranking->model, std::move(*table), false, out);
   });
 }
 
@@ -639,7 +659,7 @@ selfcond_status selfcond_rank(const selfcond_model* model, const char* concept,
     ro->progress = ProgressFrom(progress, user_data);
     auto table = selfcond::RankConcept(*model->model, *ds, *ro);
     if (!table.ok()) return ToC(table.status());
-    return NewExperts(model, std::move(*table), out);
+    return NewExperts(model, std::move(*table), false, out);
   });
 }
 

@@ -127,7 +127,9 @@ const CommandSpec& ExperimentSpec() {
        {"forcing", "on_p50|on_p90", "forcing value (default on_p50)"},
        {"only-last-token", "", "force only at the last position (default: every position)"},
        {"precision", "int8|f32", "arithmetic (default int8)"},
-       {"threads", "N", "worker threads, one session each (default: all cores)"}},
+       {"threads", "N", "worker threads, one session each (default: all cores)"},
+       AllowUnhashedFlag(),
+       NoVerifyFlag()},
       1,
       1};
   return s;
@@ -179,16 +181,14 @@ absl::Status RunExperiment(const Args& args) {
     return absl::InvalidArgumentError("football takes exactly one --experts table");
   }
   const std::string model_path = args.Get("model", DefaultModelPath());
-  Model::LoadOptions lo;
-  lo.need_float = *precision == Precision::kF32;
-  auto model = Model::Load(model_path, lo);
+  auto model = Model::Load(model_path, ModelLoadOptions(args, *precision));
   if (!model.ok()) return model.status();
   std::vector<ExpertTable> tables;
   for (const auto& p : table_paths) {
     auto t = LoadExpertTable(p);
     if (!t.ok())
       return absl::Status(t.status().code(), absl::StrCat(p, ": ", t.status().message()));
-    if (auto st = CheckCompatible(*t, **model); !st.ok()) {
+    if (auto st = CheckCompatible(*t, **model, args.Has("allow-unhashed")); !st.ok()) {
       return absl::Status(st.code(), absl::StrCat("expert table ", p, ": ", st.message(),
                                                   " (re-rank with selfcond rank)"));
     }

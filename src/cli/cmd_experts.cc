@@ -14,8 +14,8 @@ namespace selfcond::cli {
 
 absl::StatusOr<Forcing> BuildForcingFromArgs(const Model& model,
                                              const std::vector<std::string>& specs,
-                                             const std::string& forcing_value,
-                                             bool only_last_token) {
+                                             const std::string& forcing_value, bool only_last_token,
+                                             bool allow_unhashed) {
   auto value = ParseForcingValue(forcing_value);
   if (!value.ok()) return value.status();
   std::vector<ExpertTable> tables(specs.size());
@@ -37,7 +37,7 @@ absl::StatusOr<Forcing> BuildForcingFromArgs(const Model& model,
     auto t = LoadExpertTable(path);
     if (!t.ok())
       return absl::Status(t.status().code(), absl::StrCat(path, ": ", t.status().message()));
-    if (auto st = CheckCompatible(*t, model); !st.ok()) {
+    if (auto st = CheckCompatible(*t, model, allow_unhashed); !st.ok()) {
       return absl::Status(st.code(), absl::StrCat("expert table ", path, ": ", st.message()));
     }
     if (k > static_cast<int64_t>(t->units.size())) {
@@ -68,7 +68,8 @@ const CommandSpec& RankSpec() {
        {"max-sentences", "N", "use at most N sentences per class (default: all)"},
        {"top", "N", "store only the N best units (default: all)"},
        {"precision", "int8|f32", "arithmetic (default int8)"},
-       {"threads", "N", "threads (default: all cores)"}},
+       {"threads", "N", "threads (default: all cores)"},
+       NoVerifyFlag()},
       0,
       0};
   return s;
@@ -107,9 +108,7 @@ absl::Status RunRank(const Args& args) {
   if (args.Has("name")) data->concept = args.Get("name");
   auto prec = ParsePrecision(args.Get("precision", "int8"));
   if (!prec.ok()) return prec.status();
-  Model::LoadOptions lo;
-  lo.need_float = *prec == Precision::kF32;
-  auto model = Model::Load(args.Get("model", DefaultModelPath()), lo);
+  auto model = Model::Load(args.Get("model", DefaultModelPath()), ModelLoadOptions(args, *prec));
   if (!model.ok()) return model.status();
   ThreadPool pool(*threads);
   RankOptions ro;

@@ -78,6 +78,8 @@ const CommandSpec& GenerateSpec() {
         "memory budget of the session (KV cache + scratch), refused before allocating if the\n"
         "context needs more (default: half the machine's memory)"},
        {"experts", "TABLE[:K]", "expert table and number of units to force (default K=50)", true},
+       AllowUnhashedFlag(),
+       NoVerifyFlag(),
        {"forcing", "on_p50|on_p90", "forcing value (default on_p50)"},
        {"only-last-token", "", "force only at the last position of each step"},
        {"no-stop", "", "do not stop at <|endoftext|>"},
@@ -112,7 +114,7 @@ absl::Status RunGenerate(const Args& args) {
   // The session's KV cache holds what this generation needs: the prompt plus the new tokens.
   // (The tokenizer lives in the model file, so the model is loaded first and the session sized
   // then.)
-  auto rt = LoadRuntime(args.Get("model"), args.Get("precision", "int8"), *threads, -1);
+  auto rt = LoadRuntime(args, *threads, -1);
   if (!rt.ok()) return rt.status();
   const auto ids = rt->model->tokenizer().Encode(*prompt);
   {
@@ -125,7 +127,7 @@ absl::Status RunGenerate(const Args& args) {
   }
   if (args.Has("experts")) {
     auto f = BuildForcingFromArgs(*rt->model, args.GetAll("experts"), args.Get("forcing", "on_p50"),
-                                  args.Has("only-last-token"));
+                                  args.Has("only-last-token"), args.Has("allow-unhashed"));
     if (!f.ok()) return f.status();
     if (auto st = rt->session->SetForcing(std::move(*f)); !st.ok()) return st;
   }
@@ -162,7 +164,8 @@ const CommandSpec& PplSpec() {
       {{"model", "M", "model file (default: the demo model)"},
        {"text-file", "F", "UTF-8 text"},
        {"precision", "int8|f32", "arithmetic (default int8)"},
-       {"threads", "N", "threads (default: all cores)"}},
+       {"threads", "N", "threads (default: all cores)"},
+       NoVerifyFlag()},
       0,
       0};
   return s;
@@ -175,7 +178,7 @@ absl::Status RunPpl(const Args& args) {
   if (!threads.ok()) return threads.status();
   auto text = ReadFile(*path);
   if (!text.ok()) return text.status();
-  auto rt = LoadRuntime(args.Get("model"), args.Get("precision", "int8"), *threads);
+  auto rt = LoadRuntime(args, *threads);
   if (!rt.ok()) return rt.status();
   std::vector<int32_t> ids = {rt->model->tokenizer().eos_id()};
   const auto body = rt->model->tokenizer().Encode(*text);
@@ -193,10 +196,11 @@ absl::Status RunPpl(const Args& args) {
 
 const CommandSpec& InspectSpec() {
   static const CommandSpec s{"inspect",
-                             "selfcond inspect [--model M] [--verify]",
+                             "selfcond inspect [--model M] [--no-verify]",
                              "Print a model file's config, sizes and content hash.",
                              {{"model", "M", "model file (default: the demo model)"},
-                              {"verify", "", "recompute the SHA-256 content hash"},
+                              {"verify", "", "recompute the SHA-256 content hash (the default)"},
+                              NoVerifyFlag(),
                               {"tensors", "", "list every tensor"}},
                              0,
                              0};
@@ -204,8 +208,7 @@ const CommandSpec& InspectSpec() {
 }
 
 absl::Status RunInspect(const Args& args) {
-  Model::LoadOptions lo;
-  lo.verify_hash = args.Has("verify");
+  Model::LoadOptions lo = ModelLoadOptions(args, Precision::kInt8);
   std::string path = args.Get("model", DefaultModelPath());
   auto m = Model::Load(path, lo);
   if (!m.ok()) return m.status();
@@ -223,7 +226,8 @@ absl::Status RunInspect(const Args& args) {
   }
   std::printf("file        %s\n", path.c_str());
   std::printf("name        %s\n", (*m)->name().c_str());
-  std::printf("hash        %s%s\n", (*m)->hash_hex().c_str(), lo.verify_hash ? " (verified)" : "");
+  std::printf("hash        %s%s\n", (*m)->hash_hex().c_str(),
+              lo.verify_hash ? " (verified)" : " (stored; not verified)");
   std::printf("size        %.2f MiB\n", (*m)->file_bytes() / 1048576.0);
   std::printf(
       "config      n_layer %u, n_embd %u, n_head %u, n_ctx %u, vocab %u, n_inner %u, eps %g, %s LM "

@@ -62,14 +62,33 @@ std::string DefaultModelPath() {
   return rel;
 }
 
-absl::StatusOr<Runtime> LoadRuntime(const std::string& model_path, const std::string& precision,
-                                    int threads, int n_ctx) {
+FlagSpec NoVerifyFlag() {
+  return {"no-verify", "",
+          "skip recomputing the model file's SHA-256 (faster load of a trusted file; a corrupt\n"
+          "or tampered file is then not detected)"};
+}
+
+FlagSpec AllowUnhashedFlag() {
+  return {"allow-unhashed", "",
+          "accept expert tables without a model_hash (e.g. ml-selfcond's expertise.csv); they\n"
+          "are only checked for the model's shape"};
+}
+
+Model::LoadOptions ModelLoadOptions(const Args& args, Precision precision) {
+  Model::LoadOptions lo;
+  lo.need_float = precision == Precision::kF32;
+  lo.verify_hash = !args.Has("no-verify");
+  return lo;
+}
+
+absl::StatusOr<Runtime> LoadRuntime(const Args& args, int threads, int n_ctx) {
+  const std::string precision = args.Get("precision", "int8");
+  const std::string model_path = args.Get("model");
   auto prec = ParsePrecision(precision);
   if (!prec.ok()) return prec.status();
   Runtime rt;
-  Model::LoadOptions lo;
-  lo.need_float = *prec == Precision::kF32;
-  auto model = Model::Load(model_path.empty() ? DefaultModelPath() : model_path, lo);
+  auto model = Model::Load(model_path.empty() ? DefaultModelPath() : model_path,
+                           ModelLoadOptions(args, *prec));
   if (!model.ok()) return model.status();
   rt.model = std::move(*model);
   rt.pool = std::make_unique<ThreadPool>(threads);

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "cli/args.h"
 #include "model/gpt2.h"
 #include "model/units.h"
 #include "util/parallel.h"
@@ -32,10 +33,18 @@ struct Runtime {
   std::unique_ptr<Session> session;
 };
 
-// Loads --model (default: the committed demo model) for --precision with --threads.
+// Integrity by default: every command that loads a model recomputes its SHA-256 content hash
+// and refuses a mismatch, unless --no-verify (cost: see README "Integrity"). Expert tables without
+// a model hash are refused unless --allow-unhashed.
+FlagSpec NoVerifyFlag();
+FlagSpec AllowUnhashedFlag();
+// need_float for precision f32; verify_hash unless --no-verify.
+Model::LoadOptions ModelLoadOptions(const Args& args, Precision precision);
+
+// Loads --model (default: the committed demo model) for --precision with --threads, verifying
+// its hash unless --no-verify.
 // n_ctx: the session's context (0: the model's; -1: no session yet, see LoadRuntimeSession).
-absl::StatusOr<Runtime> LoadRuntime(const std::string& model_path, const std::string& precision,
-                                    int threads, int n_ctx = 0);
+absl::StatusOr<Runtime> LoadRuntime(const Args& args, int threads, int n_ctx = 0);
 
 // Replaces rt.session by one holding n_ctx positions (same precision and threads).
 // kv_cache: "f32" or "f16" (SessionOptions::kv_type).
@@ -49,8 +58,8 @@ std::string DefaultModelPath();
 // and combines the top-K units of each table into one Forcing (cli/cmd_experts.cc).
 absl::StatusOr<Forcing> BuildForcingFromArgs(const Model& model,
                                              const std::vector<std::string>& specs,
-                                             const std::string& forcing_value,
-                                             bool only_last_token);
+                                             const std::string& forcing_value, bool only_last_token,
+                                             bool allow_unhashed);
 
 }  // namespace selfcond::cli
 

@@ -644,13 +644,16 @@ absl::StatusOr<ExpertTable> ImportExpertiseCsv(std::string_view text) {
   return t;
 }
 
+absl::StatusOr<ExpertTable> ParseAnyExpertTable(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size() && absl::ascii_isspace(static_cast<unsigned char>(text[i]))) ++i;
+  return (i < text.size() && text[i] == '{') ? ParseExpertTable(text) : ImportExpertiseCsv(text);
+}
+
 absl::StatusOr<ExpertTable> LoadExpertTable(const std::string& path) {
   auto text = ReadFile(path);
   if (!text.ok()) return text.status();
-  size_t i = 0;
-  while (i < text->size() && absl::ascii_isspace(static_cast<unsigned char>((*text)[i]))) ++i;
-  auto t =
-      (i < text->size() && (*text)[i] == '{') ? ParseExpertTable(*text) : ImportExpertiseCsv(*text);
+  auto t = ParseAnyExpertTable(*text);
   if (!t.ok())
     return absl::Status(t.status().code(), absl::StrCat(path, ": ", t.status().message()));
   return t;
@@ -662,13 +665,23 @@ absl::Status SaveExpertTable(const ExpertTable& table, const std::string& path) 
 
 // ---- compatibility and forcing ----------------------------------------------------------------
 
-absl::Status CheckCompatible(const ExpertTable& table, const Model& model) {
-  return CheckCompatibleWith(table, model.config(), model.hash_hex(), model.name());
+absl::Status CheckCompatible(const ExpertTable& table, const Model& model, bool allow_unhashed) {
+  return CheckCompatibleWith(table, model.config(), model.hash_hex(), model.name(), allow_unhashed);
 }
 
 absl::Status CheckCompatibleWith(const ExpertTable& t, const GPT2Config& config,
-                                 std::string_view model_hash, std::string_view model_name) {
+                                 std::string_view model_hash, std::string_view model_name,
+                                 bool allow_unhashed) {
   std::string what = absl::StrCat("expert table for concept '", t.concept, "'");
+  if (t.model_hash.empty() && !allow_unhashed) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what,
+        " has no model_hash (an imported ml-selfcond expertise.csv?), so nothing shows it was "
+        "ranked on this model ('",
+        std::string(model_name),
+        "'); rank the concept on this model, or allow unhashed tables explicitly "
+        "(--allow-unhashed)"));
+  }
   if (!t.model_hash.empty() && !absl::EqualsIgnoreCase(t.model_hash, AV(model_hash))) {
     return absl::FailedPreconditionError(
         absl::StrCat(what, " was ranked on another model: '", t.model_name, "' (sha256 ",

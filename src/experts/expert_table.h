@@ -88,6 +88,7 @@ std::string ExportExpertiseCsv(const ExpertTable& table);
 absl::StatusOr<ExpertTable> ImportExpertiseCsv(std::string_view text);
 
 // Either format, detected from the first non-space byte ('{' = native).
+absl::StatusOr<ExpertTable> ParseAnyExpertTable(std::string_view text);
 absl::StatusOr<ExpertTable> LoadExpertTable(const std::string& path);
 absl::Status SaveExpertTable(const ExpertTable& table, const std::string& path);  // native
 
@@ -95,10 +96,17 @@ absl::Status SaveExpertTable(const ExpertTable& table, const std::string& path);
 // OK when the table was ranked on this model: equal hashes when the table has one; otherwise the
 // unit space must match (n_layer/n_embd/n_inner when known, total unit count) and every unit
 // must exist in the model. Errors say which.
-absl::Status CheckCompatible(const ExpertTable& table, const Model& model);
+// A table without a model hash (an imported ml-selfcond expertise.csv, or a JSON table with the
+// hash removed) cannot be proven to come from this model: any model of the same shape would
+// accept it, and its units would force meaningless values. It is refused unless the caller
+// allows it explicitly (allow_unhashed: the CLI's --allow-unhashed, the C API's
+// selfcond_experts_params.allow_unhashed).
+absl::Status CheckCompatible(const ExpertTable& table, const Model& model,
+                             bool allow_unhashed = false);
 // The same against a config and hash (no Model needed; what CheckCompatible calls).
 absl::Status CheckCompatibleWith(const ExpertTable& table, const GPT2Config& config,
-                                 std::string_view model_hash, std::string_view model_name);
+                                 std::string_view model_hash, std::string_view model_name,
+                                 bool allow_unhashed = false);
 
 enum class ForcingValue { kOnP50, kOnP90, kOffMean, kZero };
 absl::StatusOr<ForcingValue> ParseForcingValue(std::string_view s);  // on_p50|on_p90|off_mean|zero

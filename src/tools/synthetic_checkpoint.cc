@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "tools/convert.h"
 #include "util/file_util.h"
 #include "util/json.h"
 
@@ -373,6 +374,25 @@ absl::Status WriteSyntheticCheckpoint(const std::string& dir, const SyntheticChe
     fs::remove(index_path, ec);  // a stale index would take precedence
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> WriteHostileModel(const std::string& dir, HostileModel kind) {
+  SyntheticCheckpointOptions o;
+  o.n_embd = 8;
+  o.n_head = 2;
+  o.vocab_size = 260;
+  const bool many = kind == HostileModel::kManyLayers;
+  o.n_layer = many ? 4000 : 200;
+  o.n_ctx = many ? 16 : (1u << 20);
+  const std::string name = many ? "hostile-4000-layers" : "hostile-context-2p20";
+  const std::string ckpt = dir + "/ckpt-" + name, out = dir + "/" + name + ".scm";
+  if (auto st = WriteSyntheticCheckpoint(ckpt, o); !st.ok()) return st;
+  ConvertOptions co;
+  co.model_name = name;
+  if (auto st = ConvertCheckpoint(ckpt, out, co, nullptr); !st.ok()) return st;
+  std::error_code ec;
+  std::filesystem::remove_all(ckpt, ec);
+  return out;
 }
 
 }  // namespace selfcond

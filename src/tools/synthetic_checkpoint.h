@@ -43,6 +43,15 @@ struct SyntheticCheckpointOptions {
 absl::Status WriteSyntheticCheckpoint(const std::string& dir,
                                       const SyntheticCheckpointOptions& opts);
 
+// Well-formed but hostile model files, written through the real converter (tests and bench):
+//   kManyLayers   4,000 layers of width 8: tens of thousands of tensors in a ~20 MB file (a
+//                 tensor lookup that scans the table made its load take a minute);
+//   kHugeContext  200 layers of width 8 claiming a 2^20-position context (a KV cache sized
+//                 from the config would need ~13 GB).
+enum class HostileModel { kManyLayers, kHugeContext };
+// Writes the checkpoint under dir/ckpt-*, converts it to dir/<kind>.scm and returns that path.
+absl::StatusOr<std::string> WriteHostileModel(const std::string& dir, HostileModel kind);
+
 // The value WriteSyntheticCheckpoint stores (before dtype rounding) at element i of the tensor
 // with this canonical name (no "transformer." prefix), so tests can check without re-reading.
 float SyntheticValue(const std::string& canonical_name, uint64_t seed, uint64_t i);

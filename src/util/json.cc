@@ -18,16 +18,25 @@ namespace selfcond::json {
 
 static_assert(sizeof(Value) == 16, "a JSON value is 16 bytes (memory is bounded by the input)");
 
+uint32_t** Value::IndexSlot(Block* b, size_t element_size) {
+  static_assert(sizeof(Member) == kMemberSize);
+  if (b == nullptr || element_size != kMemberSize || b->capacity < kIndexThreshold) return nullptr;
+  return reinterpret_cast<uint32_t**>(reinterpret_cast<char*>(b) + sizeof(Block) +
+                                      element_size * b->capacity);
+}
+
 Value::Block* Value::Reallocate(Block* b, size_t element_size, size_t capacity) {
   if (capacity > std::numeric_limits<uint32_t>::max()) return nullptr;
+  if (uint32_t** slot = IndexSlot(b, element_size)) {  // the index would not move along
+    std::free(*slot);
+    *slot = nullptr;
+  }
   void* p = std::realloc(b, BlockBytes(element_size, capacity));
   if (p == nullptr) return nullptr;
   Block* nb = static_cast<Block*>(p);
-  if (b == nullptr) {
-    nb->size = 0;
-    nb->index = nullptr;
-  }
+  if (b == nullptr) nb->size = 0;
   nb->capacity = static_cast<uint32_t>(capacity);
+  if (uint32_t** slot = IndexSlot(nb, element_size)) *slot = nullptr;
   return nb;
 }
 
@@ -54,7 +63,7 @@ void Value::Release() {
       if (Block* b = block()) {
         Member* m = members_ptr();
         for (uint32_t i = 0; i < b->size; ++i) m[i].~Member();
-        std::free(b->index);
+        if (uint32_t** slot = IndexSlot(b, sizeof(Member))) std::free(*slot);
         std::free(b);
       }
       break;
@@ -226,8 +235,10 @@ void Value::AppendMember(std::string_view key, Value v) {
   Block* b = block();
   new (members_ptr() + b->size) Member{std::move(k), std::move(v)};
   ++b->size;
-  std::free(b->index);  // the index no longer covers every member
-  b->index = nullptr;
+  if (uint32_t** slot = IndexSlot(b, sizeof(Member))) {  // no longer covers every member
+    std::free(*slot);
+    *slot = nullptr;
+  }
 }
 
 void Value::Set(std::string_view key, Value v) {
@@ -243,14 +254,12 @@ void Value::Set(std::string_view key, Value v) {
   AppendMember(key, std::move(v));
 }
 
-// Objects with few members are searched linearly; big ones (vocab.json) get a lazy index.
-static constexpr uint32_t kIndexThreshold = 16;
-
 const Value* Value::Find(std::string_view key) const {
   if (!is_object() || block() == nullptr) return nullptr;
   Block* b = block();
   const Member* m = members_ptr();
-  if (b->size >= kIndexThreshold && b->index == nullptr) {
+  uint32_t** slot = IndexSlot(b, sizeof(Member));
+  if (slot != nullptr && *slot == nullptr && b->size >= kIndexThreshold) {
     // Sorted by key, ties in document order, so the last of equal keys is found last.
     auto* idx = static_cast<uint32_t*>(std::malloc(sizeof(uint32_t) * b->size));
     if (idx != nullptr) {
@@ -258,19 +267,19 @@ const Value* Value::Find(std::string_view key) const {
       std::stable_sort(idx, idx + b->size, [m](uint32_t x, uint32_t y) {
         return m[x].key.as_string() < m[y].key.as_string();
       });
-      b->index = idx;
+      *slot = idx;
     }
   }
-  if (b->index == nullptr) {  // small object (or no memory for the index)
+  const uint32_t* index = slot != nullptr && b->size >= kIndexThreshold ? *slot : nullptr;
+  if (index == nullptr) {  // small object (or no memory for the index)
     for (uint32_t i = b->size; i-- > 0;)
       if (m[i].key.as_string() == key) return &m[i].value;
     return nullptr;
   }
-  const uint32_t* end = b->index + b->size;
-  const uint32_t* it =
-      std::upper_bound(static_cast<const uint32_t*>(b->index), end, key,
-                       [m](std::string_view k, uint32_t x) { return k < m[x].key.as_string(); });
-  if (it == b->index || m[*(it - 1)].key.as_string() != key) return nullptr;
+  const uint32_t* end = index + b->size;
+  const uint32_t* it = std::upper_bound(
+      index, end, key, [m](std::string_view k, uint32_t x) { return k < m[x].key.as_string(); });
+  if (it == index || m[*(it - 1)].key.as_string() != key) return nullptr;
   return &m[*(it - 1)].value;
 }
 
@@ -309,8 +318,9 @@ absl::StatusOr<std::string> Value::GetString(std::string_view key) const {
 // ---------------------------------------------------------------------------------------------
 // Parser
 
-// What one heap allocation costs beyond its bytes (glibc/dlmalloc header and rounding).
-static constexpr size_t kMallocOverhead = 16;
+// What a heap allocation of n bytes occupies (glibc: an 8-byte header, 16-byte granules, 32
+// bytes at least; Emscripten's dlmalloc needs less).
+static size_t ChunkBytes(size_t n) { return std::max<size_t>(32, (n + 8 + 15) & ~size_t{15}); }
 
 class Parser {
  public:
@@ -403,11 +413,9 @@ class Parser {
     if (b != nullptr && b->size < b->capacity) return absl::OkStatus();
     const size_t cap = b == nullptr ? 0 : b->capacity;
     const size_t want = b == nullptr ? std::max<uint32_t>(hint, 1) : cap * 2;
-    if (auto st = Charge((want - cap) * element_size +
-                         (b == nullptr ? sizeof(Value::Block) + kMallocOverhead : 0));
-        !st.ok()) {
+    const size_t before = b == nullptr ? 0 : ChunkBytes(Value::BlockBytes(element_size, cap));
+    if (auto st = Charge(ChunkBytes(Value::BlockBytes(element_size, want)) - before); !st.ok())
       return st;
-    }
     Value::Block* nb = Value::Reallocate(b, element_size, want);
     if (nb == nullptr) return OutOfMemory();
     out->SetPayload(nb);
@@ -595,7 +603,7 @@ class Parser {
       i_ += n;
     }
     if (text->size() > Value::kInlineString) {
-      if (auto st = Charge(text->size() + kMallocOverhead); !st.ok()) return st;
+      if (auto st = Charge(ChunkBytes(text->size())); !st.ok()) return st;
     }
     if (!out->AssignString(*text)) return OutOfMemory();
     return absl::OkStatus();

@@ -88,18 +88,26 @@ class Value {
   friend class MemberRange;
   friend class Parser;
   struct Member;
-  // A container's heap block: this header, then `capacity` elements (Value or Member).
+  static constexpr size_t kMemberSize = 32;  // sizeof(Member), checked in json.cc
+  // A container's heap block: this header, then `capacity` elements (Value or Member). An object
+  // block of capacity >= kIndexThreshold ends with one more slot: its lookup index (member
+  // indices sorted by key, built by Find; null until then). Small blocks carry no index pointer:
+  // a safetensors header is mostly 3-member objects and 2-number arrays.
   struct alignas(8) Block {
     uint32_t size;
     uint32_t capacity;
-    uint32_t* index;  // objects: member indices sorted by key, built by Find (or null)
   };
   static constexpr size_t kInlineString = 14;
+  static constexpr uint32_t kIndexThreshold = 16;
   static size_t BlockBytes(size_t element_size, size_t capacity) {
-    return sizeof(Block) + element_size * capacity;
+    return sizeof(Block) + element_size * capacity +
+           (element_size == kMemberSize && capacity >= kIndexThreshold ? sizeof(uint32_t*) : 0);
   }
+  // The index slot of an object block (nullptr for arrays and small objects).
+  static uint32_t** IndexSlot(Block* b, size_t element_size);
   // Resizes (or, with b == nullptr, allocates) a block to `capacity` elements; the elements are
-  // moved bytewise (a Value holds no pointer into itself). Null when out of memory (b is kept).
+  // moved bytewise (a Value holds no pointer into itself); an object's index is dropped. Null
+  // when out of memory (b is kept).
   static Block* Reallocate(Block* b, size_t element_size, size_t capacity);
 
   // rep_ layout (memcpy'd fields, so every access is well defined):

@@ -195,14 +195,16 @@ test('ranking, expert tables and forcing', { skip: skipModel }, async () => {
   // Round trip through both formats.
   const json = e.exportExpertTable(t.id, 'json');
   assert.ok(json.ok, json.error);
-  const again = e.addExpertTable(json.text);
+  const again = e.addExpertTable(json.text, {});
   assert.ok(again.ok, again.error);
   assert.equal(again.numUnits, t.numUnits);
   const csv = e.exportExpertTable(t.id, 'csv');
   assert.ok(csv.ok, csv.error);
   assert.match(csv.text, /^ap,off_mean,on_p50,on_p90,layer,unit,uuid,concept,group/);
-  assert.ok(e.addExpertTable(csv.text).ok);
-  assert.equal(e.addExpertTable('{"not": "a table"}').ok, false);
+  // An expertise.csv has no model hash: refused unless allowed.
+  assert.match(e.addExpertTable(csv.text, {}).error, /no model_hash/);
+  assert.ok(e.addExpertTable(csv.text, { allowUnhashed: true }).ok);
+  assert.equal(e.addExpertTable('{"not": "a table"}', {}).ok, false);
   assert.equal(e.exportExpertTable(999, 'json').ok, false);
 
   // Forcing the experts changes greedy generation; clearing it restores it. The forcing is the
@@ -210,7 +212,7 @@ test('ranking, expert tables and forcing', { skip: skipModel }, async () => {
   // leaves it in place.
   const opts = { maxNewTokens: 12, temperature: 0, stopAtEos: false };
   const base = generate(s, 'The weather today', opts);
-  const copy = e.addExpertTable(json.text);
+  const copy = e.addExpertTable(json.text, {});
   const f = s.setForcing([{ id: copy.id, topK: 50 }], 'on_p90', false);
   assert.ok(f.ok, f.error);
   assert.equal(e.removeExpertTable(copy.id), true);

@@ -159,7 +159,7 @@ export declare class SelfCond {
   readonly threaded: boolean;
   loadModel(source: string | URL | ArrayBuffer | ArrayBufferView, opts?: { onProgress?: (p: LoadProgress) => void }): Promise<ModelInfo>;
   /** A URL, or the table's text (native JSON or ml-selfcond CSV). */
-  loadExperts(source: string | URL, opts?: { name?: string }): Promise<ExpertTable>;
+  loadExperts(source: string | URL, opts?: { name?: string; /** accept a table without model hash (expertise.csv): shape-checked only */ allowUnhashed?: boolean }): Promise<ExpertTable>;
   exportTable(table: ExpertTable | number, format?: 'json' | 'csv'): Promise<string>;
   removeTable(table: ExpertTable | number): Promise<boolean>;
   /** Up to four generations may run at once (sessions of one model); they take turns token by token. */

@@ -163,9 +163,10 @@ export class SelfCond {
 
   /**
    * Loads an expert table: a URL (ending in .json / .csv, or any http(s)/relative path) or the
-   * table's text (native JSON or ml-selfcond expertise.csv). Checked against the loaded model.
+   * table's text (native JSON or ml-selfcond expertise.csv). Checked against the loaded model;
+   * a table without model hash (an expertise.csv) is refused unless `allowUnhashed: true`.
    */
-  async loadExperts(source, { name } = {}) {
+  async loadExperts(source, { name, allowUnhashed = false } = {}) {
     let text = source;
     // Table text has newlines or starts with '{'; anything else is a URL.
     const isText = typeof source === 'string' && (source.trimStart().startsWith('{') || source.includes('\n'));
@@ -173,7 +174,7 @@ export class SelfCond {
       text = await (await fetchOk(source)).text();
       name ??= String(source).split('/').pop();
     }
-    const meta = await this._call('addTable', { text, name });
+    const meta = await this._call('addTable', { text, name, allowUnhashed });
     return new ExpertTable(this, meta);
   }
 

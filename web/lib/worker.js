@@ -121,10 +121,11 @@ function tableMeta(r, extra = {}) {
   return summarize(r.id, meta);
 }
 
-function addTable({ text, name }) {
+function addTable({ text, name, allowUnhashed }) {
   requireModel();
   if (typeof text !== 'string' || !text.trim()) fail('expert table is empty');
-  return tableMeta(check(model.addExpertTable(text), `expert table${name ? ` ${name}` : ''}`));
+  return tableMeta(check(model.addExpertTable(text, { allowUnhashed: !!allowUnhashed }),
+    `expert table${name ? ` ${name}` : ''}`));
 }
 
 function knownTable(table) {
