@@ -4,6 +4,7 @@
 // 4,000-layer file, and scripts/check_hostile.py runs the CLI on them under `ulimit -v`.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,27 @@ TEST(HostileModelTest, HugeContextIsRefusedBeforeAllocating) {
   ASSERT_TRUE(small.ok()) << small.status();
   const std::vector<int32_t> ids = {3};
   EXPECT_TRUE((*small)->Forward(ids, Session::Logits::kLast).ok());
+}
+
+// A mapped model whose file is truncated under the running process dies of SIGBUS (documented in
+// the README); copy_to_memory (--copy-model) reads the file once and no longer depends on it.
+TEST(HostileModelTest, CopiedModelSurvivesItsFileBeingTruncated) {
+  const std::string path = testing::MakeTempDir("copy-model") + "/m.scm";
+  std::filesystem::copy_file(testing::ConvertedMiniModel(false), path);
+  Model::LoadOptions lo;
+  lo.copy_to_memory = true;
+  auto model = Model::Load(path, lo);
+  ASSERT_TRUE(model.ok()) << model.status();
+  std::filesystem::resize_file(path, 0);
+  SessionOptions so;
+  so.n_ctx = 8;
+  auto session = Session::Create(**model, so);
+  ASSERT_TRUE(session.ok()) << session.status();
+  const std::vector<int32_t> ids = {464, 1049};
+  EXPECT_TRUE((*session)->Forward(ids, Session::Logits::kLast).ok());
+  // The truncated file itself is refused with an error, not a crash.
+  EXPECT_FALSE(Model::Load(path, lo).ok());
+  EXPECT_FALSE(Model::Load(path, {}).ok());
 }
 
 }  // namespace

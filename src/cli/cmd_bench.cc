@@ -256,6 +256,35 @@ absl::StatusOr<std::string> Gpt2SmallShaped(const std::string& work_dir,
   return out;
 }
 
+// Model load time with the content-hash check (every command's default) and without
+// (--no-verify), alternating, median of `repeats` each: the price of integrity by default.
+json::Value MeasureLoadVerify(const std::string& label, const std::string& path, int repeats) {
+  json::Value out = json::Value::Object();
+  out.Set("model", json::Value::String(label));
+  std::vector<double> ms[2];
+  for (int r = 0; r < std::max(1, repeats); ++r) {
+    for (int verify = 0; verify < 2; ++verify) {
+      Model::LoadOptions lo;
+      lo.verify_hash = verify == 1;
+      auto t0 = Clock::now();
+      auto model = Model::Load(path, lo);
+      if (!model.ok()) {
+        out.Set("error", json::Value::String(std::string(model.status().message())));
+        return out;
+      }
+      ms[verify].push_back(Since(t0) * 1000);
+    }
+  }
+  for (auto& v : ms) std::sort(v.begin(), v.end());
+  const double no = ms[0][ms[0].size() / 2], yes = ms[1][ms[1].size() / 2];
+  out.Set("load_ms_no_verify", json::Value::Number(no));
+  out.Set("load_ms_verify", json::Value::Number(yes));
+  out.Set("verify_over_no_verify", json::Value::Number(no > 0 ? yes / no : 0));
+  std::fprintf(stderr, "  load %-24s %8.1f ms verified, %8.1f ms --no-verify (x%.2f)\n",
+               label.c_str(), yes, no, no > 0 ? yes / no : 0.0);
+  return out;
+}
+
 // The CPU this was measured on (machines of this kind differ: Zen 3 AVX2, Zen 4 AVX-512 VNNI).
 json::Value MachineInfo() {
   json::Value machine = json::Value::Object();
@@ -307,6 +336,8 @@ const CommandSpec& BenchSpec() {
        {"int4", "",
         "also 4-bit versions of both models (convert --weights int4 of the demo checkpoint,\n"
         "--int4-checkpoint DIR, and of the GPT-2-small-shaped one), on XNNPACK"},
+       {"no-hostile", "",
+        "skip the load of a hostile 4,000-layer model file (written once into --work-dir)"},
        {"no-handwritten", "",
         "skip int8 on the hand-written kernels (measured by default next to XNNPACK)"},
        {"rank-concept", "FILE",
@@ -453,6 +484,21 @@ absl::Status RunBench(const Args& args) {
     if (!r.ok()) return r.status();
     ranking = std::move(*r);
   }
+  // Load cost: verified vs --no-verify for each model, and the hostile 4,000-layer file (issue
+  // 9: its load took 61 s when tensor lookup scanned the table; it must stay under a second).
+  json::Value loads = json::Value::Array();
+  for (const auto& t : targets) loads.Push(MeasureLoadVerify(t.label, t.path, p.repeats));
+  if (!args.Has("no-hostile")) {
+    const std::string work = args.Get("work-dir", "/tmp/selfcond-bench");
+    std::string hostile = work + "/hostile-4000-layers.scm";
+    if (!std::filesystem::exists(hostile)) {
+      std::fprintf(stderr, "writing the hostile 4,000-layer model to %s\n", hostile.c_str());
+      auto w = WriteHostileModel(work, HostileModel::kManyLayers);
+      if (!w.ok()) return w.status();
+      hostile = *w;
+    }
+    loads.Push(MeasureLoadVerify("hostile-4000-layers", hostile, p.repeats));
+  }
   // Ratios within this run (the machine is shared: compare variants, not absolute numbers).
   auto rate_at = [&](const std::string& label, const std::string& prec, const std::string& engine,
                      int threads, const char* what) {
@@ -510,6 +556,7 @@ absl::Status RunBench(const Args& args) {
   result.Set("models", std::move(models));
   result.Set("ratios", std::move(ratios));
   if (!kv_cache.items().empty()) result.Set("kv_cache", std::move(kv_cache));
+  result.Set("load", std::move(loads));
   if (!ranking.is_null()) result.Set("ranking", std::move(ranking));
   const std::string text = result.Dump();
   if (args.Has("out")) {

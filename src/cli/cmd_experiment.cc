@@ -129,7 +129,8 @@ const CommandSpec& ExperimentSpec() {
        {"precision", "int8|f32", "arithmetic (default int8)"},
        {"threads", "N", "worker threads, one session each (default: all cores)"},
        AllowUnhashedFlag(),
-       NoVerifyFlag()},
+       NoVerifyFlag(),
+       CopyModelFlag()},
       1,
       1};
   return s;

@@ -69,7 +69,8 @@ const CommandSpec& RankSpec() {
        {"top", "N", "store only the N best units (default: all)"},
        {"precision", "int8|f32", "arithmetic (default int8)"},
        {"threads", "N", "threads (default: all cores)"},
-       NoVerifyFlag()},
+       NoVerifyFlag(),
+       CopyModelFlag()},
       0,
       0};
   return s;

@@ -80,6 +80,7 @@ const CommandSpec& GenerateSpec() {
        {"experts", "TABLE[:K]", "expert table and number of units to force (default K=50)", true},
        AllowUnhashedFlag(),
        NoVerifyFlag(),
+       CopyModelFlag(),
        {"forcing", "on_p50|on_p90", "forcing value (default on_p50)"},
        {"only-last-token", "", "force only at the last position of each step"},
        {"no-stop", "", "do not stop at <|endoftext|>"},
@@ -165,7 +166,8 @@ const CommandSpec& PplSpec() {
        {"text-file", "F", "UTF-8 text"},
        {"precision", "int8|f32", "arithmetic (default int8)"},
        {"threads", "N", "threads (default: all cores)"},
-       NoVerifyFlag()},
+       NoVerifyFlag(),
+       CopyModelFlag()},
       0,
       0};
   return s;
@@ -201,6 +203,7 @@ const CommandSpec& InspectSpec() {
                              {{"model", "M", "model file (default: the demo model)"},
                               {"verify", "", "recompute the SHA-256 content hash (the default)"},
                               NoVerifyFlag(),
+                              CopyModelFlag(),
                               {"tensors", "", "list every tensor"}},
                              0,
                              0};

@@ -68,6 +68,12 @@ FlagSpec NoVerifyFlag() {
           "or tampered file is then not detected)"};
 }
 
+FlagSpec CopyModelFlag() {
+  return {"copy-model", "",
+          "read the model file into memory instead of mapping it (a file changed or truncated\n"
+          "by another process then cannot crash this one with SIGBUS)"};
+}
+
 FlagSpec AllowUnhashedFlag() {
   return {"allow-unhashed", "",
           "accept expert tables without a model_hash (e.g. ml-selfcond's expertise.csv); they\n"
@@ -78,6 +84,7 @@ Model::LoadOptions ModelLoadOptions(const Args& args, Precision precision) {
   Model::LoadOptions lo;
   lo.need_float = precision == Precision::kF32;
   lo.verify_hash = !args.Has("no-verify");
+  lo.copy_to_memory = args.Has("copy-model");
   return lo;
 }
 

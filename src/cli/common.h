@@ -37,6 +37,7 @@ struct Runtime {
 // and refuses a mismatch, unless --no-verify (cost: see README "Integrity"). Expert tables without
 // a model hash are refused unless --allow-unhashed.
 FlagSpec NoVerifyFlag();
+FlagSpec CopyModelFlag();
 FlagSpec AllowUnhashedFlag();
 // need_float for precision f32; verify_hash unless --no-verify.
 Model::LoadOptions ModelLoadOptions(const Args& args, Precision precision);

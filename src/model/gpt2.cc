@@ -72,6 +72,18 @@ absl::StatusOr<const TensorView*> Expect(const ModelFileView& f, const std::stri
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, LoadOptions opts) {
+#if !defined(SELFCOND_WASM)
+  if (opts.copy_to_memory) {
+    auto bytes = ReadFileToHeap(path);
+    if (!bytes.ok()) return bytes.status();
+    auto m = FromBuffer(std::move(*bytes), opts);
+    if (!m.ok()) {
+      return absl::Status(m.status().code(),
+                          absl::StrCat("model '", path, "': ", m.status().message()));
+    }
+    return m;
+  }
+#endif
   auto file = MappedFile::Open(path);
   if (!file.ok()) return file.status();
   std::unique_ptr<Model> m(new Model());

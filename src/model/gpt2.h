@@ -54,6 +54,11 @@ class Model {
     // Pack every int8 linear for XNNPACK (the default int8 GEMM engine) and drop the file's
     // copy of those weights from memory. Off: only the hand-written backends can run int8.
     bool xnnpack = true;
+    // Read the file into memory instead of mapping it. A mapped file that is truncated or
+    // rewritten while the process runs kills it with SIGBUS (or silently changes the weights);
+    // a copy is immune, for files in locations others can write. Costs one read of the file;
+    // peak memory is the same (the copy's packed weights are released after packing).
+    bool copy_to_memory = false;
   };
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path, LoadOptions opts);
   // From the file's bytes in memory (taken over; their packed weights' part is freed after

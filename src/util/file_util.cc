@@ -190,6 +190,35 @@ absl::StatusOr<HeapBuffer> HeapBuffer::Allocate(size_t n) {
   return b;
 }
 
+absl::StatusOr<HeapBuffer> ReadFileToHeap(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return absl::NotFoundError(absl::StrCat("cannot open '", path, "': ", strerror(errno)));
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not a regular file"));
+  }
+  auto buf = HeapBuffer::Allocate(static_cast<size_t>(st.st_size));
+  if (!buf.ok()) {
+    ::close(fd);
+    return buf.status();
+  }
+  size_t done = 0;
+  while (done < buf->size()) {
+    const ssize_t n = ::pread(fd, buf->data() + done, buf->size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ::close(fd);
+      return absl::DataLossError(absl::StrCat("'", path, "' ended at byte ", done, " of ",
+                                              buf->size(), " while being read (changed?)"));
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  return buf;
+}
+
 absl::StatusOr<HeapBuffer> HeapBuffer::CopyOf(const void* p, size_t n) {
   auto b = Allocate(n);
   if (b.ok() && n > 0) std::memcpy(b->data(), p, n);

@@ -59,6 +59,11 @@ class HeapBuffer {
   size_t n_ = 0;
 };
 
+// A whole regular file read into the heap with pread (no size cap: for model files loaded with
+// Model::LoadOptions::copy_to_memory). A file that shrinks while being read is an error, not a
+// SIGBUS as with a mapping.
+absl::StatusOr<HeapBuffer> ReadFileToHeap(const std::string& path);
+
 // A read-only view of a file's bytes: mmap natively, a heap copy where mmap is unavailable
 // (WASM) or for buffers handed over by the caller.
 class MappedFile {
