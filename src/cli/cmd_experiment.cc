@@ -187,8 +187,7 @@ absl::Status RunExperiment(const Args& args) {
   std::vector<ExpertTable> tables;
   for (const auto& p : table_paths) {
     auto t = LoadExpertTable(p);
-    if (!t.ok())
-      return absl::Status(t.status().code(), absl::StrCat(p, ": ", t.status().message()));
+    if (!t.ok()) return t.status();  // names the path
     if (auto st = CheckCompatible(*t, **model, args.Has("allow-unhashed")); !st.ok()) {
       return absl::Status(st.code(), absl::StrCat("expert table ", p, ": ", st.message(),
                                                   " (re-rank with selfcond rank)"));

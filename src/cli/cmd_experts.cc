@@ -35,8 +35,7 @@ absl::StatusOr<Forcing> BuildForcingFromArgs(const Model& model,
       }
     }
     auto t = LoadExpertTable(path);
-    if (!t.ok())
-      return absl::Status(t.status().code(), absl::StrCat(path, ": ", t.status().message()));
+    if (!t.ok()) return t.status();  // names the path
     if (auto st = CheckCompatible(*t, model, allow_unhashed); !st.ok()) {
       return absl::Status(st.code(), absl::StrCat("expert table ", path, ": ", st.message()));
     }

@@ -8,6 +8,7 @@
 #include <malloc.h>
 #endif
 #if !defined(SELFCOND_WASM)
+#include <sys/resource.h>
 #include <unistd.h>
 #endif
 
@@ -579,8 +580,17 @@ size_t DefaultMemoryBudget() {
   return size_t{2} << 30;
 #else
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  if (pages <= 0 || page <= 0) return size_t{4} << 30;
-  return static_cast<size_t>(pages) * static_cast<size_t>(page) / 2;
+  size_t budget = pages <= 0 || page <= 0
+                      ? size_t{4} << 30
+                      : static_cast<size_t>(pages) * static_cast<size_t>(page) / 2;
+  // Under an address-space limit (ulimit -v: containers, CI), half of it: a request the limit
+  // cannot hold is then refused by the budget, with the sizes in the message, rather than by a
+  // failed allocation.
+  struct rlimit as;
+  if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) {
+    budget = std::min<size_t>(budget, static_cast<size_t>(as.rlim_cur) / 2);
+  }
+  return budget;
 #endif
 }
 

@@ -156,7 +156,8 @@ struct SessionOptions {
   size_t max_memory = 0;
 };
 
-// Half of the machine's physical memory (2 GiB in WASM, whose memory ends at 4 GiB).
+// Half of the machine's physical memory, or of the address-space limit (RLIMIT_AS) when lower
+// (2 GiB in WASM, whose memory ends at 4 GiB).
 size_t DefaultMemoryBudget();
 
 class Session {

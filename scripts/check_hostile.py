@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Runs the CLI on hostile inputs (issue 9) and checks each gives a clear error in bounded memory,
+never a crash: every command runs in a child of its own under an address-space limit
+(`ulimit -v`, RLIMIT_AS), its peak RSS is its own ru_maxrss (os.wait4), and it must exit 1 with
+an error naming the problem (a signal, e.g. SIGABRT from an uncaught std::bad_alloc, fails).
+
+    scripts/check_hostile.py SELFCOND_CLI [--shared ../shared] [--keep DIR]
+
+Memory bound: peak RSS <= the same command's RSS on a tiny valid input + 4 x the hostile input's
+size (+ 8 MiB of slack for allocator noise). Prints one JSON line per case; exits 1 on failure.
+"""
+import argparse
+import json
+import os
+import resource
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+MIB = 1 << 20
+
+
+def run(cmd, limit_bytes):
+    """(exit code or -signal, peak RSS in bytes, stderr)."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         preexec_fn=limit)
+    err = p.stderr.read().decode("utf-8", "replace")
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = 0  # reaped here
+    code = os.waitstatus_to_exitcode(status)
+    return code, ru.ru_maxrss * 1024, err
+
+
+
+def write_safetensors(path, tensors, header_pad=0):
+    """tensors: [(name, shape, float list or bytes)] as F32."""
+    header, blobs, off = {}, [], 0
+    for name, shape, data in tensors:
+        raw = data if isinstance(data, bytes) else struct.pack(f"<{len(data)}f", *data)
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    if header_pad:  # ~header_pad bytes of metadata entries "a":"" (7 bytes each, repeated)
+        n = header_pad // 7
+        h = h[:-1] + b',"__metadata__":{' + b",".join([b'"a":""'] * n) + b"}}"
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def write_checkpoint(d, shared_model, n_layer, n_embd, n_ctx, header_pad=0):
+    """A GPT-2 checkpoint of zeros/ones (the shared model's tokenizer: vocab 50257)."""
+    os.makedirs(d, exist_ok=True)
+    vocab = 50257
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copy(os.path.join(shared_model, f), d)
+    cfg = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": vocab,
+           "n_positions": n_ctx, "n_ctx": n_ctx, "n_embd": n_embd, "n_layer": n_layer,
+           "n_head": 2, "n_inner": None, "layer_norm_epsilon": 1e-5,
+           "activation_function": "gelu_new"}
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    zeros = lambda n: bytes(4 * n)  # noqa: E731
+    ones = lambda n: struct.pack(f"<{n}f", *([1.0] * n))  # noqa: E731
+    e, t = n_embd, []
+    t.append(("wte.weight", [vocab, e], zeros(vocab * e)))
+    t.append(("wpe.weight", [n_ctx, e], zeros(n_ctx * e)))
+    for i in range(n_layer):
+        p = f"h.{i}."
+        t += [(p + "ln_1.weight", [e], ones(e)), (p + "ln_1.bias", [e], zeros(e)),
+              (p + "attn.c_attn.weight", [e, 3 * e], zeros(3 * e * e)),
+              (p + "attn.c_attn.bias", [3 * e], zeros(3 * e)),
+              (p + "attn.c_proj.weight", [e, e], zeros(e * e)),
+              (p + "attn.c_proj.bias", [e], zeros(e)),
+              (p + "ln_2.weight", [e], ones(e)), (p + "ln_2.bias", [e], zeros(e)),
+              (p + "mlp.c_fc.weight", [e, 4 * e], zeros(4 * e * e)),
+              (p + "mlp.c_fc.bias", [4 * e], zeros(4 * e)),
+              (p + "mlp.c_proj.weight", [4 * e, e], zeros(4 * e * e)),
+              (p + "mlp.c_proj.bias", [e], zeros(e))]
+    t += [("ln_f.weight", [e], ones(e)), ("ln_f.bias", [e], zeros(e))]
+    write_safetensors(os.path.join(d, "model.safetensors"), t, header_pad)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("cli")
+    ap.add_argument("--shared", default=os.path.join(os.path.dirname(__file__), "..", "..",
+                                                     "shared"))
+    ap.add_argument("--keep", help="write the hostile files here (kept)")
+    args = ap.parse_args()
+    cli = os.path.abspath(args.cli)
+    shared_model = os.path.join(args.shared, "models", "selfcond-mini-30m")
+    repo = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+    demo_model = os.path.join(repo, "demo", "models", "selfcond-mini-30m.scm")
+    demo_table = os.path.join(repo, "demo", "experts", "football.json")
+    work = args.keep or tempfile.mkdtemp(prefix="selfcond-hostile-")
+    os.makedirs(work, exist_ok=True)
+    limit = 3 << 30  # ulimit -v 3 GiB: far below what the unbounded paths used to take
+    failures = []
+
+    def case(name, cmd, input_bytes, baseline_cmd, expect):
+        base_code, base_rss, base_err = run(baseline_cmd, limit)
+        code, rss, err = run(cmd, limit)
+        bound = base_rss + 4 * input_bytes + 8 * MIB
+        msg = err.strip().splitlines()[-1] if err.strip() else ""
+        ok = code == 1 and expect.lower() in err.lower() and rss <= bound
+        print(json.dumps({"case": name, "exit": code, "peak_rss_mib": round(rss / MIB, 1),
+                          "bound_mib": round(bound / MIB, 1), "input_mib":
+                          round(input_bytes / MIB, 1), "baseline_exit": base_code,
+                          "error": msg[:200], "ok": ok}))
+        if not ok:
+            failures.append(name)
+            print(f"FAIL {name}: exit {code} (want 1), expected '{expect}' in: {err[-400:]}",
+                  file=sys.stderr)
+
+    gen = [cli, "generate", "--model", demo_model, "--prompt", "The", "--max-tokens", "1",
+           "--no-verify"]
+    base_gen = gen + ["--experts", demo_table + ":5"]
+
+    # 1. An expert table of 20 MB of tiny numbers: 16 bytes each in a tree (8x the text).
+    dense = os.path.join(work, "dense-table.json")
+    with open(dense, "w") as f:
+        f.write('{"concept":"x","ap":[' + ",".join(["0"] * (10 * MIB)) + "]}")
+    case("expert-table-dense-20mb", gen + ["--experts", dense + ":5"], os.path.getsize(dense),
+         base_gen, "memory")
+
+    # 2. A 20 MB table of realistic numbers, of another model: parsed in bounded memory, refused.
+    other = os.path.join(work, "other-model-table.json")
+    with open(demo_table) as f:
+        t = json.load(f)
+    t["model_hash"] = "f" * 64
+    n = len(t["units"]["site"]) if isinstance(t.get("units"), dict) else 0
+    reps = max(1, (20 * MIB) // max(1, os.path.getsize(demo_table)))
+    t["padding"] = [0.123456789] * (reps * max(1, n))
+    with open(other, "w") as f:
+        json.dump(t, f)
+    case("expert-table-other-model-20mb", gen + ["--experts", other + ":5"],
+         os.path.getsize(other), base_gen, "another model")
+
+    # 3. A concept dataset of 20 MB of one-letter sentences.
+    concept = os.path.join(work, "dense-concept.json")
+    with open(concept, "w") as f:
+        f.write('{"concept":"x","sentences":{"positive":[' + ",".join(['"a"'] * (5 * MIB)) +
+                '],"negative":["b"]}}')
+    rank = [cli, "rank", "--model", demo_model, "--no-verify", "--out",
+            os.path.join(work, "out.json")]
+    base_concept = os.path.join(work, "tiny-concept.json")
+    with open(base_concept, "w") as f:
+        f.write('{"concept":"x","sentences":{"positive":[],"negative":[]}}')
+    case("concept-dense-20mb", rank + ["--concept", concept], os.path.getsize(concept),
+         rank + ["--concept", base_concept], "memory")
+
+    # 4. /dev/zero and a FIFO as inputs: refused, not read forever.
+    case("concept-dev-zero", rank + ["--concept", "/dev/zero"], 0,
+         rank + ["--concept", base_concept], "not a regular file")
+    ckpt_zero = os.path.join(work, "ckpt-dev-zero")
+    os.makedirs(ckpt_zero, exist_ok=True)
+    if not os.path.lexists(os.path.join(ckpt_zero, "config.json")):
+        os.symlink("/dev/zero", os.path.join(ckpt_zero, "config.json"))
+    conv = [cli, "convert"]
+    case("convert-config-dev-zero", conv + [ckpt_zero, os.path.join(work, "z.scm")], 0,
+         conv + [os.path.join(work, "no-such-dir"), os.path.join(work, "n.scm")],
+         "not a regular file")
+
+    # 5. A safetensors header of ~98 MB (a real model's tensors plus 14M tiny metadata entries).
+    big_header = os.path.join(work, "ckpt-big-header")
+    write_checkpoint(big_header, shared_model, n_layer=1, n_embd=8, n_ctx=16,
+                     header_pad=98 * MIB)
+    st_size = os.path.getsize(os.path.join(big_header, "model.safetensors"))
+    case("safetensors-header-98mb", conv + [big_header, os.path.join(work, "h.scm")], st_size,
+         conv + [os.path.join(work, "no-such-dir"), os.path.join(work, "n.scm")], "memory")
+
+    # 6. A well-formed model claiming a 2^18-position context over 200 layers: a session of its
+    # whole context (ppl) needs ~3.4 GB of KV cache, over the 3 GiB address-space limit: the
+    # budget (or the allocation) fails with an error, never an abort.
+    ctx_ckpt = os.path.join(work, "ckpt-huge-context")
+    ctx_model = os.path.join(work, "huge-context.scm")
+    if not os.path.exists(ctx_model):
+        write_checkpoint(ctx_ckpt, shared_model, n_layer=200, n_embd=8, n_ctx=1 << 18)
+        subprocess.run(conv + [ctx_ckpt, ctx_model], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        shutil.rmtree(ctx_ckpt)
+    text = os.path.join(work, "text.txt")
+    with open(text, "w") as f:
+        f.write("The football match began. " * 20)
+    ppl = [cli, "ppl", "--text-file", text, "--no-verify"]
+    case("huge-context-session", ppl + ["--model", ctx_model], 0, ppl + ["--model", demo_model],
+         "MiB")
+
+    # 7. rank --out naming its own input: refused before any work.
+    case("rank-out-is-input", rank[:-2] + ["--concept", base_concept, "--out", base_concept], 0,
+         rank + ["--concept", base_concept], "input")
+
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    if failures:
+        print(f"hostile inputs: {len(failures)} failed: {', '.join(failures)}", file=sys.stderr)
+        return 1
+    print("hostile inputs: all refused with clear errors in bounded memory", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
