@@ -160,16 +160,10 @@ absl::StatusOr<std::unique_ptr<ModelFileWriter>> ModelFileWriter::Create(
   }
   h.file_bytes = pos;
 
-  w->path_ = path;
-  // A name of its own (a second convert to the same output does not share it), removed on
-  // failure, on SIGINT / SIGTERM, or renamed into place once complete and synced.
-  w->tmp_path_ = absl::StrCat(path, ".tmp.", ::getpid());
-  RegisterTempFile(w->tmp_path_);
-  w->f_ = std::fopen(w->tmp_path_.c_str(), "wb");
-  if (w->f_ == nullptr) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create '", w->tmp_path_, "': ", std::strerror(errno)));
-  }
+  // Written under a temporary name, renamed into place once complete and synced.
+  auto out = AtomicOutputFile::Create(path);
+  if (!out.ok()) return out.status();
+  w->out_ = std::move(*out);
   w->specs_ = std::move(specs);
   w->sha_ = std::make_unique<Sha256>();
   if (absl::Status s = w->Write(&h, sizeof(h)); !s.ok()) return s;
@@ -184,10 +178,7 @@ absl::StatusOr<std::unique_ptr<ModelFileWriter>> ModelFileWriter::Create(
 }
 
 absl::Status ModelFileWriter::Write(const void* p, size_t n) {
-  if (std::fwrite(p, 1, n, f_) != n) {
-    return absl::DataLossError(
-        absl::StrCat("error writing '", tmp_path_, "': ", std::strerror(errno)));
-  }
+  if (absl::Status s = out_->Write(p, n); !s.ok()) return s;
   sha_->Update(p, n);
   pos_ += n;
   return absl::OkStatus();
@@ -226,35 +217,13 @@ absl::Status ModelFileWriter::Finish() {
                                                       specs_.size(), " tensors written"));
   }
   hash_ = sha_->Final();
-  bool ok = std::fflush(f_) == 0 && std::fseek(f_, kHashOffset, SEEK_SET) == 0 &&
-            std::fwrite(hash_.data(), 1, hash_.size(), f_) == hash_.size();
-#if !defined(SELFCOND_WASM)
-  ok = ok && ::fsync(fileno(f_)) == 0;
-#endif
-  ok = (std::fclose(f_) == 0) && ok;
-  f_ = nullptr;
-  if (!ok) {
-    std::remove(tmp_path_.c_str());
-    return absl::DataLossError(
-        absl::StrCat("error writing '", tmp_path_, "': ", std::strerror(errno)));
-  }
-  if (std::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
-    std::remove(tmp_path_.c_str());
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot rename '", tmp_path_, "' to '", path_, "': ", std::strerror(errno)));
-  }
+  if (absl::Status s = out_->WriteAt(kHashOffset, hash_.data(), hash_.size()); !s.ok()) return s;
+  if (absl::Status s = out_->Commit(); !s.ok()) return s;
   finished_ = true;
-  UnregisterTempFile(tmp_path_);
   return absl::OkStatus();
 }
 
-ModelFileWriter::~ModelFileWriter() {
-  if (f_ != nullptr) std::fclose(f_);
-  if (!finished_ && !tmp_path_.empty()) {
-    std::remove(tmp_path_.c_str());
-    UnregisterTempFile(tmp_path_);
-  }
-}
+ModelFileWriter::~ModelFileWriter() = default;  // an unfinished output removes its temp file
 
 absl::Status WriteModelFile(const std::string& path, const GPT2Config& config,
                             const std::string& model_name, absl::Span<const uint8_t> tokenizer_blob,

@@ -38,6 +38,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "util/file_util.h"
 #include "util/sha256.h"
 
 namespace selfcond {
@@ -149,8 +150,7 @@ class ModelFileWriter {
   absl::Status Write(const void* p, size_t n);  // writes and hashes
   absl::Status PadTo(uint64_t offset);
 
-  std::string path_, tmp_path_;
-  std::FILE* f_ = nullptr;
+  std::unique_ptr<AtomicOutputFile> out_;
   std::vector<Spec> specs_;
   std::vector<uint64_t> offsets_;  // (n_tensors) file offset of each tensor
   std::vector<uint64_t> nbytes_;   // (n_tensors)

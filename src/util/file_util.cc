@@ -53,37 +53,87 @@ absl::Status WriteFile(const std::string& path, std::string_view bytes) {
   if (!out) return absl::DataLossError(absl::StrCat("error writing '", path, "'"));
   return absl::OkStatus();
 #else
-  // Atomic: a temporary file beside the target (same file system), fsync, rename. A kill or a
-  // full disk leaves the old file (or none) in place, never a truncated one.
-  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  RegisterTempFile(tmp);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    UnregisterTempFile(tmp);
+  auto out = AtomicOutputFile::Create(path);
+  if (!out.ok()) return out.status();
+  if (auto st = (*out)->Write(bytes.data(), bytes.size()); !st.ok()) return st;
+  return (*out)->Commit();
+#endif
+}
+
+AtomicOutputFile::AtomicOutputFile(std::string path)
+    : path_(std::move(path)), tmp_(absl::StrCat(path_, ".tmp.", ::getpid())) {}
+
+absl::StatusOr<std::unique_ptr<AtomicOutputFile>> AtomicOutputFile::Create(
+    const std::string& path) {
+  std::unique_ptr<AtomicOutputFile> f(new AtomicOutputFile(path));
+  RegisterTempFile(f->tmp_);
+  f->fd_ = ::open(f->tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (f->fd_ < 0) {
+    const int err = errno;
+    UnregisterTempFile(f->tmp_);
+    f->done_ = true;
     return absl::PermissionDeniedError(
-        absl::StrCat("cannot create '", path, "': ", strerror(errno)));
+        absl::StrCat("cannot create '", f->tmp_, "' (for '", path, "'): ", strerror(err)));
   }
-  size_t done = 0;
-  int err = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
+  return f;
+}
+
+absl::Status AtomicOutputFile::Fail(const char* what, int err) {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  ::unlink(tmp_.c_str());
+  UnregisterTempFile(tmp_);
+  done_ = true;
+  return absl::DataLossError(absl::StrCat(what, " '", path_, "': ", strerror(err)));
+}
+
+absl::Status AtomicOutputFile::Write(const void* p, size_t n) {
+  if (done_) return absl::FailedPreconditionError(absl::StrCat("'", path_, "' is closed"));
+  const char* c = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t k = ::write(fd_, c, n);
+    if (k < 0) {
       if (errno == EINTR) continue;
-      err = errno;
-      break;
+      return Fail("error writing", errno);
     }
-    done += static_cast<size_t>(n);
-  }
-  if (err == 0 && ::fsync(fd) != 0) err = errno;
-  if (::close(fd) != 0 && err == 0) err = errno;
-  if (err == 0 && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
-  if (err != 0) ::unlink(tmp.c_str());
-  UnregisterTempFile(tmp);
-  if (err != 0) {
-    return absl::DataLossError(absl::StrCat("error writing '", path, "': ", strerror(err)));
+    c += k;
+    n -= static_cast<size_t>(k);
   }
   return absl::OkStatus();
+}
+
+absl::Status AtomicOutputFile::WriteAt(uint64_t offset, const void* p, size_t n) {
+  if (done_) return absl::FailedPreconditionError(absl::StrCat("'", path_, "' is closed"));
+  const char* c = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t k = ::pwrite(fd_, c, n, static_cast<off_t>(offset));
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      return Fail("error writing", errno);
+    }
+    c += k;
+    offset += static_cast<uint64_t>(k);
+    n -= static_cast<size_t>(k);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AtomicOutputFile::Commit() {
+  if (done_) return absl::FailedPreconditionError(absl::StrCat("'", path_, "' is closed"));
+#if !defined(SELFCOND_WASM)
+  if (::fsync(fd_) != 0) return Fail("error writing", errno);
 #endif
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) return Fail("error writing", errno);
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) return Fail("cannot rename into", errno);
+  UnregisterTempFile(tmp_);
+  done_ = true;
+  return absl::OkStatus();
+}
+
+AtomicOutputFile::~AtomicOutputFile() {
+  if (!done_) Fail("abandoned", 0).IgnoreError();
 }
 
 bool SameFile(const std::string& a, const std::string& b) {

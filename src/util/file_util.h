@@ -18,8 +18,31 @@ namespace selfcond {
 // kMaxReadFileBytes: model files are mapped, not read).
 inline constexpr uint64_t kMaxReadFileBytes = uint64_t{1} << 30;
 absl::StatusOr<std::string> ReadFile(const std::string& path);
-// Natively atomic: writes a temporary file beside `path`, fsyncs it and renames it into place.
+// Natively atomic (an AtomicOutputFile): the target is the old file or the whole new one.
 absl::Status WriteFile(const std::string& path, std::string_view bytes);
+
+// An output written under a temporary name of its own beside the target (`NAME.tmp.PID`, same
+// file system), removed on failure, when destroyed before Commit, and on SIGINT / SIGTERM.
+// Commit fsyncs it and renames it into place. Every output of selfcond goes through this: a kill
+// or a full disk never leaves a truncated file where a valid one was.
+class AtomicOutputFile {
+ public:
+  static absl::StatusOr<std::unique_ptr<AtomicOutputFile>> Create(const std::string& path);
+  ~AtomicOutputFile();
+  AtomicOutputFile(const AtomicOutputFile&) = delete;
+  AtomicOutputFile& operator=(const AtomicOutputFile&) = delete;
+
+  absl::Status Write(const void* p, size_t n);                     // appends
+  absl::Status WriteAt(uint64_t offset, const void* p, size_t n);  // over bytes already written
+  absl::Status Commit();  // fsync, close, rename; the object is then done
+
+ private:
+  explicit AtomicOutputFile(std::string path);
+  absl::Status Fail(const char* what, int err);  // removes the temporary file
+  std::string path_, tmp_;
+  int fd_ = -1;
+  bool done_ = false;
+};
 
 // Output files (issue 9): an output must not replace one of the inputs, and its directory must
 // be writable; both are checked before long work starts. SameFile: the same file (device and
