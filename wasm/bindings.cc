@@ -2,7 +2,7 @@
 //
 // The API mirrors the library's Model / Session split, so one copy of the weights serves every
 // generation and the ranking (wasm memory only grows; each extra copy would stay for good):
-//   const m = new Module.Model();  m.load(bytes, {threads, precision, verifyHash}) -> {ok}
+//   const m = new Module.Model();  m.load(bytes, {threads, precision, verifyHash = true}) -> {ok}
 //   m.info() / tokenize / detokenize / addExpertTable / exportExpertTable / expertUnits
 //   m.startRanking(concept, pos[], neg[], {topN}) / rankStep(n) / finishRanking() -> a table
 //   const {session} = m.createSession({nCtx, kvType});   // own KV cache and forcing
@@ -141,8 +141,11 @@ struct Loaded {
 class JsModel {
  public:
   // bytes: a Uint8Array (or an ArrayBuffer) holding a selfcond model file.
-  // opts: {threads = 1, precision = "int8" | "f32", verifyHash = false}. Replaces a model
-  // loaded before (sessions created on it keep it alive until they are deleted).
+  // opts: {threads = 1, precision = "int8" | "f32", verifyHash = true}. Replaces a model
+  // loaded before (sessions created on it keep it alive until they are deleted). The content
+  // hash is verified by default: a browser page loads files from URLs it does not control, and
+  // a corrupted or truncated download must be refused, not run (verifyHash: false opts out;
+  // web/README.md has the measured cost).
   val load(val bytes, val opts) {
     ranking_.reset();
     m_.reset();
@@ -159,7 +162,7 @@ class JsModel {
                         : val::global("Uint8Array").new_(bytes["buffer"], bytes["byteOffset"], n);
     val(emscripten::typed_memory_view(n, buf->data())).call<void>("set", src);
     Model::LoadOptions lo;
-    lo.verify_hash = BoolOr(opts, "verifyHash", false);
+    lo.verify_hash = BoolOr(opts, "verifyHash", true);
     lo.need_float = *precision == Precision::kF32;
     auto model = Model::FromBuffer(std::move(*buf), lo);
     if (!model.ok()) return Error(model.status());

@@ -3,6 +3,19 @@
 import { SelfCond } from './lib/selfcond.js';
 
 const MODEL_URL = new URL('../demo/models/selfcond-mini-30m.scm', import.meta.url);
+const params = new URLSearchParams(location.search);
+// Origins besides the page's own that ?model= and table URLs may come from: the page's
+// <meta name="selfcond-model-origins" content="https://a.example https://b.example">. Anything
+// else is refused before it is fetched (a link must not make the page run an arbitrary model).
+const ALLOWED_MODEL_ORIGINS = (document.querySelector('meta[name="selfcond-model-origins"]')?.content ?? '')
+  .split(/\s+/).filter(Boolean).flatMap((o) => {
+    try {
+      const { origin } = new URL(o);
+      if (origin !== 'null' && origin === o.replace(/\/+$/, '')) return [origin];
+    } catch {}
+    console.warn(`selfcond-model-origins: ignoring "${o}" (not an origin like https://host[:port])`);
+    return [];
+  });
 const PRESETS = [
   { key: 'football', label: 'football', url: new URL('../demo/experts/football.json', import.meta.url) },
   { key: 'woman', label: 'woman', url: new URL('../demo/experts/woman.json', import.meta.url) },
@@ -41,6 +54,7 @@ const ui = {
   rankLabel: $('rank-label'), downloads: $('downloads'), rankResult: $('rank-result'),
   dlJson: $('dl-json'), dlCsv: $('dl-csv'),
   status: $('status-text'), dot: $('status-dot'), loadbar: $('loadbar'), loadFill: $('loadbar-fill'),
+  loadCancel: $('load-cancel'), loadModel: $('load-model'),
   banner: $('banner'), bannerText: $('banner-text'), bannerClose: $('banner-close'),
   chartLayers: $('chart-layers'), legendLayers: $('legend-layers'), chartAp: $('chart-ap'),
   chartK: $('chart-k'), expertsMeta: $('experts-meta'), runtimeInfo: $('runtime-info'),
@@ -52,6 +66,8 @@ const state = {
   running: [],        // active generation handles
   lastRanked: null,
   rankAbort: null,
+  loadAbort: null,
+  modelReady: false,  // a model is loaded: Generate and Find experts may be used
 };
 
 // ---- messages --------------------------------------------------------------------------------
@@ -80,43 +96,92 @@ function fmtBytes(n) {
 async function start() {
   ui.customPos.value = DEFAULT_POS;
   ui.customNeg.value = DEFAULT_NEG;
-  if ('serviceWorker' in navigator && !new URLSearchParams(location.search).has('nosw')) {
+  if ('serviceWorker' in navigator && !params.has('nosw')) {
     navigator.serviceWorker.register('sw.js').catch((e) => console.info(`offline cache unavailable: ${e.message}`));
   }
   try {
     setStatus('Starting the engine…');
-    state.sc = await SelfCond.create();
+    // ?testhooks: the worker accepts injected faults (web/tests/browser.test.mjs uses them).
+    state.sc = await SelfCond.create({ testHooks: params.has('testhooks') });
   } catch (e) {
     setStatus('Engine failed', 'error');
     showError(`The WebAssembly engine could not start: ${e.message}`);
     return;
   }
+  if (params.has('testhooks')) window.selfcondApp = { sc: state.sc };
+  // The engine failed (ran out of memory, aborted) and the worker replaced it with a fresh
+  // one: whatever was running failed with the same message; the model must be loaded again.
+  state.sc.addEventListener('restarted', (ev) => {
+    setModelReady(false);
+    state.tables.clear();
+    ui.concept.replaceChildren();
+    updateCharts();
+    setStatus('Engine restarted: load the model again', 'error');
+    ui.loadModel.hidden = false;
+    showError(`The engine failed and was restarted: ${ev.detail.error}`);
+  });
   const rt = state.sc.runtime;
-  ui.runtimeInfo.textContent = `${rt.backend} · ${rt.threaded ? `${rt.threads} threads (cross-origin isolated)` : 'single-threaded'}`;
-  const modelUrl = new URLSearchParams(location.search).get('model') ?? MODEL_URL;
+  state.runtimeText = `${rt.backend} · ${rt.threaded ? `${rt.threads} threads (cross-origin isolated)` : 'single-threaded'}`;
+  ui.runtimeInfo.textContent = state.runtimeText;
+  await loadModelAndTables();
+}
+
+function setModelReady(ready) {
+  state.modelReady = ready;
+  ui.generate.disabled = !ready || state.running.length > 0;
+  ui.rank.disabled = !ready || !!state.rankAbort;
+}
+
+// Downloads and loads the model (?model=, same-origin unless allowed) with a progress bar and a
+// Cancel button, then the preset expert tables. After a cancel or a failure the "Load the model"
+// button tries again.
+async function loadModelAndTables() {
+  clearError();
+  setModelReady(false);
+  ui.loadModel.hidden = true;
+  const modelUrl = params.get('model') ?? MODEL_URL;
+  const abort = new AbortController();
+  state.loadAbort = abort;
+  ui.loadFill.style.width = '0%';
+  ui.loadbar.hidden = false;
   try {
     setStatus('Downloading the model…');
-    ui.loadbar.hidden = false;
     const info = await state.sc.loadModel(modelUrl, {
-      onProgress: ({ loaded, total, fraction }) => {
+      signal: abort.signal,
+      allowedOrigins: ALLOWED_MODEL_ORIGINS,
+      verify: params.get('verify') !== '0',  // ?verify=0 skips the content hash check
+      onProgress: ({ phase, loaded, total, fraction }) => {
+        if (phase === 'load') {
+          ui.loadFill.style.width = '100%';
+          setStatus('Checking and preparing the model…');
+          return;
+        }
         ui.loadFill.style.width = `${Math.round((fraction ?? 0) * 100)}%`;
         setStatus(`Downloading the model… ${fmtBytes(loaded)}${total ? ` / ${fmtBytes(total)}` : ''}`);
       },
     });
-    ui.runtimeInfo.textContent = `${info.name} · ${info.nLayer} layers · ${info.numUnits.toLocaleString()} units · context ${info.nCtx} · ${ui.runtimeInfo.textContent}`;
+    ui.runtimeInfo.textContent = `${info.name} · ${info.nLayer} layers · ${info.numUnits.toLocaleString()} units · context ${info.nCtx} · ${state.runtimeText}`;
     ui.maxTokens.max = info.nCtx - 1;
   } catch (e) {
-    setStatus('Model failed to load', 'error');
-    showError(`The model failed to load (${modelUrl}): ${e.message}`);
-    ui.loadbar.hidden = true;
+    ui.loadModel.hidden = false;
+    if (e.name === 'AbortError') {
+      setStatus('Loading cancelled', 'error');
+      showError(`Loading the model was cancelled. Press “Load the model” to try again.`);
+    } else {
+      setStatus('Model failed to load', 'error');
+      showError(`The model failed to load (${modelUrl}): ${e.message}`);
+    }
     return;
   } finally {
     ui.loadbar.hidden = true;
+    state.loadAbort = null;
   }
   setStatus('Loading expert tables…');
+  state.tables.clear();
+  ui.concept.replaceChildren();
   for (const p of PRESETS) {
     try {
-      const table = await state.sc.loadExperts(p.url);
+      const table = await state.sc.loadExperts(p.url, { allowedOrigins: ALLOWED_MODEL_ORIGINS });
       addTableOption(p.key, p.label, table);
     } catch (e) {
       showError(`Expert table “${p.label}” failed to load: ${e.message}`);
@@ -126,12 +191,15 @@ async function start() {
     ui.concept.append(new Option('(no tables: rank your own below)', ''));
   }
   ui.concept.value = state.tables.has('football') ? 'football' : ui.concept.value;
+  const rt = state.sc.runtime;
   setStatus(`Ready · ${state.sc.threaded ? `${rt.threads} threads` : '1 thread'}`, 'ready');
-  ui.generate.disabled = false;
-  ui.rank.disabled = false;
+  setModelReady(true);
   updateCharts();
   document.body.dataset.ready = '1';
 }
+
+ui.loadCancel.onclick = () => state.loadAbort?.abort();
+ui.loadModel.onclick = () => loadModelAndTables();
 
 function addTableOption(key, label, table) {
   state.tables.set(key, { label, table });
@@ -226,7 +294,7 @@ async function generate() {
   const failed = results.find((r) => r.status === 'rejected');
   if (failed) showError(`Generation failed: ${failed.reason.message}`);
   state.running = [];
-  ui.generate.disabled = false;
+  ui.generate.disabled = !state.modelReady;
   ui.stop.disabled = true;
 }
 
@@ -284,10 +352,10 @@ async function rankCustom() {
   } catch (e) {
     showError(`Ranking “${name}” failed: ${e.message}`);
   } finally {
-    ui.rank.disabled = false;
+    state.rankAbort = null;
+    ui.rank.disabled = !state.modelReady;
     ui.rankCancel.hidden = true;
     ui.rankProgress.hidden = true;
-    state.rankAbort = null;
   }
 }
 

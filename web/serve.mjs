@@ -7,6 +7,7 @@
 // with Cross-Origin-Opener-Policy / Cross-Origin-Embedder-Policy headers, so the page is
 // cross-origin isolated and can use the threaded (SharedArrayBuffer) WebAssembly build.
 // --no-isolation leaves them out (the app then runs the single-threaded build).
+// Every response carries a Content-Security-Policy (see CSP below and web/README.md).
 // --port 0 picks a free port; the URL is printed on the first line of stdout.
 import { createServer } from 'node:http';
 import { createReadStream, promises as fs } from 'node:fs';
@@ -43,8 +44,32 @@ const MIME = {
   '.scm': 'application/octet-stream',
 };
 
-function commonHeaders(extra = {}) {
-  const h = { 'Cache-Control': 'no-cache', 'X-Content-Type-Options': 'nosniff', ...extra };
+// Content-Security-Policy of the pages: only this origin's scripts (no inline script, no eval;
+// 'wasm-unsafe-eval' lets them compile WebAssembly), workers, styles and fetches; images also
+// from data: (the favicon). index.html and bench.html carry the same policy in a <meta> tag
+// (minus frame-ancestors, which only works as a header) for when another server hosts them.
+const PAGE_CSP = [
+  "default-src 'self'", "script-src 'self' 'wasm-unsafe-eval'", "worker-src 'self'", "connect-src 'self'",
+  "img-src 'self' data:", "style-src 'self'", "font-src 'self'", "object-src 'none'", "base-uri 'none'",
+  "form-action 'none'", "frame-ancestors 'none'",
+].join('; ');
+// A worker's policy comes from its own script's response, not from the page. The engine's
+// workers (the app's lib/worker.js and the threaded build's pthread workers) run Emscripten
+// 3.1.6's embind, which builds its call wrappers with new Function(): they need 'unsafe-eval'.
+// Nothing else runs there (no DOM, no HTML), and they may fetch and import only from here.
+const ENGINE_WORKER_CSP = [
+  "default-src 'self'", "script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'", "worker-src 'self'",
+  "connect-src 'self'", "object-src 'none'", "base-uri 'none'",
+].join('; ');
+const ENGINE_WORKERS = ['/web/lib/worker.js', '/web/wasm/selfcond-mt.worker.js', '/wasm/dist/selfcond-mt.worker.js'];
+
+function commonHeaders(extra = {}, pathname = '') {
+  const h = {
+    'Cache-Control': 'no-cache', 'X-Content-Type-Options': 'nosniff',
+    'Content-Security-Policy': ENGINE_WORKERS.includes(pathname) ? ENGINE_WORKER_CSP : PAGE_CSP,
+    'Referrer-Policy': 'no-referrer',
+    ...extra,
+  };
   if (isolate) {
     h['Cross-Origin-Opener-Policy'] = 'same-origin';
     h['Cross-Origin-Embedder-Policy'] = 'require-corp';
@@ -89,7 +114,7 @@ const server = createServer(async (req, res) => {
       'Content-Type': MIME[extname(file).toLowerCase()] ?? 'application/octet-stream',
       'Content-Length': st.size,
       'Last-Modified': st.mtime.toUTCString(),
-    });
+    }, url.pathname);
     res.writeHead(200, headers);
     if (req.method === 'HEAD') return res.end();
     createReadStream(file).on('error', () => res.destroy()).pipe(res);

@@ -25,9 +25,15 @@ export interface ModelInfo extends RuntimeInfo {
   /** The linear layers packed for XNNPACK (wasm memory holds them next to the file's bytes). */
   packedBytes: number;
   precision: 'int8' | 'f32';
+  /** True when the content hash was checked on load (the default; loadModel({verify: false}) skips it). */
+  verified: boolean;
+  /** Time of the engine's load call (copy into wasm memory, parse, verify, pack), in ms. */
+  loadMs: number;
 }
 
 export interface LoadProgress {
+  /** 'download': bytes arriving; 'load': the engine is copying, verifying and packing the model. */
+  phase: 'download' | 'load';
   loaded: number;
   /** 0 when the server sent no Content-Length. */
   total: number;
@@ -151,15 +157,43 @@ export interface MemoryInfo {
   ranking: boolean;
 }
 
-export declare class SelfCond {
-  /** threads: default min(cores, 4) when crossOriginIsolated, else 1. */
-  static create(opts?: { threads?: number; workerUrl?: string | URL }): Promise<SelfCond>;
+export interface LoadModelOptions {
+  onProgress?: (p: LoadProgress) => void;
+  /**
+   * Cancels the download or the load in the engine; the promise then rejects with a
+   * DOMException named 'AbortError'. A cancel before the bytes reach the engine keeps the model
+   * loaded before; a later one unloads it. The engine stays usable either way.
+   */
+  signal?: AbortSignal;
+  /** Check the file's SHA-256 content hash (default true). */
+  verify?: boolean;
+  /** Origins besides the page's own that a URL may come from; '*' allows any. Default: none. */
+  allowedOrigins?: string[] | '*';
+}
+
+/**
+ * Resolves a model or table URL against the page and throws unless its origin is the page's
+ * own or in allowedOrigins ('*': any).
+ */
+export declare function checkUrl(source: string | URL, allowedOrigins?: string[] | '*'): URL;
+
+/**
+ * Events: 'restarted' (CustomEvent, detail {error}): the engine failed (ran out of memory,
+ * aborted) and the worker replaced it with a fresh instance; everything running failed with
+ * the same message and the model must be loaded again.
+ */
+export declare class SelfCond extends EventTarget {
+  /**
+   * threads: default min(cores, 4) when crossOriginIsolated, else 1. testHooks: enables fault
+   * injection in the worker (tests only).
+   */
+  static create(opts?: { threads?: number; workerUrl?: string | URL; testHooks?: boolean }): Promise<SelfCond>;
   readonly runtime: RuntimeInfo | null;
   readonly model: ModelInfo | null;
   readonly threaded: boolean;
-  loadModel(source: string | URL | ArrayBuffer | ArrayBufferView, opts?: { onProgress?: (p: LoadProgress) => void }): Promise<ModelInfo>;
-  /** A URL, or the table's text (native JSON or ml-selfcond CSV). */
-  loadExperts(source: string | URL, opts?: { name?: string; /** accept a table without model hash (expertise.csv): shape-checked only */ allowUnhashed?: boolean }): Promise<ExpertTable>;
+  loadModel(source: string | URL | ArrayBuffer | ArrayBufferView, opts?: LoadModelOptions): Promise<ModelInfo>;
+  /** A URL (same-origin unless allowedOrigins allows it), or the table's text (native JSON or ml-selfcond CSV). */
+  loadExperts(source: string | URL, opts?: { name?: string; allowedOrigins?: string[] | '*'; signal?: AbortSignal; /** accept a table without model hash (expertise.csv): shape-checked only */ allowUnhashed?: boolean }): Promise<ExpertTable>;
   exportTable(table: ExpertTable | number, format?: 'json' | 'csv'): Promise<string>;
   removeTable(table: ExpertTable | number): Promise<boolean>;
   /** Up to four generations may run at once (sessions of one model); they take turns token by token. */

@@ -3,30 +3,71 @@
 //
 //   import { SelfCond } from './lib/selfcond.js';
 //   const sc = await SelfCond.create();                       // threaded if crossOriginIsolated
-//   await sc.loadModel('../demo/models/selfcond-mini-30m.scm', { onProgress: (p) => ... });
+//   await sc.loadModel('../demo/models/selfcond-mini-30m.scm', { onProgress: (p) => ..., signal });
 //   const football = await sc.loadExperts('../demo/experts/football.json');
 //   const g = sc.generate({ prompt: 'Once upon a time', maxTokens: 40, seed: 1,
 //                           experts: [{ table: football, k: 50 }] }, (t) => out += t.text);
 //   await g.done;                                             // or g.cancel()
 //   const t = await sc.rank({ positive, negative, concept: 'cats', onProgress });
 //   t.download('csv');                                        // or sc.exportTable(t, 'json')
+//   sc.addEventListener('restarted', (e) => ...e.detail.error) // the engine was lost (OOM) and
+//                                                             // replaced: load the model again
+//
+// Model and table URLs must be on the page's origin unless allowedOrigins says otherwise
+// (loadModel/loadExperts option: a list of origins, or '*' for any): a page must not be made to
+// run whatever a crafted link points at. The model's content hash is verified on load unless
+// {verify: false}.
 
 const DEFAULT_MAX_THREADS = 4;
 
-/** Reads a Response body, reporting {loaded, total, fraction} as bytes arrive. */
-async function readWithProgress(response, onProgress) {
+/** The error a cancelled load rejects with (name 'AbortError', like fetch's). */
+function cancelled(what) {
+  return new DOMException(`${what} was cancelled`, 'AbortError');
+}
+
+/**
+ * Resolves a model or table URL against the page and refuses it unless its origin is the page's
+ * own or listed in allowedOrigins ('*': any origin). Throws before anything is fetched.
+ * @param {string|URL} source
+ * @param {string[]|'*'} [allowedOrigins] extra origins, e.g. ['https://models.example.org']
+ * @returns {URL}
+ */
+export function checkUrl(source, allowedOrigins = []) {
+  const base = globalThis.document?.baseURI ?? globalThis.location?.href;
+  let url;
+  try {
+    url = new URL(source, base);
+  } catch {
+    throw new Error(`not a valid URL: ${String(source).slice(0, 200)}`);
+  }
+  const own = globalThis.location?.origin;
+  if (allowedOrigins === '*' || url.origin === own) return url;
+  const allowed = (Array.isArray(allowedOrigins) ? allowedOrigins : [allowedOrigins]).map((o) => String(o).replace(/\/+$/, ''));
+  if (url.origin !== 'null' && allowed.includes(url.origin)) return url;
+  throw new Error(`refused to load ${url.href.slice(0, 200)}: its origin ${url.origin} is not this page's (${own})` +
+    (allowed.length ? ` nor one of the allowed origins (${allowed.join(', ')})` : '') +
+    '; the page must allow it (allowedOrigins, or the app\'s selfcond-model-origins meta tag)');
+}
+
+/** Reads a Response body, reporting {phase: 'download', loaded, total, fraction} as bytes arrive. */
+async function readWithProgress(response, onProgress, signal) {
   const total = Number(response.headers.get('Content-Length')) || 0;
   if (!response.body || !onProgress) return new Uint8Array(await response.arrayBuffer());
   const reader = response.body.getReader();
   const chunks = [];
   let loaded = 0;
-  onProgress({ loaded, total, fraction: total ? 0 : null });
+  onProgress({ phase: 'download', loaded, total, fraction: total ? 0 : null });
   for (;;) {
+    // fetch's signal also errors the body stream; this check covers a reader already done.
+    if (signal?.aborted) {
+      reader.cancel().catch(() => {});
+      throw cancelled('loading the model');
+    }
     const { done, value } = await reader.read();
     if (done) break;
     chunks.push(value);
     loaded += value.byteLength;
-    onProgress({ loaded, total, fraction: total ? Math.min(1, loaded / total) : null });
+    onProgress({ phase: 'download', loaded, total, fraction: total ? Math.min(1, loaded / total) : null });
   }
   const out = new Uint8Array(loaded);
   let off = 0;
@@ -37,11 +78,12 @@ async function readWithProgress(response, onProgress) {
   return out;
 }
 
-async function fetchOk(url) {
+async function fetchOk(url, signal, what = 'loading') {
   let response;
   try {
-    response = await fetch(url);
+    response = await fetch(url, { signal, credentials: 'same-origin' });
   } catch (e) {
+    if (signal?.aborted) throw cancelled(what);
     throw new Error(`could not fetch ${url}: ${e.message}`);
   }
   if (!response.ok) throw new Error(`could not fetch ${url}: HTTP ${response.status} ${response.statusText}`);
@@ -84,11 +126,12 @@ export class ExpertTable {
   }
 }
 
-export class SelfCond {
+export class SelfCond extends EventTarget {
   /**
    * Starts a worker and instantiates the WebAssembly engine in it. The threaded build is used
    * when the page is cross-origin isolated and more than one thread is wanted.
-   * @param {{threads?: number, workerUrl?: string|URL}} [opts]
+   * testHooks: enables the worker's __injectFault op (tests only).
+   * @param {{threads?: number, workerUrl?: string|URL, testHooks?: boolean}} [opts]
    */
   static async create(opts = {}) {
     const sc = new SelfCond(opts);
@@ -97,6 +140,7 @@ export class SelfCond {
   }
 
   constructor(opts = {}) {
+    super();
     const cores = globalThis.navigator?.hardwareConcurrency || 1;
     const isolated = globalThis.crossOriginIsolated === true;
     const threads = opts.threads ?? (isolated ? Math.min(cores, DEFAULT_MAX_THREADS) : 1);
@@ -105,20 +149,35 @@ export class SelfCond {
     this._pending = new Map();
     this._listeners = new Map();  // request id -> event callback
     this._worker.onmessage = (ev) => this._onMessage(ev.data);
-    this._worker.onerror = (ev) => {
-      const err = new Error(`worker error: ${ev.message || 'failed to start (see console)'}`);
+    // The worker answers every request itself (worker.js); these fire only if the worker
+    // script cannot run at all or a message cannot be decoded: fail what waits, never hang.
+    const failAll = (err) => {
       for (const p of this._pending.values()) p.reject(err);
       this._pending.clear();
+      this._listeners.clear();
     };
+    this._worker.onerror = (ev) => failAll(new Error(`worker error: ${ev.message || 'failed to start (see console)'}`));
+    this._worker.onmessageerror = () => failAll(new Error('worker error: a message from the engine could not be decoded'));
     this.runtime = null;
     this.model = null;
-    this._ready = this._call('init', { threads }).then((r) => (this.runtime = r));
+    this._ready = this._call('init', { threads, testHooks: !!opts.testHooks }).then((r) => (this.runtime = r));
   }
 
   _onMessage(m) {
+    if (m.event === 'restarted') {
+      // The engine failed (out of memory, abort) and the worker replaced it: no model now.
+      this.model = null;
+      this.dispatchEvent(new CustomEvent('restarted', { detail: { error: m.error } }));
+      return;
+    }
     if (m.event) {
       const key = m.event === 'token' ? m.gen : m.id;
-      this._listeners.get(key)?.(m);
+      try {
+        this._listeners.get(key)?.(m);
+      } catch (e) {
+        // A throwing callback must not stop the messages (and answers) that follow.
+        console.warn(`selfcond: a ${m.event} callback threw: ${e?.message ?? e}`);
+      }
       return;
     }
     const p = this._pending.get(m.id);
@@ -126,7 +185,7 @@ export class SelfCond {
     this._pending.delete(m.id);
     this._listeners.delete(m.id);
     if (m.ok) p.resolve(m.result);
-    else p.reject(new Error(m.error));
+    else p.reject(m.name === 'AbortError' ? new DOMException(m.error, 'AbortError') : new Error(m.error));
   }
 
   _call(op, args = {}, transfer = [], listener = null, id = this._next++) {
@@ -144,12 +203,28 @@ export class SelfCond {
 
   /**
    * Loads a selfcond model file (.scm) from a URL (fetched with progress) or from bytes.
-   * @returns model info {name, hash, nLayer, nCtx, numUnits, backend, threads, ...}
+   * onProgress({phase: 'download', loaded, total, fraction}) while downloading, then
+   * {phase: 'load'} when the engine starts copying, verifying and packing the model.
+   * signal (AbortSignal): cancels the download, or the load in the engine (a load already
+   * inside the engine's synchronous call is dropped when that returns). A cancelled load rejects
+   * with an AbortError; a cancel before the bytes reach the engine keeps the model loaded
+   * before, a later one unloads it. Either way the engine stays usable.
+   * verify (default true): check the file's SHA-256 content hash; false skips it (faster).
+   * allowedOrigins: origins besides the page's own a URL may come from ('*': any).
+   * @returns model info {name, hash, verified, loadMs, nLayer, nCtx, numUnits, backend, threads, ...}
    */
-  async loadModel(source, { onProgress } = {}) {
+  async loadModel(source, { onProgress, signal, verify = true, allowedOrigins } = {}) {
+    const what = 'loading the model';
+    if (signal?.aborted) throw cancelled(what);
     let bytes;
     if (typeof source === 'string' || source instanceof URL) {
-      bytes = await readWithProgress(await fetchOk(source), onProgress);
+      const url = checkUrl(source, allowedOrigins);
+      try {
+        bytes = await readWithProgress(await fetchOk(url, signal, what), onProgress, signal);
+      } catch (e) {
+        if (signal?.aborted) throw cancelled(what);
+        throw e;
+      }
     } else if (source instanceof ArrayBuffer) {
       bytes = new Uint8Array(source.slice(0));
     } else if (ArrayBuffer.isView(source)) {
@@ -157,22 +232,43 @@ export class SelfCond {
     } else {
       throw new Error('loadModel: expected a URL, an ArrayBuffer or a Uint8Array');
     }
-    this.model = await this._call('loadModel', { bytes: bytes.buffer }, [bytes.buffer]);
-    return this.model;
+    if (signal?.aborted) throw cancelled(what);
+    const id = this._next++;
+    const onAbort = () => this._worker.postMessage({ id: this._next++, op: 'cancel', gen: id });
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const listener = (m) => onProgress?.({ phase: m.phase, loaded: m.loaded, total: m.total, fraction: 1 });
+    try {
+      this.model = await this._call('loadModel', { bytes: bytes.buffer, verify: verify !== false }, [bytes.buffer], listener, id);
+      return this.model;
+    } catch (e) {
+      // Whether the earlier model survived depends on when the load failed: ask.
+      const info = await this._call('info').catch(() => null);
+      this.model = info?.name ? info : null;
+      throw e;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
   }
 
   /**
-   * Loads an expert table: a URL (ending in .json / .csv, or any http(s)/relative path) or the
-   * table's text (native JSON or ml-selfcond expertise.csv). Checked against the loaded model;
-   * a table without model hash (an expertise.csv) is refused unless `allowUnhashed: true`.
+   * Loads an expert table: a URL (ending in .json / .csv, or any http(s)/relative path; on the
+   * page's origin unless allowedOrigins allows it) or the table's text (native JSON or
+   * ml-selfcond expertise.csv). Checked against the loaded model; a table without model hash
+   * (an expertise.csv) is refused unless `allowUnhashed: true`.
    */
-  async loadExperts(source, { name, allowUnhashed = false } = {}) {
+  async loadExperts(source, { name, allowedOrigins, signal, allowUnhashed = false } = {}) {
     let text = source;
     // Table text has newlines or starts with '{'; anything else is a URL.
     const isText = typeof source === 'string' && (source.trimStart().startsWith('{') || source.includes('\n'));
     if (!isText) {
-      text = await (await fetchOk(source)).text();
-      name ??= String(source).split('/').pop();
+      const url = checkUrl(source, allowedOrigins);
+      try {
+        text = await (await fetchOk(url, signal, 'loading the expert table')).text();
+      } catch (e) {
+        if (signal?.aborted) throw cancelled('loading the expert table');
+        throw e;
+      }
+      name ??= url.pathname.split('/').pop();
     }
     const meta = await this._call('addTable', { text, name, allowUnhashed });
     return new ExpertTable(this, meta);
@@ -245,6 +341,11 @@ export class SelfCond {
    */
   memory() {
     return this._call('memory');
+  }
+
+  /** Tests only (SelfCond.create({testHooks: true})): arms a fault in the worker (worker.js injectFault). */
+  _injectFault(fault) {
+    return this._call('__injectFault', fault);
   }
 
   terminate() {

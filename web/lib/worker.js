@@ -1,8 +1,20 @@
 // The selfcond engine in a Web Worker (module worker), so the page never blocks.
 //
 // Protocol (page -> worker): {id, op, ...args}; the worker answers each request with
-// {id, ok: true, result} or {id, ok: false, error}, and streams events meanwhile:
-// {event: 'token', gen, text, token, index}, {event: 'progress', id, done, total}.
+// {id, ok: true, result} or {id, ok: false, error, name?} (name 'AbortError' for a cancelled
+// load), and streams events meanwhile: {event: 'token', gen, text, token, index},
+// {event: 'progress', id, done, total} (ranking), {event: 'progress', id, phase: 'load'} (the
+// model's bytes reached the engine), {event: 'restarted', error} (the engine was lost and
+// replaced by a fresh instance: the model must be loaded again).
+//
+// Error handling: every request, every scheduler step and every event posted runs inside
+// try/catch, so a throw becomes {id, ok: false, error} for the request(s) it affects (a step
+// that throws fails its own generation, not the others) and the page never waits forever. A
+// throw out of WebAssembly itself (a number = an escaped C++ exception, i.e. out of memory;
+// RuntimeError 'Aborted') leaves the instance's state undefined: the worker discards that
+// Module (releasing its memory, which wasm cannot shrink), instantiates a fresh one, fails
+// everything in flight with 'engine ran out of memory (...); restarted, reload the model' and
+// never passes the raw thrown value on.
 //
 // One Model per loaded file: its bytes are copied into wasm memory once and its weights serve
 // every generation and the ranking (wasm memory never shrinks, so each extra copy would stay
@@ -11,12 +23,20 @@
 // interleaves the running generations one token each in turn, and ranking batches with them,
 // yielding to the event loop in between so cancel requests get through. Everything runs on this
 // one thread, so the model's thread pool is never used by two calls at once.
-import { loadSelfcond } from '../wasm/loader.mjs';
+import { loadSelfcond, engineFailure, MAX_WASM_MEMORY } from '../wasm/loader.mjs';
 
 const MAX_SESSIONS = 4;
 
 let Module = null;
-let runtime = null;     // {threaded, threads, backend, pthreads}
+let runtime = null;     // {threaded, threads, backend, pthreads, restarts}
+let initArgs = null;    // what init was called with: a restart instantiates the same build
+let restarting = null;  // Promise while a lost engine is being replaced
+let restarts = 0;
+let freshHeapBytes = 0; // wasm memory of a just-instantiated module
+let loading = null;     // {id, cancelled} while a loadModel request runs
+let maxMemoryBytes = MAX_WASM_MEMORY;  // lowered only by the test hook
+let testHooks = false;  // __injectFault is refused unless init was asked for test hooks
+const faults = [];      // injected faults: {where, kind, count}
 let model = null;       // Module.Model
 let modelInfo = null;
 const sessions = [];    // [{session, busy: gen id | null}]
@@ -27,6 +47,12 @@ let ranking = null;        // {id, cancelled}
 function fail(msg) {
   throw new Error(msg);
 }
+function abortError(msg) {
+  return Object.assign(new Error(msg), { name: 'AbortError' });
+}
+// An Error named EngineLost carries the message of a failure that already restarted the engine,
+// so that the requests it fails do not restart it again.
+class EngineLost extends Error {}
 function check(r, what) {
   if (!r || r.ok === false) fail(what ? `${what}: ${r?.error ?? 'failed'}` : (r?.error ?? 'failed'));
   return r;
@@ -43,8 +69,10 @@ function yieldToEvents() {
   });
 }
 
-async function init({ threads }) {
+async function init({ threads, testHooks: hooks }) {
+  if (hooks) testHooks = true;
   if (Module) return runtime;
+  initArgs = { threads };
   const baseUrl = new URL('../wasm/', import.meta.url);
   let r;
   try {
@@ -56,22 +84,126 @@ async function init({ threads }) {
     r = await loadSelfcond({ baseUrl, threads: 1 });
   }
   Module = r.Module;
+  freshHeapBytes = heapBytes();
   const b = Module.buildInfo();
-  runtime = { threaded: r.threaded, threads: r.threads, backend: b.backends.split(',')[0], pthreads: b.pthreads };
+  runtime = { threaded: r.threaded, threads: r.threads, backend: b.backends.split(',')[0], pthreads: b.pthreads, restarts };
   return runtime;
+}
+
+function heapBytes() {
+  try {
+    return Module ? Module.heapBytes() : 0;
+  } catch {
+    return 0;
+  }
+}
+
+// Drops the current Module (and every handle into it: the model, its sessions, tables) and
+// instantiates a fresh one. Wasm memory never shrinks; a new instance is the only way to give
+// it back. The handles are not delete()d: calling into a lost instance may throw again, and the
+// whole instance goes to the garbage collector anyway. The threaded build's pthread workers
+// are terminated (they would hold the old memory).
+function replaceModule() {
+  restarting ??= (async () => {
+    sessions.length = 0;
+    tables.clear();
+    model = null;
+    modelInfo = null;
+    const old = Module;
+    Module = null;
+    try {
+      old?.PThread?.terminateAllThreads();
+    } catch (e) {
+      console.warn(`stopping the lost engine's threads: ${e?.message ?? e}`);
+    }
+    restarts++;
+    try {
+      await init(initArgs);
+    } finally {
+      restarting = null;
+    }
+  })();
+  return restarting;
+}
+
+// Turns any thrown value into an Error for the page. A failure of the engine itself (see
+// engineFailure in wasm/loader.mjs) first fails everything running on the lost instance, tells
+// the page, and replaces the instance; the returned EngineLost says so.
+async function handleFailure(err) {
+  if (err instanceof EngineLost) return err;
+  const f = engineFailure(err, { heapBytes: heapBytes(), maxBytes: maxMemoryBytes });
+  if (!f) return err instanceof Error ? err : new Error(String(err));
+  const lost = new EngineLost(`${f.message}; restarted, reload the model`);
+  console.warn(lost.message);
+  for (const g of [...gens.values()]) finishGen(g, null, lost);
+  if (ranking) ranking.lost = lost;
+  if (loading) loading.lost = lost;
+  try {
+    await replaceModule();
+  } catch (e) {
+    lost.message = `${f.message}; restarting the engine failed too (${e?.message ?? e}): reload the page`;
+  }
+  post({ event: 'restarted', error: lost.message });
+  return lost;
+}
+
+// postMessage that cannot throw: an event that cannot be sent (it cannot be cloned, say) is
+// reported as a warning and false; callers whose request depends on it fail that request.
+function post(msg) {
+  try {
+    postMessage(msg);
+    return true;
+  } catch (e) {
+    console.warn(`could not send ${msg.event ?? 'a reply'} to the page: ${e?.message ?? e}`);
+    return false;
+  }
+}
+
+// ---- test hooks (init({testHooks: true}) only) -----------------------------------------------
+
+// Arms a fault: the next `count` times the code reaches `where` ('step': a generation's step,
+// 'rankStep', 'load': before the model's bytes are parsed, 'post': sending a token event,
+// 'message': handling any request), it throws: 'error' an Error; 'abort' what Emscripten's
+// abort() throws (RuntimeError 'Aborted(...)'); 'oom' a real allocation failure inside the
+// engine (a std::vector of 4 GiB - 64 bytes: more than wasm32 can hold, so malloc fails at once
+// without growing memory, and the C++ runtime aborts: wasm/tests/recovery.test.mjs).
+// {kind: 'maxMemory', bytes} instead lowers the memory limit loads are checked against (0: the
+// real one), to test the check without a multi-GB model.
+function injectFault({ where, kind, count = 1, bytes }) {
+  if (!testHooks) fail('__injectFault: test hooks are off (SelfCond.create({testHooks: true}))');
+  if (kind === 'maxMemory') {
+    maxMemoryBytes = bytes > 0 ? bytes : MAX_WASM_MEMORY;
+    return true;
+  }
+  if (!['step', 'rankStep', 'load', 'post', 'message'].includes(where)) fail(`__injectFault: unknown place ${where}`);
+  if (!['error', 'abort', 'oom'].includes(kind)) fail(`__injectFault: unknown kind ${kind}`);
+  faults.push({ where, kind, count });
+  return true;
+}
+
+function fault(where) {
+  const f = faults.find((x) => x.where === where);
+  if (!f) return;
+  if (--f.count <= 0) faults.splice(faults.indexOf(f), 1);
+  if (f.kind === 'error') fail(`injected fault in ${where}`);
+  if (f.kind === 'abort') throw new WebAssembly.RuntimeError(`Aborted(injected fault in ${where})`);
+  if (!model) fail(`injected oom in ${where}: needs a loaded model`);
+  model.detokenize({ length: 2 ** 30 - 16 });
+  fail('injected oom: the engine did not fail to allocate 4 GiB');
 }
 
 // Emscripten (3.1.6) starts a pthread beyond its prespawned pool (PTHREAD_POOL_SIZE) only once
 // this thread's event loop has handled the new worker's "loaded" message; a GEMM waiting for
 // that thread before then would deadlock. So after creating the model's thread pool, return to
 // the event loop until every pthread worker has loaded.
-async function threadsStarted() {
+async function threadsStarted(stillWanted = () => {}) {
   const P = Module.PThread;
   if (!P?.runningWorkers) return;
   const t0 = performance.now();
   while (P.runningWorkers.some((w) => !w.loaded)) {
     if (performance.now() - t0 > 30000) fail('engine threads did not start within 30 s');
     await new Promise((r) => setTimeout(r, 5));
+    stillWanted();
   }
 }
 
@@ -84,24 +216,75 @@ function unloadModel() {
   modelInfo = null;
 }
 
-async function loadModel({ bytes }) {
+const MiB = (x) => `${(x / 1048576).toFixed(1)} MiB`;
+
+// {id, bytes (transferred ArrayBuffer), verify = true}. Cancellable (op 'cancel' with gen = id)
+// until it returns: a cancel that arrives while the bytes are in transit leaves the loaded model
+// in place; one that arrives during the engine's (synchronous, uninterruptible) parse/verify/pack
+// is honoured when that returns: the new model is dropped. Either way it rejects with an
+// AbortError and the engine stays usable.
+async function loadModel({ id, bytes, verify = true }) {
   if (!Module) fail('engine not initialized');
+  if (loading) fail('a model is already loading: cancel it first');
   if (ranking) fail('a ranking is running: cancel it before loading another model');
-  for (const g of [...gens.values()]) finishGen(g, null, new Error('generation stopped: another model was loaded'));
-  // The old model goes first: its memory is reused for the new one.
-  unloadModel();
-  const m = new Module.Model();
-  // The bytes (transferred from the page) are copied into wasm memory and dropped here.
-  const r = m.load(new Uint8Array(bytes), { threads: runtime.threads });
-  if (!r.ok) {
-    m.delete();
-    fail(`loading the model failed: ${r.error}`);
+  if (!(bytes instanceof ArrayBuffer)) fail('loadModel: no model bytes');
+  loading = { id, cancelled: false, lost: null };
+  const stillWanted = () => {
+    if (loading.lost) throw loading.lost;
+    if (loading.cancelled) throw abortError('loading the model was cancelled');
+  };
+  try {
+    // Let a cancel sent while the bytes were in transit arrive before any work.
+    await yieldToEvents();
+    stillWanted();
+    // Refuse what cannot fit before copying anything: loading peaks at about the file plus
+    // XNNPACK's packed copy of its weights (about as large again), on top of the memory the
+    // instance already holds. Memory held by an earlier model is free again but wasm cannot
+    // return it; a fresh instance starts small, so try that before refusing.
+    const need = 2 * bytes.byteLength;
+    if (heapBytes() + need > maxMemoryBytes && heapBytes() > freshHeapBytes) {
+      for (const g of [...gens.values()]) finishGen(g, null, new Error('generation stopped: another model was loaded'));
+      await replaceModule();
+      stillWanted();
+    }
+    if (heapBytes() + need > maxMemoryBytes) {
+      fail(`the model file (${MiB(bytes.byteLength)}) does not fit in WebAssembly memory: loading needs about ` +
+        `${MiB(need)} (the file and its packed weights) on top of the ${MiB(heapBytes())} in use, ` +
+        `and the engine can grow to at most ${MiB(maxMemoryBytes)}`);
+    }
+    for (const g of [...gens.values()]) finishGen(g, null, new Error('generation stopped: another model was loaded'));
+    // The old model goes first: its memory is reused for the new one.
+    unloadModel();
+    post({ event: 'progress', id, phase: 'load', loaded: bytes.byteLength, total: bytes.byteLength });
+    const m = new Module.Model();
+    const t0 = performance.now();
+    fault('load');
+    // The bytes (transferred from the page) are copied into wasm memory and dropped here. (A
+    // throw out of load() is an engine failure: the whole instance is replaced, m with it.)
+    const r = m.load(new Uint8Array(bytes), { threads: runtime.threads, verifyHash: verify !== false });
+    const loadMs = performance.now() - t0;
+    if (!r.ok) {
+      m.delete();
+      fail(`loading the model failed: ${r.error}`);
+    }
+    model = m;
+    // A cancel sent during the load is in the queue by now.
+    await yieldToEvents();
+    try {
+      stillWanted();
+      await threadsStarted(stillWanted);
+    } catch (e) {
+      if (e instanceof EngineLost) throw e;
+      unloadModel();
+      throw e;
+    }
+    modelInfo = check(model.info());
+    delete modelInfo.ok;
+    modelInfo.verified = verify !== false;
+    return { ...modelInfo, ...runtime, loadMs };
+  } finally {
+    loading = null;
   }
-  model = m;
-  await threadsStarted();
-  modelInfo = check(model.info());
-  delete modelInfo.ok;
-  return { ...modelInfo, ...runtime };
 }
 
 function requireModel() {
@@ -208,46 +391,73 @@ async function startGeneration({ gen, prompt, opts }) {
 }
 
 function finishGen(g, result, error) {
+  if (!gens.has(g.gen)) return;  // already finished (e.g. by an engine failure)
   gens.delete(g.gen);
   g.s.busy = null;
   if (error) g.reject(error);
   else g.resolve(result);
 }
 
+// Steps every running generation by one token in turn until none is left. Never throws (it is
+// not awaited by anyone): a throw while stepping or streaming one generation fails that
+// generation; an engine failure fails all of them (handleFailure).
 async function runScheduler() {
   if (scheduling) return;
   scheduling = true;
   try {
     while (gens.size) {
       for (const g of [...gens.values()]) {
-        if (g.cancelled) g.s.session.cancel();  // the next step reports stop 'cancelled'
-        const r = g.s.session.step();
-        if (!r.ok) {
-          finishGen(g, null, new Error(r.error));
-          continue;
-        }
-        if (r.token >= 0 || r.text) {
-          if (r.token >= 0 && !g.index) g.tFirst = performance.now();
-          if (r.token >= 0) g.index++;
-          postMessage({ event: 'token', gen: g.gen, text: r.text, token: r.token, index: g.index });
-        }
-        if (r.done) {
-          const ms = performance.now() - g.t0;
-          const decodeMs = g.tFirst ? performance.now() - g.tFirst : 0;
-          finishGen(g, { stop: r.stop, tokens: g.index, ms, tokensPerSecond: g.index > 1 && decodeMs > 0 ? (g.index - 1) / (decodeMs / 1000) : 0 });
+        // An earlier generation of this round may have failed the engine and with it this one.
+        if (!gens.has(g.gen)) continue;
+        try {
+          stepGen(g);
+        } catch (err) {
+          const e = await handleFailure(err);
+          if (gens.has(g.gen)) finishGen(g, null, e);
         }
       }
       await yieldToEvents();
     }
+  } catch (err) {
+    // Only the loop's own bookkeeping can get here; fail whatever is left rather than hang it.
+    const e = await handleFailure(err);
+    for (const g of [...gens.values()]) finishGen(g, null, e);
   } finally {
     scheduling = false;
   }
 }
 
+// One token of generation g: steps its session, streams the token, finishes g when done.
+function stepGen(g) {
+  if (g.cancelled) g.s.session.cancel();  // the next step reports stop 'cancelled'
+  fault('step');
+  const r = g.s.session.step();
+  if (!r.ok) {
+    finishGen(g, null, new Error(r.error));
+    return;
+  }
+  if (r.token >= 0 || r.text) {
+    if (r.token >= 0 && !g.index) g.tFirst = performance.now();
+    if (r.token >= 0) g.index++;
+    fault('post');
+    // A token the page never sees would silently corrupt the text: fail the generation.
+    if (!post({ event: 'token', gen: g.gen, text: r.text, token: r.token, index: g.index })) {
+      fail(`could not send token ${g.index} to the page`);
+    }
+  }
+  if (r.done) {
+    const ms = performance.now() - g.t0;
+    const decodeMs = g.tFirst ? performance.now() - g.tFirst : 0;
+    finishGen(g, { stop: r.stop, tokens: g.index, ms, tokensPerSecond: g.index > 1 && decodeMs > 0 ? (g.index - 1) / (decodeMs / 1000) : 0 });
+  }
+}
+
+// Cancels the generation, ranking or model load whose request id is gen.
 function cancel({ gen }) {
   const g = gens.get(gen);
   if (g) g.cancelled = true;
   if (ranking && ranking.id === gen) ranking.cancelled = true;
+  if (loading && loading.id === gen) loading.cancelled = true;
   return true;
 }
 
@@ -257,22 +467,25 @@ async function rank({ id, concept, positive, negative, topN, batch }) {
   requireModel();
   if (ranking) fail('a ranking is already running');
   const start = check(model.startRanking(concept || 'custom', positive ?? [], negative ?? [], { topN: topN ?? 0 }), 'ranking');
-  ranking = { id, cancelled: false };
+  ranking = { id, cancelled: false, lost: null };
   try {
     const total = start.total;
     const step = Math.max(1, batch ?? runtime.threads * 2);
     const t0 = performance.now();
     let done = 0;
-    postMessage({ event: 'progress', id, done, total });
+    post({ event: 'progress', id, done, total });
     while (done < total) {
+      if (ranking.lost) throw ranking.lost;  // the engine failed under us (in a generation's step)
       if (ranking.cancelled) {
         model.cancelRanking();
         fail('ranking cancelled');
       }
+      fault('rankStep');
       done = check(model.rankStep(step), 'ranking').done;
-      postMessage({ event: 'progress', id, done, total });
+      post({ event: 'progress', id, done, total });
       await yieldToEvents();
     }
+    if (ranking.lost) throw ranking.lost;
     const rankMs = performance.now() - t0;
     const r = check(model.finishRanking(), 'ranking');
     return tableMeta(r, { sentences: total, truncated: start.truncated, rankMs });
@@ -329,17 +542,41 @@ function detokenize({ ids }) {
 
 const OPS = {
   init, loadModel, detokenize, addTable, exportTable, removeTable, startGeneration, cancel, rank, bench, tokenize, memory,
-  info: () => (modelInfo ? { ...modelInfo, ...runtime } : { ...runtime }),
+  info: () => (modelInfo ? { ...modelInfo, ...runtime, restarts } : { ...runtime, restarts }),
+  __injectFault: injectFault,
 };
 
-self.onmessage = async (ev) => {
-  const { id, op } = ev.data;
+// Every request is answered exactly once, whatever happens: the op's result, or its error (an
+// engine failure first replaces the engine, see handleFailure), or, if the result cannot be
+// sent (not cloneable), that error.
+async function handle(data) {
+  const { id, op } = data ?? {};
   try {
-    const fn = OPS[op];
+    // Requests that arrive while a lost engine is replaced wait for the new one ('cancel' need
+    // not: it only sets flags).
+    if (restarting && op !== 'cancel') await restarting;
+    const fn = Object.hasOwn(OPS, op) ? OPS[op] : null;
     if (!fn) fail(`unknown op ${op}`);
-    const result = await fn(ev.data);
-    postMessage({ id, ok: true, result });
+    if (op !== '__injectFault') fault('message');
+    const result = await fn(data);
+    if (!post({ id, ok: true, result })) fail(`the result of ${op} could not be sent to the page`);
   } catch (err) {
-    postMessage({ id, ok: false, error: String(err?.message ?? err) });
+    let e;
+    try {
+      e = await handleFailure(err);
+    } catch (inner) {
+      e = new Error(`${err?.message ?? String(err)} (and handling it failed: ${inner?.message ?? inner})`);
+    }
+    post({ id, ok: false, error: String(e.message || e.name || 'failed'), ...(e.name === 'AbortError' ? { name: 'AbortError' } : {}) });
   }
+}
+
+self.onmessage = (ev) => {
+  handle(ev.data);
 };
+// Last line of defence: nothing in this worker should reject unhandled, but if something does,
+// say so in the console rather than fail silently.
+self.addEventListener('unhandledrejection', (ev) => {
+  console.warn(`selfcond worker: unhandled rejection: ${ev.reason?.message ?? ev.reason}`);
+  ev.preventDefault();
+});

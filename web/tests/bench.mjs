@@ -6,6 +6,10 @@
 //
 //   node web/tests/bench.mjs [--out docs/browser-bench.json] [--sentences 200] [--repeats 3]
 //                            [--small build/bench-work/gpt2-small-shaped.scm | --small none]
+//   node web/tests/bench.mjs --verify-cost [--out file.json]
+// --verify-cost: only the cost of verifying the model's content hash on load (the default),
+// for the demo model: one load with and one without verification per build (bench.js
+// measureVerify), nothing else.
 // --small: also the GPT-2-small-shaped model (`selfcond bench --work-dir build/bench-work` writes
 // it), generation only; the path must be inside the repository (the server's root).
 // Ranking uses the first N/2 positive and N/2 negative sentences of
@@ -37,6 +41,33 @@ let version = 'Chromium';
 try {
   version = execFileSync(chromiumPath, ['--version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
 } catch {}
+if (args.includes('--verify-cost')) {
+  const runs = [];
+  try {
+    for (const s of [{ isolated: false, threads: 1 }, { isolated: true, threads: cpus().length }]) {
+      const server = await startServer({ isolated: s.isolated });
+      try {
+        const page = await browser.context.newPage();
+        await page.goto(`${server.url}bench.html?threads=${s.threads}`);
+        await page.waitForSelector('body[data-ready="1"]');
+        const r = await page.evaluate((cfg) => window.measureVerify(cfg), { threads: s.threads });
+        await page.close();
+        console.error(`  ${r.model}, ${r.build}: engine load ${r.engine_load_ms.no_verify.toFixed(0)} ms without verification, ` +
+          `${r.engine_load_ms.verify.toFixed(0)} ms with (x${r.engine_load_ms.ratio.toFixed(2)}); page load ` +
+          `${r.page_load_ms.no_verify.toFixed(0)} / ${r.page_load_ms.verify.toFixed(0)} ms`);
+        runs.push(r);
+      } finally {
+        server.stop();
+      }
+    }
+  } finally {
+    await browser.close();
+  }
+  const text = `${JSON.stringify({ command: ['node web/tests/bench.mjs', ...args].join(' '), machine: { cores: cpus().length, browser: `${version} (headless)`, node: process.version }, verify_cost: runs }, null, 2)}\n`;
+  if (out) writeFileSync(out, text);
+  else process.stdout.write(text);
+  process.exit(0);
+}
 const cores = cpus().length;
 const settings = [{ isolated: false, threads: 1 }, { isolated: true, threads: cores }];
 const targets = [{ modelUrl: undefined, rank: true }];

@@ -2,7 +2,9 @@
 // playwright-core): serve the repository with web/serve.mjs, open the page cross-origin isolated
 // (threaded build) and not (single-threaded), generate conditioned text, rank a small custom
 // concept, download it, check the error paths surface in the UI, that the worker's wasm memory
-// holds the model once, and that the console stays clean.
+// holds the model once, and that the console stays clean: no errors and no Content-Security-
+// Policy violations (the page's and the workers' policies are enforced: serve.mjs sends them).
+// Cancel, same-origin, injected faults and engine restarts: reliability.test.mjs.
 //
 //   cd web && npm install && node --test tests/
 // Screenshots go to web/test-artifacts/. Skipped when Chromium, the model or the wasm is missing.
@@ -10,7 +12,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startServer, launchBrowser, haveChromium, repoDir, webDir, chromiumPath } from './harness.mjs';
+import { startServer, launchBrowser, haveChromium, repoDir, webDir, chromiumPath, openPage as open, waitFor } from './harness.mjs';
 
 const artifacts = join(webDir, 'test-artifacts');
 const model = join(repoDir, 'demo', 'models', 'selfcond-mini-30m.scm');
@@ -19,25 +21,13 @@ const skip = !haveChromium ? `no Chromium at ${chromiumPath}`
   : !existsSync(join(webDir, 'wasm', 'selfcond.wasm')) ? 'no web/wasm/selfcond.wasm (run web/update-wasm.sh)'
   : false;
 const T = 180_000;
+const openPage = (context, url) => open(context, url, T);
 const haveMt = existsSync(join(webDir, 'wasm', 'selfcond-mt.wasm'));
 
 const POS = ['The striker scored a late goal.', 'The goalkeeper saved the penalty kick.', 'Fans sang in the stadium.',
   'The referee showed him a red card.', 'Our team won the league title.', 'He headed the ball into the net.'];
 const NEG = ['The cat slept on the warm sofa.', 'She baked bread this morning.', 'The river flows into the sea.',
   'I bought a new phone yesterday.', 'The meeting starts at nine.', 'Rain fell all night long.'];
-
-// A page that records console errors and uncaught exceptions.
-async function openPage(context, url) {
-  const page = await context.newPage();
-  const problems = [];
-  page.on('console', (m) => {
-    if (m.type() === 'error') problems.push(`console.error: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
-  await page.goto(url);
-  await page.waitForSelector('body[data-ready="1"], #banner:not([hidden])', { timeout: T });
-  return { page, problems };
-}
 
 const generating = () => !document.querySelector('.caret') && !document.querySelector('#generate').disabled;
 
@@ -72,7 +62,7 @@ for (const isolated of [true, false]) {
     test('generates unconditioned and conditioned text side by side', async () => {
       await page.fill('#max-tokens', '30');
       await page.click('#generate');
-      await page.waitForFunction(generating, null, { timeout: T });
+      await waitFor(page, generating, null, { timeout: T });
       const base = await page.textContent('#out-base');
       const cond = await page.textContent('#out-cond');
       assert.ok(base.startsWith('Once upon a time') && base.length > 40, base);
@@ -83,7 +73,7 @@ for (const isolated of [true, false]) {
       await page.fill('#k', '0');
       await page.dispatchEvent('#k', 'input');
       await page.click('#generate');
-      await page.waitForFunction(generating, null, { timeout: T });
+      await waitFor(page, generating, null, { timeout: T });
       assert.equal(await page.textContent('#out-base'), await page.textContent('#out-cond'));
       await page.fill('#k', '50');
       await page.dispatchEvent('#k', 'input');
@@ -92,9 +82,9 @@ for (const isolated of [true, false]) {
     test('Stop cancels both streams', async () => {
       await page.fill('#max-tokens', '200');
       await page.click('#generate');
-      await page.waitForFunction(() => document.querySelector('#out-cond .body')?.textContent.length > 0, null, { timeout: T });
+      await waitFor(page, () => document.querySelector('#out-cond .body')?.textContent.length > 0, null, { timeout: T });
       await page.click('#stop');
-      await page.waitForFunction(generating, null, { timeout: T });
+      await waitFor(page, generating, null, { timeout: T });
       assert.match(await page.textContent('#meta-base'), /stopped/);
       assert.match(await page.textContent('#meta-cond'), /stopped/);
       await page.fill('#max-tokens', '30');
@@ -118,13 +108,13 @@ for (const isolated of [true, false]) {
       assert.equal(lines[0], 'ap,off_mean,on_p50,on_p90,layer,unit,uuid,concept,group');
       assert.equal(lines.length - 1, table.units.count);
       await page.click('#generate');
-      await page.waitForFunction(generating, null, { timeout: T });
+      await waitFor(page, generating, null, { timeout: T });
       assert.ok((await page.textContent('#out-cond')).length > 40);
       assert.match(await page.textContent('#cond-title'), /mini-football/);
       await page.selectOption('#concept', 'football');
       await page.fill('#max-tokens', '60');
       await page.click('#generate');
-      await page.waitForFunction(generating, null, { timeout: T });
+      await waitFor(page, generating, null, { timeout: T });
       await page.screenshot({ path: join(artifacts, `app-${isolated ? 'threaded' : 'single'}.png`), fullPage: true });
     });
 
@@ -177,7 +167,7 @@ for (const isolated of [true, false]) {
         assert.equal(await off.isHidden('#banner'), true, await off.textContent('#banner-text'));
         await off.fill('#max-tokens', '10');
         await off.click('#generate');
-        await off.waitForFunction(generating, null, { timeout: T });
+        await waitFor(off, generating, null, { timeout: T });
         assert.match(await off.textContent('#meta-cond'), /10 tokens/);
         await off.close();
         assert.deepEqual(offProblems, []);
@@ -252,7 +242,29 @@ for (const isolated of [true, false]) {
         `${MiB(a.wasmBytes)} MiB >= weights + KV + 40 MiB`);
     });
 
-    test('the console has no errors', () => {
+    test('the Content-Security-Policy is sent and carried by the pages', async () => {
+      const res = await fetch(server.url);
+      const csp = res.headers.get('content-security-policy');
+      assert.match(csp, /default-src 'self'/);
+      assert.match(csp, /script-src 'self' 'wasm-unsafe-eval'(;|$)/);  // no 'unsafe-inline', no 'unsafe-eval'
+      assert.match(csp, /connect-src 'self'/);
+      assert.match(csp, /object-src 'none'/);
+      assert.match(csp, /frame-ancestors 'none'/);
+      // The engine's worker needs eval (embind), and only it gets it.
+      const w = await fetch(new URL('lib/worker.js', server.url));
+      assert.match(w.headers.get('content-security-policy'), /script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'/);
+      // The same page policy in a <meta> tag (minus frame-ancestors, header-only) for other servers.
+      for (const name of ['index.html', 'bench.html']) {
+        const html = readFileSync(join(webDir, name), 'utf8');
+        const meta = html.match(/<meta http-equiv="Content-Security-Policy" content="([^"]+)">/)?.[1];
+        assert.equal(meta, csp.replace("; frame-ancestors 'none'", ''), `${name}: meta CSP differs from serve.mjs's`);
+        assert.doesNotMatch(html, /<script>|<script type="module">|<style>| style="| on[a-z]+="/, `${name}: inline script or style`);
+      }
+    });
+
+    test('the console has no errors and no CSP violations (load, generate, rank)', async () => {
+      // Every test above ran on this page: loading, generating, ranking, downloads.
+      assert.equal(await page.$$eval('#concept option', (o) => o.length) >= 3, true);
       assert.deepEqual(problems, []);
     });
   });

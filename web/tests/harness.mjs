@@ -46,3 +46,35 @@ export async function launchBrowser() {
 }
 
 export const haveChromium = existsSync(chromiumPath);
+
+// A page that records console errors (a blocked eval or fetch in a worker is one, "Refused to
+// ..."), uncaught exceptions and the page's securitypolicyviolation events.
+export async function openPage(context, url, timeout = 180_000) {
+  const page = await context.newPage();
+  const problems = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(`console.error: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+  await page.exposeFunction('__cspViolation', (v) => problems.push(`CSP violation: ${v}`));
+  await page.addInitScript(() => {
+    addEventListener('securitypolicyviolation', (e) =>
+      window.__cspViolation(`${e.effectiveDirective} blocked ${e.blockedURI || '(inline)'} in ${e.sourceFile}:${e.lineNumber}`));
+  });
+  await page.goto(url);
+  await page.waitForSelector('body[data-ready="1"], #banner:not([hidden])', { timeout });
+  return { page, problems };
+}
+
+// page.waitForFunction without eval: Playwright evaluates its predicate with eval() in the page,
+// which the page's Content-Security-Policy (no 'unsafe-eval') forbids, and bypassCSP would
+// switch off the very policy under test. page.evaluate goes through the DevTools protocol,
+// which CSP does not govern, so poll with it.
+export async function waitFor(page, fn, arg, { timeout = 180_000, interval = 100 } = {}) {
+  const t0 = Date.now();
+  for (;;) {
+    if (await page.evaluate(fn, arg)) return;
+    if (Date.now() - t0 > timeout) throw new Error(`waitFor: timed out after ${timeout} ms: ${fn}`);
+    await new Promise((r) => setTimeout(r, interval));
+  }
+}

@@ -4,9 +4,10 @@
 //
 //   import { loadSelfcond } from './loader.mjs';
 //   const { Module, threaded } = await loadSelfcond({ baseUrl: new URL('./dist/', import.meta.url) });
-//   const engine = new Module.Engine();   // API: wasm/bindings.cc
+//   const model = new Module.Model();     // API: wasm/bindings.cc
 //
-// The full worker protocol and UI come later (web/); this file only chooses and instantiates.
+// The worker protocol and UI are in web/; this file chooses and instantiates the build, and
+// tells an engine failure (a throw out of WebAssembly: out of memory, abort) from a JS error.
 
 /** True where a SharedArrayBuffer-backed wasm memory can be used. */
 export function canUseThreads() {
@@ -49,4 +50,60 @@ export async function loadSelfcond(opts = {}) {
   const { default: create } = await import(new URL(`${name}.mjs`, baseUrl).href);
   const Module = await create(moduleArgs);
   return { Module, threaded, threads: threaded ? wanted : 1 };
+}
+
+/**
+ * The most WebAssembly memory an instance may grow to: -sMAXIMUM_MEMORY=4GB in
+ * wasm/CMakeLists.txt (keep the two in step). JS cannot read a Memory's maximum back.
+ */
+export const MAX_WASM_MEMORY = 4 * 1024 ** 3;
+
+const MiB = (x) => `${Math.round(x / 1048576)} MiB`;
+
+/**
+ * Tells whether a value thrown by a call into the module means the instance is lost, and why.
+ * The library never throws: its fallible calls return {ok: false, error}. What does come out of
+ * WebAssembly as a throw is the runtime giving up half-way through a C++ call, which leaves the
+ * instance's state (heap, locks, half-built objects) undefined, so it must be discarded:
+ *   - a number (or "<number> - Exception catching is disabled ..."): a C++ exception escaped.
+ *     The build does not catch exceptions and __cxa_throw throws the exception's address. The
+ *     library reports errors as statuses, so in practice this is std::bad_alloc (or a
+ *     container's length_error for an impossible size): out of memory.
+ *   - WebAssembly.RuntimeError: abort() ("Aborted(...)"), unreachable, out-of-bounds access. A
+ *     bare "Aborted()" is C's abort() with no message: the library never calls it, but libc++
+ *     built without exceptions ends a failed allocation (operator new -> std::bad_alloc) that
+ *     way, so it is reported as running out of memory too.
+ *   - RangeError from growing memory or an ArrayBuffer.
+ * Ordinary JS errors (TypeError, embind's BindingError for a bad argument, our own Errors) are
+ * thrown before C++ runs or after it returned: null, the instance is fine.
+ *
+ * @param {unknown} err the thrown value
+ * @param {{heapBytes?: number, maxBytes?: number}} [mem] the instance's memory size, for the message
+ * @returns {null | {kind: 'oom' | 'abort', message: string}}
+ */
+export function engineFailure(err, { heapBytes = 0, maxBytes = MAX_WASM_MEMORY } = {}) {
+  const mem = heapBytes ? `; wasm memory ${MiB(heapBytes)} of at most ${MiB(maxBytes)}` : '';
+  const cxx = typeof err === 'number' || typeof err === 'bigint' ||
+    (typeof err === 'string' && /^\d+( - |$)/.test(err));
+  if (cxx) {
+    const ptr = String(err).match(/^\d+/)[0];
+    return {
+      kind: 'oom',
+      message: `engine ran out of memory (uncaught C++ exception ${ptr}, most likely std::bad_alloc${mem})`,
+    };
+  }
+  const Runtime = globalThis.WebAssembly?.RuntimeError;
+  const runtime = Runtime && err instanceof Runtime;
+  const memError = err instanceof RangeError && /memory|allocat/i.test(err.message);
+  if (runtime || memError) {
+    const silent = runtime && /^Aborted\(\)/.test(err.message);
+    const oom = memError || silent || /out of memory|enlarge memory|allocat|OOM/i.test(err.message) ||
+      (heapBytes && heapBytes > 0.9 * maxBytes);
+    const text = silent ? 'RuntimeError: Aborted() without a message, how a failed C++ allocation ends in this build'
+      : `${err.name}: ${err.message}`;
+    return { kind: oom ? 'oom' : 'abort', message: `${oom ? 'engine ran out of memory' : 'engine aborted'} (${text}${mem})` };
+  }
+  if (err instanceof Error) return null;
+  // Anything else thrown (undefined, a plain object): not ours either, so the engine's.
+  return { kind: 'abort', message: `engine aborted (it threw ${typeof err} ${String(err).slice(0, 100)}${mem})` };
 }
