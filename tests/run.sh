@@ -2,7 +2,8 @@
 # The whole test suite (the README's test command; CI runs it through .ci/run).
 #   1. native Release build + GoogleTest suite (ctest), memory bar, installed package (C demo,
 #      Python binding: tests/run-package.sh)
-#   2. clang ASan/UBSan build: parser/format tests + libFuzzer targets, each fuzzed briefly
+#   2. clang ASan/UBSan build: parser/format tests + libFuzzer targets, each fuzzed briefly;
+#      clang ThreadSanitizer build: the tests that run thread pools and concurrent sessions
 #   3. WASM build + Node tests; browser test in headless Chromium (when wasm/ is present)
 #   4. ARM64: cross build + the suite under qemu-aarch64 (tests/run-arm64.sh), when the cross
 #      toolchain is installed (scripts/install-deps.sh --arm64); required when CI=true
@@ -48,6 +49,16 @@ for f in build/asan/*_fuzz; do
   SELFCOND_SHARED_DIR="$ROOT/../shared" "$f" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=4096 \
     -print_final_stats=0 "build/fuzz-corpus/$name" "${seeds[@]}" 2>&1 | tail -n 3
 done
+
+# ThreadSanitizer over the tests that run work on thread pools (sessions, ranking workers, the
+# C API's concurrent use): everything, XNNPACK and pthreadpool included, is instrumented
+# (CMakeLists.txt SELFCOND_TSAN), so TSan sees the pool's synchronization.
+echo "-- ThreadSanitizer: threaded tests"
+cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+  -DCMAKE_CXX_COMPILER=clang++ -DSELFCOND_TSAN=ON >/dev/null
+cmake --build build/tsan -j"$JOBS" --target selfcond_tests
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build/tsan/selfcond_tests --gtest_brief=1 \
+  --gtest_filter="${SELFCOND_TSAN_FILTER:-$(grep -v '^#' tests/tsan-tests.txt | grep -v '^-' | paste -sd:)-$(grep '^-' tests/tsan-tests.txt | cut -c2- | paste -sd:)}"
 
 echo "== [3/4] WASM build + Node tests, browser tests"
 bash wasm/build.sh all

@@ -8,12 +8,12 @@
 
 #include "absl/strings/str_cat.h"
 
-#if !defined(SELFCOND_WASM)
 #include <fcntl.h>
-#include <signal.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if !defined(SELFCOND_WASM)
+#include <signal.h>
+#include <sys/mman.h>
 #endif
 
 namespace selfcond {
