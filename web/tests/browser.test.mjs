@@ -12,14 +12,11 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startServer, launchBrowser, haveChromium, repoDir, webDir, chromiumPath, openPage as open, waitFor } from './harness.mjs';
+import { startServer, launchBrowser, webDir, openPage as open, waitFor, demoModel, browserSkip } from './harness.mjs';
 
 const artifacts = join(webDir, 'test-artifacts');
-const model = join(repoDir, 'demo', 'models', 'selfcond-mini-30m.scm');
-const skip = !haveChromium ? `no Chromium at ${chromiumPath}`
-  : !existsSync(model) ? `no demo model at ${model}`
-  : !existsSync(join(webDir, 'wasm', 'selfcond.wasm')) ? 'no web/wasm/selfcond.wasm (run web/update-wasm.sh)'
-  : false;
+const model = demoModel;
+const skip = browserSkip();
 const T = 180_000;
 const openPage = (context, url) => open(context, url, T);
 const haveMt = existsSync(join(webDir, 'wasm', 'selfcond-mt.wasm'));

@@ -9,6 +9,14 @@ import { chromium } from 'playwright-core';
 export const webDir = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const repoDir = join(webDir, '..');
 export const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+export const demoModel = join(repoDir, 'demo', 'models', 'selfcond-mini-30m.scm');
+/** Why the browser tests cannot run here (false when they can). */
+export function browserSkip() {
+  if (!existsSync(chromiumPath)) return `no Chromium at ${chromiumPath}`;
+  if (!existsSync(demoModel)) return `no demo model at ${demoModel}`;
+  if (!existsSync(join(webDir, 'wasm', 'selfcond.wasm'))) return 'no web/wasm/selfcond.wasm (run web/update-wasm.sh)';
+  return false;
+}
 
 /** Starts serve.mjs; resolves {url, stop()} once it prints its URL. */
 export function startServer({ isolated = true } = {}) {

@@ -8,15 +8,10 @@
 // page is opened with ?testhooks (SelfCond.create({testHooks: true})).
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { startServer, launchBrowser, haveChromium, repoDir, webDir, chromiumPath, openPage, waitFor } from './harness.mjs';
+import { startServer, launchBrowser, openPage, waitFor, demoModel, browserSkip } from './harness.mjs';
 
-const model = join(repoDir, 'demo', 'models', 'selfcond-mini-30m.scm');
-const skip = !haveChromium ? `no Chromium at ${chromiumPath}`
-  : !existsSync(model) ? `no demo model at ${model}`
-  : !existsSync(join(webDir, 'wasm', 'selfcond.wasm')) ? 'no web/wasm/selfcond.wasm (run web/update-wasm.sh)'
-  : false;
+const model = demoModel;
+const skip = browserSkip();
 const T = 180_000;
 const MODEL = '../demo/models/selfcond-mini-30m.scm';
 const generating = () => !document.querySelector('.caret') && !document.querySelector('#generate').disabled;
