@@ -14,10 +14,12 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "experts/dataset.h"
 #include "experts/rank.h"
+#include "experts/responses.h"
 #include "formats/model_file.h"
 #include "kernels/kernels.h"
 #include "model/generate.h"
@@ -285,6 +287,53 @@ json::Value MeasureLoadVerify(const std::string& label, const std::string& path,
   return out;
 }
 
+// Several concepts ranked one by one and together (issue 13): wall time of each way, the
+// labeled and distinct sentence counts.
+absl::StatusOr<json::Value> MeasureMultiConcept(const std::string& model_path,
+                                                const std::vector<std::string>& concepts,
+                                                int threads) {
+  auto model = Model::Load(model_path, {});
+  if (!model.ok()) return model.status();
+  std::vector<Dataset> data;
+  for (const auto& c : concepts) {
+    auto d = LoadDataset(c);
+    if (!d.ok()) return d.status();
+    data.push_back(std::move(*d));
+  }
+  ThreadPool pool(threads);
+  RankOptions ro;
+  ro.pool = &pool;
+  int labeled = 0, distinct = 0;
+  auto t0 = Clock::now();
+  for (const Dataset& d : data) {
+    auto t = RankConcept(**model, d, ro);
+    if (!t.ok()) return t.status();
+    labeled += static_cast<int>(d.positive.size() + d.negative.size());
+  }
+  const double separate = Since(t0);
+  ro.progress = [&](int, int total) {
+    distinct = total;
+    return true;
+  };
+  t0 = Clock::now();
+  auto together = RankConcepts(**model, data, ro);
+  if (!together.ok()) return together.status();
+  const double joint = Since(t0);
+  json::Value out = json::Value::Object();
+  json::Value names = json::Value::Array();
+  for (const Dataset& d : data) names.Push(json::Value::String(d.concept));
+  out.Set("concepts", std::move(names));
+  out.Set("threads", json::Value::Number(pool.size()));
+  out.Set("labeled_sentences", json::Value::Number(labeled));
+  out.Set("distinct_sentences", json::Value::Number(distinct));
+  out.Set("separately_s", json::Value::Number(separate));
+  out.Set("together_s", json::Value::Number(joint));
+  out.Set("together_over_separately", json::Value::Number(separate > 0 ? joint / separate : 0));
+  std::fprintf(stderr, "  %zu concepts: separately %.2f s (%d sentences), together %.2f s (%d)\n",
+               data.size(), separate, labeled, joint, distinct);
+  return out;
+}
+
 // The CPU this was measured on (machines of this kind differ: Zen 3 AVX2, Zen 4 AVX-512 VNNI).
 json::Value MachineInfo() {
   json::Value machine = json::Value::Object();
@@ -340,6 +389,9 @@ const CommandSpec& BenchSpec() {
         "skip the load of a hostile 4,000-layer model file (written once into --work-dir)"},
        {"no-handwritten", "",
         "skip int8 on the hand-written kernels (measured by default next to XNNPACK)"},
+       {"rank-concepts", "A,B,...",
+        "several concepts ranked separately (RankConcept each) and together (each distinct\n"
+        "sentence once: RankConcepts), int8 on the model under test, at --threads"},
        {"rank-concept", "FILE",
         "concept for the ranking benchmark (default: ../shared/concepts/football.json if present; "
         "'none' to skip)"},
@@ -499,6 +551,13 @@ absl::Status RunBench(const Args& args) {
     }
     loads.Push(MeasureLoadVerify("hostile-4000-layers", hostile, p.repeats));
   }
+  json::Value multi = json::Value::Null();
+  if (args.Has("rank-concepts")) {
+    std::vector<std::string> concepts = absl::StrSplit(args.Get("rank-concepts"), ',');
+    auto m = MeasureMultiConcept(model_path, concepts, all);
+    if (!m.ok()) return m.status();
+    multi = std::move(*m);
+  }
   // Ratios within this run (the machine is shared: compare variants, not absolute numbers).
   auto rate_at = [&](const std::string& label, const std::string& prec, const std::string& engine,
                      int threads, const char* what) {
@@ -557,6 +616,7 @@ absl::Status RunBench(const Args& args) {
   result.Set("ratios", std::move(ratios));
   if (!kv_cache.items().empty()) result.Set("kv_cache", std::move(kv_cache));
   result.Set("load", std::move(loads));
+  if (!multi.is_null()) result.Set("multi_concept", std::move(multi));
   if (!ranking.is_null()) result.Set("ranking", std::move(ranking));
   const std::string text = result.Dump();
   if (args.Has("out")) {

@@ -8,6 +8,7 @@
 #include "experts/dataset.h"
 #include "experts/expert_table.h"
 #include "experts/rank.h"
+#include "experts/responses.h"
 #include "util/file_util.h"
 
 namespace selfcond::cli {
@@ -52,18 +53,23 @@ absl::StatusOr<Forcing> BuildForcingFromArgs(const Model& model,
 const CommandSpec& RankSpec() {
   static const CommandSpec s{
       "rank",
-      "selfcond rank --concept FILE --out TABLE [--model M] [options]",
+      "selfcond rank --concept FILE [--concept FILE ...] --out TABLE [--out TABLE ...]\n"
+      "              [--responses R.scr] [--model M] [options]",
       "Rank every unit of the model as an expert for a concept: run positive and negative\n"
       "sentences, max-pool each unit's response over the sentence's tokens, and score it by\n"
       "average precision. --concept takes ml-selfcond JSON or '+ '/'- ' prefixed lines;\n"
       "--positive/--negative take one sentence per line. --out x.csv writes ml-selfcond's\n"
-      "expertise.csv, anything else the native JSON table.",
+      "expertise.csv, anything else the native JSON table. Several --concept: each distinct\n"
+      "sentence of all of them runs once (one --out per concept, in order, or --out-dir).\n"
+      "--responses: rank from stored responses (selfcond responses) without running the model.",
       {{"model", "M", "model file (default: the demo model)"},
-       {"concept", "FILE", "concept dataset (JSON or +/- lines)"},
+       {"concept", "FILE", "concept dataset (JSON or +/- lines)", true},
        {"positive", "FILE", "positive sentences, one per line (with --negative)"},
        {"negative", "FILE", "negative sentences, one per line (with --positive)"},
        {"name", "NAME", "concept name (plain files; default: the file name)"},
-       {"out", "TABLE", "output table (.json native, .csv ml-selfcond)"},
+       {"out", "TABLE", "output table (.json native, .csv ml-selfcond); one per concept", true},
+       {"out-dir", "DIR", "write each concept's table as DIR/<concept>.json"},
+       {"responses", "R.scr", "stored pooled responses to rank from (selfcond responses)"},
        {"max-sentences", "N", "use at most N sentences per class (default: all)"},
        {"top", "N", "store only the N best units (default: all)"},
        {"precision", "int8|f32", "arithmetic (default int8)"},
@@ -75,37 +81,114 @@ const CommandSpec& RankSpec() {
   return s;
 }
 
-absl::Status RunRank(const Args& args) {
-  auto out = args.Required("out");
-  if (!out.ok()) return out.status();
-  // Before any work: the table must not replace an input, and its directory must be writable.
-  if (auto st = CheckOutputPath(*out, {args.Get("concept"), args.Get("positive"),
-                                       args.Get("negative"), args.Get("model")});
-      !st.ok()) {
-    return st;
+const CommandSpec& ResponsesSpec() {
+  static const CommandSpec s{
+      "responses",
+      "selfcond responses --concept FILE [--concept FILE ...] --out R.scr [--model M]",
+      "Run every distinct sentence of the concept datasets through the model once and store\n"
+      "each one's max-pooled unit responses (docs/responses-format.md), with the model's\n"
+      "hash, so that `selfcond rank --responses R.scr --concept ...` ranks any concept over\n"
+      "these sentences without running the model again.",
+      {{"model", "M", "model file (default: the demo model)"},
+       {"concept", "FILE", "concept dataset (JSON or +/- lines)", true},
+       {"out", "R.scr", "output file"},
+       {"max-sentences", "N", "use at most N sentences per class (default: all)"},
+       {"precision", "int8|f32", "arithmetic (default int8)"},
+       {"threads", "N", "threads (default: all cores)"},
+       NoVerifyFlag(),
+       CopyModelFlag()},
+      0,
+      0};
+  return s;
+}
+
+namespace {
+
+// The concepts of --concept (repeatable) or --positive/--negative.
+absl::StatusOr<std::vector<Dataset>> DatasetsFromArgs(const Args& args, int max_sentences) {
+  DatasetOptions dopts;
+  dopts.max_sentences = max_sentences;
+  std::vector<Dataset> out;
+  if (args.Has("concept")) {
+    if (args.Has("positive") || args.Has("negative")) {
+      return absl::InvalidArgumentError("give either --concept or --positive/--negative");
+    }
+    for (const std::string& path : args.GetAll("concept")) {
+      auto d = LoadDataset(path, dopts);
+      if (!d.ok()) return d.status();
+      out.push_back(std::move(*d));
+    }
+  } else if (args.Has("positive") && args.Has("negative")) {
+    auto d = LoadSentenceFiles(args.Get("positive"), args.Get("negative"),
+                               args.Get("name", "concept"), dopts);
+    if (!d.ok()) return d.status();
+    out.push_back(std::move(*d));
+  } else {
+    return absl::InvalidArgumentError("--concept FILE (or --positive and --negative) is required");
   }
+  if (args.Has("name")) {
+    if (out.size() != 1) return absl::InvalidArgumentError("--name needs a single concept");
+    out[0].concept = args.Get("name");
+  }
+  return out;
+}
+
+// Every input path of a rank/responses command (an output must not replace one of them).
+std::vector<std::string> InputPaths(const Args& args) {
+  std::vector<std::string> in = args.GetAll("concept");
+  for (const char* f : {"positive", "negative", "model", "responses"}) in.push_back(args.Get(f));
+  return in;
+}
+
+// A file name for a concept's table in --out-dir: its name with path separators replaced.
+std::string TableFileName(const std::string& concept) {
+  std::string name = concept.empty() ? "concept" : concept;
+  for (char& c : name)
+    if (c == '/' || c == '\\' || c == '\0') c = '_';
+  if (name == "." || name == "..") name = "concept";
+  return name + ".json";
+}
+
+RankOptions::Progress ProgressCallback(Progress& progress) {
+  return [&progress](int done, int total) {
+    progress.Update(static_cast<double>(done) / total,
+                    absl::StrCat(done, "/", total, " sentences"));
+    return true;
+  };
+}
+
+}  // namespace
+
+absl::Status RunRank(const Args& args) {
   auto max_sentences = args.GetInt("max-sentences", 0, 0, 1 << 30);
   auto threads = args.GetInt("threads", 0, 0, 256);
   auto top = args.GetInt("top", 0, 0, 1 << 30);
   for (const auto* st : {&max_sentences.status(), &threads.status(), &top.status()}) {
     if (!st->ok()) return *st;
   }
-  DatasetOptions dopts;
-  dopts.max_sentences = *max_sentences;
-  absl::StatusOr<Dataset> data;
-  if (args.Has("concept")) {
-    if (args.Has("positive") || args.Has("negative")) {
-      return absl::InvalidArgumentError("give either --concept or --positive/--negative");
-    }
-    data = LoadDataset(args.Get("concept"), dopts);
-  } else if (args.Has("positive") && args.Has("negative")) {
-    data = LoadSentenceFiles(args.Get("positive"), args.Get("negative"),
-                             args.Get("name", "concept"), dopts);
-  } else {
-    return absl::InvalidArgumentError("--concept FILE (or --positive and --negative) is required");
-  }
+  auto data = DatasetsFromArgs(args, *max_sentences);
   if (!data.ok()) return data.status();
-  if (args.Has("name")) data->concept = args.Get("name");
+  // One output per concept: --out in order, or --out-dir/<concept>.json.
+  std::vector<std::string> outs = args.GetAll("out");
+  if (args.Has("out-dir")) {
+    if (!outs.empty()) return absl::InvalidArgumentError("give either --out or --out-dir");
+    for (const Dataset& d : *data)
+      outs.push_back(args.Get("out-dir") + "/" + TableFileName(d.concept));
+  }
+  if (outs.size() != data->size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        data->size(), " concept(s) need as many --out (got ", outs.size(), "), or --out-dir"));
+  }
+  // Before any work: no table may replace an input or another table, and every directory must
+  // be writable.
+  for (size_t i = 0; i < outs.size(); ++i) {
+    std::vector<std::string> others = InputPaths(args);
+    for (size_t j = 0; j < i; ++j) others.push_back(outs[j]);
+    if (std::count(outs.begin(), outs.end(), outs[i]) > 1) {
+      return absl::InvalidArgumentError(absl::StrCat("output '", outs[i], "' is named twice"));
+    }
+    if (auto st = CheckOutputPath(outs[i], others); !st.ok()) return st;
+  }
   auto prec = ParsePrecision(args.Get("precision", "int8"));
   if (!prec.ok()) return prec.status();
   auto model = Model::Load(args.Get("model", DefaultModelPath()), ModelLoadOptions(args, *prec));
@@ -116,34 +199,91 @@ absl::Status RunRank(const Args& args) {
   ro.pool = &pool;
   ro.top_n = *top;
   Progress progress("rank");
-  ro.progress = [&](int done, int total) {
-    progress.Update(static_cast<double>(done) / total,
-                    absl::StrCat(done, "/", total, " sentences"));
-    return true;
-  };
+  ro.progress = ProgressCallback(progress);
   auto t0 = std::chrono::steady_clock::now();
-  auto table = RankConcept(**model, *data, ro);
-  if (!table.ok()) return table.status();
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const int n = static_cast<int>(data->positive.size() + data->negative.size());
-  progress.Done(absl::StrCat(n, " sentences, ", static_cast<int>(n / secs), " sentences/s"));
-  if (table->num_truncated > 0) {
-    std::fprintf(stderr,
-                 "warning: %d sentences longer than the context (%u tokens) were truncated\n",
-                 table->num_truncated, (*model)->config().n_ctx);
+  absl::StatusOr<std::vector<ExpertTable>> tables;
+  if (args.Has("responses")) {
+    auto store = ResponseStore::Load(args.Get("responses"));
+    if (!store.ok()) return store.status();
+    std::vector<ExpertTable> ts;
+    for (const Dataset& d : *data) {
+      auto t = store->Rank(**model, d, ro);
+      if (!t.ok()) return t.status();
+      ts.push_back(std::move(*t));
+    }
+    tables = std::move(ts);
+  } else if (data->size() == 1) {
+    auto t = RankConcept(**model, (*data)[0], ro);
+    if (!t.ok()) return t.status();
+    tables = std::vector<ExpertTable>{};
+    tables->push_back(std::move(*t));
+  } else {
+    tables = RankConcepts(**model, *data, ro);
   }
-  const bool csv = out->size() >= 4 && out->substr(out->size() - 4) == ".csv";
-  absl::Status st =
-      csv ? WriteFile(*out, ExportExpertiseCsv(*table)) : SaveExpertTable(*table, *out);
-  if (!st.ok()) return st;
-  std::printf("concept %s: %zu positive, %zu negative sentences; wrote %s\n", data->concept.c_str(),
-              data->positive.size(), data->negative.size(), out->c_str());
-  std::printf("top units:\n");
-  for (size_t i = 0; i < std::min<size_t>(10, table->units.size()); ++i) {
-    const auto& u = table->units[i];
-    std::printf("  %-34s unit %5d  ap %.4f  on_p50 %8.4f  on_p90 %8.4f  off_mean %8.4f\n",
-                u.layer_name().c_str(), u.unit, u.ap, u.on_p50, u.on_p90, u.off_mean);
+  if (!tables.ok()) return tables.status();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  int n = 0;
+  for (const Dataset& d : *data) n += static_cast<int>(d.positive.size() + d.negative.size());
+  progress.Done(absl::StrCat(n, " labeled sentences in ", absl::SixDigits(secs), " s"));
+  for (size_t i = 0; i < tables->size(); ++i) {
+    const ExpertTable& table = (*tables)[i];
+    const Dataset& d = (*data)[i];
+    if (table.num_truncated > 0) {
+      std::fprintf(stderr,
+                   "warning: %d sentences of %s longer than the context (%u tokens) were "
+                   "truncated\n",
+                   table.num_truncated, d.concept.c_str(), (*model)->config().n_ctx);
+    }
+    const std::string& out = outs[i];
+    const bool csv = out.size() >= 4 && out.substr(out.size() - 4) == ".csv";
+    absl::Status st = csv ? WriteFile(out, ExportExpertiseCsv(table)) : SaveExpertTable(table, out);
+    if (!st.ok()) return st;
+    std::printf("concept %s: %zu positive, %zu negative sentences; wrote %s\n", d.concept.c_str(),
+                d.positive.size(), d.negative.size(), out.c_str());
+    std::printf("top units:\n");
+    for (size_t k = 0; k < std::min<size_t>(10, table.units.size()); ++k) {
+      const auto& u = table.units[k];
+      std::printf("  %-34s unit %5d  ap %.4f  on_p50 %8.4f  on_p90 %8.4f  off_mean %8.4f\n",
+                  u.layer_name().c_str(), u.unit, u.ap, u.on_p50, u.on_p90, u.off_mean);
+    }
   }
+  return absl::OkStatus();
+}
+
+absl::Status RunResponses(const Args& args) {
+  auto out = args.Required("out");
+  if (!out.ok()) return out.status();
+  auto max_sentences = args.GetInt("max-sentences", 0, 0, 1 << 30);
+  auto threads = args.GetInt("threads", 0, 0, 256);
+  for (const auto* st : {&max_sentences.status(), &threads.status()}) {
+    if (!st->ok()) return *st;
+  }
+  if (auto st = CheckOutputPath(*out, InputPaths(args)); !st.ok()) return st;
+  auto data = DatasetsFromArgs(args, *max_sentences);
+  if (!data.ok()) return data.status();
+  std::vector<std::string> all;
+  for (const Dataset& d : *data) {
+    all.insert(all.end(), d.positive.begin(), d.positive.end());
+    all.insert(all.end(), d.negative.begin(), d.negative.end());
+  }
+  auto prec = ParsePrecision(args.Get("precision", "int8"));
+  if (!prec.ok()) return prec.status();
+  auto model = Model::Load(args.Get("model", DefaultModelPath()), ModelLoadOptions(args, *prec));
+  if (!model.ok()) return model.status();
+  ThreadPool pool(*threads);
+  RankOptions ro;
+  ro.precision = *prec;
+  ro.pool = &pool;
+  Progress progress("responses");
+  ro.progress = ProgressCallback(progress);
+  auto store = ResponseStore::Compute(**model, all, ro);
+  if (!store.ok()) return store.status();
+  progress.Done(absl::StrCat(store->num_sentences(), " distinct sentences"));
+  if (auto st = store->Save(*out); !st.ok()) return st;
+  std::printf("wrote %s: %lld distinct sentences (of %zu) x %lld units, %.1f MiB\n", out->c_str(),
+              static_cast<long long>(store->num_sentences()), all.size(),
+              static_cast<long long>(store->num_units()),
+              store->num_sentences() * store->num_units() * 4.0 / 1048576.0);
   return absl::OkStatus();
 }
 

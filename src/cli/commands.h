@@ -17,6 +17,8 @@ const CommandSpec& InspectSpec();
 absl::Status RunInspect(const Args& args);
 const CommandSpec& RankSpec();
 absl::Status RunRank(const Args& args);
+const CommandSpec& ResponsesSpec();
+absl::Status RunResponses(const Args& args);
 const CommandSpec& BenchSpec();
 absl::Status RunBench(const Args& args);
 const CommandSpec& ExperimentSpec();

@@ -20,9 +20,10 @@ struct Command {
 
 std::vector<Command> Commands() {
   return {
-      {&ConvertSpec(), RunConvert},       {&GenerateSpec(), RunGenerate}, {&PplSpec(), RunPpl},
-      {&InspectSpec(), RunInspect},       {&RankSpec(), RunRank},         {&BenchSpec(), RunBench},
-      {&ExperimentSpec(), RunExperiment},
+      {&ConvertSpec(), RunConvert}, {&GenerateSpec(), RunGenerate},
+      {&PplSpec(), RunPpl},         {&InspectSpec(), RunInspect},
+      {&RankSpec(), RunRank},       {&ResponsesSpec(), RunResponses},
+      {&BenchSpec(), RunBench},     {&ExperimentSpec(), RunExperiment},
   };
 }
 

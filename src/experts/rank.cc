@@ -77,6 +77,7 @@ absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartImpl(const Model& model, 
   out.num_sentences = n_total;
   out.num_units = UnitSpace(config).num_units();
   out.labels.assign(n_total, 0);
+  out.truncated.assign(n_total, 0);
   if (labeled) std::fill(out.labels.begin(), out.labels.begin() + n_pos, 1);
 
   // Tokenize everything first (cheap next to the forward passes) so that errors and the
@@ -88,6 +89,7 @@ absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartImpl(const Model& model, 
     std::vector<int32_t>& t = r->tokens_[i] = model.tokenizer().Encode(s);
     if (t.size() > n_ctx) {
       t.resize(n_ctx);
+      out.truncated[i] = 1;
       ++out.num_truncated;
     }
     if (t.empty()) {
@@ -159,19 +161,35 @@ absl::StatusOr<ExpertTable> Ranking::Finish() {
     return absl::FailedPreconditionError(
         absl::StrCat("ranking not finished: ", next_, " of ", total(), " sentences done"));
   }
-  auto ex = ComputeExpertise(pooled_.responses, pooled_.num_sentences, pooled_.num_units,
-                             pooled_.labels, pool_);
+  return ExpertTableFromResponses(model_, dataset_, pooled_.responses, pooled_.num_truncated, opts_,
+                                  pool_);
+}
+
+absl::StatusOr<ExpertTable> ExpertTableFromResponses(const Model& model, const Dataset& dataset,
+                                                     absl::Span<const float> responses,
+                                                     int num_truncated, const RankOptions& opts,
+                                                     ThreadPool* pool) {
+  const int64_t n_pos = static_cast<int64_t>(dataset.positive.size());
+  const int64_t n = n_pos + static_cast<int64_t>(dataset.negative.size());
+  const int64_t num_units = UnitSpace(model.config()).num_units();
+  if (static_cast<int64_t>(responses.size()) != n * num_units) {
+    return absl::InvalidArgumentError(absl::StrCat("responses hold ", responses.size(),
+                                                   " values, expected ", n, " x ", num_units));
+  }
+  std::vector<uint8_t> labels(static_cast<size_t>(n), 0);
+  std::fill(labels.begin(), labels.begin() + n_pos, 1);
+  auto ex = ComputeExpertise(responses, n, num_units, labels, pool);
   if (!ex.ok()) return ex.status();
   ExpertTable t =
-      MakeExpertTable(model_.config(), ex->ap, ex->on_p50, ex->on_p90, ex->off_mean, opts_.top_n);
-  t.concept = dataset_.concept;
-  t.group = dataset_.group;
-  t.model_hash = model_.hash_hex();
-  t.model_name = model_.name();
-  t.precision = opts_.precision == Precision::kF32 ? "f32" : "int8";
-  t.num_positive = static_cast<int>(dataset_.positive.size());
-  t.num_negative = static_cast<int>(dataset_.negative.size());
-  t.num_truncated = pooled_.num_truncated;
+      MakeExpertTable(model.config(), ex->ap, ex->on_p50, ex->on_p90, ex->off_mean, opts.top_n);
+  t.concept = dataset.concept;
+  t.group = dataset.group;
+  t.model_hash = model.hash_hex();
+  t.model_name = model.name();
+  t.precision = opts.precision == Precision::kF32 ? "f32" : "int8";
+  t.num_positive = static_cast<int>(n_pos);
+  t.num_negative = static_cast<int>(dataset.negative.size());
+  t.num_truncated = num_truncated;
   return t;
 }
 

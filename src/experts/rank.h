@@ -49,10 +49,20 @@ absl::Status PoolSentence(Session& session, absl::Span<const int32_t> tokens, fl
 struct PooledResponses {
   int64_t num_sentences = 0;
   int64_t num_units = 0;
-  std::vector<float> responses;  // (num_sentences, num_units) row-major
-  std::vector<uint8_t> labels;   // (num_sentences)
+  std::vector<float> responses;    // (num_sentences, num_units) row-major
+  std::vector<uint8_t> labels;     // (num_sentences)
+  std::vector<uint8_t> truncated;  // (num_sentences) 1: cut to the model's n_ctx tokens
   int num_truncated = 0;
 };
+
+// A labeled dataset's table from its pooled responses (rows: positives, then negatives, in the
+// dataset's order): the ExpertTable for the model (hash, name, unit space filled in) with every
+// unit (or opts.top_n), sorted by AP descending. Ranking::Finish and stored responses
+// (experts/responses.h) both build tables here. pool: null for the calling thread only.
+absl::StatusOr<ExpertTable> ExpertTableFromResponses(const Model& model, const Dataset& dataset,
+                                                     absl::Span<const float> responses,
+                                                     int num_truncated, const RankOptions& opts,
+                                                     ThreadPool* pool);
 
 // The ranking driver: one concept ranking, resumable. Start() validates and tokenizes the
 // dataset and creates one single-threaded Session per pool thread; each Step(n) runs n more
