@@ -143,6 +143,14 @@ json::Value MeasureModel(const std::string& label, const std::string& path, Prec
     if (data.ok()) {
       json::Value rank = json::Value::Array();
       const int n = static_cast<int>(data->positive.size() + data->negative.size());
+      // Tokens the ranking runs (each sentence cut to the context, as the ranking does).
+      int64_t tokens = 0;
+      for (const auto* side : {&data->positive, &data->negative}) {
+        for (const std::string& s : *side) {
+          tokens +=
+              std::min<int64_t>((*model)->tokenizer().Encode(s).size(), (*model)->config().n_ctx);
+        }
+      }
       for (int threads : p.threads) {
         ThreadPool pool(threads);
         RankOptions ro;
@@ -164,6 +172,33 @@ json::Value MeasureModel(const std::string& label, const std::string& path, Prec
         r.Set("sentences", json::Value::Number(n));
         r.Set("total_s", json::Value::Number(secs));
         r.Set("sentences_per_s", json::Value::Number(n / secs));
+        r.Set("tokens", json::Value::Number(static_cast<double>(tokens)));
+        r.Set("tokens_per_s", json::Value::Number(tokens / secs));
+        // Next to it, in this process: a 128-token prefill with the same pool (one session on
+        // all its threads; the ranking runs one single-threaded session per thread instead).
+        SessionOptions so;
+        so.precision = prec;
+        so.pool = &pool;
+        so.n_ctx = 128;
+        if (auto s = Session::Create(**model, so); s.ok()) {
+          std::vector<int32_t> ids(128);
+          for (int i = 0; i < 128; ++i) ids[i] = (i * 7919 + 13) % (*model)->config().vocab_size;
+          std::vector<double> ts;
+          for (int rep = 0; rep < 5; ++rep) {
+            (*s)->Reset();
+            auto t2 = Clock::now();
+            if (!(*s)->Forward(ids, Session::Logits::kNone).ok()) break;
+            ts.push_back(Since(t2));
+          }
+          if (!ts.empty()) {
+            std::sort(ts.begin(), ts.end());
+            const double pf = 128 / ts[ts.size() / 2];
+            r.Set("prefill128_tok_s", json::Value::Number(pf));
+            r.Set("ranking_over_prefill128", json::Value::Number(tokens / secs / pf));
+            std::fprintf(stderr, "  rank %dt: %.0f tok/s ranking, %.0f tok/s prefill (128)\n",
+                         pool.size(), tokens / secs, pf);
+          }
+        }
         rank.Push(std::move(r));
       }
       out.Set("ranking", std::move(rank));

@@ -390,7 +390,8 @@ absl::StatusOr<ModelFileView> ParseModelFile(absl::Span<const uint8_t> bytes) {
   return view;
 }
 
-absl::Status VerifyContentHash(absl::Span<const uint8_t> bytes) {
+absl::Status VerifyContentHash(absl::Span<const uint8_t> bytes,
+                               const std::function<void(const uint8_t*, size_t)>& hashed) {
   if (bytes.size() < sizeof(FileHeader)) {
     return absl::DataLossError("truncated: no room for the header and its content hash");
   }
@@ -398,7 +399,14 @@ absl::Status VerifyContentHash(absl::Span<const uint8_t> bytes) {
   static constexpr uint8_t kZeros[32] = {};
   sha.Update(bytes.data(), kHashOffset);
   sha.Update(kZeros, sizeof(kZeros));
-  sha.Update(bytes.subspan(kHashOffset + sizeof(kZeros)));
+  // In chunks, so that a caller can let each chunk's pages go once hashed (a mapped file would
+  // otherwise be resident whole, next to the weights packed from it).
+  static constexpr size_t kChunk = size_t{4} << 20;
+  for (size_t at = kHashOffset + sizeof(kZeros); at < bytes.size(); at += kChunk) {
+    const size_t n = std::min(kChunk, bytes.size() - at);
+    sha.Update(bytes.subspan(at, n));
+    if (hashed) hashed(bytes.data() + at, n);
+  }
   const Sha256::Digest got = sha.Final();
   absl::Span<const uint8_t> want = bytes.subspan(kHashOffset, 32);
   if (!std::equal(got.begin(), got.end(), want.begin())) {

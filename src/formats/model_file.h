@@ -31,6 +31,7 @@
 #include <array>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -191,8 +192,10 @@ struct ModelFileView {
 // content hash (see VerifyContentHash) nor the tensor set (the Model loader does).
 absl::StatusOr<ModelFileView> ParseModelFile(absl::Span<const uint8_t> bytes);
 
-// Recomputes SHA-256 and compares with the header.
-absl::Status VerifyContentHash(absl::Span<const uint8_t> bytes);
+// Recomputes SHA-256 and compares with the header. `hashed`, if set, is called with each chunk
+// of the file once it is hashed (the loader drops a mapped file's pages there).
+absl::Status VerifyContentHash(absl::Span<const uint8_t> bytes,
+                               const std::function<void(const uint8_t*, size_t)>& hashed = {});
 
 // For F32 tensors: an error naming the tensor and the first non-finite element. Other dtypes
 // (int8 / int32 cannot be non-finite) are OK. Linear in the tensor size.

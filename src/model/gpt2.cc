@@ -185,7 +185,11 @@ absl::Status Model::Build(LoadOptions opts) {
   if (!view.ok()) return view.status();
   view_ = std::move(*view);
   if (opts.verify_hash) {
-    if (auto st = VerifyContentHash(file_.bytes()); !st.ok()) return st;
+    // Hashing reads the whole file: a mapped file's pages go again as soon as they are hashed,
+    // so verification does not add the file's size to peak memory (the packing reads them back
+    // from the page cache).
+    auto drop = [this](const uint8_t* p, size_t n) { file_.DropPages(p, n); };
+    if (auto st = VerifyContentHash(file_.bytes(), drop); !st.ok()) return st;
   }
   hash_hex_ = view_.HashHex();
   auto tok = Tokenizer::Deserialize(view_.tokenizer_blob);
