@@ -166,28 +166,33 @@ absl::Status RunRank(const Args& args) {
   for (const auto* st : {&max_sentences.status(), &threads.status(), &top.status()}) {
     if (!st->ok()) return *st;
   }
+  // Before any work (even reading the datasets): no table may replace an input or another
+  // table, and every directory must be writable.
+  std::vector<std::string> outs = args.GetAll("out");
+  if (args.Has("out-dir") && !outs.empty()) {
+    return absl::InvalidArgumentError("give either --out or --out-dir");
+  }
+  auto check_outputs = [&]() -> absl::Status {
+    for (size_t i = 0; i < outs.size(); ++i) {
+      if (std::count(outs.begin(), outs.end(), outs[i]) > 1) {
+        return absl::InvalidArgumentError(absl::StrCat("output '", outs[i], "' is named twice"));
+      }
+      if (auto st = CheckOutputPath(outs[i], InputPaths(args)); !st.ok()) return st;
+    }
+    return absl::OkStatus();
+  };
+  if (auto st = check_outputs(); !st.ok()) return st;
   auto data = DatasetsFromArgs(args, *max_sentences);
   if (!data.ok()) return data.status();
   // One output per concept: --out in order, or --out-dir/<concept>.json.
-  std::vector<std::string> outs = args.GetAll("out");
   if (args.Has("out-dir")) {
-    if (!outs.empty()) return absl::InvalidArgumentError("give either --out or --out-dir");
     for (const Dataset& d : *data)
       outs.push_back(args.Get("out-dir") + "/" + TableFileName(d.concept));
+    if (auto st = check_outputs(); !st.ok()) return st;
   }
   if (outs.size() != data->size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         data->size(), " concept(s) need as many --out (got ", outs.size(), "), or --out-dir"));
-  }
-  // Before any work: no table may replace an input or another table, and every directory must
-  // be writable.
-  for (size_t i = 0; i < outs.size(); ++i) {
-    std::vector<std::string> others = InputPaths(args);
-    for (size_t j = 0; j < i; ++j) others.push_back(outs[j]);
-    if (std::count(outs.begin(), outs.end(), outs[i]) > 1) {
-      return absl::InvalidArgumentError(absl::StrCat("output '", outs[i], "' is named twice"));
-    }
-    if (auto st = CheckOutputPath(outs[i], others); !st.ok()) return st;
   }
   auto prec = ParsePrecision(args.Get("precision", "int8"));
   if (!prec.ok()) return prec.status();
