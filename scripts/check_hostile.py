@@ -14,10 +14,12 @@ import json
 import os
 import resource
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 MIB = 1 << 20
 
@@ -199,6 +201,48 @@ def main():
     # 7. rank --out naming its own input: refused before any work.
     case("rank-out-is-input", rank[:-2] + ["--concept", base_concept, "--out", base_concept], 0,
          rank + ["--concept", base_concept], "input")
+
+    # 8. `rank --out` killed at random moments (SIGKILL, and SIGTERM) over an existing table: the
+    # table is always the old one or a whole new one; SIGTERM leaves no temporary file behind.
+    small = os.path.join(args.shared, "concepts", "football_small.json")
+    table = os.path.join(work, "kept-table.json")
+    shutil.copy(demo_table, table)
+    with open(demo_table, "rb") as f:
+        old = f.read()
+    rank_small = [cli, "rank", "--model", demo_model, "--no-verify", "--threads", "1",
+                  "--concept", small, "--out", table]
+    t0 = time.monotonic()
+    subprocess.run(rank_small, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    full = time.monotonic() - t0
+    with open(table, "rb") as f:
+        new = f.read()
+    shutil.copy(demo_table, table)
+    outcomes = {"old": 0, "new": 0}
+    bad = []
+    for i, sig in enumerate([signal.SIGKILL] * 8 + [signal.SIGTERM] * 4):
+        p = subprocess.Popen(rank_small, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(full * (0.5 + 0.8 * (i % 4) / 3))  # up to past the end, where the write is
+        p.send_signal(sig)
+        p.wait()
+        with open(table, "rb") as f:
+            got = f.read()
+        if got == old:
+            outcomes["old"] += 1
+        elif got == new:
+            outcomes["new"] += 1
+            shutil.copy(demo_table, table)
+        else:
+            bad.append(f"round {i}: {len(got)} bytes, neither the old nor the new table")
+        temps = [n for n in os.listdir(work) if n.startswith("kept-table.json.tmp.")]
+        if sig == signal.SIGTERM and temps:
+            bad.append(f"round {i}: SIGTERM left {temps}")
+        for n in temps:
+            os.remove(os.path.join(work, n))
+    print(json.dumps({"case": "kill-rank-out", "rounds": 12, "outcomes": outcomes,
+                      "ok": not bad}))
+    if bad:
+        failures.append("kill-rank-out")
+        print("FAIL kill-rank-out: " + "; ".join(bad), file=sys.stderr)
 
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
