@@ -291,8 +291,42 @@ TEST_F(CApiTest, RankingStepsAndPooledResponses) {
   EXPECT_EQ(steps, 4);
   ASSERT_EQ(selfcond_ranking_responses(r, rows.data()), SELFCOND_OK);
   ASSERT_EQ(selfcond_ranking_finish(r, &e), SELFCOND_OK);
-  selfcond_experts_free(e);
   selfcond_ranking_free(r);
+
+  // The same table from statistics computed in two unit ranges (as workers would, in place in
+  // the rows with a row stride) and put together.
+  const int64_t U = info.num_units, half = U / 2;
+  const std::vector<uint8_t> labels = {1, 1, 1, 1, 0, 0, 0};
+  std::vector<float> ap(U), p50(U), p90(U), off(U);
+  for (int64_t begin : {int64_t{0}, half}) {
+    const int64_t n = begin == 0 ? half : U - half;
+    ASSERT_EQ(selfcond_expertise(rows.data() + begin, 7, n, U, labels.data(), 2, ap.data() + begin,
+                                 p50.data() + begin, p90.data() + begin, off.data() + begin),
+              SELFCOND_OK)
+        << selfcond_last_error();
+  }
+  selfcond_table_info ti = {"f", nullptr, 4, 3, 0, SELFCOND_INT8, 0};
+  selfcond_experts* from_stats = nullptr;
+  ASSERT_EQ(selfcond_experts_from_stats(model_, &ti, ap.data(), p50.data(), p90.data(), off.data(),
+                                        &from_stats),
+            SELFCOND_OK)
+      << selfcond_last_error();
+  char *a_json = nullptr, *b_json = nullptr;
+  ASSERT_EQ(selfcond_experts_to_string(e, SELFCOND_TABLE_JSON, &a_json), SELFCOND_OK);
+  ASSERT_EQ(selfcond_experts_to_string(from_stats, SELFCOND_TABLE_JSON, &b_json), SELFCOND_OK);
+  EXPECT_STREQ(a_json, b_json);  // identical tables, every unit and statistic
+  selfcond_string_free(a_json);
+  selfcond_string_free(b_json);
+  selfcond_experts_free(from_stats);
+  selfcond_experts_free(e);
+  const uint8_t all_positive[7] = {1, 1, 1, 1, 1, 1, 1};
+  EXPECT_EQ(selfcond_expertise(rows.data(), 7, U, U, all_positive, 1, ap.data(), p50.data(),
+                               p90.data(), off.data()),
+            SELFCOND_INVALID_ARGUMENT)
+      << "needs both classes";
+  EXPECT_EQ(selfcond_expertise(rows.data(), 7, U, U - 1, labels.data(), 1, ap.data(), p50.data(),
+                               p90.data(), off.data()),
+            SELFCOND_INVALID_ARGUMENT);
 
   std::vector<const char*> all = pos;
   all.insert(all.end(), neg.begin(), neg.end());

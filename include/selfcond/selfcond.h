@@ -315,6 +315,35 @@ SELFCOND_API selfcond_status selfcond_pooled_responses(const selfcond_model* mod
                                                        selfcond_progress_callback progress,
                                                        void* user_data, float* out);
 
+/* ---- expertise from pooled responses (ranking split over processes or machines) --------- */
+
+/* Each unit's statistics from its pooled responses, exactly as a ranking computes them:
+ * responses holds n_sentences rows of n_units floats, row i starting at responses + i *
+ * row_stride (so a column range of selfcond_pooled_responses' rows can be passed in place);
+ * labels (n_sentences) are 1 for positive, 0 for negative (at least one of each). Writes n_units
+ * values to each of ap, on_p50, on_p90 and off_mean. threads <= 0: all cores. */
+SELFCOND_API selfcond_status selfcond_expertise(const float* responses, int64_t n_sentences,
+                                                int64_t n_units, int64_t row_stride,
+                                                const uint8_t* labels, int threads, float* ap,
+                                                float* on_p50, float* on_p90, float* off_mean);
+
+typedef struct {
+  const char* concept; /* required */
+  const char* group;   /* may be NULL */
+  int num_positive, num_negative, num_truncated;
+  selfcond_precision precision; /* the arithmetic the responses were computed in */
+  int64_t top_n;                /* keep the best N units (0: all) */
+} selfcond_table_info;
+
+/* The expert table of the model from every unit's statistics (arrays of num_units values in
+ * unit-id order, e.g. computed by selfcond_expertise in unit ranges and concatenated): the
+ * same table selfcond_rank returns for the same responses. */
+SELFCOND_API selfcond_status selfcond_experts_from_stats(const selfcond_model* model,
+                                                         const selfcond_table_info* info,
+                                                         const float* ap, const float* on_p50,
+                                                         const float* on_p90, const float* off_mean,
+                                                         selfcond_experts** out);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif

@@ -379,6 +379,30 @@ class Model(_Handle):
         _check(status)
         return out
 
+    def experts_from_stats(self, stats, concept: str, num_positive: int, num_negative: int,
+                           group: str = "", num_truncated: int = 0, precision: str = "int8",
+                           top_n: int = 0) -> "Experts":
+        """The expert table from every unit's statistics (a dict of numpy arrays "ap", "on_p50",
+        "on_p90", "off_mean" of num_units values in unit-id order, e.g. expertise() of unit
+        ranges concatenated): the table rank() returns for the same responses."""
+        import numpy as np
+        lib = L.load()
+        n = self.info.num_units
+        arrays = []
+        for key in ("ap", "on_p50", "on_p90", "off_mean"):
+            a = np.ascontiguousarray(stats[key], dtype=np.float32)
+            if a.shape != (n,):
+                raise ValueError(f"stats[{key!r}] has shape {a.shape}, expected ({n},)")
+            arrays.append(a)
+        info = L.TableInfo(concept.encode(), group.encode() if group else None,
+                           int(num_positive), int(num_negative), int(num_truncated),
+                           _choice(_PRECISION, precision, "precision"), int(top_n))
+        out = ctypes.c_void_p()
+        _check(lib.selfcond_experts_from_stats(self._p(), ctypes.byref(info),
+                                               *[a.ctypes.data for a in arrays],
+                                               ctypes.byref(out)))
+        return Experts._wrap(self, out.value)
+
     def session(self, threads: int = 1, n_ctx: int = 0, kv: str = "f32",
                 precision: str = "int8") -> "Session":
         return Session(self, threads=threads, n_ctx=n_ctx, kv=kv, precision=precision)
@@ -731,3 +755,26 @@ class Ranking(_Child):
         out = ctypes.c_void_p()
         _check(L.load().selfcond_ranking_finish(self._p(), ctypes.byref(out)))
         return Experts._wrap(self._model, out.value)
+
+
+def expertise(responses, labels, threads: int = 1):
+    """Each unit's statistics from pooled responses, exactly as a ranking computes them.
+
+    responses: float32 array (n_sentences, n_units), e.g. a column range of
+    Model.pooled_responses() (a strided view is passed without copying); labels: n_sentences
+    values, 1 positive / 0 negative. Returns {"ap", "on_p50", "on_p90", "off_mean"}: float32
+    arrays of n_units."""
+    import numpy as np
+    lib = L.load()
+    r = np.asarray(responses)
+    if r.dtype != np.float32 or r.ndim != 2 or r.strides[1] != 4 or r.strides[0] % 4:
+        r = np.ascontiguousarray(r, dtype=np.float32)
+    lab = np.ascontiguousarray(labels, dtype=np.uint8)
+    n, u = r.shape
+    if lab.shape != (n,):
+        raise ValueError(f"labels has shape {lab.shape}, expected ({n},)")
+    out = {k: np.zeros(u, dtype=np.float32) for k in ("ap", "on_p50", "on_p90", "off_mean")}
+    _check(lib.selfcond_expertise(r.ctypes.data, n, u, r.strides[0] // 4, lab.ctypes.data,
+                                  int(threads), out["ap"].ctypes.data, out["on_p50"].ctypes.data,
+                                  out["on_p90"].ctypes.data, out["off_mean"].ctypes.data))
+    return out

@@ -121,6 +121,18 @@ class RankParams(ctypes.Structure):
     ]
 
 
+class TableInfo(ctypes.Structure):
+    _fields_ = [
+        ("concept", ctypes.c_char_p),
+        ("group", ctypes.c_char_p),
+        ("num_positive", ctypes.c_int),
+        ("num_negative", ctypes.c_int),
+        ("num_truncated", ctypes.c_int),
+        ("precision", c_enum),
+        ("top_n", ctypes.c_int64),
+    ]
+
+
 TOKEN_CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.c_int32, ctypes.POINTER(ctypes.c_char), ctypes.c_size_t, ctypes.c_void_p
 )
@@ -203,6 +215,13 @@ _PROTOTYPES = {
         [_p, _str_array, ctypes.c_size_t, ctypes.POINTER(RankParams), PROGRESS_CALLBACK,
          ctypes.c_void_p, ctypes.c_void_p],
     ),
+    "selfcond_expertise": (
+        c_status,
+        [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+         ctypes.c_int] + [ctypes.c_void_p] * 4,
+    ),
+    "selfcond_experts_from_stats": (
+        c_status, [_p, ctypes.POINTER(TableInfo)] + [ctypes.c_void_p] * 4 + [_pp]),
 }
 
 

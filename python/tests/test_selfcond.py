@@ -283,6 +283,22 @@ class RankTest(unittest.TestCase):
         self.assertTrue(math.isfinite(units[0].on_p50))
         self.assertEqual(len({u.unit_id for u in units}), model.num_units)
 
+    def test_table_from_stats_of_unit_ranges_is_the_ranked_table(self):
+        # What a distributed ranking does: statistics per unit range (strided views of the
+        # pooled responses, no copy), concatenated, then one table: identical to rank().
+        labels = [1] * len(self.pos) + [0] * len(self.neg)
+        u = model.num_units
+        cuts = [0, u // 3, 2 * u // 3, u]
+        parts = [selfcond.expertise(self.responses[:, a:b], labels, threads=2)
+                 for a, b in zip(cuts, cuts[1:])]
+        stats = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        t = model.experts_from_stats(stats, "football", len(self.pos), len(self.neg))
+        self.assertEqual(t.to_json(), self.table.to_json())
+        with self.assertRaises(selfcond.Error):  # one class only
+            selfcond.expertise(self.responses, [1] * len(labels))
+        with self.assertRaises(ValueError):
+            model.experts_from_stats({k: v[:-1] for k, v in stats.items()}, "x", 1, 1)
+
     def test_progress(self):
         total = len(self.pos) + len(self.neg)
         self.assertEqual(self.progress[0], (0, total))

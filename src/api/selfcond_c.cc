@@ -683,4 +683,74 @@ selfcond_status selfcond_pooled_responses(const selfcond_model* model, const cha
   });
 }
 
+selfcond_status selfcond_expertise(const float* responses, int64_t n_sentences, int64_t n_units,
+                                   int64_t row_stride, const uint8_t* labels, int threads,
+                                   float* ap, float* on_p50, float* on_p90, float* off_mean) {
+  return Guard([&] {
+    if (responses == nullptr || labels == nullptr || ap == nullptr || on_p50 == nullptr ||
+        on_p90 == nullptr || off_mean == nullptr) {
+      return Invalid("NULL argument");
+    }
+    if (n_sentences <= 0 || n_units <= 0 || row_stride < n_units) {
+      return Invalid(absl::StrCat("bad shape: ", n_sentences, " sentences x ", n_units,
+                                  " units, row stride ", row_stride));
+    }
+    // ComputeExpertise reads a contiguous matrix: gather the rows (a copy of the unit range).
+    std::vector<float> m(static_cast<size_t>(n_sentences) * static_cast<size_t>(n_units));
+    for (int64_t i = 0; i < n_sentences; ++i) {
+      std::memcpy(m.data() + i * n_units, responses + i * row_stride, sizeof(float) * n_units);
+    }
+    std::unique_ptr<selfcond::ThreadPool> pool;
+    if (threads != 1) pool = std::make_unique<selfcond::ThreadPool>(threads);
+    auto ex = selfcond::ComputeExpertise(
+        m, n_sentences, n_units, absl::MakeConstSpan(labels, static_cast<size_t>(n_sentences)),
+        pool.get());
+    if (!ex.ok()) return ToC(ex.status());
+    std::memcpy(ap, ex->ap.data(), sizeof(float) * n_units);
+    std::memcpy(on_p50, ex->on_p50.data(), sizeof(float) * n_units);
+    std::memcpy(on_p90, ex->on_p90.data(), sizeof(float) * n_units);
+    std::memcpy(off_mean, ex->off_mean.data(), sizeof(float) * n_units);
+    return ToC(absl::OkStatus());
+  });
+}
+
+selfcond_status selfcond_experts_from_stats(const selfcond_model* model,
+                                            const selfcond_table_info* info, const float* ap,
+                                            const float* on_p50, const float* on_p90,
+                                            const float* off_mean, selfcond_experts** out) {
+  return Guard([&] {
+    if (model == nullptr || info == nullptr || info->concept == nullptr || ap == nullptr ||
+        on_p50 == nullptr || on_p90 == nullptr || off_mean == nullptr || out == nullptr) {
+      return Invalid("NULL argument");
+    }
+    *out = nullptr;
+    auto prec = PrecisionFrom(info->precision);
+    if (!prec.ok()) return ToC(prec.status());
+    if (info->num_positive < 1 || info->num_negative < 1 || info->num_truncated < 0 ||
+        info->top_n < 0) {
+      return Invalid("table info: num_positive and num_negative must be >= 1, the rest >= 0");
+    }
+    const size_t n = static_cast<size_t>(selfcond::UnitSpace(model->model->config()).num_units());
+    selfcond::ExpertiseResult stats;
+    stats.ap.assign(ap, ap + n);
+    stats.on_p50.assign(on_p50, on_p50 + n);
+    stats.on_p90.assign(on_p90, on_p90 + n);
+    stats.off_mean.assign(off_mean, off_mean + n);
+    for (size_t i = 0; i < n; ++i) {
+      if (!(stats.ap[i] >= 0 && stats.ap[i] <= 1)) {
+        return Invalid(absl::StrCat("ap[", i, "] = ", stats.ap[i], " is not in [0, 1]"));
+      }
+    }
+    selfcond::TableInfo ti;
+    ti.concept = info->concept;
+    ti.group = info->group != nullptr ? info->group : "";
+    ti.num_positive = info->num_positive;
+    ti.num_negative = info->num_negative;
+    ti.num_truncated = info->num_truncated;
+    ti.precision = *prec;
+    ti.top_n = info->top_n;
+    return NewExperts(model, selfcond::ExpertTableFromStats(*model->model, stats, ti), false, out);
+  });
+}
+
 }  // extern "C"

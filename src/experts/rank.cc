@@ -180,16 +180,29 @@ absl::StatusOr<ExpertTable> ExpertTableFromResponses(const Model& model, const D
   std::fill(labels.begin(), labels.begin() + n_pos, 1);
   auto ex = ComputeExpertise(responses, n, num_units, labels, pool);
   if (!ex.ok()) return ex.status();
-  ExpertTable t =
-      MakeExpertTable(model.config(), ex->ap, ex->on_p50, ex->on_p90, ex->off_mean, opts.top_n);
-  t.concept = dataset.concept;
-  t.group = dataset.group;
+  TableInfo info;
+  info.concept = dataset.concept;
+  info.group = dataset.group;
+  info.num_positive = static_cast<int>(n_pos);
+  info.num_negative = static_cast<int>(dataset.negative.size());
+  info.num_truncated = num_truncated;
+  info.precision = opts.precision;
+  info.top_n = opts.top_n;
+  return ExpertTableFromStats(model, *ex, info);
+}
+
+ExpertTable ExpertTableFromStats(const Model& model, const ExpertiseResult& stats,
+                                 const TableInfo& info) {
+  ExpertTable t = MakeExpertTable(model.config(), stats.ap, stats.on_p50, stats.on_p90,
+                                  stats.off_mean, info.top_n);
+  t.concept = info.concept;
+  t.group = info.group;
   t.model_hash = model.hash_hex();
   t.model_name = model.name();
-  t.precision = opts.precision == Precision::kF32 ? "f32" : "int8";
-  t.num_positive = static_cast<int>(n_pos);
-  t.num_negative = static_cast<int>(dataset.negative.size());
-  t.num_truncated = num_truncated;
+  t.precision = info.precision == Precision::kF32 ? "f32" : "int8";
+  t.num_positive = info.num_positive;
+  t.num_negative = info.num_negative;
+  t.num_truncated = info.num_truncated;
   return t;
 }
 

@@ -18,6 +18,7 @@
 #include "absl/types/span.h"
 #include "experts/dataset.h"
 #include "experts/expert_table.h"
+#include "experts/expertise.h"
 #include "model/gpt2.h"
 #include "util/parallel.h"
 
@@ -54,6 +55,19 @@ struct PooledResponses {
   std::vector<uint8_t> truncated;  // (num_sentences) 1: cut to the model's n_ctx tokens
   int num_truncated = 0;
 };
+
+// What a table records besides its units' statistics.
+struct TableInfo {
+  std::string concept, group;
+  int num_positive = 0, num_negative = 0, num_truncated = 0;
+  Precision precision = Precision::kInt8;
+  int64_t top_n = 0;  // keep the best N units (0: all)
+};
+// The table from every unit's statistics (ExpertiseResult's arrays hold the model's num_units
+// values in unit-id order, e.g. computed in unit ranges on several machines and concatenated):
+// model hash, name and unit space filled in, units sorted by AP descending.
+ExpertTable ExpertTableFromStats(const Model& model, const ExpertiseResult& stats,
+                                 const TableInfo& info);
 
 // A labeled dataset's table from its pooled responses (rows: positives, then negatives, in the
 // dataset's order): the ExpertTable for the model (hash, name, unit space filled in) with every
