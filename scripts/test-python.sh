@@ -7,6 +7,7 @@
 #
 # Debian 12 packages needed (for scripts/install-deps.sh):
 #   python3 python3-venv python3-pip python3-setuptools python3-wheel python3-numpy pkg-config
+#   python3-dask python3-distributed (the concept library, python -m selfcond.library)
 # No network: pip installs with --no-index --no-build-isolation (setuptools, wheel and numpy come
 # from Debian through --system-site-packages).
 #
@@ -26,7 +27,8 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 say() { printf '== %s\n' "$*" >&2; }
 
 missing=()
-for p in python3-venv python3-pip python3-setuptools python3-wheel python3-numpy pkg-config; do
+for p in python3-venv python3-pip python3-setuptools python3-wheel python3-numpy python3-dask \
+  python3-distributed pkg-config; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if (( ${#missing[@]} )); then
@@ -70,7 +72,8 @@ cd "$WORK"
 say "installed: $("$VENV/bin/python" -c 'import selfcond, selfcond._libpath as p; print(selfcond.__file__, "->", p.LIBRARY)')"
 say "tests: cd $WORK && $VENV/bin/python -m unittest discover -s $REPO/python/tests -v"
 status=0
-SELFCOND_TEST_EXPECT_INSTALLED=1 "$VENV/bin/python" -m unittest discover \
+# The concept library's tests (test_library.py) start a local Dask cluster: required here.
+SELFCOND_REQUIRE_DASK=1 SELFCOND_TEST_EXPECT_INSTALLED=1 "$VENV/bin/python" -m unittest discover \
   -s "$REPO/python/tests" -v "$@" || status=$?
 cd /; rm -rf "$WORK"
 if (( status == 0 )); then say "python binding: all tests passed"; else say "python binding: FAILED"; fi

@@ -49,6 +49,6 @@ cc -std=c99 -Wall -Wextra -pedantic -Werror -o "$WORK/demo_c_pc" demo/c/main.c \
 
 if [[ -f scripts/test-python.sh ]]; then
   echo "-- Python binding (pip install ./python into a venv, tests against the prefix)"
-  bash scripts/test-python.sh "$PREFIX"
+  SELFCOND_CLI="$(cd "$BUILD" && pwd)/selfcond" bash scripts/test-python.sh "$PREFIX"
 fi
 echo "package checks passed"

@@ -315,6 +315,27 @@ SELFCOND_API selfcond_status selfcond_pooled_responses(const selfcond_model* mod
                                                        selfcond_progress_callback progress,
                                                        void* user_data, float* out);
 
+/* ---- concept datasets ------------------------------------------------------------------- */
+
+/* A concept dataset file as `selfcond rank --concept` reads it: ml-selfcond JSON, or "+ " / "- "
+ * prefixed lines (the concept is then the file's name without extension), validated (non-empty
+ * UTF-8 sentences, both classes); max_sentences > 0 keeps the first N of each class. */
+typedef struct selfcond_dataset selfcond_dataset;
+SELFCOND_API selfcond_status selfcond_dataset_load(const char* path, int max_sentences,
+                                                   selfcond_dataset** out);
+SELFCOND_API void selfcond_dataset_free(selfcond_dataset* dataset);
+typedef struct {
+  const char* concept; /* points into the dataset */
+  const char* group;   /* "" when the file has none */
+  size_t num_positive, num_negative;
+} selfcond_dataset_info;
+SELFCOND_API void selfcond_dataset_get_info(const selfcond_dataset* dataset,
+                                            selfcond_dataset_info* out);
+/* Sentence i of the positives (positive = 1) or negatives: NUL-terminated UTF-8 inside the
+ * dataset, its byte length in *size (may be NULL); NULL when i is out of range. */
+SELFCOND_API const char* selfcond_dataset_sentence(const selfcond_dataset* dataset, int positive,
+                                                   size_t i, size_t* size);
+
 /* ---- expertise from pooled responses (ranking split over processes or machines) --------- */
 
 /* Each unit's statistics from its pooled responses, exactly as a ranking computes them:

@@ -16,12 +16,13 @@ recorded at install time (pkg-config), then ctypes.util.find_library("selfcond")
 """
 
 from ._core import (Error, ExpertUnit, Experts, GenerateResult, Model, ModelInfo, Ranking,
-                    Session, Status, TokenStream, expertise, version)
+                    Session, Status, TokenStream, Dataset, expertise, load_dataset, version)
 from ._lib import LibraryNotFoundError, library_path
 
 __version__ = "0.9.0"
 
 __all__ = [
     "Error", "Status", "LibraryNotFoundError", "Model", "ModelInfo", "Experts", "ExpertUnit",
-    "Session", "GenerateResult", "TokenStream", "Ranking", "expertise", "version", "library_path",
+    "Session", "GenerateResult", "TokenStream", "Ranking", "expertise", "Dataset", "load_dataset", "version",
+    "library_path",
 ]

@@ -778,3 +778,35 @@ def expertise(responses, labels, threads: int = 1):
                                   int(threads), out["ap"].ctypes.data, out["on_p50"].ctypes.data,
                                   out["on_p90"].ctypes.data, out["off_mean"].ctypes.data))
     return out
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A concept dataset, read exactly as `selfcond rank --concept` reads it (load_dataset)."""
+    concept: str
+    group: str
+    positive: List[str]
+    negative: List[str]
+
+
+def load_dataset(path, max_sentences: int = 0) -> Dataset:
+    """ml-selfcond JSON or "+ "/"- " lines (concept = file name), validated by the library."""
+    lib = L.load()
+    out = ctypes.c_void_p()
+    _check(lib.selfcond_dataset_load(os.fsencode(os.fspath(path)), int(max_sentences),
+                                     ctypes.byref(out)))
+    try:
+        info = L.DatasetInfo()
+        lib.selfcond_dataset_get_info(out, ctypes.byref(info))
+        size = ctypes.c_size_t()
+
+        def read(positive, n):
+            v = []
+            for i in range(n):
+                p = lib.selfcond_dataset_sentence(out, positive, i, ctypes.byref(size))
+                v.append(ctypes.string_at(p, size.value).decode("utf-8"))
+            return v
+        return Dataset(info.concept.decode("utf-8"), info.group.decode("utf-8"),
+                       read(1, info.num_positive), read(0, info.num_negative))
+    finally:
+        lib.selfcond_dataset_free(out)

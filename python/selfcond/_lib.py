@@ -133,6 +133,15 @@ class TableInfo(ctypes.Structure):
     ]
 
 
+class DatasetInfo(ctypes.Structure):
+    _fields_ = [
+        ("concept", ctypes.c_char_p),
+        ("group", ctypes.c_char_p),
+        ("num_positive", ctypes.c_size_t),
+        ("num_negative", ctypes.c_size_t),
+    ]
+
+
 TOKEN_CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.c_int32, ctypes.POINTER(ctypes.c_char), ctypes.c_size_t, ctypes.c_void_p
 )
@@ -215,6 +224,11 @@ _PROTOTYPES = {
         [_p, _str_array, ctypes.c_size_t, ctypes.POINTER(RankParams), PROGRESS_CALLBACK,
          ctypes.c_void_p, ctypes.c_void_p],
     ),
+    "selfcond_dataset_load": (c_status, [ctypes.c_char_p, ctypes.c_int, _pp]),
+    "selfcond_dataset_free": (None, [_p]),
+    "selfcond_dataset_get_info": (None, [_p, ctypes.POINTER(DatasetInfo)]),
+    "selfcond_dataset_sentence": (
+        ctypes.c_void_p, [_p, ctypes.c_int, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
     "selfcond_expertise": (
         c_status,
         [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,

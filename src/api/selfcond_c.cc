@@ -31,6 +31,9 @@ struct selfcond_experts {
   selfcond::GPT2Config model_config;  // of the model it was checked against (unit ids)
   bool allow_unhashed = false;        // loaded with selfcond_experts_params.allow_unhashed
 };
+struct selfcond_dataset {
+  selfcond::Dataset dataset;
+};
 struct selfcond_session {
   const selfcond_model* model;
   std::unique_ptr<selfcond::ThreadPool> pool;  // null: single-threaded
@@ -681,6 +684,40 @@ selfcond_status selfcond_pooled_responses(const selfcond_model* model, const cha
     std::memcpy(out, pooled->responses.data(), pooled->responses.size() * sizeof(float));
     return ToC(absl::OkStatus());
   });
+}
+
+selfcond_status selfcond_dataset_load(const char* path, int max_sentences,
+                                      selfcond_dataset** out) {
+  return Guard([&] {
+    if (path == nullptr || out == nullptr) return Invalid("NULL argument");
+    *out = nullptr;
+    if (max_sentences < 0) return Invalid("max_sentences < 0");
+    selfcond::DatasetOptions o;
+    o.max_sentences = max_sentences;
+    auto ds = selfcond::LoadDataset(path, o);
+    if (!ds.ok()) return ToC(ds.status());
+    *out = new selfcond_dataset{std::move(*ds)};
+    return ToC(absl::OkStatus());
+  });
+}
+
+void selfcond_dataset_free(selfcond_dataset* dataset) { delete dataset; }
+
+void selfcond_dataset_get_info(const selfcond_dataset* dataset, selfcond_dataset_info* out) {
+  if (dataset == nullptr || out == nullptr) return;
+  out->concept = dataset->dataset.concept.c_str();
+  out->group = dataset->dataset.group.c_str();
+  out->num_positive = dataset->dataset.positive.size();
+  out->num_negative = dataset->dataset.negative.size();
+}
+
+const char* selfcond_dataset_sentence(const selfcond_dataset* dataset, int positive, size_t i,
+                                      size_t* size) {
+  if (dataset == nullptr) return nullptr;
+  const auto& v = positive ? dataset->dataset.positive : dataset->dataset.negative;
+  if (i >= v.size()) return nullptr;
+  if (size != nullptr) *size = v[i].size();
+  return v[i].c_str();
 }
 
 selfcond_status selfcond_expertise(const float* responses, int64_t n_sentences, int64_t n_units,
