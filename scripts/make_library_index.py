@@ -2,6 +2,7 @@
 """Builds a concept library index (LIB/index.json) over existing native expert tables.
 
     python3 scripts/make_library_index.py --out LIB/index.json TABLE_OR_DIR_OR_GLOB [...]
+    python3 scripts/make_library_index.py --check --out LIB/index.json TABLE ...  # up to date?
     python3 scripts/make_library_index.py --out demo/library/index.json \\
         demo/experts/football.json demo/experts/man.json demo/experts/woman.json
 
@@ -136,6 +137,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="the index to write, e.g. LIB/index.json")
+    ap.add_argument("--check", action="store_true",
+                    help="write nothing; exit 1 unless --out already holds exactly this index")
     ap.add_argument("tables", nargs="+", help="native expert tables (.json), directories or globs")
     args = ap.parse_args(argv)
     try:
@@ -145,6 +148,19 @@ def main(argv=None):
         return 1
     # The same layout as library.py's index (indent=1), plus a final newline.
     data = json.dumps(index, indent=1, ensure_ascii=False) + "\n"
+    if args.check:
+        try:
+            with open(args.out, encoding="utf-8") as f:
+                old = f.read()
+        except OSError as e:
+            old = None
+            print(f"make_library_index: {args.out}: {e}", file=sys.stderr)
+        if old != data:
+            print(f"make_library_index: {args.out} is out of date; regenerate it with the same "
+                  f"arguments without --check", file=sys.stderr)
+            return 1
+        print(f"{args.out}: up to date ({len(index['concepts'])} concepts)")
+        return 0
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = f"{args.out}.tmp.{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
