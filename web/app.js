@@ -1,6 +1,7 @@
 // The selfcond demo page: plain modern JS, no build step. All model work happens in the Web
 // Worker behind lib/selfcond.js.
 import { SelfCond } from './lib/selfcond.js';
+import { ConceptLibrary } from './library.js';
 
 const MODEL_URL = new URL('../demo/models/selfcond-mini-30m.scm', import.meta.url);
 const params = new URLSearchParams(location.search);
@@ -82,6 +83,21 @@ function clearError() {
 }
 ui.bannerClose.onclick = clearError;
 
+// The concept library browser (library.js, #library in index.html): ?library=URL, else the
+// demo's. A picked concept's table joins the concept picker like the presets.
+const library = new ConceptLibrary({
+  url: params.get('library'),
+  allowedOrigins: ALLOWED_MODEL_ORIGINS,
+  showError,
+  onTable: (key, label, table, select) => {
+    addTableOption(key, label, table);
+    if (select) {
+      ui.concept.value = key;
+      updateCharts();
+    }
+  },
+});
+
 function setStatus(text, kind = '') {
   ui.status.textContent = text;
   ui.dot.className = `dot ${kind}`;
@@ -113,6 +129,7 @@ async function start() {
   // one: whatever was running failed with the same message; the model must be loaded again.
   state.sc.addEventListener('restarted', (ev) => {
     setModelReady(false);
+    library.detach('The engine restarted: the library opens again once the model is loaded.');
     state.tables.clear();
     ui.concept.replaceChildren();
     updateCharts();
@@ -138,6 +155,7 @@ function setModelReady(ready) {
 async function loadModelAndTables() {
   clearError();
   setModelReady(false);
+  library.detach();
   ui.loadModel.hidden = true;
   const modelUrl = params.get('model') ?? MODEL_URL;
   const abort = new AbortController();
@@ -195,6 +213,7 @@ async function loadModelAndTables() {
   setStatus(`Ready · ${state.sc.threaded ? `${rt.threads} threads` : '1 thread'}`, 'ready');
   setModelReady(true);
   updateCharts();
+  library.attach(state.sc);  // not awaited: the page is usable while the index loads
   document.body.dataset.ready = '1';
 }
 

@@ -4,6 +4,7 @@
 const CACHE = 'selfcond-v1';
 const APP = [
   './', 'index.html', 'style.css', 'app.js', 'lib/selfcond.js', 'lib/worker.js',
+  'library.js', 'library.css', '../demo/library/index.json',
   'wasm/loader.mjs', 'wasm/selfcond.mjs', 'wasm/selfcond.wasm',
   '../demo/experts/football.json', '../demo/experts/woman.json', '../demo/experts/man.json',
   '../demo/models/selfcond-mini-30m.scm',
