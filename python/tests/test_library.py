@@ -106,6 +106,20 @@ class LibraryTest(unittest.TestCase):
         self.assertLess(stats["sentences_distinct"], stats["sentences_labeled"])  # shared negatives
         index = self.expect_tables_as_rank(out)
         self.assertEqual(len(index["concepts"]), 3)
+        # The app's library browser reads this index: the same fields as the indexer of existing
+        # tables (scripts/make_library_index.py, whose output web/tests/library.test.mjs checks).
+        other = os.path.join(self.tmp, "reindexed.json")
+        subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_library_index.py"),
+                        "--out", other, os.path.join(out, "tables")], check=True,
+                       capture_output=True)
+        with open(other, encoding="utf-8") as f:
+            re_index = json.load(f)
+        self.assertEqual(re_index["format"], index["format"])
+        self.assertEqual(re_index["model"]["hash"], index["model"]["hash"])
+        keys = ("concept", "group", "num_positive", "num_negative", "num_truncated", "best_ap",
+                "best_unit")
+        self.assertEqual([{k: c[k] for k in keys} for c in re_index["concepts"]],
+                         [{k: c[k] for k in keys} for c in index["concepts"]])
         # Adding a concept computes only its new sentences; the others are not ranked again.
         stats = self.build(out, "--concepts", self.extra)
         self.assertEqual(stats["sentences_computed"], 1)
