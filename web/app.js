@@ -359,7 +359,7 @@ async function rankCustom() {
   ui.rankCancel.hidden = false;
   ui.rankProgress.hidden = false;
   ui.downloads.hidden = true;
-  ui.rankFill.style.width = '0%';
+  ui.rankFill.style.transform = 'scaleX(0)';
   ui.rankLabel.textContent = 'starting…';
   const abort = new AbortController();
   state.rankAbort = abort;
@@ -368,7 +368,7 @@ async function rankCustom() {
     const table = await state.sc.rank({
       concept: name, positive, negative, signal: abort.signal,
       onProgress: ({ done, total }) => {
-        ui.rankFill.style.width = `${(100 * done) / Math.max(total, 1)}%`;
+        ui.rankFill.style.transform = `scaleX(${done / Math.max(total, 1)})`;
         ui.rankLabel.textContent = `${done} / ${total} sentences`;
       },
     });
