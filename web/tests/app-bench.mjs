@@ -17,7 +17,7 @@
 // load from other processes hits both alike. The first Generate and the first ranking after
 // the page loaded are reported separately (cold): the JIT and first allocations are in them.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServer, repoDir, webDir } from './harness.mjs';
@@ -38,6 +38,58 @@ function baselineRoot(rev) {
   symlinkSync(webDir, join(dir, 'web-new'));
   const commit = execFileSync('git', ['-C', repoDir, 'rev-parse', '--short', rev], { encoding: 'utf8' }).trim();
   return { dir, commit, engineLib: '/web-new/lib/selfcond.js', cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+// CPU time (ms) of this process's descendants (the browser) by thread kind, from /proc (Linux;
+// null elsewhere): the engine's threads are Web Workers ("DedicatedWorker": the library's worker
+// and the threaded build's pthreads), everything else is the browser's own work for the page
+// (main thread, compositor, raster, viz). Independent of other processes' load, unlike times.
+function cpuSnapshot() {
+  try {
+    const hz = 100;  // USER_HZ
+    const parent = new Map();
+    const pids = readdirSync('/proc').filter((x) => /^\d+$/.test(x));
+    for (const pid of pids) {
+      try {
+        const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        parent.set(pid, st.slice(st.lastIndexOf(')') + 2).split(' ')[1]);
+      } catch {}
+    }
+    const mine = (pid) => {
+      for (let p = pid, i = 0; p && p !== '0' && p !== '1' && i < 32; p = parent.get(p), i++) if (p === String(process.pid)) return true;
+      return false;
+    };
+    const threads = new Map();
+    for (const pid of pids.filter((p) => p !== String(process.pid) && mine(p))) {
+      let tids = [];
+      try {
+        tids = readdirSync(`/proc/${pid}/task`);
+      } catch {}
+      for (const tid of tids) {
+        try {
+          const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+          const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+          const comm = st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'));
+          threads.set(`${pid}/${tid}`, { worker: /Worker/.test(comm) && !/ThreadPool/.test(comm), ms: ((+f[11]) + (+f[12])) * 1000 / hz });
+        } catch {}
+      }
+    }
+    return threads;
+  } catch {
+    return null;
+  }
+}
+
+function cpuSince(before) {
+  const after = cpuSnapshot();
+  if (!before || !after) return null;
+  const out = { engine_workers_ms: 0, other_ms: 0 };
+  for (const [id, t] of after) {
+    const d = t.ms - (before.get(id)?.ms ?? 0);
+    if (t.worker) out.engine_workers_ms += d;
+    else out.other_ms += d;
+  }
+  return out;
 }
 
 // ---- in the page (page.evaluate: these functions are serialized, they cannot use closures) ----
@@ -201,9 +253,13 @@ async function repeatOnce(v, { positive, negative, streamTokens, log }) {
   x.engineFirst = await page.evaluate(engineDecode, { prompt: PROMPT, decodeTokens: 1, sampling: APP_SAMPLING });
   x.appTtft = await page.evaluate(appGenerate, { maxTokens: 30 });
   x.engineGreedy = await page.evaluate(engineDecode, { prompt: PROMPT, decodeTokens: streamTokens });
+  let cpu = cpuSnapshot();
   x.appStream = await page.evaluate(appGenerate, { maxTokens: streamTokens });
+  x.appStreamCpu = cpuSince(cpu);
   x.engineSampled = await page.evaluate(engineDecode, { prompt: PROMPT, decodeTokens: streamTokens, sampling: APP_SAMPLING });
+  cpu = cpuSnapshot();
   x.apiStream = await page.evaluate(apiStream, { prompt: PROMPT, maxTokens: streamTokens, sampling: APP_SAMPLING });
+  x.apiStreamCpu = cpuSince(cpu);
   v.runs.push(x);
   log(`    ${v.label} #${v.runs.length}: rank app ${x.appRank.resultMs.toFixed(0)} / engine ${x.engineRank.totalMs.toFixed(0)} ms; ` +
     `ttft app ${x.appTtft.firstMs.toFixed(1)} / engine ${x.engineFirst.firstTokenMs.toFixed(1)} ms; ` +
@@ -261,6 +317,12 @@ function summarize(v, { positive, negative, streamTokens }) {
       engine_decode_sampled_tok_s: m((x) => decodeTps(x.engineSampled)),
       ratio: m((x) => appTps(x.appStream) / decodeTps(x.engineGreedy)),
       ratio_vs_sampled: m((x) => appTps(x.appStream) / decodeTps(x.engineSampled)),
+      // CPU time of the browser's threads during the app's run and during the same two streams
+      // through the API: the engine's (workers) and everything else (the page's rendering).
+      cpu_ms: runs[0].appStreamCpu ? {
+        app_engine_workers: m((x) => x.appStreamCpu.engine_workers_ms), app_other: m((x) => x.appStreamCpu.other_ms),
+        api_engine_workers: m((x) => x.apiStreamCpu.engine_workers_ms), api_other: m((x) => x.apiStreamCpu.other_ms),
+      } : null,
     },
     hardware_concurrency: env.hardwareConcurrency,
     page_errors: v.problems,
