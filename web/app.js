@@ -255,6 +255,37 @@ function renderStart(el, prompt) {
   return body;
 }
 
+// Streams text into `body`: tokens are collected and appended to one text node at most every
+// TEXT_UPDATE_MS. Setting textContent per token (as before) replaced the node each time and made
+// the page restyle, lay out, repaint and re-raster for every token of both streams: with two
+// streams at ~200 tokens/s each, the page's rendering took about half a core, which on a 2-core
+// machine came out of the engine's share (web/README.md, "App speed"). The first text is
+// written at once (time to first token); flush() writes what is pending (before the result).
+const TEXT_UPDATE_MS = 100;
+function textSink(body) {
+  const node = document.createTextNode('');
+  body.append(node);
+  let pending = '';
+  let timer = 0;
+  const flush = () => {
+    clearTimeout(timer);
+    timer = 0;
+    if (pending) node.appendData(pending);
+    pending = '';
+  };
+  return {
+    push(text) {
+      if (!node.length) {
+        node.appendData(text);
+        return;
+      }
+      pending += text;
+      timer ||= setTimeout(flush, TEXT_UPDATE_MS);
+    },
+    flush,
+  };
+}
+
 async function generate() {
   clearError();
   const prompt = ui.prompt.value;
@@ -286,18 +317,19 @@ async function generate() {
   ];
   state.running = columns.map((c) => {
     const body = renderStart(c.el, prompt);
+    const sink = textSink(body);
     c.meta.textContent = 'generating…';
-    const h = state.sc.generate({ ...opts, experts: c.experts, forcing }, (t) => {
-      body.textContent += t.text;
-    });
+    const h = state.sc.generate({ ...opts, experts: c.experts, forcing }, (t) => sink.push(t.text));
     c.finished = h.done.then(
       (r) => {
+        sink.flush();
         body.classList.remove('caret');
         const why = { eos: 'end of text', max_tokens: '', context_full: 'context full', cancelled: 'stopped' }[r.stop] ?? r.stop;
         c.meta.textContent = `${r.tokens} tokens${r.tokensPerSecond ? ` · ${r.tokensPerSecond.toFixed(1)} tok/s` : ''}${why ? ` · ${why}` : ''}`;
         return h;
       },
       (e) => {
+        sink.flush();
         body.classList.remove('caret');
         c.meta.textContent = 'error';
         const err = document.createElement('div');
@@ -346,7 +378,7 @@ async function rankCustom() {
   ui.rankCancel.hidden = false;
   ui.rankProgress.hidden = false;
   ui.downloads.hidden = true;
-  ui.rankFill.style.width = '0%';
+  ui.rankFill.style.transform = 'scaleX(0)';
   ui.rankLabel.textContent = 'starting…';
   const abort = new AbortController();
   state.rankAbort = abort;
@@ -355,7 +387,7 @@ async function rankCustom() {
     const table = await state.sc.rank({
       concept: name, positive, negative, signal: abort.signal,
       onProgress: ({ done, total }) => {
-        ui.rankFill.style.width = `${(100 * done) / Math.max(total, 1)}%`;
+        ui.rankFill.style.transform = `scaleX(${done / Math.max(total, 1)})`;
         ui.rankLabel.textContent = `${done} / ${total} sentences`;
       },
     });

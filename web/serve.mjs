@@ -61,12 +61,17 @@ const ENGINE_WORKER_CSP = [
   "default-src 'self'", "script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'", "worker-src 'self'",
   "connect-src 'self'", "object-src 'none'", "base-uri 'none'",
 ].join('; ');
-const ENGINE_WORKERS = ['/web/lib/worker.js', '/web/wasm/selfcond-mt.worker.js', '/wasm/dist/selfcond-mt.worker.js'];
+// Matched by the end of the path: the app's own copies (/web/lib/worker.js,
+// /web/wasm/selfcond-mt.worker.js, /wasm/dist/selfcond-mt.worker.js) and those of another copy of
+// web/ served from the same root (web/tests/bench.mjs --app --baseline serves a previous
+// commit's web/ next to this one).
+const ENGINE_WORKER_SUFFIXES = ['/lib/worker.js', '/wasm/selfcond-mt.worker.js', '/dist/selfcond-mt.worker.js'];
+const isEngineWorker = (pathname) => ENGINE_WORKER_SUFFIXES.some((s) => pathname.endsWith(s));
 
 function commonHeaders(extra = {}, pathname = '') {
   const h = {
     'Cache-Control': 'no-cache', 'X-Content-Type-Options': 'nosniff',
-    'Content-Security-Policy': ENGINE_WORKERS.includes(pathname) ? ENGINE_WORKER_CSP : PAGE_CSP,
+    'Content-Security-Policy': isEngineWorker(pathname) ? ENGINE_WORKER_CSP : PAGE_CSP,
     'Referrer-Policy': 'no-referrer',
     ...extra,
   };

@@ -139,8 +139,18 @@ export interface RankOptions {
 export interface BenchResult {
   promptTokens: number;
   prefillMs: number;
+  /** Prefill plus the first step (which samples the first token): the engine's time to first token. */
+  firstTokenMs: number;
   decodeTokens: number;
   decodeMs: number;
+}
+
+export interface BenchRankResult {
+  sentences: number;
+  startMs: number;
+  stepMs: number;
+  finishMs: number;
+  totalMs: number;
 }
 
 export interface MemoryInfo {
@@ -202,7 +212,10 @@ export declare class SelfCond extends EventTarget {
   tokenize(text: string): Promise<number[]>;
   detokenize(ids: ArrayLike<number>): Promise<string>;
   /** Greedy prefill + decode of decodeTokens tokens, timed inside the worker. */
-  bench(opts: { prompt: string; decodeTokens?: number }): Promise<BenchResult>;
+  /** Benchmark helper: prefill + decode timed inside the worker (greedy unless `sampling`). */
+  bench(opts: { prompt: string; decodeTokens?: number; sampling?: { temperature?: number; topK?: number; topP?: number; seed?: number } }): Promise<BenchResult>;
+  /** Benchmark helper: the engine's own ranking time (start, all sentences, finish) in the worker. */
+  benchRank(opts: { positive: string[]; negative: string[]; concept?: string; topN?: number }): Promise<BenchRankResult>;
   /** Memory of the engine (the worker's WebAssembly memory and what the model accounts for). */
   memory(): Promise<MemoryInfo>;
   terminate(): void;

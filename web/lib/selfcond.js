@@ -170,14 +170,22 @@ export class SelfCond extends EventTarget {
       this.dispatchEvent(new CustomEvent('restarted', { detail: { error: m.error } }));
       return;
     }
-    if (m.event) {
-      const key = m.event === 'token' ? m.gen : m.id;
-      try {
-        this._listeners.get(key)?.(m);
-      } catch (e) {
-        // A throwing callback must not stop the messages (and answers) that follow.
-        console.warn(`selfcond: a ${m.event} callback threw: ${e?.message ?? e}`);
+    if (m.event === 'tokens') {
+      // The worker sends the tokens of all running generations together, at most one message
+      // per frame or so (worker.js FLUSH_MS); the callbacks still get one call per token.
+      for (const b of m.batches) {
+        const listener = this._listeners.get(b.gen);
+        if (!listener) continue;
+        let index = b.index - b.tokens.filter((t) => t >= 0).length;
+        for (let i = 0; i < b.tokens.length; i++) {
+          if (b.tokens[i] >= 0) index++;
+          this._callListener(listener, m.event, { event: 'token', gen: b.gen, text: b.texts[i], token: b.tokens[i], index });
+        }
       }
+      return;
+    }
+    if (m.event) {
+      this._callListener(this._listeners.get(m.id), m.event, m);
       return;
     }
     const p = this._pending.get(m.id);
@@ -186,6 +194,15 @@ export class SelfCond extends EventTarget {
     this._listeners.delete(m.id);
     if (m.ok) p.resolve(m.result);
     else p.reject(m.name === 'AbortError' ? new DOMException(m.error, 'AbortError') : new Error(m.error));
+  }
+
+  _callListener(listener, event, m) {
+    try {
+      listener?.(m);
+    } catch (e) {
+      // A throwing callback must not stop the messages (and answers) that follow.
+      console.warn(`selfcond: a ${event} callback threw: ${e?.message ?? e}`);
+    }
   }
 
   _call(op, args = {}, transfer = [], listener = null, id = this._next++) {
@@ -329,9 +346,22 @@ export class SelfCond extends EventTarget {
     return this._call('detokenize', { ids: Array.from(ids) });
   }
 
-  /** Benchmark helper: greedy prefill + decode timed inside the worker. */
-  bench({ prompt, decodeTokens = 64 }) {
-    return this._call('bench', { prompt, decodeTokens });
+  /**
+   * Benchmark helper: prefill + decode timed inside the worker, greedy unless sampling
+   * ({temperature, topK, topP, seed}) is given.
+   * -> {promptTokens, prefillMs, firstTokenMs, decodeTokens, decodeMs}
+   */
+  bench({ prompt, decodeTokens = 64, sampling }) {
+    return this._call('bench', { prompt, decodeTokens, sampling });
+  }
+
+  /**
+   * Benchmark helper: the engine's own time to rank a concept, timed inside the worker in one
+   * go (start, all sentences, finish; no progress, no table for the page; the table is
+   * dropped). -> {sentences, startMs, stepMs, finishMs, totalMs}
+   */
+  benchRank({ positive, negative, concept = 'bench', topN = 0 }) {
+    return this._call('benchRank', { positive, negative, concept, topN });
   }
 
   /**

@@ -2,7 +2,9 @@
 //
 // Protocol (page -> worker): {id, op, ...args}; the worker answers each request with
 // {id, ok: true, result} or {id, ok: false, error, name?} (name 'AbortError' for a cancelled
-// load), and streams events meanwhile: {event: 'token', gen, text, token, index},
+// load), and streams events meanwhile: {event: 'tokens', batches: [{gen, tokens: [id...],
+// texts: [text...], index: the last token's}]} (the tokens of every running generation since
+// the last such event, see flushTokens),
 // {event: 'progress', id, done, total} (ranking), {event: 'progress', id, phase: 'load'} (the
 // model's bytes reached the engine), {event: 'restarted', error} (the engine was lost and
 // replaced by a fresh instance: the model must be loaded again).
@@ -20,12 +22,29 @@
 // every generation and the ranking (wasm memory never shrinks, so each extra copy would stay
 // for good). Each concurrent generation runs on a Session of that model (its own KV cache and
 // forcing); sessions are created on demand, up to MAX_SESSIONS, and reused. The worker
-// interleaves the running generations one token each in turn, and ranking batches with them,
-// yielding to the event loop in between so cancel requests get through. Everything runs on this
-// one thread, so the model's thread pool is never used by two calls at once.
+// interleaves the running generations one token each in turn for up to SLICE_MS, then yields to
+// the event loop so cancel requests (and the ranking's batches) get through. Tokens go to the
+// page in batches, at most every FLUSH_MS (a generation's first token at once). Everything runs
+// on this one thread, so the model's thread pool is never used by two calls at once.
 import { loadSelfcond, engineFailure, MAX_WASM_MEMORY } from '../wasm/loader.mjs';
 
 const MAX_SESSIONS = 4;
+// How long the scheduler steps generations before it yields to the event loop. Yielding after
+// every round (one token per stream) cost a task switch per token, and with the tokens posted
+// one message each, the page handled ~400 messages/s during two streams; measured with
+// `node web/tests/bench.mjs --app` (web/README.md). 10 ms keeps a cancel or a ranking batch
+// waiting at most about one frame.
+const SLICE_MS = 10;
+// Tokens are sent to the page at most every FLUSH_MS (one message for all streams): the page
+// cannot show them faster than it paints (~16 ms), and each message is a task on its main
+// thread, which on a small machine competes with the engine's threads for the cores.
+const FLUSH_MS = 16;
+// Ranking: sentences per rankStep are chosen so that one step takes about this long (a step
+// cannot be interrupted: cancel waits for it), shorter while generations stream next to it.
+// Small steps (threads x 2 sentences, as before) left the pthreads idle at the end of each
+// step while the last sentence finished, and posted a progress message per step.
+const RANK_STEP_MS = 100;
+const RANK_STEP_MS_STREAMING = 20;
 
 let Module = null;
 let runtime = null;     // {threaded, threads, backend, pthreads, restarts}
@@ -392,30 +411,42 @@ async function startGeneration({ gen, prompt, opts }) {
 
 function finishGen(g, result, error) {
   if (!gens.has(g.gen)) return;  // already finished (e.g. by an engine failure)
+  // Its last tokens go out before its answer: the page must see every token before `done`.
+  if (pendingTokens.has(g.gen)) flushTokens();
+  if (!gens.has(g.gen)) return;  // sending them failed, and failed g
   gens.delete(g.gen);
   g.s.busy = null;
   if (error) g.reject(error);
   else g.resolve(result);
 }
 
-// Steps every running generation by one token in turn until none is left. Never throws (it is
-// not awaited by anyone): a throw while stepping or streaming one generation fails that
-// generation; an engine failure fails all of them (handleFailure).
+// Steps every running generation by one token in turn until none is left, yielding to the event
+// loop every SLICE_MS. Never throws (it is not awaited by anyone): a throw while stepping or
+// streaming one generation fails that generation; an engine failure fails all of them
+// (handleFailure).
 async function runScheduler() {
   if (scheduling) return;
   scheduling = true;
   try {
     while (gens.size) {
-      for (const g of [...gens.values()]) {
-        // An earlier generation of this round may have failed the engine and with it this one.
-        if (!gens.has(g.gen)) continue;
-        try {
-          stepGen(g);
-        } catch (err) {
-          const e = await handleFailure(err);
-          if (gens.has(g.gen)) finishGen(g, null, e);
+      const sliceEnd = performance.now() + SLICE_MS;
+      do {
+        for (const g of [...gens.values()]) {
+          // An earlier generation of this round may have failed the engine and with it this one.
+          if (!gens.has(g.gen)) continue;
+          try {
+            stepGen(g);
+          } catch (err) {
+            const e = await handleFailure(err);
+            if (gens.has(g.gen)) finishGen(g, null, e);
+          }
         }
-      }
+        // A first token ends the slice: another generation started with it (the app starts two
+        // at once) may be waiting in the event queue for its prefill.
+        const first = flushNow;
+        if (pendingTokens.size && (flushNow || performance.now() - lastFlush >= FLUSH_MS)) flushTokens();
+        if (first) break;
+      } while (gens.size && performance.now() < sliceEnd);
       await yieldToEvents();
     }
   } catch (err) {
@@ -427,7 +458,39 @@ async function runScheduler() {
   }
 }
 
-// One token of generation g: steps its session, streams the token, finishes g when done.
+// Tokens not yet sent to the page: gen id -> {gen, tokens, texts, index}.
+const pendingTokens = new Map();
+let lastFlush = 0;
+let flushNow = false;  // a generation has its first token: send it at once (time to first token)
+
+// Sends every pending token in one 'tokens' event. If it cannot be sent, the generations whose
+// tokens were in it fail (a token the page never sees would silently corrupt the text); an
+// engine failure (only an injected one can get here) fails everything and restarts the engine.
+function flushTokens() {
+  if (!pendingTokens.size) return;
+  const batches = [...pendingTokens.values()];
+  pendingTokens.clear();
+  flushNow = false;
+  lastFlush = performance.now();
+  try {
+    fault('post');
+    if (!post({ event: 'tokens', batches })) {
+      fail(`could not send tokens ${batches.map((b) => `${b.index - b.tokens.length + 1}-${b.index}`).join(', ')} to the page`);
+    }
+  } catch (err) {
+    if (engineFailure(err)) {
+      handleFailure(err);  // fails every generation at once, then replaces the engine
+      return;
+    }
+    for (const b of batches) {
+      const g = gens.get(b.gen);
+      if (g) finishGen(g, null, err);
+    }
+  }
+}
+
+// One token of generation g: steps its session, queues the token for the page, finishes g when
+// done (finishGen sends its pending tokens first).
 function stepGen(g) {
   if (g.cancelled) g.s.session.cancel();  // the next step reports stop 'cancelled'
   fault('step');
@@ -437,13 +500,16 @@ function stepGen(g) {
     return;
   }
   if (r.token >= 0 || r.text) {
-    if (r.token >= 0 && !g.index) g.tFirst = performance.now();
-    if (r.token >= 0) g.index++;
-    fault('post');
-    // A token the page never sees would silently corrupt the text: fail the generation.
-    if (!post({ event: 'token', gen: g.gen, text: r.text, token: r.token, index: g.index })) {
-      fail(`could not send token ${g.index} to the page`);
+    if (r.token >= 0 && !g.index) {
+      g.tFirst = performance.now();
+      flushNow = true;
     }
+    if (r.token >= 0) g.index++;
+    let b = pendingTokens.get(g.gen);
+    if (!b) pendingTokens.set(g.gen, (b = { gen: g.gen, tokens: [], texts: [], index: 0 }));
+    b.tokens.push(r.token);
+    b.texts.push(r.text);
+    b.index = g.index;
   }
   if (r.done) {
     const ms = performance.now() - g.t0;
@@ -470,9 +536,10 @@ async function rank({ id, concept, positive, negative, topN, batch }) {
   ranking = { id, cancelled: false, lost: null };
   try {
     const total = start.total;
-    const step = Math.max(1, batch ?? runtime.threads * 2);
+    const threads = runtime.threads;
     const t0 = performance.now();
     let done = 0;
+    let msPerSentence = 0;  // measured on the steps so far
     post({ event: 'progress', id, done, total });
     while (done < total) {
       if (ranking.lost) throw ranking.lost;  // the engine failed under us (in a generation's step)
@@ -481,7 +548,15 @@ async function rank({ id, concept, positive, negative, topN, batch }) {
         fail('ranking cancelled');
       }
       fault('rankStep');
+      // `batch` (tests) fixes the step; otherwise as many sentences as fit in the step's time
+      // (a multiple of the threads: each takes whole sentences), the first step `threads`.
+      const target = gens.size ? RANK_STEP_MS_STREAMING : RANK_STEP_MS;
+      const step = batch > 0 ? batch : msPerSentence > 0
+        ? Math.max(threads, Math.round(target / msPerSentence / threads) * threads) : threads;
+      const ts = performance.now();
+      const before = done;
       done = check(model.rankStep(step), 'ranking').done;
+      if (done > before) msPerSentence = (performance.now() - ts) / (done - before);
       post({ event: 'progress', id, done, total });
       await yieldToEvents();
     }
@@ -494,25 +569,50 @@ async function rank({ id, concept, positive, negative, topN, batch }) {
   }
 }
 
-// Benchmark helper: prefill a prompt, then decode greedily n tokens; times both here (no
-// message round trips in the measurement).
-function bench({ prompt, decodeTokens }) {
+// Benchmark helper: prefill a prompt, then decode n tokens; times both here (no message round
+// trips in the measurement). Greedy unless `sampling` ({temperature, topK, topP, seed}) says
+// otherwise (the app's settings, to see what sampling costs next to greedy decoding).
+// firstTokenMs: prefill plus the first step (which samples from the prefill logits), i.e. the
+// engine's own time to first token.
+function bench({ prompt, decodeTokens, sampling }) {
   requireModel();
   const s = takeSession('bench', model.tokenize(prompt).length + Math.max(1, decodeTokens));
   try {
     const e = s.session;
     e.clearForcing();
     const t0 = performance.now();
-    const r = check(e.startGeneration(prompt, { maxNewTokens: decodeTokens, temperature: 0, stopAtEos: false }));
+    const r = check(e.startGeneration(prompt, { temperature: 0, ...sampling, maxNewTokens: decodeTokens, stopAtEos: false }));
     const t1 = performance.now();
     let n = 0;
-    for (let x; !(x = check(e.step())).done;) if (x.token >= 0) n++;
+    let firstTokenMs = 0;
+    // (The step that finishes the generation may carry its last token: counted too.)
+    for (let x = { done: false }; !x.done;) {
+      x = check(e.step());
+      if (x.token >= 0 && n++ === 0) firstTokenMs = performance.now() - t0;
+    }
     const t2 = performance.now();
     // The first step samples from the prefill logits: n tokens need n - 1 forward passes.
-    return { promptTokens: r.promptTokens, prefillMs: t1 - t0, decodeTokens: n, decodeMs: t2 - t1 };
+    return { promptTokens: r.promptTokens, prefillMs: t1 - t0, firstTokenMs, decodeTokens: n, decodeMs: t2 - t1 };
   } finally {
     s.busy = null;
   }
+}
+
+// Benchmark helper: the engine's own time to rank a concept, all in one go here (no yielding,
+// no progress messages, no table summary for the page): startRanking, every sentence in one
+// rankStep, finishRanking. The table is removed again.
+function benchRank({ concept, positive, negative, topN }) {
+  requireModel();
+  if (ranking) fail('a ranking is already running');
+  const t0 = performance.now();
+  const start = check(model.startRanking(concept || 'bench', positive ?? [], negative ?? [], { topN: topN ?? 0 }), 'ranking');
+  const t1 = performance.now();
+  check(model.rankStep(start.total), 'ranking');
+  const t2 = performance.now();
+  const r = check(model.finishRanking(), 'ranking');
+  const t3 = performance.now();
+  model.removeExpertTable(r.id);
+  return { sentences: start.total, startMs: t1 - t0, stepMs: t2 - t1, finishMs: t3 - t2, totalMs: t3 - t0 };
 }
 
 // Memory of the engine: the wasm memory (it only grows: the peak of everything allocated so
@@ -541,7 +641,7 @@ function detokenize({ ids }) {
 }
 
 const OPS = {
-  init, loadModel, detokenize, addTable, exportTable, removeTable, startGeneration, cancel, rank, bench, tokenize, memory,
+  init, loadModel, detokenize, addTable, exportTable, removeTable, startGeneration, cancel, rank, bench, benchRank, tokenize, memory,
   info: () => (modelInfo ? { ...modelInfo, ...runtime, restarts } : { ...runtime, restarts }),
   __injectFault: injectFault,
 };

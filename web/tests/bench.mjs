@@ -7,6 +7,11 @@
 //   node web/tests/bench.mjs [--out docs/browser-bench.json] [--sentences 200] [--repeats 3]
 //                            [--small build/bench-work/gpt2-small-shaped.scm | --small none]
 //   node web/tests/bench.mjs --verify-cost [--out file.json]
+//   node web/tests/bench.mjs --app [--repeats 5] [--baseline REV] [--out docs/browser-bench.json]
+// --app: the app-level benchmark (app-bench.mjs): the real page (index.html) clicked against the
+// engine alone in the same page: ranking 20 + 20 sentences of football.json, time to first
+// token, both streams' throughput; both builds. --baseline REV also measures REV's web/ in the
+// same session. With --out, an existing file's engine figures are kept, its "app" replaced.
 // --verify-cost: only the cost of verifying the model's content hash on load (the default),
 // for the demo model: one load with and one without verification per build (bench.js
 // measureVerify), nothing else.
@@ -15,10 +20,11 @@
 // Ranking uses the first N/2 positive and N/2 negative sentences of
 // $SELFCOND_SHARED_DIR/concepts/football.json (default ../shared), or bench.html's own sample.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { join, relative, sep } from 'node:path';
 import { startServer, launchBrowser, repoDir, chromiumPath } from './harness.mjs';
+import { runAppBench } from './app-bench.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, def) => (args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1] : def);
@@ -64,6 +70,45 @@ if (args.includes('--verify-cost')) {
     await browser.close();
   }
   const text = `${JSON.stringify({ command: ['node web/tests/bench.mjs', ...args].join(' '), machine: { cores: cpus().length, browser: `${version} (headless)`, node: process.version }, verify_cost: runs }, null, 2)}\n`;
+  if (out) writeFileSync(out, text);
+  else process.stdout.write(text);
+  process.exit(0);
+}
+if (args.includes('--app')) {
+  // The app-level benchmark (app-bench.mjs): the real page against the engine, same page.
+  if (!positive) throw new Error(`--app needs ${conceptPath} (SELFCOND_SHARED_DIR)`);
+  const n = Number(opt('app-sentences', 40));
+  const pos = positive.slice(0, n / 2), neg = negative.slice(0, n / 2);
+  let app;
+  try {
+    app = await runAppBench(browser, { positive: pos, negative: neg, repeats, streamTokens: Number(opt('stream-tokens', 200)), baseline: opt('baseline', '') });
+  } finally {
+    await browser.close();
+  }
+  const cpuModel = (() => {
+    try {
+      return readFileSync('/proc/cpuinfo', 'utf8').match(/^model name\s*:\s*(.*)$/m)?.[1] ?? cpus()[0]?.model;
+    } catch {
+      return cpus()[0]?.model;
+    }
+  })();
+  const section = {
+    command: ['node web/tests/bench.mjs', ...args].join(' '),
+    machine: {
+      cores: cpus().length, cpu: cpuModel, hardware_concurrency: app[0]?.versions[0]?.hardware_concurrency,
+      browser: `${version} (headless)`, node: process.version, load_average: loadavg().map((x) => +x.toFixed(2)),
+    },
+    concept: `${conceptPath} (first ${pos.length} positive + ${neg.length} negative)`,
+    builds: app,
+  };
+  // --out FILE: a file that already holds the engine benchmark (models[]) keeps it; only its
+  // "app" section is replaced.
+  let doc = { app: section };
+  if (out && existsSync(out)) {
+    const old = JSON.parse(readFileSync(out, 'utf8'));
+    if (old.models) doc = { ...old, app: section };
+  }
+  const text = `${JSON.stringify(doc, null, 2)}\n`;
   if (out) writeFileSync(out, text);
   else process.stdout.write(text);
   process.exit(0);

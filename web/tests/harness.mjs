@@ -18,10 +18,11 @@ export function browserSkip() {
   return false;
 }
 
-/** Starts serve.mjs; resolves {url, stop()} once it prints its URL. */
-export function startServer({ isolated = true } = {}) {
+/** Starts serve.mjs (root: another directory to serve); resolves {url, stop()} once it prints its URL. */
+export function startServer({ isolated = true, root } = {}) {
   const args = [join(webDir, 'serve.mjs'), '--port', '0', '--quiet'];
   if (!isolated) args.push('--no-isolation');
+  if (root) args.push('--root', root);
   const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     let buf = '';
