@@ -4,6 +4,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 
 namespace selfcond::cli {
 
@@ -63,9 +64,11 @@ std::string Args::Help(const CommandSpec& spec) {
   for (const auto& f : spec.flags) {
     std::string left = absl::StrCat("  --", f.name, f.meta.empty() ? "" : " " + f.meta);
     if (left.size() < 28) left.resize(28, ' ');
-    absl::StrAppend(&s, left, " ", f.help, f.repeated ? " (repeatable)" : "", "\n");
+    // Continuation lines of a help text line up under its first line.
+    const std::string help = absl::StrReplaceAll(f.help, {{"\n", "\n" + std::string(29, ' ')}});
+    absl::StrAppend(&s, left, " ", help, f.repeated ? " (repeatable)" : "", "\n");
   }
-  absl::StrAppend(&s, "  --help                       this help\n");
+  absl::StrAppend(&s, std::string("  --help") + std::string(21, ' '), "this help\n");
   return s;
 }
 

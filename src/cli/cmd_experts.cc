@@ -62,20 +62,16 @@ const CommandSpec& RankSpec() {
       "expertise.csv, anything else the native JSON table. Several --concept: each distinct\n"
       "sentence of all of them runs once (one --out per concept, in order, or --out-dir).\n"
       "--responses: rank from stored responses (selfcond responses) without running the model.",
-      {{"model", "M", "model file (default: the demo model)"},
-       {"concept", "FILE", "concept dataset (JSON or +/- lines)", true},
-       {"positive", "FILE", "positive sentences, one per line (with --negative)"},
-       {"negative", "FILE", "negative sentences, one per line (with --positive)"},
-       {"name", "NAME", "concept name (plain files; default: the file name)"},
-       {"out", "TABLE", "output table (.json native, .csv ml-selfcond); one per concept", true},
-       {"out-dir", "DIR", "write each concept's table as DIR/<concept>.json"},
-       {"responses", "R.scr", "stored pooled responses to rank from (selfcond responses)"},
-       {"max-sentences", "N", "use at most N sentences per class (default: all)"},
-       {"top", "N", "store only the N best units (default: all)"},
-       {"precision", "int8|f32", "arithmetic (default int8)"},
-       {"threads", "N", "threads (default: all cores)"},
-       NoVerifyFlag(),
-       CopyModelFlag()},
+      WithModelFlags(
+          {{"concept", "FILE", "concept dataset (JSON or +/- lines)", true},
+           {"positive", "FILE", "positive sentences, one per line (with --negative)"},
+           {"negative", "FILE", "negative sentences, one per line (with --positive)"},
+           {"name", "NAME", "concept name (plain files; default: the file name)"},
+           {"out", "TABLE", "output table (.json native, .csv ml-selfcond); one per concept", true},
+           {"out-dir", "DIR", "write each concept's table as DIR/<concept>.json"},
+           {"responses", "R.scr", "stored pooled responses to rank from (selfcond responses)"},
+           {"max-sentences", "N", "use at most N sentences per class (default: all)"},
+           {"top", "N", "store only the N best units (default: all)"}}),
       0,
       0};
   return s;
@@ -89,14 +85,9 @@ const CommandSpec& ResponsesSpec() {
       "each one's max-pooled unit responses (docs/responses-format.md), with the model's\n"
       "hash, so that `selfcond rank --responses R.scr --concept ...` ranks any concept over\n"
       "these sentences without running the model again.",
-      {{"model", "M", "model file (default: the demo model)"},
-       {"concept", "FILE", "concept dataset (JSON or +/- lines)", true},
-       {"out", "R.scr", "output file"},
-       {"max-sentences", "N", "use at most N sentences per class (default: all)"},
-       {"precision", "int8|f32", "arithmetic (default int8)"},
-       {"threads", "N", "threads (default: all cores)"},
-       NoVerifyFlag(),
-       CopyModelFlag()},
+      WithModelFlags({{"concept", "FILE", "concept dataset (JSON or +/- lines)", true},
+                      {"out", "R.scr", "output file"},
+                      {"max-sentences", "N", "use at most N sentences per class (default: all)"}}),
       0,
       0};
   return s;

@@ -162,12 +162,7 @@ const CommandSpec& PplSpec() {
       "selfcond ppl --text-file F [--model M] [--precision int8|f32]",
       "Perplexity of a text file: <|endoftext|> + the text's tokens, in windows of the model's\n"
       "context, every token after the first predicted.",
-      {{"model", "M", "model file (default: the demo model)"},
-       {"text-file", "F", "UTF-8 text"},
-       {"precision", "int8|f32", "arithmetic (default int8)"},
-       {"threads", "N", "threads (default: all cores)"},
-       NoVerifyFlag(),
-       CopyModelFlag()},
+      WithModelFlags({{"text-file", "F", "UTF-8 text"}}),
       0,
       0};
   return s;

@@ -80,6 +80,16 @@ FlagSpec AllowUnhashedFlag() {
           "are only checked for the model's shape"};
 }
 
+std::vector<FlagSpec> WithModelFlags(std::vector<FlagSpec> flags) {
+  std::vector<FlagSpec> out = {{"model", "M", "model file (default: the demo model)"}};
+  out.insert(out.end(), flags.begin(), flags.end());
+  out.push_back({"precision", "int8|f32", "arithmetic (default int8)"});
+  out.push_back({"threads", "N", "threads (default: all cores)"});
+  out.push_back(NoVerifyFlag());
+  out.push_back(CopyModelFlag());
+  return out;
+}
+
 Model::LoadOptions ModelLoadOptions(const Args& args, Precision precision) {
   Model::LoadOptions lo;
   lo.need_float = precision == Precision::kF32;

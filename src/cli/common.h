@@ -38,6 +38,9 @@ struct Runtime {
 // a model hash are refused unless --allow-unhashed.
 FlagSpec NoVerifyFlag();
 FlagSpec CopyModelFlag();
+// The flags of a command that loads a model and runs it on a thread pool: --model first, then
+// `flags`, then --precision, --threads, --no-verify and --copy-model.
+std::vector<FlagSpec> WithModelFlags(std::vector<FlagSpec> flags);
 FlagSpec AllowUnhashedFlag();
 // need_float for precision f32; verify_hash unless --no-verify.
 Model::LoadOptions ModelLoadOptions(const Args& args, Precision precision);
