@@ -259,7 +259,9 @@ def build(model_path, concept_specs, out, scheduler=None, workers=None, batch=64
                 "concept": ds.concept, "group": ds.group, "table": rel,
                 "source": os.path.abspath(f), "num_positive": len(ds.positive),
                 "num_negative": len(ds.negative), "num_truncated": int(n_trunc),
-                "best_ap": best.ap, "best_unit": f"{best.layer}:{best.unit}", "fingerprint": fp}
+                # As the table's JSON writes it: the shortest decimal that reads back as the float32.
+                "best_ap": float(str(np.float32(best.ap))), "best_unit": f"{best.layer}:{best.unit}",
+                "fingerprint": fp}
             index["concepts"] = sorted(by_name.values(), key=lambda c: c["concept"])
             index["sentences_stored"] = len(store.where)
             _atomic_write(index_path, json.dumps(index, indent=1, ensure_ascii=False).encode())

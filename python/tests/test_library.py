@@ -47,7 +47,12 @@ class LibraryTest(unittest.TestCase):
         cls.tmp = tempfile.mkdtemp(prefix="selfcond-library-")
         cls.concepts = os.path.join(cls.tmp, "concepts")
         os.makedirs(cls.concepts)
-        shutil.copy(os.path.join(SHARED, "football_small.json"), cls.concepts)
+        cls.small = os.path.join(cls.tmp, "small")  # for the kill test: football_small only
+        os.makedirs(cls.small)
+        shutil.copy(os.path.join(SHARED, "football_small.json"), cls.small)
+        # The shared concepts (football_small is football's first sentences, same name) ...
+        for name in ("football", "man", "woman"):
+            shutil.copy(os.path.join(SHARED, name + ".json"), cls.concepts)
         woman = selfcond.load_dataset(os.path.join(SHARED, "woman.json"), max_sentences=10)
         man = selfcond.load_dataset(os.path.join(SHARED, "man.json"), max_sentences=10)
         # Two concepts from text, sharing their negatives (computed once).
@@ -63,10 +68,10 @@ class LibraryTest(unittest.TestCase):
         cls.model.close()
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def build(self, out, *extra, check=True):
+    def build(self, out, *extra, check=True, concepts=None):
         cmd = [sys.executable, "-m", "selfcond.library", "build", "--model", MODEL, "--concepts",
-               self.concepts, "--out", out, "--workers", "2", "--batch", "4", "--unit-block",
-               "5000", *extra]
+               concepts or self.concepts, "--out", out, "--workers", "2", "--batch", "32",
+               "--unit-block", "5000", *extra]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if check:
             self.assertEqual(r.returncode, 0, r.stderr[-2000:])
@@ -88,10 +93,9 @@ class LibraryTest(unittest.TestCase):
         cli = os.environ.get("SELFCOND_CLI")
         if cli:  # and from the CLI, for one concept
             ref = os.path.join(self.tmp, "cli.json")
-            src = os.path.join(self.concepts, "football_small.json")
-            subprocess.run([cli, "rank", "--model", MODEL, "--concept", src, "--out", ref,
-                            "--threads", "1"], check=True, capture_output=True)
-            entry = [c for c in index["concepts"] if c["source"] == os.path.abspath(src)][0]
+            entry = index["concepts"][0]
+            subprocess.run([cli, "rank", "--model", MODEL, "--concept", entry["source"], "--out",
+                            ref], check=True, capture_output=True)
             with open(ref, encoding="utf-8") as a, \
                     open(os.path.join(out, entry["table"]), encoding="utf-8") as b:
                 self.assertEqual(json.load(a), json.load(b))
@@ -101,11 +105,11 @@ class LibraryTest(unittest.TestCase):
         out = os.path.join(self.tmp, "lib1")
         stats = self.build(out)
         self.assertEqual(stats["workers"], 2)
-        self.assertEqual(stats["concepts"], 3)
+        self.assertEqual(stats["concepts"], 5)  # 3 shared + 2 from text
         self.assertEqual(stats["sentences_computed"], stats["sentences_distinct"])
         self.assertLess(stats["sentences_distinct"], stats["sentences_labeled"])  # shared negatives
         index = self.expect_tables_as_rank(out)
-        self.assertEqual(len(index["concepts"]), 3)
+        self.assertEqual(len(index["concepts"]), 5)
         # The app's library browser reads this index: the same fields as the indexer of existing
         # tables (scripts/make_library_index.py, whose output web/tests/library.test.mjs checks).
         other = os.path.join(self.tmp, "reindexed.json")
@@ -129,7 +133,7 @@ class LibraryTest(unittest.TestCase):
     def test_resumes_after_a_kill(self):
         out = os.path.join(self.tmp, "lib2")
         cmd = [sys.executable, "-m", "selfcond.library", "build", "--model", MODEL, "--concepts",
-               self.concepts, "--out", out, "--workers", "2", "--batch", "2"]
+               self.small, "--out", out, "--workers", "2", "--batch", "2"]
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
         deadline = time.time() + 300
@@ -141,7 +145,7 @@ class LibraryTest(unittest.TestCase):
         p.wait()
         stored = len(glob.glob(os.path.join(out, "responses", "*.json")))
         self.assertGreaterEqual(stored, 1)
-        stats = self.build(out)
+        stats = self.build(out, concepts=self.small)
         # Only the sentences of shards not committed before the kill run again.
         self.assertLessEqual(stats["sentences_computed"], stats["sentences_distinct"] - stored)
         self.expect_tables_as_rank(out)
