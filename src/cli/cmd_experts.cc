@@ -140,6 +140,27 @@ std::string TableFileName(const std::string& concept) {
   return name + ".json";
 }
 
+// What rank and responses run on: the model loaded for --precision, a pool of `threads`, and
+// ranking options on that pool.
+struct RankRuntime {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<ThreadPool> pool;
+  RankOptions options;
+};
+
+absl::StatusOr<RankRuntime> LoadRankRuntime(const Args& args, int threads) {
+  auto prec = ParsePrecision(args.Get("precision", "int8"));
+  if (!prec.ok()) return prec.status();
+  auto model = Model::Load(args.Get("model", DefaultModelPath()), ModelLoadOptions(args, *prec));
+  if (!model.ok()) return model.status();
+  RankRuntime rt;
+  rt.model = std::move(*model);
+  rt.pool = std::make_unique<ThreadPool>(threads);
+  rt.options.precision = *prec;
+  rt.options.pool = rt.pool.get();
+  return rt;
+}
+
 RankOptions::Progress ProgressCallback(Progress& progress) {
   return [&progress](int done, int total) {
     progress.Update(static_cast<double>(done) / total,
@@ -185,14 +206,10 @@ absl::Status RunRank(const Args& args) {
     return absl::InvalidArgumentError(absl::StrCat(
         data->size(), " concept(s) need as many --out (got ", outs.size(), "), or --out-dir"));
   }
-  auto prec = ParsePrecision(args.Get("precision", "int8"));
-  if (!prec.ok()) return prec.status();
-  auto model = Model::Load(args.Get("model", DefaultModelPath()), ModelLoadOptions(args, *prec));
-  if (!model.ok()) return model.status();
-  ThreadPool pool(*threads);
-  RankOptions ro;
-  ro.precision = *prec;
-  ro.pool = &pool;
+  auto rt = LoadRankRuntime(args, *threads);
+  if (!rt.ok()) return rt.status();
+  const Model& model = *rt->model;
+  RankOptions& ro = rt->options;
   ro.top_n = *top;
   Progress progress("rank");
   ro.progress = ProgressCallback(progress);
@@ -203,18 +220,18 @@ absl::Status RunRank(const Args& args) {
     if (!store.ok()) return store.status();
     std::vector<ExpertTable> ts;
     for (const Dataset& d : *data) {
-      auto t = store->Rank(**model, d, ro);
+      auto t = store->Rank(model, d, ro);
       if (!t.ok()) return t.status();
       ts.push_back(std::move(*t));
     }
     tables = std::move(ts);
   } else if (data->size() == 1) {
-    auto t = RankConcept(**model, (*data)[0], ro);
+    auto t = RankConcept(model, (*data)[0], ro);
     if (!t.ok()) return t.status();
     tables = std::vector<ExpertTable>{};
     tables->push_back(std::move(*t));
   } else {
-    tables = RankConcepts(**model, *data, ro);
+    tables = RankConcepts(model, *data, ro);
   }
   if (!tables.ok()) return tables.status();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -228,7 +245,7 @@ absl::Status RunRank(const Args& args) {
       std::fprintf(stderr,
                    "warning: %d sentences of %s longer than the context (%u tokens) were "
                    "truncated\n",
-                   table.num_truncated, d.concept.c_str(), (*model)->config().n_ctx);
+                   table.num_truncated, d.concept.c_str(), model.config().n_ctx);
     }
     const std::string& out = outs[i];
     const bool csv = out.size() >= 4 && out.substr(out.size() - 4) == ".csv";
@@ -262,17 +279,13 @@ absl::Status RunResponses(const Args& args) {
     all.insert(all.end(), d.positive.begin(), d.positive.end());
     all.insert(all.end(), d.negative.begin(), d.negative.end());
   }
-  auto prec = ParsePrecision(args.Get("precision", "int8"));
-  if (!prec.ok()) return prec.status();
-  auto model = Model::Load(args.Get("model", DefaultModelPath()), ModelLoadOptions(args, *prec));
-  if (!model.ok()) return model.status();
-  ThreadPool pool(*threads);
-  RankOptions ro;
-  ro.precision = *prec;
-  ro.pool = &pool;
+  auto rt = LoadRankRuntime(args, *threads);
+  if (!rt.ok()) return rt.status();
+  const Model& model = *rt->model;
+  RankOptions& ro = rt->options;
   Progress progress("responses");
   ro.progress = ProgressCallback(progress);
-  auto store = ResponseStore::Compute(**model, all, ro);
+  auto store = ResponseStore::Compute(model, all, ro);
   if (!store.ok()) return store.status();
   progress.Done(absl::StrCat(store->num_sentences(), " distinct sentences"));
   if (auto st = store->Save(*out); !st.ok()) return st;

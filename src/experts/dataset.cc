@@ -19,8 +19,7 @@ absl::StatusOr<Dataset> Finish(Dataset ds, const DatasetOptions& opts) {
   // a small max_sentences is used for a quick run.
   absl::Status st = ValidateDataset(ds);
   if (!st.ok()) return st;
-  Truncate(&ds.positive, opts.max_sentences);
-  Truncate(&ds.negative, opts.max_sentences);
+  KeepFirst(&ds, opts.max_sentences);
   return ds;
 }
 
@@ -121,6 +120,11 @@ int64_t FindInvalidUtf8(std::string_view s) {
     i += len;
   }
   return -1;
+}
+
+void KeepFirst(Dataset* ds, int max_sentences) {
+  Truncate(&ds->positive, max_sentences);
+  Truncate(&ds->negative, max_sentences);
 }
 
 absl::Status ValidateDataset(const Dataset& ds) {

@@ -67,6 +67,8 @@ absl::StatusOr<Dataset> DatasetFromVectors(const std::string& concept,
 // Checks a dataset: both classes non-empty, every sentence non-empty valid UTF-8. Errors name the
 // class and index ("negative sentence 12: invalid UTF-8 at byte 5").
 absl::Status ValidateDataset(const Dataset& ds);
+// Keeps the first max_sentences sentences of each class (max_sentences <= 0: all).
+void KeepFirst(Dataset* ds, int max_sentences);
 
 // Byte offset of the first invalid UTF-8 sequence in s, or -1 if s is valid (strict: no
 // overlong forms, no surrogates, nothing above U+10FFFF).

@@ -50,11 +50,7 @@ absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartUnlabeled(const Model& mo
 
 absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartImpl(const Model& model, Dataset dataset,
                                                             const RankOptions& opts, bool labeled) {
-  if (opts.max_sentences > 0) {
-    const size_t m = static_cast<size_t>(opts.max_sentences);
-    if (dataset.positive.size() > m) dataset.positive.resize(m);
-    if (dataset.negative.size() > m) dataset.negative.resize(m);
-  }
+  KeepFirst(&dataset, opts.max_sentences);
   if (labeled) {
     if (absl::Status valid = ValidateDataset(dataset); !valid.ok()) return valid;
   } else {

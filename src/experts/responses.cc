@@ -213,11 +213,7 @@ absl::StatusOr<ExpertTable> ResponseStore::Rank(const Model& model, const Datase
     return absl::FailedPreconditionError("stored responses do not match the model's units");
   }
   Dataset ds = dataset;
-  if (opts.max_sentences > 0) {
-    const size_t m = static_cast<size_t>(opts.max_sentences);
-    if (ds.positive.size() > m) ds.positive.resize(m);
-    if (ds.negative.size() > m) ds.negative.resize(m);
-  }
+  KeepFirst(&ds, opts.max_sentences);
   if (absl::Status valid = ValidateDataset(ds); !valid.ok()) return valid;
   const size_t n = ds.positive.size() + ds.negative.size();
   std::vector<float> responses(n * static_cast<size_t>(num_units_));
@@ -253,10 +249,10 @@ absl::StatusOr<std::vector<ExpertTable>> RankConcepts(const Model& model,
                                                       const std::vector<Dataset>& datasets,
                                                       const RankOptions& opts) {
   std::vector<std::string> all;
-  for (const Dataset& d : datasets) {
-    const size_t m = opts.max_sentences > 0 ? static_cast<size_t>(opts.max_sentences) : SIZE_MAX;
-    for (size_t i = 0; i < std::min(m, d.positive.size()); ++i) all.push_back(d.positive[i]);
-    for (size_t i = 0; i < std::min(m, d.negative.size()); ++i) all.push_back(d.negative[i]);
+  for (Dataset d : datasets) {
+    KeepFirst(&d, opts.max_sentences);
+    all.insert(all.end(), d.positive.begin(), d.positive.end());
+    all.insert(all.end(), d.negative.begin(), d.negative.end());
   }
   for (const Dataset& d : datasets) {
     if (absl::Status valid = ValidateDataset(d); !valid.ok()) {
