@@ -3,6 +3,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "experts/dataset.h"
@@ -13,10 +15,66 @@
 
 namespace selfcond::cli {
 
+std::vector<FlagSpec> UnitChoiceFlags() {
+  return {
+      {"metric", "ap|on_p50|on_p90|off_mean|gap",
+       "rank the units by this statistic instead of AP (gap = on_p50 - off_mean)"},
+      {"rank-offset", "N", "a rank window: force the units ranked N..N+K-1 (default 0)"},
+      {"random-units", "SEED", "control: K units drawn at random (seeded) instead of the top K"},
+      {"layers", "L,L,..", "only units of these blocks (0-based; default all)"}};
+}
+
+absl::StatusOr<UnitChoice> ParseUnitChoice(const Args& args) {
+  UnitChoice c;
+  if (args.Has("metric")) {
+    auto m = ParseUnitMetric(args.Get("metric"));
+    if (!m.ok()) return m.status();
+    c.metric = *m;
+  }
+  auto offset = args.GetInt("rank-offset", 0, 0, 1 << 30);
+  if (!offset.ok()) return offset.status();
+  c.offset = *offset;
+  if (args.Has("random-units")) {
+    auto seed = args.GetInt("random-units", 0, 0, 2147483647);
+    if (!seed.ok()) return seed.status();
+    c.random = true;
+    c.seed = static_cast<uint64_t>(*seed);
+    if (c.offset > 0 || args.Has("metric")) {
+      return absl::InvalidArgumentError(
+          "--random-units draws units at random: it cannot be combined with --rank-offset or "
+          "--metric");
+    }
+  }
+  if (args.Has("layers")) {
+    const std::string spec = args.Get("layers");
+    for (absl::string_view part :
+         absl::StrSplit(absl::string_view(spec.data(), spec.size()), ',')) {
+      int layer;
+      if (!absl::SimpleAtoi(part, &layer) || layer < 0) {
+        return absl::InvalidArgumentError(absl::StrCat("--layers: '",
+                                                       std::string(part.data(), part.size()),
+                                                       "' is not a block index (want e.g. 0,2)"));
+      }
+      c.layers.push_back(layer);
+    }
+  }
+  return c;
+}
+
+std::string UnitChoiceCommand(const UnitChoice& c) {
+  std::string s;
+  if (c.metric != UnitChoice::Metric::kAp)
+    absl::StrAppend(&s, " --metric ", UnitMetricName(c.metric));
+  if (c.offset > 0) absl::StrAppend(&s, " --rank-offset ", c.offset);
+  if (c.random) absl::StrAppend(&s, " --random-units ", c.seed);
+  if (!c.layers.empty()) absl::StrAppend(&s, " --layers ", absl::StrJoin(c.layers, ","));
+  return s;
+}
+
 absl::StatusOr<Forcing> BuildForcingFromArgs(const Model& model,
                                              const std::vector<std::string>& specs,
                                              const std::string& forcing_value, bool only_last_token,
-                                             bool allow_unhashed) {
+                                             bool allow_unhashed, const UnitChoice& choice) {
   auto value = ParseForcingValue(forcing_value);
   if (!value.ok()) return value.status();
   std::vector<ExpertTable> tables(specs.size());
@@ -45,7 +103,7 @@ absl::StatusOr<Forcing> BuildForcingFromArgs(const Model& model,
                                                 t->units.size(), " units"));
     }
     tables[i] = std::move(*t);
-    sources.push_back({&tables[i], k});
+    sources.push_back({&tables[i], k, choice});
   }
   return BuildForcing(sources, *value, only_last_token, UnitSpace(model.config()));
 }

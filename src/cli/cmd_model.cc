@@ -1,14 +1,22 @@
 // selfcond convert / generate / ppl / inspect.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "experts/dataset.h"
+#include "experts/expert_table.h"
+#include "experts/steer.h"
 #include "model/generate.h"
 #include "model/units.h"
 #include "tools/convert.h"
+#include "tools/paper_experiments.h"
 #include "util/file_util.h"
 
 namespace selfcond::cli {
@@ -77,17 +85,172 @@ const CommandSpec& GenerateSpec() {
        {"max-memory", "MIB",
         "memory budget of the session (KV cache + scratch), refused before allocating if the\n"
         "context needs more (default: half the machine's memory)"},
-       {"experts", "TABLE[:K]", "expert table and number of units to force (default K=50)", true},
+       {"experts", "TABLE[:K|:auto]",
+        "expert table and number of units to force (default K=50); :auto picks the smallest K\n"
+        "whose continuations of calibration prompts mention the concept often enough\n"
+        "(--auto-target) within a perplexity budget (--auto-ppl-budget), and prints why",
+        true},
+       {"concept-data", "C.json",
+        "auto K: the concept's dataset; its log-odds words define a mention (default: the\n"
+        "table's concept name)"},
+       {"auto-target", "R", "auto K: share of calibration continuations to mention (default 0.5)"},
+       {"auto-ppl-budget", "X", "auto K: perplexity at most X times the unforced (default 2)"},
+       {"steer", "C.json:LAYER:ALPHA",
+        "add ALPHA x the concept's steering vector (mean residual after block LAYER, positive\n"
+        "minus negative sentences of dataset C.json) at every position"},
+       {"bias", "C.json:BETA",
+        "add BETA to the logits of the dataset's 20 highest log-odds words (single-token forms)"},
        AllowUnhashedFlag(),
        NoVerifyFlag(),
        CopyModelFlag(),
        {"forcing", "on_p50|on_p90", "forcing value (default on_p50)"},
        {"only-last-token", "", "force only at the last position of each step"},
+       UnitChoiceFlags()[0],
+       UnitChoiceFlags()[1],
+       UnitChoiceFlags()[2],
+       UnitChoiceFlags()[3],
        {"no-stop", "", "do not stop at <|endoftext|>"},
        {"stats", "", "print token counts and speed to stderr"}},
       0,
       0};
   return s;
+}
+
+namespace {
+
+// "PATH:A:B" -> PATH, {A, B} (n trailing numbers; the path may contain ':').
+absl::StatusOr<std::pair<std::string, std::vector<double>>> SplitSpec(const std::string& flag,
+                                                                      const std::string& spec,
+                                                                      int n, const char* want) {
+  std::string path = spec;
+  std::vector<double> nums(n);
+  for (int i = n - 1; i >= 0; --i) {
+    const size_t colon = path.rfind(':');
+    if (colon == std::string::npos || !absl::SimpleAtod(path.substr(colon + 1), &nums[i]) ||
+        !std::isfinite(nums[i])) {
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", spec, ": want ", want));
+    }
+    path = path.substr(0, colon);
+  }
+  return std::make_pair(path, nums);
+}
+
+// The calibration of --experts T:auto (tools/paper_experiments.h ChooseK): returns T:K.
+absl::StatusOr<std::string> AutoExperts(const Args& args, const Runtime& rt,
+                                        const std::string& path, const UnitChoice& choice) {
+  auto table = LoadExpertTable(path);
+  if (!table.ok()) return table.status();
+  if (auto st = CheckCompatible(*table, *rt.model, args.Has("allow-unhashed")); !st.ok()) {
+    return absl::Status(st.code(), absl::StrCat("expert table ", path, ": ", st.message()));
+  }
+  AutoKOptions o;
+  auto target = args.GetDouble("auto-target", 0.5, 0.01, 1.0);
+  auto budget = args.GetDouble("auto-ppl-budget", 2.0, 1.0, 1000.0);
+  if (!target.ok()) return target.status();
+  if (!budget.ok()) return budget.status();
+  o.target_rate = *target;
+  o.ppl_budget = *budget;
+  o.choice = choice;
+  o.seeds = 3;
+  o.new_tokens = 20;
+  auto forcing = ParseForcingValue(args.Get("forcing", "on_p50"));
+  if (!forcing.ok()) return forcing.status();
+  o.forcing = *forcing;
+  auto precision = ParsePrecision(args.Get("precision", "int8"));
+  if (!precision.ok()) return precision.status();
+  o.precision = *precision;
+  if (args.Has("concept-data")) {
+    auto ds = LoadDataset(args.Get("concept-data"));
+    if (!ds.ok()) return ds.status();
+    o.words.clear();
+    for (const auto& w : ConceptWords(*ds)) o.words.push_back(w.word);
+  } else {
+    std::string name = table->concept.substr(0, table->concept.find('-'));
+    o.words = {absl::AsciiStrToLower(absl::string_view(name.data(), name.size()))};
+  }
+  if (o.words.empty() || o.words[0].empty()) {
+    return absl::InvalidArgumentError(
+        "--experts :auto needs words that mark the concept: give --concept-data C.json");
+  }
+  Progress progress("auto k");
+  auto r = ChooseK(*rt.model, *table, o, rt.pool.get(), [&](int done, int total) {
+    progress.Update(static_cast<double>(done) / total, absl::StrCat(done, "/", total));
+  });
+  if (!r.ok()) return r.status();
+  progress.Done();
+  std::fprintf(stderr, "auto k: %s\n  calibration: %zu prompts x %d seeds, %d tokens; words: %s\n",
+               r->reason.c_str(), o.prompts.size(), o.seeds, o.new_tokens,
+               absl::StrJoin(o.words, " ").c_str());
+  for (const auto& p : r->tried) {
+    std::fprintf(stderr, "  k=%-4lld mentions %5.1f%%  ppl %.2f\n", static_cast<long long>(p.k),
+                 100 * p.mention_rate, p.ppl);
+  }
+  return absl::StrCat(path, ":", r->k);
+}
+
+}  // namespace
+
+absl::Status ApplyConditioning(const Args& args, Runtime& rt) {
+  auto choice = ParseUnitChoice(args);
+  if (!choice.ok()) return choice.status();
+  auto precision = ParsePrecision(args.Get("precision", "int8"));
+  if (!precision.ok()) return precision.status();
+  if (args.Has("experts")) {
+    std::vector<std::string> specs = args.GetAll("experts");
+    for (auto& spec : specs) {
+      if (spec.size() > 5 && spec.compare(spec.size() - 5, 5, ":auto") == 0) {
+        auto resolved = AutoExperts(args, rt, spec.substr(0, spec.size() - 5), *choice);
+        if (!resolved.ok()) return resolved.status();
+        spec = *resolved;
+      }
+    }
+    auto f = BuildForcingFromArgs(*rt.model, specs, args.Get("forcing", "on_p50"),
+                                  args.Has("only-last-token"), args.Has("allow-unhashed"), *choice);
+    if (!f.ok()) return f.status();
+    if (auto st = rt.session->SetForcing(std::move(*f)); !st.ok()) return st;
+  }
+  if (args.Has("steer")) {
+    auto spec =
+        SplitSpec("steer", args.Get("steer"), 2, "C.json:LAYER:ALPHA (e.g. football.json:2:4)");
+    if (!spec.ok()) return spec.status();
+    const double layer = spec->second[0];
+    if (layer != std::floor(layer) || layer < 0 || layer >= rt.model->config().n_layer) {
+      return absl::OutOfRangeError(absl::StrCat("--steer: layer ", layer, " is not a block (0..",
+                                                rt.model->config().n_layer - 1, ")"));
+    }
+    auto ds = LoadDataset(spec->first);
+    if (!ds.ok()) return ds.status();
+    Progress progress("steering vector");
+    auto v =
+        ComputeSteeringVector(*rt.model, *ds, static_cast<int>(layer), *precision, rt.pool.get());
+    if (!v.ok()) return v.status();
+    progress.Done();
+    Session::Steering steering;
+    steering.layer = static_cast<int>(layer);
+    double sq = 0;
+    for (float x : *v) {
+      sq += static_cast<double>(x) * x;
+      steering.add.push_back(static_cast<float>(spec->second[1] * x));
+    }
+    std::fprintf(stderr, "steering: block %d, alpha %g, |v| = %.3f (%zu + %zu sentences)\n",
+                 steering.layer, spec->second[1], std::sqrt(sq), ds->positive.size(),
+                 ds->negative.size());
+    if (auto st = rt.session->SetSteering(std::move(steering)); !st.ok()) return st;
+  }
+  if (args.Has("bias")) {
+    auto spec = SplitSpec("bias", args.Get("bias"), 1, "C.json:BETA (e.g. football.json:4)");
+    if (!spec.ok()) return spec.status();
+    auto ds = LoadDataset(spec->first);
+    if (!ds.ok()) return ds.status();
+    const auto words = ConceptWords(*ds);
+    auto bias = WordLogitBias(rt.model->tokenizer(), words, static_cast<float>(spec->second[0]));
+    std::vector<std::string> names;
+    for (const auto& w : words) names.push_back(w.word);
+    std::fprintf(stderr, "logit bias: %+g on %zu tokens of: %s\n", spec->second[0], bias.size(),
+                 absl::StrJoin(names, " ").c_str());
+    if (auto st = rt.session->SetLogitBias(std::move(bias)); !st.ok()) return st;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status RunGenerate(const Args& args) {
@@ -126,12 +289,7 @@ absl::Status RunGenerate(const Args& args) {
                            args.Has("max-memory") ? *max_memory : 0);
     if (!sized.ok()) return sized;
   }
-  if (args.Has("experts")) {
-    auto f = BuildForcingFromArgs(*rt->model, args.GetAll("experts"), args.Get("forcing", "on_p50"),
-                                  args.Has("only-last-token"), args.Has("allow-unhashed"));
-    if (!f.ok()) return f.status();
-    if (auto st = rt->session->SetForcing(std::move(*f)); !st.ok()) return st;
-  }
+  if (auto st = ApplyConditioning(args, *rt); !st.ok()) return st;
   std::printf("%s", prompt->c_str());
   std::fflush(stdout);
   auto t0 = std::chrono::steady_clock::now();

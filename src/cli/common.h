@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "cli/args.h"
+#include "experts/expert_table.h"
 #include "model/gpt2.h"
 #include "model/units.h"
 #include "util/parallel.h"
@@ -58,12 +59,23 @@ absl::Status LoadRuntimeSession(Runtime& rt, const std::string& precision, int n
 
 std::string DefaultModelPath();
 
+// generate's conditioning flags on rt.session: --experts (with the unit-choice flags and
+// TABLE:auto), --steer and --bias (cli/cmd_model.cc).
+absl::Status ApplyConditioning(const Args& args, Runtime& rt);
+
+// Which units of a table to force (experts/expert_table.h UnitChoice), the same flags on
+// generate and experiment: --metric, --rank-offset, --random-units SEED, --layers L,L.
+std::vector<FlagSpec> UnitChoiceFlags();
+absl::StatusOr<UnitChoice> ParseUnitChoice(const Args& args);
+// " --metric gap --layers 1,2" for the flags that differ from the default (recorded commands).
+std::string UnitChoiceCommand(const UnitChoice& c);
+
 // Parses --experts TABLE[:K] (repeatable) and --forcing, checks each table against the model,
-// and combines the top-K units of each table into one Forcing (cli/cmd_experts.cc).
+// and combines the chosen K units of each table into one Forcing (cli/cmd_experts.cc).
 absl::StatusOr<Forcing> BuildForcingFromArgs(const Model& model,
                                              const std::vector<std::string>& specs,
                                              const std::string& forcing_value, bool only_last_token,
-                                             bool allow_unhashed);
+                                             bool allow_unhashed, const UnitChoice& choice = {});
 
 }  // namespace selfcond::cli
 

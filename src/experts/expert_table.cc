@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <limits>
 #include <map>
+#include <random>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -724,6 +725,118 @@ absl::StatusOr<ForcingValue> ParseForcingValue(std::string_view s) {
                                                  "' (expected on_p50, on_p90, off_mean or zero)"));
 }
 
+absl::StatusOr<UnitChoice::Metric> ParseUnitMetric(std::string_view s) {
+  using M = UnitChoice::Metric;
+  for (M m : {M::kAp, M::kOnP50, M::kOnP90, M::kOffMean, M::kGap}) {
+    if (s == UnitMetricName(m)) return m;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown unit metric '", std::string(s),
+                                                 "' (want ap, on_p50, on_p90, off_mean or gap)"));
+}
+
+const char* UnitMetricName(UnitChoice::Metric m) {
+  switch (m) {
+    case UnitChoice::Metric::kAp:
+      return "ap";
+    case UnitChoice::Metric::kOnP50:
+      return "on_p50";
+    case UnitChoice::Metric::kOnP90:
+      return "on_p90";
+    case UnitChoice::Metric::kOffMean:
+      return "off_mean";
+    case UnitChoice::Metric::kGap:
+      return "gap";
+  }
+  return "?";
+}
+
+std::string DescribeUnitChoice(const UnitChoice& c, int64_t k) {
+  std::string s = c.random ? absl::StrCat("random (seed ", c.seed, ")")
+                           : absl::StrCat("top by ", UnitMetricName(c.metric));
+  if (!c.random && c.offset > 0) {
+    absl::StrAppend(&s, ", ranks ", c.offset, "..", c.offset + std::max<int64_t>(k, 1) - 1);
+  }
+  if (!c.layers.empty()) {
+    absl::StrAppend(&s, c.layers.size() == 1 ? ", layer " : ", layers ");
+    for (size_t i = 0; i < c.layers.size(); ++i) absl::StrAppend(&s, i ? "," : "", c.layers[i]);
+  }
+  return s;
+}
+
+absl::StatusOr<std::vector<int64_t>> SelectUnits(const ExpertTable& table, int64_t k,
+                                                 const UnitChoice& choice) {
+  if (k < 0) return absl::InvalidArgumentError(absl::StrCat("k must be >= 0, got ", k));
+  if (choice.offset < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank offset must be >= 0, got ", choice.offset));
+  }
+  const int64_t n = static_cast<int64_t>(table.units.size());
+  std::vector<int64_t> out;
+  if (choice.is_default()) {
+    for (int64_t j = 0; j < std::min(k, n); ++j) out.push_back(j);
+    return out;
+  }
+  for (int layer : choice.layers) {
+    if (layer < 0 || (table.n_layer > 0 && layer >= table.n_layer)) {
+      return absl::OutOfRangeError(
+          absl::StrCat("layer ", layer, " does not exist (the table's model has ", table.n_layer,
+                       " blocks, 0..", table.n_layer - 1, ")"));
+    }
+  }
+  std::vector<int64_t> eligible;
+  for (int64_t j = 0; j < n; ++j) {
+    const int layer = table.units[j].layer();
+    if (choice.layers.empty() ||
+        std::find(choice.layers.begin(), choice.layers.end(), layer) != choice.layers.end()) {
+      eligible.push_back(j);
+    }
+  }
+  const int64_t need = choice.random ? k : choice.offset + k;
+  if (static_cast<int64_t>(eligible.size()) < need) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "concept '", table.concept, "': ", DescribeUnitChoice(choice, k), " needs ", need,
+        " units but only ", eligible.size(), " of the table's ", n, " are eligible"));
+  }
+  if (choice.random) {
+    // A partial Fisher-Yates shuffle with a fixed generator (std::mt19937_64 is specified by the
+    // standard, so the same seed draws the same units everywhere).
+    std::mt19937_64 rng(choice.seed);
+    for (int64_t i = 0; i < k; ++i) {
+      const uint64_t span = static_cast<uint64_t>(eligible.size() - i);
+      const int64_t j = i + static_cast<int64_t>(rng() % span);
+      std::swap(eligible[i], eligible[j]);
+      out.push_back(eligible[i]);
+    }
+    return out;
+  }
+  if (choice.metric != UnitChoice::Metric::kAp) {
+    auto value = [&](int64_t j) -> double {
+      const ExpertUnit& u = table.units[j];
+      switch (choice.metric) {
+        case UnitChoice::Metric::kOnP50:
+          return u.on_p50;
+        case UnitChoice::Metric::kOnP90:
+          return u.on_p90;
+        case UnitChoice::Metric::kOffMean:
+          return u.off_mean;
+        case UnitChoice::Metric::kGap:
+          return static_cast<double>(u.on_p50) - u.off_mean;
+        case UnitChoice::Metric::kAp:
+          break;
+      }
+      return u.ap;
+    };
+    // Descending; NaN last; ties keep the table's (AP) order.
+    std::stable_sort(eligible.begin(), eligible.end(), [&](int64_t a, int64_t b) {
+      const double va = value(a), vb = value(b);
+      if (std::isnan(vb)) return !std::isnan(va);
+      return va > vb;
+    });
+  }
+  out.assign(eligible.begin() + choice.offset, eligible.begin() + choice.offset + k);
+  return out;
+}
+
 absl::StatusOr<Forcing> BuildForcing(absl::Span<const ForcingSource> sources, ForcingValue value,
                                      bool only_last_token, const UnitSpace& space) {
   // (site, unit) -> (sum of values, count): averaged below when several tables pick a unit.
@@ -737,8 +850,9 @@ absl::StatusOr<Forcing> BuildForcing(absl::Span<const ForcingSource> sources, Fo
       return absl::InvalidArgumentError(absl::StrCat("forcing source ", i, ": negative top_k"));
     }
     const ExpertTable& t = *src.table;
-    int64_t k = std::min<int64_t>(src.top_k, static_cast<int64_t>(t.units.size()));
-    for (int64_t j = 0; j < k; ++j) {
+    auto picked = SelectUnits(t, src.top_k, src.choice);
+    if (!picked.ok()) return picked.status();
+    for (int64_t j : *picked) {
       const ExpertUnit& u = t.units[j];
       if (u.site < 0 || u.site >= space.num_sites() || u.unit < 0 ||
           u.unit >= space.site_size(u.site)) {

@@ -111,9 +111,42 @@ absl::Status CheckCompatibleWith(const ExpertTable& table, const GPT2Config& con
 enum class ForcingValue { kOnP50, kOnP90, kOffMean, kZero };
 absl::StatusOr<ForcingValue> ParseForcingValue(std::string_view s);  // on_p50|on_p90|off_mean|zero
 
+// Which k of a table's units to force: by default its top k by AP. The other choices are
+// ml-selfcond's controls and ablations (scripts/generate_seq.py --metric, --top-n, --per-layer and
+// force_units_hooks' use_layers), with the same meaning:
+//   metric  rank the units by another statistic (descending): on_p50, on_p90, off_mean, or gap
+//           (on_p50 - off_mean, how far forcing moves the unit from its usual value);
+//   offset  a rank window: the units ranked offset..offset+k-1 (ml-selfcond's top_n = n is
+//           offset (n-1)*k);
+//   random  k units drawn uniformly without replacement from the eligible units (seeded): the
+//           control that must NOT condition;
+//   layers  only units of these blocks (a layer filter; per-layer forcing is one layer at a time).
+struct UnitChoice {
+  enum class Metric { kAp, kOnP50, kOnP90, kOffMean, kGap };
+  Metric metric = Metric::kAp;
+  int64_t offset = 0;
+  bool random = false;
+  uint64_t seed = 0;
+  std::vector<int> layers;  // empty: every layer
+  bool is_default() const {
+    return metric == Metric::kAp && offset == 0 && !random && layers.empty();
+  }
+};
+absl::StatusOr<UnitChoice::Metric> ParseUnitMetric(std::string_view s);  // ap|on_p50|...|gap
+const char* UnitMetricName(UnitChoice::Metric m);
+// "ap", "random(seed 3)", "ap ranks 50..99, layers 0,2": a short description for reports.
+std::string DescribeUnitChoice(const UnitChoice& c, int64_t k);
+
+// Indices into table.units of the k chosen units, in rank order (random: in draw order). The
+// default choice takes min(k, units) units, as before; any other choice fails with OUT_OF_RANGE
+// when fewer than k units are eligible. Deterministic for a seed on every platform.
+absl::StatusOr<std::vector<int64_t>> SelectUnits(const ExpertTable& table, int64_t k,
+                                                 const UnitChoice& choice);
+
 struct ForcingSource {
   const ExpertTable* table = nullptr;
-  int64_t top_k = 0;  // the table's first top_k units (fewer if the table is shorter)
+  int64_t top_k = 0;  // how many units (fewer if the table is shorter, for the default choice)
+  UnitChoice choice;  // which ones (default: the top_k by AP)
 };
 
 // Combines the top experts of several concepts into one Forcing over `space`. A unit chosen by

@@ -604,6 +604,44 @@ const char* Session::engine_name() const {
   return xnn_ops_ != nullptr ? "xnnpack" : opts_.backend->name;
 }
 
+absl::Status Session::SetSteering(Steering steering) {
+  if (steering.add.empty()) {
+    steering_ = Steering();
+    return absl::OkStatus();
+  }
+  const GPT2Config& c = model_.config();
+  if (steering.layer < 0 || steering.layer >= static_cast<int>(c.n_layer)) {
+    return absl::OutOfRangeError(
+        absl::StrCat("steering layer ", steering.layer, " out of range [0, ", c.n_layer, ")"));
+  }
+  if (steering.add.size() != c.n_embd) {
+    return absl::InvalidArgumentError(absl::StrCat("steering vector has ", steering.add.size(),
+                                                   " values, the model's n_embd is ", c.n_embd));
+  }
+  for (float v : steering.add) {
+    if (!std::isfinite(v)) return absl::InvalidArgumentError("steering vector is not finite");
+  }
+  steering_ = std::move(steering);
+  return absl::OkStatus();
+}
+
+absl::Status Session::SetLogitBias(std::vector<std::pair<int32_t, float>> bias) {
+  for (const auto& [token, b] : bias) {
+    if (token < 0 || static_cast<uint32_t>(token) >= model_.config().vocab_size) {
+      return absl::OutOfRangeError(absl::StrCat("logit bias: token id ", token, " out of range"));
+    }
+    if (!std::isfinite(b)) return absl::InvalidArgumentError("logit bias is not finite");
+  }
+  logit_bias_ = std::move(bias);
+  return absl::OkStatus();
+}
+
+void Session::ClearInterventions() {
+  forcing_ = Forcing();
+  steering_ = Steering();
+  logit_bias_.clear();
+}
+
 absl::Status Session::SetForcing(Forcing forcing) {
   if (!forcing.empty()) {
     if (forcing.per_site.size() != static_cast<size_t>(units_.num_sites())) {
@@ -984,6 +1022,16 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
     if (auto st = Linear(b.mlp_c_proj, s.fc.data(), n, s.proj.data()); !st.ok()) return st;
     Intervene(units_.site_index(l, SiteKind::kMlpCProj), s.proj.data(), n, d, last_chunk);
     AddInPlace(x, s.proj.data(), static_cast<size_t>(n) * d);
+    // The residual-stream hooks (steering vector, mean-residual capture) on the block's output.
+    if (l == steering_.layer) {
+      for (int i = 0; i < n; ++i)
+        AddInPlace(x + static_cast<size_t>(i) * d, steering_.add.data(), d);
+    }
+    if (residual_sum_ != nullptr && l == residual_layer_) {
+      for (int i = 0; i < n; ++i) {
+        for (int j = 0; j < d; ++j) residual_sum_[j] += x[static_cast<size_t>(i) * d + j];
+      }
+    }
   }
   pos_ += n;
 
@@ -998,6 +1046,10 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
   // kAll: this chunk's rows go after the previous chunks' rows.
   float* out = s.logits.data() + static_cast<size_t>(logits_row_) * c.vocab_size;
   if (auto st = Linear(model_.lm_head(), s.xn.data(), rows, out); !st.ok()) return st;
+  for (int i = 0; i < rows; ++i) {
+    for (const auto& [token, bias] : logit_bias_)
+      out[static_cast<size_t>(i) * c.vocab_size + token] += bias;
+  }
   logits_row_ += rows;
   return absl::OkStatus();
 }

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -196,6 +197,29 @@ class Session {
   // at every position processed while set; the caller initializes it (to -inf). Null disables.
   void SetCapture(float* capture_max) { capture_max_ = capture_max; }
 
+  // Two more interventions, for comparing expert forcing with other steering methods
+  // (docs/paper-experiments.md, "Steering methods side by side"):
+  // - steering: add(n_embd) is added to the residual stream after block `layer` at every
+  //   position (activation addition); an empty Steering clears it.
+  // - logit bias: each (token, bias) pair is added to that token's logit wherever logits are
+  //   computed (a bag-of-words bias); an empty list clears it.
+  struct Steering {
+    int layer = -1;
+    std::vector<float> add;  // (n_embd)
+  };
+  absl::Status SetSteering(Steering steering);
+  const Steering& steering() const { return steering_; }
+  absl::Status SetLogitBias(std::vector<std::pair<int32_t, float>> bias);
+  const std::vector<std::pair<int32_t, float>>& logit_bias() const { return logit_bias_; }
+  // residual_sum (n_embd) receives the sum over positions of the residual stream after block
+  // `layer` for every position processed while set (the caller zeroes it). Null disables.
+  void SetResidualCapture(int layer, double* residual_sum) {
+    residual_layer_ = layer;
+    residual_sum_ = residual_sum;
+  }
+  // Clears forcing, steering and logit bias (capture settings are left alone).
+  void ClearInterventions();
+
  private:
   Session(const Model& model, SessionOptions opts);
   absl::Status ForwardChunk(const int32_t* tokens, int n, bool last_chunk, Logits want);
@@ -209,6 +233,10 @@ class Session {
   int logits_row_ = 0;  // rows of logits written by the current Forward call
   Forcing forcing_;     // empty: no forcing
   float* capture_max_ = nullptr;
+  Steering steering_;                                  // layer -1: none
+  std::vector<std::pair<int32_t, float>> logit_bias_;  // empty: none
+  int residual_layer_ = -1;
+  double* residual_sum_ = nullptr;  // (n_embd) or null
   struct Scratch;
   std::unique_ptr<Scratch> s_;
   std::unique_ptr<kernels::xnn::Operators> xnn_ops_;  // int8 on XNNPACK, else null

@@ -1,0 +1,147 @@
+#include "experts/steer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "util/parallel.h"
+
+namespace selfcond {
+namespace {
+
+// The distinct lower-cased ASCII-letter words (>= 3 letters) of a sentence.
+std::set<std::string> SentenceWords(const std::string& s) {
+  std::set<std::string> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    if (!absl::ascii_isalpha(static_cast<unsigned char>(s[i]))) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < s.size() && absl::ascii_isalpha(static_cast<unsigned char>(s[j]))) ++j;
+    // A word glued to other word characters (digits, '_', non-ASCII letters) is not a word.
+    const bool glued_before = i > 0 && (static_cast<unsigned char>(s[i - 1]) >= 0x80 ||
+                                        absl::ascii_isdigit(s[i - 1]) || s[i - 1] == '_');
+    const bool glued_after = j < s.size() && (static_cast<unsigned char>(s[j]) >= 0x80 ||
+                                              absl::ascii_isdigit(s[j]) || s[j] == '_');
+    if (j - i >= 3 && !glued_before && !glued_after) {
+      out.insert(absl::AsciiStrToLower(absl::string_view(s.data() + i, j - i)));
+    }
+    i = j;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<ConceptWord> ConceptWords(const Dataset& dataset, int max_words, int min_positive) {
+  std::map<std::string, std::pair<int, int>> counts;  // word -> (positive, negative) sentences
+  for (const auto& s : dataset.positive) {
+    for (const auto& w : SentenceWords(s)) ++counts[w].first;
+  }
+  for (const auto& s : dataset.negative) {
+    for (const auto& w : SentenceWords(s)) ++counts[w].second;
+  }
+  const double P = static_cast<double>(dataset.positive.size());
+  const double N = static_cast<double>(dataset.negative.size());
+  std::vector<ConceptWord> out;
+  for (const auto& [word, pn] : counts) {
+    if (pn.first < std::max(1, min_positive)) continue;
+    const double p = pn.first, n = pn.second;
+    const double lo = std::log((p + 1) / (P - p + 1)) - std::log((n + 1) / (N - n + 1));
+    out.push_back({word, lo, pn.first, pn.second});
+  }
+  std::sort(out.begin(), out.end(), [](const ConceptWord& a, const ConceptWord& b) {
+    return a.log_odds != b.log_odds ? a.log_odds > b.log_odds : a.word < b.word;
+  });
+  if (max_words >= 0 && out.size() > static_cast<size_t>(max_words)) out.resize(max_words);
+  return out;
+}
+
+absl::StatusOr<std::vector<float>> ComputeSteeringVector(const Model& model, const Dataset& dataset,
+                                                         int layer, Precision precision,
+                                                         ThreadPool* pool) {
+  const GPT2Config& c = model.config();
+  if (layer < 0 || layer >= static_cast<int>(c.n_layer)) {
+    return absl::OutOfRangeError(
+        absl::StrCat("steering layer ", layer, " out of range [0, ", c.n_layer, ")"));
+  }
+  if (auto st = ValidateDataset(dataset); !st.ok()) return st;
+  const size_t d = c.n_embd;
+  std::vector<const std::string*> sentences;
+  for (const auto& s : dataset.positive) sentences.push_back(&s);
+  for (const auto& s : dataset.negative) sentences.push_back(&s);
+  const size_t num_pos = dataset.positive.size();
+  const int workers = pool ? std::max(1, pool->size()) : 1;
+  // Per worker: the sums of per-sentence mean residuals, positives and negatives.
+  std::vector<std::vector<double>> sum_pos(workers, std::vector<double>(d, 0.0));
+  std::vector<std::vector<double>> sum_neg(workers, std::vector<double>(d, 0.0));
+  std::vector<absl::Status> status(workers);
+  auto body = [&](int w) {
+    SessionOptions so;
+    so.precision = precision;
+    auto session = Session::Create(model, so);
+    if (!session.ok()) {
+      status[w] = session.status();
+      return;
+    }
+    std::vector<double> acc(d);
+    for (size_t i = w; i < sentences.size(); i += workers) {
+      std::vector<int32_t> ids = model.tokenizer().Encode(*sentences[i]);
+      if (ids.size() > c.n_ctx) ids.resize(c.n_ctx);
+      if (ids.empty()) continue;  // ValidateDataset refuses empty sentences; kept for safety
+      std::fill(acc.begin(), acc.end(), 0.0);
+      (*session)->Reset();
+      (*session)->SetResidualCapture(layer, acc.data());
+      auto fwd = (*session)->Forward(ids, Session::Logits::kNone);
+      (*session)->SetResidualCapture(-1, nullptr);
+      if (!fwd.ok()) {
+        status[w] = fwd.status();
+        return;
+      }
+      std::vector<double>& sum = i < num_pos ? sum_pos[w] : sum_neg[w];
+      for (size_t j = 0; j < d; ++j) sum[j] += acc[j] / static_cast<double>(ids.size());
+    }
+  };
+  if (pool && workers > 1) {
+    pool->ParallelFor(workers, body);
+  } else {
+    body(0);
+  }
+  for (const auto& st : status) {
+    if (!st.ok()) return st;
+  }
+  std::vector<float> v(d);
+  for (size_t j = 0; j < d; ++j) {
+    double p = 0, n = 0;
+    for (int w = 0; w < workers; ++w) {
+      p += sum_pos[w][j];
+      n += sum_neg[w][j];
+    }
+    v[j] = static_cast<float>(p / static_cast<double>(num_pos) -
+                              n / static_cast<double>(dataset.negative.size()));
+  }
+  return v;
+}
+
+std::vector<std::pair<int32_t, float>> WordLogitBias(const Tokenizer& tokenizer,
+                                                     absl::Span<const ConceptWord> words,
+                                                     float beta) {
+  std::vector<std::pair<int32_t, float>> out;
+  std::set<int32_t> seen;
+  for (const auto& w : words) {
+    std::string cap = w.word;
+    if (!cap.empty()) cap[0] = absl::ascii_toupper(static_cast<unsigned char>(cap[0]));
+    for (const std::string& form : {" " + w.word, " " + cap}) {
+      const auto ids = tokenizer.Encode(form);
+      if (ids.size() == 1 && seen.insert(ids[0]).second) out.push_back({ids[0], beta});
+    }
+  }
+  return out;
+}
+
+}  // namespace selfcond
