@@ -254,3 +254,185 @@ TEST_F(ExperimentRunTest, GenderProbabilitiesAreConsistent) {
 
 }  // namespace
 }  // namespace selfcond
+
+// ---- issue 10: controls, compare, auto k, gender parity ----------------------------------------
+
+namespace selfcond {
+namespace {
+
+TEST_F(ExperimentRunTest, RandomUnitsDoNotConditionLikeTopExperts) {
+  FootballExperimentOptions o;
+  o.ks = {50};
+  o.prompts = {"Once upon a time", "In the city"};
+  o.seeds = 4;
+  o.new_tokens = 20;
+  ThreadPool pool(2);
+  auto top = RunFootballExperiment(*model_, *table_, o, &pool);
+  ASSERT_TRUE(top.ok()) << top.status();
+  o.choice.random = true;
+  o.choice.seed = 7;
+  auto random = RunFootballExperiment(*model_, *table_, o, &pool);
+  ASSERT_TRUE(random.ok()) << random.status();
+  EXPECT_EQ(random->points[0].units, "random (seed 7)");
+  // The control: 50 random units forced to their on_p50 are far from the top 50's effect.
+  EXPECT_LT(random->points[0].mentions, top->points[0].mentions)
+      << "random " << random->points[0].mentions << "/8, top " << top->points[0].mentions << "/8";
+  EXPECT_LT(random->points[0].mean_ap, top->points[0].mean_ap);
+  // Per-layer forcing: one point per block and k, each forcing that block's units only.
+  o.choice = UnitChoice();
+  o.per_layer = true;
+  o.ks = {0, 5};
+  o.seeds = 1;
+  auto per_layer = RunFootballExperiment(*model_, *table_, o, &pool);
+  ASSERT_TRUE(per_layer.ok()) << per_layer.status();
+  ASSERT_EQ(per_layer->points.size(), 2u * model_->config().n_layer);
+  EXPECT_EQ(per_layer->points[3].layer, 1);
+  EXPECT_EQ(per_layer->points[3].k, 5);
+  auto back = json::Parse(FootballResultToJson(*per_layer).Dump());
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(back->Find("options")->Find("per_layer")->as_bool());
+  EXPECT_EQ(back->Find("points")->items()[3].GetInt("layer").value(), 1);
+  // Scores: positive perplexities under the scorer (here the same model, whole text) and a
+  // Self-BLEU in [0, 1].
+  for (const auto& p : top->points) {
+    EXPECT_GT(p.scorer_ppl, 1);
+    EXPECT_GE(p.self_bleu, 0);
+    EXPECT_LE(p.self_bleu, 1);
+  }
+}
+
+TEST_F(ExperimentRunTest, ScorerModelScoresTheWholeText) {
+  // A different scorer (the keep-float conversion: the same weights in f32 copies) gives close
+  // but separately computed perplexities of prompt + continuation.
+  auto scorer = Model::Load(selfcond::testing::ConvertedMiniModel(/*keep_float=*/true), {});
+  ASSERT_TRUE(scorer.ok()) << scorer.status();
+  FootballExperimentOptions o;
+  o.ks = {0};
+  o.prompts = {"Yesterday"};
+  o.seeds = 2;
+  o.new_tokens = 10;
+  auto own = RunFootballExperiment(*model_, *table_, o, nullptr);
+  o.scorer = scorer->get();
+  auto other = RunFootballExperiment(*model_, *table_, o, nullptr);
+  ASSERT_TRUE(own.ok() && other.ok());
+  EXPECT_EQ(own->samples[0].text, other->samples[0].text);
+  // "!" + "Yesterday" + 10 tokens: about 11 predicted tokens (re-tokenized text).
+  EXPECT_GE(other->samples[0].scorer_tokens, 9);
+  EXPECT_NEAR(other->points[0].scorer_ppl, own->points[0].scorer_ppl,
+              0.2 * own->points[0].scorer_ppl);
+}
+
+TEST_F(ExperimentRunTest, CompareRunsThreeMethodsOnTheSameSeeds) {
+  auto ds = LoadConceptJson(selfcond::testing::SharedDir() + "/concepts/football_small.json");
+  ASSERT_TRUE(ds.ok());
+  CompareOptions o;
+  o.prompts = {"Once upon a time", "In the city"};
+  o.seeds = 3;
+  o.new_tokens = 16;
+  o.ks = {50};
+  o.alphas = {8};
+  o.betas = {10};
+  ThreadPool pool(2);
+  auto r = RunCompareExperiment(*model_, *table_, *ds, o, &pool);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->run.points.size(), 4u);
+  EXPECT_EQ(r->run.points[0].method, "none");
+  EXPECT_EQ(r->run.points[1].method, "experts");
+  EXPECT_EQ(r->run.points[2].method, "steer");
+  EXPECT_EQ(r->run.points[3].method, "bias");
+  EXPECT_GT(r->bias_tokens, 0);
+  EXPECT_GT(r->steer_norm, 0);
+  EXPECT_FALSE(r->words.empty());
+  // A strong bias toward the concept words makes them appear: the rate is measured with the
+  // same words, so this checks the wiring of the bias and of the rate.
+  EXPECT_GT(r->run.points[3].mentions, r->run.points[0].mentions);
+  EXPECT_GE(r->run.points[3].mention_rate, 0.5);
+  // Same seeds: the unconditioned continuations do not depend on what else runs.
+  o.methods = {"bias"};
+  auto only_bias = RunCompareExperiment(*model_, *table_, *ds, o, &pool);
+  ASSERT_TRUE(only_bias.ok());
+  EXPECT_EQ(only_bias->run.samples[0].text, r->run.samples[0].text);
+  auto j = json::Parse(CompareResultToJson(*r).Dump());
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ(j->Find("points")->items().size(), 4u);
+  o.methods = {"prompting"};
+  EXPECT_FALSE(RunCompareExperiment(*model_, *table_, *ds, o, &pool).ok());
+}
+
+TEST_F(ExperimentRunTest, AutoKPicksTheSmallestQualifyingK) {
+  AutoKOptions o;
+  o.prompts = {"Once upon a time", "In the city"};
+  o.seeds = 2;
+  o.new_tokens = 16;
+  o.candidates = {5, 300};
+  o.words = FootballWords();
+  o.target_rate = 0.25;
+  o.ppl_budget = 1000;  // no fluency limit: the smallest k reaching 25% wins
+  auto r = ChooseK(*model_, *table_, o, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_GE(r->tried.size(), 2u);
+  EXPECT_EQ(r->tried[0].k, 0);
+  EXPECT_TRUE(r->met) << r->reason;
+  EXPECT_GE(r->tried.back().mention_rate, 0.25);
+  EXPECT_EQ(r->k, r->tried.back().k);
+  for (size_t i = 1; i + 1 < r->tried.size(); ++i) EXPECT_LT(r->tried[i].mention_rate, 0.25);
+  // A budget nothing meets (perplexity must not grow at all): k falls back, and says why.
+  o.ppl_budget = 1.0;
+  o.candidates = {300};
+  auto strict = ChooseK(*model_, *table_, o, nullptr);
+  ASSERT_TRUE(strict.ok());
+  EXPECT_FALSE(strict->met);
+  EXPECT_EQ(strict->k, 0);
+  EXPECT_NE(strict->reason.find("exceeds"), std::string::npos) << strict->reason;
+}
+
+TEST_F(ExperimentRunTest, GenderExpertsMovePronounsTowardParity) {
+  auto woman = LoadExpertTable(std::string(SELFCOND_SOURCE_DIR) + "/demo/experts/woman.json");
+  auto man = LoadExpertTable(std::string(SELFCOND_SOURCE_DIR) + "/demo/experts/man.json");
+  ASSERT_TRUE(woman.ok() && man.ok());
+  if (!CheckCompatible(*woman, *model_).ok()) GTEST_SKIP() << "demo tables for another model";
+  auto text = ReadFile(selfcond::testing::SharedDir() + "/concepts/occupations.json");
+  ASSERT_TRUE(text.ok());
+  auto prompts = ParseOccupationPrompts(*text, 3);
+  ASSERT_TRUE(prompts.ok());
+  prompts->resize(6);  // the first template with 3 female + 3 male occupations
+  const ExpertTable* tables[] = {&*woman, &*man};
+  GenderExperimentOptions o;
+  o.ks = {0, 30, 300};
+  ThreadPool pool(2);
+  auto r = RunGenderExperiment(*model_, tables, *prompts, o, &pool);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->parity.size(), 2u);
+  // do(woman, 300) raises p(she) - p(he) on average; do(man, 30) lowers p(she) (the demo
+  // model already prefers he/his everywhere: docs/paper-experiments.md).
+  double dw0 = 0, dw = 0, she0 = 0, she_man = 0;
+  for (size_t p = 0; p < 6; ++p) {
+    dw0 += r->cells[0][0][p].p_she - r->cells[0][0][p].p_he;
+    dw += r->cells[0][2][p].p_she - r->cells[0][2][p].p_he;
+    she0 += r->cells[1][0][p].p_she;
+    she_man += r->cells[1][1][p].p_she;
+  }
+  EXPECT_GT(dw, dw0);
+  EXPECT_LT(she_man, she0);
+  // Parity points agree with the cells they are computed from.
+  for (size_t p = 0; p < 6; ++p) {
+    const double x = r->parity[0][p];
+    const double d0 = r->cells[0][0][p].p_she - r->cells[0][0][p].p_he;
+    if (d0 >= 0) {
+      EXPECT_EQ(x, 0);
+    }
+    if (!std::isnan(x)) {
+      EXPECT_GE(x, 0);
+      EXPECT_LE(x, 300);
+    }
+  }
+  auto j = json::Parse(GenderResultToJson(*r).Dump());
+  ASSERT_TRUE(j.ok());
+  ASSERT_NE(j->Find("parity"), nullptr);
+  EXPECT_EQ(j->Find("parity")->Find("woman")->GetInt("contexts").value(), 6);
+  EXPECT_EQ(j->Find("per_prompt")->Find("man")->Find("delta_p")->items().size(), 6u);
+  EXPECT_EQ(j->Find("per_prompt")->Find("man")->Find("delta_p")->items()[0].items().size(), 3u);
+}
+
+}  // namespace
+}  // namespace selfcond

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -144,6 +145,8 @@ absl::StatusOr<std::vector<int64_t>> SelectUnits(const ExpertTable& table, int64
                                                  const UnitChoice& choice);
 
 struct ForcingSource {
+  ForcingSource(const ExpertTable* t = nullptr, int64_t k = 0, UnitChoice c = {})
+      : table(t), top_k(k), choice(std::move(c)) {}
   const ExpertTable* table = nullptr;
   int64_t top_k = 0;  // how many units (fewer if the table is shorter, for the default choice)
   UnitChoice choice;  // which ones (default: the top_k by AP)

@@ -53,7 +53,7 @@ std::vector<ConceptWord> ConceptWords(const Dataset& dataset, int max_words, int
     if (pn.first < std::max(1, min_positive)) continue;
     const double p = pn.first, n = pn.second;
     const double lo = std::log((p + 1) / (P - p + 1)) - std::log((n + 1) / (N - n + 1));
-    out.push_back({word, lo, pn.first, pn.second});
+    if (lo > 0) out.push_back({word, lo, pn.first, pn.second});  // more typical of positives
   }
   std::sort(out.begin(), out.end(), [](const ConceptWord& a, const ConceptWord& b) {
     return a.log_odds != b.log_odds ? a.log_odds > b.log_odds : a.word < b.word;

@@ -466,13 +466,15 @@ double SelfBleu(absl::Span<const std::string> texts, int ngram) {
         num += std::min(cnt, max_ref);
         den += cnt;
       }
-      if (den == 0) {
-        // NLTK: no n-grams of this order in the hypothesis gives precision 0 -> BLEU 0 for
-        // hypotheses shorter than n (method1 only smooths a zero numerator).
+      // NLTK: no unigram in common gives BLEU 0; otherwise a zero count of order n becomes
+      // epsilon / denominator (method1), the denominator being at least 1 (a hypothesis shorter
+      // than n).
+      if (n == 1 && num == 0) {
         zero = true;
         break;
       }
-      const double p = num > 0 ? static_cast<double>(num) / den : 0.1 / den;  // method1
+      const double d = static_cast<double>(std::max<int64_t>(den, 1));
+      const double p = num > 0 ? static_cast<double>(num) / d : 0.1 / d;
       log_sum += std::log(p) / ngram;
     }
     if (zero) continue;  // adds 0
