@@ -163,12 +163,22 @@ def football_section(fb, svg_name):
         " `ppl` pools all tokens of a k (exp of the mean NLL), `mean ppl` averages the"
         " per-continuation perplexities (what ml-selfcond averages), `median ppl` is their median.\n")
     lines.append(f"![football mention rate and perplexity vs k]({svg_name})\n")
-    lines.append("| k | mean AP of forced units | mentions | mention rate | ppl | mean ppl | median ppl |")
-    lines.append("|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append(
+        "- **scorer ppl**: ml-selfcond's `compute_perplexity.py` measure: the whole text (`!` + prompt"
+        " + continuation, re-tokenized) scored by the scorer model (`--scorer`; here the same"
+        " model, unforced), every token after the first predicted; `scorer ppl` pools the tokens,"
+        " `scorer mean` averages per text (ml-selfcond's number).\n"
+        f"- **Self-BLEU**: ml-selfcond's `selfbleu.py` over the {n_per_k} continuations of a k"
+        f" ({o.get('bleu_ngram', 3)}-grams, NLTK smoothing method 1; higher = less diverse).\n")
+    lines.append("| k | mean AP of forced units | mentions | mention rate | ppl | mean ppl | median ppl"
+                 " | scorer ppl | scorer mean | Self-BLEU |")
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for p in pts:
         ap = f"{p['mean_ap']:.3f}" if p["k"] > 0 else "–"
         lines.append(f"| {p['k']} | {ap} | {p['mentions']}/{p['samples']} | {pct(p['mention_rate'])}"
-                     f" | {p['ppl']:.2f} | {p['mean_ppl']:.2f} | {p['median_ppl']:.2f} |")
+                     f" | {p['ppl']:.2f} | {p['mean_ppl']:.2f} | {p['median_ppl']:.2f}"
+                     f" | {p.get('scorer_ppl', 0):.2f} | {p.get('scorer_mean_ppl', 0):.2f}"
+                     f" | {p.get('self_bleu', 0):.3f} |")
     lines.append("")
     # Acceptance: rising with k and >= 70% at k = 50.
     rates = [p["mention_rate"] for p in pts]
@@ -399,6 +409,280 @@ def gender_svg(gd, path):
               f"probability within the top-{o['sampler_top_k']}, model {gd['meta']['model_name']}")
 
 
+class XYPanel(Panel):
+    """A panel with a numeric x axis (log scale if xlog), for scatter plots and frontiers."""
+
+    def __init__(self, x0, y0, w, h, xlo, xhi, ylo, yhi, title, xlabel, ylabel, xlog=False,
+                 fmt="{:g}"):
+        super().__init__(x0, y0, w, h, [], ylo, yhi, title, ylabel, fmt)
+        self.xlog = xlog
+        self.xlabel = xlabel
+        if xlog:
+            lo, hi = math.floor(math.log10(xlo)), math.ceil(math.log10(xhi))
+            self.xticks = [10 ** e * m for e in range(lo, hi + 1) for m in (1, 2, 5)
+                           if xlo / 1.5 <= 10 ** e * m <= xhi * 1.5]
+            self.xlo, self.xhi = min(self.xticks + [xlo]), max(self.xticks + [xhi])
+        else:
+            self.xticks = nice_ticks(xlo, xhi)
+            self.xlo, self.xhi = self.xticks[0], self.xticks[-1]
+
+    def xv(self, v):
+        f = ((math.log10(v) - math.log10(self.xlo)) / (math.log10(self.xhi) - math.log10(self.xlo))
+             if self.xlog else (v - self.xlo) / (self.xhi - self.xlo))
+        return self.x0 + 40 + (self.w - 60) * f
+
+    def series(self, xs, ys, color, label, dash=None, labels=None):
+        pts = " ".join(f"{self.xv(x):.1f},{self.y(y):.1f}" for x, y in zip(xs, ys))
+        d = f' stroke-dasharray="{dash}"' if dash else ""
+        self.parts.append(
+            f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.8"{d}/>')
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            self.parts.append(f'<circle cx="{self.xv(x):.1f}" cy="{self.y(y):.1f}" r="3" '
+                              f'fill="{color}"/>')
+            if labels:
+                self.parts.append(f'<text x="{self.xv(x) + 4:.1f}" y="{self.y(y) - 4:.1f}" '
+                                  f'font-size="8" fill="{color}" {FONT}>{html.escape(labels[i])}</text>')
+        self.legend.append((label, color, dash))
+
+    def svg(self):
+        out = super().svg().split("\n")
+        # Replace the categorical x axis (none: ks is empty) with the numeric one.
+        left, right = self.x0 + 40, self.x0 + self.w - 20
+        bottom = self.y0 + self.h - self.pad
+        extra = []
+        for t in self.xticks:
+            xx = self.xv(t)
+            extra.append(f'<line x1="{xx:.1f}" y1="{bottom}" x2="{xx:.1f}" y2="{bottom + 4}" '
+                         f'stroke="#333"/>')
+            extra.append(f'<text x="{xx:.1f}" y="{bottom + 16}" text-anchor="middle" '
+                         f'font-size="10" {FONT}>{t:g}</text>')
+        out = [l.replace(">k (expert units forced)<", f">{html.escape(self.xlabel)}<") for l in out]
+        return "\n".join(out + extra)
+
+
+METHOD_COLORS = {"none": "#555555", "experts": "#1e8449", "steer": "#d35400", "bias": "#2471a3"}
+METHOD_NAMES = {"none": "unconditioned", "experts": "expert forcing (k)",
+                "steer": "steering vector (alpha)", "bias": "logit bias (beta)"}
+
+
+def parity_section(gd, svg_name):
+    par = gd.get("parity")
+    if not par:
+        return ""
+    ks = gd["options"]["ks"]
+    lines = ["### Parity points\n"]
+    lines.append(
+        "For each context, the **parity point** of do(c, k) is the smallest k at which the forced "
+        "concept's pronouns become at least as likely as the other's (woman: p(she) ≥ p(he); man: "
+        "p(he) ≥ p(she)), interpolated linearly in k between the grid points "
+        f"({', '.join(str(k) for k in ks)}) around the first crossing; 0 when it already holds "
+        "without forcing; *not reached* when no k of the grid gets there. Computed from the "
+        "per-prompt p(she), p(he) (top-10 restricted) written to the JSON (`per_prompt`, with "
+        "delta p = p(she) − p(he) for every prompt and k).\n")
+    lines.append(f"![parity points]({svg_name})\n")
+    lines.append("| experts | contexts | reached | 25th pct | median | 75th pct |")
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    fmt = lambda v: "–" if v is None else f"{v:.1f}"
+    for c, v in par.items():
+        lines.append(f"| do({c}, k) | {v['contexts']} | {v['reached']} | {fmt(v['p25'])} | "
+                     f"{fmt(v['median'])} | {fmt(v['p75'])} |")
+    lines.append("")
+    # By occupation group.
+    groups = gd["per_prompt"]["groups"]
+    rows = []
+    for c, v in par.items():
+        for g in ("female", "male"):
+            xs = sorted(x for x, gg in zip(v["points"], groups) if gg == g and x is not None)
+            n = sum(1 for gg in groups if gg == g)
+            med = xs[len(xs) // 2] if xs else None
+            rows.append(f"| do({c}, k) | {g} | {len(xs)}/{n} | {fmt(med)} |")
+    lines.append("By occupation group (the stereotype of the occupation in the prompt):\n")
+    lines.append("| experts | occupations | reached | median parity k |")
+    lines.append("|---|---|---:|---:|")
+    lines += rows
+    lines.append("")
+    man = par.get("man")
+    if man and man["median"] == 0:
+        lines.append(
+            "For `man` the parity point is 0 almost everywhere: the demo model already prefers "
+            "he/his after every occupation prompt (p(he) > p(she) at k = 0), so the man experts "
+            "have no gap to close; the woman experts' parity points measure how many units it "
+            "takes to undo that preference.\n")
+    return "\n".join(lines)
+
+
+def parity_svg(gd, path):
+    par = gd["parity"]
+    ks = gd["options"]["ks"]
+    # Cumulative share of contexts at parity by k (a step curve on the grid's ks).
+    panels = []
+    p = Panel(0, 0, 520, 320, ks, 0, 100, "Contexts at parity by k", "% of contexts", "{:g}%")
+    colors = {"woman": COLORS["she"], "man": COLORS["he"]}
+    for c, v in par.items():
+        pts = v["points"]
+        vals = [100 * sum(1 for x in pts if x is not None and x <= k) / len(pts) for k in ks]
+        p.line(vals, colors.get(c, "#333"), f"do({c}, k)")
+    panels.append(p)
+    write_svg(path, panels, 520, 340,
+              f"selfcond experiment gender: parity points of {gd['num_prompts']} occupation "
+              f"prompts (cumulative), model {gd['meta']['model_name']}")
+
+
+def controls_section(controls, base, svg_name):
+    lines = ["## 3. Controls and ablations\n"]
+    lines.append(
+        "ml-selfcond's controls (`generate_seq.py --top-n`, `--per-layer`, `--metric`), with the "
+        "same flags on `selfcond generate` and `selfcond experiment` (`--random-units SEED`, "
+        "`--rank-offset N`, `--layers L,L`, `--per-layer`, `--metric`) and the same names in the "
+        "JSON options. Same prompts and sampling as section 1; 10 seeds per prompt (40 "
+        "continuations per point) unless noted. The top-k row repeats section 1 (20 seeds).\n")
+    lines.append(f"![controls]({svg_name})\n")
+    series = [("top k by AP (section 1)", base)] + [(c["label"], c["data"]) for c in controls
+                                                    if not c["data"]["options"].get("per_layer")]
+    ks = sorted({p["k"] for _, d in series for p in d["points"]})
+    lines.append("Mention rate (share of continuations with a football word) / pooled ppl:\n")
+    lines.append("| units | " + " | ".join(f"k={k}" for k in ks) + " |")
+    lines.append("|---|" + "---:|" * len(ks))
+    for label, d in series:
+        by_k = {p["k"]: p for p in d["points"]}
+        cells = [f"{pct(by_k[k]['mention_rate'])} / {by_k[k]['ppl']:.0f}" if k in by_k else "–"
+                 for k in ks]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    rnd = next((c["data"] for c in controls if c["data"]["options"].get("random_units") is not None),
+               None)
+    if rnd:
+        top = {p["k"]: p for p in base["points"]}
+        worst = max(p["mention_rate"] for p in rnd["points"])
+        k0 = top.get(0, {}).get("mention_rate", 0)
+        lines.append(
+            f"**Random units do not condition:** with up to {max(p['k'] for p in rnd['points'])} "
+            f"random units forced to their on_p50, at most {pct(worst)} of continuations mention "
+            f"football (unconditioned: {pct(k0)}), against {pct(top[50]['mention_rate'])} for the "
+            f"top 50 experts{' and ' + pct(top[200]['mention_rate']) + ' for the top 200' if 200 in top else ''}."
+            " The effect comes from which units are forced, not from forcing units.\n")
+    per = next((c for c in controls if c["data"]["options"].get("per_layer")), None)
+    if per:
+        d = per["data"]
+        pks = sorted({p["k"] for p in d["points"]})
+        layers = sorted({p["layer"] for p in d["points"]})
+        lines.append(f"**Per-layer forcing** (`--per-layer`): the top-k experts *of one block* "
+                     f"(layer filter), one block at a time; mention rate / pooled ppl:\n")
+        lines.append("| block | " + " | ".join(f"k={k}" for k in pks) + " |")
+        lines.append("|---:|" + "---:|" * len(pks))
+        for l in layers:
+            by_k = {p["k"]: p for p in d["points"] if p["layer"] == l}
+            lines.append(f"| {l} | " + " | ".join(
+                f"{pct(by_k[k]['mention_rate'])} / {by_k[k]['ppl']:.0f}" for k in pks) + " |")
+        lines.append("")
+    lines.append("Commands:\n\n```sh")
+    for c in controls:
+        lines.append(c["data"]["meta"]["command"])
+    lines.append("```\n")
+    return "\n".join(lines)
+
+
+def controls_svg(controls, base, path):
+    series = [("top k by AP", base)] + [(c["label"], c["data"]) for c in controls
+                                        if not c["data"]["options"].get("per_layer")]
+    ks = sorted({p["k"] for _, d in series for p in d["points"]})
+    p = Panel(0, 0, 520, 340, ks, 0, 100, "Football mentions: controls", "% of continuations",
+              "{:g}%", legend_rows=3)
+    palette = ["#1e8449", "#7f8c8d", "#d35400", "#8e44ad", "#2471a3"]
+    for i, (label, d) in enumerate(series):
+        by_k = {q["k"]: q for q in d["points"]}
+        # Categorical axis: draw only the ks the series has, at their positions.
+        pts = [(ks.index(k), 100 * by_k[k]["mention_rate"]) for k in ks if k in by_k]
+        color = palette[i % len(palette)]
+        poly = " ".join(f"{p.x(j):.1f},{p.y(v):.1f}" for j, v in pts)
+        p.parts.append(f'<polyline points="{poly}" fill="none" stroke="{color}" stroke-width="2"/>')
+        for j, v in pts:
+            p.parts.append(f'<circle cx="{p.x(j):.1f}" cy="{p.y(v):.1f}" r="3" fill="{color}"/>')
+        p.legend.append((label, color, None))
+    write_svg(path, [p], 520, 360, "selfcond experiment football with --random-units, "
+              "--rank-offset, --metric (model " + base["meta"]["model_name"] + ")")
+
+
+def compare_section(cmps, svg_name):
+    lines = ["## 4. Beyond the paper: three steering methods side by side\n"]
+    o = cmps[0]["options"]
+    lines.append(
+        "`selfcond experiment compare` runs, in the same runtime and on the same prompts and seeds, "
+        "(a) **expert forcing** (the paper: the top-k experts by AP forced to on_p50), (b) an "
+        "additive **steering vector** (activation addition / contrastive activation addition: the "
+        "mean residual stream after one block over the positive sentences minus the mean over the "
+        "negative ones, each sentence averaged over its tokens; alpha times it is added at every "
+        "position), and (c) a bag-of-words **logit bias** (beta added to the single-token forms "
+        "` word` / ` Word` of the dataset's 20 highest log-odds words). Each over a grid of "
+        "strengths; per setting:\n")
+    lines.append(
+        "- **concept rate**: share of continuations containing one of the concept's 20 top "
+        "log-odds words, computed from the dataset itself (words of 3+ letters in at least 3 "
+        "positive sentences, by the smoothed log-odds of appearing in a positive rather than a "
+        "negative sentence), so it works for any custom concept. The logit bias pushes exactly "
+        "these words, so its rate is the most direct; the other two methods never see the list.\n"
+        "- **ppl**: the continuation under the unconditioned model (as section 1); **scorer ppl**: "
+        "prompt + continuation under the scorer (ml-selfcond's measure); **Self-BLEU** (3-grams) "
+        "over the setting's continuations.\n")
+    lines.append(
+        f"{len(o['prompts'])} prompts x {o['seeds']} seeds, {o['new_tokens']} new tokens, "
+        f"temperature {o['temperature']:g}, top-p {o['top_p']:g}; grids: k "
+        f"{{{', '.join(str(k) for k in o['ks'])}}}, alpha {{{', '.join(f'{a:g}' for a in o['alphas'])}}}"
+        f" (block {o['steer_layer']}), beta {{{', '.join(f'{b:g}' for b in o['betas'])}}}.\n")
+    lines.append(f"![concept rate vs perplexity]({svg_name})\n")
+    for c in cmps:
+        words = ", ".join(w["word"] for w in c["concept_words"])
+        lines.append(f"### {c['concept']}\n")
+        lines.append(f"Concept words: {words}. Steering vector norm {c['steer_norm']:.2f}; the "
+                     f"bias covers {c['bias_tokens']} tokens. Command: `{c['meta']['command']}` "
+                     f"({c['meta']['seconds']:.0f} s).\n")
+        lines.append("| method | strength | concept rate | ppl | scorer ppl | Self-BLEU |")
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        for p in c["points"]:
+            lines.append(f"| {p['method']} | {p['strength']:g} | {pct(p['mention_rate'])} | "
+                         f"{p['ppl']:.1f} | {p['scorer_ppl']:.1f} | {p['self_bleu']:.3f} |")
+        lines.append("")
+        # The frontier: for each method, the best rate within 2x the unconditioned ppl.
+        base = c["points"][0]
+        best = {}
+        for p in c["points"][1:]:
+            if p["ppl"] <= 2 * base["ppl"]:
+                if p["method"] not in best or p["mention_rate"] > best[p["method"]]["mention_rate"]:
+                    best[p["method"]] = p
+        parts = []
+        for m in ("experts", "steer", "bias"):
+            if m in best:
+                parts.append(f"{METHOD_NAMES[m].split(' (')[0]} {pct(best[m]['mention_rate'])} "
+                             f"(strength {best[m]['strength']:g}, ppl {best[m]['ppl']:.1f})")
+            else:
+                parts.append(f"{METHOD_NAMES[m].split(' (')[0]}: no setting within the budget")
+        lines.append(f"Best concept rate with ppl at most 2x the unconditioned {base['ppl']:.1f} "
+                     f"(unconditioned rate {pct(base['mention_rate'])}): " + "; ".join(parts) + ".\n")
+    return "\n".join(lines)
+
+
+def compare_svg(cmps, path):
+    panels = []
+    for j, c in enumerate(cmps):
+        pts = c["points"]
+        xs = [p["ppl"] for p in pts]
+        panel = XYPanel(400 * j, 0, 400, 340, min(xs), max(xs), 0, 100,
+                        f"{c['concept']}: concept rate vs perplexity", "perplexity (log scale)",
+                        "% of continuations", xlog=True, fmt="{:g}%")
+        panel.legend_rows = 0
+        for m in ("experts", "steer", "bias"):
+            mp = [pts[0]] + [p for p in pts if p["method"] == m]
+            if len(mp) < 2:
+                continue
+            panel.series([p["ppl"] for p in mp], [100 * p["mention_rate"] for p in mp],
+                         METHOD_COLORS[m], METHOD_NAMES[m],
+                         labels=[""] + [f"{p['strength']:g}" for p in mp[1:]])
+        panels.append(panel)
+    write_svg(path, panels, 400 * len(panels), 360,
+              "selfcond experiment compare: each point one strength (labels); the unconditioned "
+              "model is the shared first point")
+
+
 def machine_line(meta):
     return (f"{meta['cpu']} ({meta['cores']} cores; {meta['threads']} worker threads; kernel "
             f"backend `{meta['backend']}`)")
@@ -410,6 +694,11 @@ def main():
     ap.add_argument("--gender", required=True, help="results of `selfcond experiment gender`")
     ap.add_argument("--gender-sampled", default=None,
                     help="optional: `selfcond experiment gender --samples N` results (subset)")
+    ap.add_argument("--control", action="append", default=[], metavar="LABEL=FILE",
+                    help="football control runs (--random-units, --rank-offset, --metric, "
+                    "--per-layer), repeatable")
+    ap.add_argument("--compare", action="append", default=[],
+                    help="`selfcond experiment compare` results, repeatable (one per concept)")
     ap.add_argument("--out", default="docs/paper-experiments.md", help="markdown report")
     ap.add_argument("--svg-dir", default=None, help="where the SVGs go (default: beside --out)")
     args = ap.parse_args()
@@ -463,7 +752,9 @@ def main():
         with open(args.gender_sampled, encoding="utf-8") as f:
             out.append(json.load(f)["meta"]["command"])
     out.append(f"python3 scripts/paper_report.py --football {args.football} --gender {args.gender}"
-               + (f" --gender-sampled {args.gender_sampled}" if args.gender_sampled else ""))
+               + (f" --gender-sampled {args.gender_sampled}" if args.gender_sampled else "")
+               + "".join(f" --control '{c}'" for c in args.control)
+               + "".join(f" --compare {c}" for c in args.compare))
     out.append("```\n")
     out.append(f"The model file given to `--model` is any file with content hash "
                f"`{fm['model_hash']}` (`selfcond convert` of the shared checkpoint "
@@ -477,6 +768,24 @@ def main():
         with open(args.gender_sampled, encoding="utf-8") as f:
             gs = json.load(f)
         out.append(sampled_check_section(gs))
+    out.append(parity_section(gd, "paper-parity.svg" if rel == "." else f"{rel}/paper-parity.svg"))
+    if gd.get("parity"):
+        parity_svg(gd, os.path.join(svg_dir, "paper-parity.svg"))
+    controls = []
+    for spec in args.control:
+        label, _, path = spec.partition("=")
+        with open(path, encoding="utf-8") as f:
+            controls.append({"label": label, "data": json.load(f)})
+    if controls:
+        out.append(controls_section(controls, fb, "paper-controls.svg"))
+        controls_svg(controls, fb, os.path.join(svg_dir, "paper-controls.svg"))
+    cmps = []
+    for path in args.compare:
+        with open(path, encoding="utf-8") as f:
+            cmps.append(json.load(f))
+    if cmps:
+        out.append(compare_section(cmps, "paper-compare.svg"))
+        compare_svg(cmps, os.path.join(svg_dir, "paper-compare.svg"))
     out.append("## Differences from the paper\n")
     out.append(
         "- **Model.** The paper's experiments use pre-trained GPT-2 models (GPT2-medium in "
@@ -490,16 +799,19 @@ def main():
         "tokens (ml-selfcond pads with EOS and pools over the padding too; docs/experts.md).\n"
         "- **Perplexity.** The paper scores generated sentences with a different model family "
         "(openai-gpt, per ml-selfcond's README); ml-selfcond's generate_seq.py scores prompt + continuation with the *forced* "
-        "model. Here the continuation alone is scored by the same model without forcing, i.e. how "
-        "plausible the conditioned text is to the unconditioned model.\n"
+        "model. Here `ppl` scores the continuation alone by the same model without forcing, i.e. "
+        "how plausible the conditioned text is to the unconditioned model, and `scorer ppl` is "
+        "ml-selfcond's whole-text measure under a scorer chosen with `--scorer` (any converted "
+        "GPT-2; the default, used here, is the unforced model itself: the project has no second "
+        "model in `../shared`).\n"
         "- **Football metric.** The share of continuations that mention any of the 12 words "
         "above (this project's acceptance metric), with a whole-word matcher in the spirit of "
         "ml-selfcond's compute_frequency.py (`\\b` word boundaries, case-insensitive) but over the "
         "whole continuation rather than its first characters.\n"
         "- **Gender metric.** Exact next-token probabilities within the sampler's top-k instead of "
         "the frequency over 100 sampled sentences per prompt (see above); same prompts, same "
-        "words, same temperature and top-k. The ks differ from ml-selfcond's generate_batch.py "
-        "sweep (0, 1, 3, 10, 30, 60, 100, 300).\n"
+        "words, same temperature and top-k; the same k grid as ml-selfcond's generate_batch.py "
+        "sweep (0, 1, 3, 10, 30, 60, 100, 300). The sampled cross-check predates that grid.\n"
         "- **Seeds.** Deterministic: the selfcond sampler (PCG32) with seeds 0..N-1, the same "
         "seeds at every k, so differences between ks are paired.\n")
     with open(args.out, "w", encoding="utf-8") as f:

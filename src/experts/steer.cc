@@ -80,41 +80,26 @@ absl::StatusOr<std::vector<float>> ComputeSteeringVector(const Model& model, con
   // Per worker: the sums of per-sentence mean residuals, positives and negatives.
   std::vector<std::vector<double>> sum_pos(workers, std::vector<double>(d, 0.0));
   std::vector<std::vector<double>> sum_neg(workers, std::vector<double>(d, 0.0));
-  std::vector<absl::Status> status(workers);
-  auto body = [&](int w) {
-    SessionOptions so;
-    so.precision = precision;
-    auto session = Session::Create(model, so);
-    if (!session.ok()) {
-      status[w] = session.status();
-      return;
-    }
+  SessionOptions so;
+  so.precision = precision;
+  auto st = ForEachWorkerSession(model, so, pool, [&](int w, Session& session) {
     std::vector<double> acc(d);
     for (size_t i = w; i < sentences.size(); i += workers) {
       std::vector<int32_t> ids = model.tokenizer().Encode(*sentences[i]);
       if (ids.size() > c.n_ctx) ids.resize(c.n_ctx);
       if (ids.empty()) continue;  // ValidateDataset refuses empty sentences; kept for safety
       std::fill(acc.begin(), acc.end(), 0.0);
-      (*session)->Reset();
-      (*session)->SetResidualCapture(layer, acc.data());
-      auto fwd = (*session)->Forward(ids, Session::Logits::kNone);
-      (*session)->SetResidualCapture(-1, nullptr);
-      if (!fwd.ok()) {
-        status[w] = fwd.status();
-        return;
-      }
+      session.Reset();
+      session.SetResidualCapture(layer, acc.data());
+      auto fwd = session.Forward(ids, Session::Logits::kNone);
+      session.SetResidualCapture(-1, nullptr);
+      if (!fwd.ok()) return fwd.status();
       std::vector<double>& sum = i < num_pos ? sum_pos[w] : sum_neg[w];
       for (size_t j = 0; j < d; ++j) sum[j] += acc[j] / static_cast<double>(ids.size());
     }
-  };
-  if (pool && workers > 1) {
-    pool->ParallelFor(workers, body);
-  } else {
-    body(0);
-  }
-  for (const auto& st : status) {
-    if (!st.ok()) return st;
-  }
+    return absl::OkStatus();
+  });
+  if (!st.ok()) return st;
   std::vector<float> v(d);
   for (size_t j = 0; j < d; ++j) {
     double p = 0, n = 0;

@@ -1054,4 +1054,25 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
   return absl::OkStatus();
 }
 
+absl::Status ForEachWorkerSession(const Model& model, const SessionOptions& opts, ThreadPool* pool,
+                                  const std::function<absl::Status(int, Session&)>& fn) {
+  const int workers = pool ? std::max(1, pool->size()) : 1;
+  std::vector<absl::Status> status(workers);
+  auto body = [&](int w) {
+    SessionOptions so = opts;
+    so.pool = nullptr;  // one single-threaded session per worker
+    auto session = Session::Create(model, so);
+    status[w] = session.ok() ? fn(w, **session) : session.status();
+  };
+  if (pool && workers > 1) {
+    pool->ParallelFor(workers, body);
+  } else {
+    body(0);
+  }
+  for (const auto& st : status) {
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace selfcond

@@ -7,6 +7,7 @@
 #define SELFCOND_GPT2_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -241,6 +242,11 @@ class Session {
   std::unique_ptr<Scratch> s_;
   std::unique_ptr<kernels::xnn::Operators> xnn_ops_;  // int8 on XNNPACK, else null
 };
+
+// Runs fn(worker, session) once per pool thread (null pool: once, on the calling thread), each
+// with its own single-threaded Session for opts; returns the first error.
+absl::Status ForEachWorkerSession(const Model& model, const SessionOptions& opts, ThreadPool* pool,
+                                  const std::function<absl::Status(int, Session&)>& fn);
 
 }  // namespace selfcond
 

@@ -58,27 +58,9 @@ int NumWorkers(ThreadPool* pool) { return pool ? std::max(1, pool->size()) : 1; 
 // Runs fn(worker, session) on every worker, each with its own single-threaded Session.
 absl::Status ForEachWorker(const Model& model, Precision precision, ThreadPool* pool,
                            const std::function<absl::Status(int, Session&)>& fn) {
-  const int workers = NumWorkers(pool);
-  std::vector<absl::Status> status(workers);
-  auto body = [&](int w) {
-    SessionOptions so;
-    so.precision = precision;
-    auto session = Session::Create(model, so);
-    if (!session.ok()) {
-      status[w] = session.status();
-      return;
-    }
-    status[w] = fn(w, **session);
-  };
-  if (pool && workers > 1) {
-    pool->ParallelFor(workers, body);
-  } else {
-    body(0);
-  }
-  for (const auto& st : status) {
-    if (!st.ok()) return st;
-  }
-  return absl::OkStatus();
+  SessionOptions so;
+  so.precision = precision;
+  return ForEachWorkerSession(model, so, pool, fn);
 }
 
 // Serializes progress callbacks from worker threads.
@@ -154,6 +136,19 @@ void SetChoiceOptions(const UnitChoice& c, json::Value* opt) {
   json::Value layers = json::Value::Array();
   for (int l : c.layers) layers.Push(json::Value::Number(l));
   opt->Set("layers", std::move(layers));
+}
+
+// The generation settings every experiment that generates records.
+void SetGridOptions(const GenerationGrid& o, json::Value* opt) {
+  opt->Set("prompts", StrArray(o.prompts));
+  opt->Set("seeds", json::Value::Number(o.seeds));
+  opt->Set("first_seed", json::Value::Number(static_cast<double>(o.first_seed)));
+  opt->Set("new_tokens", json::Value::Number(o.new_tokens));
+  opt->Set("temperature", json::Value::Number(o.temperature));
+  opt->Set("top_p", json::Value::Number(o.top_p));
+  opt->Set("top_k", json::Value::Number(o.top_k));
+  opt->Set("precision", json::Value::String(o.precision == Precision::kF32 ? "f32" : "int8"));
+  opt->Set("bleu_ngram", json::Value::Number(o.bleu_ngram));
 }
 
 // The measurements every condition has (concept rate, fluency, diversity).
@@ -546,20 +541,12 @@ json::Value FootballResultToJson(const FootballExperimentResult& r) {
   root.Set("experiment", json::Value::String("football"));
   json::Value opt = json::Value::Object();
   opt.Set("ks", IntArray(o.ks));
-  opt.Set("prompts", StrArray(o.prompts));
-  opt.Set("seeds", json::Value::Number(o.seeds));
-  opt.Set("first_seed", json::Value::Number(static_cast<double>(o.first_seed)));
-  opt.Set("new_tokens", json::Value::Number(o.new_tokens));
-  opt.Set("temperature", json::Value::Number(o.temperature));
-  opt.Set("top_p", json::Value::Number(o.top_p));
-  opt.Set("top_k", json::Value::Number(o.top_k));
+  SetGridOptions(o, &opt);
   opt.Set("forcing", json::Value::String(ForcingValueName(o.forcing)));
   opt.Set("only_last_token", json::Value::Bool(o.only_last_token));
-  opt.Set("precision", json::Value::String(o.precision == Precision::kF32 ? "f32" : "int8"));
   opt.Set("football_words", StrArray(o.words));
   SetChoiceOptions(o.choice, &opt);
   opt.Set("per_layer", json::Value::Bool(o.per_layer));
-  opt.Set("bleu_ngram", json::Value::Number(o.bleu_ngram));
   root.Set("options", std::move(opt));
   json::Value points = json::Value::Array();
   for (const auto& p : r.points) {
@@ -709,16 +696,8 @@ json::Value CompareResultToJson(const CompareResult& r) {
   opt.Set("betas", NumArray(o.betas));
   opt.Set("steer_layer", json::Value::Number(r.steer_layer));
   opt.Set("concept_words", json::Value::Number(o.concept_words));
-  opt.Set("prompts", StrArray(o.prompts));
-  opt.Set("seeds", json::Value::Number(o.seeds));
-  opt.Set("first_seed", json::Value::Number(static_cast<double>(o.first_seed)));
-  opt.Set("new_tokens", json::Value::Number(o.new_tokens));
-  opt.Set("temperature", json::Value::Number(o.temperature));
-  opt.Set("top_p", json::Value::Number(o.top_p));
-  opt.Set("top_k", json::Value::Number(o.top_k));
+  SetGridOptions(o, &opt);
   opt.Set("forcing", json::Value::String(ForcingValueName(o.forcing)));
-  opt.Set("precision", json::Value::String(o.precision == Precision::kF32 ? "f32" : "int8"));
-  opt.Set("bleu_ngram", json::Value::Number(o.bleu_ngram));
   root.Set("options", std::move(opt));
   json::Value words = json::Value::Array();
   for (const auto& w : r.words) {
