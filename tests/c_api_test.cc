@@ -9,6 +9,7 @@
 
 #include "experts/dataset.h"
 #include "experts/rank.h"
+#include "experts/steer.h"
 #include "model/generate.h"
 #include "model/gpt2.h"
 #include "selfcond/selfcond.h"
@@ -386,6 +387,49 @@ TEST_F(CApiTest, RefusesOtherModelsTable) {
             SELFCOND_OK);
   EXPECT_EQ(e, nullptr);
   EXPECT_EQ(selfcond_experts_load_memory(model_, "{not json", 9, &e), SELFCOND_INVALID_ARGUMENT);
+}
+
+TEST_F(CApiTest, SteeringVectorAndLogitBias) {
+  selfcond_dataset* ds = nullptr;
+  ASSERT_EQ(selfcond_dataset_load((testing::SharedDir() + "/concepts/football_small.json").c_str(),
+                                  0, &ds),
+            SELFCOND_OK)
+      << selfcond_last_error();
+  selfcond_model_info info;
+  selfcond_model_get_info(model_, &info);
+  std::vector<float> v(info.n_embd);
+  ASSERT_EQ(selfcond_steering_vector(model_, ds, 1, 2, v.data(), v.size()), SELFCOND_OK)
+      << selfcond_last_error();
+  // The library's vector, computed here directly, is what the C API returns.
+  auto lib_model = Model::Load(*path_, {});
+  ASSERT_TRUE(lib_model.ok());
+  auto direct = ComputeSteeringVector(**lib_model, *football_, 1, Precision::kInt8, nullptr);
+  ASSERT_TRUE(direct.ok());
+  for (size_t j = 0; j < v.size(); ++j) ASSERT_NEAR(v[j], (*direct)[j], 1e-5) << j;
+  EXPECT_EQ(selfcond_steering_vector(model_, ds, 1, 2, v.data(), v.size() - 1),
+            SELFCOND_INVALID_ARGUMENT);
+  EXPECT_EQ(selfcond_steering_vector(model_, ds, 99, 2, v.data(), v.size()), SELFCOND_OUT_OF_RANGE);
+  size_t n = 0;
+  ASSERT_EQ(selfcond_concept_logit_bias(model_, ds, 20, 3.0f, nullptr, nullptr, 0, &n),
+            SELFCOND_OK);
+  ASSERT_GT(n, 0u);
+  std::vector<int32_t> tokens(n);
+  std::vector<float> bias(n);
+  ASSERT_EQ(selfcond_concept_logit_bias(model_, ds, 20, 3.0f, tokens.data(), bias.data(), n, &n),
+            SELFCOND_OK);
+  for (float b : bias) EXPECT_EQ(b, 3.0f);
+  selfcond_session* s = nullptr;
+  ASSERT_EQ(selfcond_session_create(model_, nullptr, &s), SELFCOND_OK);
+  EXPECT_EQ(selfcond_session_set_logit_bias(s, tokens.data(), bias.data(), n), SELFCOND_OK);
+  EXPECT_EQ(selfcond_session_set_steering(s, 1, v.data(), v.size(), 4.0f), SELFCOND_OK);
+  EXPECT_EQ(selfcond_session_set_steering(s, 1, v.data(), v.size() - 1, 4.0f),
+            SELFCOND_INVALID_ARGUMENT);
+  EXPECT_EQ(selfcond_session_set_steering(s, 0, nullptr, 0, 0.0f), SELFCOND_OK);  // clears
+  const int32_t bad = -1;
+  const float one = 1.0f;
+  EXPECT_EQ(selfcond_session_set_logit_bias(s, &bad, &one, 1), SELFCOND_OUT_OF_RANGE);
+  selfcond_session_free(s);
+  selfcond_dataset_free(ds);
 }
 
 }  // namespace

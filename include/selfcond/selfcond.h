@@ -336,6 +336,34 @@ SELFCOND_API void selfcond_dataset_get_info(const selfcond_dataset* dataset,
 SELFCOND_API const char* selfcond_dataset_sentence(const selfcond_dataset* dataset, int positive,
                                                    size_t i, size_t* size);
 
+/* ---- other steering methods (docs/paper-experiments.md, section 4) -------------------------- */
+
+/* Adds alpha * vector (n = the model's n_embd floats) to the residual stream after block `layer`
+ * at every position (activation addition). n = 0 (or vector NULL) clears it. Independent of the
+ * forcing and the logit bias: all three may be set at once. */
+SELFCOND_API selfcond_status selfcond_session_set_steering(selfcond_session* session, int layer,
+                                                           const float* vector, size_t n,
+                                                           float alpha);
+/* Adds bias[i] to the logit of tokens[i] wherever the session computes logits. n = 0 clears. */
+SELFCOND_API selfcond_status selfcond_session_set_logit_bias(selfcond_session* session,
+                                                             const int32_t* tokens,
+                                                             const float* bias, size_t n);
+/* The concept's steering vector for block `layer` (out: n_embd floats): the mean over positive
+ * sentences of each sentence's mean residual stream after the block, minus the same over the
+ * negatives. threads <= 0: every core. */
+SELFCOND_API selfcond_status selfcond_steering_vector(const selfcond_model* model,
+                                                      const selfcond_dataset* dataset, int layer,
+                                                      int threads, float* out, size_t n);
+/* A bag-of-words logit bias from the dataset: its max_words highest log-odds words (words of 3+
+ * letters in at least 3 positive sentences), the single-token forms " word" / " Word" of each
+ * biased by beta. Writes up to capacity (token, bias) pairs; *n_out receives how many there are
+ * (call with capacity 0 to size the arrays). */
+SELFCOND_API selfcond_status selfcond_concept_logit_bias(const selfcond_model* model,
+                                                         const selfcond_dataset* dataset,
+                                                         int max_words, float beta, int32_t* tokens,
+                                                         float* bias, size_t capacity,
+                                                         size_t* n_out);
+
 /* ---- expertise from pooled responses (ranking split over processes or machines) --------- */
 
 /* Each unit's statistics from its pooled responses, exactly as a ranking computes them:

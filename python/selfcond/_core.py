@@ -403,6 +403,41 @@ class Model(_Handle):
                                                ctypes.byref(out)))
         return Experts._wrap(self, out.value)
 
+    def _with_dataset(self, path, fn):
+        lib = L.load()
+        ds = ctypes.c_void_p()
+        _check(lib.selfcond_dataset_load(os.fsencode(os.fspath(path)), 0, ctypes.byref(ds)))
+        try:
+            return fn(lib, ds)
+        finally:
+            lib.selfcond_dataset_free(ds)
+
+    def steering_vector(self, dataset_path, layer: int, threads: int = 0) -> List[float]:
+        """The concept's steering vector for block `layer` (n_embd floats): the mean residual
+        stream after the block over the dataset's positive sentences minus the negatives'."""
+        n = self.info.n_embd
+        out = (ctypes.c_float * n)()
+
+        def run(lib, ds):
+            _check(lib.selfcond_steering_vector(self._p(), ds, int(layer), int(threads), out, n))
+            return list(out)
+        return self._with_dataset(dataset_path, run)
+
+    def concept_logit_bias(self, dataset_path, beta: float,
+                           max_words: int = 20) -> List[Tuple[int, float]]:
+        """(token, bias) pairs: beta on the single-token forms of the dataset's highest
+        log-odds words (a bag-of-words logit bias)."""
+        def run(lib, ds):
+            n = ctypes.c_size_t()
+            _check(lib.selfcond_concept_logit_bias(self._p(), ds, int(max_words), float(beta),
+                                                   None, None, 0, ctypes.byref(n)))
+            cap = n.value
+            toks, bias = (ctypes.c_int32 * max(1, cap))(), (ctypes.c_float * max(1, cap))()
+            _check(lib.selfcond_concept_logit_bias(self._p(), ds, int(max_words), float(beta),
+                                                   toks, bias, cap, ctypes.byref(n)))
+            return [(toks[i], bias[i]) for i in range(cap)]
+        return self._with_dataset(dataset_path, run)
+
     def session(self, threads: int = 1, n_ctx: int = 0, kv: str = "f32",
                 precision: str = "int8") -> "Session":
         return Session(self, threads=threads, n_ctx=n_ctx, kv=kv, precision=precision)
@@ -585,6 +620,30 @@ class Session(_Child):
 
     def clear_forcing(self):
         self.set_forcing([])
+
+    def set_steering(self, vector: Optional[Sequence[float]], layer: int = 0,
+                     alpha: float = 1.0):
+        """Adds alpha * vector after block `layer` at every position (Model.steering_vector);
+        None or [] clears it."""
+        v = list(vector or [])
+        arr = (ctypes.c_float * max(1, len(v)))(*v)
+        self._enter()
+        try:
+            _check(L.load().selfcond_session_set_steering(self._p(), int(layer), arr, len(v),
+                                                          float(alpha)))
+        finally:
+            self._busy.release()
+
+    def set_logit_bias(self, pairs: Sequence[Tuple[int, float]]):
+        """Adds each (token, bias) to that token's logit (Model.concept_logit_bias); [] clears."""
+        pairs = list(pairs)
+        toks = (ctypes.c_int32 * max(1, len(pairs)))(*[int(t) for t, _ in pairs])
+        bias = (ctypes.c_float * max(1, len(pairs)))(*[float(b) for _, b in pairs])
+        self._enter()
+        try:
+            _check(L.load().selfcond_session_set_logit_bias(self._p(), toks, bias, len(pairs)))
+        finally:
+            self._busy.release()
 
     def generate(self, prompt: str, max_new_tokens: int = 50, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_at_eos: bool = True,

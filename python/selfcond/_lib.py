@@ -195,6 +195,19 @@ _PROTOTYPES = {
         c_status,
         [_p, ctypes.POINTER(ForcingSource), ctypes.c_size_t, c_enum, ctypes.c_int],
     ),
+    "selfcond_session_set_steering": (
+        c_status, [_p, ctypes.c_int, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t,
+                   ctypes.c_float]),
+    "selfcond_session_set_logit_bias": (
+        c_status, [_p, ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_float),
+                   ctypes.c_size_t]),
+    "selfcond_steering_vector": (
+        c_status, [_p, _p, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_float),
+                   ctypes.c_size_t]),
+    "selfcond_concept_logit_bias": (
+        c_status, [_p, _p, ctypes.c_int, ctypes.c_float, ctypes.POINTER(ctypes.c_int32),
+                   ctypes.POINTER(ctypes.c_float), ctypes.c_size_t,
+                   ctypes.POINTER(ctypes.c_size_t)]),
     "selfcond_generate_default_params": (GenerateParams, []),
     "selfcond_generate": (
         c_status,

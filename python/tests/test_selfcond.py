@@ -424,6 +424,35 @@ class GenerateTest(unittest.TestCase):
                 s.set_forcing([(self.experts, -1)])
             self.assertEqual(cm.exception.code, selfcond.Status.INVALID_ARGUMENT)
 
+    def test_steering_vector_and_logit_bias(self):
+        vec = model.steering_vector(CONCEPT, layer=2, threads=2)
+        self.assertEqual(len(vec), model.info.n_embd)
+        self.assertGreater(sum(x * x for x in vec), 0)
+        bias = model.concept_logit_bias(CONCEPT, beta=10.0)
+        self.assertTrue(bias)
+        self.assertTrue(all(b == 10.0 for _, b in bias))
+        words = {model.detokenize([t]).strip().lower() for t, _ in bias}
+        with model.session() as s:
+            plain = s.generate(PROMPT, max_new_tokens=20, temperature=0)
+            s.set_logit_bias(bias)
+            biased = s.generate(PROMPT, max_new_tokens=20, temperature=0)
+            # A strong bias makes the greedy text use the concept's words.
+            self.assertTrue(any(w in biased.text.lower() for w in words), biased.text)
+            s.set_logit_bias([])
+            s.set_steering(vec, layer=2, alpha=8.0)
+            steered = s.generate(PROMPT, max_new_tokens=20, temperature=0)
+            self.assertNotEqual(steered.text, plain.text)
+            s.set_steering(None)
+            self.assertEqual(s.generate(PROMPT, max_new_tokens=20, temperature=0).text,
+                             plain.text)
+            with self.assertRaises(selfcond.Error) as cm:
+                s.set_steering(vec, layer=model.info.n_layer)
+            self.assertEqual(cm.exception.code, selfcond.Status.OUT_OF_RANGE)
+            with self.assertRaises(selfcond.Error):
+                s.set_steering(vec[:-1], layer=0)
+        with self.assertRaises(selfcond.Error):
+            model.steering_vector(CONCEPT, layer=-1)
+
     def test_sampling_is_seeded(self):
         with model.session() as s:
             kw = dict(max_new_tokens=20, temperature=0.9, top_k=40, top_p=0.95)

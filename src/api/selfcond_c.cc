@@ -15,6 +15,7 @@
 #include "experts/dataset.h"
 #include "experts/expert_table.h"
 #include "experts/rank.h"
+#include "experts/steer.h"
 #include "model/generate.h"
 #include "model/gpt2.h"
 #include "model/units.h"
@@ -522,6 +523,69 @@ selfcond_status selfcond_session_set_forcing(selfcond_session* session,
   });
 }
 
+selfcond_status selfcond_session_set_steering(selfcond_session* session, int layer,
+                                              const float* vector, size_t n, float alpha) {
+  return Guard([&] {
+    if (session == nullptr) return Invalid("session is NULL");
+    selfcond::Session::Steering steering;
+    if (vector != nullptr && n > 0) {
+      steering.layer = layer;
+      steering.add.assign(vector, vector + n);
+      for (float& x : steering.add) x *= alpha;
+    }
+    return ToC(session->session->SetSteering(std::move(steering)));
+  });
+}
+
+selfcond_status selfcond_session_set_logit_bias(selfcond_session* session, const int32_t* tokens,
+                                                const float* bias, size_t n) {
+  return Guard([&] {
+    if (session == nullptr || (n > 0 && (tokens == nullptr || bias == nullptr)))
+      return Invalid("session, tokens or bias is NULL");
+    std::vector<std::pair<int32_t, float>> pairs;
+    for (size_t i = 0; i < n; ++i) pairs.push_back({tokens[i], bias[i]});
+    return ToC(session->session->SetLogitBias(std::move(pairs)));
+  });
+}
+
+selfcond_status selfcond_steering_vector(const selfcond_model* model,
+                                         const selfcond_dataset* dataset, int layer, int threads,
+                                         float* out, size_t n) {
+  return Guard([&] {
+    if (model == nullptr || dataset == nullptr || out == nullptr)
+      return Invalid("model, dataset or out is NULL");
+    const size_t d = model->model->config().n_embd;
+    if (n != d) return Invalid(absl::StrCat("out holds ", n, " floats; the model's n_embd is ", d));
+    selfcond::ThreadPool pool(threads);
+    auto v = selfcond::ComputeSteeringVector(*model->model, dataset->dataset, layer,
+                                             selfcond::Precision::kInt8, &pool);
+    if (!v.ok()) return ToC(v.status());
+    std::memcpy(out, v->data(), d * sizeof(float));
+    return ToC(absl::OkStatus());
+  });
+}
+
+selfcond_status selfcond_concept_logit_bias(const selfcond_model* model,
+                                            const selfcond_dataset* dataset, int max_words,
+                                            float beta, int32_t* tokens, float* bias,
+                                            size_t capacity, size_t* n_out) {
+  return Guard([&] {
+    if (model == nullptr || dataset == nullptr || n_out == nullptr)
+      return Invalid("model, dataset or n_out is NULL");
+    if (capacity > 0 && (tokens == nullptr || bias == nullptr))
+      return Invalid("tokens or bias is NULL");
+    if (max_words < 1) return Invalid("max_words must be >= 1");
+    const auto words = selfcond::ConceptWords(dataset->dataset, max_words);
+    const auto pairs = selfcond::WordLogitBias(model->model->tokenizer(), words, beta);
+    *n_out = pairs.size();
+    for (size_t i = 0; i < pairs.size() && i < capacity; ++i) {
+      tokens[i] = pairs[i].first;
+      bias[i] = pairs[i].second;
+    }
+    return ToC(absl::OkStatus());
+  });
+}
+
 selfcond_generate_params selfcond_generate_default_params(void) {
   selfcond_generate_params p;
   const selfcond::GenerateOptions d;
@@ -686,8 +750,7 @@ selfcond_status selfcond_pooled_responses(const selfcond_model* model, const cha
   });
 }
 
-selfcond_status selfcond_dataset_load(const char* path, int max_sentences,
-                                      selfcond_dataset** out) {
+selfcond_status selfcond_dataset_load(const char* path, int max_sentences, selfcond_dataset** out) {
   return Guard([&] {
     if (path == nullptr || out == nullptr) return Invalid("NULL argument");
     *out = nullptr;
