@@ -11,9 +11,10 @@
 //                                      server's validators (ETag, Last-Modified, Content-Length)
 // A load of a stored URL first asks the server for the file's validators (HEAD, no body): the
 // same ones -> the stored bytes; different ones (or none to compare) -> the file is fetched
-// again; no answer at all (offline, blocked) -> the stored bytes. Content is written only after
-// the engine accepted it, so a truncated or corrupted download is never stored, and two URLs
-// with the same content share one copy.
+// again; no answer at all (offline, blocked) -> the stored bytes (and no request at all while
+// navigator.onLine is false). Content is written only after the engine accepted it, so a
+// truncated or corrupted download is never stored, and two URLs with the same content share
+// one copy.
 
 export const CACHE_NAME = 'selfcond-store-v1';
 const PREFIX = '/.selfcond-store/';
@@ -90,6 +91,8 @@ export async function lookup(url, { signal } = {}) {
   }
   if (!record) return null;
   let revalidated = false;
+  // The browser knows it is offline: no request (it could only fail, and be logged as failed).
+  if (globalThis.navigator?.onLine === false) return readContent(cache, url, record, false);
   try {
     // no-store: the validators must come from the server, not from the HTTP cache's copy.
     const head = await fetch(url, { method: 'HEAD', cache: 'no-store', credentials: 'same-origin', signal });
@@ -106,6 +109,10 @@ export async function lookup(url, { signal } = {}) {
     if (signal?.aborted) throw e;
     // No answer (offline, DNS, blocked): the stored copy.
   }
+  return readContent(cache, url, record, revalidated);
+}
+
+async function readContent(cache, url, record, revalidated) {
   const res = await cache.match(contentKey(record.sha256));
   if (!res) {
     await cache.delete(recordKey(url)).catch(() => {});
