@@ -5,7 +5,8 @@
 //   - demo/embed/unbundled/ (import map, the README's example verbatim), cross-origin
 //     isolated: the threaded build; the model loads, conditioned text streams, a custom concept
 //     ranks; the second visit loads from the browser's store with the model's URL blocked; a
-//     changed file at the same URL is downloaded again; clearCached empties the store;
+//     damaged stored copy is refused by its hash and downloaded again, and so is a changed file
+//     at the same URL; clearCached empties the store;
 //   - demo/embed/bundled/ (esbuild, <selfcond-playground>), not isolated: the single-threaded
 //     build; the element by its labels and keyboard: both columns, the strength slider, a
 //     custom concept, the host page's theme; the second visit from the store, network blocked.
@@ -151,6 +152,35 @@ describe('the npm package from outside: demo/embed pages on the packed tarball',
       await page.close();
       // Chromium logs the aborted request itself.
       assert.deepEqual(problems.filter((p) => !/ERR_INTERNET_DISCONNECTED/.test(p)), []);
+    });
+
+    test('a damaged stored copy is refused by its content hash and downloaded again', async () => {
+      const { page, problems } = await openPage(browser.context, `${base}unbundled/`, T, { ready: null });
+      await waitFor(page, done, null, { timeout: T });
+      // One byte of the stored model flipped on disk (the store's own entry, as Cache Storage holds it).
+      const damaged = await page.evaluate(async () => {
+        const { CACHE_NAME } = await import('selfcond');
+        const cache = await caches.open(CACHE_NAME);
+        for (const req of await cache.keys()) {
+          const bytes = new Uint8Array(await (await cache.match(req)).arrayBuffer());
+          if (!req.url.includes('/sha256/') || bytes.length < 1e6) continue;
+          bytes[bytes.length - 100] ^= 0xff;
+          await cache.put(req, new Response(bytes));
+          return req.url;
+        }
+        return null;
+      });
+      assert.ok(damaged, 'no stored model found');
+      await page.close();
+      const requests = [];
+      const { page: again, problems: againProblems } = await openPage(browser.context, `${base}unbundled/`, T, {
+        ready: null, before: (p) => p.on('request', (q) => { if (q.url().endsWith('.scm')) requests.push(q.method()); }),
+      });
+      await waitFor(again, done, null, { timeout: T });
+      assert.match(await again.textContent('#status'), /, downloaded$/);
+      assert.deepEqual(requests, ['HEAD', 'GET']);
+      await again.close();
+      assert.deepEqual([...problems, ...againProblems], []);
     });
 
     test('a changed file at the same URL is downloaded again; clearCached empties the store', async () => {
