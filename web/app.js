@@ -1,5 +1,6 @@
 // The selfcond demo page: plain modern JS, no build step. All model work happens in the Web
-// Worker behind lib/selfcond.js.
+// Worker behind lib/selfcond.js, the npm package `selfcond` (web/lib/, its own package.json):
+// the app uses the package's files in place, as an unbundled page would.
 import { SelfCond } from './lib/selfcond.js';
 import { ConceptLibrary } from './library.js';
 
@@ -168,7 +169,13 @@ async function loadModelAndTables() {
       signal: abort.signal,
       allowedOrigins: ALLOWED_MODEL_ORIGINS,
       verify: params.get('verify') !== '0',  // ?verify=0 skips the content hash check
+      cache: !params.has('nocache'),  // ?nocache: always download, store nothing
       onProgress: ({ phase, loaded, total, fraction }) => {
+        if (phase === 'cache') {
+          ui.loadFill.style.width = '100%';
+          setStatus(`Reading the model from the browser’s store… ${fmtBytes(loaded)}`);
+          return;
+        }
         if (phase === 'load') {
           ui.loadFill.style.width = '100%';
           setStatus('Checking and preparing the model…');
@@ -178,7 +185,7 @@ async function loadModelAndTables() {
         setStatus(`Downloading the model… ${fmtBytes(loaded)}${total ? ` / ${fmtBytes(total)}` : ''}`);
       },
     });
-    ui.runtimeInfo.textContent = `${info.name} · ${info.nLayer} layers · ${info.numUnits.toLocaleString()} units · context ${info.nCtx} · ${state.runtimeText}`;
+    ui.runtimeInfo.textContent = `${info.name} · ${info.nLayer} layers · ${info.numUnits.toLocaleString()} units · context ${info.nCtx} · ${state.runtimeText}${info.fromCache ? ' · from the browser’s store' : ''}`;
     ui.maxTokens.max = info.nCtx - 1;
   } catch (e) {
     ui.loadModel.hidden = false;
@@ -199,7 +206,7 @@ async function loadModelAndTables() {
   ui.concept.replaceChildren();
   for (const p of PRESETS) {
     try {
-      const table = await state.sc.loadExperts(p.url, { allowedOrigins: ALLOWED_MODEL_ORIGINS });
+      const table = await state.sc.loadExperts(p.url, { allowedOrigins: ALLOWED_MODEL_ORIGINS, cache: !params.has('nocache') });
       addTableOption(p.key, p.label, table);
     } catch (e) {
       showError(`Expert table “${p.label}” failed to load: ${e.message}`);

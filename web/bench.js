@@ -20,7 +20,8 @@ window.runBench = async (config = {}) => {
   const threads = config.threads ?? Number(new URLSearchParams(location.search).get('threads') ?? (crossOriginIsolated ? navigator.hardwareConcurrency : 1));
   const sc = await SelfCond.create({ threads });
   const t0 = performance.now();
-  const info = await sc.loadModel(config.modelUrl ?? MODEL_URL);
+  // cache: false: the figures are the download's and the engine's, not the browser's store's.
+  const info = await sc.loadModel(config.modelUrl ?? MODEL_URL, { cache: false });
   const loadMs = performance.now() - t0;
   const memLoaded = await sc.memory();
   // A prompt of promptTokens tokens from the sentences (ids cut, then decoded and re-encoded).
@@ -80,10 +81,11 @@ window.measureVerify = async (config = {}) => {
   const url = config.modelUrl ?? MODEL_URL;
   const sc = await SelfCond.create({ threads });
   try {
-    await sc.loadModel(url);  // warm-up: the JIT, the server's file cache, wasm memory growth
+    // cache: false: "page load" is fetch + transfer + engine, as before the package's store.
+    await sc.loadModel(url, { cache: false });  // warm-up: the JIT, the server's file cache, wasm memory growth
     const run = async (verify) => {
       const t0 = performance.now();
-      const info = await sc.loadModel(url, { verify });
+      const info = await sc.loadModel(url, { verify, cache: false });
       return { info, total_ms: performance.now() - t0 };
     };
     const off = await run(false);

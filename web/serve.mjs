@@ -9,6 +9,7 @@
 // --no-isolation leaves them out (the app then runs the single-threaded build).
 // Every response carries a Content-Security-Policy (see CSP below and web/README.md).
 // --port 0 picks a free port; the URL is printed on the first line of stdout.
+import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
 import { createReadStream, promises as fs } from 'node:fs';
 import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
@@ -48,30 +49,43 @@ const MIME = {
 // 'wasm-unsafe-eval' lets them compile WebAssembly), workers, styles and fetches; images also
 // from data: (the favicon). index.html and bench.html carry the same policy in a <meta> tag
 // (minus frame-ancestors, which only works as a header) for when another server hosts them.
-const PAGE_CSP = [
-  "default-src 'self'", "script-src 'self' 'wasm-unsafe-eval'", "worker-src 'self'", "connect-src 'self'",
-  "img-src 'self' data:", "style-src 'self'", "font-src 'self'", "object-src 'none'", "base-uri 'none'",
-  "form-action 'none'", "frame-ancestors 'none'",
-].join('; ');
+// An inline import map (<script type="importmap">, demo/embed's unbundled page: browsers have no
+// external import maps) is a script to CSP: a page that has one gets its SHA-256 added to
+// script-src, that map and nothing else.
+function pageCsp(scriptHashes = []) {
+  return [
+    "default-src 'self'", ["script-src 'self' 'wasm-unsafe-eval'", ...scriptHashes.map((h) => `'sha256-${h}'`)].join(' '),
+    "worker-src 'self'", "connect-src 'self'", "img-src 'self' data:", "style-src 'self'", "font-src 'self'",
+    "object-src 'none'", "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'",
+  ].join('; ');
+}
+/** Base64 SHA-256 of each inline import map of an HTML page (the hash CSP matches). */
+function importMapHashes(html) {
+  return [...html.matchAll(/<script type="importmap">([\s\S]*?)<\/script>/g)]
+    .map((m) => createHash('sha256').update(m[1], 'utf8').digest('base64'));
+}
 // A worker's policy comes from its own script's response, not from the page. The engine's
-// workers (the app's lib/worker.js and the threaded build's pthread workers) run Emscripten
-// 3.1.6's embind, which builds its call wrappers with new Function(): they need 'unsafe-eval'.
-// Nothing else runs there (no DOM, no HTML), and they may fetch and import only from here.
+// workers (the package's engine/worker.js and the threaded build's pthread workers) run
+// Emscripten 3.1.6's embind, which builds its call wrappers with new Function(): they need
+// 'unsafe-eval'. Nothing else runs there (no DOM, no HTML), and they may fetch and import only
+// from here.
 const ENGINE_WORKER_CSP = [
   "default-src 'self'", "script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'", "worker-src 'self'",
   "connect-src 'self'", "object-src 'none'", "base-uri 'none'",
 ].join('; ');
-// Matched by the end of the path: the app's own copies (/web/lib/worker.js,
-// /web/wasm/selfcond-mt.worker.js, /wasm/dist/selfcond-mt.worker.js) and those of another copy of
-// web/ served from the same root (web/tests/bench.mjs --app --baseline serves a previous
-// commit's web/ next to this one).
-const ENGINE_WORKER_SUFFIXES = ['/lib/worker.js', '/wasm/selfcond-mt.worker.js', '/dist/selfcond-mt.worker.js'];
+// Matched by the end of the path: the package's engine folder wherever it is served from
+// (/web/lib/engine/, an installed node_modules/selfcond/engine/, the copy next to a bundle),
+// /wasm/dist/selfcond-mt.worker.js, and the layout before the package (/lib/worker.js,
+// /wasm/selfcond-mt.worker.js: web/tests/bench.mjs --app --baseline serves a previous commit's
+// web/ next to this one).
+const ENGINE_WORKER_SUFFIXES = ['/engine/worker.js', '/engine/selfcond-mt.worker.js', '/lib/worker.js',
+  '/wasm/selfcond-mt.worker.js', '/dist/selfcond-mt.worker.js'];
 const isEngineWorker = (pathname) => ENGINE_WORKER_SUFFIXES.some((s) => pathname.endsWith(s));
 
-function commonHeaders(extra = {}, pathname = '') {
+function commonHeaders(extra = {}, pathname = '', scriptHashes = []) {
   const h = {
     'Cache-Control': 'no-cache', 'X-Content-Type-Options': 'nosniff',
-    'Content-Security-Policy': isEngineWorker(pathname) ? ENGINE_WORKER_CSP : PAGE_CSP,
+    'Content-Security-Policy': isEngineWorker(pathname) ? ENGINE_WORKER_CSP : pageCsp(scriptHashes),
     'Referrer-Policy': 'no-referrer',
     ...extra,
   };
@@ -115,11 +129,16 @@ const server = createServer(async (req, res) => {
       st = await fs.stat(file).catch(() => null);
     }
     if (!st?.isFile()) return fail(res, 404, 'not found');
+    const type = MIME[extname(file).toLowerCase()] ?? 'application/octet-stream';
+    const hashes = type.startsWith('text/html') ? importMapHashes(await fs.readFile(file, 'utf8')) : [];
     const headers = commonHeaders({
-      'Content-Type': MIME[extname(file).toLowerCase()] ?? 'application/octet-stream',
+      'Content-Type': type,
       'Content-Length': st.size,
       'Last-Modified': st.mtime.toUTCString(),
-    }, url.pathname);
+      // Size and modification time in ms: a file replaced within the same second (Last-Modified
+      // has whole seconds) still gets a new validator (the package's store revalidates by them).
+      ETag: `"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`,
+    }, url.pathname, hashes);
     res.writeHead(200, headers);
     if (req.method === 'HEAD') return res.end();
     createReadStream(file).on('error', () => res.destroy()).pipe(res);

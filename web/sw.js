@@ -1,15 +1,15 @@
-// Offline support: caches the app, the WebAssembly engine, the demo model and the expert tables.
-// Small files: network first (updates show up at once), cache as fallback. The model (.scm):
-// cache first (30 MB; it changes only with a new model file name or a new CACHE version).
-const CACHE = 'selfcond-v1';
+// Offline support: caches the app and the WebAssembly engine (network first: updates show up at
+// once, the cache is the fallback). The model is not cached here: the package (lib/cache.js)
+// keeps models and expert tables in its own Cache Storage cache, keyed by content hash and
+// revalidated against the server, and its requests for models pass through untouched.
+// v2: v1 also held the 30 MB model; activating v2 deletes it.
+const CACHE = 'selfcond-v2';
 const APP = [
-  './', 'index.html', 'style.css', 'app.js', 'lib/selfcond.js', 'lib/worker.js',
+  './', 'index.html', 'style.css', 'app.js', 'lib/selfcond.js', 'lib/cache.js', 'lib/engine/worker.js',
   'library.js', 'library.css', '../demo/library/index.json',
-  'wasm/loader.mjs', 'wasm/selfcond.mjs', 'wasm/selfcond.wasm',
-  '../demo/experts/football.json', '../demo/experts/woman.json', '../demo/experts/man.json',
-  '../demo/models/selfcond-mini-30m.scm',
+  'lib/engine/loader.mjs', 'lib/engine/selfcond.mjs', 'lib/engine/selfcond.wasm',
 ];
-const OPTIONAL = ['wasm/selfcond-mt.mjs', 'wasm/selfcond-mt.wasm', 'wasm/selfcond-mt.worker.js'];
+const OPTIONAL = ['lib/engine/selfcond-mt.mjs', 'lib/engine/selfcond-mt.wasm', 'lib/engine/selfcond-mt.worker.js'];
 
 self.addEventListener('install', (event) => {
   event.waitUntil((async () => {
@@ -23,7 +23,8 @@ self.addEventListener('install', (event) => {
 
 self.addEventListener('activate', (event) => {
   event.waitUntil((async () => {
-    for (const key of await caches.keys()) if (key !== CACHE) await caches.delete(key);
+    // Only this worker's own older caches: the package's store (selfcond-store-*) stays.
+    for (const key of await caches.keys()) if (/^selfcond-v\d+$/.test(key) && key !== CACHE) await caches.delete(key);
     await self.clients.claim();
   })());
 });
@@ -31,17 +32,9 @@ self.addEventListener('activate', (event) => {
 self.addEventListener('fetch', (event) => {
   const req = event.request;
   if (req.method !== 'GET' || new URL(req.url).origin !== location.origin) return;
-  const url = new URL(req.url);
-  if (url.pathname.endsWith('.scm')) {
-    event.respondWith((async () => {
-      const hit = await caches.match(req, { ignoreSearch: true });
-      if (hit) return hit;
-      const res = await fetch(req);
-      if (res.ok) (await caches.open(CACHE)).put(req, res.clone());
-      return res;
-    })());
-    return;
-  }
+  // Models: the package's store handles them (see above). Tables (a few KB) pass through here
+  // too; a second copy of those costs nothing.
+  if (new URL(req.url).pathname.endsWith('.scm')) return;
   event.respondWith((async () => {
     try {
       const res = await fetch(req);

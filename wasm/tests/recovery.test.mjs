@@ -2,7 +2,7 @@
 // the content hash is verified by default, a real allocation failure inside the engine comes out
 // as a throw out of wasm (a RuntimeError 'Aborted()' or a bare number, never one of our Errors)
 // that loader.mjs's engineFailure() recognises as running out of memory, and a fresh
-// instance works after it (what web/lib/worker.js does when it restarts a lost engine).
+// instance works after it (what web/lib/engine/worker.js does when it restarts a lost engine).
 //
 //   SELFCOND_WASM_TEST_MODEL=path/to/model.scm node --test wasm/tests/
 // Skipped when the module or the model is missing (bindings.test.mjs fails instead when

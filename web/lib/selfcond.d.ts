@@ -1,4 +1,4 @@
-// TypeScript declarations for web/lib/selfcond.js (the browser API of selfcond).
+// TypeScript declarations for the npm package selfcond (web/lib/selfcond.js: the browser API).
 
 export interface RuntimeInfo {
   /** True when the pthreads build runs (the page is cross-origin isolated and threads > 1). */
@@ -29,11 +29,16 @@ export interface ModelInfo extends RuntimeInfo {
   verified: boolean;
   /** Time of the engine's load call (copy into wasm memory, parse, verify, pack), in ms. */
   loadMs: number;
+  /** True when the file came from the browser's store (see listCached) instead of the network. */
+  fromCache: boolean;
 }
 
 export interface LoadProgress {
-  /** 'download': bytes arriving; 'load': the engine is copying, verifying and packing the model. */
-  phase: 'download' | 'load';
+  /**
+   * 'download': bytes arriving; 'cache': the file was read from the browser's store (once, fraction 1);
+   * 'load': the engine is copying, verifying and packing the model.
+   */
+  phase: 'download' | 'cache' | 'load';
   loaded: number;
   /** 0 when the server sent no Content-Length. */
   total: number;
@@ -61,6 +66,8 @@ export declare class ExpertTable {
   readonly sentences?: number;
   readonly truncated?: number;
   readonly rankMs?: number;
+  /** Set on tables loaded from a URL: true when the browser's store gave it. */
+  readonly fromCache?: boolean;
   /** All units of the table, best first. */
   readonly units: ExpertUnits;
   /** 'json': native selfcond format; 'csv': ml-selfcond expertise.csv. */
@@ -179,7 +186,39 @@ export interface LoadModelOptions {
   verify?: boolean;
   /** Origins besides the page's own that a URL may come from; '*' allows any. Default: none. */
   allowedOrigins?: string[] | '*';
+  /**
+   * Keep the file in the browser (Cache Storage, keyed by its content hash) and load that copy
+   * while the server reports the same validators (ETag / Last-Modified / Content-Length) or
+   * cannot be reached. Default true (where Cache Storage exists: secure contexts).
+   */
+  cache?: boolean;
 }
+
+/** One file the browser holds (see listCached). */
+export interface CachedFile {
+  /** The URL it was loaded from (resolved). */
+  url: string;
+  kind: 'model' | 'table';
+  /** Content hash: the model's own (its header, checked by the engine), or SHA-256 of the table's text. */
+  sha256: string;
+  /** Model name or table concept. */
+  name: string | null;
+  bytes: number;
+  /** ISO 8601 time it was stored. */
+  storedAt: string;
+  etag: string | null;
+  lastModified: string | null;
+  contentLength: number | null;
+}
+
+/** Name of the Cache Storage cache the package uses. */
+export declare const CACHE_NAME: string;
+/** True where files can be stored (Cache Storage: secure contexts, i.e. https or localhost). */
+export declare function cacheAvailable(): boolean;
+/** What the browser holds, oldest first. */
+export declare function listCached(): Promise<CachedFile[]>;
+/** Removes all stored files, or those matching every given field; resolves to the number of URLs removed. */
+export declare function clearCached(filter?: { url?: string | URL; kind?: 'model' | 'table'; sha256?: string }): Promise<number>;
 
 /**
  * Resolves a model or table URL against the page and throws unless its origin is the page's
@@ -197,13 +236,21 @@ export declare class SelfCond extends EventTarget {
    * threads: default min(cores, 4) when crossOriginIsolated, else 1. testHooks: enables fault
    * injection in the worker (tests only).
    */
+  /**
+   * workerUrl: where engine/worker.js is served (default: ./engine/worker.js next to the package's
+   * entry, found through import.meta.url; loader.mjs and both builds must sit next to it).
+   */
   static create(opts?: { threads?: number; workerUrl?: string | URL; testHooks?: boolean }): Promise<SelfCond>;
+  /** Same as the module's listCached. */
+  static listCached(): Promise<CachedFile[]>;
+  /** Same as the module's clearCached. */
+  static clearCached(filter?: { url?: string | URL; kind?: 'model' | 'table'; sha256?: string }): Promise<number>;
   readonly runtime: RuntimeInfo | null;
   readonly model: ModelInfo | null;
   readonly threaded: boolean;
   loadModel(source: string | URL | ArrayBuffer | ArrayBufferView, opts?: LoadModelOptions): Promise<ModelInfo>;
   /** A URL (same-origin unless allowedOrigins allows it), or the table's text (native JSON or ml-selfcond CSV). */
-  loadExperts(source: string | URL, opts?: { name?: string; allowedOrigins?: string[] | '*'; signal?: AbortSignal; /** accept a table without model hash (expertise.csv): shape-checked only */ allowUnhashed?: boolean }): Promise<ExpertTable>;
+  loadExperts(source: string | URL, opts?: { name?: string; allowedOrigins?: string[] | '*'; signal?: AbortSignal; /** accept a table without model hash (expertise.csv): shape-checked only */ allowUnhashed?: boolean; /** keep it in the browser (default true) */ cache?: boolean }): Promise<ExpertTable>;
   exportTable(table: ExpertTable | number, format?: 'json' | 'csv'): Promise<string>;
   removeTable(table: ExpertTable | number): Promise<boolean>;
   /** Up to four generations may run at once (sessions of one model); they take turns token by token. */

@@ -1,7 +1,8 @@
-// selfcond in the browser: the page-side API. The engine (WebAssembly) runs in a Web Worker
-// (./worker.js); every call here is asynchronous and the page never blocks.
+// selfcond in the browser: the page-side API (the npm package `selfcond`'s entry). The engine
+// (WebAssembly) runs in a Web Worker (./engine/worker.js); every call here is asynchronous and
+// the page never blocks.
 //
-//   import { SelfCond } from './lib/selfcond.js';
+//   import { SelfCond } from 'selfcond';                     // or './lib/selfcond.js'
 //   const sc = await SelfCond.create();                       // threaded if crossOriginIsolated
 //   await sc.loadModel('../demo/models/selfcond-mini-30m.scm', { onProgress: (p) => ..., signal });
 //   const football = await sc.loadExperts('../demo/experts/football.json');
@@ -16,7 +17,16 @@
 // Model and table URLs must be on the page's origin unless allowedOrigins says otherwise
 // (loadModel/loadExperts option: a list of origins, or '*' for any): a page must not be made to
 // run whatever a crafted link points at. The model's content hash is verified on load unless
-// {verify: false}.
+// {verify: false}. Models and tables loaded from URLs are kept in the browser (./cache.js)
+// unless {cache: false}.
+//
+// Where the engine lives: ./engine/ next to this file (the worker, loader.mjs and both
+// WebAssembly builds), found through import.meta.url. A bundler that does not copy it
+// (esbuild) leaves import.meta.url pointing at the bundle: copy the package's engine/ folder
+// next to the bundle, or pass {workerUrl} to SelfCond.create.
+import { CACHE_NAME, cacheAvailable, clearCached, listCached, lookup, forget, store, sha256Hex, validatorsOf } from './cache.js';
+
+export { CACHE_NAME, cacheAvailable, clearCached, listCached };
 
 const DEFAULT_MAX_THREADS = 4;
 
@@ -78,10 +88,12 @@ async function readWithProgress(response, onProgress, signal) {
   return out;
 }
 
-async function fetchOk(url, signal, what = 'loading') {
+// cache: the request's HTTP cache mode; 'no-store' when the file goes to the package's own
+// store (a second copy in the HTTP cache would only take disk space).
+async function fetchOk(url, signal, what = 'loading', cache = undefined) {
   let response;
   try {
-    response = await fetch(url, { signal, credentials: 'same-origin' });
+    response = await fetch(url, { signal, credentials: 'same-origin', ...(cache ? { cache } : {}) });
   } catch (e) {
     if (signal?.aborted) throw cancelled(what);
     throw new Error(`could not fetch ${url}: ${e.message}`);
@@ -139,12 +151,22 @@ export class SelfCond extends EventTarget {
     return sc;
   }
 
+  /** What the browser holds of models and tables (see cache.js listCached). */
+  static listCached() {
+    return listCached();
+  }
+
+  /** Removes stored models and tables: all, or those matching {url, kind, sha256}. */
+  static clearCached(filter) {
+    return clearCached(filter);
+  }
+
   constructor(opts = {}) {
     super();
     const cores = globalThis.navigator?.hardwareConcurrency || 1;
     const isolated = globalThis.crossOriginIsolated === true;
     const threads = opts.threads ?? (isolated ? Math.min(cores, DEFAULT_MAX_THREADS) : 1);
-    this._worker = new Worker(opts.workerUrl ?? new URL('./worker.js', import.meta.url), { type: 'module' });
+    this._worker = new Worker(opts.workerUrl ?? new URL('./engine/worker.js', import.meta.url), { type: 'module' });
     this._next = 1;
     this._pending = new Map();
     this._listeners = new Map();  // request id -> event callback
@@ -220,7 +242,8 @@ export class SelfCond extends EventTarget {
 
   /**
    * Loads a selfcond model file (.scm) from a URL (fetched with progress) or from bytes.
-   * onProgress({phase: 'download', loaded, total, fraction}) while downloading, then
+   * onProgress({phase: 'download', loaded, total, fraction}) while downloading, or
+   * {phase: 'cache', loaded, total, fraction: 1} once read from the browser's store, then
    * {phase: 'load'} when the engine starts copying, verifying and packing the model.
    * signal (AbortSignal): cancels the download, or the load in the engine (a load already
    * inside the engine's synchronous call is dropped when that returns). A cancelled load rejects
@@ -228,27 +251,70 @@ export class SelfCond extends EventTarget {
    * before, a later one unloads it. Either way the engine stays usable.
    * verify (default true): check the file's SHA-256 content hash; false skips it (faster).
    * allowedOrigins: origins besides the page's own a URL may come from ('*': any).
-   * @returns model info {name, hash, verified, loadMs, nLayer, nCtx, numUnits, backend, threads, ...}
+   * cache (default true): keep the file in the browser (Cache Storage, keyed by the model's
+   * content hash) and use that copy while the server reports the same file (or cannot be
+   * reached); see cache.js. false: always download, store nothing.
+   * @returns model info {name, hash, verified, loadMs, fromCache, nLayer, nCtx, numUnits, backend, threads, ...}
    */
-  async loadModel(source, { onProgress, signal, verify = true, allowedOrigins } = {}) {
+  async loadModel(source, { onProgress, signal, verify = true, allowedOrigins, cache = true } = {}) {
     const what = 'loading the model';
     if (signal?.aborted) throw cancelled(what);
-    let bytes;
     if (typeof source === 'string' || source instanceof URL) {
       const url = checkUrl(source, allowedOrigins);
+      const useCache = cache !== false && cacheAvailable();
+      let stored = null;
+      if (useCache) {
+        try {
+          stored = await lookup(url.href, { signal });
+        } catch (e) {
+          if (signal?.aborted) throw cancelled(what);
+          throw e;
+        }
+      }
+      if (stored) {
+        const n = stored.bytes.byteLength;
+        onProgress?.({ phase: 'cache', loaded: n, total: n, fraction: 1 });
+        try {
+          const info = await this._loadBytes(stored.bytes, { onProgress, signal, verify });
+          // The engine read the hash from the file's header (and checked the contents against
+          // it unless verify is false): a copy that is not the one recorded is not used again.
+          if (info.hash === stored.record.sha256) return (this.model = { ...info, fromCache: true });
+        } catch (e) {
+          if (e?.name === 'AbortError') throw e;
+          // A stored copy the engine refuses (corrupted on disk): drop it, download again.
+        }
+        await forget(url.href);
+      }
+      let bytes;
+      let validators;
       try {
-        bytes = await readWithProgress(await fetchOk(url, signal, what), onProgress, signal);
+        const response = await fetchOk(url, signal, what, useCache ? 'no-store' : undefined);
+        validators = validatorsOf(response.headers);
+        bytes = await readWithProgress(response, onProgress, signal);
       } catch (e) {
         if (signal?.aborted) throw cancelled(what);
         throw e;
       }
-    } else if (source instanceof ArrayBuffer) {
+      // The engine takes the buffer (transferred): the store gets its own copy (a Blob copies).
+      const copy = useCache ? new Blob([bytes]) : null;
+      const info = await this._loadBytes(bytes, { onProgress, signal, verify });
+      if (copy) await store(url.href, { kind: 'model', sha256: info.hash, bytes: copy, validators, name: info.name });
+      return (this.model = { ...info, fromCache: false });
+    }
+    let bytes;
+    if (source instanceof ArrayBuffer) {
       bytes = new Uint8Array(source.slice(0));
     } else if (ArrayBuffer.isView(source)) {
       bytes = new Uint8Array(source.buffer.slice(source.byteOffset, source.byteOffset + source.byteLength));
     } else {
       throw new Error('loadModel: expected a URL, an ArrayBuffer or a Uint8Array');
     }
+    return (this.model = { ...(await this._loadBytes(bytes, { onProgress, signal, verify })), fromCache: false });
+  }
+
+  /** Hands the bytes (transferred, not copied) to the engine; see loadModel. */
+  async _loadBytes(bytes, { onProgress, signal, verify }) {
+    const what = 'loading the model';
     if (signal?.aborted) throw cancelled(what);
     const id = this._next++;
     const onAbort = () => this._worker.postMessage({ id: this._next++, op: 'cancel', gen: id });
@@ -271,24 +337,46 @@ export class SelfCond extends EventTarget {
    * Loads an expert table: a URL (ending in .json / .csv, or any http(s)/relative path; on the
    * page's origin unless allowedOrigins allows it) or the table's text (native JSON or
    * ml-selfcond expertise.csv). Checked against the loaded model; a table without model hash
-   * (an expertise.csv) is refused unless `allowUnhashed: true`.
+   * (an expertise.csv) is refused unless `allowUnhashed: true`. A table from a URL is kept in
+   * the browser like the model (cache, default true), keyed by the SHA-256 of its text.
    */
-  async loadExperts(source, { name, allowedOrigins, signal, allowUnhashed = false } = {}) {
+  async loadExperts(source, { name, allowedOrigins, signal, allowUnhashed = false, cache = true } = {}) {
     let text = source;
     // Table text has newlines or starts with '{'; anything else is a URL.
     const isText = typeof source === 'string' && (source.trimStart().startsWith('{') || source.includes('\n'));
+    let fromCache = false;
+    let toStore = null;
     if (!isText) {
       const url = checkUrl(source, allowedOrigins);
+      const useCache = cache !== false && cacheAvailable();
       try {
-        text = await (await fetchOk(url, signal, 'loading the expert table')).text();
+        const stored = useCache ? await lookup(url.href, { signal }) : null;
+        // Checked again on the way out: a table is small, and a damaged one would load wrong units.
+        if (stored && (await sha256Hex(stored.bytes)) === stored.record.sha256) {
+          text = new TextDecoder().decode(stored.bytes);
+          fromCache = true;
+        } else {
+          if (stored) await forget(url.href);
+          const response = await fetchOk(url, signal, 'loading the expert table', useCache ? 'no-store' : undefined);
+          const bytes = new Uint8Array(await response.arrayBuffer());
+          text = new TextDecoder().decode(bytes);
+          if (useCache) toStore = { bytes, validators: validatorsOf(response.headers) };
+        }
       } catch (e) {
         if (signal?.aborted) throw cancelled('loading the expert table');
         throw e;
       }
       name ??= url.pathname.split('/').pop();
+      const meta = await this._call('addTable', { text, name, allowUnhashed });
+      // Stored once the engine accepted it (a table for another model is not kept).
+      if (toStore) {
+        await store(url.href, { kind: 'table', sha256: await sha256Hex(toStore.bytes), bytes: toStore.bytes,
+          validators: toStore.validators, name: meta.concept ?? name });
+      }
+      return new ExpertTable(this, { ...meta, fromCache });
     }
     const meta = await this._call('addTable', { text, name, allowUnhashed });
-    return new ExpertTable(this, meta);
+    return new ExpertTable(this, { ...meta, fromCache });
   }
 
   /** The table's text: 'json' (native) or 'csv' (ml-selfcond). */

@@ -19,7 +19,7 @@ const model = demoModel;
 const skip = browserSkip();
 const T = 180_000;
 const openPage = (context, url) => open(context, url, T);
-const haveMt = existsSync(join(webDir, 'wasm', 'selfcond-mt.wasm'));
+const haveMt = existsSync(join(webDir, 'lib', 'engine', 'selfcond-mt.wasm'));
 
 const POS = ['The striker scored a late goal.', 'The goalkeeper saved the penalty kick.', 'Fans sang in the stadium.',
   'The referee showed him a red card.', 'Our team won the league title.', 'He headed the ball into the net.'];
@@ -147,21 +147,21 @@ for (const isolated of [true, false]) {
       assert.deepEqual(badProblems.filter((p) => !/404/.test(p)), []);
     });
 
-    test('works offline after the first visit (service worker)', { skip: isolated ? 'checked once, in the single-threaded run' : false }, async () => {
-      await page.evaluate(async () => {
+    test('works offline after the first visit (service worker + the package\'s store)', { skip: isolated ? 'checked once, in the single-threaded run' : false }, async () => {
+      const stored = await page.evaluate(async () => {
+        // The service worker's install step caches the app and the engine; the model and the
+        // tables are in the package's store since the page loaded them.
         await navigator.serviceWorker.ready;
-        // The install step caches the model too; wait until it is there.
-        for (let i = 0; i < 600; i++) {
-          const c = await caches.open('selfcond-v1');
-          if (await c.match('../demo/models/selfcond-mini-30m.scm')) return;
-          await new Promise((r) => setTimeout(r, 100));
-        }
-        throw new Error('model never cached');
+        const { listCached } = await import('./lib/selfcond.js');
+        return (await listCached()).map((r) => `${r.kind} ${new URL(r.url).pathname}`).sort();
       });
+      assert.deepEqual(stored.filter((x) => x.startsWith('model')), ['model /demo/models/selfcond-mini-30m.scm']);
+      assert.ok(stored.includes('table /demo/experts/football.json'), stored.join(', '));
       await browser.context.setOffline(true);
       try {
         const { page: off, problems: offProblems } = await openPage(browser.context, server.url);
         assert.equal(await off.isHidden('#banner'), true, await off.textContent('#banner-text'));
+        assert.match(await off.textContent('#runtime-info'), /from the browser’s store/);
         await off.fill('#max-tokens', '10');
         await off.click('#generate');
         await waitFor(off, generating, null, { timeout: T });
@@ -248,7 +248,7 @@ for (const isolated of [true, false]) {
       assert.match(csp, /object-src 'none'/);
       assert.match(csp, /frame-ancestors 'none'/);
       // The engine's worker needs eval (embind), and only it gets it.
-      const w = await fetch(new URL('lib/worker.js', server.url));
+      const w = await fetch(new URL('lib/engine/worker.js', server.url));
       assert.match(w.headers.get('content-security-policy'), /script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'/);
       // The same page policy in a <meta> tag (minus frame-ancestors, header-only) for other servers.
       for (const name of ['index.html', 'bench.html']) {

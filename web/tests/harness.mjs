@@ -14,7 +14,7 @@ export const demoModel = join(repoDir, 'demo', 'models', 'selfcond-mini-30m.scm'
 export function browserSkip() {
   if (!existsSync(chromiumPath)) return `no Chromium at ${chromiumPath}`;
   if (!existsSync(demoModel)) return `no demo model at ${demoModel}`;
-  if (!existsSync(join(webDir, 'wasm', 'selfcond.wasm'))) return 'no web/wasm/selfcond.wasm (run web/update-wasm.sh)';
+  if (!existsSync(join(webDir, 'lib', 'engine', 'selfcond.wasm'))) return 'no web/lib/engine/selfcond.wasm (run web/update-wasm.sh)';
   return false;
 }
 
@@ -57,8 +57,9 @@ export async function launchBrowser() {
 export const haveChromium = existsSync(chromiumPath);
 
 // A page that records console errors (a blocked eval or fetch in a worker is one, "Refused to
-// ..."), uncaught exceptions and the page's securitypolicyviolation events.
-export async function openPage(context, url, timeout = 180_000) {
+// ..."), uncaught exceptions and the page's securitypolicyviolation events. ready: the selector
+// that says the page is done starting (default: the app's); null: return once it is loaded.
+export async function openPage(context, url, timeout = 180_000, { ready = 'body[data-ready="1"], #banner:not([hidden])', before } = {}) {
   const page = await context.newPage();
   const problems = [];
   page.on('console', (m) => {
@@ -70,8 +71,9 @@ export async function openPage(context, url, timeout = 180_000) {
     addEventListener('securitypolicyviolation', (e) =>
       window.__cspViolation(`${e.effectiveDirective} blocked ${e.blockedURI || '(inline)'} in ${e.sourceFile}:${e.lineNumber}`));
   });
+  await before?.(page);
   await page.goto(url);
-  await page.waitForSelector('body[data-ready="1"], #banner:not([hidden])', { timeout });
+  if (ready) await page.waitForSelector(ready, { timeout });
   return { page, problems };
 }
 

@@ -89,7 +89,8 @@ for (const isolated of [false, true]) {
       const cdp = await browser.context.newCDPSession(page);
       await cdp.send('Network.enable');
       await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: 2e6, uploadThroughput: -1 });
-      await page.goto(`${server.url}?nosw`);
+      // ?nocache: the download itself is under test, not a copy an earlier test left in the store.
+      await page.goto(`${server.url}?nosw&nocache`);
       await waitFor(page, () => /Downloading the model… [1-9]/.test(document.querySelector('#status-text').textContent), null, { timeout: T });
       assert.equal(await page.isVisible('#loadbar'), true);
       const fill = await page.$eval('#loadbar-fill', (e) => parseFloat(e.style.width));

@@ -11,7 +11,7 @@ import { startServer, launchBrowser, webDir, openPage, waitFor, browserSkip } fr
 
 const skip = browserSkip();
 const T = 180_000;
-const haveMt = existsSync(join(webDir, 'wasm', 'selfcond-mt.wasm'));
+const haveMt = existsSync(join(webDir, 'lib', 'engine', 'selfcond-mt.wasm'));
 const POS = ['The striker scored a late goal.', 'The goalkeeper saved the penalty kick.', 'Fans sang in the stadium.',
   'The referee showed him a red card.', 'Our team won the league title.', 'He headed the ball into the net.'];
 const NEG = ['The cat slept on the warm sofa.', 'She baked bread this morning.', 'The river flows into the sea.',

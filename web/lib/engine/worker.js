@@ -26,7 +26,9 @@
 // the event loop so cancel requests (and the ranking's batches) get through. Tokens go to the
 // page in batches, at most every FLUSH_MS (a generation's first token at once). Everything runs
 // on this one thread, so the model's thread pool is never used by two calls at once.
-import { loadSelfcond, engineFailure, MAX_WASM_MEMORY } from '../wasm/loader.mjs';
+// loader.mjs and both builds sit next to this file (engine/ of the package, copied there by
+// web/update-wasm.sh): a page or bundler that copies the folder keeps them together.
+import { loadSelfcond, engineFailure, MAX_WASM_MEMORY } from './loader.mjs';
 
 const MAX_SESSIONS = 4;
 // How long the scheduler steps generations before it yields to the event loop. Yielding after
@@ -92,7 +94,7 @@ async function init({ threads, testHooks: hooks }) {
   if (hooks) testHooks = true;
   if (Module) return runtime;
   initArgs = { threads };
-  const baseUrl = new URL('../wasm/', import.meta.url);
+  const baseUrl = new URL('./', import.meta.url);
   let r;
   try {
     r = await loadSelfcond({ baseUrl, threads });

@@ -1,0 +1,2 @@
+// Defines <selfcond-playground> (the page's markup uses it); esbuild bundles the package in.
+import 'selfcond/playground';
