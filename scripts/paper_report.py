@@ -516,14 +516,15 @@ def parity_svg(gd, path):
     ks = gd["options"]["ks"]
     # Cumulative share of contexts at parity by k (a step curve on the grid's ks).
     panels = []
-    p = Panel(0, 0, 520, 320, ks, 0, 100, "Contexts at parity by k", "% of contexts", "{:g}%")
+    p = Panel(0, 0, 520, 360, ks, 0, 100, "Contexts at parity by k", "% of contexts", "{:g}%",
+              legend_rows=1)
     colors = {"woman": COLORS["she"], "man": COLORS["he"]}
     for c, v in par.items():
         pts = v["points"]
         vals = [100 * sum(1 for x in pts if x is not None and x <= k) / len(pts) for k in ks]
         p.line(vals, colors.get(c, "#333"), f"do({c}, k)")
     panels.append(p)
-    write_svg(path, panels, 520, 340,
+    write_svg(path, panels, 520, 380,
               f"selfcond experiment gender: parity points of {gd['num_prompts']} occupation "
               f"prompts (cumulative), model {gd['meta']['model_name']}")
 
@@ -633,9 +634,15 @@ def compare_section(cmps, svg_name):
     for c in cmps:
         words = ", ".join(w["word"] for w in c["concept_words"])
         lines.append(f"### {c['concept']}\n")
-        lines.append(f"Concept words: {words}. Steering vector norm {c['steer_norm']:.2f}; the "
-                     f"bias covers {c['bias_tokens']} tokens. Command: `{c['meta']['command']}` "
-                     f"({c['meta']['seconds']:.0f} s).\n")
+        cmd = c["meta"]["command"].split()
+        concept_file = cmd[cmd.index("--concept") + 1] if "--concept" in cmd else "?"
+        table = c["meta"]["expert_tables"][0]
+        lines.append(f"Dataset `{concept_file}` ({table['num_positive']} positive / "
+                     f"{table['num_negative']} negative sentences); experts ranked by `selfcond "
+                     f"rank --model {c['meta']['model_path']} --concept {concept_file} --out "
+                     f"{table['path']}`. Concept words: {words}. Steering vector norm "
+                     f"{c['steer_norm']:.2f}; the bias covers {c['bias_tokens']} tokens. "
+                     f"Command: `{c['meta']['command']}` ({c['meta']['seconds']:.0f} s).\n")
         lines.append("| method | strength | concept rate | ppl | scorer ppl | Self-BLEU |")
         lines.append("|---|---:|---:|---:|---:|---:|")
         for p in c["points"]:
@@ -653,11 +660,21 @@ def compare_section(cmps, svg_name):
         for m in ("experts", "steer", "bias"):
             if m in best:
                 parts.append(f"{METHOD_NAMES[m].split(' (')[0]} {pct(best[m]['mention_rate'])} "
-                             f"(strength {best[m]['strength']:g}, ppl {best[m]['ppl']:.1f})")
+                             f"(strength {best[m]['strength']:g}, ppl {best[m]['ppl']:.1f}, "
+                             f"Self-BLEU {best[m]['self_bleu']:.2f})")
             else:
                 parts.append(f"{METHOD_NAMES[m].split(' (')[0]}: no setting within the budget")
         lines.append(f"Best concept rate with ppl at most 2x the unconditioned {base['ppl']:.1f} "
-                     f"(unconditioned rate {pct(base['mention_rate'])}): " + "; ".join(parts) + ".\n")
+                     f"(unconditioned rate {pct(base['mention_rate'])}, Self-BLEU "
+                     f"{base['self_bleu']:.2f}): " + "; ".join(parts) + ".\n")
+    lines.append(
+        "Reading these numbers: perplexity under the unconditioned model does not see repetition, "
+        "so a method can stay within the perplexity budget while its continuations collapse to a "
+        "few phrases; Self-BLEU shows that (a high value is a low diversity). The concept rate "
+        "counts the very words the logit bias raises, which favours it; expert forcing and the "
+        "steering vector move the model's internal state and reach the same words only through "
+        "it. All three are measured on a 30M-parameter model whose text is loosely grammatical "
+        "to begin with (section 1's unconditioned perplexity).\n")
     return "\n".join(lines)
 
 

@@ -142,6 +142,13 @@ TEST(ConceptWordsTest, LogOddsFavourWordsOfThePositives) {
   EXPECT_EQ(words[0].negative, 0);
   EXPECT_NEAR(words[0].log_odds, std::log(4.0 / 3.0) - std::log(1.0 / 6.0), 1e-12);
   for (const auto& w : words) EXPECT_NE(w.word, "the");
+  // Function words are never concept words, however lopsided their counts.
+  Dataset lopsided = ds;
+  for (auto& p : lopsided.positive) p += " and with";
+  for (const auto& w : ConceptWords(lopsided, 20, 2)) {
+    EXPECT_NE(w.word, "and");
+    EXPECT_NE(w.word, "with");
+  }
   EXPECT_TRUE(ConceptWords(ds, 5, 10).empty());  // nothing in 10 positives
 }
 

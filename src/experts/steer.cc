@@ -36,6 +36,29 @@ std::set<std::string> SentenceWords(const std::string& s) {
   return out;
 }
 
+// English function words (NLTK's stop-word list, lower-case, 3+ letters): on a small dataset
+// they can still lean toward the positives ("and", "with" in recipes), and the unconditioned model
+// writes them all the time, so they would make a useless concept rate and bias.
+bool IsStopWord(const std::string& w) {
+  static const std::set<std::string> kStop = {
+      "about",   "above",   "after",  "again",   "against", "ain",       "all",        "and",
+      "any",     "are",     "aren",   "because", "been",    "before",    "being",      "below",
+      "between", "both",    "but",    "can",     "couldn",  "did",       "didn",       "does",
+      "doesn",   "doing",   "don",    "down",    "during",  "each",      "few",        "for",
+      "from",    "further", "had",    "hadn",    "has",     "hasn",      "have",       "haven",
+      "having",  "her",     "here",   "hers",    "herself", "him",       "himself",    "his",
+      "how",     "into",    "isn",    "its",     "itself",  "just",      "mightn",     "more",
+      "most",    "mustn",   "myself", "needn",   "nor",     "not",       "now",        "off",
+      "once",    "only",    "other",  "our",     "ours",    "ourselves", "out",        "over",
+      "own",     "same",    "shan",   "she",     "should",  "shouldn",   "some",       "such",
+      "than",    "that",    "the",    "their",   "theirs",  "them",      "themselves", "then",
+      "there",   "these",   "they",   "this",    "those",   "through",   "too",        "under",
+      "until",   "very",    "was",    "wasn",    "were",    "weren",     "what",       "when",
+      "where",   "which",   "while",  "who",     "whom",    "why",       "will",       "with",
+      "won",     "wouldn",  "you",    "your",    "yours",   "yourself",  "yourselves"};
+  return kStop.count(w) > 0;
+}
+
 }  // namespace
 
 std::vector<ConceptWord> ConceptWords(const Dataset& dataset, int max_words, int min_positive) {
@@ -50,7 +73,7 @@ std::vector<ConceptWord> ConceptWords(const Dataset& dataset, int max_words, int
   const double N = static_cast<double>(dataset.negative.size());
   std::vector<ConceptWord> out;
   for (const auto& [word, pn] : counts) {
-    if (pn.first < std::max(1, min_positive)) continue;
+    if (pn.first < std::max(1, min_positive) || IsStopWord(word)) continue;
     const double p = pn.first, n = pn.second;
     const double lo = std::log((p + 1) / (P - p + 1)) - std::log((n + 1) / (N - n + 1));
     if (lo > 0) out.push_back({word, lo, pn.first, pn.second});  // more typical of positives

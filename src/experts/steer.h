@@ -39,7 +39,8 @@ struct ConceptWord {
 //   log((p + 1) / (P - p + 1)) - log((n + 1) / (N - n + 1))
 // (p of P positive and n of N negative sentences contain it). Words in fewer than min_positive
 // positive sentences are skipped (rare words have unreliable odds), and so are words with a
-// log-odds ratio <= 0 (no more typical of the positives than of the negatives). Sorted by score
+// log-odds ratio <= 0 (no more typical of the positives than of the negatives) and English
+// function words ("and", "with": NLTK's stop-word list). Sorted by score
 // descending, then word; at most max_words.
 std::vector<ConceptWord> ConceptWords(const Dataset& dataset, int max_words = 20,
                                       int min_positive = 3);
