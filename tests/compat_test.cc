@@ -3,6 +3,7 @@
 // of the mode and ml-selfcond's expertise_info.json.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -245,6 +246,8 @@ TEST_F(CompatModelTest, PaddedPoolingMatchesMaskedReference) {
         << "unit " << u;
     differ += std::abs(compat[u] - unmasked[u]) > 1e-2f * std::max(1.0f, std::abs(compat[u]));
   }
+  std::printf("%d tokens + %d pads: %d of %lld units pool differently without the mask\n", n,
+              seq_len - n, differ, static_cast<long long>(units));
   EXPECT_GT(differ, units / 100) << "the attention mask on the pads should matter";
 
   // A sentence of exactly seq_len tokens has no pads: the default pooling.
