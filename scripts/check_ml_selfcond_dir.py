@@ -105,6 +105,15 @@ def main() -> int:
         check(info["neurons_at_ap"] == want, "neurons_at_ap counts")
         check(not any(math.isnan(x) for x in all_ap), "no NaN AP")
         print(run.stdout.strip().splitlines()[0])
+        # The CLI refuses an unknown mode, and compat with stored (unpadded) responses.
+        for extra, want in [(["--compat", "ml-selfkond"], "unknown --compat mode 'ml-selfkond'"),
+                            (["--compat", "ml-selfcond", "--responses", str(out / "x.scr")],
+                             "cannot rank from --responses")]:
+            bad = subprocess.run([args.selfcond, "rank", "--model", args.model, "--concept",
+                                  str(concept), "--out", str(out / "t.json"), *extra],
+                                 capture_output=True, text=True)
+            check(bad.returncode != 0 and want in bad.stderr, f"{extra}: {bad.stderr.strip()}")
+        check(not (out / "t.json").exists(), "no table written on error")
     for f in failures:
         print("FAIL:", f)
     if not failures:
