@@ -119,7 +119,18 @@ const CommandSpec& RankSpec() {
       "--positive/--negative take one sentence per line. --out x.csv writes ml-selfcond's\n"
       "expertise.csv, anything else the native JSON table. Several --concept: each distinct\n"
       "sentence of all of them runs once (one --out per concept, in order, or --out-dir).\n"
-      "--responses: rank from stored responses (selfcond responses) without running the model.",
+      "--responses: rank from stored responses (selfcond responses) without running the model.\n"
+      "A .csv output also gets ml-selfcond's expertise_info.json in its directory, so that\n"
+      "ExpertiseResult.load reads the directory (name the table expertise.csv).\n"
+      "--compat ml-selfcond: prepare the sentences as ml-selfcond does, to compare tables unit\n"
+      "by unit with its own: a seeded random subset of at most 1000 sentences per class (numpy\n"
+      "RandomState(1234), as ml-selfcond draws it; --max-sentences N sets the 1000), each padded\n"
+      "with EOS to 128 tokens and max-pooled over all 128 positions (the pads attend to the\n"
+      "sentence only, as under ml-selfcond's attention mask), sentences over 128 tokens dropped.\n"
+      "Precision: ml-selfcond runs float32. --precision f32 computes in float32 with the file's\n"
+      "float weights only when the model was converted with --keep-float; on an int8-only file\n"
+      "it runs the dequantized int8 weights, so its table is the int8 model's, not the original's\n"
+      "(docs/experts.md: the top-50 agreement with the float reference holds for --keep-float).",
       WithModelFlags(
           {{"concept", "FILE", "concept dataset (JSON or +/- lines)", true},
            {"positive", "FILE", "positive sentences, one per line (with --negative)"},
@@ -128,7 +139,10 @@ const CommandSpec& RankSpec() {
            {"out", "TABLE", "output table (.json native, .csv ml-selfcond); one per concept", true},
            {"out-dir", "DIR", "write each concept's table as DIR/<concept>.json"},
            {"responses", "R.scr", "stored pooled responses to rank from (selfcond responses)"},
-           {"max-sentences", "N", "use at most N sentences per class (default: all)"},
+           {"max-sentences", "N",
+            "use at most N sentences per class: the first N (default: all);\n"
+            "with --compat, a seeded random N (default 1000)"},
+           {"compat", "MODE", "ml-selfcond: pad to 128 tokens, drop longer, seeded subset"},
            {"top", "N", "store only the N best units (default: all)"}}),
       0,
       0};
@@ -229,12 +243,40 @@ RankOptions::Progress ProgressCallback(Progress& progress) {
 
 }  // namespace
 
+namespace {
+
+// Where a .csv table's expertise_info.json goes: beside it (ml-selfcond keeps one concept per
+// directory: dir/expertise.csv and dir/expertise_info.json).
+std::string InfoJsonPath(const std::string& csv) {
+  const size_t slash = csv.find_last_of('/');
+  return slash == std::string::npos ? "expertise_info.json"
+                                    : csv.substr(0, slash + 1) + "expertise_info.json";
+}
+
+bool IsCsv(const std::string& out) {
+  return out.size() >= 4 && out.substr(out.size() - 4) == ".csv";
+}
+
+}  // namespace
+
 absl::Status RunRank(const Args& args) {
   auto max_sentences = args.GetInt("max-sentences", 0, 0, 1 << 30);
   auto threads = args.GetInt("threads", 0, 0, 256);
   auto top = args.GetInt("top", 0, 0, 1 << 30);
   for (const auto* st : {&max_sentences.status(), &threads.status(), &top.status()}) {
     if (!st->ok()) return *st;
+  }
+  const bool compat = args.Has("compat");
+  if (compat) {
+    if (args.Get("compat") != "ml-selfcond") {
+      return absl::InvalidArgumentError(absl::StrCat("unknown --compat mode '", args.Get("compat"),
+                                                     "' (the only mode is ml-selfcond)"));
+    }
+    if (args.Has("responses")) {
+      return absl::InvalidArgumentError(
+          "--compat ml-selfcond pools over padded sentences: it runs the model and cannot rank "
+          "from --responses");
+    }
   }
   // Before any work (even reading the datasets): no table may replace an input or another
   // table, and every directory must be writable.
@@ -252,13 +294,31 @@ absl::Status RunRank(const Args& args) {
     return absl::OkStatus();
   };
   if (auto st = check_outputs(); !st.ok()) return st;
-  auto data = DatasetsFromArgs(args, *max_sentences);
+  // Compat mode draws its random subset from the whole dataset (in RankConcept).
+  auto data = DatasetsFromArgs(args, compat ? 0 : *max_sentences);
   if (!data.ok()) return data.status();
   // One output per concept: --out in order, or --out-dir/<concept>.json.
   if (args.Has("out-dir")) {
     for (const Dataset& d : *data)
       outs.push_back(args.Get("out-dir") + "/" + TableFileName(d.concept));
     if (auto st = check_outputs(); !st.ok()) return st;
+  }
+  // expertise_info.json beside each .csv table, unless two tables share the directory.
+  std::vector<std::string> info_paths(outs.size());
+  for (size_t i = 0; i < outs.size(); ++i) {
+    if (!IsCsv(outs[i])) continue;
+    int same_dir = 0;
+    for (const std::string& o : outs)
+      same_dir += IsCsv(o) && InfoJsonPath(o) == InfoJsonPath(outs[i]);
+    if (same_dir > 1) {
+      std::fprintf(stderr,
+                   "note: %s not written: several .csv tables share its directory (ml-selfcond "
+                   "keeps one concept per directory)\n",
+                   InfoJsonPath(outs[i]).c_str());
+      continue;
+    }
+    info_paths[i] = InfoJsonPath(outs[i]);
+    if (auto st = CheckOutputPath(info_paths[i], InputPaths(args)); !st.ok()) return st;
   }
   if (outs.size() != data->size()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -269,6 +329,10 @@ absl::Status RunRank(const Args& args) {
   const Model& model = *rt->model;
   RankOptions& ro = rt->options;
   ro.top_n = *top;
+  if (compat) {
+    ro.compat.enabled = true;
+    if (*max_sentences > 0) ro.compat.per_class = *max_sentences;
+  }
   Progress progress("rank");
   ro.progress = ProgressCallback(progress);
   auto t0 = std::chrono::steady_clock::now();
@@ -294,7 +358,7 @@ absl::Status RunRank(const Args& args) {
   if (!tables.ok()) return tables.status();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   int n = 0;
-  for (const Dataset& d : *data) n += static_cast<int>(d.positive.size() + d.negative.size());
+  for (const ExpertTable& t : *tables) n += t.num_positive + t.num_negative;
   progress.Done(absl::StrCat(n, " labeled sentences in ", absl::SixDigits(secs), " s"));
   for (size_t i = 0; i < tables->size(); ++i) {
     const ExpertTable& table = (*tables)[i];
@@ -305,12 +369,29 @@ absl::Status RunRank(const Args& args) {
                    "truncated\n",
                    table.num_truncated, d.concept.c_str(), model.config().n_ctx);
     }
+    if (table.num_dropped > 0) {
+      std::fprintf(stderr,
+                   "note: %d sentences of %s longer than %d tokens were dropped (ml-selfcond "
+                   "mode)\n",
+                   table.num_dropped, d.concept.c_str(), table.compat_seq_len);
+    }
     const std::string& out = outs[i];
-    const bool csv = out.size() >= 4 && out.substr(out.size() - 4) == ".csv";
+    const bool csv = IsCsv(out);
     absl::Status st = csv ? WriteFile(out, ExportExpertiseCsv(table)) : SaveExpertTable(table, out);
     if (!st.ok()) return st;
-    std::printf("concept %s: %zu positive, %zu negative sentences; wrote %s\n", d.concept.c_str(),
-                d.positive.size(), d.negative.size(), out.c_str());
+    if (!info_paths[i].empty()) {
+      if (st = WriteFile(info_paths[i], ExportExpertiseInfoJson(table)); !st.ok()) return st;
+    }
+    std::printf("concept %s: %d positive, %d negative sentences%s; wrote %s%s%s\n",
+                d.concept.c_str(), table.num_positive, table.num_negative,
+                table.compat.empty() ? "" : " (ml-selfcond mode)", out.c_str(),
+                info_paths[i].empty() ? "" : " and ", info_paths[i].c_str());
+    if (!info_paths[i].empty() && out.substr(out.find_last_of('/') + 1) != "expertise.csv") {
+      std::fprintf(stderr,
+                   "note: ml-selfcond's ExpertiseResult.load reads <dir>/expertise.csv; this "
+                   "table is named %s\n",
+                   out.c_str());
+    }
     std::printf("top units:\n");
     for (size_t k = 0; k < std::min<size_t>(10, table.units.size()); ++k) {
       const auto& u = table.units[k];

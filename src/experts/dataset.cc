@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "util/file_util.h"
 #include "util/json.h"
+#include "util/numpy_random.h"
 
 namespace selfcond {
 namespace {
@@ -125,6 +126,20 @@ int64_t FindInvalidUtf8(std::string_view s) {
 void KeepFirst(Dataset* ds, int max_sentences) {
   Truncate(&ds->positive, max_sentences);
   Truncate(&ds->negative, max_sentences);
+}
+
+void SampleLikeMlSelfcond(Dataset* ds, int per_class, uint32_t seed) {
+  if (per_class <= 0) return;
+  NumpyRandomState rng(seed);
+  for (std::vector<std::string>* v : {&ds->negative, &ds->positive}) {
+    if (static_cast<size_t>(per_class) >= v->size()) continue;
+    std::vector<std::string> kept;
+    kept.reserve(per_class);
+    for (int64_t i : rng.ChoiceWithoutReplacement(static_cast<int64_t>(v->size()), per_class)) {
+      kept.push_back(std::move((*v)[static_cast<size_t>(i)]));
+    }
+    *v = std::move(kept);
+  }
 }
 
 absl::Status ValidateDataset(const Dataset& ds) {

@@ -14,6 +14,7 @@
 #ifndef SELFCOND_EXPERTS_DATASET_H_
 #define SELFCOND_EXPERTS_DATASET_H_
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -69,6 +70,12 @@ absl::StatusOr<Dataset> DatasetFromVectors(const std::string& concept,
 absl::Status ValidateDataset(const Dataset& ds);
 // Keeps the first max_sentences sentences of each class (max_sentences <= 0: all).
 void KeepFirst(Dataset* ds, int max_sentences);
+// ml-selfcond's subset (ConceptDataset._load_data): one numpy RandomState(seed) for the
+// dataset; for each class in sorted label order ("negative", then "positive") with more than
+// per_class sentences, the sentences at RandomState.choice(n, per_class, replace=False), in that
+// order; a class with at most per_class sentences is kept whole (and draws nothing).
+// per_class <= 0: all.
+void SampleLikeMlSelfcond(Dataset* ds, int per_class, uint32_t seed);
 
 // Byte offset of the first invalid UTF-8 sequence in s, or -1 if s is valid (strict: no
 // overlong forms, no surrogates, nothing above U+10FFFF).

@@ -331,8 +331,15 @@ std::string SerializeExpertTable(const ExpertTable& t) {
   absl::StrAppend(&out, ",\n\"unit_space\":{\"n_layer\":", t.n_layer, ",\"n_embd\":", t.n_embd,
                   ",\"n_inner\":", t.n_inner, ",\"total_units\":", t.total_units, "}");
   absl::StrAppend(&out, ",\n\"dataset\":{\"num_positive\":", t.num_positive,
-                  ",\"num_negative\":", t.num_negative, ",\"num_truncated\":", t.num_truncated,
-                  "}");
+                  ",\"num_negative\":", t.num_negative, ",\"num_truncated\":", t.num_truncated);
+  // Only in compatibility-mode tables, so default tables read as before.
+  if (!t.compat.empty()) absl::StrAppend(&out, ",\"num_dropped\":", t.num_dropped);
+  out += "}";
+  if (!t.compat.empty()) {
+    absl::StrAppend(&out, ",\n\"ranking\":{\"compat\":", json::Quote(t.compat),
+                    ",\"seq_len\":", t.compat_seq_len, ",\"per_class\":", t.compat_per_class,
+                    ",\"seed\":", t.compat_seed, "}");
+  }
   absl::StrAppend(&out, ",\n\"units\":{\"count\":", t.units.size());
   auto int_col = [&](const char* name, auto get) {
     absl::StrAppend(&out, ",\n\"", name, "\":[");
@@ -421,6 +428,21 @@ absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text) {
     ints.push_back({dataset, "num_positive", INT32_MAX, &t.num_positive});
     ints.push_back({dataset, "num_negative", INT32_MAX, &t.num_negative});
     ints.push_back({dataset, "num_truncated", INT32_MAX, &t.num_truncated});
+    ints.push_back({dataset, "num_dropped", INT32_MAX, &t.num_dropped});
+  }
+  if (const json::Value* ranking = doc->Find("ranking"); ranking != nullptr) {
+    if (!ranking->is_object()) {
+      return absl::InvalidArgumentError("expert table: \"ranking\" is not an object");
+    }
+    if (const json::Value* c = ranking->Find("compat"); c != nullptr && !c->is_null()) {
+      if (!c->is_string()) {
+        return absl::InvalidArgumentError("expert table: \"ranking.compat\" is not a string");
+      }
+      t.compat = c->as_string();
+    }
+    ints.push_back({ranking, "seq_len", INT32_MAX, &t.compat_seq_len});
+    ints.push_back({ranking, "per_class", INT32_MAX, &t.compat_per_class});
+    ints.push_back({ranking, "seed", INT32_MAX, &t.compat_seed});
   }
   for (const IntField& f : ints) {
     const json::Value* v = f.obj->Find(f.key);
@@ -541,6 +563,54 @@ std::string ExportExpertiseCsv(const ExpertTable& t) {
     absl::StrAppend(&out, f(u.ap), ",", f(u.off_mean), ",", f(u.on_p50), ",", f(u.on_p90), ",",
                     names[u.site], ",", u.unit, ",", uuid, ",", concept, ",", group, "\n");
   }
+  return out;
+}
+
+std::string ExportExpertiseInfoJson(const ExpertTable& t) {
+  // Layer names: the unit space's sites (or those present), sorted as strings.
+  int max_site = 0;
+  for (const auto& u : t.units) max_site = std::max(max_site, u.site);
+  const bool space_ok = SpaceKnown(t) && max_site < t.n_layer * kSiteKinds;
+  std::vector<std::string> names;
+  if (space_ok) {
+    for (int s = 0; s < t.n_layer * kSiteKinds; ++s) names.push_back(LayerName(s));
+  } else {
+    std::vector<bool> present(max_site + 1, false);
+    for (const auto& u : t.units) present[u.site] = true;
+    for (int s = 0; s <= max_site; ++s)
+      if (present[s]) names.push_back(LayerName(s));
+  }
+  std::sort(names.begin(), names.end());
+  float max_ap = std::numeric_limits<float>::quiet_NaN();
+  for (const auto& u : t.units) {
+    if (!std::isnan(u.ap) && !(u.ap <= max_ap)) max_ap = u.ap;
+  }
+  const int64_t total = t.total_units > 0 ? t.total_units : static_cast<int64_t>(t.units.size());
+  std::string out = absl::StrCat(
+      "{\n    \"concept\": ", json::Quote(t.concept), ",\n    \"group\": ", json::Quote(t.group),
+      ",\n    \"max_ap\": ", std::isnan(max_ap) ? "NaN" : FloatText(max_ap),
+      ",\n    \"layer_names\": [");
+  for (size_t i = 0; i < names.size(); ++i) {
+    absl::StrAppend(&out, i ? "," : "", "\n        ", json::Quote(names[i]));
+  }
+  absl::StrAppend(&out, names.empty() ? "]" : "\n    ]", ",\n    \"total_neurons\": ", total,
+                  ",\n    \"neurons_at_ap\": {");
+  // numpy.linspace(0.5, 1.0, 501): i * step + start, the last one exactly stop.
+  std::vector<double> aps;
+  aps.reserve(t.units.size());
+  for (const auto& u : t.units)
+    if (!std::isnan(u.ap)) aps.push_back(u.ap);
+  std::sort(aps.begin(), aps.end());
+  const double step = (1.0 - 0.5) / 500;
+  for (int i = 0; i <= 500; ++i) {
+    const double thr = i == 500 ? 1.0 : i * step + 0.5;
+    const int64_t above =
+        static_cast<int64_t>(aps.end() - std::upper_bound(aps.begin(), aps.end(), thr));
+    char key[32];
+    std::snprintf(key, sizeof(key), "%0.5f", thr);
+    absl::StrAppend(&out, i ? "," : "", "\n        \"", key, "\": ", above);
+  }
+  out += "\n    }\n}";
   return out;
 }
 

@@ -53,6 +53,15 @@ struct ExpertTable {
   int num_positive = 0;
   int num_negative = 0;
   int num_truncated = 0;  // sentences cut to the model's context length
+  // Ranked in a compatibility mode: "" (selfcond's own method) or "ml-selfcond" (`rank --compat
+  // ml-selfcond`: a seeded subset of at most compat_per_class sentences per class, each padded
+  // with EOS to compat_seq_len tokens and pooled over all of them; longer ones dropped, counted
+  // in num_dropped; num_positive / num_negative count the sentences ranked).
+  std::string compat;
+  int compat_seq_len = 0;
+  int compat_per_class = 0;
+  int compat_seed = 0;
+  int num_dropped = 0;
   // Sorted by AP descending; ties by (site, unit) ascending so the order is deterministic.
   std::vector<ExpertUnit> units;  // (units.size())
 };
@@ -82,6 +91,12 @@ absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text);
 // table when the unit space is known (else the written row index). Floats are written with the
 // shortest text that round-trips a float32 (as pandas writes float32 columns).
 std::string ExportExpertiseCsv(const ExpertTable& table);
+// ml-selfcond's expertise_info.json (ExpertiseResult.export_extra_info_json, written beside
+// expertise.csv by ExpertiseResult.save; ExpertiseResult.load reads both from one directory):
+// concept, group, max_ap, layer_names (sorted as strings), total_neurons and neurons_at_ap (for
+// thresholds numpy.linspace(0.5, 1.0, 501) formatted "%0.5f": the units with ap > threshold).
+// Indented by 4 like json.dump(indent=4). A table holding only its top N units counts those.
+std::string ExportExpertiseInfoJson(const ExpertTable& table);
 // Reads an expertise.csv (columns found by header name, any order; on_p50/on_p90/off_mean may
 // be absent, as in ml-selfcond tables computed without forcing values: they read as 0).
 // concept/group come from the first row. When every unit of a GPT-2 unit space is present,

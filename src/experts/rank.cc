@@ -25,6 +25,26 @@ absl::Status PoolSentence(Session& session, absl::Span<const int32_t> tokens, fl
   return logits.status();
 }
 
+absl::Status PoolPaddedSentence(Session& session, absl::Span<const int32_t> tokens, int seq_len,
+                                int32_t pad_token, float* row) {
+  if (tokens.empty()) return absl::InvalidArgumentError("sentence has no tokens");
+  if (static_cast<int>(tokens.size()) > seq_len) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sentence has ", tokens.size(), " tokens, more than ", seq_len));
+  }
+  const int64_t num_units = UnitSpace(session.model().config()).num_units();
+  std::fill(row, row + num_units, -std::numeric_limits<float>::infinity());
+  session.Reset();
+  session.SetCapture(row);
+  absl::Status st = session.Forward(tokens, Session::Logits::kNone).status();
+  if (st.ok() && static_cast<int>(tokens.size()) < seq_len) {
+    const std::vector<int32_t> pads(seq_len - tokens.size(), pad_token);
+    st = session.ForwardPadding(pads);
+  }
+  session.SetCapture(nullptr);
+  return st;
+}
+
 namespace {
 
 // "positive sentence 3" / "negative sentence 0" / "sentence 7" for sentence i of a ranking.
@@ -50,7 +70,21 @@ absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartUnlabeled(const Model& mo
 
 absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartImpl(const Model& model, Dataset dataset,
                                                             const RankOptions& opts, bool labeled) {
-  KeepFirst(&dataset, opts.max_sentences);
+  const RankOptions::MlSelfcond& compat = opts.compat;
+  if (compat.enabled) {
+    if (!labeled) return absl::InvalidArgumentError("ml-selfcond mode ranks labeled datasets only");
+    if (compat.seq_len < 1 || static_cast<uint32_t>(compat.seq_len) > model.config().n_ctx) {
+      return absl::InvalidArgumentError(absl::StrCat("ml-selfcond mode pads to ", compat.seq_len,
+                                                     " tokens; the model's context holds ",
+                                                     model.config().n_ctx));
+    }
+    if (compat.per_class < 0 || compat.seed < 0) {
+      return absl::InvalidArgumentError("ml-selfcond mode: per_class and seed must be >= 0");
+    }
+    SampleLikeMlSelfcond(&dataset, compat.per_class, static_cast<uint32_t>(compat.seed));
+  } else {
+    KeepFirst(&dataset, opts.max_sentences);
+  }
   if (labeled) {
     if (absl::Status valid = ValidateDataset(dataset); !valid.ok()) return valid;
   } else {
@@ -64,35 +98,56 @@ absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartImpl(const Model& model, 
   }
   std::unique_ptr<Ranking> r(new Ranking(model, opts));
   r->labeled_ = labeled;
-  r->dataset_ = std::move(dataset);
-  const Dataset& ds = r->dataset_;
   const GPT2Config& config = model.config();
   PooledResponses& out = r->pooled_;
+  out.num_units = UnitSpace(config).num_units();
+
+  // Tokenize everything first (cheap next to the forward passes) so that errors and the
+  // truncation count do not depend on scheduling. Compat mode drops the sentences longer than
+  // seq_len here, as ml-selfcond's _remove_too_long_data does after tokenizing.
+  const size_t n_ctx = config.n_ctx;
+  const int n_pos_in = static_cast<int>(dataset.positive.size());
+  std::vector<uint8_t> truncated;
+  for (int cls = 0; cls < 2; ++cls) {
+    std::vector<std::string>& v = cls == 0 ? dataset.positive : dataset.negative;
+    size_t kept = 0;
+    for (size_t j = 0; j < v.size(); ++j) {
+      std::vector<int32_t> t = model.tokenizer().Encode(v[j]);
+      const int i = static_cast<int>(j) + (cls == 0 ? 0 : n_pos_in);
+      if (t.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(SentenceName(i, n_pos_in, labeled), " has no tokens"));
+      }
+      if (compat.enabled && t.size() > static_cast<size_t>(compat.seq_len)) {
+        ++out.num_dropped;
+        continue;
+      }
+      uint8_t cut = 0;
+      if (t.size() > n_ctx) {
+        t.resize(n_ctx);
+        cut = 1;
+        ++out.num_truncated;
+      }
+      r->tokens_.push_back(std::move(t));
+      truncated.push_back(cut);
+      if (kept != j) v[kept] = std::move(v[j]);
+      ++kept;
+    }
+    v.resize(kept);
+    if (compat.enabled && kept == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("every ", cls == 0 ? "positive" : "negative",
+                                                     " sentence is longer than ", compat.seq_len,
+                                                     " tokens (ml-selfcond mode drops them)"));
+    }
+  }
+  r->dataset_ = std::move(dataset);
+  const Dataset& ds = r->dataset_;
   const int n_pos = static_cast<int>(ds.positive.size());
   const int n_total = n_pos + static_cast<int>(ds.negative.size());
   out.num_sentences = n_total;
-  out.num_units = UnitSpace(config).num_units();
   out.labels.assign(n_total, 0);
-  out.truncated.assign(n_total, 0);
+  out.truncated = std::move(truncated);
   if (labeled) std::fill(out.labels.begin(), out.labels.begin() + n_pos, 1);
-
-  // Tokenize everything first (cheap next to the forward passes) so that errors and the
-  // truncation count do not depend on scheduling.
-  r->tokens_.resize(n_total);
-  const size_t n_ctx = config.n_ctx;
-  for (int i = 0; i < n_total; ++i) {
-    const std::string& s = i < n_pos ? ds.positive[i] : ds.negative[i - n_pos];
-    std::vector<int32_t>& t = r->tokens_[i] = model.tokenizer().Encode(s);
-    if (t.size() > n_ctx) {
-      t.resize(n_ctx);
-      out.truncated[i] = 1;
-      ++out.num_truncated;
-    }
-    if (t.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(SentenceName(i, n_pos, labeled), " has no tokens"));
-    }
-  }
   out.responses.resize(static_cast<size_t>(n_total) * static_cast<size_t>(out.num_units));
 
   r->pool_ = opts.pool;
@@ -101,7 +156,7 @@ absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartImpl(const Model& model, 
     r->pool_ = r->own_pool_.get();
   }
   // One single-threaded session per worker, each sized to the longest sentence.
-  size_t longest = 1;
+  size_t longest = compat.enabled ? static_cast<size_t>(compat.seq_len) : 1;
   for (const auto& t : r->tokens_) longest = std::max(longest, t.size());
   const int workers = std::max(1, std::min(r->pool_ ? r->pool_->size() : 1, n_total));
   for (int w = 0; w < workers; ++w) {
@@ -127,7 +182,11 @@ absl::StatusOr<int> Ranking::Step(int n) {
   auto work = [&](int w) {
     for (int i; (i = next.fetch_add(1)) < end;) {
       float* row = pooled_.responses.data() + static_cast<size_t>(i) * pooled_.num_units;
-      absl::Status st = PoolSentence(*sessions_[w], tokens_[i], row);
+      absl::Status st =
+          opts_.compat.enabled
+              ? PoolPaddedSentence(*sessions_[w], tokens_[i], opts_.compat.seq_len,
+                                   static_cast<int32_t>(model_.config().eos_token_id), row)
+              : PoolSentence(*sessions_[w], tokens_[i], row);
       if (!st.ok()) {
         errors[w] = absl::Status(
             st.code(), absl::StrCat(SentenceName(i, n_pos, labeled_), ": ", st.message()));
@@ -157,8 +216,10 @@ absl::StatusOr<ExpertTable> Ranking::Finish() {
     return absl::FailedPreconditionError(
         absl::StrCat("ranking not finished: ", next_, " of ", total(), " sentences done"));
   }
-  return ExpertTableFromResponses(model_, dataset_, pooled_.responses, pooled_.num_truncated, opts_,
-                                  pool_);
+  auto t = ExpertTableFromResponses(model_, dataset_, pooled_.responses, pooled_.num_truncated,
+                                    opts_, pool_);
+  if (t.ok()) t->num_dropped = pooled_.num_dropped;
+  return t;
 }
 
 absl::StatusOr<ExpertTable> ExpertTableFromResponses(const Model& model, const Dataset& dataset,
@@ -184,6 +245,7 @@ absl::StatusOr<ExpertTable> ExpertTableFromResponses(const Model& model, const D
   info.num_truncated = num_truncated;
   info.precision = opts.precision;
   info.top_n = opts.top_n;
+  info.compat = opts.compat;
   return ExpertTableFromStats(model, *ex, info);
 }
 
@@ -199,6 +261,13 @@ ExpertTable ExpertTableFromStats(const Model& model, const ExpertiseResult& stat
   t.num_positive = info.num_positive;
   t.num_negative = info.num_negative;
   t.num_truncated = info.num_truncated;
+  if (info.compat.enabled) {
+    t.compat = "ml-selfcond";
+    t.compat_seq_len = info.compat.seq_len;
+    t.compat_per_class = info.compat.per_class;
+    t.compat_seed = info.compat.seed;
+    t.num_dropped = info.num_dropped;
+  }
   return t;
 }
 

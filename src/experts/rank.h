@@ -4,7 +4,8 @@
 // Differences from ml-selfcond (docs/experts.md): sentences are not padded, so the max is over
 // the sentence's own tokens only (ml-selfcond pads with EOS to a fixed length and pools over the
 // pad positions too); sentences longer than the model's context are truncated to n_ctx tokens
-// (ml-selfcond drops them) and counted in ExpertTable::num_truncated.
+// (ml-selfcond drops them) and counted in ExpertTable::num_truncated. RankOptions::compat
+// (`rank --compat ml-selfcond`) prepares the sentences as ml-selfcond does instead.
 #ifndef SELFCOND_EXPERTS_RANK_H_
 #define SELFCOND_EXPERTS_RANK_H_
 
@@ -31,8 +32,22 @@ struct RankOptions {
   // (threads <= 0: the number of cores; 1: the calling thread only).
   ThreadPool* pool = nullptr;
   int threads = 1;
-  int max_sentences = 0;  // per class, the first N (0 = all)
-  int64_t top_n = 0;      // keep only the best N units in the table (0 = all)
+  int max_sentences = 0;  // per class, the first N (0 = all); not used in compat mode
+  // ml-selfcond compatibility (`rank --compat ml-selfcond`; docs/experts.md): the sentences are
+  // prepared as ml-selfcond's compute_responses.py does (its defaults below). A numpy-exact
+  // seeded subset of at most per_class sentences per class (SampleLikeMlSelfcond, drawn before
+  // dropping), then each sentence padded with EOS to seq_len tokens and pooled over all of
+  // them (PoolPaddedSentence), sentences longer than seq_len dropped (PooledResponses::
+  // num_dropped, ExpertTable::num_dropped). Labeled rankings only; the model's context must
+  // hold seq_len tokens.
+  struct MlSelfcond {
+    bool enabled = false;
+    int seq_len = 128;
+    int per_class = 1000;  // 0: all
+    int seed = 1234;
+  };
+  MlSelfcond compat;
+  int64_t top_n = 0;  // keep only the best N units in the table (0 = all)
   // RankConcept / ComputePooledResponses: called on the calling thread after each batch of
   // sentences (done = sentences finished so far, total = all sentences). Return false to cancel
   // (the call then fails with a CANCELLED status).
@@ -45,6 +60,12 @@ struct RankOptions {
 // positions). Resets the session first and leaves capture off. Zero tokens is an error.
 absl::Status PoolSentence(Session& session, absl::Span<const int32_t> tokens, float* row);
 
+// ml-selfcond's pooling: the sentence (1..seq_len tokens) followed by seq_len - n pad tokens
+// that attend to the sentence only (attention_mask 0, Session::ForwardPadding), the max taken
+// over all seq_len positions, pads included. The session must hold seq_len positions.
+absl::Status PoolPaddedSentence(Session& session, absl::Span<const int32_t> tokens, int seq_len,
+                                int32_t pad_token, float* row);
+
 // Pooled responses of all sentences: (positive..., negative...) rows of num_units floats, and
 // the labels (1 for the positives).
 struct PooledResponses {
@@ -54,6 +75,7 @@ struct PooledResponses {
   std::vector<uint8_t> labels;     // (num_sentences)
   std::vector<uint8_t> truncated;  // (num_sentences) 1: cut to the model's n_ctx tokens
   int num_truncated = 0;
+  int num_dropped = 0;  // compat mode: sentences longer than seq_len, not in the rows
 };
 
 // What a table records besides its units' statistics.
@@ -61,7 +83,9 @@ struct TableInfo {
   std::string concept, group;
   int num_positive = 0, num_negative = 0, num_truncated = 0;
   Precision precision = Precision::kInt8;
-  int64_t top_n = 0;  // keep the best N units (0: all)
+  int64_t top_n = 0;               // keep the best N units (0: all)
+  RankOptions::MlSelfcond compat;  // recorded in the table when enabled
+  int num_dropped = 0;
 };
 // The table from every unit's statistics (ExpertiseResult's arrays hold the model's num_units
 // values in unit-id order, e.g. computed in unit ranges on several machines and concatenated):
@@ -97,7 +121,9 @@ class Ranking {
   int total() const { return static_cast<int>(pooled_.num_sentences); }
   int done() const { return next_; }
   int num_truncated() const { return pooled_.num_truncated; }
+  int num_dropped() const { return pooled_.num_dropped; }
   int workers() const { return static_cast<int>(sessions_.size()); }  // sessions, threads
+  // The sentences ranked (compat mode: the subset, without the dropped sentences).
   const Dataset& dataset() const { return dataset_; }
   // Runs up to max(n, 1) more sentences; returns the number done so far. An error (a sentence
   // that fails) ends the ranking: later calls return it again.

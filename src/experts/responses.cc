@@ -209,6 +209,11 @@ absl::StatusOr<ExpertTable> ResponseStore::Rank(const Model& model, const Datase
         "stored responses were computed in ", precision_ == Precision::kF32 ? "f32" : "int8",
         "; asked for ", opts.precision == Precision::kF32 ? "f32" : "int8"));
   }
+  if (opts.compat.enabled) {
+    return absl::InvalidArgumentError(
+        "stored responses are pooled over each sentence's own tokens: the ml-selfcond mode "
+        "(padded pooling) must run the model");
+  }
   if (num_units_ != UnitSpace(model.config()).num_units()) {
     return absl::FailedPreconditionError("stored responses do not match the model's units");
   }
@@ -248,6 +253,19 @@ absl::StatusOr<ExpertTable> ResponseStore::Rank(const Model& model, const Datase
 absl::StatusOr<std::vector<ExpertTable>> RankConcepts(const Model& model,
                                                       const std::vector<Dataset>& datasets,
                                                       const RankOptions& opts) {
+  if (opts.compat.enabled) {
+    // Each concept draws its own subset and drops its own long sentences: one ranking each.
+    std::vector<ExpertTable> tables;
+    for (const Dataset& d : datasets) {
+      auto t = RankConcept(model, d, opts);
+      if (!t.ok()) {
+        return absl::Status(t.status().code(),
+                            absl::StrCat("concept '", d.concept, "': ", t.status().message()));
+      }
+      tables.push_back(std::move(*t));
+    }
+    return tables;
+  }
   std::vector<std::string> all;
   for (Dataset d : datasets) {
     KeepFirst(&d, opts.max_sentences);

@@ -83,7 +83,8 @@ class ResponseStore {
 };
 
 // Ranks several concepts, running each distinct sentence of all of them once: the union of
-// their sentences through ResponseStore::Compute, then ResponseStore::Rank per dataset.
+// their sentences through ResponseStore::Compute, then ResponseStore::Rank per dataset. In
+// ml-selfcond mode (opts.compat) each concept is ranked on its own (RankConcept).
 absl::StatusOr<std::vector<ExpertTable>> RankConcepts(const Model& model,
                                                       const std::vector<Dataset>& datasets,
                                                       const RankOptions& opts);

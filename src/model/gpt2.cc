@@ -931,6 +931,17 @@ absl::StatusOr<absl::Span<const float>> Session::Forward(absl::Span<const int32_
   return absl::Span<const float>(s_->logits);
 }
 
+absl::Status Session::ForwardPadding(absl::Span<const int32_t> tokens) {
+  if (pos_ < 1) return absl::FailedPreconditionError("padding needs tokens in the cache first");
+  if (tokens.empty()) return absl::OkStatus();
+  const int p0 = pos_;
+  attend_limit_ = p0;
+  auto done = Forward(tokens, Logits::kNone);
+  attend_limit_ = -1;
+  pos_ = p0;
+  return done.status();
+}
+
 absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk, Logits want) {
   const GPT2Config& c = model_.config();
   const int d = c.n_embd, F = c.n_inner, H = c.n_head, hd = d / H, T = opts_.n_ctx;
@@ -981,7 +992,8 @@ absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk
       const float inv_sqrt = 1.0f / std::sqrt(static_cast<float>(hd));
       for (int i = 0; i < n; ++i) {
         const float* q = s.qkv.data() + static_cast<size_t>(i) * 3 * d + h * hd;
-        const int len = p0 + i + 1;  // causal: positions 0..p0+i
+        // causal: positions 0..p0+i; padding (ForwardPadding): the real tokens before it only
+        const int len = attend_limit_ >= 0 ? attend_limit_ : p0 + i + 1;
         float mx = -std::numeric_limits<float>::infinity();
         for (int t = 0; t < len; ++t) {
           const size_t at = static_cast<size_t>(t) * d + h * hd;

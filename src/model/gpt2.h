@@ -189,6 +189,14 @@ class Session {
   enum class Logits { kNone, kLast, kAll };
   absl::StatusOr<absl::Span<const float>> Forward(absl::Span<const int32_t> tokens, Logits want);
 
+  // Padding after the tokens in the cache, as a Hugging Face GPT-2 computes the positions whose
+  // attention_mask is 0 (ml-selfcond's padded ranking): runs `tokens` at positions
+  // pos()..pos()+n-1 like Forward (capture and forcing apply), except that each one attends only
+  // to the positions 0..pos()-1 already in the cache, not to itself nor to the other padding
+  // tokens. The padding leaves no trace: pos() and the cache's first pos() positions are
+  // unchanged. Needs pos() >= 1 and pos()+n <= n_ctx(); computes no logits.
+  absl::Status ForwardPadding(absl::Span<const int32_t> tokens);
+
   // Expert hooks. The session keeps its own copy of the forcing (an empty one clears it); unit
   // indices and values are validated first (on error the previous forcing stays).
   absl::Status SetForcing(Forcing forcing);
@@ -238,6 +246,7 @@ class Session {
   std::vector<std::pair<int32_t, float>> logit_bias_;  // empty: none
   int residual_layer_ = -1;
   double* residual_sum_ = nullptr;  // (n_embd) or null
+  int attend_limit_ = -1;  // >= 0 during ForwardPadding: keys 0..attend_limit_-1 only
   struct Scratch;
   std::unique_ptr<Scratch> s_;
   std::unique_ptr<kernels::xnn::Operators> xnn_ops_;  // int8 on XNNPACK, else null
