@@ -3,6 +3,7 @@
 // the dataset's log-odds concept words, Self-BLEU against NLTK, and parity points.
 #include "experts/steer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <set>
@@ -11,6 +12,7 @@
 
 #include "experts/dataset.h"
 #include "experts/expert_table.h"
+#include "experts/rank.h"
 #include "gtest/gtest.h"
 #include "model/gpt2.h"
 #include "test_util.h"
@@ -256,6 +258,29 @@ TEST_F(SteerModelTest, SteeringVectorIsTheMeanResidualDifference) {
   (*s)->SetResidualCapture(-1, nullptr);
   for (size_t j = 0; j < batch.size(); ++j) EXPECT_NEAR(batch[j], steps[j], 1e-3 * ids.size());
   EXPECT_FALSE(ComputeSteeringVector(*model_, ds, 99, Precision::kInt8, nullptr).ok());
+}
+
+TEST_F(SteerModelTest, TraceUnitIsWhatRankingMaxPools) {
+  auto s = Session::Create(*model_, {});
+  ASSERT_TRUE(s.ok());
+  const auto ids = model_->tokenizer().Encode("The striker scored a late goal for the club.");
+  const UnitSpace space(model_->config());
+  std::vector<float> row(space.num_units());
+  ASSERT_TRUE(PoolSentence(**s, ids, row.data()).ok());
+  // A few units across sites: the trace's max over tokens is the pooled response.
+  for (int64_t unit : {int64_t{0}, space.num_units() / 3, space.num_units() - 1}) {
+    auto trace = TraceUnit(**s, ids, unit);
+    ASSERT_TRUE(trace.ok()) << trace.status();
+    ASSERT_EQ(trace->size(), ids.size());
+    EXPECT_EQ(*std::max_element(trace->begin(), trace->end()), row[unit]) << unit;
+  }
+  // The trace at the first token does not depend on what follows (causal).
+  auto whole = TraceUnit(**s, ids, 5);
+  auto first = TraceUnit(**s, {ids.data(), 1}, 5);
+  ASSERT_TRUE(whole.ok() && first.ok());
+  EXPECT_EQ((*whole)[0], (*first)[0]);
+  EXPECT_EQ(TraceUnit(**s, ids, space.num_units()).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_FALSE(TraceUnit(**s, {}, 0).ok());
 }
 
 TEST_F(SteerModelTest, WordLogitBiasCoversSingleTokenForms) {

@@ -7,6 +7,8 @@
 //   m.startRanking(concept, pos[], neg[], {topN}) / rankStep(n) / finishRanking() -> a table
 //   const {session} = m.createSession({nCtx, kvType});   // own KV cache and forcing
 //   session.setForcing([{id, topK}], value, onlyLastToken) / clearForcing()
+//   m.conceptWords / steeringVector / wordLogitBias / traceUnit / compareMethods and
+//   session.setSteering / setLogitBias: the other steering methods and the expert explorer
 //   session.startGeneration(prompt, {...}) / step() -> one token per call
 // Everything long-running is a step function (Generation::Next, Ranking::Step), so the JS side
 // (a Web Worker) streams, reports progress and cancels between calls. Errors never throw: every
@@ -17,10 +19,12 @@
 #include <emscripten/val.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -29,12 +33,15 @@
 #include "experts/dataset.h"
 #include "experts/expert_table.h"
 #include "experts/rank.h"
+#include "experts/steer.h"
 #include "kernels/kernels.h"
 #include "kernels/xnnpack.h"
 #include "model/generate.h"
 #include "model/gpt2.h"
 #include "model/units.h"
+#include "tools/paper_experiments.h"
 #include "util/file_util.h"
+#include "util/json.h"
 #include "util/parallel.h"
 
 namespace selfcond {
@@ -148,6 +155,7 @@ class JsModel {
   // web/README.md has the measured cost).
   val load(val bytes, val opts) {
     ranking_.reset();
+    trace_session_.reset();
     m_.reset();
     auto precision = ParsePrecision(StringOr(opts, "precision", "int8"));
     if (!precision.ok()) return Error(precision.status());
@@ -356,7 +364,126 @@ class JsModel {
   }
 
   std::shared_ptr<Loaded> m_;
-  std::unique_ptr<Ranking> ranking_;  // runs on *m_: declared after it, so destroyed first
+  std::unique_ptr<Ranking> ranking_;        // runs on *m_: declared after it, so destroyed first
+  std::unique_ptr<Session> trace_session_;  // traceUnit's own session
+  const Loaded* trace_model_ = nullptr;
+
+  // ---- other steering methods and the expert explorer (experts/steer.h, docs/browser.md) ----
+
+  // The dataset's most typical words: {ok, words: [{word, logOdds, positive, negative}]}.
+  val conceptWords(val positive, val negative, int max_words) {
+    auto ds = DatasetFromVectors("concept", StringVector(positive), StringVector(negative));
+    if (!ds.ok()) return Error(ds.status());
+    val words = val::array();
+    for (const auto& w : ConceptWords(*ds, max_words)) {
+      val o = val::object();
+      o.set("word", w.word);
+      o.set("logOdds", w.log_odds);
+      o.set("positive", w.positive);
+      o.set("negative", w.negative);
+      words.call<void>("push", o);
+    }
+    val o = Ok();
+    o.set("words", words);
+    return o;
+  }
+
+  // The steering vector of block `layer`: {ok, vector: Float32Array (n_embd), layer, norm}.
+  val steeringVector(val positive, val negative, int layer) {
+    if (!m_) return Error("no model loaded");
+    auto ds = DatasetFromVectors("concept", StringVector(positive), StringVector(negative));
+    if (!ds.ok()) return Error(ds.status());
+    auto v = ComputeSteeringVector(*m_->model, *ds, layer, m_->precision, m_->pool.get());
+    if (!v.ok()) return Error(v.status());
+    double sq = 0;
+    for (float x : *v) sq += static_cast<double>(x) * x;
+    val o = Ok();
+    o.set(
+        "vector",
+        val::global("Float32Array").new_(val(emscripten::typed_memory_view(v->size(), v->data()))));
+    o.set("layer", layer);
+    o.set("norm", std::sqrt(sq));
+    return o;
+  }
+
+  // The logit bias of words (strings): {ok, tokens: [ids], bias: [beta...]} over their
+  // single-token forms " word" / " Word".
+  val wordLogitBias(val words, double beta) {
+    if (!m_) return Error("no model loaded");
+    std::vector<ConceptWord> list;
+    for (auto& w : StringVector(words)) list.push_back({std::move(w), 0, 0, 0});
+    val tokens = val::array(), bias = val::array();
+    for (const auto& [t, b] :
+         WordLogitBias(m_->model->tokenizer(), list, static_cast<float>(beta))) {
+      tokens.call<void>("push", t);
+      bias.call<void>("push", b);
+    }
+    val o = Ok();
+    o.set("tokens", tokens);
+    o.set("bias", bias);
+    return o;
+  }
+
+  // Where a unit fires: {ok, tokens: [text of each token], values: [its response at each]}.
+  val traceUnit(const std::string& sentence, double unit_id) {
+    if (!m_) return Error("no model loaded");
+    if (!trace_session_ || trace_model_ != m_.get()) {
+      SessionOptions so;
+      so.precision = m_->precision;
+      auto s = Session::Create(*m_->model, so);
+      if (!s.ok()) return Error(s.status());
+      trace_session_ = std::move(*s);
+      trace_model_ = m_.get();
+    }
+    std::vector<int32_t> ids = m_->model->tokenizer().Encode(sentence);
+    if (ids.size() > static_cast<size_t>(trace_session_->n_ctx()))
+      ids.resize(trace_session_->n_ctx());
+    auto trace = TraceUnit(*trace_session_, ids, static_cast<int64_t>(unit_id));
+    if (!trace.ok()) return Error(trace.status());
+    val tokens = val::array(), values = val::array();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      tokens.call<void>("push",
+                        JsString(m_->model->tokenizer().Decode(std::vector<int32_t>{ids[i]})));
+      values.call<void>("push", (*trace)[i]);
+    }
+    val o = Ok();
+    o.set("tokens", tokens);
+    o.set("values", values);
+    return o;
+  }
+
+  // The three methods side by side on a small grid (tools/paper_experiments.h
+  // RunCompareExperiment): table `table_id` (the concept's experts), its sentences, opts:
+  // {prompts, seeds, newTokens, ks, alphas, betas, layer}. -> {ok, json: CompareResultToJson}.
+  // Blocking (a few seconds on the demo model).
+  val compareMethods(int table_id, val positive, val negative, val opts) {
+    if (!m_) return Error("no model loaded");
+    const ExpertTable* t = m_->table(table_id);
+    if (!t) return NotFound(table_id);
+    auto ds = DatasetFromVectors(t->concept, StringVector(positive), StringVector(negative));
+    if (!ds.ok()) return Error(ds.status());
+    CompareOptions o;
+    o.precision = m_->precision;
+    if (!opts["prompts"].isUndefined()) o.prompts = StringVector(opts["prompts"]);
+    o.seeds = static_cast<int>(NumberOr(opts, "seeds", 2));
+    o.new_tokens = static_cast<int>(NumberOr(opts, "newTokens", 16));
+    auto nums = [&](const char* key, auto* out) {
+      if (opts.isUndefined() || opts.isNull() || opts[key].isUndefined()) return;
+      out->clear();
+      for (double x : emscripten::convertJSArrayToNumberVector<double>(opts[key])) {
+        out->push_back(static_cast<typename std::decay_t<decltype(*out)>::value_type>(x));
+      }
+    };
+    nums("ks", &o.ks);
+    nums("alphas", &o.alphas);
+    nums("betas", &o.betas);
+    o.steer_layer = static_cast<int>(NumberOr(opts, "layer", -1));
+    auto r = RunCompareExperiment(*m_->model, *t, *ds, o, m_->pool.get());
+    if (!r.ok()) return Error(r.status());
+    val out = Ok();
+    out.set("json", JsString(CompareResultToJson(*r).Dump()));
+    return out;
+  }
 };
 
 // JS `Session`: one conversation with a model (KV cache, forcing) and its Generation.
@@ -394,6 +521,31 @@ class JsSession {
   }
 
   void clearForcing() { session_->ClearForcing(); }
+
+  // Adds alpha * vector (a Float32Array or array of n_embd numbers, Model.steeringVector) after
+  // block `layer` at every position; an empty or missing vector clears it.
+  val setSteering(int layer, val vector, double alpha) {
+    Session::Steering st;
+    if (!vector.isUndefined() && !vector.isNull() && vector["length"].as<int>() > 0) {
+      st.layer = layer;
+      st.add = emscripten::convertJSArrayToNumberVector<float>(vector);
+      for (float& x : st.add) x *= static_cast<float>(alpha);
+    }
+    if (auto s = session_->SetSteering(std::move(st)); !s.ok()) return Error(s);
+    return Ok();
+  }
+
+  // Adds bias[i] to the logit of tokens[i] (Model.wordLogitBias); empty arrays clear it.
+  val setLogitBias(val tokens, val bias) {
+    const auto t = emscripten::convertJSArrayToNumberVector<int32_t>(tokens);
+    const auto b = emscripten::convertJSArrayToNumberVector<float>(bias);
+    if (t.size() != b.size())
+      return Error(absl::InvalidArgumentError("tokens and bias differ in length"));
+    std::vector<std::pair<int32_t, float>> pairs;
+    for (size_t i = 0; i < t.size(); ++i) pairs.push_back({t[i], b[i]});
+    if (auto s = session_->SetLogitBias(std::move(pairs)); !s.ok()) return Error(s);
+    return Ok();
+  }
 
   // opts: {maxNewTokens = 50, temperature = 1, topK = 0, topP = 1, seed = 0, stopAtEos = true}.
   // Prefills the prompt (the slow part for long prompts); then step() gives one token per call.
@@ -505,11 +657,18 @@ EMSCRIPTEN_BINDINGS(selfcond) {
       .function("startRanking", &JsModel::startRanking)
       .function("rankStep", &JsModel::rankStep)
       .function("finishRanking", &JsModel::finishRanking)
-      .function("cancelRanking", &JsModel::cancelRanking);
+      .function("cancelRanking", &JsModel::cancelRanking)
+      .function("conceptWords", &JsModel::conceptWords)
+      .function("steeringVector", &JsModel::steeringVector)
+      .function("wordLogitBias", &JsModel::wordLogitBias)
+      .function("traceUnit", &JsModel::traceUnit)
+      .function("compareMethods", &JsModel::compareMethods);
   emscripten::class_<JsSession>("Session")
       .function("info", &JsSession::info)
       .function("setForcing", &JsSession::setForcing)
       .function("clearForcing", &JsSession::clearForcing)
+      .function("setSteering", &JsSession::setSteering)
+      .function("setLogitBias", &JsSession::setLogitBias)
       .function("startGeneration", &JsSession::startGeneration)
       .function("step", &JsSession::step)
       .function("cancel", &JsSession::cancel);

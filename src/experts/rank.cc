@@ -14,6 +14,19 @@
 
 namespace selfcond {
 
+absl::StatusOr<std::vector<float>> TraceUnit(Session& session, absl::Span<const int32_t> tokens,
+                                             int64_t unit_id) {
+  if (tokens.empty()) return absl::InvalidArgumentError("no tokens to trace");
+  std::vector<float> trace(static_cast<size_t>(session.n_ctx()), 0.0f);
+  if (auto st = session.SetUnitTrace(unit_id, trace.data()); !st.ok()) return st;
+  session.Reset();
+  auto fwd = session.Forward(tokens, Session::Logits::kNone);
+  (void)session.SetUnitTrace(0, nullptr);
+  if (!fwd.ok()) return fwd.status();
+  trace.resize(tokens.size());
+  return trace;
+}
+
 absl::Status PoolSentence(Session& session, absl::Span<const int32_t> tokens, float* row) {
   if (tokens.empty()) return absl::InvalidArgumentError("sentence has no tokens");
   const int64_t num_units = UnitSpace(session.model().config()).num_units();

@@ -66,6 +66,12 @@ absl::Status PoolSentence(Session& session, absl::Span<const int32_t> tokens, fl
 absl::Status PoolPaddedSentence(Session& session, absl::Span<const int32_t> tokens, int seq_len,
                                 int32_t pad_token, float* row);
 
+// The response of one unit (a global unit id, UnitSpace numbering) at every token of a
+// sentence run from position 0 (at most n_ctx tokens): the values ranking max-pools, for showing
+// where a unit fires. Resets the session first and leaves the trace off.
+absl::StatusOr<std::vector<float>> TraceUnit(Session& session, absl::Span<const int32_t> tokens,
+                                             int64_t unit_id);
+
 // Pooled responses of all sentences: (positive..., negative...) rows of num_units floats, and
 // the labels (1 for the positives).
 struct PooledResponses {

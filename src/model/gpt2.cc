@@ -636,6 +636,23 @@ absl::Status Session::SetLogitBias(std::vector<std::pair<int32_t, float>> bias) 
   return absl::OkStatus();
 }
 
+absl::Status Session::SetUnitTrace(int64_t unit_id, float* trace) {
+  if (trace == nullptr) {
+    trace_ = nullptr;
+    trace_site_ = -1;
+    return absl::OkStatus();
+  }
+  if (unit_id < 0 || unit_id >= units_.num_units()) {
+    return absl::OutOfRangeError(
+        absl::StrCat("unit ", unit_id, " out of range [0, ", units_.num_units(), ")"));
+  }
+  const auto [site, unit] = units_.SiteAndUnit(unit_id);
+  trace_site_ = site;
+  trace_unit_ = unit;
+  trace_ = trace;
+  return absl::OkStatus();
+}
+
 void Session::ClearInterventions() {
   forcing_ = Forcing();
   steering_ = Steering();
@@ -893,6 +910,9 @@ void Session::Intervene(int site, float* y, int m, int n, bool chunk_has_last) {
         for (const auto& u : units) y[static_cast<size_t>(i) * n + u.unit] = u.value;
       }
     }
+  }
+  if (trace_ != nullptr && site == trace_site_) {
+    for (int i = 0; i < m; ++i) trace_[pos_ + i] = y[static_cast<size_t>(i) * n + trace_unit_];
   }
   if (capture_max_ != nullptr) {
     float* mx = capture_max_ + units_.site_offset(site);

@@ -205,6 +205,9 @@ class Session {
   // capture_max (UnitSpace(config).num_units()) receives max(previous, response) for every unit
   // at every position processed while set; the caller initializes it (to -inf). Null disables.
   void SetCapture(float* capture_max) { capture_max_ = capture_max; }
+  // trace (n_ctx) receives unit `unit_id`'s response at each position processed while set,
+  // trace[pos] (the values SetCapture max-pools, one unit, every position). Null disables.
+  absl::Status SetUnitTrace(int64_t unit_id, float* trace);
 
   // Two more interventions, for comparing expert forcing with other steering methods
   // (docs/paper-experiments.md, "Steering methods side by side"):
@@ -242,11 +245,13 @@ class Session {
   int logits_row_ = 0;  // rows of logits written by the current Forward call
   Forcing forcing_;     // empty: no forcing
   float* capture_max_ = nullptr;
+  int trace_site_ = -1, trace_unit_ = 0;  // SetUnitTrace
+  float* trace_ = nullptr;
   Steering steering_;                                  // layer -1: none
   std::vector<std::pair<int32_t, float>> logit_bias_;  // empty: none
   int residual_layer_ = -1;
   double* residual_sum_ = nullptr;  // (n_embd) or null
-  int attend_limit_ = -1;  // >= 0 during ForwardPadding: keys 0..attend_limit_-1 only
+  int attend_limit_ = -1;           // >= 0 during ForwardPadding: keys 0..attend_limit_-1 only
   struct Scratch;
   std::unique_ptr<Scratch> s_;
   std::unique_ptr<kernels::xnn::Operators> xnn_ops_;  // int8 on XNNPACK, else null
