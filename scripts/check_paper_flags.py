@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""The paper-analysis flags of the CLI (issue 10) end to end on the demo model: generate's
+unit-choice controls, --steer, --bias and --experts TABLE:auto, experiment's control flags and
+compare, and their refusals of bad input (a clear error naming the problem, exit 1, no crash).
+
+    check_paper_flags.py SELFCOND_BINARY [--repo DIR] [--shared DIR]
+"""
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("selfcond")
+    ap.add_argument("--repo", default=str(pathlib.Path(__file__).resolve().parents[1]))
+    ap.add_argument("--shared", default=None)
+    args = ap.parse_args()
+    repo = pathlib.Path(args.repo)
+    shared = pathlib.Path(args.shared or repo.parent / "shared")
+    model = str(repo / "demo/models/selfcond-mini-30m.scm")
+    table = str(repo / "demo/experts/football.json")
+    concept = str(repo / "demo/concepts/football.json")
+    failures = []
+
+    def run(*argv, ok=True, want=None):
+        cmd = [args.selfcond, *argv]
+        p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=600)
+        out = p.stdout + p.stderr
+        good = (p.returncode == 0) if ok else (p.returncode == 1)
+        if want is not None and want not in out:
+            good = False
+        if not good:
+            failures.append(f"{' '.join(cmd[1:])}\n  exit {p.returncode}, want "
+                            f"{'0' if ok else '1'} and {want!r}\n  {out[-600:]}")
+        return p
+
+    gen = ["generate", "--model", model, "--prompt", "Once upon a time", "--max-tokens", "12",
+           "--temperature", "0", "--no-verify"]
+    plain = run(*gen).stdout
+    top = run(*gen, "--experts", f"{table}:50").stdout
+    rnd = run(*gen, "--experts", f"{table}:50", "--random-units", "3").stdout
+    rnd2 = run(*gen, "--experts", f"{table}:50", "--random-units", "3").stdout
+    if not (top != plain and rnd != top and rnd == rnd2):
+        failures.append(f"unit choice: plain {plain!r}, top {top!r}, random {rnd!r} / {rnd2!r}")
+    run(*gen, "--experts", f"{table}:20", "--rank-offset", "100", "--layers", "1,2",
+        "--metric", "gap")
+    run(*gen, "--steer", f"{concept}:2:4", want="steering: block 2")
+    b = run(*gen, "--bias", f"{concept}:12", want="logit bias: +12")
+    # "logit bias: +12 on N tokens of: w1 w2 ...": the greedy text uses one of those words.
+    line = next((l for l in b.stderr.splitlines() if l.startswith("logit bias:")), "")
+    words = line.split(" of: ", 1)[-1].split()
+    if not words or not any(w in b.stdout.lower() for w in words):
+        failures.append(f"--bias :12 greedy text {b.stdout!r} has none of {words}")
+    run(*gen, "--experts", f"{table}:auto", "--concept-data", concept, "--auto-ppl-budget", "100",
+        want="auto k: k=")
+    # Refusals.
+    run(*gen, "--experts", f"{table}:20", "--layers", "9", ok=False, want="layer 9 does not exist")
+    run(*gen, "--experts", f"{table}:20", "--layers", "x", ok=False, want="--layers")
+    run(*gen, "--experts", f"{table}:20", "--metric", "median", ok=False,
+        want="unknown unit metric")
+    run(*gen, "--experts", f"{table}:20", "--random-units", "1", "--rank-offset", "5", ok=False,
+        want="--random-units")
+    run(*gen, "--steer", f"{concept}:9:4", ok=False, want="--steer: layer 9")
+    run(*gen, "--steer", f"{concept}:4", ok=False, want="C.json:LAYER:ALPHA")
+    run(*gen, "--steer", "/nonexistent.json:1:4", ok=False, want="/nonexistent.json")
+    run(*gen, "--bias", f"{concept}:lots", ok=False, want="C.json:BETA")
+    run(*gen, "--experts", f"{table}:auto", "--auto-target", "2", ok=False, want="auto-target")
+    # experiment: a control and compare, tiny grids; their JSON names the flags.
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "r.json")
+        exp = ["experiment", "football", "--model", model, "--experts", table, "--seeds", "1",
+               "--new-tokens", "6", "--prompt", "In the city", "--no-verify", "--threads", "2"]
+        run(*exp, "--ks", "0,5", "--random-units", "4", "--layers", "0,1", "--out", out)
+        if os.path.exists(out):
+            o = json.load(open(out))["options"]
+            if not (o.get("random_units") == 4 and o.get("layers") == [0, 1]):
+                failures.append(f"football JSON options: {o}")
+        run(*exp, "--ks", "5", "--per-layer", "--out", out)
+        if os.path.exists(out):
+            pts = json.load(open(out))["points"]
+            if [p["layer"] for p in pts] != list(range(len(pts))):
+                failures.append(f"per-layer points: {[p['layer'] for p in pts]}")
+        run("experiment", "compare", "--model", model, "--experts", table, "--concept", concept,
+            "--seeds", "1", "--new-tokens", "6", "--prompt", "In the city", "--ks", "10",
+            "--alphas", "4", "--betas", "6", "--no-verify", "--threads", "2", "--out", out)
+        if os.path.exists(out):
+            r = json.load(open(out))
+            if [p["method"] for p in r["points"]] != ["none", "experts", "steer", "bias"]:
+                failures.append(f"compare points: {r['points']}")
+        run("experiment", "compare", "--model", model, "--experts", table, "--concept", concept,
+            "--methods", "prompting", "--no-verify", ok=False, want="unknown method")
+        run("experiment", "compare", "--model", model, "--experts", table, "--concept", concept,
+            "--alphas", "1,x", "--no-verify", ok=False, want="--alphas")
+        run("experiment", "compare", "--model", model, "--experts", table, "--random-units", "1",
+            "--no-verify", ok=False, want="unit-choice flags")
+        run(*exp, "--scorer", "/nonexistent.scm", ok=False, want="--scorer /nonexistent.scm")
+    if failures:
+        print("\n".join(failures))
+        print(f"check_paper_flags: {len(failures)} failure(s)")
+        return 1
+    print("check_paper_flags: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
