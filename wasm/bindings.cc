@@ -270,12 +270,14 @@ class JsModel {
     if (!t) return NotFound(id);
     const std::vector<ExpertUnit>& u = t->units;
     const size_t n = std::min(u.size(), static_cast<size_t>(std::max(count, 0)));
-    std::vector<int32_t> site(n), unit(n);
+    std::vector<int32_t> site(n), unit(n), uid(n);
     std::vector<float> ap(n), p50(n), p90(n), off(n);
     val layer = val::array();
+    const UnitSpace space(m_->model->config());
     for (size_t i = 0; i < n; ++i) {
       site[i] = u[i].site;
       unit[i] = u[i].unit;
+      uid[i] = static_cast<int32_t>(space.UnitId(u[i].site, u[i].unit));
       ap[i] = u[i].ap;
       p50[i] = u[i].on_p50;
       p90[i] = u[i].on_p90;
@@ -286,6 +288,7 @@ class JsModel {
     o.set("layer", layer);
     o.set("site", CopyToJs("Int32Array", site.data(), n));
     o.set("unit", CopyToJs("Int32Array", unit.data(), n));
+    o.set("id", CopyToJs("Int32Array", uid.data(), n));  // global unit ids (traceUnit)
     o.set("ap", CopyToJs("Float32Array", ap.data(), n));
     o.set("onP50", CopyToJs("Float32Array", p50.data(), n));
     o.set("onP90", CopyToJs("Float32Array", p90.data(), n));
@@ -349,24 +352,6 @@ class JsModel {
   }
 
   void cancelRanking() { ranking_.reset(); }
-
- private:
-  val AddTable(ExpertTable t) {
-    const int id = m_->next_table_id++;
-    val o = Ok();
-    o.set("id", id);
-    o.set("concept", t.concept);
-    o.set("group", t.group);
-    o.set("numUnits", static_cast<double>(t.units.size()));
-    o.set("totalUnits", static_cast<double>(t.total_units));
-    m_->tables.emplace(id, std::move(t));
-    return o;
-  }
-
-  std::shared_ptr<Loaded> m_;
-  std::unique_ptr<Ranking> ranking_;        // runs on *m_: declared after it, so destroyed first
-  std::unique_ptr<Session> trace_session_;  // traceUnit's own session
-  const Loaded* trace_model_ = nullptr;
 
   // ---- other steering methods and the expert explorer (experts/steer.h, docs/browser.md) ----
 
@@ -484,6 +469,24 @@ class JsModel {
     out.set("json", JsString(CompareResultToJson(*r).Dump()));
     return out;
   }
+
+ private:
+  val AddTable(ExpertTable t) {
+    const int id = m_->next_table_id++;
+    val o = Ok();
+    o.set("id", id);
+    o.set("concept", t.concept);
+    o.set("group", t.group);
+    o.set("numUnits", static_cast<double>(t.units.size()));
+    o.set("totalUnits", static_cast<double>(t.total_units));
+    m_->tables.emplace(id, std::move(t));
+    return o;
+  }
+
+  std::shared_ptr<Loaded> m_;
+  std::unique_ptr<Ranking> ranking_;        // runs on *m_: declared after it, so destroyed first
+  std::unique_ptr<Session> trace_session_;  // traceUnit's own session
+  const Loaded* trace_model_ = nullptr;
 };
 
 // JS `Session`: one conversation with a model (KV cache, forcing) and its Generation.

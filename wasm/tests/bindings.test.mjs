@@ -239,6 +239,59 @@ test('ranking, expert tables and forcing', { skip: skipModel }, async () => {
 // The pthreads build: 2 threads must give exactly the single-threaded results (GEMMs split by
 // output rows, ranking sentences by session: no reduction order changes).
 const mtPath = join(here, '..', 'dist', 'selfcond-mt.mjs');
+test('other steering methods, the unit trace and the comparison', { skip: skipModel }, async () => {
+  const { m: e, s } = await engine();
+  const concept = JSON.parse(readFileSync(join(repo, 'demo', 'concepts', 'football.json')));
+  const pos = concept.sentences.positive.slice(0, 20);
+  const neg = concept.sentences.negative.slice(0, 20);
+  const words = e.conceptWords(pos, neg, 10);
+  assert.ok(words.ok, words.error);
+  assert.ok(words.words.length > 0);
+  assert.ok(words.words.some((w) => w.word === 'football'), JSON.stringify(words.words));
+  for (let i = 1; i < words.words.length; ++i) assert.ok(words.words[i - 1].logOdds >= words.words[i].logOdds);
+  const v = e.steeringVector(pos, neg, 2);
+  assert.ok(v.ok, v.error);
+  assert.equal(v.vector.length, e.info().nEmbd);
+  assert.ok(v.norm > 0);
+  assert.equal(e.steeringVector(pos, neg, 99).ok, false);
+  const bias = e.wordLogitBias(['football'], 10);
+  assert.ok(bias.ok && bias.tokens.length > 0, bias.error);
+  const plain = generate(s, 'Once upon a time', { maxNewTokens: 12, temperature: 0 });
+  assert.ok(s.setLogitBias(bias.tokens, bias.bias).ok);
+  const biased = generate(s, 'Once upon a time', { maxNewTokens: 12, temperature: 0 });
+  assert.match(biased.text, /football/i);
+  assert.ok(s.setLogitBias([], []).ok);
+  assert.ok(s.setSteering(2, v.vector, 8).ok);
+  const steered = generate(s, 'Once upon a time', { maxNewTokens: 12, temperature: 0 });
+  assert.notEqual(steered.text, plain.text);
+  assert.ok(s.setSteering(0, [], 0).ok);
+  assert.equal(generate(s, 'Once upon a time', { maxNewTokens: 12, temperature: 0 }).text, plain.text);
+  assert.equal(s.setSteering(99, v.vector, 1).ok, false);
+  // The trace: one value per token; its first value does not depend on what follows.
+  const trace = e.traceUnit(pos[0], 123);
+  assert.ok(trace.ok, trace.error);
+  assert.equal(trace.tokens.length, e.tokenize(pos[0]).length);
+  assert.equal(trace.tokens.join(''), pos[0]);
+  const first = e.traceUnit(trace.tokens[0], 123);
+  assert.equal(first.values[0], trace.values[0]);
+  assert.equal(e.traceUnit(pos[0], 1e9).ok, false);
+  // The comparison on a table ranked here, small grids.
+  const st = e.startRanking('football', pos, neg, {});
+  assert.ok(st.ok, st.error);
+  while (e.rankStep(20).done < st.total);
+  const t = e.finishRanking();
+  assert.ok(t.ok, t.error);
+  const units = e.expertUnits(t.id, 3);
+  assert.equal(units.id.length, 3);
+  const cmp = e.compareMethods(t.id, pos, neg, {
+    prompts: ['Once upon a time'], seeds: 1, newTokens: 8, ks: [10], alphas: [4], betas: [6],
+  });
+  assert.ok(cmp.ok, cmp.error);
+  const r = JSON.parse(cmp.json);
+  assert.deepEqual(r.points.map((p) => p.method), ['none', 'experts', 'steer', 'bias']);
+  for (const p of r.points) assert.ok(p.ppl > 1 && p.mention_rate >= 0 && p.mention_rate <= 1);
+});
+
 test('pthreads build matches the single-threaded one', {
   skip: skipModel || (existsSync(mtPath) ? false : 'not built: run wasm/build.sh mt'),
 }, async () => {
