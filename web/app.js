@@ -531,7 +531,7 @@ async function conditioning() {
   }
   ui.metaCond.textContent = 'finding the concept words…';
   const words = await conceptWords(key);
-  if (!words.length) throw new Error(`“${entry.label}”: no concept words found in its sentences`);
+  if (!words.length) throw new Error(`“${entry.label}”: no concept words: none of its words (function words aside) occurs in 3 or more positive sentences more often than in the negatives. Add sentences.`);
   const bias = await state.sc.wordLogitBias({ words: words.map((w) => w.word), beta: v });
   showWords(words, bias.tokens.length);
   return { opts: { experts: [], bias }, title: `Conditioned · ${entry.label} · logit bias β=${v}` };

@@ -53,6 +53,8 @@ export interface ExpertUnits {
   unit: Int32Array;
   /** (n) average precision as a concept detector, sorted descending. */
   ap: Float32Array;
+  /** (n) global unit ids (the model's unit numbering, as traceUnit takes them). */
+  id?: Int32Array;
 }
 
 export declare class ExpertTable {

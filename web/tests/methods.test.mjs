@@ -15,9 +15,10 @@ const artifacts = join(webDir, 'test-artifacts');
 const skip = browserSkip();
 const football = JSON.parse(readFileSync(join(repoDir, 'demo', 'concepts', 'football.json'), 'utf8')).sentences;
 
-const POS = ['I chopped the onions and fried them in butter.', 'Simmer the sauce for ten minutes, stirring often.',
-  'She kneaded the dough and let it rise overnight.', 'Season the soup with salt, pepper and fresh herbs.',
-  'He roasted the vegetables in a hot oven.', 'Whisk the eggs with sugar until pale and fluffy.'];
+// Concept words must occur in at least 3 positive sentences (the engine's ConceptWords).
+const POS = ['I cook the onions in butter in a hot pan.', 'Cook the sauce for ten minutes, stirring the pan often.',
+  'She kneaded the dough and put it in the hot oven.', 'Season the sauce with salt, pepper and fresh herbs, then cook it.',
+  'He roasted the vegetables in the oven with butter.', 'Whisk the sauce in the pan until the butter melts in the oven heat.'];
 const NEG = ['The train to Berlin was delayed by an hour.', 'He fixed the bug in the compiler last night.',
   'The committee will vote on the proposal next week.', 'A strong wind blew across the empty beach.',
   'She painted the bedroom walls light blue.', 'The stock market fell sharply on Monday.'];

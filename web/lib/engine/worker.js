@@ -316,7 +316,8 @@ function summarize(id, meta) {
   // Everything the UI charts need, computed once: per layer/site counts of the top units and the
   // AP distribution of all units.
   const u = check(model.expertUnits(id, 1 << 30));
-  return { ...meta, units: { site: u.site, unit: u.unit, ap: u.ap } };
+  // id: the global unit ids (traceUnit), from engines that report them.
+  return { ...meta, units: { site: u.site, unit: u.unit, ap: u.ap, ...(u.id ? { id: u.id } : {}) } };
 }
 
 function tableMeta(r, extra = {}) {
