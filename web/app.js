@@ -908,7 +908,7 @@ function drawCompare(r, label, prompts) {
     svg.append(svgEl('text', { x: L - 6, y: y + 4, 'text-anchor': 'end' }, `${v}%`));
   }
   const ticks = [];
-  for (let d = Math.floor(lo); d <= Math.ceil(hi); d++) for (const m of [1, 2, 5]) ticks.push(m * 10 ** d);
+  for (let d = Math.floor(lo); d <= Math.ceil(hi); d++) for (const m of [1, 2, 3, 5, 7]) ticks.push(m * 10 ** d);
   for (const t of ticks.filter((t) => Math.log10(t) >= lo && Math.log10(t) <= hi)) {
     const x = xOf(t);
     svg.append(svgEl('line', { x1: x, x2: x, y1: T, y2: T + plotH, stroke: '#eceef4' }));
@@ -926,7 +926,9 @@ function drawCompare(r, label, prompts) {
       const c = svgEl('circle', { class: 'series-pt', cx: xOf(p.ppl), cy: yOf(p.mention_rate), r: 4 });
       c.append(svgEl('title', {}, `${METHOD_NAMES[method]} ${fmtStrength(p)}: concept rate ${(p.mention_rate * 100).toFixed(0)}%, perplexity ${p.ppl.toFixed(1)}, Self-BLEU ${p.self_bleu.toFixed(3)}`));
       g.append(c);
-      g.append(svgEl('text', { class: 'pt-label series-label', x: xOf(p.ppl) + 6, y: yOf(p.mention_rate) - 5 }, fmtStrength(p)));
+      // Labels on different sides per method, so that points close together stay readable.
+      const at = { experts: { dx: 6, dy: -6, anchor: 'start' }, steer: { dx: 6, dy: 14, anchor: 'start' }, bias: { dx: -6, dy: -6, anchor: 'end' } }[method];
+      g.append(svgEl('text', { class: 'pt-label series-label', x: xOf(p.ppl) + at.dx, y: yOf(p.mention_rate) + at.dy, 'text-anchor': at.anchor }, fmtStrength(p)));
     }
     svg.append(g);
   }
