@@ -892,7 +892,7 @@ function fmtStrength(p) {
 function drawCompare(r, label, prompts) {
   const pts = r.points.filter((p) => Number.isFinite(p.ppl) && p.ppl > 0);
   const none = pts.find((p) => p.method === 'none');
-  const W = 560, H = 300, L = 48, R = 16, T = 12, B = 40;
+  const W = 560, H = 310, L = 48, R = 28, T = 24, B = 40;
   const plotW = W - L - R, plotH = H - T - B;
   const svg = svgEl('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img',
     'aria-label': `Concept rate against perplexity for ${label}: ${pts.map((p) => `${METHOD_NAMES[p.method]} ${fmtStrength(p)}: ${(p.mention_rate * 100).toFixed(0)}%, perplexity ${p.ppl.toFixed(1)}`).join('; ')}` });
@@ -936,7 +936,7 @@ function drawCompare(r, label, prompts) {
     const g = svgEl('g', { class: 'series m-none', 'data-method': 'none' });
     const c = svgEl('circle', { class: 'series-pt', cx: xOf(none.ppl), cy: yOf(none.mention_rate), r: 5 });
     c.append(svgEl('title', {}, `unconditioned: concept rate ${(none.mention_rate * 100).toFixed(0)}%, perplexity ${none.ppl.toFixed(1)}`));
-    g.append(c, svgEl('text', { class: 'pt-label series-label', x: xOf(none.ppl) + 6, y: yOf(none.mention_rate) + 14 }, 'none'));
+    g.append(c, svgEl('text', { class: 'pt-label series-label', x: xOf(none.ppl), y: yOf(none.mention_rate) - 10, 'text-anchor': 'middle' }, 'none'));
     svg.append(g);
   }
   ui.chartCompare.replaceChildren(svg);
