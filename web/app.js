@@ -23,6 +23,20 @@ const PRESETS = [
   { key: 'woman', label: 'woman', url: new URL('../demo/experts/woman.json', import.meta.url) },
   { key: 'man', label: 'man', url: new URL('../demo/experts/man.json', import.meta.url) },
 ];
+// The 60 + 60 sentence samples of the datasets the precomputed tables were ranked on: the
+// steering vector, the concept words (logit bias) and the expert explorer are computed from them.
+const SAMPLES = {
+  football: new URL('../demo/concepts/football.json', import.meta.url),
+  woman: new URL('../demo/concepts/woman.json', import.meta.url),
+  man: new URL('../demo/concepts/man.json', import.meta.url),
+};
+// The method switch: how the conditioned column is steered, and its strength slider.
+const METHODS = {
+  experts: { label: 'expert units', unit: 'expert units forced (k)', symbol: 'k', min: 0, max: 200, step: 1 },
+  steer: { label: 'steering vector', unit: '× the steering vector (α)', symbol: 'α', min: 0, max: 8, step: 0.5 },
+  bias: { label: 'logit bias', unit: 'logit bias on the concept words (β)', symbol: 'β', min: 0, max: 10, step: 0.5 },
+};
+const CONCEPT_WORDS = 20;
 const SITE_NAMES = ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'];
 const SITE_COLORS = ['var(--site0)', 'var(--site1)', 'var(--site2)', 'var(--site3)'];
 
@@ -60,7 +74,15 @@ const ui = {
   banner: $('banner'), bannerText: $('banner-text'), bannerClose: $('banner-close'),
   chartLayers: $('chart-layers'), legendLayers: $('legend-layers'), chartAp: $('chart-ap'),
   chartK: $('chart-k'), expertsMeta: $('experts-meta'), runtimeInfo: $('runtime-info'),
+  strengthUnit: $('strength-unit'), steerLayer: $('steer-layer'), steerLayerField: $('steer-layer-field'),
+  methodInfo: $('method-info'),
+  unitList: $('unit-list'), explorer: $('explorer'), explorerTitle: $('explorer-title'),
+  explorerStatus: $('explorer-status'), explorerList: $('explorer-list'),
+  compare: $('compare'), compareStatus: $('compare-status'), compareResult: $('compare-result'),
+  chartCompare: $('chart-compare'), legendCompare: $('legend-compare'), compareTable: $('compare-table'),
+  compareCaption: $('compare-caption'),
 };
+const methodInputs = [...document.querySelectorAll('input[name="method"]')];
 
 const state = {
   sc: null,
@@ -70,6 +92,12 @@ const state = {
   rankAbort: null,
   loadAbort: null,
   modelReady: false,  // a model is loaded: Generate and Find experts may be used
+  method: 'experts',
+  strength: { experts: 50, steer: 4, bias: 4 },  // the slider's value per method
+  sentences: new Map(),  // concept key -> {positive, negative} typed (custom concepts)
+  derived: new Map(),    // concept key -> {sentences, words, vectors: Map(layer -> vector)} (promises)
+  comparing: false,      // compareMethods is running (the engine is busy for seconds)
+  explore: 0,            // the explorer's current request (a newer click drops older results)
 };
 
 // ---- messages --------------------------------------------------------------------------------
@@ -132,6 +160,8 @@ async function start() {
     setModelReady(false);
     library.detach('The engine restarted: the library opens again once the model is loaded.');
     state.tables.clear();
+    state.derived.clear();
+    closeExplorer();
     ui.concept.replaceChildren();
     updateCharts();
     setStatus('Engine restarted: load the model again', 'error');
@@ -146,8 +176,16 @@ async function start() {
 
 function setModelReady(ready) {
   state.modelReady = ready;
-  ui.generate.disabled = !ready || state.running.length > 0;
-  ui.rank.disabled = !ready || !!state.rankAbort;
+  refreshButtons();
+}
+
+// What may run now: one Generate at a time, one ranking, and the comparison alone (it blocks the
+// engine for seconds: the streams and the ranking would only wait for it).
+function refreshButtons() {
+  const ready = state.modelReady;
+  ui.generate.disabled = !ready || state.running.length > 0 || state.comparing;
+  ui.rank.disabled = !ready || !!state.rankAbort || state.comparing;
+  ui.compare.disabled = !ready || state.running.length > 0 || !!state.rankAbort || state.comparing;
 }
 
 // Downloads and loads the model (?model=, same-origin unless allowed) with a progress bar and a
@@ -187,6 +225,8 @@ async function loadModelAndTables() {
     });
     ui.runtimeInfo.textContent = `${info.name} · ${info.nLayer} layers · ${info.numUnits.toLocaleString()} units · context ${info.nCtx} · ${state.runtimeText}${info.fromCache ? ' · from the browser’s store' : ''}`;
     ui.maxTokens.max = info.nCtx - 1;
+    ui.steerLayer.max = info.nLayer - 1;
+    if (!(Number(ui.steerLayer.value) <= info.nLayer - 1) || !state.steerLayerSet) ui.steerLayer.value = Math.floor(info.nLayer / 2);
   } catch (e) {
     ui.loadModel.hidden = false;
     if (e.name === 'AbortError') {
@@ -311,22 +351,31 @@ async function generate() {
     showError(e.message);
     return;
   }
-  const entry = currentTable();
-  const k = Number(ui.k.value);
-  ui.condTitle.textContent = entry && k > 0 ? `Conditioned · ${entry.label} · k=${k}` : 'Conditioned (no experts: pick a concept and k > 0)';
-  const experts = entry && k > 0 ? [{ table: entry.table, k }] : [];
   const forcing = { value: ui.forceValue.value };
-  ui.generate.disabled = true;
+  // Steering vector and logit bias need the concept's sentences (fetched or computed once per
+  // concept and block): done before either column starts, so both start together.
+  state.running = [{ cancel() {} }];
+  refreshButtons();
+  let cond;
+  try {
+    cond = await conditioning();
+  } catch (e) {
+    state.running = [];
+    refreshButtons();
+    showError(e.message);
+    return;
+  }
+  ui.condTitle.textContent = cond.title;
   ui.stop.disabled = false;
   const columns = [
-    { el: ui.outBase, meta: ui.metaBase, experts: [] },
-    { el: ui.outCond, meta: ui.metaCond, experts },
+    { el: ui.outBase, meta: ui.metaBase, extra: { experts: [] } },
+    { el: ui.outCond, meta: ui.metaCond, extra: cond.opts },
   ];
   state.running = columns.map((c) => {
     const body = renderStart(c.el, prompt);
     const sink = textSink(body);
     c.meta.textContent = 'generating…';
-    const h = state.sc.generate({ ...opts, experts: c.experts, forcing }, (t) => sink.push(t.text));
+    const h = state.sc.generate({ ...opts, ...c.extra, forcing }, (t) => sink.push(t.text));
     c.finished = h.done.then(
       (r) => {
         sink.flush();
@@ -352,7 +401,7 @@ async function generate() {
   const failed = results.find((r) => r.status === 'rejected');
   if (failed) showError(`Generation failed: ${failed.reason.message}`);
   state.running = [];
-  ui.generate.disabled = !state.modelReady;
+  refreshButtons();
   ui.stop.disabled = true;
 }
 
@@ -366,9 +415,164 @@ ui.reseed.onclick = () => {
 };
 ui.k.oninput = () => {
   ui.kOut.textContent = ui.k.value;
-  updateCharts();
+  state.strength[state.method] = Number(ui.k.value);
+  if (state.method === 'experts') updateCharts();
 };
-ui.concept.onchange = updateCharts;
+ui.concept.onchange = () => {
+  updateCharts();
+  updateMethodInfo();
+};
+for (const r of methodInputs) r.onchange = () => r.checked && setMethod(r.value);
+ui.steerLayer.onchange = () => {
+  state.steerLayerSet = true;
+  updateMethodInfo();
+};
+
+// ---- method switch: expert units / steering vector / logit bias -------------------------------
+
+function setMethod(method) {
+  const m = METHODS[method];
+  if (!m) return;
+  state.method = method;
+  for (const r of methodInputs) r.checked = r.value === method;
+  // Range first, then the value (a value outside the old range would be clamped).
+  Object.assign(ui.k, { min: m.min, max: m.max, step: m.step });
+  ui.k.value = state.strength[method];
+  ui.kOut.textContent = ui.k.value;
+  ui.strengthUnit.textContent = m.unit;
+  ui.k.setAttribute('aria-label', `Strength: ${m.unit}`);
+  ui.steerLayerField.hidden = method !== 'steer';
+  updateMethodInfo();
+}
+
+// The concept's sentences: a custom concept's typed ones, or the sample of a precomputed
+// table's dataset (fetched once). null when there are none (a table from elsewhere).
+function sampleKey(key) {
+  if (SAMPLES[key]) return key;
+  const concept = state.tables.get(key)?.table?.concept ?? '';
+  const name = concept.split('-')[0].toLowerCase();
+  return SAMPLES[name] ? name : null;
+}
+
+function conceptData(key) {
+  let d = state.derived.get(key);
+  if (d) return d;
+  d = { vectors: new Map(), words: null };
+  const typed = state.sentences.get(key);
+  const sample = sampleKey(key);
+  if (typed) {
+    d.sentences = Promise.resolve(typed);
+  } else if (sample) {
+    d.sentences = fetch(SAMPLES[sample]).then(async (r) => {
+      if (!r.ok) throw new Error(`could not fetch the ${sample} sentences: HTTP ${r.status}`);
+      const j = await r.json();
+      const positive = j.sentences?.positive ?? [], negative = j.sentences?.negative ?? [];
+      if (!positive.length || !negative.length) throw new Error(`the ${sample} sample has no sentences`);
+      return { positive, negative, source: `the ${sample} sample` };
+    });
+  } else {
+    const label = state.tables.get(key)?.label ?? key;
+    d.sentences = Promise.reject(new Error(`“${label}” has no sentences here: the steering vector, the logit bias and the explorer need the concept's sentences (rank your own concept below).`));
+  }
+  d.sentences.catch(() => state.derived.delete(key));
+  state.derived.set(key, d);
+  return d;
+}
+
+function conceptSentences(key) {
+  return conceptData(key).sentences;
+}
+
+function conceptWords(key) {
+  const d = conceptData(key);
+  d.words ??= d.sentences.then((s) => state.sc.conceptWords({ ...s, maxWords: CONCEPT_WORDS }));
+  d.words.catch(() => { d.words = null; });
+  return d.words;
+}
+
+function steeringVector(key, layer) {
+  const d = conceptData(key);
+  let v = d.vectors.get(layer);
+  if (!v) {
+    v = d.sentences.then((s) => state.sc.steeringVector({ ...s, layer }));
+    d.vectors.set(layer, v);
+    v.catch(() => d.vectors.delete(layer));
+  }
+  return v;
+}
+
+function steerLayer() {
+  const max = state.sc?.model ? state.sc.model.nLayer - 1 : Number(ui.steerLayer.max);
+  return readNumber(ui.steerLayer, 'Block', { min: 0, max, integer: true });
+}
+
+// What the conditioned column gets: generate() options and its title.
+async function conditioning() {
+  const key = ui.concept.value;
+  const entry = currentTable();
+  const method = state.method;
+  const v = state.strength[method];
+  const m = METHODS[method];
+  if (!entry || !(v > 0)) {
+    return { opts: { experts: [] }, title: `Conditioned (nothing applied: pick a concept and ${m.symbol} > 0)` };
+  }
+  if (method === 'experts') {
+    return { opts: { experts: [{ table: entry.table, k: v }] }, title: `Conditioned · ${entry.label} · k=${v}` };
+  }
+  if (method === 'steer') {
+    const layer = steerLayer();
+    ui.metaCond.textContent = 'computing the steering vector…';
+    const sv = await steeringVector(key, layer);
+    showSteerInfo(sv, await conceptSentences(key));
+    return {
+      opts: { experts: [], steer: { vector: sv.vector, layer, alpha: v } },
+      title: `Conditioned · ${entry.label} · steering α=${v} (block ${layer})`,
+    };
+  }
+  ui.metaCond.textContent = 'finding the concept words…';
+  const words = await conceptWords(key);
+  if (!words.length) throw new Error(`“${entry.label}”: no concept words: none of its words (function words aside) occurs in 3 or more positive sentences more often than in the negatives. Add sentences.`);
+  const bias = await state.sc.wordLogitBias({ words: words.map((w) => w.word), beta: v });
+  showWords(words, bias.tokens.length);
+  return { opts: { experts: [], bias }, title: `Conditioned · ${entry.label} · logit bias β=${v}` };
+}
+
+function showSteerInfo(sv, s) {
+  ui.methodInfo.textContent = `Steering vector of block ${sv.layer}: mean residual of ${s.positive.length} positive minus ${s.negative.length} negative sentences, norm ${sv.norm.toFixed(1)}.`;
+  delete ui.methodInfo.dataset.words;
+}
+
+function showWords(words, tokens) {
+  ui.methodInfo.textContent = `Bias on ${tokens} tokens of the concept words: ${words.map((w) => w.word).join(', ')}.`;
+  ui.methodInfo.dataset.words = words.map((w) => w.word).join(' ');
+}
+
+// The info line under the slider for the current concept and method (once computed; nothing is
+// computed just for it).
+let infoRequest = 0;
+async function updateMethodInfo() {
+  const req = ++infoRequest;
+  ui.methodInfo.textContent = '';
+  delete ui.methodInfo.dataset.words;
+  const key = ui.concept.value;
+  const d = state.derived.get(key);
+  if (!d || state.method === 'experts') return;
+  try {
+    if (state.method === 'bias' && d.words) {
+      const words = await d.words;
+      if (req === infoRequest) showWords(words, '');
+    }
+    if (state.method === 'steer') {
+      const v = d.vectors.get(Number(ui.steerLayer.value));
+      if (v) {
+        const [sv, s] = await Promise.all([v, d.sentences]);
+        if (req === infoRequest) showSteerInfo(sv, s);
+      }
+    }
+  } catch {
+    // Shown when it is used.
+  }
+}
 
 // ---- custom concept --------------------------------------------------------------------------
 
@@ -381,7 +585,6 @@ async function rankCustom() {
   const name = ui.customName.value.trim() || 'custom';
   const positive = lines(ui.customPos.value);
   const negative = lines(ui.customNeg.value);
-  ui.rank.disabled = true;
   ui.rankCancel.hidden = false;
   ui.rankProgress.hidden = false;
   ui.downloads.hidden = true;
@@ -389,6 +592,7 @@ async function rankCustom() {
   ui.rankLabel.textContent = 'starting…';
   const abort = new AbortController();
   state.rankAbort = abort;
+  refreshButtons();
   const t0 = performance.now();
   try {
     const table = await state.sc.rank({
@@ -402,6 +606,8 @@ async function rankCustom() {
     const key = `custom:${name}`;
     if (state.tables.has(key)) await state.sc.removeTable(state.tables.get(key).table).catch(() => {});
     addTableOption(key, `${name} (yours)`, table);
+    state.sentences.set(key, { positive, negative, source: 'your sentences' });
+    state.derived.delete(key);
     ui.concept.value = key;
     state.lastRanked = table;
     ui.rankResult.textContent = `“${name}”: ${positive.length} + ${negative.length} sentences ranked in ${secs.toFixed(1)} s, best AP ${table.units.ap[0].toFixed(3)}. Selected above: press Generate.`;
@@ -411,7 +617,7 @@ async function rankCustom() {
     showError(`Ranking “${name}” failed: ${e.message}`);
   } finally {
     state.rankAbort = null;
-    ui.rank.disabled = !state.modelReady;
+    refreshButtons();
     ui.rankCancel.hidden = true;
     ui.rankProgress.hidden = true;
   }
@@ -502,13 +708,15 @@ function drawAp(table, k) {
 }
 
 function updateCharts() {
-  const k = Number(ui.k.value);
+  const k = state.strength.experts;
   ui.chartK.textContent = k;
   const entry = currentTable();
   if (!entry) {
     ui.chartLayers.replaceChildren();
     ui.chartAp.replaceChildren();
     ui.expertsMeta.textContent = '';
+    ui.unitList.replaceChildren();
+    closeExplorer();
     return;
   }
   const t = entry.table;
@@ -516,6 +724,244 @@ function updateCharts() {
   ui.expertsMeta.textContent = `${entry.label} · ${t.numUnits.toLocaleString()} units ranked · best AP ${t.units.ap[0].toFixed(3)}${k > 0 ? ` · AP of #${k}: ${kth.toFixed(3)}` : ''}`;
   drawLayers(t, k);
   drawAp(t, k);
+  drawUnitList(ui.concept.value, t);
+}
+
+// ---- expert explorer ---------------------------------------------------------------------------
+
+const EXPLORER_UNITS = 20;  // units listed
+const EXPLORER_SENTENCES = 10;  // sentences shown, by the unit's max response
+
+function unitName(site, unit) {
+  return `L${site >> 2} ${SITE_NAMES[site & 3]} #${unit}`;
+}
+
+function drawUnitList(key, table) {
+  const n = Math.min(EXPLORER_UNITS, table.units.site.length);
+  const items = [];
+  for (let i = 0; i < n; i++) {
+    const site = table.units.site[i], unit = table.units.unit[i], ap = table.units.ap[i];
+    const li = document.createElement('li');
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'unit';
+    b.dataset.rank = i;
+    b.setAttribute('aria-pressed', 'false');
+    b.setAttribute('aria-label', `Unit ${i + 1}: layer ${site >> 2} ${SITE_NAMES[site & 3]} unit ${unit}, AP ${ap.toFixed(3)}. Show where it fires.`);
+    const name = document.createElement('span');
+    name.textContent = `${i + 1}. ${unitName(site, unit)}`;
+    const apEl = document.createElement('span');
+    apEl.className = 'ap';
+    apEl.textContent = `AP ${ap.toFixed(3)}`;
+    b.append(name, apEl);
+    b.onclick = () => exploreUnit(key, table, i, b);
+    li.append(b);
+    items.push(li);
+  }
+  ui.unitList.replaceChildren(...items);
+  // Another concept's unit stays open only while its concept is selected.
+  if (state.exploring && state.exploring !== key) closeExplorer();
+}
+
+function closeExplorer() {
+  state.explore++;
+  state.exploring = null;
+  ui.explorer.hidden = true;
+  ui.explorerList.replaceChildren();
+}
+
+// Traces the unit over every sentence of the concept (positive and negative), then lists the
+// sentences where its response peaks highest, each token shaded by the unit's value there.
+async function exploreUnit(key, table, rank, button) {
+  clearError();
+  const req = ++state.explore;
+  state.exploring = key;
+  for (const b of ui.unitList.querySelectorAll('button')) b.setAttribute('aria-pressed', String(b === button));
+  const site = table.units.site[rank], unit = table.units.unit[rank];
+  const entry = state.tables.get(key);
+  ui.explorer.hidden = false;
+  ui.explorer.dataset.unit = `${site}:${unit}`;
+  ui.explorerTitle.textContent = `Where unit ${unitName(site, unit)} fires · ${entry?.label ?? key}`;
+  ui.explorerList.replaceChildren();
+  ui.explorerStatus.textContent = 'Reading the concept’s sentences…';
+  try {
+    const s = await conceptSentences(key);
+    if (req !== state.explore) return;
+    const all = [...s.positive.map((t) => ({ text: t, positive: true })), ...s.negative.map((t) => ({ text: t, positive: false }))];
+    let done = 0;
+    ui.explorerStatus.textContent = `Tracing the unit over ${all.length} sentences…`;
+    const traces = await Promise.all(all.map((x) => state.sc.traceUnit({ sentence: x.text, unit: { site, unit } }).then((r) => {
+      if (++done % 20 === 0 && req === state.explore) ui.explorerStatus.textContent = `Tracing the unit over ${all.length} sentences… ${done}`;
+      return r;
+    })));
+    if (req !== state.explore) return;
+    const rows = all.map((x, i) => {
+      const t = traces[i];
+      let best = 0;
+      for (let j = 1; j < t.values.length; j++) if (t.values[j] > t.values[best]) best = j;
+      return { ...x, tokens: t.tokens, values: t.values, max: t.values.length ? t.values[best] : -Infinity, at: best };
+    }).sort((a, b) => b.max - a.max);
+    const top = rows.slice(0, EXPLORER_SENTENCES);
+    const scale = Math.max(1e-6, ...top.map((r) => r.max));
+    ui.explorerList.replaceChildren(...top.map((r) => sentenceItem(r, scale)));
+    const posTop = top.filter((r) => r.positive).length;
+    ui.explorerStatus.textContent = `Top ${top.length} of ${all.length} sentences (${s.source ?? 'the concept'}) by the unit’s largest response: ${posTop} of them are the concept’s. Darker tokens: larger response.`;
+  } catch (e) {
+    if (req !== state.explore) return;
+    ui.explorerStatus.textContent = `Could not trace the unit: ${e.message}`;
+  }
+}
+
+function sentenceItem(r, scale) {
+  const li = document.createElement('li');
+  li.className = r.positive ? 'pos' : 'neg';
+  li.dataset.max = String(r.max);
+  const badge = document.createElement('span');
+  badge.className = 'badge';
+  badge.textContent = r.positive ? 'concept' : 'other';
+  const text = document.createElement('span');
+  text.className = 'tokens';
+  r.tokens.forEach((tok, j) => {
+    const span = document.createElement('span');
+    span.className = 'tok';
+    const v = r.values[j];
+    const a = Math.min(1, Math.max(0, v / scale));
+    // A custom property (CSSOM, allowed by the page's style-src 'self'), read by .tok's background.
+    span.style.setProperty('--a', a.toFixed(3));
+    if (a > 0.6) span.classList.add('hot');
+    span.dataset.value = String(v);
+    span.title = `${JSON.stringify(tok)}: ${v.toFixed(3)}`;
+    span.setAttribute('aria-label', `${tok.trim() || '(space)'}: ${v.toFixed(2)}`);
+    span.textContent = tok;
+    text.append(span);
+  });
+  const max = document.createElement('span');
+  max.className = 'max';
+  max.textContent = `max ${r.max.toFixed(2)} at “${(r.tokens[r.at] ?? '').trim()}”`;
+  li.append(badge, text, max);
+  return li;
+}
+
+// ---- compare methods -----------------------------------------------------------------------------
+
+const COMPARE_GRID = { seeds: 2, newTokens: 16, ks: [10, 20, 50], alphas: [1, 2, 4], betas: [2, 4, 6] };
+const COMPARE_SECOND_PROMPT = 'The news today is that';
+const METHOD_NAMES = { none: 'unconditioned', experts: 'expert units', steer: 'steering vector', bias: 'logit bias' };
+const METHOD_SYMBOL = { experts: 'k', steer: 'α', bias: 'β' };
+
+async function compareMethods() {
+  clearError();
+  const key = ui.concept.value;
+  const entry = currentTable();
+  if (!entry) {
+    showError('Pick a concept first.');
+    return;
+  }
+  state.comparing = true;
+  refreshButtons();
+  const t0 = performance.now();
+  const tick = () => {
+    ui.compareStatus.textContent = `Running the three methods on ${entry.label}… ${Math.round((performance.now() - t0) / 1000)} s (the engine is busy; the page is not)`;
+  };
+  tick();
+  const timer = setInterval(tick, 500);
+  try {
+    const layer = steerLayer();
+    const s = await conceptSentences(key);
+    const prompt = ui.prompt.value.trim();
+    const prompts = prompt && prompt !== COMPARE_SECOND_PROMPT ? [prompt, COMPARE_SECOND_PROMPT] : ['Once upon a time', COMPARE_SECOND_PROMPT];
+    const r = await state.sc.compareMethods({ table: entry.table, positive: s.positive, negative: s.negative, prompts, layer, ...COMPARE_GRID });
+    const secs = (performance.now() - t0) / 1000;
+    drawCompare(r, entry.label, prompts);
+    ui.compareStatus.textContent = `${entry.label}: ${r.points.length} settings × ${prompts.length} prompts × ${COMPARE_GRID.seeds} seeds × ${COMPARE_GRID.newTokens} tokens in ${secs.toFixed(1)} s.`;
+  } catch (e) {
+    ui.compareStatus.textContent = '';
+    showError(`Comparing the methods failed: ${e.message}`);
+  } finally {
+    clearInterval(timer);
+    state.comparing = false;
+    refreshButtons();
+  }
+}
+ui.compare.onclick = compareMethods;
+
+function fmtStrength(p) {
+  return p.method === 'none' ? '—' : `${METHOD_SYMBOL[p.method]}=${p.strength}`;
+}
+
+function drawCompare(r, label, prompts) {
+  const pts = r.points.filter((p) => Number.isFinite(p.ppl) && p.ppl > 0);
+  const none = pts.find((p) => p.method === 'none');
+  const W = 560, H = 310, L = 48, R = 28, T = 24, B = 40;
+  const plotW = W - L - R, plotH = H - T - B;
+  const svg = svgEl('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img',
+    'aria-label': `Concept rate against perplexity for ${label}: ${pts.map((p) => `${METHOD_NAMES[p.method]} ${fmtStrength(p)}: ${(p.mention_rate * 100).toFixed(0)}%, perplexity ${p.ppl.toFixed(1)}`).join('; ')}` });
+  // x: perplexity, log scale, whole decades' nice ticks; y: concept rate 0-100 %.
+  const lo = Math.log10(Math.min(...pts.map((p) => p.ppl)) / 1.15), hi = Math.log10(Math.max(...pts.map((p) => p.ppl)) * 1.15);
+  const span = Math.max(hi - lo, 0.05);
+  const xOf = (ppl) => L + (plotW * (Math.log10(ppl) - lo)) / span;
+  const yMax = Math.min(100, Math.max(20, Math.ceil((Math.max(...pts.map((p) => p.mention_rate * 100)) + 5) / 20) * 20));
+  const yOf = (rate) => T + plotH - (plotH * rate * 100) / yMax;
+  for (let v = 0; v <= yMax; v += yMax / 4) {
+    const y = T + plotH - (plotH * v) / yMax;
+    svg.append(svgEl('line', { x1: L, x2: W - R, y1: y, y2: y, stroke: '#eceef4' }));
+    svg.append(svgEl('text', { x: L - 6, y: y + 4, 'text-anchor': 'end' }, `${v}%`));
+  }
+  const ticks = [];
+  for (let d = Math.floor(lo); d <= Math.ceil(hi); d++) for (const m of [1, 2, 3, 5, 7]) ticks.push(m * 10 ** d);
+  for (const t of ticks.filter((t) => Math.log10(t) >= lo && Math.log10(t) <= hi)) {
+    const x = xOf(t);
+    svg.append(svgEl('line', { x1: x, x2: x, y1: T, y2: T + plotH, stroke: '#eceef4' }));
+    svg.append(svgEl('text', { x, y: T + plotH + 14, 'text-anchor': 'middle' }, t >= 1 ? String(t) : t.toPrecision(1)));
+  }
+  svg.append(svgEl('text', { x: L + plotW / 2, y: H - 6, 'text-anchor': 'middle', class: 'axis-title' }, 'perplexity (log scale)'));
+  svg.append(svgEl('text', { x: 12, y: T + plotH / 2, 'text-anchor': 'middle', class: 'axis-title', transform: `rotate(-90 12 ${T + plotH / 2})` }, 'concept rate'));
+  for (const method of ['experts', 'steer', 'bias']) {
+    const series = pts.filter((p) => p.method === method).sort((a, b) => a.strength - b.strength);
+    if (!series.length) continue;
+    const g = svgEl('g', { class: `series m-${method}`, 'data-method': method });
+    const line = none ? [none, ...series] : series;
+    g.append(svgEl('path', { class: 'series-line', d: line.map((p, i) => `${i ? 'L' : 'M'}${xOf(p.ppl).toFixed(1)},${yOf(p.mention_rate).toFixed(1)}`).join(' ') }));
+    for (const p of series) {
+      const c = svgEl('circle', { class: 'series-pt', cx: xOf(p.ppl), cy: yOf(p.mention_rate), r: 4 });
+      c.append(svgEl('title', {}, `${METHOD_NAMES[method]} ${fmtStrength(p)}: concept rate ${(p.mention_rate * 100).toFixed(0)}%, perplexity ${p.ppl.toFixed(1)}, Self-BLEU ${p.self_bleu.toFixed(3)}`));
+      g.append(c);
+      // Labels on different sides per method, so that points close together stay readable.
+      const at = { experts: { dx: 6, dy: -6, anchor: 'start' }, steer: { dx: 6, dy: 14, anchor: 'start' }, bias: { dx: -6, dy: -6, anchor: 'end' } }[method];
+      g.append(svgEl('text', { class: 'pt-label series-label', x: xOf(p.ppl) + at.dx, y: yOf(p.mention_rate) + at.dy, 'text-anchor': at.anchor }, fmtStrength(p)));
+    }
+    svg.append(g);
+  }
+  if (none) {
+    const g = svgEl('g', { class: 'series m-none', 'data-method': 'none' });
+    const c = svgEl('circle', { class: 'series-pt', cx: xOf(none.ppl), cy: yOf(none.mention_rate), r: 5 });
+    c.append(svgEl('title', {}, `unconditioned: concept rate ${(none.mention_rate * 100).toFixed(0)}%, perplexity ${none.ppl.toFixed(1)}`));
+    g.append(c, svgEl('text', { class: 'pt-label series-label', x: xOf(none.ppl), y: yOf(none.mention_rate) - 10, 'text-anchor': 'middle' }, 'none'));
+    svg.append(g);
+  }
+  ui.chartCompare.replaceChildren(svg);
+  ui.legendCompare.replaceChildren(...['none', 'experts', 'steer', 'bias'].map((m) => {
+    const s = document.createElement('span');
+    s.className = `m-${m}`;
+    s.append(document.createElement('i'), METHOD_NAMES[m]);
+    return s;
+  }));
+  const rows = r.points.map((p) => {
+    const tr = document.createElement('tr');
+    tr.className = p.method;
+    tr.dataset.method = p.method;
+    for (const v of [METHOD_NAMES[p.method] ?? p.method, fmtStrength(p), `${(p.mention_rate * 100).toFixed(0)}%`,
+      Number.isFinite(p.ppl) ? p.ppl.toFixed(1) : '—', Number.isFinite(p.self_bleu) ? p.self_bleu.toFixed(3) : '—']) {
+      const td = document.createElement('td');
+      td.textContent = v;
+      tr.append(td);
+    }
+    return tr;
+  });
+  ui.compareTable.tBodies[0].replaceChildren(...rows);
+  const words = (r.concept_words ?? []).slice(0, 12).map((w) => w.word).join(', ');
+  ui.compareCaption.textContent = `${label} · prompts: ${prompts.map((p) => `“${p}”`).join(', ')} · block ${r.options?.steer_layer ?? ''} (norm ${Number(r.steer_norm).toFixed(1)}) · concept words: ${words}`;
+  ui.compareResult.hidden = false;
 }
 
 ui.legendLayers.replaceChildren(...SITE_NAMES.map((n, i) => {

@@ -53,6 +53,8 @@ export interface ExpertUnits {
   unit: Int32Array;
   /** (n) average precision as a concept detector, sorted descending. */
   ap: Float32Array;
+  /** (n) global unit ids (the model's unit numbering, as traceUnit takes them). */
+  id?: Int32Array;
 }
 
 export declare class ExpertTable {
@@ -106,6 +108,98 @@ export interface GenerateOptions {
   stopAtEos?: boolean;
   experts?: ExpertSource[];
   forcing?: ForcingOptions;
+  /** Adds alpha x vector to the residual stream after block `layer` at every position. */
+  steer?: SteerOptions;
+  /** Adds bias[i] to the logit of tokens[i] at every step. */
+  bias?: LogitBias;
+}
+
+export interface SteerOptions {
+  /** n_embd numbers, e.g. steeringVector().vector. */
+  vector: Float32Array | number[];
+  /** The block after which it is added (0..n_layer-1). */
+  layer: number;
+  /** Strength: the vector is multiplied by alpha (0 = off). */
+  alpha: number;
+}
+
+export interface LogitBias {
+  tokens: number[];
+  bias: number[];
+}
+
+export interface ConceptWord {
+  word: string;
+  /** Log-odds of the word in the positive sentences against the negatives. */
+  logOdds: number;
+  /** Sentences of each class the word occurs in. */
+  positive: number;
+  negative: number;
+}
+
+export interface SteeringVector {
+  vector: Float32Array;
+  layer: number;
+  /** L2 norm of the vector. */
+  norm: number;
+}
+
+export interface UnitTrace {
+  /** Global unit id (the model's unit numbering). */
+  unit: number;
+  /** The text of each token of the sentence. */
+  tokens: string[];
+  /** The unit's response at each token. */
+  values: number[];
+}
+
+export interface ComparePoint {
+  method: 'none' | 'experts' | 'steer' | 'bias';
+  /** k, alpha or beta (0 for 'none'). */
+  strength: number;
+  layer: number | null;
+  samples: number;
+  mentions: number;
+  /** Share (0..1) of the continuations that contain one of the concept words. */
+  mention_rate: number;
+  /** Perplexity of prompt + continuation under the unforced model. */
+  ppl: number;
+  mean_ppl: number;
+  median_ppl: number;
+  scorer_ppl: number;
+  scorer_mean_ppl: number;
+  /** Self-BLEU over the continuations of the point (higher: less diverse). */
+  self_bleu: number;
+  mean_ap?: number;
+  [key: string]: unknown;
+}
+
+export interface CompareResult {
+  experiment: 'compare';
+  concept: string;
+  options: Record<string, unknown>;
+  concept_words: { word: string; log_odds: number; positive: number; negative: number }[];
+  bias_tokens: number;
+  steer_norm: number;
+  /** 'none' first, then each method's grid. */
+  points: ComparePoint[];
+  examples: { point: number; prompt: string; text: string; words: string[] }[];
+}
+
+export interface CompareOptions {
+  table: ExpertTable | number;
+  positive: string[];
+  negative: string[];
+  prompts?: string[];
+  /** Seeds per prompt (default 2). */
+  seeds?: number;
+  /** Tokens per continuation (default 16). */
+  newTokens?: number;
+  ks?: number[];
+  alphas?: number[];
+  betas?: number[];
+  /** Block of the steering vector (default n_layer / 2). */
+  layer?: number;
 }
 
 export interface TokenEvent {
@@ -256,6 +350,16 @@ export declare class SelfCond extends EventTarget {
   /** Up to four generations may run at once (sessions of one model); they take turns token by token. */
   generate(opts: GenerateOptions, onToken?: (t: TokenEvent) => void): Generation;
   rank(opts: RankOptions): Promise<ExpertTable>;
+  /** The concept's most typical words by log-odds (function words excluded), best first. */
+  conceptWords(opts: { positive: string[]; negative: string[]; maxWords?: number }): Promise<ConceptWord[]>;
+  /** Mean residual after block `layer` (default n_layer / 2) over positives minus negatives. Blocks the engine ~1-2 s. */
+  steeringVector(opts: { positive: string[]; negative: string[]; layer?: number }): Promise<SteeringVector>;
+  /** The single-token forms of the words with bias beta, for generate({bias}). */
+  wordLogitBias(opts: { words: string[]; beta: number }): Promise<LogitBias>;
+  /** One unit's response at every token of a sentence; unit: global id or {site, unit} of table.units. */
+  traceUnit(opts: { sentence: string; unit: number | { site: number; unit: number } }): Promise<UnitTrace>;
+  /** Experts, steering vector and logit bias side by side on a small grid. Blocks the engine a few seconds. */
+  compareMethods(opts: CompareOptions): Promise<CompareResult>;
   tokenize(text: string): Promise<number[]>;
   detokenize(ids: ArrayLike<number>): Promise<string>;
   /** Greedy prefill + decode of decodeTokens tokens, timed inside the worker. */

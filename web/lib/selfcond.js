@@ -392,6 +392,9 @@ export class SelfCond extends EventTarget {
    * Streams a continuation of the prompt. onToken({text, token, index}) per token.
    * experts: [{table, k}] forces the top-k units of each table (k = 0: none);
    * forcing: {value: 'on_p50'|'on_p90'|'off_mean'|'zero', onlyLastToken: false}.
+   * steer: {vector, layer, alpha} adds alpha x vector (steeringVector) to the residual stream
+   * after block `layer` at every position; bias: {tokens, bias} adds bias[i] to the logit of
+   * tokens[i] (wordLogitBias). Either may be combined with experts; what is not given is off.
    * Up to four generations may run at the same time (they take turns token by token), each on
    * its own session of the one loaded model.
    * @returns {{cancel(): void, done: Promise<{stop, tokens, ms, tokensPerSecond, promptTokens}>}}
@@ -401,12 +404,16 @@ export class SelfCond extends EventTarget {
     const experts = (opts.experts ?? [])
       .filter((x) => x && x.table && (x.k ?? 0) > 0)
       .map((x) => ({ table: x.table.id ?? x.table, k: x.k }));
+    const steer = opts.steer && opts.steer.vector && Number(opts.steer.alpha)
+      ? { vector: opts.steer.vector, layer: opts.steer.layer, alpha: Number(opts.steer.alpha) } : null;
+    const bias = opts.bias && opts.bias.tokens?.length
+      ? { tokens: Array.from(opts.bias.tokens), bias: Array.from(opts.bias.bias ?? []) } : null;
     const args = {
       gen: id,
       prompt: opts.prompt ?? '',
       opts: {
         maxTokens: opts.maxTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP,
-        seed: opts.seed, stopAtEos: opts.stopAtEos, experts, forcing: opts.forcing,
+        seed: opts.seed, stopAtEos: opts.stopAtEos, experts, forcing: opts.forcing, steer, bias,
       },
     };
     const done = this._call('startGeneration', args, [], (m) => onToken?.(m), id);
@@ -422,6 +429,59 @@ export class SelfCond extends EventTarget {
     if (signal) signal.addEventListener('abort', () => this._worker.postMessage({ id: this._next++, op: 'cancel', gen: id }));
     const meta = await this._call('rank', { concept, positive, negative, topN }, [], (m) => onProgress?.(m), id);
     return new ExpertTable(this, meta);
+  }
+
+  // ---- other steering methods and the expert explorer (issue 10) ----------------------------
+
+  /**
+   * The concept's most typical words: the words of the positive sentences with the highest
+   * log-odds against the negatives (function words excluded), best first.
+   * -> [{word, logOdds, positive, negative}] (positive/negative: counts in each class)
+   */
+  conceptWords({ positive, negative, maxWords = 20 } = {}) {
+    return this._call('conceptWords', { positive, negative, maxWords });
+  }
+
+  /**
+   * A steering vector: the mean residual stream after block `layer` (default n_layer / 2) over
+   * the positive sentences minus that over the negatives. Blocks the engine for a second or two
+   * on 60 + 60 sentences (running generations wait). -> {vector: Float32Array (n_embd), layer, norm}
+   */
+  steeringVector({ positive, negative, layer } = {}) {
+    return this._call('steeringVector', { positive, negative, layer });
+  }
+
+  /**
+   * A bag-of-words logit bias: the single-token forms of the words (" word", " Word") with bias
+   * beta each. -> {tokens: number[], bias: number[]}, for generate({bias}).
+   */
+  wordLogitBias({ words, beta } = {}) {
+    return this._call('wordLogitBias', { words, beta });
+  }
+
+  /**
+   * Where a unit fires: its response at every token of a sentence (the values ranking
+   * max-pools). unit: the global unit id, or {site, unit} as in table.units.
+   * -> {unit: global id, tokens: string[], values: number[]}
+   */
+  traceUnit({ sentence, unit } = {}) {
+    const u = typeof unit === 'number' ? unit : unit && { site: unit.site, unit: unit.unit };
+    return this._call('traceUnit', { sentence, unit: u });
+  }
+
+  /**
+   * Expert forcing, the steering vector and the logit bias side by side on a small grid (the
+   * CLI's `experiment compare`): every method's strengths on the same prompts and seeds, each
+   * point with the concept rate (share of continuations with one of the concept words),
+   * perplexity and Self-BLEU. table: the concept's expert table; positive/negative: its
+   * sentences. Blocks the engine for a few seconds (running generations wait).
+   * -> {points: [{method: 'none'|'experts'|'steer'|'bias', strength, mention_rate, ppl,
+   *    scorer_ppl, self_bleu, ...}], concept_words, steer_norm, bias_tokens, options, examples}
+   */
+  compareMethods({ table, positive, negative, prompts, seeds, newTokens, ks, alphas, betas, layer } = {}) {
+    if (table == null) return Promise.reject(new Error('compareMethods: table is required'));
+    const opts = { prompts, seeds, newTokens, ks, alphas, betas, layer };
+    return this._call('compareMethods', { table: table.id ?? table, positive, negative, opts });
   }
 
   /** Token ids of a text (for checking prompt lengths). */

@@ -170,9 +170,9 @@ async function handleFailure(err) {
 
 // postMessage that cannot throw: an event that cannot be sent (it cannot be cloned, say) is
 // reported as a warning and false; callers whose request depends on it fail that request.
-function post(msg) {
+function post(msg, transfer = []) {
   try {
-    postMessage(msg);
+    postMessage(msg, transfer);
     return true;
   } catch (e) {
     console.warn(`could not send ${msg.event ?? 'a reply'} to the page: ${e?.message ?? e}`);
@@ -316,7 +316,8 @@ function summarize(id, meta) {
   // Everything the UI charts need, computed once: per layer/site counts of the top units and the
   // AP distribution of all units.
   const u = check(model.expertUnits(id, 1 << 30));
-  return { ...meta, units: { site: u.site, unit: u.unit, ap: u.ap } };
+  // id: the global unit ids (traceUnit), from engines that report them.
+  return { ...meta, units: { site: u.site, unit: u.unit, ap: u.ap, ...(u.id ? { id: u.id } : {}) } };
 }
 
 function tableMeta(r, extra = {}) {
@@ -372,6 +373,39 @@ function takeSession(gen, need) {
   return s;
 }
 
+// The other steering methods (issue 10): an additive steering vector after a block, and a logit
+// bias on tokens. Both persist on a session until changed (like the forcing), and sessions are
+// reused: every generation sets or clears them before it starts. An engine built before these
+// bindings can still clear nothing and generate; asking it for either method fails the request.
+function setSteerAndBias(session, steer, bias) {
+  const hasSteer = !!(steer && steer.vector && steer.vector.length && Number(steer.alpha));
+  const hasBias = !!(bias && bias.tokens && bias.tokens.length);
+  if (typeof session.setSteering !== 'function' || typeof session.setLogitBias !== 'function') {
+    if (hasSteer || hasBias) fail('this engine build has no steering vector or logit bias (web/lib/engine is older than the package)');
+    return;
+  }
+  if (hasSteer) {
+    const layer = Math.floor(Number(steer.layer));
+    if (!(layer >= 0 && layer < modelInfo.nLayer)) fail(`steer.layer must be a block 0..${modelInfo.nLayer - 1} (got ${steer.layer})`);
+    if (steer.vector.length !== modelInfo.nEmbd) fail(`steer.vector has ${steer.vector.length} numbers; the model's residual has ${modelInfo.nEmbd}`);
+    const alpha = Number(steer.alpha);
+    if (!Number.isFinite(alpha)) fail('steer.alpha must be a number');
+    check(session.setSteering(layer, steer.vector, alpha), 'steering');
+  } else {
+    check(session.setSteering(0, [], 0), 'steering');
+  }
+  if (hasBias) {
+    const tokens = Array.from(bias.tokens, Number);
+    const values = Array.from(bias.bias ?? [], Number);
+    if (tokens.length !== values.length) fail(`bias: ${tokens.length} tokens but ${values.length} bias values`);
+    if (tokens.some((t) => !Number.isInteger(t) || t < 0 || t >= modelInfo.vocabSize)) fail('bias.tokens must be token ids of the model');
+    if (values.some((b) => !Number.isFinite(b))) fail('bias.bias must be finite numbers');
+    check(session.setLogitBias(tokens, values), 'logit bias');
+  } else {
+    check(session.setLogitBias([], []), 'logit bias');
+  }
+}
+
 let scheduling = false;
 
 async function startGeneration({ gen, prompt, opts }) {
@@ -388,6 +422,7 @@ async function startGeneration({ gen, prompt, opts }) {
     } else {
       s.session.clearForcing();
     }
+    setSteerAndBias(s.session, opts.steer, opts.bias);
     r = check(s.session.startGeneration(prompt, {
       maxNewTokens: opts.maxTokens ?? 50,
       temperature: opts.temperature ?? 1,
@@ -582,6 +617,7 @@ function bench({ prompt, decodeTokens, sampling }) {
   try {
     const e = s.session;
     e.clearForcing();
+    setSteerAndBias(e, null, null);
     const t0 = performance.now();
     const r = check(e.startGeneration(prompt, { temperature: 0, ...sampling, maxNewTokens: decodeTokens, stopAtEos: false }));
     const t1 = performance.now();
@@ -617,6 +653,78 @@ function benchRank({ concept, positive, negative, topN }) {
   return { sentences: start.total, startMs: t1 - t0, stepMs: t2 - t1, finishMs: t3 - t2, totalMs: t3 - t0 };
 }
 
+// ---- other steering methods and the expert explorer (issue 10) ------------------------------
+
+function requireBinding(name) {
+  requireModel();
+  if (typeof model[name] !== 'function') fail(`${name}: this engine build does not have it (web/lib/engine is older than the package)`);
+}
+
+function strings(x, what) {
+  if (!Array.isArray(x) || x.some((s) => typeof s !== 'string')) fail(`${what} must be an array of strings`);
+  return x;
+}
+
+// The dataset's most typical words by log-odds (function words excluded).
+function conceptWords({ positive, negative, maxWords }) {
+  requireBinding('conceptWords');
+  const n = Math.floor(Number(maxWords ?? 20));
+  if (!(n > 0)) fail('maxWords must be a positive integer');
+  return check(model.conceptWords(strings(positive, 'positive'), strings(negative, 'negative'), n), 'concept words').words;
+}
+
+// The mean residual after block `layer` over the positives minus the negatives (blocking).
+function steeringVector({ positive, negative, layer }) {
+  requireBinding('steeringVector');
+  const l = layer == null ? Math.floor(modelInfo.nLayer / 2) : Math.floor(Number(layer));
+  if (!(l >= 0 && l < modelInfo.nLayer)) fail(`layer must be a block 0..${modelInfo.nLayer - 1} (got ${layer})`);
+  const r = check(model.steeringVector(strings(positive, 'positive'), strings(negative, 'negative'), l), 'steering vector');
+  return { vector: r.vector, layer: r.layer, norm: r.norm };
+}
+
+function wordLogitBias({ words, beta }) {
+  requireBinding('wordLogitBias');
+  const b = Number(beta);
+  if (!Number.isFinite(b)) fail('beta must be a number');
+  const r = check(model.wordLogitBias(strings(words, 'words'), b), 'logit bias');
+  return { tokens: r.tokens, bias: r.bias };
+}
+
+// A unit given as its global id (UnitSpace numbering) or as {site, unit} (a table's entry).
+function unitId(unit) {
+  if (typeof unit === 'number') return unit;
+  if (!unit || typeof unit !== 'object') fail('unit must be a global unit id or {site, unit}');
+  const { nLayer, nEmbd, nInner } = modelInfo;
+  const sizes = [3 * nEmbd, nEmbd, nInner, nEmbd];
+  const site = Math.floor(Number(unit.site));
+  const u = Math.floor(Number(unit.unit));
+  if (!(site >= 0 && site < nLayer * 4)) fail(`unit.site must be 0..${nLayer * 4 - 1}`);
+  if (!(u >= 0 && u < sizes[site & 3])) fail(`unit.unit must be 0..${sizes[site & 3] - 1} at site ${site}`);
+  let id = 0;
+  for (let s = 0; s < site; s++) id += sizes[s & 3];
+  return id + u;
+}
+
+// One unit's response at every token of a sentence.
+function traceUnit({ sentence, unit }) {
+  requireBinding('traceUnit');
+  if (typeof sentence !== 'string' || !sentence) fail('sentence must be a non-empty string');
+  const id = unitId(unit);
+  if (!(Number.isInteger(id) && id >= 0 && id < modelInfo.numUnits)) fail(`unit must be 0..${modelInfo.numUnits - 1} (got ${id})`);
+  const r = check(model.traceUnit(sentence, id), 'trace');
+  return { unit: id, tokens: r.tokens, values: r.values };
+}
+
+// The three methods side by side on a small grid (blocking: generations wait meanwhile).
+function compareMethods({ table, positive, negative, opts }) {
+  requireBinding('compareMethods');
+  const o = {};
+  for (const [k, v] of Object.entries(opts ?? {})) if (v !== undefined && v !== null) o[k] = v;
+  if (o.prompts) strings(o.prompts, 'prompts');
+  const r = check(model.compareMethods(knownTable(table), strings(positive, 'positive'), strings(negative, 'negative'), o), 'compare');
+  return JSON.parse(r.json);
+}
+
 // Memory of the engine: the wasm memory (it only grows: the peak of everything allocated so
 // far) next to what the model and the sessions account for.
 function memory() {
@@ -644,6 +752,7 @@ function detokenize({ ids }) {
 
 const OPS = {
   init, loadModel, detokenize, addTable, exportTable, removeTable, startGeneration, cancel, rank, bench, benchRank, tokenize, memory,
+  conceptWords, steeringVector, wordLogitBias, traceUnit, compareMethods,
   info: () => (modelInfo ? { ...modelInfo, ...runtime, restarts } : { ...runtime, restarts }),
   __injectFault: injectFault,
 };
@@ -661,7 +770,9 @@ async function handle(data) {
     if (!fn) fail(`unknown op ${op}`);
     if (op !== '__injectFault') fault('message');
     const result = await fn(data);
-    if (!post({ id, ok: true, result })) fail(`the result of ${op} could not be sent to the page`);
+    // A steering vector goes to the page transferred, not copied.
+    const transfer = result?.vector instanceof Float32Array ? [result.vector.buffer] : [];
+    if (!post({ id, ok: true, result }, transfer)) fail(`the result of ${op} could not be sent to the page`);
   } catch (err) {
     let e;
     try {
