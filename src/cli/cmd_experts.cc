@@ -17,8 +17,9 @@ namespace selfcond::cli {
 
 std::vector<FlagSpec> UnitChoiceFlags() {
   return {
-      {"metric", "ap|on_p50|on_p90|off_mean|gap",
-       "rank the units by this statistic instead of AP (gap = on_p50 - off_mean)"},
+      {"metric", "STAT",
+       "rank the units by this statistic instead of AP: ap, on_p50, on_p90, off_mean or gap\n"
+       "(on_p50 - off_mean)"},
       {"rank-offset", "N", "a rank window: force the units ranked N..N+K-1 (default 0)"},
       {"random-units", "SEED", "control: K units drawn at random (seeded) instead of the top K"},
       {"layers", "L,L,..", "only units of these blocks (0-based; default all)"}};
