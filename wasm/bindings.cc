@@ -380,14 +380,12 @@ class JsModel {
     if (!ds.ok()) return Error(ds.status());
     auto v = ComputeSteeringVector(*m_->model, *ds, layer, m_->precision, m_->pool.get());
     if (!v.ok()) return Error(v.status());
-    double sq = 0;
-    for (float x : *v) sq += static_cast<double>(x) * x;
     val o = Ok();
     o.set(
         "vector",
         val::global("Float32Array").new_(val(emscripten::typed_memory_view(v->size(), v->data()))));
     o.set("layer", layer);
-    o.set("norm", std::sqrt(sq));
+    o.set("norm", SteeringNorm(*v));
     return o;
   }
 
@@ -528,13 +526,11 @@ class JsSession {
   // Adds alpha * vector (a Float32Array or array of n_embd numbers, Model.steeringVector) after
   // block `layer` at every position; an empty or missing vector clears it.
   val setSteering(int layer, val vector, double alpha) {
-    Session::Steering st;
-    if (!vector.isUndefined() && !vector.isNull() && vector["length"].as<int>() > 0) {
-      st.layer = layer;
-      st.add = emscripten::convertJSArrayToNumberVector<float>(vector);
-      for (float& x : st.add) x *= static_cast<float>(alpha);
+    std::vector<float> v;
+    if (!vector.isUndefined() && !vector.isNull()) {
+      v = emscripten::convertJSArrayToNumberVector<float>(vector);
     }
-    if (auto s = session_->SetSteering(std::move(st)); !s.ok()) return Error(s);
+    if (auto s = session_->SetSteering(ScaledSteering(layer, v, alpha)); !s.ok()) return Error(s);
     return Ok();
   }
 

@@ -527,13 +527,8 @@ selfcond_status selfcond_session_set_steering(selfcond_session* session, int lay
                                               const float* vector, size_t n, float alpha) {
   return Guard([&] {
     if (session == nullptr) return Invalid("session is NULL");
-    selfcond::Session::Steering steering;
-    if (vector != nullptr && n > 0) {
-      steering.layer = layer;
-      steering.add.assign(vector, vector + n);
-      for (float& x : steering.add) x *= alpha;
-    }
-    return ToC(session->session->SetSteering(std::move(steering)));
+    return ToC(session->session->SetSteering(selfcond::ScaledSteering(
+        layer, absl::Span<const float>(vector, vector != nullptr ? n : 0), alpha)));
   });
 }
 

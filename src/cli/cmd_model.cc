@@ -225,15 +225,9 @@ absl::Status ApplyConditioning(const Args& args, Runtime& rt) {
         ComputeSteeringVector(*rt.model, *ds, static_cast<int>(layer), *precision, rt.pool.get());
     if (!v.ok()) return v.status();
     progress.Done();
-    Session::Steering steering;
-    steering.layer = static_cast<int>(layer);
-    double sq = 0;
-    for (float x : *v) {
-      sq += static_cast<double>(x) * x;
-      steering.add.push_back(static_cast<float>(spec->second[1] * x));
-    }
+    Session::Steering steering = ScaledSteering(static_cast<int>(layer), *v, spec->second[1]);
     std::fprintf(stderr, "steering: block %d, alpha %g, |v| = %.3f (%zu + %zu sentences)\n",
-                 steering.layer, spec->second[1], std::sqrt(sq), ds->positive.size(),
+                 steering.layer, spec->second[1], SteeringNorm(*v), ds->positive.size(),
                  ds->negative.size());
     if (auto st = rt.session->SetSteering(std::move(steering)); !st.ok()) return st;
   }

@@ -136,6 +136,21 @@ absl::StatusOr<std::vector<float>> ComputeSteeringVector(const Model& model, con
   return v;
 }
 
+Session::Steering ScaledSteering(int layer, absl::Span<const float> vector, double alpha) {
+  Session::Steering s;
+  if (vector.empty()) return s;
+  s.layer = layer;
+  s.add.reserve(vector.size());
+  for (float x : vector) s.add.push_back(static_cast<float>(alpha * x));
+  return s;
+}
+
+double SteeringNorm(absl::Span<const float> vector) {
+  double sq = 0;
+  for (float x : vector) sq += static_cast<double>(x) * x;
+  return std::sqrt(sq);
+}
+
 std::vector<std::pair<int32_t, float>> WordLogitBias(const Tokenizer& tokenizer,
                                                      absl::Span<const ConceptWord> words,
                                                      float beta) {

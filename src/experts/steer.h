@@ -53,6 +53,12 @@ absl::StatusOr<std::vector<float>> ComputeSteeringVector(const Model& model, con
                                                          int layer, Precision precision,
                                                          ThreadPool* pool);
 
+// alpha * vector as a Session's steering after block `layer` (an empty vector: no steering). Every
+// frontend scales here, in double, so the CLI, the C API and the browser add the same floats.
+Session::Steering ScaledSteering(int layer, absl::Span<const float> vector, double alpha);
+// The L2 norm of a steering vector (reported beside alpha, which multiplies it unnormalized).
+double SteeringNorm(absl::Span<const float> vector);
+
 // The logit bias of a word list: for each word, the tokens " word" and " Word" (GPT-2's forms
 // after a space) that are single tokens, each biased by beta. Words with no single-token form are
 // skipped (biasing the first piece of a multi-token word produces fragments).

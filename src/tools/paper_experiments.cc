@@ -653,17 +653,14 @@ absl::StatusOr<CompareResult> RunCompareExperiment(const Model& model, const Exp
   if (has("steer")) {
     auto v = ComputeSteeringVector(model, dataset, res.steer_layer, opts.precision, pool);
     if (!v.ok()) return v.status();
-    double sq = 0;
-    for (float x : *v) sq += static_cast<double>(x) * x;
-    res.steer_norm = std::sqrt(sq);
+    res.steer_norm = SteeringNorm(*v);
     for (double a : opts.alphas) {
       if (a == 0) continue;
       Condition c;
       c.method = "steer";
       c.strength = a;
       c.layer = res.steer_layer;
-      c.steering.layer = res.steer_layer;
-      for (float x : *v) c.steering.add.push_back(static_cast<float>(a * x));
+      c.steering = ScaledSteering(res.steer_layer, *v, a);
       conditions.push_back(std::move(c));
     }
   }
