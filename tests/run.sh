@@ -16,6 +16,8 @@ FUZZ_SECONDS=${SELFCOND_FUZZ_SECONDS:-20}
 [[ -d ../shared/models/selfcond-mini-30m ]] || { echo "tests need ../shared beside the repo" >&2; exit 1; }
 
 echo "== [1/4] native build + tests"
+# The reference implementations the tests compare with (npm: @huggingface/tokenizers, ...).
+(cd tests && npm ci --no-audit --no-fund --loglevel=error)
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release -j"$JOBS"
 (cd build/release && ctest --output-on-failure -j"$JOBS" --timeout 1200)

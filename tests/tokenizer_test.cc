@@ -381,7 +381,7 @@ TEST(TokenizerTest, DeserializeRejectsCorruptBlobs) {
   b[0] = 'X';
   expect_error(b, "magic");
   b = blob;
-  b[4] = 2;
+  b[4] = 3;
   expect_error(b, "version");
   b = blob;
   b[8] = b[9] = b[10] = b[11] = 0xFF;  // n_vocab = 2^32 - 1

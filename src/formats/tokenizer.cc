@@ -40,6 +40,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "formats/bpe_common.h"
+#include "formats/hf_tokenizer.h"
+#include "formats/unicode.h"
 #include "util/file_util.h"
 #include "util/json.h"
 #include "util/utf8.h"
@@ -47,139 +50,29 @@
 namespace selfcond {
 namespace {
 
-struct CodePointRange {
-  uint32_t lo, hi;  // inclusive
-};
-
-#include "formats/unicode_tables.inc"
+using bpe::Alphabet;
+using bpe::ByteAlphabet;
+using bpe::BytesToToken;
+using bpe::Merge;
+using bpe::MergeMap;
+using bpe::PairKey;
+using bpe::TokenToBytes;
 
 constexpr char kMagic[4] = {'S', 'C', 'T', 'K'};
-constexpr uint32_t kBlobVersion = 1;
+constexpr uint32_t kBlobVersion = 1;    // GPT-2: vocab + merges
+constexpr uint32_t kHfBlobVersion = 2;  // tokenizer.json
 constexpr uint32_t kMaxVocab = 1u << 24;
 constexpr uint32_t kMaxMerges = 1u << 24;
 constexpr char kEndOfText[] = "<|endoftext|>";
 
 enum class CharClass : uint8_t { kLetter, kNumber, kSpace, kOther };
 
-template <size_t N>
-bool InRanges(const CodePointRange (&ranges)[N], uint32_t cp) {
-  // First range whose hi >= cp.
-  const CodePointRange* it = std::lower_bound(
-      ranges, ranges + N, cp, [](const CodePointRange& r, uint32_t v) { return r.hi < v; });
-  return it != ranges + N && it->lo <= cp;
-}
-
 CharClass ClassOf(uint32_t cp) {
-  if (cp < 0x80) {
-    if ((cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z')) return CharClass::kLetter;
-    if (cp >= '0' && cp <= '9') return CharClass::kNumber;
-    if (cp == ' ' || (cp >= 0x09 && cp <= 0x0D)) return CharClass::kSpace;
-    return CharClass::kOther;
-  }
-  if (InRanges(kLetterRanges, cp)) return CharClass::kLetter;
-  if (InRanges(kNumberRanges, cp)) return CharClass::kNumber;
-  if (InRanges(kSpaceRanges, cp)) return CharClass::kSpace;
+  if (unicode::IsLetter(cp)) return CharClass::kLetter;
+  if (unicode::IsNumber(cp)) return CharClass::kNumber;
+  if (unicode::IsJsSpace(cp)) return CharClass::kSpace;
   return CharClass::kOther;
 }
-
-// GPT-2's bytes_to_unicode(): printable Latin-1 bytes map to themselves, the other 68 bytes to
-// U+0100.. in byte order, so every token is a printable string.
-struct ByteAlphabet {
-  uint32_t byte_to_cp[256];  // (256,)
-  int16_t cp_to_byte[324];   // (324,) inverse over U+0000..U+0143, -1 where unused
-  ByteAlphabet() {
-    std::fill(std::begin(cp_to_byte), std::end(cp_to_byte), int16_t{-1});
-    uint32_t n = 0;
-    for (uint32_t b = 0; b < 256; ++b) {
-      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-      byte_to_cp[b] = printable ? b : 256 + n++;
-      cp_to_byte[byte_to_cp[b]] = static_cast<int16_t>(b);
-    }
-  }
-};
-
-const ByteAlphabet& Alphabet() {
-  static const ByteAlphabet* alphabet = new ByteAlphabet();
-  return *alphabet;
-}
-
-// Maps a vocab string (byte-to-unicode form) back to raw bytes; false if a character is outside
-// the 256-character alphabet or the string is not valid UTF-8.
-// The inverse: a token's vocab.json string from its bytes.
-std::string BytesToToken(std::string_view bytes) {
-  const ByteAlphabet& alphabet = Alphabet();
-  std::string token;
-  for (char c : bytes) AppendUtf8(alphabet.byte_to_cp[static_cast<uint8_t>(c)], &token);
-  return token;
-}
-
-bool TokenToBytes(std::string_view token, std::string* bytes) {
-  const ByteAlphabet& alphabet = Alphabet();
-  bytes->clear();
-  uint32_t cp;
-  for (size_t i = 0; i < token.size();) {
-    const size_t n = DecodeUtf8(token, i, &cp);
-    if (n == 0 || cp >= 324 || alphabet.cp_to_byte[cp] < 0) return false;
-    bytes->push_back(static_cast<char>(alphabet.cp_to_byte[cp]));
-    i += n;
-  }
-  return true;
-}
-
-uint64_t PairKey(int32_t a, int32_t b) {
-  return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
-}
-
-struct Merge {
-  int32_t rank;
-  int32_t merged_id;
-};
-
-// Open-addressing hash map PairKey -> Merge (linear probing, multiplicative hash). Lookups are
-// the inner loop of BPE; std::unordered_map's node chasing made them ~3x slower.
-class MergeMap {
- public:
-  void Reserve(size_t n) {
-    size_t cap = 16;
-    bits_ = 4;
-    while (cap < 2 * n) {
-      cap <<= 1;
-      ++bits_;
-    }
-    keys_.assign(cap, kEmpty);
-    values_.assign(cap, Merge{0, 0});
-  }
-  // False if the key is already present (then *existing is its value).
-  bool Insert(uint64_t key, Merge value, Merge* existing) {
-    for (size_t i = Slot(key);; i = (i + 1) & (keys_.size() - 1)) {
-      if (keys_[i] == kEmpty) {
-        keys_[i] = key;
-        values_[i] = value;
-        return true;
-      }
-      if (keys_[i] == key) {
-        *existing = values_[i];
-        return false;
-      }
-    }
-  }
-  const Merge* Find(uint64_t key) const {
-    for (size_t i = Slot(key);; i = (i + 1) & (keys_.size() - 1)) {
-      if (keys_[i] == key) return &values_[i];
-      if (keys_[i] == kEmpty) return nullptr;
-    }
-  }
-
- private:
-  // Ids are < 2^24, so no real key has all bits set.
-  static constexpr uint64_t kEmpty = ~uint64_t{0};
-  size_t Slot(uint64_t key) const {
-    return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> (64 - bits_));
-  }
-  int bits_ = 0;
-  std::vector<uint64_t> keys_;  // (capacity,) kEmpty where free
-  std::vector<Merge> values_;   // (capacity,)
-};
 
 // Little-endian reader that never reads past the end.
 class BlobReader {
@@ -462,7 +355,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Build(
     }
     impl.byte_id[b] = it->second;
   }
-  if (auto it = id_of.find(kEndOfText); it != id_of.end()) impl.eos_id = it->second;
+  if (auto it = id_of.find(kEndOfText); it != id_of.end()) {
+    impl.eos_id = it->second;
+    tok->eos_ids_ = {it->second};
+  }
 
   impl.merge_ids.reserve(merges.size());
   impl.merge_of.Reserve(merges.size());
@@ -560,6 +456,14 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFiles(
 
 std::vector<uint8_t> Tokenizer::Serialize() const {
   std::vector<uint8_t> out(kMagic, kMagic + 4);
+  if (hf_ != nullptr) {  // version 2: the end-of-sequence ids, then the tokenizer.json members
+    PutU32(kHfBlobVersion, &out);
+    PutU32(static_cast<uint32_t>(eos_ids_.size()), &out);
+    for (int32_t id : eos_ids_) PutU32(static_cast<uint32_t>(id), &out);
+    PutU32(static_cast<uint32_t>(hf_json_.size()), &out);
+    out.insert(out.end(), hf_json_.begin(), hf_json_.end());
+    return out;
+  }
   PutU32(kBlobVersion, &out);
   PutU32(static_cast<uint32_t>(impl_->token_bytes.size()), &out);
   for (const std::string& t : impl_->token_bytes) PutString(BytesToToken(t), &out);
@@ -571,6 +475,37 @@ std::vector<uint8_t> Tokenizer::Serialize() const {
   return out;
 }
 
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromTokenizerJson(
+    std::string_view text, std::vector<int32_t> eos_ids) {
+  absl::StatusOr<json::Value> doc = json::Parse(text);
+  if (!doc.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer.json is not valid JSON: ", doc.status().message()));
+  }
+  auto hf = HfTokenizer::Build(*doc);
+  if (!hf.ok()) return hf.status();
+  if (eos_ids.size() > 64) return absl::InvalidArgumentError("more than 64 end-of-sequence ids");
+  for (int32_t id : eos_ids) {
+    if (id < 0 || id >= (*hf)->vocab_size()) {
+      return absl::InvalidArgumentError(absl::StrCat("end-of-sequence id ", id,
+                                                     " is not in the tokenizer's vocabulary (",
+                                                     (*hf)->vocab_size(), " tokens)"));
+    }
+  }
+  std::unique_ptr<Tokenizer> tok(new Tokenizer());
+  // Keep only what the pipeline reads (a tokenizer.json also holds truncation, padding, ...).
+  json::Value kept = json::Value::Object();
+  for (const char* key :
+       {"added_tokens", "normalizer", "pre_tokenizer", "model", "post_processor", "decoder"}) {
+    const json::Value* v = doc->Find(key);
+    kept.AppendMember(key, v != nullptr ? *v : json::Value::Null());
+  }
+  tok->hf_json_ = kept.Dump();
+  tok->hf_ = std::move(*hf);
+  tok->eos_ids_ = std::move(eos_ids);
+  return tok;
+}
+
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Deserialize(absl::Span<const uint8_t> blob) {
   BlobReader r(blob);
   std::string magic;
@@ -580,9 +515,35 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Deserialize(absl::Span<con
   }
   uint32_t version = 0, n_vocab = 0, n_merges = 0;
   if (absl::Status s = r.U32(&version, "version"); !s.ok()) return s;
+  if (version == kHfBlobVersion) {
+    uint32_t n_eos = 0, json_bytes = 0;
+    if (absl::Status s = r.U32(&n_eos, "n_eos"); !s.ok()) return s;
+    if (n_eos > 64) {
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer blob: n_eos ", n_eos, " > 64"));
+    }
+    std::vector<int32_t> eos(n_eos);
+    for (uint32_t i = 0; i < n_eos; ++i) {
+      uint32_t id = 0;
+      if (absl::Status s = r.U32(&id, "eos id"); !s.ok()) return s;
+      eos[i] = static_cast<int32_t>(id);
+    }
+    if (absl::Status s = r.U32(&json_bytes, "json_bytes"); !s.ok()) return s;
+    std::string text;
+    if (absl::Status s = r.Bytes(json_bytes, &text, "tokenizer.json"); !s.ok()) return s;
+    if (r.remaining() != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer blob: ", r.remaining(),
+                                                     " trailing bytes after offset ", r.offset()));
+    }
+    auto tok = FromTokenizerJson(text, std::move(eos));
+    if (!tok.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer blob: ", tok.status().message()));
+    }
+    return tok;
+  }
   if (version != kBlobVersion) {
     return absl::InvalidArgumentError(absl::StrCat("tokenizer blob: unsupported version ", version,
-                                                   " (this build reads ", kBlobVersion, ")"));
+                                                   " (this build reads ", kBlobVersion, " and ",
+                                                   kHfBlobVersion, ")"));
   }
   if (absl::Status s = r.U32(&n_vocab, "n_vocab"); !s.ok()) return s;
   // Each entry takes at least 3 bytes: reject impossible counts before allocating.
@@ -620,11 +581,31 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Deserialize(absl::Span<con
 
 std::vector<int32_t> Tokenizer::Encode(std::string_view text) const {
   std::vector<int32_t> ids;
-  impl_->Encode(text, &ids);
+  if (hf_ != nullptr) {
+    hf_->Encode(text, &ids);
+  } else {
+    impl_->Encode(text, &ids);
+  }
   return ids;
 }
 
+std::vector<int32_t> Tokenizer::EncodeForModel(std::string_view text) const {
+  std::vector<int32_t> ids = prefix();
+  const std::vector<int32_t> body = Encode(text);
+  ids.insert(ids.end(), body.begin(), body.end());
+  ids.insert(ids.end(), suffix().begin(), suffix().end());
+  return ids;
+}
+
+const std::vector<int32_t>& Tokenizer::prefix() const {
+  return hf_ != nullptr ? hf_->prefix() : none_;
+}
+const std::vector<int32_t>& Tokenizer::suffix() const {
+  return hf_ != nullptr ? hf_->suffix() : none_;
+}
+
 std::string Tokenizer::Decode(absl::Span<const int32_t> ids) const {
+  if (hf_ != nullptr) return hf_->Decode(ids);
   std::string out;
   for (int32_t id : ids) {
     if (id >= 0 && static_cast<size_t>(id) < impl_->token_bytes.size()) {
@@ -635,11 +616,20 @@ std::string Tokenizer::Decode(absl::Span<const int32_t> ids) const {
 }
 
 std::string Tokenizer::DecodeToken(int32_t id) const {
+  if (hf_ != nullptr) return hf_->TokenBytes(id);
   if (id < 0 || static_cast<size_t>(id) >= impl_->token_bytes.size()) return std::string();
   return impl_->token_bytes[id];
 }
 
-int32_t Tokenizer::vocab_size() const { return static_cast<int32_t>(impl_->token_bytes.size()); }
-int32_t Tokenizer::eos_id() const { return impl_->eos_id; }
+int32_t Tokenizer::vocab_size() const {
+  return hf_ != nullptr ? hf_->vocab_size() : static_cast<int32_t>(impl_->token_bytes.size());
+}
+int32_t Tokenizer::eos_id() const {
+  if (hf_ != nullptr) return eos_ids_.empty() ? -1 : eos_ids_[0];
+  return impl_->eos_id;
+}
+const std::vector<int32_t>& Tokenizer::eos_ids() const { return eos_ids_; }
+bool Tokenizer::is_special(int32_t id) const { return hf_ != nullptr && hf_->IsSpecial(id); }
+const char* Tokenizer::kind() const { return hf_ != nullptr ? "tokenizer.json" : "gpt2-bpe"; }
 
 }  // namespace selfcond
