@@ -31,7 +31,7 @@ void RoundTrip(const selfcond::ExpertTable& t) {
   if (!csv.ok() || csv->units.size() != t.units.size()) std::abort();
 
   // A small model's unit space: compatibility must answer, forcing must not crash.
-  selfcond::GPT2Config c;
+  selfcond::ModelConfig c;
   c.n_layer = 2;
   c.n_embd = 4;
   c.n_head = 2;

@@ -109,19 +109,21 @@ def main():
     limit = 3 << 30  # ulimit -v 3 GiB: far below what the unbounded paths used to take
     failures = []
 
-    def case(name, cmd, input_bytes, baseline_cmd, expect):
+    def case(name, cmd, input_bytes, baseline_cmd, expect, want_code=1):
         base_code, base_rss, base_err = run(baseline_cmd, limit)
         code, rss, err = run(cmd, limit)
         bound = base_rss + 4 * input_bytes + 8 * MIB
         msg = err.strip().splitlines()[-1] if err.strip() else ""
-        ok = code == 1 and expect.lower() in err.lower() and rss <= bound
+        ok = code == want_code and (want_code == 0 or expect.lower() in err.lower()) and \
+            rss <= bound
         print(json.dumps({"case": name, "exit": code, "peak_rss_mib": round(rss / MIB, 1),
                           "bound_mib": round(bound / MIB, 1), "input_mib":
                           round(input_bytes / MIB, 1), "baseline_exit": base_code,
                           "error": msg[:200], "ok": ok}))
         if not ok:
             failures.append(name)
-            print(f"FAIL {name}: exit {code} (want 1), expected '{expect}' in: {err[-400:]}",
+            print(f"FAIL {name}: exit {code} (want {want_code}), expected '{expect}' in: "
+                  f"{err[-400:]}",
                   file=sys.stderr)
 
     gen = [cli, "generate", "--model", demo_model, "--prompt", "The", "--max-tokens", "1",
@@ -182,8 +184,10 @@ def main():
          conv + [os.path.join(work, "no-such-dir"), os.path.join(work, "n.scm")], "memory")
 
     # 6. A well-formed model claiming a 2^18-position context over 200 layers: a session of its
-    # whole context (ppl) needs ~3.4 GB of KV cache, over the 3 GiB address-space limit: the
-    # budget (or the allocation) fails with an error, never an abort.
+    # whole context would need ~3.4 GB of KV cache, over the 3 GiB address-space limit. A
+    # session that asks for no context gets at most 8192 positions (Session::DefaultContext), so
+    # ppl runs in bounded memory; asking for the whole context is refused by the budget with an
+    # error (tests/hostile_model_test.cc).
     ctx_ckpt = os.path.join(work, "ckpt-huge-context")
     ctx_model = os.path.join(work, "huge-context.scm")
     if not os.path.exists(ctx_model):
@@ -196,7 +200,7 @@ def main():
         f.write("The football match began. " * 20)
     ppl = [cli, "ppl", "--text-file", text, "--no-verify"]
     case("huge-context-session", ppl + ["--model", ctx_model], 0, ppl + ["--model", demo_model],
-         "MiB")
+         "", want_code=0)
 
     # 7. rank --out naming its own input: refused before any work.
     case("rank-out-is-input", rank[:-2] + ["--concept", base_concept, "--out", base_concept], 0,

@@ -11,7 +11,7 @@
 #include "experts/rank.h"
 #include "experts/steer.h"
 #include "model/generate.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "selfcond/selfcond.h"
 #include "test_util.h"
 #include "util/file_util.h"

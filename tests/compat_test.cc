@@ -14,7 +14,7 @@
 #include "experts/rank.h"
 #include "experts/responses.h"
 #include "gtest/gtest.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "test_util.h"
 #include "util/file_util.h"
 #include "util/json.h"
@@ -104,7 +104,7 @@ TEST(NumpyRandomTest, SampleLikeMlSelfcondMatchesNumpy) {
 // softmax over all positions; every site's output max-pooled over all positions.
 std::vector<float> ReferencePooled(const Model& model, const std::vector<int32_t>& tokens,
                                    const std::vector<int>& mask) {
-  const GPT2Config& c = model.config();
+  const ModelConfig& c = model.config();
   const int T = static_cast<int>(tokens.size()), d = c.n_embd, H = c.n_head;
   const int hd = d / H;
   const UnitSpace space(c);
@@ -147,7 +147,7 @@ std::vector<float> ReferencePooled(const Model& model, const std::vector<int32_t
   };
   for (int l = 0; l < static_cast<int>(c.n_layer); ++l) {
     const BlockWeights& b = model.block(l);
-    auto qkv = linear(layer_norm(x, b.ln_1_weight, b.ln_1_bias), b.c_attn,
+    auto qkv = linear(layer_norm(x, b.norm1_w, b.norm1_b), b.attn_in,
                       space.site_index(l, SiteKind::kCAttn));
     std::vector<double> att(static_cast<size_t>(T) * d, 0.0);
     for (int h = 0; h < H; ++h) {
@@ -176,14 +176,14 @@ std::vector<float> ReferencePooled(const Model& model, const std::vector<int32_t
         }
       }
     }
-    auto proj = linear(att, b.attn_c_proj, space.site_index(l, SiteKind::kAttnCProj));
+    auto proj = linear(att, b.attn_out, space.site_index(l, SiteKind::kAttnCProj));
     for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
-    auto fc = linear(layer_norm(x, b.ln_2_weight, b.ln_2_bias), b.c_fc,
+    auto fc = linear(layer_norm(x, b.norm2_w, b.norm2_b), b.mlp_in,
                      space.site_index(l, SiteKind::kCFc));
     for (double& v : fc) {
       v = 0.5 * v * (1 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
     }
-    auto out = linear(fc, b.mlp_c_proj, space.site_index(l, SiteKind::kMlpCProj));
+    auto out = linear(fc, b.mlp_out, space.site_index(l, SiteKind::kMlpCProj));
     for (size_t i = 0; i < x.size(); ++i) x[i] += out[i];
   }
   return pooled;

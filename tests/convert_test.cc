@@ -521,7 +521,7 @@ TEST(ConvertConfigTest, GPT2FamilyConfigs) {
         R"( "vocab_size": 50257})");
     auto j = json::Parse(text);
     ASSERT_TRUE(j.ok()) << j.status();
-    auto c = GPT2ConfigFromHF(*j);
+    auto c = Gpt2ConfigFromHF(*j);
     ASSERT_TRUE(c.ok()) << c.status();
     EXPECT_EQ(c->n_layer, static_cast<uint32_t>(f.n_layer));
     EXPECT_EQ(c->n_embd, static_cast<uint32_t>(f.n_embd));
@@ -537,7 +537,7 @@ TEST(ConvertConfigTest, GPT2FamilyConfigs) {
   auto j =
       json::Parse(R"({"n_layer": 1, "n_embd": 8, "n_head": 2, "n_ctx": 4, "vocab_size": 60000,)"
                   R"( "activation_function": "gelu_pytorch_tanh", "n_inner": 12})");
-  auto c = GPT2ConfigFromHF(*j);
+  auto c = Gpt2ConfigFromHF(*j);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->n_ctx, 4u);
   EXPECT_EQ(c->n_inner, 12u);
@@ -552,7 +552,7 @@ TEST(ConvertConfigTest, GPT2FamilyConfigs) {
         R"({"n_layer": 1e300, "n_embd": 8, "n_head": 2, "n_ctx": 4, "vocab_size": 9})", R"([])"}) {
     auto bj = json::Parse(bad);
     ASSERT_TRUE(bj.ok()) << bad;
-    EXPECT_FALSE(GPT2ConfigFromHF(*bj).ok()) << bad;
+    EXPECT_FALSE(Gpt2ConfigFromHF(*bj).ok()) << bad;
   }
 }
 

@@ -16,8 +16,8 @@ namespace {
   EXPECT_NE(std::string(str).find(sub), std::string::npos) \
       << "'" << (str) << "' does not contain '" << (sub) << "'"
 
-GPT2Config TinyConfig(int n_layer = 2) {
-  GPT2Config c;
+ModelConfig TinyConfig(int n_layer = 2) {
+  ModelConfig c;
   c.n_layer = n_layer;
   c.n_embd = 4;
   c.n_head = 2;
@@ -30,7 +30,7 @@ GPT2Config TinyConfig(int n_layer = 2) {
 const char kHash[] = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
 // A table over the whole tiny unit space with random statistics (some ties in AP).
-ExpertTable RandomTable(const GPT2Config& c, uint32_t seed, int64_t top_n = 0) {
+ExpertTable RandomTable(const ModelConfig& c, uint32_t seed, int64_t top_n = 0) {
   UnitSpace space(c);
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> ud(-3, 3);
@@ -67,19 +67,34 @@ void ExpectSameUnits(const ExpertTable& a, const ExpertTable& b) {
 }
 
 TEST(ExpertTableTest, LayerNames) {
-  EXPECT_EQ(LayerName(0), "transformer.h.0.attn.c_attn:0");
-  EXPECT_EQ(LayerName(4 * 3 + 2), "transformer.h.3.mlp.c_fc:0");
-  EXPECT_EQ(*ParseLayerName("transformer.h.3.mlp.c_fc:0"), 14);
-  EXPECT_EQ(*ParseLayerName("h.11.mlp.c_proj"), 47);
-  EXPECT_EQ(*ParseLayerName("transformer.h.0.attn.c_proj:0"), 1);
-  EXPECT_FALSE(ParseLayerName("transformer.h.x.mlp.c_fc:0").ok());
-  EXPECT_FALSE(ParseLayerName("transformer.h.1.mlp.dropout:0").ok());
-  EXPECT_FALSE(ParseLayerName("transformer.h.-1.mlp.c_fc:0").ok());
-  EXPECT_FALSE(ParseLayerName("bert.encoder.layer.0").ok());
+  UnitLayout gpt2;
+  gpt2.n_layer = 12;
+  EXPECT_EQ(gpt2.SiteName(0), "transformer.h.0.attn.c_attn:0");
+  EXPECT_EQ(gpt2.SiteName(4 * 3 + 2), "transformer.h.3.mlp.c_fc:0");
+  EXPECT_EQ(ParseSiteName("transformer.h.3.mlp.c_fc:0")->site, 14);
+  EXPECT_EQ(ParseSiteName("h.11.mlp.c_proj")->site, 47);
+  EXPECT_EQ(ParseSiteName("transformer.h.0.attn.c_proj:0")->site, 1);
+  EXPECT_EQ(ParseSiteName("transformer.h.0.attn.c_proj:0")->arch, Arch::kGpt2);
+  EXPECT_FALSE(ParseSiteName("transformer.h.x.mlp.c_fc:0").ok());
+  EXPECT_FALSE(ParseSiteName("transformer.h.1.mlp.dropout:0").ok());
+  EXPECT_FALSE(ParseSiteName("transformer.h.-1.mlp.c_fc:0").ok());
+  EXPECT_FALSE(ParseSiteName("bert.encoder.layer.0").ok());
+  // The Llama family: Hugging Face module names, 7 sites per block.
+  UnitLayout llama;
+  llama.arch = Arch::kLlama;
+  llama.n_layer = 30;
+  EXPECT_EQ(llama.SiteName(7 * 3 + 6), "model.layers.3.mlp.down_proj");
+  EXPECT_EQ(llama.SiteName(0), "model.layers.0.self_attn.q_proj");
+  EXPECT_EQ(ParseSiteName("model.layers.3.mlp.down_proj")->site, 27);
+  EXPECT_EQ(ParseSiteName("model.layers.3.mlp.down_proj:0")->arch, Arch::kLlama);
+  EXPECT_EQ(ParseSiteName("layers.0.self_attn.v_proj")->site, 2);
+  EXPECT_FALSE(ParseSiteName("model.layers.3.mlp.c_fc").ok());
+  EXPECT_FALSE(ParseSiteName("model.layers.2000.mlp.up_proj").ok());
+  ExpertTable t;
+  t.n_layer = 12;
   ExpertUnit u{14, 5};
-  EXPECT_EQ(u.layer_name(), "transformer.h.3.mlp.c_fc:0");
-  EXPECT_EQ(u.layer(), 3);
-  EXPECT_EQ(u.kind(), SiteKind::kCFc);
+  EXPECT_EQ(t.layer_name(u), "transformer.h.3.mlp.c_fc:0");
+  EXPECT_EQ(t.layer_of(u), 3);
 }
 
 TEST(ExpertTableTest, MakeSortsByApThenSiteUnit) {
@@ -143,8 +158,11 @@ TEST(ExpertTableTest, NativeErrors) {
   EXPECT_CONTAINS(parse("{"), "not valid JSON");
   EXPECT_CONTAINS(parse("{\"format\":\"x\"}"), "not a selfcond expert table");
   std::string v2 = good;
-  v2.replace(v2.find("\"version\":1"), 11, "\"version\":2");
-  EXPECT_CONTAINS(parse(v2), "version 2 is not supported");
+  v2.replace(v2.find("\"version\":1"), 11, "\"version\":3");
+  EXPECT_CONTAINS(parse(v2), "version 3 is not supported");
+  std::string arch2 = good;  // version 2 is for other architectures than GPT-2
+  arch2.replace(arch2.find("\"version\":1"), 11, "\"version\":2");
+  EXPECT_CONTAINS(parse(arch2), "version 2 does not go with architecture gpt2");
   std::string short_col = good;
   size_t at = short_col.find("\"ap\":[");
   short_col.erase(at + 6, short_col.find(',', at + 6) - at - 5);  // drop the first AP
@@ -249,7 +267,7 @@ TEST(ExpertTableTest, CsvErrors) {
 }
 
 TEST(ExpertTableTest, CompatibilityRefusals) {
-  GPT2Config c = TinyConfig();
+  ModelConfig c = TinyConfig();
   ExpertTable t = RandomTable(c, 6);
   EXPECT_TRUE(CheckCompatibleWith(t, c, kHash, "tiny").ok());
   std::string other(64, 'f');
@@ -267,10 +285,10 @@ TEST(ExpertTableTest, CompatibilityRefusals) {
   EXPECT_CONTAINS(unhashed.message(), "--allow-unhashed");
   // ... and when allowed, the unit space decides.
   EXPECT_TRUE(CheckCompatibleWith(*csv, c, other, "any", true).ok());
-  GPT2Config wider = c;
+  ModelConfig wider = c;
   wider.n_inner = 16;
   EXPECT_CONTAINS(CheckCompatibleWith(*csv, wider, other, "w", true).message(), "n_inner 8");
-  GPT2Config deeper = TinyConfig(3);
+  ModelConfig deeper = TinyConfig(3);
   EXPECT_FALSE(CheckCompatibleWith(*csv, deeper, other, "d", true).ok());
   // A partial CSV (unit space unknown): unit count and unit ranges are checked.
   auto partial = ImportExpertiseCsv(
@@ -287,7 +305,7 @@ TEST(ExpertTableTest, CompatibilityRefusals) {
 }
 
 TEST(ExpertTableTest, BuildForcing) {
-  GPT2Config c = TinyConfig();
+  ModelConfig c = TinyConfig();
   UnitSpace space(c);
   ExpertTable a, b;
   a.concept = "a";

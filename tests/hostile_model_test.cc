@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "test_util.h"
 #include "tools/synthetic_checkpoint.h"
 
@@ -41,11 +41,12 @@ TEST(HostileModelTest, HugeContextIsRefusedBeforeAllocating) {
   ASSERT_TRUE(path.ok()) << path.status();
   auto model = Model::Load(*path, {});
   ASSERT_TRUE(model.ok()) << model.status();
-  const GPT2Config& c = (*model)->config();
+  const ModelConfig& c = (*model)->config();
   EXPECT_EQ(c.n_ctx, 1u << 20);
   // The model's whole context: a KV cache of 200 layers x 2^20 positions is refused by the
   // default budget (half the machine's memory) with an error naming what it needs ...
   SessionOptions so;
+  so.n_ctx = static_cast<int>(c.n_ctx);
   const size_t need = Session::MemoryNeeded(c, so);
   EXPECT_GT(need, size_t{8} << 30);
   so.max_memory = size_t{1} << 30;

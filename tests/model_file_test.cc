@@ -60,8 +60,8 @@ TEST(Sha256Test, StreamingInOddChunksMatchesOneShot) {
   }
 }
 
-GPT2Config SmallConfig() {
-  GPT2Config c;
+ModelConfig SmallConfig() {
+  ModelConfig c;
   c.n_layer = 1;
   c.n_embd = 8;
   c.n_head = 2;
@@ -181,7 +181,7 @@ TEST(ModelFileTest, WriterRejectsBadInput) {
   t = SmallTensors();
   t[0].name = std::string(80, 'n');  // name too long
   EXPECT_FALSE(WriteModelFile(dir + "/a.scm", SmallConfig(), "x", {}, t).ok());
-  GPT2Config c = SmallConfig();
+  ModelConfig c = SmallConfig();
   c.n_head = 3;
   EXPECT_FALSE(WriteModelFile(dir + "/a.scm", c, "x", {}, SmallTensors()).ok());
   EXPECT_FALSE(std::filesystem::exists(dir + "/a.scm"));
@@ -223,7 +223,7 @@ TEST(ModelFileTest, WrongMagicAndVersion) {
   PutHeader(&b, h);
   r = ParseModelFile(b);
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().message(), "unsupported model file version 7 (this build reads 1)");
+  EXPECT_EQ(r.status().message(), "unsupported model file version 7 (this build reads 1 and 2)");
 }
 
 TEST(ModelFileTest, EveryTruncationIsAnError) {
@@ -318,19 +318,19 @@ TEST(ModelFileTest, CorruptedIndexIsAnError) {
 
 TEST(ModelFileTest, BadConfigIsAnError) {
   const std::vector<uint8_t> good = WriteSmall("mf_config");
-  std::vector<std::function<void(GPT2Config*)>> edits = {
-      [](GPT2Config* c) { c->n_layer = 0; },
-      [](GPT2Config* c) { c->n_head = 3; },
-      [](GPT2Config* c) {
+  std::vector<std::function<void(HeaderConfig*)>> edits = {
+      [](HeaderConfig* c) { c->n_layer = 0; },
+      [](HeaderConfig* c) { c->n_head = 3; },
+      [](HeaderConfig* c) {
         c->n_embd = 6;
         c->n_head = 2;
       },
-      [](GPT2Config* c) { c->vocab_size = (1u << 20) + 1; },
-      [](GPT2Config* c) { c->n_inner = 30; },
-      [](GPT2Config* c) { c->eos_token_id = 5; },
-      [](GPT2Config* c) { c->layer_norm_eps = std::numeric_limits<float>::quiet_NaN(); },
-      [](GPT2Config* c) { c->layer_norm_eps = 0; },
-      [](GPT2Config* c) { c->tied_lm_head = 2; },
+      [](HeaderConfig* c) { c->vocab_size = (1u << 20) + 1; },
+      [](HeaderConfig* c) { c->n_inner = 30; },
+      [](HeaderConfig* c) { c->eos_token_id = 5; },
+      [](HeaderConfig* c) { c->layer_norm_eps = std::numeric_limits<float>::quiet_NaN(); },
+      [](HeaderConfig* c) { c->layer_norm_eps = 0; },
+      [](HeaderConfig* c) { c->tied_lm_head = 2; },
   };
   for (size_t i = 0; i < edits.size(); ++i) {
     std::vector<uint8_t> b = good;

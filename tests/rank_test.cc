@@ -89,16 +89,16 @@ TEST_F(RankTest, FootballSmallMatchesReferenceTop50) {
   ASSERT_EQ(top->items().size(), 50u);
   int matched = 0;
   for (const auto& r : top->items()) {
-    auto site = ParseLayerName(absl::StrCat("h.", static_cast<int>(r.Find("layer")->as_number()),
-                                            ".", std::string(r.Find("name")->as_string())));
+    auto site = ParseSiteName(absl::StrCat("h.", static_cast<int>(r.Find("layer")->as_number()),
+                                           ".", std::string(r.Find("name")->as_string())));
     ASSERT_TRUE(site.ok()) << site.status();
     int unit = static_cast<int>(r.Find("unit")->as_number());
-    const ExpertUnit* u = by_id.at({*site, unit});
+    const ExpertUnit* u = by_id.at({site->site, unit});
     const double ap = r.Find("ap")->as_number(), p50 = r.Find("on_p50")->as_number();
     bool ok = std::abs(u->ap - ap) <= 1e-4 && std::abs(u->on_p50 - p50) <= 1e-3;
     matched += ok;
     if (!ok) {
-      ADD_FAILURE() << "(not fatal up to 2) " << u->layer_name() << " unit " << unit << ": ap "
+      ADD_FAILURE() << "(not fatal up to 2) " << table->layer_name(*u) << " unit " << unit << ": ap "
                     << u->ap << " vs " << ap << ", on_p50 " << u->on_p50 << " vs " << p50;
     }
   }
@@ -107,7 +107,7 @@ TEST_F(RankTest, FootballSmallMatchesReferenceTop50) {
   int ap1 = 0;
   for (const auto& u : table->units) ap1 += u.ap >= 1.0f - 1e-6f;
   EXPECT_EQ(ap1, static_cast<int>(ref_->Find("football_small_units_with_ap_1")->as_number()));
-  EXPECT_EQ(table->units[0].layer_name(), "transformer.h.0.mlp.c_fc:0");
+  EXPECT_EQ(table->layer_name(table->units[0]), "transformer.h.0.mlp.c_fc:0");
   EXPECT_EQ(table->units[0].unit, 258);
 }
 
@@ -125,11 +125,11 @@ TEST_F(RankTest, PooledResponsesMatchReference) {
     std::vector<int32_t> tokens = model_->tokenizer().Encode(sentence);
     ASSERT_TRUE(PoolSentence(**session, tokens, row.data()).ok());
     for (const auto& [name, values] : sites.members()) {
-      auto site = ParseLayerName(name);
+      auto site = ParseSiteName(name);
       ASSERT_TRUE(site.ok()) << site.status();
       ASSERT_EQ(values.items().size(), 8u);
       for (int j = 0; j < 8; ++j) {
-        EXPECT_NEAR(row[space.UnitId(*site, j)], values.items()[j].as_number(), 1e-3)
+        EXPECT_NEAR(row[space.UnitId(site->site, j)], values.items()[j].as_number(), 1e-3)
             << sentence << " " << name << " unit " << j;
       }
     }

@@ -14,7 +14,7 @@
 #include "experts/expert_table.h"
 #include "experts/rank.h"
 #include "gtest/gtest.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "test_util.h"
 #include "tools/paper_experiments.h"
 #include "util/parallel.h"
@@ -103,7 +103,7 @@ TEST(UnitChoiceTest, RandomUnitsAreSeededDistinctAndSpread) {
 
 TEST(UnitChoiceTest, BuildForcingUsesTheChoice) {
   const ExpertTable t = SmallTable();
-  GPT2Config c{};
+  ModelConfig c{};
   c.n_layer = 3;
   c.n_embd = 8;
   c.n_inner = 32;

@@ -37,7 +37,7 @@
 #include "kernels/kernels.h"
 #include "kernels/xnnpack.h"
 #include "model/generate.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "model/units.h"
 #include "tools/paper_experiments.h"
 #include "util/file_util.h"
@@ -188,7 +188,7 @@ class JsModel {
   val info() const {
     if (!m_) return Error("no model loaded");
     const Model& model = *m_->model;
-    const GPT2Config& c = model.config();
+    const ModelConfig& c = model.config();
     val o = Ok();
     o.set("name", model.name());
     o.set("hash", model.hash_hex());
@@ -282,7 +282,7 @@ class JsModel {
       p50[i] = u[i].on_p50;
       p90[i] = u[i].on_p90;
       off[i] = u[i].off_mean;
-      layer.call<void>("push", u[i].layer_name());
+      layer.call<void>("push", space.SiteName(u[i].site));
     }
     val o = Ok();
     o.set("layer", layer);

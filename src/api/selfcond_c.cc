@@ -17,7 +17,7 @@
 #include "experts/rank.h"
 #include "experts/steer.h"
 #include "model/generate.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "model/units.h"
 #include "selfcond/selfcond.h"
 #include "util/file_util.h"
@@ -29,7 +29,7 @@ struct selfcond_model {
 };
 struct selfcond_experts {
   selfcond::ExpertTable table;
-  selfcond::GPT2Config model_config;  // of the model it was checked against (unit ids)
+  selfcond::ModelConfig model_config;  // of the model it was checked against (unit ids)
   bool allow_unhashed = false;        // loaded with selfcond_experts_params.allow_unhashed
 };
 struct selfcond_dataset {
@@ -272,7 +272,7 @@ void selfcond_model_free(selfcond_model* model) { delete model; }
 void selfcond_model_get_info(const selfcond_model* model, selfcond_model_info* out) {
   if (model == nullptr || out == nullptr) return;
   const selfcond::Model& m = *model->model;
-  const selfcond::GPT2Config& c = m.config();
+  const selfcond::ModelConfig& c = m.config();
   out->name = m.name().c_str();
   out->hash = m.hash_hex().c_str();
   out->n_layer = static_cast<int>(c.n_layer);

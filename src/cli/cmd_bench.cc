@@ -72,7 +72,7 @@ json::Value MeasureModel(const std::string& label, const std::string& path, Prec
   }
   out.Set("load_ms", json::Value::Number(Since(t0) * 1000));
   out.Set("file_mib", json::Value::Number((*model)->file_bytes() / 1048576.0));
-  const GPT2Config& c = (*model)->config();
+  const ModelConfig& c = (*model)->config();
   const int prompt_n = std::min<int>(p.prompt_tokens, c.n_ctx - 1);
   const int decode_n = std::min<int>(p.decode_tokens, c.n_ctx - prompt_n);
   std::vector<int32_t> prompt(prompt_n);

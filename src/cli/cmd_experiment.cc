@@ -469,7 +469,7 @@ absl::Status RunExperiment(const Args& args) {
     for (size_t j = 0; j < tables[i].units.size() && j < 5; ++j) {
       const ExpertUnit& u = tables[i].units[j];
       json::Value uv = json::Value::Object();
-      uv.Set("layer", json::Value::String(u.layer_name()));
+      uv.Set("layer", json::Value::String(tables[i].layer_name(u)));
       uv.Set("unit", json::Value::Number(u.unit));
       uv.Set("ap", json::Value::Number(u.ap));
       uv.Set("on_p50", json::Value::Number(u.on_p50));

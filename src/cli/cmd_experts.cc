@@ -397,7 +397,7 @@ absl::Status RunRank(const Args& args) {
     for (size_t k = 0; k < std::min<size_t>(10, table.units.size()); ++k) {
       const auto& u = table.units[k];
       std::printf("  %-34s unit %5d  ap %.4f  on_p50 %8.4f  on_p90 %8.4f  off_mean %8.4f\n",
-                  u.layer_name().c_str(), u.unit, u.ap, u.on_p50, u.on_p90, u.off_mean);
+                  table.layer_name(u).c_str(), u.unit, u.ap, u.on_p50, u.on_p90, u.off_mean);
     }
   }
   return absl::OkStatus();

@@ -362,7 +362,7 @@ absl::Status RunInspect(const Args& args) {
   std::string path = args.Get("model", DefaultModelPath());
   auto m = Model::Load(path, lo);
   if (!m.ok()) return m.status();
-  const GPT2Config& c = (*m)->config();
+  const ModelConfig& c = (*m)->config();
   const UnitSpace units(c);
   uint64_t params = 0;
   for (const auto& t : (*m)->file().tensors) {

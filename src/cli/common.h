@@ -9,7 +9,7 @@
 #include "absl/status/statusor.h"
 #include "cli/args.h"
 #include "experts/expert_table.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "model/units.h"
 #include "util/parallel.h"
 

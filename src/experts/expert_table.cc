@@ -15,7 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "experts/dataset.h"  // FindInvalidUtf8
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "util/file_util.h"
 #include "util/json.h"
 
@@ -23,7 +23,8 @@ namespace selfcond {
 namespace {
 
 constexpr char kFormatName[] = "selfcond-experts";
-constexpr int kFormatVersion = 1;
+constexpr int kFormatVersion = 1;      // GPT-2 tables
+constexpr int kFormatVersionArch = 2;  // other architectures: unit_space names its arch
 // Bounds that no real GPT-2 reaches; they keep hostile files from asking for absurd sizes.
 constexpr int kMaxLayers = 1024;
 constexpr int kMaxSiteSize = 1 << 24;
@@ -45,36 +46,22 @@ float Nan() { return std::numeric_limits<float>::quiet_NaN(); }
 absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 std::string_view SV(absl::string_view s) { return std::string_view(s.data(), s.size()); }
 
-// The size of each site of a GPT-2 unit space.
-int SiteSize(int site, int n_embd, int n_inner) {
-  switch (static_cast<SiteKind>(site % kSiteKinds)) {
-    case SiteKind::kCAttn:
-      return 3 * n_embd;
-    case SiteKind::kAttnCProj:
-      return n_embd;
-    case SiteKind::kCFc:
-      return n_inner;
-    case SiteKind::kMlpCProj:
-      return n_embd;
-  }
-  return 0;
-}
+bool SpaceKnown(const ExpertTable& t) { return t.layout().known(); }
 
-bool SpaceKnown(const ExpertTable& t) { return t.n_layer > 0 && t.n_embd > 0 && t.n_inner > 0; }
-
-int64_t SpaceUnits(const ExpertTable& t) {
-  return static_cast<int64_t>(t.n_layer) * (5LL * t.n_embd + t.n_inner);
-}
+int64_t SpaceUnits(const ExpertTable& t) { return t.layout().num_units(); }
 
 // Checks what both importers must guarantee: sane sites/units, no duplicates, consistency with
 // the unit space when it is known. Sorts the units.
 absl::Status ValidateAndSort(ExpertTable* t) {
   if (t->n_layer < 0 || t->n_embd < 0 || t->n_inner < 0 || t->n_layer > kMaxLayers ||
-      t->n_embd > kMaxSiteSize / 3 || t->n_inner > kMaxSiteSize) {
+      t->n_embd > kMaxSiteSize / 3 || t->n_inner > kMaxSiteSize || t->q_dim < 0 ||
+      t->kv_dim < 0 || t->q_dim > kMaxSiteSize || t->kv_dim > kMaxSiteSize) {
     return absl::InvalidArgumentError(absl::StrCat("expert table: implausible unit space (n_layer ",
                                                    t->n_layer, ", n_embd ", t->n_embd, ", n_inner ",
-                                                   t->n_inner, ")"));
+                                                   t->n_inner, ", q_dim ", t->q_dim, ", kv_dim ",
+                                                   t->kv_dim, ")"));
   }
+  const UnitLayout layout = t->layout();
   bool known = SpaceKnown(*t);
   if (known && t->total_units != SpaceUnits(*t)) {
     return absl::InvalidArgumentError(absl::StrCat("expert table: total_units ", t->total_units,
@@ -87,20 +74,22 @@ absl::Status ValidateAndSort(ExpertTable* t) {
   }
   for (size_t i = 0; i < t->units.size(); ++i) {
     const ExpertUnit& u = t->units[i];
-    if (u.site < 0 || u.site >= kMaxLayers * kSiteKinds || u.unit < 0 || u.unit >= kMaxSiteSize) {
+    if (u.site < 0 || u.site >= kMaxLayers * layout.kinds() || u.unit < 0 ||
+        u.unit >= kMaxSiteSize) {
       return absl::InvalidArgumentError(absl::StrCat(
           "expert table: unit entry ", i, " has invalid site ", u.site, " / unit ", u.unit));
     }
     if (known) {
-      if (u.layer() >= t->n_layer) {
+      if (layout.site_layer(u.site) >= t->n_layer) {
         return absl::InvalidArgumentError(absl::StrCat("expert table: unit entry ", i, " is in ",
-                                                       LayerName(u.site), " but the table has ",
-                                                       t->n_layer, " layers"));
+                                                       layout.SiteName(u.site),
+                                                       " but the table has ", t->n_layer,
+                                                       " layers"));
       }
-      int size = SiteSize(u.site, t->n_embd, t->n_inner);
+      int size = layout.site_size(u.site);
       if (u.unit >= size) {
         return absl::InvalidArgumentError(absl::StrCat("expert table: unit entry ", i, ": unit ",
-                                                       u.unit, " of ", LayerName(u.site),
+                                                       u.unit, " of ", layout.SiteName(u.site),
                                                        " is out of range (size ", size, ")"));
       }
     }
@@ -112,7 +101,8 @@ absl::Status ValidateAndSort(ExpertTable* t) {
   auto dup = std::adjacent_find(ids.begin(), ids.end());
   if (dup != ids.end()) {
     return absl::InvalidArgumentError(absl::StrCat("expert table: unit ", dup->second, " of ",
-                                                   LayerName(dup->first), " is listed twice"));
+                                                   layout.SiteName(dup->first),
+                                                   " is listed twice"));
   }
   SortUnits(&t->units);
   return absl::OkStatus();
@@ -252,36 +242,24 @@ absl::StatusOr<int> JsonInt(const json::Value& v, std::string_view what, int64_t
 
 std::string JsonFloat(float f) { return std::isfinite(f) ? FloatText(f) : "null"; }
 
-}  // namespace
-
-std::string LayerName(int site) {
-  return absl::StrCat("transformer.h.", site / kSiteKinds, ".",
-                      SiteKindName(static_cast<SiteKind>(site % kSiteKinds)), ":0");
+// ml-selfcond's layer names end in ":0"; GPT-2's names already do.
+std::string CsvLayerName(const UnitLayout& layout, int site) {
+  std::string name = layout.SiteName(site);
+  if (layout.arch != Arch::kGpt2) name += ":0";
+  return name;
 }
 
-std::string ExpertUnit::layer_name() const { return LayerName(site); }
+}  // namespace
 
-absl::StatusOr<int> ParseLayerName(std::string_view name) {
-  absl::string_view s = AV(name);
-  absl::ConsumePrefix(&s, "transformer.");
-  absl::ConsumeSuffix(&s, ":0");
-  auto bad = [&] {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown layer name '", std::string(name),
-        "' (expected transformer.h.<i>.<attn.c_attn|attn.c_proj|mlp.c_fc|mlp.c_proj>:0)"));
-  };
-  if (!absl::ConsumePrefix(&s, "h.")) return bad();
-  size_t digits = 0;
-  while (digits < s.size() && absl::ascii_isdigit(static_cast<unsigned char>(s[digits]))) ++digits;
-  if (digits == 0 || digits > 4 || digits >= s.size() || s[digits] != '.') return bad();
-  int layer = 0;
-  for (size_t i = 0; i < digits; ++i) layer = layer * 10 + (s[i] - '0');
-  if (layer >= kMaxLayers) return bad();
-  absl::string_view kind = s.substr(digits + 1);
-  for (int k = 0; k < kSiteKinds; ++k) {
-    if (kind == SiteKindName(static_cast<SiteKind>(k))) return layer * kSiteKinds + k;
-  }
-  return bad();
+UnitLayout ExpertTable::layout() const {
+  UnitLayout l;
+  l.arch = arch;
+  l.n_layer = n_layer;
+  l.n_embd = n_embd;
+  l.n_inner = n_inner;
+  l.q_dim = q_dim;
+  l.kv_dim = kv_dim;
+  return l;
 }
 
 void SortUnits(std::vector<ExpertUnit>* units) {
@@ -294,14 +272,18 @@ void SortUnits(std::vector<ExpertUnit>* units) {
   });
 }
 
-ExpertTable MakeExpertTable(const GPT2Config& config, absl::Span<const float> ap,
+ExpertTable MakeExpertTable(const ModelConfig& config, absl::Span<const float> ap,
                             absl::Span<const float> on_p50, absl::Span<const float> on_p90,
                             absl::Span<const float> off_mean, int64_t top_n) {
   UnitSpace space(config);
   ExpertTable t;
-  t.n_layer = static_cast<int>(config.n_layer);
-  t.n_embd = static_cast<int>(config.n_embd);
-  t.n_inner = static_cast<int>(config.n_inner);
+  const UnitLayout layout = UnitLayout::Of(config);
+  t.arch = layout.arch;
+  t.n_layer = layout.n_layer;
+  t.n_embd = layout.n_embd;
+  t.n_inner = layout.n_inner;
+  t.q_dim = layout.q_dim;
+  t.kv_dim = layout.kv_dim;
   t.total_units = space.num_units();
   t.units.reserve(space.num_units());
   for (int s = 0; s < space.num_sites(); ++s) {
@@ -323,13 +305,20 @@ ExpertTable MakeExpertTable(const GPT2Config& config, absl::Span<const float> ap
 std::string SerializeExpertTable(const ExpertTable& t) {
   std::string out;
   out.reserve(64 + t.units.size() * 48);
-  absl::StrAppend(&out, "{\"format\":", json::Quote(kFormatName), ",\"version\":", kFormatVersion,
+  const bool gpt2 = t.arch == Arch::kGpt2;
+  absl::StrAppend(&out, "{\"format\":", json::Quote(kFormatName),
+                  ",\"version\":", gpt2 ? kFormatVersion : kFormatVersionArch,
                   ",\n\"concept\":", json::Quote(t.concept), ",\"group\":", json::Quote(t.group),
                   ",\n\"model_name\":", json::Quote(t.model_name),
                   ",\"model_hash\":", json::Quote(t.model_hash),
                   ",\"precision\":", json::Quote(t.precision));
-  absl::StrAppend(&out, ",\n\"unit_space\":{\"n_layer\":", t.n_layer, ",\"n_embd\":", t.n_embd,
-                  ",\"n_inner\":", t.n_inner, ",\"total_units\":", t.total_units, "}");
+  // GPT-2 tables stay exactly what version 1 wrote; others name their arch and head sizes.
+  absl::StrAppend(&out, ",\n\"unit_space\":{");
+  if (!gpt2) absl::StrAppend(&out, "\"arch\":", json::Quote(ArchName(t.arch)), ",");
+  absl::StrAppend(&out, "\"n_layer\":", t.n_layer, ",\"n_embd\":", t.n_embd,
+                  ",\"n_inner\":", t.n_inner);
+  if (!gpt2) absl::StrAppend(&out, ",\"q_dim\":", t.q_dim, ",\"kv_dim\":", t.kv_dim);
+  absl::StrAppend(&out, ",\"total_units\":", t.total_units, "}");
   absl::StrAppend(&out, ",\n\"dataset\":{\"num_positive\":", t.num_positive,
                   ",\"num_negative\":", t.num_negative, ",\"num_truncated\":", t.num_truncated);
   // Only in compatibility-mode tables, so default tables read as before.
@@ -383,10 +372,11 @@ absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text) {
   if (!version.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("expert table: ", version.status().message()));
   }
-  if (*version != kFormatVersion) {
+  if (*version != kFormatVersion && *version != kFormatVersionArch) {
     return absl::InvalidArgumentError(absl::StrCat("expert table: version ", *version,
-                                                   " is not supported (this build reads version ",
-                                                   kFormatVersion, ")"));
+                                                   " is not supported (this build reads versions ",
+                                                   kFormatVersion, " and ", kFormatVersionArch,
+                                                   ")"));
   }
   ExpertTable t;
   for (auto [key, dst] : {std::pair<const char*, std::string*>{"concept", &t.concept},
@@ -421,9 +411,25 @@ absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text) {
     int* dst;
   };
   const json::Value* dataset = doc->Find("dataset");
+  if (const json::Value* a = space->Find("arch"); a != nullptr) {
+    if (!a->is_string() || (a->as_string() != "llama" && a->as_string() != "gpt2")) {
+      return absl::InvalidArgumentError(
+          "expert table: \"unit_space.arch\" must be \"gpt2\" or \"llama\"");
+    }
+    t.arch = a->as_string() == "llama" ? Arch::kLlama : Arch::kGpt2;
+  }
+  if ((*version == kFormatVersion) != (t.arch == Arch::kGpt2)) {
+    return absl::InvalidArgumentError(absl::StrCat("expert table: version ", *version,
+                                                   " does not go with architecture ",
+                                                   ArchName(t.arch)));
+  }
   std::vector<IntField> ints = {{space, "n_layer", kMaxLayers, &t.n_layer},
                                 {space, "n_embd", kMaxSiteSize / 3, &t.n_embd},
                                 {space, "n_inner", kMaxSiteSize, &t.n_inner}};
+  if (t.arch != Arch::kGpt2) {
+    ints.push_back({space, "q_dim", kMaxSiteSize, &t.q_dim});
+    ints.push_back({space, "kv_dim", kMaxSiteSize, &t.kv_dim});
+  }
   if (dataset != nullptr && dataset->is_object()) {
     ints.push_back({dataset, "num_positive", INT32_MAX, &t.num_positive});
     ints.push_back({dataset, "num_negative", INT32_MAX, &t.num_negative});
@@ -479,7 +485,7 @@ absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text) {
   t.units.resize(n);
   for (size_t i = 0; i < n; ++i) {
     auto s = JsonInt((*site)->items()[i], absl::StrCat("units.site[", i, "]"), 0,
-                     kMaxLayers * kSiteKinds - 1);
+                     kMaxLayers * t.layout().kinds() - 1);
     if (!s.ok()) return s.status();
     auto u = JsonInt((*unit)->items()[i], absl::StrCat("units.unit[", i, "]"), 0, kMaxSiteSize - 1);
     if (!u.ok()) return u.status();
@@ -526,10 +532,11 @@ std::string ExportExpertiseCsv(const ExpertTable& t) {
   for (const auto& u : t.units) rows.push_back(&u);
   int max_site = 0;
   for (const auto& u : t.units) max_site = std::max(max_site, u.site);
-  const bool space_ok = SpaceKnown(t) && max_site < t.n_layer * kSiteKinds;
-  int num_sites = space_ok ? t.n_layer * kSiteKinds : max_site + 1;
+  const UnitLayout layout = t.layout();
+  const bool space_ok = SpaceKnown(t) && max_site < layout.num_sites();
+  int num_sites = space_ok ? layout.num_sites() : max_site + 1;
   std::vector<std::string> names(num_sites);
-  for (int s = 0; s < num_sites; ++s) names[s] = LayerName(s);
+  for (int s = 0; s < num_sites; ++s) names[s] = CsvLayerName(layout, s);
   std::vector<int> site_order(num_sites);  // rank of each site in string order
   {
     std::vector<int> sites(num_sites);
@@ -550,7 +557,7 @@ std::string ExportExpertiseCsv(const ExpertTable& t) {
     int64_t acc = 0;
     for (int r = 0; r < num_sites; ++r) {
       uuid_base[by_rank[r]] = acc;
-      acc += SiteSize(by_rank[r], t.n_embd, t.n_inner);
+      acc += layout.site_size(by_rank[r]);
     }
   }
   std::string concept = CsvField(t.concept), group = CsvField(t.group);
@@ -570,15 +577,16 @@ std::string ExportExpertiseInfoJson(const ExpertTable& t) {
   // Layer names: the unit space's sites (or those present), sorted as strings.
   int max_site = 0;
   for (const auto& u : t.units) max_site = std::max(max_site, u.site);
-  const bool space_ok = SpaceKnown(t) && max_site < t.n_layer * kSiteKinds;
+  const UnitLayout layout = t.layout();
+  const bool space_ok = SpaceKnown(t) && max_site < layout.num_sites();
   std::vector<std::string> names;
   if (space_ok) {
-    for (int s = 0; s < t.n_layer * kSiteKinds; ++s) names.push_back(LayerName(s));
+    for (int s = 0; s < layout.num_sites(); ++s) names.push_back(CsvLayerName(layout, s));
   } else {
     std::vector<bool> present(max_site + 1, false);
     for (const auto& u : t.units) present[u.site] = true;
     for (int s = 0; s <= max_site; ++s)
-      if (present[s]) names.push_back(LayerName(s));
+      if (present[s]) names.push_back(CsvLayerName(layout, s));
   }
   std::sort(names.begin(), names.end());
   float max_ap = std::numeric_limits<float>::quiet_NaN();
@@ -647,12 +655,18 @@ absl::StatusOr<ExpertTable> ImportExpertiseCsv(std::string_view text) {
                                                      " fields, the header has ", header.size()));
     }
     ExpertUnit u;
-    auto site = ParseLayerName(SV(absl::StripAsciiWhitespace(row[c_layer])));
+    auto site = ParseSiteName(SV(absl::StripAsciiWhitespace(row[c_layer])), kMaxLayers);
     if (!site.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("expertise.csv row ", r, ": ", site.status().message()));
     }
-    u.site = *site;
+    if (r == 1) t.arch = site->arch;
+    if (site->arch != t.arch) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "expertise.csv row ", r, ": layer '", row[c_layer], "' is a ", ArchName(site->arch),
+          " layer but row 1's is a ", ArchName(t.arch), " layer"));
+    }
+    u.site = site->site;
     if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(row[c_unit]), &u.unit) || u.unit < 0 ||
         u.unit >= kMaxSiteSize) {
       return absl::InvalidArgumentError(
@@ -688,7 +702,8 @@ absl::StatusOr<ExpertTable> ImportExpertiseCsv(std::string_view text) {
   t.total_units = static_cast<int64_t>(t.units.size());
 
   // Infer the unit space when the table is complete: every site of layers 0..L-1 present with
-  // units 0..size-1 and GPT-2's size relations (c_attn = 3d, the projections = d).
+  // units 0..size-1 and the architecture's size relations (GPT-2: c_attn = 3d, the projections
+  // = d; Llama: k = v, o = down = d, gate = up).
   if (!t.units.empty()) {
     std::map<int, std::pair<int, int>> per_site;  // site -> (count, max unit + 1)
     for (const auto& u : t.units) {
@@ -696,18 +711,31 @@ absl::StatusOr<ExpertTable> ImportExpertiseCsv(std::string_view text) {
       e.first++;
       e.second = std::max(e.second, u.unit + 1);
     }
-    int n_layer = per_site.rbegin()->first / kSiteKinds + 1;
-    bool complete = static_cast<int>(per_site.size()) == n_layer * kSiteKinds;
-    int d = complete ? per_site[kSiteKinds * 0 + 1].second : 0;
-    int ff = complete ? per_site[kSiteKinds * 0 + 2].second : 0;
+    UnitLayout guess;
+    guess.arch = t.arch;
+    const int kinds = guess.kinds();
+    guess.n_layer = per_site.rbegin()->first / kinds + 1;
+    bool complete = static_cast<int>(per_site.size()) == guess.n_layer * kinds;
+    auto size0 = [&](int kind) { return complete ? per_site[kind].second : 0; };
+    if (t.arch == Arch::kGpt2) {
+      guess.n_embd = size0(static_cast<int>(SiteKind::kAttnCProj));
+      guess.n_inner = size0(static_cast<int>(SiteKind::kCFc));
+    } else {
+      guess.n_embd = size0(static_cast<int>(LlamaSite::kO));
+      guess.n_inner = size0(static_cast<int>(LlamaSite::kGate));
+      guess.q_dim = size0(static_cast<int>(LlamaSite::kQ));
+      guess.kv_dim = size0(static_cast<int>(LlamaSite::kK));
+    }
     for (const auto& [s, e] : per_site) {
       if (!complete) break;
-      if (e.first != e.second || e.second != SiteSize(s, d, ff)) complete = false;
+      if (e.first != e.second || e.second != guess.site_size(s)) complete = false;
     }
-    if (complete && d > 0 && ff > 0) {
-      t.n_layer = n_layer;
-      t.n_embd = d;
-      t.n_inner = ff;
+    if (complete && guess.known()) {
+      t.n_layer = guess.n_layer;
+      t.n_embd = guess.n_embd;
+      t.n_inner = guess.n_inner;
+      t.q_dim = guess.q_dim;
+      t.kv_dim = guess.kv_dim;
     }
   }
   absl::Status st = ValidateAndSort(&t);
@@ -740,7 +768,7 @@ absl::Status CheckCompatible(const ExpertTable& table, const Model& model, bool 
   return CheckCompatibleWith(table, model.config(), model.hash_hex(), model.name(), allow_unhashed);
 }
 
-absl::Status CheckCompatibleWith(const ExpertTable& t, const GPT2Config& config,
+absl::Status CheckCompatibleWith(const ExpertTable& t, const ModelConfig& config,
                                  std::string_view model_hash, std::string_view model_name,
                                  bool allow_unhashed) {
   std::string what = absl::StrCat("expert table for concept '", t.concept, "'");
@@ -760,12 +788,18 @@ absl::Status CheckCompatibleWith(const ExpertTable& t, const GPT2Config& config,
                      std::string(model_hash), "); rank the concept again on this model"));
   }
   UnitSpace space(config);
-  if (SpaceKnown(t) && (t.n_layer != static_cast<int>(config.n_layer) ||
-                        t.n_embd != static_cast<int>(config.n_embd) ||
-                        t.n_inner != static_cast<int>(config.n_inner))) {
+  if (t.arch != config.arch) {
+    return absl::FailedPreconditionError(absl::StrCat(what, " is for a ", ArchName(t.arch),
+                                                      " model; this model is ",
+                                                      ArchName(config.arch)));
+  }
+  if (SpaceKnown(t) && t.layout() != space.layout()) {
     return absl::FailedPreconditionError(absl::StrCat(
         what, " is for a model with n_layer ", t.n_layer, ", n_embd ", t.n_embd, ", n_inner ",
-        t.n_inner, "; this model has ", config.n_layer, ", ", config.n_embd, ", ", config.n_inner));
+        t.n_inner, (t.arch == Arch::kGpt2 ? "" : absl::StrCat(", q_dim ", t.q_dim, ", kv_dim ",
+                                                              t.kv_dim)),
+        "; this model has ", config.n_layer, ", ", config.n_embd, ", ", config.n_inner,
+        (t.arch == Arch::kGpt2 ? "" : absl::StrCat(", ", config.q_dim(), ", ", config.kv_dim()))));
   }
   if (t.model_hash.empty() && t.total_units != space.num_units()) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -773,13 +807,13 @@ absl::Status CheckCompatibleWith(const ExpertTable& t, const GPT2Config& config,
   }
   for (const auto& u : t.units) {
     if (u.site >= space.num_sites()) {
-      return absl::FailedPreconditionError(absl::StrCat(what, " names ", u.layer_name(),
+      return absl::FailedPreconditionError(absl::StrCat(what, " names ", t.layer_name(u),
                                                         ", which this model (", config.n_layer,
                                                         " layers) does not have"));
     }
     if (u.unit >= space.site_size(u.site)) {
       return absl::FailedPreconditionError(
-          absl::StrCat(what, " names unit ", u.unit, " of ", u.layer_name(), ", which has ",
+          absl::StrCat(what, " names unit ", u.unit, " of ", t.layer_name(u), ", which has ",
                        space.site_size(u.site), " units in this model"));
     }
   }
@@ -855,7 +889,7 @@ absl::StatusOr<std::vector<int64_t>> SelectUnits(const ExpertTable& table, int64
   }
   std::vector<int64_t> eligible;
   for (int64_t j = 0; j < n; ++j) {
-    const int layer = table.units[j].layer();
+    const int layer = table.layer_of(table.units[j]);
     if (choice.layers.empty() ||
         std::find(choice.layers.begin(), choice.layers.end(), layer) != choice.layers.end()) {
       eligible.push_back(j);
@@ -927,7 +961,7 @@ absl::StatusOr<Forcing> BuildForcing(absl::Span<const ForcingSource> sources, Fo
       if (u.site < 0 || u.site >= space.num_sites() || u.unit < 0 ||
           u.unit >= space.site_size(u.site)) {
         return absl::InvalidArgumentError(absl::StrCat("concept '", t.concept, "': unit ", u.unit,
-                                                       " of ", u.layer_name(),
+                                                       " of ", t.layer_name(u),
                                                        " does not exist in this model"));
       }
       float v = 0;
@@ -947,7 +981,7 @@ absl::StatusOr<Forcing> BuildForcing(absl::Span<const ForcingSource> sources, Fo
       }
       if (!std::isfinite(v)) {
         return absl::InvalidArgumentError(
-            absl::StrCat("concept '", t.concept, "': unit ", u.unit, " of ", u.layer_name(),
+            absl::StrCat("concept '", t.concept, "': unit ", u.unit, " of ", t.layer_name(u),
                          " has no finite forcing value (the table lacks that column?)"));
       }
       auto& e = chosen[{u.site, u.unit}];

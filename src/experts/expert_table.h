@@ -25,17 +25,12 @@ namespace selfcond {
 class Model;
 
 struct ExpertUnit {
-  int site = 0;  // layer * 4 + SiteKind (the UnitSpace site numbering)
+  int site = 0;  // layer * kinds + kind (the UnitSpace site numbering of the table's arch)
   int unit = 0;  // output channel within the site
   float ap = 0;
   float on_p50 = 0;
   float on_p90 = 0;
   float off_mean = 0;
-
-  int layer() const { return site / kSiteKinds; }
-  SiteKind kind() const { return static_cast<SiteKind>(site % kSiteKinds); }
-  // ml-selfcond's layer name, e.g. "transformer.h.3.mlp.c_fc:0".
-  std::string layer_name() const;
 };
 
 struct ExpertTable {
@@ -44,10 +39,14 @@ struct ExpertTable {
   std::string model_hash;  // model file content hash (64 hex); empty for CSV imports
   std::string model_name;
   std::string precision;  // forward precision used to rank ("int8" | "f32"); may be empty
-  // The unit space the table was ranked on; 0 = unknown (a CSV with missing units).
+  // The unit space the table was ranked on; 0 = unknown (a CSV with missing units). The
+  // architecture is always known (from the layer names of a CSV).
+  Arch arch = Arch::kGpt2;
   int n_layer = 0;
   int n_embd = 0;
   int n_inner = 0;
+  int q_dim = 0;   // Llama family: n_head * head_dim
+  int kv_dim = 0;  // Llama family: n_head_kv * head_dim
   int64_t total_units = 0;  // units ranked (>= units.size() when only the top N are stored)
   // Ranking data, for provenance (0 when unknown).
   int num_positive = 0;
@@ -64,6 +63,12 @@ struct ExpertTable {
   int num_dropped = 0;
   // Sorted by AP descending; ties by (site, unit) ascending so the order is deterministic.
   std::vector<ExpertUnit> units;  // (units.size())
+
+  UnitLayout layout() const;
+  // The unit's layer name: "transformer.h.3.mlp.c_fc:0" (GPT-2, as ml-selfcond names it) or
+  // "model.layers.3.mlp.down_proj" (Llama family).
+  std::string layer_name(const ExpertUnit& u) const { return layout().SiteName(u.site); }
+  int layer_of(const ExpertUnit& u) const { return layout().site_layer(u.site); }
 };
 
 // Sorts units by (ap desc, site asc, unit asc). NaN APs sort last.
@@ -71,14 +76,10 @@ void SortUnits(std::vector<ExpertUnit>* units);
 
 // Builds a table from per-unit statistics over a whole unit space ((space.num_units()) each).
 // top_n > 0 keeps only the best top_n units.
-ExpertTable MakeExpertTable(const GPT2Config& config, absl::Span<const float> ap,
+ExpertTable MakeExpertTable(const ModelConfig& config, absl::Span<const float> ap,
                             absl::Span<const float> on_p50, absl::Span<const float> on_p90,
                             absl::Span<const float> off_mean, int64_t top_n = 0);
 
-// Parses "transformer.h.{i}.{attn.c_attn|attn.c_proj|mlp.c_fc|mlp.c_proj}:0" (also without the
-// "transformer." prefix or the ":0" suffix) into a site index, with no model at hand.
-absl::StatusOr<int> ParseLayerName(std::string_view name);
-std::string LayerName(int site);
 
 // ---- native format --------------------------------------------------------------------------
 std::string SerializeExpertTable(const ExpertTable& table);
@@ -86,7 +87,9 @@ absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text);
 
 // ---- ml-selfcond expertise.csv --------------------------------------------------------------
 // Writes ml-selfcond's layout: rows grouped by layer name in lexicographic order ("h.10" sorts
-// before "h.2", as Python's sorted() does), units ascending, uuid = row index. Only the units
+// before "h.2", as Python's sorted() does), units ascending, uuid = row index. Llama-family
+// layers are named "model.layers.3.mlp.down_proj:0" (the module's name, with ml-selfcond's
+// ":0" output suffix). Only the units
 // present in the table are written; uuid is then the row index the unit would have in the full
 // table when the unit space is known (else the written row index). Floats are written with the
 // shortest text that round-trips a float32 (as pandas writes float32 columns).
@@ -99,8 +102,9 @@ std::string ExportExpertiseCsv(const ExpertTable& table);
 std::string ExportExpertiseInfoJson(const ExpertTable& table);
 // Reads an expertise.csv (columns found by header name, any order; on_p50/on_p90/off_mean may
 // be absent, as in ml-selfcond tables computed without forcing values: they read as 0).
-// concept/group come from the first row. When every unit of a GPT-2 unit space is present,
-// n_layer / n_embd / n_inner are inferred, else left 0. model_hash stays empty.
+// concept/group come from the first row. The architecture comes from the layer names (GPT-2's
+// or the Llama family's, not mixed). When every unit of a unit space is present, its
+// dimensions are inferred, else left 0. model_hash stays empty.
 absl::StatusOr<ExpertTable> ImportExpertiseCsv(std::string_view text);
 
 // Either format, detected from the first non-space byte ('{' = native).
@@ -120,7 +124,7 @@ absl::Status SaveExpertTable(const ExpertTable& table, const std::string& path);
 absl::Status CheckCompatible(const ExpertTable& table, const Model& model,
                              bool allow_unhashed = false);
 // The same against a config and hash (no Model needed; what CheckCompatible calls).
-absl::Status CheckCompatibleWith(const ExpertTable& table, const GPT2Config& config,
+absl::Status CheckCompatibleWith(const ExpertTable& table, const ModelConfig& config,
                                  std::string_view model_hash, std::string_view model_name,
                                  bool allow_unhashed = false);
 

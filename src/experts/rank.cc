@@ -111,7 +111,7 @@ absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartImpl(const Model& model, 
   }
   std::unique_ptr<Ranking> r(new Ranking(model, opts));
   r->labeled_ = labeled;
-  const GPT2Config& config = model.config();
+  const ModelConfig& config = model.config();
   PooledResponses& out = r->pooled_;
   out.num_units = UnitSpace(config).num_units();
 

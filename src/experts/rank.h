@@ -20,7 +20,7 @@
 #include "experts/dataset.h"
 #include "experts/expert_table.h"
 #include "experts/expertise.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "util/parallel.h"
 
 namespace selfcond {

@@ -26,7 +26,7 @@
 #include "experts/dataset.h"
 #include "experts/expert_table.h"
 #include "experts/rank.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "util/file_util.h"
 
 namespace selfcond {

@@ -88,7 +88,7 @@ std::vector<ConceptWord> ConceptWords(const Dataset& dataset, int max_words, int
 absl::StatusOr<std::vector<float>> ComputeSteeringVector(const Model& model, const Dataset& dataset,
                                                          int layer, Precision precision,
                                                          ThreadPool* pool) {
-  const GPT2Config& c = model.config();
+  const ModelConfig& c = model.config();
   if (layer < 0 || layer >= static_cast<int>(c.n_layer)) {
     return absl::OutOfRangeError(
         absl::StrCat("steering layer ", layer, " out of range [0, ", c.n_layer, ")"));

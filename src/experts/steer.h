@@ -21,7 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "experts/dataset.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 
 namespace selfcond {
 

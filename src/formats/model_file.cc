@@ -26,7 +26,7 @@ uint64_t AlignUp(uint64_t x) { return (x + kTensorAlign - 1) / kTensorAlign * kT
 
 }  // namespace
 
-absl::Status ValidateGPT2Config(const GPT2Config& c) {
+absl::Status ValidateModelConfig(const ModelConfig& c) {
   auto bad = [](const std::string& msg) {
     return absl::InvalidArgumentError(absl::StrCat("bad model config: ", msg));
   };
@@ -36,9 +36,6 @@ absl::Status ValidateGPT2Config(const GPT2Config& c) {
   for (const auto& [name, v] : dims) {
     if (v == 0 || v > kMaxDim)
       return bad(absl::StrCat(name, " = ", v, " (must be in 1..", kMaxDim, ")"));
-  }
-  if (c.n_embd % c.n_head != 0) {
-    return bad(absl::StrCat("n_embd ", c.n_embd, " is not a multiple of n_head ", c.n_head));
   }
   if (c.n_embd % 4 != 0) return bad(absl::StrCat("n_embd ", c.n_embd, " is not a multiple of 4"));
   if (c.n_inner % 4 != 0)
@@ -50,8 +47,136 @@ absl::Status ValidateGPT2Config(const GPT2Config& c) {
     return bad(absl::StrCat("layer_norm_eps ", c.layer_norm_eps, " (must be finite, in (0, 1])"));
   }
   if (c.tied_lm_head > 1) return bad(absl::StrCat("tied_lm_head = ", c.tied_lm_head, " (0 or 1)"));
+  if (c.arch == Arch::kGpt2) {
+    if (c.n_embd % c.n_head != 0) {
+      return bad(absl::StrCat("n_embd ", c.n_embd, " is not a multiple of n_head ", c.n_head));
+    }
+    // (Derived when the file is read; a config made by hand may leave them 0.)
+    if ((c.n_head_kv != 0 || c.head_dim != 0) &&
+        (c.n_head_kv != c.n_head || c.head_dim != c.n_embd / c.n_head)) {
+      return bad("a GPT-2 config has n_head_kv = n_head and head_dim = n_embd / n_head");
+    }
+    return absl::OkStatus();
+  }
+  if (c.arch != Arch::kLlama) {
+    return bad(absl::StrCat("unknown architecture ", static_cast<uint32_t>(c.arch)));
+  }
+  if (c.n_head_kv == 0 || c.n_head_kv > c.n_head || c.n_head % c.n_head_kv != 0) {
+    return bad(absl::StrCat("n_head ", c.n_head, " is not a multiple of n_head_kv ",
+                            c.n_head_kv));
+  }
+  if (c.head_dim < 2 || c.head_dim > 1024 || c.head_dim % 2 != 0) {
+    return bad(absl::StrCat("head_dim ", c.head_dim, " (must be even, in 2..1024)"));
+  }
+  if ((uint64_t{c.n_head} * c.head_dim) % 4 != 0 || uint64_t{c.n_head} * c.head_dim > kMaxDim) {
+    return bad(absl::StrCat("n_head * head_dim = ", uint64_t{c.n_head} * c.head_dim,
+                            " (must be a multiple of 4, at most ", kMaxDim, ")"));
+  }
+  for (const auto& [name, v] : {std::pair<const char*, float>{"rope_theta", c.rope_theta},
+                                {"rope factor", c.rope_factor},
+                                {"rope low_freq_factor", c.rope_low_freq_factor},
+                                {"rope high_freq_factor", c.rope_high_freq_factor}}) {
+    if (!std::isfinite(v) || !(v > 0)) return bad(absl::StrCat(name, " ", v, " (must be > 0)"));
+  }
+  if (c.rope_scaling != RopeScaling::kNone && c.rope_scaling != RopeScaling::kLlama3 &&
+      c.rope_scaling != RopeScaling::kLinear) {
+    return bad(absl::StrCat("unknown rope scaling ", static_cast<uint32_t>(c.rope_scaling)));
+  }
+  if (c.rope_scaling == RopeScaling::kLlama3) {
+    if (c.rope_original_ctx == 0 || c.rope_original_ctx > kMaxDim) {
+      return bad("llama3 rope scaling needs original_max_position_embeddings in 1..2^20");
+    }
+    if (!(c.rope_high_freq_factor > c.rope_low_freq_factor)) {
+      return bad("llama3 rope scaling needs high_freq_factor > low_freq_factor");
+    }
+  }
+  if (c.flags > (kQkvBias | kOutBias | kMlpBias)) {
+    return bad(absl::StrCat("unknown flags ", c.flags));
+  }
+  if (c.family != HfFamily::kLlama && c.family != HfFamily::kQwen2 &&
+      c.family != HfFamily::kMistral) {
+    return bad(absl::StrCat("unknown family ", static_cast<uint32_t>(c.family)));
+  }
   return absl::OkStatus();
 }
+
+const char* ArchName(Arch arch) {
+  switch (arch) {
+    case Arch::kGpt2:
+      return "gpt2";
+    case Arch::kLlama:
+      return "llama";
+  }
+  return "?";
+}
+
+const char* FamilyName(HfFamily family) {
+  switch (family) {
+    case HfFamily::kGpt2:
+      return "gpt2";
+    case HfFamily::kLlama:
+      return "llama";
+    case HfFamily::kQwen2:
+      return "qwen2";
+    case HfFamily::kMistral:
+      return "mistral";
+  }
+  return "?";
+}
+
+namespace {
+
+// The header's config fields from a config, and back.
+void StoreConfig(const ModelConfig& c, FileHeader* h) {
+  h->config = {c.n_layer,    c.n_embd,       c.n_head,         c.n_ctx,       c.vocab_size,
+               c.n_inner,    c.eos_token_id, c.layer_norm_eps, c.tied_lm_head};
+  if (c.arch == Arch::kGpt2) return;  // version 1: config2 stays zero
+  h->config2 = {static_cast<uint32_t>(c.arch),
+                c.n_head_kv,
+                c.head_dim,
+                c.rope_theta,
+                static_cast<uint32_t>(c.rope_scaling),
+                c.rope_factor,
+                c.rope_low_freq_factor,
+                c.rope_high_freq_factor,
+                c.rope_original_ctx,
+                c.flags,
+                static_cast<uint32_t>(c.family)};
+}
+
+ModelConfig LoadConfig(const FileHeader& h) {
+  ModelConfig c;
+  c.n_layer = h.config.n_layer;
+  c.n_embd = h.config.n_embd;
+  c.n_head = h.config.n_head;
+  c.n_ctx = h.config.n_ctx;
+  c.vocab_size = h.config.vocab_size;
+  c.n_inner = h.config.n_inner;
+  c.eos_token_id = h.config.eos_token_id;
+  c.layer_norm_eps = h.config.layer_norm_eps;
+  c.tied_lm_head = h.config.tied_lm_head;
+  if (h.version == kModelVersionGpt2) {
+    c.arch = Arch::kGpt2;
+    c.n_head_kv = c.n_head;
+    c.head_dim = c.n_head != 0 ? c.n_embd / c.n_head : 0;
+    return c;
+  }
+  const HeaderConfigV2& e = h.config2;
+  c.arch = static_cast<Arch>(e.arch);
+  c.n_head_kv = e.n_head_kv;
+  c.head_dim = e.head_dim;
+  c.rope_theta = e.rope_theta;
+  c.rope_scaling = static_cast<RopeScaling>(e.rope_scaling);
+  c.rope_factor = e.rope_factor;
+  c.rope_low_freq_factor = e.rope_low_freq_factor;
+  c.rope_high_freq_factor = e.rope_high_freq_factor;
+  c.rope_original_ctx = e.rope_original_ctx;
+  c.flags = e.flags;
+  c.family = static_cast<HfFamily>(e.family);
+  return c;
+}
+
+}  // namespace
 
 namespace {
 
@@ -104,9 +229,9 @@ absl::StatusOr<uint64_t> TensorNBytes(DType dtype, absl::Span<const uint32_t> sh
 // ---- writing -----------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<ModelFileWriter>> ModelFileWriter::Create(
-    const std::string& path, const GPT2Config& config, const std::string& model_name,
+    const std::string& path, const ModelConfig& config, const std::string& model_name,
     absl::Span<const uint8_t> tokenizer_blob, std::vector<Spec> specs) {
-  if (absl::Status s = ValidateGPT2Config(config); !s.ok()) return s;
+  if (absl::Status s = ValidateModelConfig(config); !s.ok()) return s;
   if (specs.size() > kMaxTensors) return absl::InvalidArgumentError("too many tensors");
   std::unique_ptr<ModelFileWriter> w(new ModelFileWriter());
   std::set<std::string> names;
@@ -129,9 +254,10 @@ absl::StatusOr<std::unique_ptr<ModelFileWriter>> ModelFileWriter::Create(
   // Layout: header | index | tokenizer | tensors (each 64-byte aligned), in the given order.
   FileHeader h{};  // zero, reserved bytes included
   std::memcpy(h.magic, kModelMagic, sizeof(h.magic));
-  h.version = kModelVersion;
+  // GPT-2 files stay version 1 (byte-identical to what earlier builds wrote, same hashes).
+  h.version = config.arch == Arch::kGpt2 ? kModelVersionGpt2 : kModelVersion;
   h.header_bytes = sizeof(FileHeader);
-  h.config = config;
+  StoreConfig(config, &h);
   h.n_tensors = static_cast<uint32_t>(specs.size());
   h.tensor_index_offset = sizeof(FileHeader);
   h.tokenizer_offset = h.tensor_index_offset + uint64_t{sizeof(TensorEntry)} * specs.size();
@@ -225,7 +351,7 @@ absl::Status ModelFileWriter::Finish() {
 
 ModelFileWriter::~ModelFileWriter() = default;  // an unfinished output removes its temp file
 
-absl::Status WriteModelFile(const std::string& path, const GPT2Config& config,
+absl::Status WriteModelFile(const std::string& path, const ModelConfig& config,
                             const std::string& model_name, absl::Span<const uint8_t> tokenizer_blob,
                             const std::vector<TensorToWrite>& tensors) {
   std::vector<ModelFileWriter::Spec> specs;
@@ -273,9 +399,10 @@ absl::StatusOr<ModelFileView> ParseModelFile(absl::Span<const uint8_t> bytes) {
   if (std::memcmp(h.magic, kModelMagic, sizeof(kModelMagic)) != 0) {
     return absl::InvalidArgumentError("wrong magic: not a selfcond model file");
   }
-  if (h.version != kModelVersion) {
+  if (h.version != kModelVersion && h.version != kModelVersionGpt2) {
     return absl::InvalidArgumentError(absl::StrCat("unsupported model file version ", h.version,
-                                                   " (this build reads ", kModelVersion, ")"));
+                                                   " (this build reads ", kModelVersionGpt2,
+                                                   " and ", kModelVersion, ")"));
   }
   if (h.header_bytes != sizeof(FileHeader)) {
     return absl::InvalidArgumentError(
@@ -289,10 +416,23 @@ absl::StatusOr<ModelFileView> ParseModelFile(absl::Span<const uint8_t> bytes) {
     return absl::DataLossError(absl::StrCat("file has ", size, " bytes but header says ",
                                             h.file_bytes, " (trailing data)"));
   }
-  if (absl::Status s = ValidateGPT2Config(h.config); !s.ok()) return s;
+  const ModelConfig config = LoadConfig(h);
+  if (h.version == kModelVersion && config.arch == Arch::kGpt2) {
+    return absl::InvalidArgumentError("a version-2 header must name a non-GPT-2 architecture");
+  }
+  for (uint8_t b : h.reserved) {
+    if (b != 0) return absl::InvalidArgumentError("reserved header bytes are not zero");
+  }
+  if (h.version == kModelVersionGpt2) {
+    const uint8_t* v2 = reinterpret_cast<const uint8_t*>(&h.config2);
+    for (size_t i = 0; i < sizeof(h.config2); ++i) {
+      if (v2[i] != 0) return absl::InvalidArgumentError("reserved header bytes are not zero");
+    }
+  }
+  if (absl::Status s = ValidateModelConfig(config); !s.ok()) return s;
 
   ModelFileView view;
-  view.config = h.config;
+  view.config = config;
   std::memcpy(view.content_hash, h.content_hash, sizeof(view.content_hash));
   const char* name_end =
       static_cast<const char*>(std::memchr(h.model_name, '\0', sizeof(h.model_name)));

@@ -45,7 +45,8 @@
 namespace selfcond {
 
 inline constexpr char kModelMagic[8] = {'S', 'E', 'L', 'F', 'C', 'N', 'D', '1'};
-inline constexpr uint32_t kModelVersion = 1;
+inline constexpr uint32_t kModelVersion = 2;  // written for the Llama family; GPT-2 files stay 1
+inline constexpr uint32_t kModelVersionGpt2 = 1;
 inline constexpr uint64_t kTensorAlign = 64;
 
 enum class DType : uint32_t {
@@ -56,32 +57,80 @@ enum class DType : uint32_t {
                   // 2j + 1 in the high nibble; each nibble holds q + 8, q in [-7, 7]
 };
 
-struct GPT2Config {
+// Architectures a model file holds (docs/model-format.md).
+enum class Arch : uint32_t {
+  kGpt2 = 0,   // GPT-2: LayerNorm, learned positions, fused c_attn, GELU MLP
+  kLlama = 1,  // the Llama family: RMSNorm, RoPE, grouped-query attention, SwiGLU MLP
+};
+// Which Hugging Face architecture a Llama-family file came from (informational: they share
+// one forward pass, told apart by the flags and dimensions below).
+enum class HfFamily : uint32_t { kGpt2 = 0, kLlama = 1, kQwen2 = 2, kMistral = 3 };
+enum class RopeScaling : uint32_t { kNone = 0, kLlama3 = 1, kLinear = 2 };
+// Bias flags of the Llama family's linear layers.
+inline constexpr uint32_t kQkvBias = 1;  // q_proj, k_proj, v_proj (Qwen2; Llama attention_bias)
+inline constexpr uint32_t kOutBias = 2;  // o_proj (Llama attention_bias)
+inline constexpr uint32_t kMlpBias = 4;  // gate_proj, up_proj, down_proj (Llama mlp_bias)
+
+struct ModelConfig {
+  // Every version's header (the 36 bytes of version 1).
   uint32_t n_layer = 0;
   uint32_t n_embd = 0;  // d
   uint32_t n_head = 0;
-  uint32_t n_ctx = 0;  // n_positions
+  uint32_t n_ctx = 0;  // n_positions (GPT-2), max_position_embeddings (Llama family)
   uint32_t vocab_size = 0;
-  uint32_t n_inner = 0;  // d_ff (4 * d when the HF config says null)
+  uint32_t n_inner = 0;  // d_ff (4 * d when the HF config says null); intermediate_size
   uint32_t eos_token_id = 50256;
-  float layer_norm_eps = 1e-5f;
+  float layer_norm_eps = 1e-5f;  // GPT-2's LayerNorm epsilon, or the Llama family's rms_norm_eps
   uint32_t tied_lm_head = 1;
+  // Version 2 (the Llama family). A version-1 (GPT-2) file reads as arch kGpt2 with
+  // n_head_kv = n_head and head_dim = n_embd / n_head.
+  Arch arch = Arch::kGpt2;
+  uint32_t n_head_kv = 0;  // key/value heads (grouped-query attention)
+  uint32_t head_dim = 0;   // per head (may differ from n_embd / n_head)
+  float rope_theta = 10000.0f;
+  RopeScaling rope_scaling = RopeScaling::kNone;
+  float rope_factor = 1.0f;            // llama3 and linear
+  float rope_low_freq_factor = 1.0f;   // llama3
+  float rope_high_freq_factor = 4.0f;  // llama3
+  uint32_t rope_original_ctx = 0;      // llama3: original_max_position_embeddings
+  uint32_t flags = 0;                  // kQkvBias | kOutBias | kMlpBias
+  HfFamily family = HfFamily::kGpt2;
+
+  int kv_dim() const { return static_cast<int>(n_head_kv * head_dim); }  // one K or V row
+  int q_dim() const { return static_cast<int>(n_head * head_dim); }
 };
 
 #pragma pack(push, 1)
+// The config as stored: bytes 56..91 of every header (version 1's whole config) ...
+struct HeaderConfig {
+  uint32_t n_layer, n_embd, n_head, n_ctx, vocab_size, n_inner, eos_token_id;
+  float layer_norm_eps;
+  uint32_t tied_lm_head;
+};
+// ... and bytes 184..227 of a version-2 header (reserved, zero, in version 1).
+struct HeaderConfigV2 {
+  uint32_t arch, n_head_kv, head_dim;
+  float rope_theta;
+  uint32_t rope_scaling;
+  float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+  uint32_t rope_original_ctx, flags, family;
+};
+static_assert(sizeof(HeaderConfig) == 36 && sizeof(HeaderConfigV2) == 44, "header layout");
+
 struct FileHeader {
   char magic[8];
-  uint32_t version;
+  uint32_t version;       // 1: GPT-2; 2: any architecture (HeaderConfigV2 in use)
   uint32_t header_bytes;  // sizeof(FileHeader)
   uint64_t file_bytes;    // total file size: detects truncation
   uint8_t content_hash[32];
-  GPT2Config config;  // 36 bytes
+  HeaderConfig config;  // 36 bytes
   uint32_t n_tensors;
   uint64_t tensor_index_offset;
   uint64_t tokenizer_offset;
   uint64_t tokenizer_bytes;
-  char model_name[64];  // NUL-padded, informational
-  uint8_t reserved[256 - 8 - 4 - 4 - 8 - 32 - 36 - 4 - 8 - 8 - 8 - 64];
+  char model_name[64];    // NUL-padded, informational
+  HeaderConfigV2 config2;  // version 2; zero in version 1
+  uint8_t reserved[256 - 8 - 4 - 4 - 8 - 32 - 36 - 4 - 8 - 8 - 8 - 64 - 44];
 };
 static_assert(sizeof(FileHeader) == 256, "FileHeader is 256 bytes");
 
@@ -106,14 +155,19 @@ struct TensorToWrite {
 };
 
 // Writes a complete model file (computes offsets, alignment and the content hash).
-absl::Status WriteModelFile(const std::string& path, const GPT2Config& config,
+absl::Status WriteModelFile(const std::string& path, const ModelConfig& config,
                             const std::string& model_name, absl::Span<const uint8_t> tokenizer_blob,
                             const std::vector<TensorToWrite>& tensors);
 
 // Config sanity shared by the writer, the parser and the converter: every dimension in
-// 1..2^20, n_embd % n_head == 0, n_embd and n_inner multiples of 4, eos_token_id < vocab_size,
-// layer_norm_eps finite in (0, 1], tied_lm_head 0 or 1.
-absl::Status ValidateGPT2Config(const GPT2Config& config);
+// 1..2^20, n_embd and n_inner multiples of 4, eos_token_id < vocab_size, layer_norm_eps finite in
+// (0, 1], tied_lm_head 0 or 1. GPT-2: n_embd % n_head == 0 (and head_dim, n_head_kv as derived).
+// Llama family: n_head a multiple of n_head_kv, head_dim even and n_head * head_dim a multiple of
+// 4, rope_theta and the scaling factors finite and positive, known scaling and flags.
+absl::Status ValidateModelConfig(const ModelConfig& config);
+// "gpt2" / "llama" and the Hugging Face family ("gpt2", "llama", "qwen2", "mistral").
+const char* ArchName(Arch arch);
+const char* FamilyName(HfFamily family);
 
 // Exact byte size of a tensor of this dtype and shape (I8P: PaddedRows(n) * k), or an error
 // when the combination is invalid (I8P needs 2 dims with k % 4 == 0; dims must be >= 1).
@@ -132,7 +186,7 @@ class ModelFileWriter {
   };
 
   static absl::StatusOr<std::unique_ptr<ModelFileWriter>> Create(
-      const std::string& path, const GPT2Config& config, const std::string& model_name,
+      const std::string& path, const ModelConfig& config, const std::string& model_name,
       absl::Span<const uint8_t> tokenizer_blob, std::vector<Spec> specs);
 
   // The next tensor's bytes (size must be exactly its nbytes).
@@ -173,7 +227,7 @@ struct TensorView {
 };
 
 struct ModelFileView {
-  GPT2Config config;
+  ModelConfig config;
   std::string model_name;
   uint8_t content_hash[32];
   absl::Span<const uint8_t> tokenizer_blob;

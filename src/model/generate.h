@@ -10,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 
 namespace selfcond {
 

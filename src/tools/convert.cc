@@ -94,7 +94,7 @@ absl::Span<const uint8_t> Bytes(const std::vector<T>& v) {
 
 }  // namespace
 
-absl::StatusOr<GPT2Config> GPT2ConfigFromHF(const json::Value& c) {
+absl::StatusOr<ModelConfig> Gpt2ConfigFromHF(const json::Value& c) {
   if (!c.is_object()) return ConfigError("not a JSON object");
   if (const json::Value* mt = c.Find("model_type"); mt != nullptr && !mt->is_null()) {
     if (!mt->is_string() || mt->as_string() != "gpt2") {
@@ -102,7 +102,7 @@ absl::StatusOr<GPT2Config> GPT2ConfigFromHF(const json::Value& c) {
                                       " is not supported (only \"gpt2\")"));
     }
   }
-  GPT2Config cfg;
+  ModelConfig cfg;
   auto n_layer = GetDim(c, {"n_layer"});
   if (!n_layer.ok()) return n_layer.status();
   auto n_embd = GetDim(c, {"n_embd"});
@@ -143,7 +143,7 @@ absl::StatusOr<GPT2Config> GPT2ConfigFromHF(const json::Value& c) {
     }
     cfg.eos_token_id = static_cast<uint32_t>(*eos);
   }
-  std::string act = "gelu_new";  // transformers' GPT2Config default
+  std::string act = "gelu_new";  // transformers' ModelConfig default
   if (const json::Value* v = c.Find("activation_function"); v != nullptr && !v->is_null()) {
     if (!v->is_string()) return ConfigError("\"activation_function\" is not a string");
     act = v->as_string();
@@ -169,7 +169,7 @@ absl::StatusOr<GPT2Config> GPT2ConfigFromHF(const json::Value& c) {
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = ValidateGPT2Config(cfg); !s.ok())
+  if (absl::Status s = ValidateModelConfig(cfg); !s.ok())
     return ConfigError(std::string(s.message()));
   return cfg;
 }
@@ -224,12 +224,12 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
     return absl::InvalidArgumentError(
         absl::StrCat("'", config_path, "' is not valid JSON: ", config_json.status().message()));
   }
-  auto config_or = GPT2ConfigFromHF(*config_json);
+  auto config_or = Gpt2ConfigFromHF(*config_json);
   if (!config_or.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat(config_or.status().message(), " (in '", config_path, "')"));
   }
-  GPT2Config cfg = *config_or;
+  ModelConfig cfg = *config_or;
   const uint64_t d = cfg.n_embd, dff = cfg.n_inner, vocab = cfg.vocab_size;
 
   // ---- tokenizer ----------------------------------------------------------------

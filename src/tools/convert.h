@@ -36,7 +36,7 @@ struct ConvertOptions {
 // tie_word_embeddings (default true) -> tied_lm_head (the converter may still untie it when an
 // explicit lm_head differs). activation_function must be gelu_new or gelu_pytorch_tanh; variants
 // selfcond does not implement (cross-attention, unscaled or layer-scaled attention) are errors.
-absl::StatusOr<GPT2Config> GPT2ConfigFromHF(const json::Value& config);
+absl::StatusOr<ModelConfig> Gpt2ConfigFromHF(const json::Value& config);
 
 // "int8" | "int4"
 absl::StatusOr<WeightBits> ParseWeightBits(const std::string& s);

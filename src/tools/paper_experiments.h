@@ -22,7 +22,7 @@
 #include "absl/types/span.h"
 #include "experts/expert_table.h"
 #include "experts/steer.h"
-#include "model/gpt2.h"
+#include "model/model.h"
 #include "util/json.h"
 
 namespace selfcond {

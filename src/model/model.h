@@ -1,10 +1,13 @@
-// The model layer: a GPT-2 loaded from a selfcond model file, and a Session that runs the
-// forward pass (src/model/gpt2.cc, readable top to bottom) with a KV cache and the two expert hooks
-// (capture: max-pool unit responses; forcing: overwrite units).
+// The model layer: a model loaded from a selfcond model file (GPT-2 or the Llama family), and a
+// Session that runs its forward pass with a KV cache and the expert hooks (capture: max-pool
+// unit responses; forcing: overwrite units). One forward pass per architecture, each readable
+// top to bottom: Session::ForwardChunkGpt2 (src/model/forward_gpt2.cc) and
+// Session::ForwardChunkLlama (src/model/forward_llama.cc); loading is src/model/model.cc, the
+// session's shared parts (cache, linear layers, attention, hooks) src/model/session.cc.
 //
 // Model is immutable and shareable: one mmap, many Sessions (one per thread).
-#ifndef SELFCOND_GPT2_H_
-#define SELFCOND_GPT2_H_
+#ifndef SELFCOND_MODEL_MODEL_H_
+#define SELFCOND_MODEL_MODEL_H_
 
 #include <cstdint>
 #include <functional>
@@ -27,25 +30,28 @@ namespace selfcond {
 enum class Precision { kInt8, kF32 };
 absl::StatusOr<Precision> ParsePrecision(const std::string& s);  // "int8" | "f32"
 
-// Weights of one block, views into the mapped file (or into dequantized buffers).
+// Weights of one linear layer, views into the mapped file (or into dequantized buffers).
 struct LinearWeights {
   kernels::PackedI8 q;  // int8 path: (n, k) packed (q.q null for an int4 layer; n, k still set)
   const uint8_t* q4 = nullptr;      // int4 layer: (n, k / 2) nibbles (model_file.h, DType::kI4)
   const float* q4_scale = nullptr;  // int4 layer: (n)
   kernels::MatF32 f;                // f32 path: (n, k) output-major (file copy or dequantized)
-  const float* bias;                // (n)
+  const float* bias = nullptr;      // (n) or null
   int xnn_id = -1;  // this layer in Model::xnn() (the int8 GEMM engine), -1 if not packed
 };
 
+// Weights of one block. The same four linear layers in both architectures (the Llama family's
+// q/k/v and gate/up projections are stored fused, one GEMM each; their sites are column ranges).
 struct BlockWeights {
-  const float* ln_1_weight;   // (d)
-  const float* ln_1_bias;     // (d)
-  LinearWeights c_attn;       // (3d, d)
-  LinearWeights attn_c_proj;  // (d, d)
-  const float* ln_2_weight;   // (d)
-  const float* ln_2_bias;     // (d)
-  LinearWeights c_fc;         // (d_ff, d)
-  LinearWeights mlp_c_proj;   // (d, d_ff)
+  const float* norm1_w = nullptr;  // (d) ln_1 / input_layernorm
+  const float* norm1_b = nullptr;  // (d) GPT-2's ln_1 bias; null for RMSNorm
+  LinearWeights attn_in;           // GPT-2 c_attn (3d, d): q | k | v;
+                                   // Llama qkv_proj (q_dim + 2 kv_dim, d): q | k | v
+  LinearWeights attn_out;          // GPT-2 attn.c_proj (d, d); Llama o_proj (d, q_dim)
+  const float* norm2_w = nullptr;  // (d) ln_2 / post_attention_layernorm
+  const float* norm2_b = nullptr;  // (d) or null
+  LinearWeights mlp_in;            // GPT-2 c_fc (d_ff, d); Llama gate_up_proj (2 d_ff, d): gate | up
+  LinearWeights mlp_out;           // GPT-2 mlp.c_proj (d, d_ff); Llama down_proj (d, d_ff)
 };
 
 class Model {
@@ -69,7 +75,8 @@ class Model {
   static absl::StatusOr<std::unique_ptr<Model>> FromBuffer(const std::string& bytes,
                                                            LoadOptions opts);
 
-  const GPT2Config& config() const { return view_.config; }
+  const ModelConfig& config() const { return view_.config; }
+  Arch arch() const { return view_.config.arch; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const std::string& hash_hex() const { return hash_hex_; }
   const std::string& name() const { return view_.model_name; }
@@ -86,23 +93,29 @@ class Model {
   const kernels::xnn::PackedWeights* xnn() const { return xnn_.get(); }
 
   // Weights (shape comments in BlockWeights).
-  const kernels::PackedI8& wte_q() const { return wte_q_; }  // (vocab, d) int8
+  const kernels::PackedI8& wte_q() const { return wte_q_; }  // (vocab, d) int8 token embedding
   const float* wte_f32() const { return wte_f_.w; }          // (vocab, d) or null
   const LinearWeights& lm_head() const { return lm_head_; }  // (vocab, d)
-  const float* wpe() const { return wpe_; }                  // (n_ctx, d)
+  const float* wpe() const { return wpe_; }                  // (n_ctx, d) GPT-2; null otherwise
   const BlockWeights& block(int l) const { return blocks_[l]; }
+  // RoPE (Llama family): the rotation frequency of each pair of a head's dimensions, rope
+  // scaling applied, in double (head_dim / 2).
+  const std::vector<double>& rope_inv_freq() const { return rope_inv_freq_; }
   // out(d) = the int8 token embedding of `token`, dequantized. Reads the row's 16-row packed
   // block from the file (MappedFile::Read) into scratch rather than through the mapping.
   absl::Status EmbedInt8(int32_t token, float* out, std::vector<int8_t>* scratch) const;
   // x(d) += the position embedding of `pos`, read from the file the same way (one row, not the
   // kernel's fault-around window of the mapping).
   absl::Status AddPosition(int pos, float* x, std::vector<float>* scratch) const;
-  const float* ln_f_weight() const { return ln_f_weight_; }  // (d)
-  const float* ln_f_bias() const { return ln_f_bias_; }      // (d)
+  const float* ln_f_weight() const { return ln_f_weight_; }  // (d) ln_f / norm
+  const float* ln_f_bias() const { return ln_f_bias_; }      // (d) GPT-2; null for RMSNorm
 
  private:
   Model() = default;
   absl::Status Build(LoadOptions opts);
+  absl::Status BuildGpt2(bool need_float);
+  absl::Status BuildLlama(bool need_float);
+  absl::Status BuildEmbedding(const std::string& name);
   const float* Dequantize(const kernels::PackedI8& q);
   const float* DequantizeInt4(const LinearWeights& w);
   // Every linear layer XNNPACK runs: the LM head first, then each block's four.
@@ -110,8 +123,9 @@ class Model {
   absl::Status PackForXnnpack();
   void ReleasePackedSource();
   void OwnLayerNorms();
-  absl::Status BuildLinear(const std::string& prefix, int n, int k, bool need_float,
+  absl::Status BuildLinear(const std::string& prefix, int n, int k, bool need_float, bool bias,
                            LinearWeights* out);
+  absl::Status NormVector(const std::string& name, const float** out);
 
   MappedFile file_;
   ModelFileView view_;
@@ -129,6 +143,7 @@ class Model {
   std::vector<BlockWeights> blocks_;
   const float* ln_f_weight_ = nullptr;
   const float* ln_f_bias_ = nullptr;
+  std::vector<double> rope_inv_freq_;
   std::vector<std::vector<float>> owned_f32_;    // dequantized weights, LayerNorm copies
   std::vector<std::vector<int32_t>> owned_i32_;  // row sums when absent from the file
   std::unique_ptr<kernels::xnn::PackedWeights> xnn_;
@@ -146,8 +161,9 @@ struct SessionOptions {
   // Tokens per forward call (prefill chunk). 128: the activation scratch is sized by it (~10 MB
   // at 256 for GPT-2 small), and longer chunks prefill no faster.
   int max_batch = 128;
-  // Context this session may hold (KV cache positions); 0: the model's n_ctx. The KV cache is
-  // allocated for it but only the positions used become resident.
+  // Context this session may hold (KV cache positions); 0: Session::DefaultContext (the
+  // model's n_ctx up to 8192). The KV cache is allocated for it but only the positions used
+  // become resident.
   int n_ctx = 0;
   // KV cache element type: float32, or IEEE half (half the cache memory; keys and values are
   // rounded to 11 significant bits, attention still computes in float).
@@ -179,7 +195,10 @@ class Session {
   // Bytes allocated for the KV cache (virtual; pages become resident as positions are used).
   size_t kv_cache_bytes() const;
   // What Create allocates for these options (KV cache and scratch): checked against the budget.
-  static size_t MemoryNeeded(const GPT2Config& c, const SessionOptions& opts);
+  static size_t MemoryNeeded(const ModelConfig& c, const SessionOptions& opts);
+  // The context a session gets when it asks for none (SessionOptions::n_ctx 0): the model's,
+  // up to 8192 positions (a Llama 3.2 config says 131072; a cache for that is GiBs).
+  static int DefaultContext(const ModelConfig& c);
 
   // Runs tokens at positions pos()..pos()+n-1 (prefilled as one batch, chunked by max_batch)
   // and appends them to the KV cache. Fails (without changing state) if pos()+n > n_ctx or a
@@ -234,9 +253,26 @@ class Session {
 
  private:
   Session(const Model& model, SessionOptions opts);
+  // One chunk of up to max_batch tokens through the whole model: the forward pass of the
+  // model's architecture.
   absl::Status ForwardChunk(const int32_t* tokens, int n, bool last_chunk, Logits want);
+  absl::Status ForwardChunkGpt2(const int32_t* tokens, int n, bool last_chunk, Logits want);
+  absl::Status ForwardChunkLlama(const int32_t* tokens, int n, bool last_chunk, Logits want);
+  // Shared steps of the forward passes (session.cc).
   absl::Status Linear(const LinearWeights& w, const float* x, int m, float* y);
-  void Intervene(int site, float* y, int m, int n, bool chunk_has_last);
+  // The hooks on site `site`, whose outputs are the m rows y[i * ld .. i * ld + size).
+  void Intervene(int site, float* y, int m, int ld, bool chunk_has_last);
+  // Appends rows k(n, kv_dim) and v(n, kv_dim) (row strides ldk, ldv) at positions
+  // pos()..pos()+n-1 of layer l's cache.
+  void StoreKv(int l, const float* k, int ldk, const float* v, int ldv, int n);
+  // att(n, n_head * head_dim) = softmax(q k^T / sqrt(head_dim)) v over layer l's cache for the
+  // chunk's n positions (causal; padding: the cached positions only); q(n, n_head * head_dim)
+  // with row stride ldq. Query head h reads key/value head h / (n_head / n_head_kv).
+  void Attention(int l, const float* q, int ldq, int n, float* att);
+  // The residual-stream hooks (steering vector, mean-residual capture) after block l.
+  void ResidualHooks(int l, float* x, int n);
+  // The LM head on the final-normed rows xn (rows), logit bias added, into the logits.
+  absl::Status LmHead(const float* xn, int rows);
 
   const Model& model_;
   SessionOptions opts_;
@@ -264,4 +300,4 @@ absl::Status ForEachWorkerSession(const Model& model, const SessionOptions& opts
 
 }  // namespace selfcond
 
-#endif  // SELFCOND_GPT2_H_
+#endif  // SELFCOND_MODEL_MODEL_H_
