@@ -751,7 +751,7 @@ TEST_F(ConvertErrorTest, BadConfigValues) {
   SetConfig("layer_norm_epsilon", json::Value::Number(-1));
   ExpectError({"layer_norm_epsilon"});
   SetConfig("layer_norm_epsilon", json::Value::Number(1e-5));
-  SetConfig("model_type", json::Value::String("llama"));
+  SetConfig("model_type", json::Value::String("bert"));
   ExpectError({"model_type"});
   SetConfig("model_type", json::Value::String("gpt2"));
   SetConfig("scale_attn_by_inverse_layer_idx", json::Value::Bool(true));

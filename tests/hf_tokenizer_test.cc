@@ -24,14 +24,12 @@ std::string VectorsDir() {
   return env != nullptr ? env : std::string(SELFCOND_BINARY_DIR) + "/test-tokenizers";
 }
 
-const char* const kStyles[] = {"gpt2",    "llama3", "qwen2", "smollm2",
-                               "llama2", "llama2-metaspace"};
+const char* const kStyles[] = {"gpt2", "llama3", "qwen2", "smollm2", "llama2", "llama2-metaspace"};
 
 std::unique_ptr<Tokenizer> LoadStyle(const std::string& style) {
   const std::string dir = VectorsDir();
   auto text = ReadFile(dir + "/" + style + ".tokenizer.json");
-  EXPECT_TRUE(text.ok()) << text.status() << " (run tests/make_tokenizer_vectors.sh " << dir
-                         << ")";
+  EXPECT_TRUE(text.ok()) << text.status() << " (run tests/make_tokenizer_vectors.sh " << dir << ")";
   if (!text.ok()) return nullptr;
   auto eos_text = ReadFile(dir + "/" + style + ".eos.json");
   EXPECT_TRUE(eos_text.ok()) << eos_text.status();
@@ -65,7 +63,8 @@ TEST_P(HfTokenizerTest, MatchesTokenizersJs) {
   for (const json::Value& c : doc->Find("cases")->items()) {
     const std::string input(c.Find("text")->as_string());
     std::vector<int32_t> want;
-    for (const auto& x : c.Find("ids")->items()) want.push_back(static_cast<int32_t>(x.as_number()));
+    for (const auto& x : c.Find("ids")->items())
+      want.push_back(static_cast<int32_t>(x.as_number()));
     const std::vector<int32_t> got = tok->EncodeForModel(input);
     ++n;
     if (got != want) {
@@ -218,21 +217,24 @@ TEST(RegexTest, WhitespaceFlavours) {
 }
 
 TEST(RegexTest, RefusesWhatItDoesNotImplement) {
-  for (const char* p : {"(?<=a)b", "\\1", "[a&&b]", "\\p{Greek}", "a{2000}", "(a", "a)", "*a",
-                        "[z-a]", "\\b"}) {
+  for (const char* p :
+       {"(?<=a)b", "\\1", "[a&&b]", "\\p{Greek}", "a{2000}", "(a", "a)", "*a", "[z-a]", "\\b"}) {
     EXPECT_FALSE(Regex::Compile(p).ok()) << p;
   }
 }
 
 TEST(UnicodeTest, NfcComposesReordersAndKeepsExclusions) {
   EXPECT_EQ(unicode::Nfc("e\u0301"), "\u00e9");
-  EXPECT_EQ(unicode::Nfc("\u1100\u1161\u11a8"), "\uac01");      // Hangul L V T
-  EXPECT_EQ(unicode::Nfc("\u1e0b\u0323"), "\u1e0d\u0307");      // canonical reordering
-  EXPECT_EQ(unicode::Nfc("\u0958"), "\u0915\u093c");            // composition exclusion
-  EXPECT_EQ(unicode::Nfc("\u212b"), "\u00c5");                  // singleton decomposition
-  EXPECT_EQ(unicode::Nfc("a\u0308\u0301"), "\u00e4\u0301");     // no composite for the 2nd mark
+  EXPECT_EQ(unicode::Nfc("\u1100\u1161\u11a8"), "\uac01");   // Hangul L V T
+  EXPECT_EQ(unicode::Nfc("\u1e0b\u0323"), "\u1e0d\u0307");   // canonical reordering
+  EXPECT_EQ(unicode::Nfc("\u0958"), "\u0915\u093c");         // composition exclusion
+  EXPECT_EQ(unicode::Nfc("\u212b"), "\u00c5");               // singleton decomposition
+  EXPECT_EQ(unicode::Nfc("a\u0308\u0301"), "\u00e4\u0301");  // no composite for the 2nd mark
   EXPECT_EQ(unicode::Nfc("plain ascii"), "plain ascii");
-  EXPECT_EQ(unicode::Nfc(std::string("\xff" "e\xcc\x81", 4)), std::string("\xff\xc3\xa9", 3));
+  EXPECT_EQ(unicode::Nfc(std::string("\xff"
+                                     "e\xcc\x81",
+                                     4)),
+            std::string("\xff\xc3\xa9", 3));
 }
 
 }  // namespace

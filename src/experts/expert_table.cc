@@ -54,12 +54,11 @@ int64_t SpaceUnits(const ExpertTable& t) { return t.layout().num_units(); }
 // the unit space when it is known. Sorts the units.
 absl::Status ValidateAndSort(ExpertTable* t) {
   if (t->n_layer < 0 || t->n_embd < 0 || t->n_inner < 0 || t->n_layer > kMaxLayers ||
-      t->n_embd > kMaxSiteSize / 3 || t->n_inner > kMaxSiteSize || t->q_dim < 0 ||
-      t->kv_dim < 0 || t->q_dim > kMaxSiteSize || t->kv_dim > kMaxSiteSize) {
-    return absl::InvalidArgumentError(absl::StrCat("expert table: implausible unit space (n_layer ",
-                                                   t->n_layer, ", n_embd ", t->n_embd, ", n_inner ",
-                                                   t->n_inner, ", q_dim ", t->q_dim, ", kv_dim ",
-                                                   t->kv_dim, ")"));
+      t->n_embd > kMaxSiteSize / 3 || t->n_inner > kMaxSiteSize || t->q_dim < 0 || t->kv_dim < 0 ||
+      t->q_dim > kMaxSiteSize || t->kv_dim > kMaxSiteSize) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expert table: implausible unit space (n_layer ", t->n_layer, ", n_embd ", t->n_embd,
+        ", n_inner ", t->n_inner, ", q_dim ", t->q_dim, ", kv_dim ", t->kv_dim, ")"));
   }
   const UnitLayout layout = t->layout();
   bool known = SpaceKnown(*t);
@@ -81,10 +80,9 @@ absl::Status ValidateAndSort(ExpertTable* t) {
     }
     if (known) {
       if (layout.site_layer(u.site) >= t->n_layer) {
-        return absl::InvalidArgumentError(absl::StrCat("expert table: unit entry ", i, " is in ",
-                                                       layout.SiteName(u.site),
-                                                       " but the table has ", t->n_layer,
-                                                       " layers"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("expert table: unit entry ", i, " is in ", layout.SiteName(u.site),
+                         " but the table has ", t->n_layer, " layers"));
       }
       int size = layout.site_size(u.site);
       if (u.unit >= size) {
@@ -373,10 +371,9 @@ absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text) {
     return absl::InvalidArgumentError(absl::StrCat("expert table: ", version.status().message()));
   }
   if (*version != kFormatVersion && *version != kFormatVersionArch) {
-    return absl::InvalidArgumentError(absl::StrCat("expert table: version ", *version,
-                                                   " is not supported (this build reads versions ",
-                                                   kFormatVersion, " and ", kFormatVersionArch,
-                                                   ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expert table: version ", *version, " is not supported (this build reads versions ",
+        kFormatVersion, " and ", kFormatVersionArch, ")"));
   }
   ExpertTable t;
   for (auto [key, dst] : {std::pair<const char*, std::string*>{"concept", &t.concept},
@@ -419,9 +416,8 @@ absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text) {
     t.arch = a->as_string() == "llama" ? Arch::kLlama : Arch::kGpt2;
   }
   if ((*version == kFormatVersion) != (t.arch == Arch::kGpt2)) {
-    return absl::InvalidArgumentError(absl::StrCat("expert table: version ", *version,
-                                                   " does not go with architecture ",
-                                                   ArchName(t.arch)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expert table: version ", *version, " does not go with architecture ", ArchName(t.arch)));
   }
   std::vector<IntField> ints = {{space, "n_layer", kMaxLayers, &t.n_layer},
                                 {space, "n_embd", kMaxSiteSize / 3, &t.n_embd},
@@ -789,15 +785,14 @@ absl::Status CheckCompatibleWith(const ExpertTable& t, const ModelConfig& config
   }
   UnitSpace space(config);
   if (t.arch != config.arch) {
-    return absl::FailedPreconditionError(absl::StrCat(what, " is for a ", ArchName(t.arch),
-                                                      " model; this model is ",
-                                                      ArchName(config.arch)));
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, " is for a ", ArchName(t.arch), " model; this model is ", ArchName(config.arch)));
   }
   if (SpaceKnown(t) && t.layout() != space.layout()) {
     return absl::FailedPreconditionError(absl::StrCat(
         what, " is for a model with n_layer ", t.n_layer, ", n_embd ", t.n_embd, ", n_inner ",
-        t.n_inner, (t.arch == Arch::kGpt2 ? "" : absl::StrCat(", q_dim ", t.q_dim, ", kv_dim ",
-                                                              t.kv_dim)),
+        t.n_inner,
+        (t.arch == Arch::kGpt2 ? "" : absl::StrCat(", q_dim ", t.q_dim, ", kv_dim ", t.kv_dim)),
         "; this model has ", config.n_layer, ", ", config.n_embd, ", ", config.n_inner,
         (t.arch == Arch::kGpt2 ? "" : absl::StrCat(", ", config.q_dim(), ", ", config.kv_dim()))));
   }

@@ -259,8 +259,7 @@ absl::Status ParseNormalizer(const json::Value& v, std::vector<NormalizerStep>* 
     if (pat != nullptr && pat->Find("String") != nullptr && pat->Find("String")->is_string()) {
       step.kind = NormalizerStep::kReplace;
       step.a = std::string(pat->Find("String")->as_string());
-    } else if (pat != nullptr && pat->Find("Regex") != nullptr &&
-               pat->Find("Regex")->is_string()) {
+    } else if (pat != nullptr && pat->Find("Regex") != nullptr && pat->Find("Regex")->is_string()) {
       step.kind = NormalizerStep::kReplaceRegex;
       auto re = Regex::Compile(pat->Find("Regex")->as_string());
       if (!re.ok()) return Bad(absl::StrCat("Replace normalizer: ", re.status().message()));
@@ -400,9 +399,9 @@ absl::Status ParseDecoder(const json::Value& v, DecoderPlan* plan, bool* fused) 
 }
 
 // The special tokens of a post-processor's single-sequence template, before and after $A.
-absl::Status ParsePostProcessor(const json::Value& v, const std::unordered_map<std::string,
-                                int32_t>& id_of, std::vector<int32_t>* prefix,
-                                std::vector<int32_t>* suffix) {
+absl::Status ParsePostProcessor(const json::Value& v,
+                                const std::unordered_map<std::string, int32_t>& id_of,
+                                std::vector<int32_t>* prefix, std::vector<int32_t>* suffix) {
   if (v.is_null()) return absl::OkStatus();
   const std::string type = TypeOf(v);
   if (type == "ByteLevel") return absl::OkStatus();
@@ -454,8 +453,8 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Build(const json::Valu
   const json::Value* model = doc.Find("model");
   if (model == nullptr || !model->is_object()) return Bad("no \"model\"");
   if (const std::string type = TypeOf(*model); type != "BPE") {
-    return Unsupported(absl::StrCat("the model type \"", type.empty() ? "(none)" : type,
-                                    "\" (only BPE)"));
+    return Unsupported(
+        absl::StrCat("the model type \"", type.empty() ? "(none)" : type, "\" (only BPE)"));
   }
   if (const json::Value* d = model->Find("dropout"); d != nullptr && !d->is_null()) {
     if (d->as_number() != 0) return Unsupported("BPE dropout");
@@ -485,7 +484,8 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Build(const json::Valu
       t.content = StringOr(a, "content", "");
       const json::Value* id = a.Find("id");
       if (t.content.empty() || id == nullptr || !id->is_number() || id->as_number() < 0 ||
-          id->as_number() >= kMaxVocab || id->as_number() != static_cast<int32_t>(id->as_number())) {
+          id->as_number() >= kMaxVocab ||
+          id->as_number() != static_cast<int32_t>(id->as_number())) {
         return Bad("an added token needs a non-empty content and an integer id");
       }
       t.id = static_cast<int32_t>(id->as_number());

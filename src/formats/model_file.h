@@ -128,7 +128,7 @@ struct FileHeader {
   uint64_t tensor_index_offset;
   uint64_t tokenizer_offset;
   uint64_t tokenizer_bytes;
-  char model_name[64];    // NUL-padded, informational
+  char model_name[64];     // NUL-padded, informational
   HeaderConfigV2 config2;  // version 2; zero in version 1
   uint8_t reserved[256 - 8 - 4 - 4 - 8 - 32 - 36 - 4 - 8 - 8 - 8 - 64 - 44];
 };

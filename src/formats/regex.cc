@@ -34,8 +34,8 @@ bool HasProp(uint32_t props, uint32_t cp) {
   if ((props & kPropDigit) && unicode::IsDigit(cp)) return true;
   if ((props & kPropMark) && unicode::IsMark(cp)) return true;
   if ((props & kPropSpace) && unicode::IsWhiteSpace(cp)) return true;
-  if ((props & kPropWord) && (cp == '_' || unicode::IsLetter(cp) || unicode::IsMark(cp) ||
-                              unicode::IsDigit(cp))) {
+  if ((props & kPropWord) &&
+      (cp == '_' || unicode::IsLetter(cp) || unicode::IsMark(cp) || unicode::IsDigit(cp))) {
     return true;
   }
   if ((props & kPropNotNewline) && cp != '\n') return true;
@@ -45,7 +45,7 @@ bool HasProp(uint32_t props, uint32_t cp) {
 
 struct CharSet {
   std::vector<std::pair<uint32_t, uint32_t>> ranges;  // inclusive
-  uint32_t props = 0;      // matches if the code point has any of these
+  uint32_t props = 0;                                 // matches if the code point has any of these
   uint32_t not_props = 0;  // ... or lacks any of these (\S, \P{L} inside a class)
   bool negated = false;
   uint64_t ascii[2] = {0, 0};  // the answer for code points < 128, filled by Finish()
@@ -86,10 +86,10 @@ struct Node {
   enum Kind { kEmpty, kSet, kConcat, kAlt, kRepeat, kLook, kNegLook, kAtomic, kAssert };
   explicit Node(Kind k) : kind(k) {}
   Kind kind;
-  int set = -1;                 // kSet: index into the set table
-  std::vector<Node> children;   // kConcat, kAlt; one child for kRepeat / kLook / kAtomic
-  int min = 0, max = 0;         // kRepeat: max -1 = unbounded
-  bool greedy = true;           // kRepeat
+  int set = -1;                // kSet: index into the set table
+  std::vector<Node> children;  // kConcat, kAlt; one child for kRepeat / kLook / kAtomic
+  int min = 0, max = 0;        // kRepeat: max -1 = unbounded
+  bool greedy = true;          // kRepeat
   enum AssertKind { kLineStart, kLineEnd, kTextStart, kTextEnd } assert_kind = kLineStart;
 };
 
@@ -202,8 +202,8 @@ class Parser {
         return Error("quantifier after an assertion");
       }
       if (min > kMaxRepeat || max > kMaxRepeat || (max >= 0 && max < min)) {
-        return Error(absl::StrCat("repetition {", min, ",", max, "} out of range (max ",
-                                  kMaxRepeat, ")"));
+        return Error(
+            absl::StrCat("repetition {", min, ",", max, "} out of range (max ", kMaxRepeat, ")"));
       }
       Node rep(Node::kRepeat);
       rep.min = min;
@@ -249,9 +249,9 @@ class Parser {
     size_t n = 0;
     while (!AtEnd() && n < digits_max) {
       const uint32_t c = Peek();
-      int d = c >= '0' && c <= '9' ? static_cast<int>(c - '0')
+      int d = c >= '0' && c <= '9'                     ? static_cast<int>(c - '0')
               : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? static_cast<int>((c | 0x20) - 'a' + 10)
-                                                      : -1;
+                                                       : -1;
       if (d < 0) break;
       v = v * 16 + d;
       ++i_;
@@ -414,7 +414,7 @@ class Parser {
   }
 
   absl::StatusOr<Node> ParseGroup() {
-    ++i_;  // '('
+    ++i_;                             // '('
     Node::Kind kind = Node::kConcat;  // a plain group: its body as is
     const bool saved_fold = fold_;
     if (LookingAt("?:")) {
@@ -485,8 +485,7 @@ class Parser {
           a.assert_kind = e == 'A' ? Node::kTextStart : Node::kTextEnd;
           return a;
         }
-        if (e == 'b' || e == 'B' || e == 'G' || e == 'Z' || e == 'k' ||
-            (e >= '1' && e <= '9')) {
+        if (e == 'b' || e == 'B' || e == 'G' || e == 'Z' || e == 'k' || (e >= '1' && e <= '9')) {
           --i_;
           return Error(absl::StrCat("unsupported escape \\", std::string(1, static_cast<char>(e))));
         }
@@ -724,7 +723,7 @@ struct Regex::Program {
 Regex::~Regex() = default;
 
 absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(std::string_view pattern,
-                                                     bool js_whitespace) {
+                                                      bool js_whitespace) {
   std::vector<uint32_t> cps;
   for (size_t i = 0; i < pattern.size();) {
     uint32_t cp;
@@ -745,8 +744,7 @@ absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(std::string_view pattern,
   return re;
 }
 
-bool Regex::Find(const std::vector<uint32_t>& text, size_t from, size_t* begin,
-                 size_t* end) const {
+bool Regex::Find(const std::vector<uint32_t>& text, size_t from, size_t* begin, size_t* end) const {
   std::deque<Visited> visited(1);
   visited[0].Reset(prog_->inst.size(), text.size() + 1);
   for (size_t start = from; start <= text.size(); ++start) {

@@ -45,8 +45,8 @@ class Tokenizer {
 
   // From the text of a tokenizer.json. eos_ids: the end-of-sequence tokens (config.json's and
   // generation_config.json's eos_token_id); each must exist.
-  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(
-      std::string_view text, std::vector<int32_t> eos_ids);
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromTokenizerJson(std::string_view text,
+                                                                      std::vector<int32_t> eos_ids);
 
   // The compact binary form stored in the model file (documented in docs/model-format.md).
   std::vector<uint8_t> Serialize() const;
@@ -79,7 +79,7 @@ class Tokenizer {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::unique_ptr<HfTokenizer> hf_;  // set for tokenizer.json tokenizers
-  std::string hf_json_;                    // the tokenizer.json members kept (blob version 2)
+  std::string hf_json_;              // the tokenizer.json members kept (blob version 2)
   std::vector<int32_t> eos_ids_;
   std::vector<int32_t> none_;
 };

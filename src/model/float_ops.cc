@@ -22,7 +22,6 @@ namespace selfcond::ops {
 #define SC_MULTIVERSION
 #endif
 
-
 SC_MULTIVERSION float Dot(const float* a, const float* b, int n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int j = 0;

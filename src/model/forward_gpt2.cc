@@ -9,8 +9,7 @@
 
 namespace selfcond {
 
-absl::Status Session::ForwardChunkGpt2(const int32_t* tokens, int n, bool last_chunk,
-                                       Logits want) {
+absl::Status Session::ForwardChunkGpt2(const int32_t* tokens, int n, bool last_chunk, Logits want) {
   const ModelConfig& c = model_.config();
   const int d = c.n_embd, F = c.n_inner;
   const bool f32 = opts_.precision == Precision::kF32;

@@ -126,8 +126,8 @@ const float* Model::DequantizeInt4(const LinearWeights& w) {
   return out;
 }
 
-absl::Status Model::BuildLinear(const std::string& prefix, int n, int k, bool need_float,
-                                bool bias, LinearWeights* out) {
+absl::Status Model::BuildLinear(const std::string& prefix, int n, int k, bool need_float, bool bias,
+                                LinearWeights* out) {
   const uint32_t un = n, uk = k, npad = kernels::PaddedRows(n);
   out->q = {};
   out->q.n = n;
@@ -192,8 +192,8 @@ absl::Status Model::BuildEmbedding(const std::string& name) {
   wte_q_ = wte.q;
   wte_f_ = {nullptr, V, d};
   if (view_.Find(name + ".weight") != nullptr) {
-    SC_ASSIGN_OR_RETURN(w, Expect(view_, name + ".weight", DType::kF32,
-                                  {uint32_t(V), uint32_t(d)}));
+    SC_ASSIGN_OR_RETURN(w,
+                        Expect(view_, name + ".weight", DType::kF32, {uint32_t(V), uint32_t(d)}));
     wte_f_.w = reinterpret_cast<const float*>((*w_or)->data);
   }
   if (c.tied_lm_head) {
@@ -218,12 +218,13 @@ absl::Status Model::BuildGpt2(bool need_float) {
   for (int l = 0; l < static_cast<int>(c.n_layer); ++l) {
     const std::string h = absl::StrCat("h.", l, ".");
     BlockWeights& b = blocks_[l];
-    for (auto st : {NormVector(h + "ln_1.weight", &b.norm1_w), NormVector(h + "ln_1.bias", &b.norm1_b),
-                    NormVector(h + "ln_2.weight", &b.norm2_w), NormVector(h + "ln_2.bias", &b.norm2_b),
-                    BuildLinear(h + "attn.c_attn", 3 * d, d, need_float, true, &b.attn_in),
-                    BuildLinear(h + "attn.c_proj", d, d, need_float, true, &b.attn_out),
-                    BuildLinear(h + "mlp.c_fc", F, d, need_float, true, &b.mlp_in),
-                    BuildLinear(h + "mlp.c_proj", d, F, need_float, true, &b.mlp_out)}) {
+    for (auto st :
+         {NormVector(h + "ln_1.weight", &b.norm1_w), NormVector(h + "ln_1.bias", &b.norm1_b),
+          NormVector(h + "ln_2.weight", &b.norm2_w), NormVector(h + "ln_2.bias", &b.norm2_b),
+          BuildLinear(h + "attn.c_attn", 3 * d, d, need_float, true, &b.attn_in),
+          BuildLinear(h + "attn.c_proj", d, d, need_float, true, &b.attn_out),
+          BuildLinear(h + "mlp.c_fc", F, d, need_float, true, &b.mlp_in),
+          BuildLinear(h + "mlp.c_proj", d, F, need_float, true, &b.mlp_out)}) {
       if (!st.ok()) return st;
     }
   }

@@ -50,8 +50,8 @@ struct BlockWeights {
   LinearWeights attn_out;          // GPT-2 attn.c_proj (d, d); Llama o_proj (d, q_dim)
   const float* norm2_w = nullptr;  // (d) ln_2 / post_attention_layernorm
   const float* norm2_b = nullptr;  // (d) or null
-  LinearWeights mlp_in;            // GPT-2 c_fc (d_ff, d); Llama gate_up_proj (2 d_ff, d): gate | up
-  LinearWeights mlp_out;           // GPT-2 mlp.c_proj (d, d_ff); Llama down_proj (d, d_ff)
+  LinearWeights mlp_in;   // GPT-2 c_fc (d_ff, d); Llama gate_up_proj (2 d_ff, d): gate | up
+  LinearWeights mlp_out;  // GPT-2 mlp.c_proj (d, d_ff); Llama down_proj (d, d_ff)
 };
 
 class Model {

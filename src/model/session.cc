@@ -358,7 +358,8 @@ void Session::Attention(int l, const float* q, int ldq, int n, float* att) {
 void Session::ResidualHooks(int l, float* x, int n) {
   const int d = model_.config().n_embd;
   if (l == steering_.layer) {
-    for (int i = 0; i < n; ++i) ops::AddInPlace(x + static_cast<size_t>(i) * d, steering_.add.data(), d);
+    for (int i = 0; i < n; ++i)
+      ops::AddInPlace(x + static_cast<size_t>(i) * d, steering_.add.data(), d);
   }
   if (residual_sum_ != nullptr && l == residual_layer_) {
     for (int i = 0; i < n; ++i) {

@@ -19,7 +19,9 @@ constexpr const char* kLlamaKinds[kLlamaSiteKinds] = {
 
 }  // namespace
 
-const char* SiteKindName(SiteKind kind) { return SiteKindName(Arch::kGpt2, static_cast<int>(kind)); }
+const char* SiteKindName(SiteKind kind) {
+  return SiteKindName(Arch::kGpt2, static_cast<int>(kind));
+}
 
 const char* SiteKindName(Arch arch, int kind) {
   if (arch == Arch::kGpt2) return kind >= 0 && kind < kSiteKinds ? kGpt2Kinds[kind] : "?";
@@ -113,8 +115,8 @@ absl::StatusOr<ParsedSite> ParseSiteName(std::string_view name, int max_layers) 
   for (size_t i = 0; i < digits; ++i) layer = layer * 10 + (s[i] - '0');
   if (layer >= max_layers) {
     return absl::InvalidArgumentError(absl::StrCat("layer name '", std::string(name), "': block ",
-                                                   layer, " does not exist (model has ",
-                                                   max_layers, ")"));
+                                                   layer, " does not exist (model has ", max_layers,
+                                                   ")"));
   }
   const absl::string_view kind = s.substr(digits + 1);
   const int kinds = arch == Arch::kGpt2 ? kSiteKinds : kLlamaSiteKinds;

@@ -15,6 +15,7 @@
 #include "formats/safetensors.h"
 #include "formats/tokenizer.h"
 #include "kernels/kernels.h"
+#include "tools/convert_internal.h"
 #include "util/file_util.h"
 
 namespace selfcond {
@@ -75,8 +76,16 @@ std::string ShapeStr(const std::vector<uint64_t>& s) {
   return absl::StrCat("[", absl::StrJoin(s, ", "), "]");
 }
 
-absl::Status CheckFiniteValues(const std::vector<float>& v, const StTensor& t) {
-  for (size_t i = 0; i < v.size(); ++i) {
+template <typename T>
+absl::Span<const uint8_t> Bytes(const std::vector<T>& v) {
+  return absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(v.data()),
+                                   v.size() * sizeof(T));
+}
+
+}  // namespace
+
+absl::Status CheckFiniteValues(const float* v, size_t n, const StTensor& t) {
+  for (size_t i = 0; i < n; ++i) {
     if (!std::isfinite(v[i])) {
       return absl::InvalidArgumentError(
           absl::StrFormat("tensor '%s' in '%s' has a non-finite value (%g) at element %d", t.name,
@@ -86,20 +95,64 @@ absl::Status CheckFiniteValues(const std::vector<float>& v, const StTensor& t) {
   return absl::OkStatus();
 }
 
-template <typename T>
-absl::Span<const uint8_t> Bytes(const std::vector<T>& v) {
-  return absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(v.data()),
-                                   v.size() * sizeof(T));
+absl::Span<const uint8_t> FloatBytes(const std::vector<float>& v) { return Bytes(v); }
+
+void AddSpecs(const std::string& name, int n, int k, WeightBits bits, bool keep_float,
+              std::vector<ModelFileWriter::Spec>* specs) {
+  const uint32_t un = n, uk = k;
+  if (n == 0) {
+    specs->push_back({name, DType::kF32, {uk}});
+    return;
+  }
+  const uint32_t n_pad = static_cast<uint32_t>(kernels::PaddedRows(n));
+  if (bits == WeightBits::kInt4) {
+    specs->push_back({name + ".q", DType::kI4, {un, uk}});
+    specs->push_back({name + ".scale", DType::kF32, {un}});
+  } else {
+    specs->push_back({name + ".q", DType::kI8Packed, {un, uk}});
+    specs->push_back({name + ".scale", DType::kF32, {n_pad}});
+    specs->push_back({name + ".row_sum", DType::kI32, {n_pad}});
+  }
+  if (keep_float) specs->push_back({name + ".weight", DType::kF32, {un, uk}});
 }
 
-}  // namespace
+absl::Status AppendMatrix(ModelFileWriter* writer, const std::vector<float>& rows, int n, int k,
+                          WeightBits bits, bool keep_float) {
+  if (bits == WeightBits::kInt4) {
+    std::vector<uint8_t> q4(static_cast<size_t>(n) * k / 2, 0);
+    std::vector<float> scale(n, 0.0f);
+    QuantizeInt4(rows.data(), n, k, q4.data(), scale.data());
+    for (auto bytes : {Bytes(q4), Bytes(scale)}) {
+      if (absl::Status s = writer->Append(bytes); !s.ok()) return s;
+    }
+  } else {
+    const int n_pad = kernels::PaddedRows(n);
+    std::vector<int8_t> q(static_cast<size_t>(n_pad) * k, 0);
+    std::vector<float> scale(n_pad, 0.0f);
+    std::vector<int32_t> row_sum(n_pad, 0);
+    kernels::QuantizePackWeights(rows.data(), n, k, q.data(), scale.data(), row_sum.data());
+    for (auto bytes : {Bytes(q), Bytes(scale), Bytes(row_sum)}) {
+      if (absl::Status s = writer->Append(bytes); !s.ok()) return s;
+    }
+  }
+  if (keep_float) return writer->Append(Bytes(rows));
+  return absl::OkStatus();
+}
+
+std::string ModelName(const std::string& hf_dir, const ConvertOptions& opts) {
+  if (!opts.model_name.empty()) return opts.model_name;
+  fs::path p = fs::path(hf_dir);
+  if (!p.has_filename()) p = p.parent_path();
+  return p.filename().string();
+}
 
 absl::StatusOr<ModelConfig> Gpt2ConfigFromHF(const json::Value& c) {
   if (!c.is_object()) return ConfigError("not a JSON object");
   if (const json::Value* mt = c.Find("model_type"); mt != nullptr && !mt->is_null()) {
     if (!mt->is_string() || mt->as_string() != "gpt2") {
-      return ConfigError(absl::StrCat("model_type ", mt->is_string() ? std::string(mt->as_string()) : mt->Dump(),
-                                      " is not supported (only \"gpt2\")"));
+      return ConfigError(
+          absl::StrCat("model_type ", mt->is_string() ? std::string(mt->as_string()) : mt->Dump(),
+                       " is not supported (gpt2, or the Llama family: llama, qwen2, mistral)"));
     }
   }
   ModelConfig cfg;
@@ -223,6 +276,11 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
   if (!config_json.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("'", config_path, "' is not valid JSON: ", config_json.status().message()));
+  }
+  if (const json::Value* mt = config_json->Find("model_type");
+      mt != nullptr && mt->is_string() &&
+      (mt->as_string() == "llama" || mt->as_string() == "qwen2" || mt->as_string() == "mistral")) {
+    return ConvertLlamaCheckpoint(hf_dir, *config_json, out_path, opts, std::move(progress));
   }
   auto config_or = Gpt2ConfigFromHF(*config_json);
   if (!config_or.ok()) {
@@ -378,82 +436,45 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
       specs.push_back({job.out, DType::kF32, shape});
       continue;
     }
-    const uint32_t n =
-        static_cast<uint32_t>(job.kind == Kind::kLinear ? job.hf_shape[1] : job.hf_shape[0]);
-    const uint32_t k =
-        static_cast<uint32_t>(job.kind == Kind::kLinear ? job.hf_shape[0] : job.hf_shape[1]);
-    const uint32_t n_pad = static_cast<uint32_t>(kernels::PaddedRows(static_cast<int>(n)));
-    if (job.kind == Kind::kLinear && opts.weights == WeightBits::kInt4) {
-      if (k % 2 != 0) return absl::InvalidArgumentError("int4 weights need an even n_embd");
-      specs.push_back({job.out + ".q", DType::kI4, {n, k}});
-      specs.push_back({job.out + ".scale", DType::kF32, {n}});
-    } else {
-      specs.push_back({job.out + ".q", DType::kI8Packed, {n, k}});
-      specs.push_back({job.out + ".scale", DType::kF32, {n_pad}});
-      specs.push_back({job.out + ".row_sum", DType::kI32, {n_pad}});
+    const int n = static_cast<int>(job.kind == Kind::kLinear ? job.hf_shape[1] : job.hf_shape[0]);
+    const int k = static_cast<int>(job.kind == Kind::kLinear ? job.hf_shape[0] : job.hf_shape[1]);
+    const WeightBits bits = job.kind == Kind::kLinear ? opts.weights : WeightBits::kInt8;
+    if (bits == WeightBits::kInt4 && k % 2 != 0) {
+      return absl::InvalidArgumentError("int4 weights need an even n_embd");
     }
-    if (opts.keep_float) specs.push_back({job.out + ".weight", DType::kF32, {n, k}});
+    AddSpecs(job.out, n, k, bits, opts.keep_float, &specs);
   }
-  std::string model_name = opts.model_name;
-  if (model_name.empty()) {
-    fs::path p = fs::path(hf_dir);
-    if (!p.has_filename()) p = p.parent_path();
-    model_name = p.filename().string();
-  }
-  auto writer =
-      ModelFileWriter::Create(out_path, cfg, model_name, tokenizer_blob, std::move(specs));
+  auto writer = ModelFileWriter::Create(out_path, cfg, ModelName(hf_dir, opts), tokenizer_blob,
+                                        std::move(specs));
   if (!writer.ok()) return writer.status();
 
   // ---- convert tensor by tensor ---------------------------------------------------
   uint64_t done_elems = 0;
   std::vector<float> w, wt;
-  std::vector<int8_t> q;
-  std::vector<uint8_t> q4;
-  std::vector<float> scale;
-  std::vector<int32_t> row_sum;
   for (const Job& job : jobs) {
     const StTensor& t = *job.tensor;
     w.resize(t.numel());
     if (absl::Status s = ToFloat(t, w.data()); !s.ok()) return s;
-    if (absl::Status s = CheckFiniteValues(w, t); !s.ok()) return s;
+    if (absl::Status s = CheckFiniteValues(w.data(), w.size(), t); !s.ok()) return s;
     if (job.kind == Kind::kCopy) {
       if (absl::Status s = (*writer)->Append(Bytes(w)); !s.ok()) return s;
     } else {
       const std::vector<float>* rows = &w;  // (n, k)
-      int n, k;
+      int n = static_cast<int>(job.hf_shape[0]), k = static_cast<int>(job.hf_shape[1]);
       if (job.kind == Kind::kLinear) {
         // Conv1D [k, n] -> (n, k): each output channel's weights become one row.
-        k = static_cast<int>(job.hf_shape[0]);
-        n = static_cast<int>(job.hf_shape[1]);
+        std::swap(n, k);
         wt.resize(w.size());
         for (int r = 0; r < k; ++r) {
           const float* src = w.data() + static_cast<size_t>(r) * n;
           for (int c = 0; c < n; ++c) wt[static_cast<size_t>(c) * k + r] = src[c];
         }
         rows = &wt;
-      } else {
-        n = static_cast<int>(job.hf_shape[0]);
-        k = static_cast<int>(job.hf_shape[1]);
       }
-      if (job.kind == Kind::kLinear && opts.weights == WeightBits::kInt4) {
-        q4.assign(static_cast<size_t>(n) * k / 2, 0);
-        scale.assign(n, 0.0f);
-        QuantizeInt4(rows->data(), n, k, q4.data(), scale.data());
-        for (auto bytes : {Bytes(q4), Bytes(scale)}) {
-          if (absl::Status s = (*writer)->Append(bytes); !s.ok()) return s;
-        }
-      } else {
-        const int n_pad = kernels::PaddedRows(n);
-        q.assign(static_cast<size_t>(n_pad) * k, 0);
-        scale.assign(n_pad, 0.0f);
-        row_sum.assign(n_pad, 0);
-        kernels::QuantizePackWeights(rows->data(), n, k, q.data(), scale.data(), row_sum.data());
-        for (auto bytes : {Bytes(q), Bytes(scale), Bytes(row_sum)}) {
-          if (absl::Status s = (*writer)->Append(bytes); !s.ok()) return s;
-        }
-      }
-      if (opts.keep_float) {
-        if (absl::Status s = (*writer)->Append(Bytes(*rows)); !s.ok()) return s;
+      const WeightBits bits = job.kind == Kind::kLinear ? opts.weights : WeightBits::kInt8;
+      if (absl::Status s = AppendMatrix(writer->get(), *rows, n, k, bits, opts.keep_float);
+          !s.ok()) {
+        return s;
       }
     }
     done_elems += t.numel();

@@ -1,7 +1,11 @@
-// Hugging Face GPT-2 checkpoint (config.json, *.safetensors, vocab.json, merges.txt) -> selfcond
-// model file (src/formats/model_file.h, docs/model-format.md). Works for the whole GPT-2 family
-// (gpt2, -medium, -large, -xl, distilgpt2) and the demo model: weights in F32 / F16 / BF16, keys
-// with or without the "transformer." prefix, one file or sharded, tied or explicit lm_head.
+// Hugging Face checkpoints -> selfcond model file (src/formats/model_file.h,
+// docs/model-format.md). Weights in F32 / F16 / BF16, one safetensors file or sharded:
+//   - GPT-2 (config.json, vocab.json, merges.txt): the whole family (gpt2, -medium, -large, -xl,
+//     distilgpt2) and the demo model; keys with or without the "transformer." prefix, tied or
+//     explicit lm_head;
+//   - the Llama family (config.json model_type llama, qwen2 or mistral; tokenizer.json):
+//     grouped-query attention, explicit head_dim, llama3 / linear rope scaling, attention and MLP
+//     biases, tied or untied heads (convert_llama.cc).
 #ifndef SELFCOND_CONVERT_H_
 #define SELFCOND_CONVERT_H_
 
@@ -37,6 +41,13 @@ struct ConvertOptions {
 // explicit lm_head differs). activation_function must be gelu_new or gelu_pytorch_tanh; variants
 // selfcond does not implement (cross-attention, unscaled or layer-scaled attention) are errors.
 absl::StatusOr<ModelConfig> Gpt2ConfigFromHF(const json::Value& config);
+// Reads a Llama-family config.json (model_type llama / qwen2 / mistral): hidden_size,
+// intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads (default: heads),
+// head_dim (default hidden_size / heads), rms_norm_eps, rope_theta, rope_scaling (llama3, linear),
+// max_position_embeddings (cut to a shorter sliding window when one is in use),
+// tie_word_embeddings (default false), attention_bias, mlp_bias (Qwen2: q/k/v biases always),
+// eos_token_id (the first of a list). hidden_act must be silu.
+absl::StatusOr<ModelConfig> LlamaConfigFromHF(const json::Value& config);
 
 // "int8" | "int4"
 absl::StatusOr<WeightBits> ParseWeightBits(const std::string& s);
@@ -45,7 +56,8 @@ absl::StatusOr<WeightBits> ParseWeightBits(const std::string& s);
 // scale = max|w| / 7, q = clamp(round(w / scale), -7, 7), stored as q + 8 (DType::kI4 layout).
 void QuantizeInt4(const float* w, int n, int k, uint8_t* q, float* scale);
 
-// Converts the checkpoint in hf_dir to a model file at out_path (written to out_path + ".tmp",
+// Converts the checkpoint in hf_dir (GPT-2 or the Llama family, from config.json's model_type)
+// to a model file at out_path (written to out_path + ".tmp",
 // then renamed: out_path is never left half-written). progress (may be empty) receives the
 // fraction done, 0..1, after each tensor. Errors name the file and tensor at fault: missing or
 // unexpected tensors, shape mismatches, non-finite values, unsupported dtypes or configs.
