@@ -558,7 +558,7 @@ class JsSession {
     go.sampling.top_p = static_cast<float>(NumberOr(opts, "topP", 1.0));
     go.sampling.seed = static_cast<uint64_t>(NumberOr(opts, "seed", 0));
     go.stop_at_eos = BoolOr(opts, "stopAtEos", true);
-    const std::vector<int32_t> ids = m_->model->tokenizer().Encode(prompt);
+    const std::vector<int32_t> ids = PromptTokens(m_->model->tokenizer(), prompt);
     auto gen = Generation::Start(*session_, ids, go);
     if (!gen.ok()) return Error(gen.status());
     gen_ = std::move(*gen);

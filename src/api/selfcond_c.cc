@@ -608,7 +608,7 @@ selfcond_status selfcond_generate(selfcond_session* session, const char* prompt,
     go.sampling.seed = p.seed;
     go.stop_at_eos = p.stop_at_eos != 0;
     selfcond::Session& s = *session->session;
-    const std::vector<int32_t> ids = s.model().tokenizer().Encode(prompt);
+    const std::vector<int32_t> ids = selfcond::PromptTokens(s.model().tokenizer(), prompt);
     auto gen = selfcond::Generation::Start(s, ids, go);
     if (!gen.ok()) return ToC(gen.status());
     selfcond::Generation& g = **gen;

@@ -274,7 +274,7 @@ absl::Status RunGenerate(const Args& args) {
   // then.)
   auto rt = LoadRuntime(args, *threads, -1);
   if (!rt.ok()) return rt.status();
-  const auto ids = rt->model->tokenizer().Encode(*prompt);
+  const auto ids = PromptTokens(rt->model->tokenizer(), *prompt);
   {
     const int want = static_cast<int>(std::min<size_t>(
         rt->model->config().n_ctx, ids.size() + static_cast<size_t>(g.max_new_tokens) + 1));
@@ -329,9 +329,7 @@ absl::Status RunPpl(const Args& args) {
   if (!text.ok()) return text.status();
   auto rt = LoadRuntime(args, *threads);
   if (!rt.ok()) return rt.status();
-  std::vector<int32_t> ids = {rt->model->tokenizer().eos_id()};
-  const auto body = rt->model->tokenizer().Encode(*text);
-  ids.insert(ids.end(), body.begin(), body.end());
+  const std::vector<int32_t> ids = ScoringTokens(rt->model->tokenizer(), *text);
   Progress progress("ppl");
   auto r = Perplexity(*rt->session, ids, [&](float f) { progress.Update(f); });
   if (!r.ok()) return r.status();
@@ -379,17 +377,27 @@ absl::Status RunInspect(const Args& args) {
   std::printf("hash        %s%s\n", (*m)->hash_hex().c_str(),
               lo.verify_hash ? " (verified)" : " (stored; not verified)");
   std::printf("size        %.2f MiB\n", (*m)->file_bytes() / 1048576.0);
+  std::printf("arch        %s (%s), tokenizer %s\n", ArchName(c.arch), FamilyName(c.family),
+              (*m)->tokenizer().kind());
   std::printf(
       "config      n_layer %u, n_embd %u, n_head %u, n_ctx %u, vocab %u, n_inner %u, eps %g, %s LM "
       "head\n",
       c.n_layer, c.n_embd, c.n_head, c.n_ctx, c.vocab_size, c.n_inner, c.layer_norm_eps,
       c.tied_lm_head ? "tied" : "separate");
+  if (c.arch != Arch::kGpt2) {
+    const char* scaling[] = {"none", "llama3", "linear"};
+    std::printf("attention   n_head_kv %u, head_dim %u, rope_theta %g, rope scaling %s%s%s%s\n",
+                c.n_head_kv, c.head_dim, c.rope_theta,
+                scaling[static_cast<uint32_t>(c.rope_scaling) % 3],
+                (c.flags & kQkvBias) ? ", q/k/v bias" : "", (c.flags & kOutBias) ? ", o bias" : "",
+                (c.flags & kMlpBias) ? ", MLP bias" : "");
+  }
   std::printf("parameters  %.2fM\n", params / 1e6);
   std::printf("weights     %s per-channel%s\n",
               (*m)->has_int4() ? "int4 (blocks) + int8 (embedding)" : "int8",
               (*m)->has_float_copies() ? " + float32 copies" : "");
-  std::printf("units       %lld (4 sites x %u blocks)\n", static_cast<long long>(units.num_units()),
-              c.n_layer);
+  std::printf("units       %lld (%d sites x %u blocks)\n", static_cast<long long>(units.num_units()),
+              units.layout().kinds(), c.n_layer);
   std::printf("tensors     %zu\n", (*m)->file().tensors.size());
   if (args.Has("tensors")) {
     for (const auto& t : (*m)->file().tensors) {

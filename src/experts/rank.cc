@@ -27,13 +27,21 @@ absl::StatusOr<std::vector<float>> TraceUnit(Session& session, absl::Span<const 
   return trace;
 }
 
-absl::Status PoolSentence(Session& session, absl::Span<const int32_t> tokens, float* row) {
-  if (tokens.empty()) return absl::InvalidArgumentError("sentence has no tokens");
+absl::Status PoolSentence(Session& session, absl::Span<const int32_t> tokens, float* row,
+                          int skip) {
+  if (skip < 0 || static_cast<size_t>(skip) >= tokens.size()) {
+    return absl::InvalidArgumentError("sentence has no tokens");
+  }
   const int64_t num_units = UnitSpace(session.model().config()).num_units();
   std::fill(row, row + num_units, -std::numeric_limits<float>::infinity());
   session.Reset();
+  if (skip > 0) {
+    if (auto st = session.Forward(tokens.subspan(0, skip), Session::Logits::kNone); !st.ok()) {
+      return st.status();
+    }
+  }
   session.SetCapture(row);
-  auto logits = session.Forward(tokens, Session::Logits::kNone);
+  auto logits = session.Forward(tokens.subspan(skip), Session::Logits::kNone);
   session.SetCapture(nullptr);
   return logits.status();
 }
@@ -125,12 +133,14 @@ absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartImpl(const Model& model, 
     std::vector<std::string>& v = cls == 0 ? dataset.positive : dataset.negative;
     size_t kept = 0;
     for (size_t j = 0; j < v.size(); ++j) {
-      std::vector<int32_t> t = model.tokenizer().Encode(v[j]);
+      const std::vector<int32_t> body = model.tokenizer().Encode(v[j]);
       const int i = static_cast<int>(j) + (cls == 0 ? 0 : n_pos_in);
-      if (t.empty()) {
+      if (body.empty()) {
         return absl::InvalidArgumentError(
             absl::StrCat(SentenceName(i, n_pos_in, labeled), " has no tokens"));
       }
+      std::vector<int32_t> t = model.tokenizer().prefix();  // BOS where the template adds one
+      t.insert(t.end(), body.begin(), body.end());
       if (compat.enabled && t.size() > static_cast<size_t>(compat.seq_len)) {
         ++out.num_dropped;
         continue;
@@ -199,7 +209,8 @@ absl::StatusOr<int> Ranking::Step(int n) {
           opts_.compat.enabled
               ? PoolPaddedSentence(*sessions_[w], tokens_[i], opts_.compat.seq_len,
                                    static_cast<int32_t>(model_.config().eos_token_id), row)
-              : PoolSentence(*sessions_[w], tokens_[i], row);
+              : PoolSentence(*sessions_[w], tokens_[i], row,
+                             static_cast<int>(model_.tokenizer().prefix().size()));
       if (!st.ok()) {
         errors[w] = absl::Status(
             st.code(), absl::StrCat(SentenceName(i, n_pos, labeled_), ": ", st.message()));

@@ -58,7 +58,11 @@ struct RankOptions {
 // Runs one tokenized sentence (at most n_ctx tokens) from position 0 with capture into row
 // ((UnitSpace(config).num_units()) floats, overwritten with the max over the sentence's
 // positions). Resets the session first and leaves capture off. Zero tokens is an error.
-absl::Status PoolSentence(Session& session, absl::Span<const int32_t> tokens, float* row);
+// skip: the first `skip` tokens run without being pooled: the special tokens a tokenizer.json
+// template puts before a text (Llama 3's <|begin_of_text|>) belong to no sentence, and at that
+// position every sentence gives the same responses.
+absl::Status PoolSentence(Session& session, absl::Span<const int32_t> tokens, float* row,
+                          int skip = 0);
 
 // ml-selfcond's pooling: the sentence (1..seq_len tokens) followed by seq_len - n pad tokens
 // that attend to the sentence only (attention_mask 0, Session::ForwardPadding), the max taken

@@ -108,11 +108,16 @@ absl::StatusOr<std::vector<float>> ComputeSteeringVector(const Model& model, con
   auto st = ForEachWorkerSession(model, so, pool, [&](int w, Session& session) {
     std::vector<double> acc(d);
     for (size_t i = w; i < sentences.size(); i += workers) {
+      // The template's prefix (BOS) runs first, outside the mean: it belongs to no sentence.
+      const std::vector<int32_t>& prefix = model.tokenizer().prefix();
       std::vector<int32_t> ids = model.tokenizer().Encode(*sentences[i]);
-      if (ids.size() > c.n_ctx) ids.resize(c.n_ctx);
+      if (ids.size() + prefix.size() > c.n_ctx) ids.resize(c.n_ctx - prefix.size());
       if (ids.empty()) continue;  // ValidateDataset refuses empty sentences; kept for safety
       std::fill(acc.begin(), acc.end(), 0.0);
       session.Reset();
+      if (!prefix.empty()) {
+        if (auto p = session.Forward(prefix, Session::Logits::kNone); !p.ok()) return p.status();
+      }
       session.SetResidualCapture(layer, acc.data());
       auto fwd = session.Forward(ids, Session::Logits::kNone);
       session.SetResidualCapture(-1, nullptr);
@@ -151,6 +156,20 @@ double SteeringNorm(absl::Span<const float> vector) {
   return std::sqrt(sq);
 }
 
+std::vector<int32_t> WordTokens(const Tokenizer& tokenizer, const std::string& form) {
+  // GPT-2's byte-level BPE encodes " word" on its own exactly as inside a text. A
+  // SentencePiece-style tokenizer.json would not (it prepends "▁" to the whole text): the form's
+  // tokens there are those "a" + form adds to "a" alone.
+  if (std::string_view(tokenizer.kind()) == "gpt2-bpe") return tokenizer.Encode(form);
+  const std::vector<int32_t> anchor = tokenizer.Encode("a");
+  std::vector<int32_t> ids = tokenizer.Encode("a" + form);
+  if (ids.size() <= anchor.size() || !std::equal(anchor.begin(), anchor.end(), ids.begin())) {
+    return {};  // the form merged with the anchor: no stand-alone token sequence
+  }
+  ids.erase(ids.begin(), ids.begin() + anchor.size());
+  return ids;
+}
+
 std::vector<std::pair<int32_t, float>> WordLogitBias(const Tokenizer& tokenizer,
                                                      absl::Span<const ConceptWord> words,
                                                      float beta) {
@@ -160,7 +179,7 @@ std::vector<std::pair<int32_t, float>> WordLogitBias(const Tokenizer& tokenizer,
     std::string cap = w.word;
     if (!cap.empty()) cap[0] = absl::ascii_toupper(static_cast<unsigned char>(cap[0]));
     for (const std::string& form : {" " + w.word, " " + cap}) {
-      const auto ids = tokenizer.Encode(form);
+      const auto ids = WordTokens(tokenizer, form);
       if (ids.size() == 1 && seen.insert(ids[0]).second) out.push_back({ids[0], beta});
     }
   }

@@ -59,6 +59,10 @@ Session::Steering ScaledSteering(int layer, absl::Span<const float> vector, doub
 // The L2 norm of a steering vector (reported beside alpha, which multiplies it unnormalized).
 double SteeringNorm(absl::Span<const float> vector);
 
+// The tokens of a form like " word" as they appear inside a text (what a logit bias must
+// target).
+std::vector<int32_t> WordTokens(const Tokenizer& tokenizer, const std::string& form);
+
 // The logit bias of a word list: for each word, the tokens " word" and " Word" (GPT-2's forms
 // after a space) that are single tokens, each biased by beta. Words with no single-token form are
 // skipped (biasing the first piece of a multi-token word produces fragments).

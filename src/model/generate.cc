@@ -166,7 +166,8 @@ absl::StatusOr<Generation::Step> Generation::Next() {
   }
   const Tokenizer& tok = session_.model().tokenizer();
   const int32_t next = sampler_.Sample(logits_);
-  if (opts_.stop_at_eos && next == tok.eos_id()) {
+  const std::vector<int32_t>& eos = tok.eos_ids();  // Llama 3 instruct has three
+  if (opts_.stop_at_eos && std::find(eos.begin(), eos.end(), next) != eos.end()) {
     Finish(GenerateResult::Stop::kEos, &out.text);
     return out;
   }
@@ -188,6 +189,21 @@ absl::StatusOr<Generation::Step> Generation::Next() {
     logits_ = *logits;
   }
   return out;
+}
+
+std::vector<int32_t> PromptTokens(const Tokenizer& tokenizer, std::string_view prompt) {
+  std::vector<int32_t> ids = tokenizer.prefix();
+  const std::vector<int32_t> body = tokenizer.Encode(prompt);
+  ids.insert(ids.end(), body.begin(), body.end());
+  return ids;
+}
+
+std::vector<int32_t> ScoringTokens(const Tokenizer& tokenizer, std::string_view text) {
+  std::vector<int32_t> ids = tokenizer.prefix();
+  if (ids.empty() && tokenizer.eos_id() >= 0) ids.push_back(tokenizer.eos_id());
+  const std::vector<int32_t> body = tokenizer.Encode(text);
+  ids.insert(ids.end(), body.begin(), body.end());
+  return ids;
 }
 
 absl::StatusOr<GenerateResult> Generate(Session& session, absl::Span<const int32_t> prompt,

@@ -111,6 +111,15 @@ class Generation {
 absl::StatusOr<GenerateResult> Generate(Session& session, absl::Span<const int32_t> prompt,
                                         const GenerateOptions& opts, const OnText& on_text);
 
+// The tokens a model is given for a prompt: the tokenizer's template prefix (Llama 3's
+// <|begin_of_text|>, Llama 2's <s>; nothing for GPT-2) then the text's tokens. The one place
+// every frontend turns a prompt into tokens.
+std::vector<int32_t> PromptTokens(const Tokenizer& tokenizer, std::string_view prompt);
+// The tokens perplexity scores a text with: the template prefix, or for a tokenizer without one
+// (GPT-2) its end-of-text token as a start, then the text's tokens (each text token is then
+// predicted, the first one included).
+std::vector<int32_t> ScoringTokens(const Tokenizer& tokenizer, std::string_view text);
+
 // Perplexity of a token sequence under the session's model (windows of n_ctx tokens, each
 // window scored from scratch, as `selfcond ppl`). Returns exp(mean NLL) over predicted tokens.
 struct PerplexityResult {
