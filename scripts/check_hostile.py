@@ -92,6 +92,217 @@ def write_checkpoint(d, shared_model, n_layer, n_embd, n_ctx, header_pad=0):
     write_safetensors(os.path.join(d, "model.safetensors"), t, header_pad)
 
 
+def rehash_model(data):
+    """A model file's bytes with its content hash recomputed (header offset 24, 32 bytes)."""
+    import hashlib
+    b = bytearray(data)
+    b[24:56] = bytes(32)
+    b[24:56] = hashlib.sha256(bytes(b)).digest()
+    return bytes(b)
+
+
+def round_two(cli, work, shared, demo_model, demo_table, limit, case, failures):
+    """Issue 22's findings, one check each (numbered as in the issue)."""
+    small = os.path.join(shared, "concepts", "football_small.json")
+    rank_small = [cli, "rank", "--model", demo_model, "--no-verify", "--threads", "1",
+                  "--concept", small]
+    gen = [cli, "generate", "--model", demo_model, "--prompt", "The", "--max-tokens", "2",
+           "--no-verify"]
+
+    def check(name, ok, detail=""):
+        print(json.dumps({"case": name, "ok": bool(ok), "detail": detail[:300]}))
+        if not ok:
+            failures.append(name)
+            print(f"FAIL {name}: {detail}", file=sys.stderr)
+
+    def quick(cmd, timeout=60, **kw):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+            return r.returncode, r.stderr
+        except subprocess.TimeoutExpired:
+            return "timeout", ""
+
+    # 1. An output that exists and is not a regular file is refused, and left as it was.
+    devdir = os.path.join(work, "dev")
+    os.makedirs(devdir, exist_ok=True)
+    null = os.path.join(devdir, "null")
+    if not os.path.exists(null):
+        try:
+            os.mknod(null, 0o666 | 0o020000, os.makedev(1, 3))
+        except PermissionError:
+            null = "/dev/null"  # not root: the real one (it will not be touched)
+    code, err = quick(rank_small + ["--out", null])
+    import stat as stat_mod
+    check("out-char-device", code == 1 and "not a regular file" in err and
+          stat_mod.S_ISCHR(os.stat(null).st_mode), f"exit {code}: {err.strip()[-200:]}")
+    code, err = quick(rank_small + ["--out", "/dev/full"])
+    check("out-dev-full", code == 1 and "not a regular file" in err, f"exit {code}: {err[-200:]}")
+
+    # 2. A symlink planted at the old predictable temporary name (OUT.tmp.PID) is not followed.
+    victim = os.path.join(work, "victim.txt")
+    with open(victim, "w") as f:
+        f.write("precious")
+    out = os.path.join(work, "planted.json")
+    code, err = quick(["bash", "-c", f'ln -sf "{victim}" "{out}.tmp.$$"; exec "$@"', "x"] +
+                      rank_small + ["--out", out])
+    with open(victim) as f:
+        intact = f.read() == "precious"
+    check("out-planted-symlink", code == 0 and intact and os.path.isfile(out) and
+          not os.path.islink(out), f"exit {code}, victim intact {intact}: {err[-200:]}")
+    for n in os.listdir(work):
+        if n.startswith("planted.json.tmp."):
+            os.remove(os.path.join(work, n))
+
+    # 3. A FIFO at that name does not hang the command.
+    out = os.path.join(work, "fifo-out.json")
+    code, err = quick(["bash", "-c", f'mkfifo "{out}.tmp.$$"; exec "$@"', "x"] + rank_small +
+                      ["--out", out], timeout=120)
+    check("out-planted-fifo", code == 0 and os.path.isfile(out), f"exit {code}: {err[-200:]}")
+    for n in os.listdir(work):
+        if n.startswith("fifo-out.json.tmp."):
+            os.remove(os.path.join(work, n))
+
+    # 4. Over `ulimit -f` the write fails with an error (EFBIG), cleans up, keeps the old file.
+    out = os.path.join(work, "fsize.json")
+    shutil.copy(demo_table, out)
+    with open(out, "rb") as f:
+        old = f.read()
+
+    def fsize():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    try:
+        r = subprocess.run(rank_small + ["--out", out], capture_output=True, text=True,
+                           timeout=120, preexec_fn=fsize)
+        code, err = r.returncode, r.stderr
+    except subprocess.TimeoutExpired:
+        code, err = "timeout", ""
+    with open(out, "rb") as f:
+        same = f.read() == old
+    left = [n for n in os.listdir(work) if n.startswith("fsize.json.tmp.")]
+    check("out-ulimit-f", code == 1 and same and not left and "too large" in err.lower(),
+          f"exit {code}, old kept {same}, temporaries {left}: {err[-200:]}")
+
+    # 5. A CSV and an expertise_info.json of another ranking: the pair is never mixed (the
+    # sidecar names its CSV by hash); the CSV alone is an unhashed table, refused as such.
+    d1, d2 = os.path.join(work, "pair1"), os.path.join(work, "pair2")
+    for d in (d1, d2):
+        os.makedirs(d, exist_ok=True)
+    man = os.path.join(shared, "concepts", "man.json")
+    quick(rank_small + ["--out", os.path.join(d1, "expertise.csv")], timeout=300)
+    quick([cli, "rank", "--model", demo_model, "--no-verify", "--concept", man, "--max-sentences",
+           "20", "--out", os.path.join(d2, "expertise.csv")], timeout=300)
+    code, err = quick(gen + ["--experts", os.path.join(d1, "expertise.csv") + ":5"])
+    check("csv-pair-own", code == 0, f"exit {code}: {err[-200:]}")
+    shutil.copy(os.path.join(d2, "expertise_info.json"), os.path.join(d1, "expertise_info.json"))
+    code, err = quick(gen + ["--experts", os.path.join(d1, "expertise.csv") + ":5"])
+    check("csv-pair-mixed", code == 1 and "another expertise.csv" in err and
+          "no model_hash" in err, f"exit {code}: {err[-300:]}")
+
+    # 6. A FIFO as the model fails at once.
+    fifo = os.path.join(work, "model.fifo")
+    if not os.path.exists(fifo):
+        os.mkfifo(fifo)
+    code, err = quick([cli, "generate", "--model", fifo, "--prompt", "x"], timeout=30)
+    check("model-fifo", code == 1 and "not a regular file" in err, f"exit {code}: {err[-200:]}")
+
+    # 7. Tables that are not tables, and CSV bombs: refused in memory bounded by the input.
+    base_gen = gen + ["--experts", demo_table + ":5"]
+    bombs = {
+        "csv-empty-rows-9mb": b"ap,layer,unit\n" + b",,\n" * (3 * MIB),
+        "csv-row-of-commas-50mb": b"ap,layer,unit\n" + b"," * (50 * MIB),
+        "json-array-20mb": b"[" + b"1," * (10 * MIB) + b"1]",
+        "bom-nul-208mb": b"\xef\xbb\xbf" + b"\0" * (208 * MIB),
+    }
+    for name, data in bombs.items():
+        path = os.path.join(work, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        expect = "expected" if name in ("json-array-20mb", "bom-nul-208mb") else "csv"
+        case(name, gen + ["--experts", path + ":5"], len(data), base_gen, expect)
+        os.remove(path)
+
+    # 8. A header asking for 2^20 layers (hash recomputed): refused before allocating them.
+    with open(demo_model, "rb") as f:
+        m = bytearray(f.read())
+    struct.pack_into("<I", m, 56, 1 << 20)
+    hostile = os.path.join(work, "million-layers.scm")
+    with open(hostile, "wb") as f:
+        f.write(rehash_model(m))
+    case("model-million-layers", [cli, "generate", "--model", hostile, "--prompt", "x"],
+         0, [cli, "generate", "--model", demo_model, "--prompt", "x", "--max-tokens", "1"],
+         "layers")
+
+    # 9. Non-finite activations: a huge steering strength, a table with on_p50 = 3e38.
+    code, err = quick(gen + ["--steer", f"{small}:3:3e38"], timeout=120)
+    check("steer-3e38", code == 1 and "finite" in err, f"exit {code}: {err[-200:]}")
+    with open(demo_table) as f:
+        t = json.load(f)
+    t["units"]["on_p50"][0] = 3e38
+    huge = os.path.join(work, "huge-forcing.json")
+    with open(huge, "w") as f:
+        json.dump(t, f)
+    code, err = quick(gen + ["--experts", huge + ":5"])
+    check("forcing-3e38", code == 1 and "forcing" in err, f"exit {code}: {err[-200:]}")
+
+    # 10. Silent no-ops: a logit bias of no words, identical classes, a count that lies, a
+    # stored-responses file with reserved bytes set.
+    tiny = os.path.join(work, "no-words.json")
+    with open(tiny, "w") as f:
+        json.dump({"concept": "q", "sentences": {"positive": ["a b.", "c d.", "e f."],
+                                                 "negative": ["g h.", "i j.", "k l."]}}, f)
+    code, err = quick(gen + ["--bias", tiny + ":4"])
+    check("bias-no-words", code == 1 and "no concept words" in err, f"exit {code}: {err[-200:]}")
+    same = os.path.join(work, "same-classes.json")
+    sent = ["The match was won.", "A goal in the end.", "Fans cheered."]
+    with open(same, "w") as f:
+        json.dump({"concept": "s", "sentences": {"positive": sent, "negative": sent[::-1]}}, f)
+    code, err = quick([cli, "rank", "--model", demo_model, "--no-verify", "--concept", same,
+                       "--out", os.path.join(work, "same.json")])
+    check("rank-identical-classes", code == 1 and "the same" in err, f"exit {code}: {err[-200:]}")
+    t = json.load(open(demo_table))
+    t["units"]["count"] = t["units"]["count"] + 5
+    lying = os.path.join(work, "lying-count.json")
+    with open(lying, "w") as f:
+        json.dump(t, f)
+    code, err = quick(gen + ["--experts", lying + ":5"])
+    check("table-count-mismatch", code == 1 and "units.count" in err, f"exit {code}: {err[-200:]}")
+    scr = os.path.join(work, "r.scr")
+    quick([cli, "responses", "--model", demo_model, "--no-verify", "--concept", small,
+           "--max-sentences", "3", "--out", scr], timeout=300)
+    with open(scr, "rb") as f:
+        b = bytearray(f.read())
+    b[120] = 7
+    bad_scr = os.path.join(work, "reserved.scr")
+    with open(bad_scr, "wb") as f:
+        f.write(b)
+    rank_scr = [cli, "rank", "--model", demo_model, "--no-verify", "--concept", small, "--out",
+                os.path.join(work, "scr.json")]
+    code, err = quick(rank_scr + ["--responses", bad_scr])
+    check("scr-reserved-bytes", code == 1 and "reserved" in err, f"exit {code}: {err[-200:]}")
+
+    # 11. Messages that name the argument and the expected form.
+    code, err = quick(gen + ["--experts", demo_table + ":abc"])
+    check("msg-experts-k", code == 1 and "not a number of units" in err, err[-200:])
+    code, err = quick(gen + ["--top-k", "99999999999"])
+    check("msg-top-k-range", code == 1 and "must be in" in err, err[-200:])
+    arr = os.path.join(work, "array-dataset.json")
+    with open(arr, "w") as f:
+        f.write('["a", "b"]')
+    code, err = quick([cli, "rank", "--model", demo_model, "--no-verify", "--concept", arr,
+                       "--out", os.path.join(work, "arr.json")])
+    check("msg-json-array-dataset", code == 1 and "JSON array is not a concept dataset" in err,
+          err[-200:])
+    code, err = quick(rank_small + ["--out", os.path.join(work, "mem.json"), "--max-memory", "1"])
+    check("msg-rank-memory", code == 1 and "memory budget" in err and "--max-memory" in err,
+          err[-200:])
+    cut = os.path.join(work, "cut.scr")
+    with open(cut, "wb") as f:
+        f.write(bytes(b[:100]))
+    code, err = quick(rank_scr + ["--responses", cut])
+    check("msg-scr-truncated-header", code == 1 and "truncated" in err, err[-200:])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cli")
@@ -247,6 +458,8 @@ def main():
     if bad:
         failures.append("kill-rank-out")
         print("FAIL kill-rank-out: " + "; ".join(bad), file=sys.stderr)
+
+    round_two(cli, work, args.shared, demo_model, demo_table, limit, case, failures)
 
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -36,6 +36,10 @@ nice cmake --build "$BUILD" -j"$JOBS" --target selfcond selfcond_tests selfcond_
 # LD_LIBRARY_PATH puts the cross libc (the one we link against) first, so loader and libc match;
 # Abseil still comes from the multiarch packages. docs/kernels.md ("ARM64") has the diagnosis.
 ARM_LIBS=/usr/aarch64-linux-gnu/lib
+# The reference data the x86 build made (tokenizer vectors, llama.cpp's logits of the Llama
+# family): the suite under qemu compares with the same files.
+export SELFCOND_TOKENIZER_VECTORS=${SELFCOND_TOKENIZER_VECTORS:-$ROOT/build/release/test-tokenizers}
+export SELFCOND_LLAMA_REF=${SELFCOND_LLAMA_REF:-$ROOT/build/release/test-llama}
 QEMU_TIMEOUT=${SELFCOND_QEMU_TIMEOUT:-1800}  # a hang fails the stage instead of stalling CI
 arm_cpu() {  # arm_cpu CPUINFO QEMU_CPU PROGRAM ARGS...
   local cpuinfo=$1 cpu=$2

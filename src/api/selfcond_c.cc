@@ -570,8 +570,10 @@ selfcond_status selfcond_concept_logit_bias(const selfcond_model* model,
     if (capacity > 0 && (tokens == nullptr || bias == nullptr))
       return Invalid("tokens or bias is NULL");
     if (max_words < 1) return Invalid("max_words must be >= 1");
-    const auto words = selfcond::ConceptWords(dataset->dataset, max_words);
-    const auto pairs = selfcond::WordLogitBias(model->model->tokenizer(), words, beta);
+    auto pairs_or = selfcond::ConceptLogitBias(model->model->tokenizer(), dataset->dataset,
+                                               max_words, beta);
+    if (!pairs_or.ok()) return ToC(pairs_or.status());
+    const auto& pairs = *pairs_or;
     *n_out = pairs.size();
     for (size_t i = 0; i < pairs.size() && i < capacity; ++i) {
       tokens[i] = pairs[i].first;

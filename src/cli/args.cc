@@ -91,6 +91,11 @@ absl::StatusOr<int> Args::GetInt(const std::string& name, int def, int lo, int h
   if (!Has(name)) return def;
   int v;
   if (!absl::SimpleAtoi(Get(name), &v)) {
+    int64_t wide;
+    if (absl::SimpleAtoi(Get(name), &wide)) {  // an integer, just too large for the option
+      return absl::OutOfRangeError(
+          absl::StrCat("--", name, " must be in [", lo, ", ", hi, "], got ", Get(name)));
+    }
     return absl::InvalidArgumentError(
         absl::StrCat("--", name, ": '", Get(name), "' is not an integer"));
   }

@@ -1,4 +1,6 @@
 // selfcond rank, and the --experts option of generate.
+#include <sys/stat.h>
+
 #include <cstdio>
 
 #include "absl/strings/numbers.h"
@@ -95,7 +97,20 @@ absl::StatusOr<Forcing> BuildForcingFromArgs(const Model& model,
       }
     }
     auto t = LoadExpertTable(path);
-    if (!t.ok()) return t.status();  // names the path
+    if (!t.ok()) {
+      // "T:abc": a K that is not a number (no file is named that way, the table T is).
+      const size_t colon = path.rfind(':');
+      if (t.status().code() == absl::StatusCode::kNotFound && colon != std::string::npos) {
+        struct stat st;
+        if (::stat(path.substr(0, colon).c_str(), &st) == 0) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "--experts ", specs[i], ": '", path.substr(colon + 1),
+              "' is not a number of units (expected TABLE:K with K an integer >= 0, or "
+              "TABLE:auto)"));
+        }
+      }
+      return t.status();  // names the path
+    }
     if (auto st = CheckCompatible(*t, model, allow_unhashed); !st.ok()) {
       return absl::Status(st.code(), absl::StrCat("expert table ", path, ": ", st.message()));
     }
@@ -144,7 +159,10 @@ const CommandSpec& RankSpec() {
             "use at most N sentences per class: the first N (default: all);\n"
             "with --compat, a seeded random N (default 1000)"},
            {"compat", "MODE", "ml-selfcond: pad to 128 tokens, drop longer, seeded subset"},
-           {"top", "N", "store only the N best units (default: all)"}}),
+           {"top", "N", "store only the N best units (default: all)"},
+           {"max-memory", "MIB",
+            "memory the pooled responses (sentences x units x 4 bytes) may take (default:\n"
+            "half the machine's memory)"}}),
       0,
       0};
   return s;
@@ -330,6 +348,9 @@ absl::Status RunRank(const Args& args) {
   const Model& model = *rt->model;
   RankOptions& ro = rt->options;
   ro.top_n = *top;
+  auto max_memory = args.GetInt("max-memory", 0, 1, 1 << 30);
+  if (!max_memory.ok()) return max_memory.status();
+  ro.max_memory = static_cast<size_t>(*max_memory) << 20;
   if (compat) {
     ro.compat.enabled = true;
     if (*max_sentences > 0) ro.compat.per_class = *max_sentences;
@@ -378,10 +399,15 @@ absl::Status RunRank(const Args& args) {
     }
     const std::string& out = outs[i];
     const bool csv = IsCsv(out);
-    absl::Status st = csv ? WriteFile(out, ExportExpertiseCsv(table)) : SaveExpertTable(table, out);
+    const std::string csv_text = csv ? ExportExpertiseCsv(table) : std::string();
+    absl::Status st = csv ? WriteFile(out, csv_text) : SaveExpertTable(table, out);
     if (!st.ok()) return st;
     if (!info_paths[i].empty()) {
-      if (st = WriteFile(info_paths[i], ExportExpertiseInfoJson(table)); !st.ok()) return st;
+      // Written after the CSV and tied to it by its hash: a reader that finds a sidecar of
+      // another (or older) CSV beside it ignores that sidecar instead of mixing the two.
+      if (st = WriteFile(info_paths[i], ExportExpertiseInfoJson(table, csv_text)); !st.ok()) {
+        return st;
+      }
     }
     std::printf("concept %s: %d positive, %d negative sentences%s; wrote %s%s%s\n",
                 d.concept.c_str(), table.num_positive, table.num_negative,

@@ -236,8 +236,11 @@ absl::Status ApplyConditioning(const Args& args, Runtime& rt) {
     if (!spec.ok()) return spec.status();
     auto ds = LoadDataset(spec->first);
     if (!ds.ok()) return ds.status();
-    const auto words = ConceptWords(*ds);
-    auto bias = WordLogitBias(rt.model->tokenizer(), words, static_cast<float>(spec->second[0]));
+    std::vector<ConceptWord> words;
+    auto bias_or = ConceptLogitBias(rt.model->tokenizer(), *ds, 20,
+                                    static_cast<float>(spec->second[0]), &words);
+    if (!bias_or.ok()) return bias_or.status();
+    auto bias = std::move(*bias_or);
     std::vector<std::string> names;
     for (const auto& w : words) names.push_back(w.word);
     std::fprintf(stderr, "logit bias: %+g on %zu tokens of: %s\n", spec->second[0], bias.size(),
@@ -396,8 +399,8 @@ absl::Status RunInspect(const Args& args) {
   std::printf("weights     %s per-channel%s\n",
               (*m)->has_int4() ? "int4 (blocks) + int8 (embedding)" : "int8",
               (*m)->has_float_copies() ? " + float32 copies" : "");
-  std::printf("units       %lld (%d sites x %u blocks)\n", static_cast<long long>(units.num_units()),
-              units.layout().kinds(), c.n_layer);
+  std::printf("units       %lld (%d sites x %u blocks)\n",
+              static_cast<long long>(units.num_units()), units.layout().kinds(), c.n_layer);
   std::printf("tensors     %zu\n", (*m)->file().tensors.size());
   if (args.Has("tensors")) {
     for (const auto& t : (*m)->file().tensors) {

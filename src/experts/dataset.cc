@@ -1,5 +1,6 @@
 #include "experts/dataset.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -158,6 +159,18 @@ absl::Status ValidateDataset(const Dataset& ds) {
       }
     }
   }
+  // The same sentences on both sides separate nothing: every unit would get AP 0.5.
+  if (ds.positive.size() == ds.negative.size()) {
+    std::vector<std::string_view> p(ds.positive.begin(), ds.positive.end());
+    std::vector<std::string_view> n(ds.negative.begin(), ds.negative.end());
+    std::sort(p.begin(), p.end());
+    std::sort(n.begin(), n.end());
+    if (p == n) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the positive and negative sentences are the same ", p.size(),
+          " sentences: nothing tells the concept apart (every unit would get AP 0.5)"));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -293,6 +306,13 @@ absl::StatusOr<Dataset> LoadDataset(const std::string& path, const DatasetOption
   if (!text.ok()) return text.status();
   size_t i = 0;
   while (i < text->size() && absl::ascii_isspace(static_cast<unsigned char>((*text)[i]))) ++i;
+  if (i < text->size() && (*text)[i] == '[') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path,
+        ": a JSON array is not a concept dataset: expected ml-selfcond's JSON object "
+        "{\"concept\": ..., \"sentences\": {\"positive\": [...], \"negative\": [...]}} or "
+        "lines starting with \"+ \" (positive) and \"- \" (negative)"));
+  }
   absl::StatusOr<Dataset> ds = (i < text->size() && (*text)[i] == '{')
                                    ? ParseConceptJson(*text, opts)
                                    : ParseLabeledLines(*text, FileStem(path), opts);

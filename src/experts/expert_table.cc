@@ -18,6 +18,7 @@
 #include "model/model.h"
 #include "util/file_util.h"
 #include "util/json.h"
+#include "util/sha256.h"
 
 namespace selfcond {
 namespace {
@@ -119,74 +120,92 @@ std::string CsvField(std::string_view s) {
   return out;
 }
 
-// RFC 4180 records (quoted fields may hold commas, quotes doubled, newlines). Returns the line
-// number of a broken record in the error.
-absl::StatusOr<std::vector<std::vector<std::string>>> ParseCsv(std::string_view text) {
-  std::vector<std::vector<std::string>> rows;
-  std::vector<std::string> row;
-  std::string field;
-  size_t i = 0;
-  int line = 1;
-  bool any = false;  // the current record has content
-  while (i < text.size()) {
-    char c = text[i];
-    if (c == '"' && field.empty()) {
-      int start_line = line;
-      ++i;
-      for (;;) {
-        if (i >= text.size()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("CSV: unterminated quoted field starting on line ", start_line));
-        }
-        if (text[i] == '"') {
-          if (i + 1 < text.size() && text[i + 1] == '"') {
-            field += '"';
-            i += 2;
-            continue;
+// RFC 4180 records (quoted fields may hold commas, quotes doubled, newlines), one at a time:
+// memory is one record, and a record with more fields than max_fields is an error as soon as it
+// is seen (a 50 MB row of commas costs nothing). Errors name the line.
+class CsvReader {
+ public:
+  explicit CsvReader(std::string_view text) : text_(text) {}
+  int line() const { return line_; }
+  // The next non-empty record into *fields (false at the end of the text).
+  absl::StatusOr<bool> Next(std::vector<std::string>* fields, size_t max_fields) {
+    fields->clear();
+    std::string field;
+    bool any = false;  // the current record has content
+    auto push = [&]() -> absl::Status {
+      if (fields->size() >= max_fields) {
+        return absl::InvalidArgumentError(absl::StrCat("CSV: line ", line_, " has more than ",
+                                                       max_fields, " fields (the header has ",
+                                                       max_fields, ")"));
+      }
+      fields->push_back(std::move(field));
+      field.clear();
+      return absl::OkStatus();
+    };
+    while (i_ < text_.size()) {
+      const char c = text_[i_];
+      if (c == '"' && field.empty()) {
+        const int start_line = line_;
+        ++i_;
+        for (;;) {
+          if (i_ >= text_.size()) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("CSV: unterminated quoted field starting on line ", start_line));
           }
-          ++i;
-          break;
+          if (text_[i_] == '"') {
+            if (i_ + 1 < text_.size() && text_[i_ + 1] == '"') {
+              field += '"';
+              i_ += 2;
+              continue;
+            }
+            ++i_;
+            break;
+          }
+          if (text_[i_] == '\n') ++line_;
+          field += text_[i_++];
         }
-        if (text[i] == '\n') ++line;
-        field += text[i++];
+        any = true;
+        if (i_ < text_.size() && text_[i_] != ',' && text_[i_] != '\n' && text_[i_] != '\r') {
+          return absl::InvalidArgumentError(
+              absl::StrCat("CSV: unexpected character after a quoted field on line ", line_));
+        }
+        continue;
       }
+      if (c == ',') {
+        if (auto st = push(); !st.ok()) return st;
+        any = true;
+        ++i_;
+        continue;
+      }
+      if (c == '\r' || c == '\n') {
+        if (c == '\r' && i_ + 1 < text_.size() && text_[i_ + 1] == '\n') ++i_;
+        ++i_;
+        ++line_;
+        if (any || !field.empty()) {
+          if (auto st = push(); !st.ok()) return st;
+          return true;
+        }
+        continue;  // an empty line
+      }
+      field += c;
       any = true;
-      if (i < text.size() && text[i] != ',' && text[i] != '\n' && text[i] != '\r') {
-        return absl::InvalidArgumentError(
-            absl::StrCat("CSV: unexpected character after a quoted field on line ", line));
-      }
-      continue;
+      ++i_;
     }
-    if (c == ',') {
-      row.push_back(std::move(field));
-      field.clear();
-      any = true;
-      ++i;
-      continue;
+    if (any || !field.empty()) {
+      if (auto st = push(); !st.ok()) return st;
+      return true;
     }
-    if (c == '\r' || c == '\n') {
-      if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
-      ++i;
-      ++line;
-      if (any || !field.empty()) {
-        row.push_back(std::move(field));
-        rows.push_back(std::move(row));
-      }
-      row.clear();
-      field.clear();
-      any = false;
-      continue;
-    }
-    field += c;
-    any = true;
-    ++i;
+    return false;
   }
-  if (any || !field.empty()) {
-    row.push_back(std::move(field));
-    rows.push_back(std::move(row));
-  }
-  return rows;
-}
+
+ private:
+  std::string_view text_;
+  size_t i_ = 0;
+  int line_ = 1;
+};
+
+// Column names and counts of an expertise.csv header: at most this many columns.
+constexpr size_t kMaxCsvColumns = 64;
 
 absl::StatusOr<float> CsvFloat(const std::string& s, std::string_view col, size_t row) {
   absl::string_view v = absl::StripAsciiWhitespace(s);
@@ -468,6 +487,13 @@ absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text) {
   size_t n = static_cast<size_t>(-1);
   auto site = Column(*units, "site", true, &n);
   if (!site.ok()) return site.status();
+  if (const json::Value* count = units->Find("count"); count != nullptr) {
+    if (!count->is_number() || count->as_number() != static_cast<double>(n)) {
+      return absl::InvalidArgumentError(absl::StrCat("expert table: \"units.count\" is ",
+                                                     count->Dump(), " but the columns have ", n,
+                                                     " entries"));
+    }
+  }
   auto unit = Column(*units, "unit", true, &n);
   if (!unit.ok()) return unit.status();
   auto ap = Column(*units, "ap", true, &n);
@@ -569,7 +595,13 @@ std::string ExportExpertiseCsv(const ExpertTable& t) {
   return out;
 }
 
-std::string ExportExpertiseInfoJson(const ExpertTable& t) {
+std::string CsvSha256(std::string_view csv) {
+  const auto d = Sha256::Hash(
+      absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(csv.data()), csv.size()));
+  return HexLower(d);
+}
+
+std::string ExportExpertiseInfoJson(const ExpertTable& t, std::string_view csv_text) {
   // Layer names: the unit space's sites (or those present), sorted as strings.
   int max_site = 0;
   for (const auto& u : t.units) max_site = std::max(max_site, u.site);
@@ -614,18 +646,30 @@ std::string ExportExpertiseInfoJson(const ExpertTable& t) {
     std::snprintf(key, sizeof(key), "%0.5f", thr);
     absl::StrAppend(&out, i ? "," : "", "\n        \"", key, "\": ", above);
   }
-  out += "\n    }\n}";
+  out += "\n    }";
+  // selfcond's own fields, ignored by ml-selfcond: what the CSV cannot say (the model it was
+  // ranked on), tied to that exact CSV by its hash so a reader never pairs it with another.
+  if (!csv_text.empty()) {
+    absl::StrAppend(
+        &out, ",\n    \"selfcond\": {\n        \"csv_sha256\": ", json::Quote(CsvSha256(csv_text)),
+        ",\n        \"model_hash\": ", json::Quote(t.model_hash),
+        ",\n        \"model_name\": ", json::Quote(t.model_name),
+        ",\n        \"precision\": ", json::Quote(t.precision),
+        ",\n        \"num_positive\": ", t.num_positive,
+        ",\n        \"num_negative\": ", t.num_negative, "\n    }");
+  }
+  out += "\n}";
   return out;
 }
 
 absl::StatusOr<ExpertTable> ImportExpertiseCsv(std::string_view text) {
-  auto rows_or = ParseCsv(text);
-  if (!rows_or.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("expertise.csv: ", rows_or.status().message()));
+  CsvReader reader(text);
+  std::vector<std::string> header;
+  auto got = reader.Next(&header, kMaxCsvColumns);
+  if (!got.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("expertise.csv: ", got.status().message()));
   }
-  const auto& rows = *rows_or;
-  if (rows.empty()) return absl::InvalidArgumentError("expertise.csv: empty file");
-  const auto& header = rows[0];
+  if (!*got) return absl::InvalidArgumentError("expertise.csv: empty file");
   auto col = [&](std::string_view name) -> int {
     for (size_t i = 0; i < header.size(); ++i)
       if (absl::StripAsciiWhitespace(header[i]) == AV(name)) return static_cast<int>(i);
@@ -643,9 +687,13 @@ absl::StatusOr<ExpertTable> ImportExpertiseCsv(std::string_view text) {
     }
   }
   ExpertTable t;
-  t.units.reserve(rows.size() - 1);
-  for (size_t r = 1; r < rows.size(); ++r) {
-    const auto& row = rows[r];
+  std::vector<std::string> row;
+  for (size_t r = 1;; ++r) {
+    auto more = reader.Next(&row, header.size());
+    if (!more.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("expertise.csv: ", more.status().message()));
+    }
+    if (!*more) break;
     if (row.size() != header.size()) {
       return absl::InvalidArgumentError(absl::StrCat("expertise.csv row ", r, " has ", row.size(),
                                                      " fields, the header has ", header.size()));
@@ -740,9 +788,69 @@ absl::StatusOr<ExpertTable> ImportExpertiseCsv(std::string_view text) {
 }
 
 absl::StatusOr<ExpertTable> ParseAnyExpertTable(std::string_view text) {
+  // A UTF-8 byte order mark (spreadsheets write one before a CSV) is skipped.
+  if (text.size() >= 3 && text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
   size_t i = 0;
   while (i < text.size() && absl::ascii_isspace(static_cast<unsigned char>(text[i]))) ++i;
-  return (i < text.size() && text[i] == '{') ? ParseExpertTable(text) : ImportExpertiseCsv(text);
+  if (i < text.size() && text[i] == '{') return ParseExpertTable(text);
+  // Anything else must be an expertise.csv: its first line a header naming the columns. Other
+  // files (a JSON array, binary data) are refused here, before any parsing.
+  const size_t eol = std::min(text.find('\n', i), std::min(text.size(), i + 4096));
+  const std::string_view first = text.substr(i, eol - i);
+  const bool header =
+      first.find("ap") != std::string_view::npos && first.find("layer") != std::string_view::npos &&
+      first.find("unit") != std::string_view::npos && first.find('\0') == std::string_view::npos;
+  if (!header) {
+    std::string start;
+    for (char c : text.substr(i, 16)) {
+      const unsigned char u = static_cast<unsigned char>(c);
+      if (u >= 0x20 && u < 0x7F) {
+        start += c;
+      } else {
+        char hex[8];
+        std::snprintf(hex, sizeof(hex), "\\x%02X", u);
+        start += hex;
+      }
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "not an expert table: expected selfcond's JSON table (starting with '{') or an "
+        "ml-selfcond expertise.csv (a header line naming the ap, layer and unit columns); the "
+        "file starts with \"",
+        start, "\""));
+  }
+  return ImportExpertiseCsv(text);
+}
+
+absl::Status ApplyExpertiseInfo(std::string_view csv_text, std::string_view info_text,
+                                ExpertTable* t) {
+  auto doc = json::Parse(info_text);
+  if (!doc.ok() || !doc->is_object()) return absl::OkStatus();  // ml-selfcond's, or not ours
+  const json::Value* sc = doc->Find("selfcond");
+  if (sc == nullptr || !sc->is_object()) return absl::OkStatus();  // written by ml-selfcond
+  const json::Value* sha = sc->Find("csv_sha256");
+  if (sha == nullptr || !sha->is_string() || sha->as_string() != CsvSha256(csv_text)) {
+    return absl::FailedPreconditionError(
+        "expertise_info.json beside it was written for another expertise.csv (its csv_sha256 "
+        "does not match): the pair is mixed, so the table's model is unknown");
+  }
+  const json::Value* hash = sc->Find("model_hash");
+  if (hash != nullptr && hash->is_string() && hash->as_string().size() == 64) {
+    t->model_hash = absl::AsciiStrToLower(std::string(hash->as_string()));
+  }
+  for (auto [key, dst] : {std::pair<const char*, std::string*>{"model_name", &t->model_name},
+                          {"precision", &t->precision}}) {
+    if (const json::Value* v = sc->Find(key); v != nullptr && v->is_string()) {
+      *dst = std::string(v->as_string());
+    }
+  }
+  for (auto [key, dst] : {std::pair<const char*, int*>{"num_positive", &t->num_positive},
+                          {"num_negative", &t->num_negative}}) {
+    if (const json::Value* v = sc->Find(key);
+        v != nullptr && v->is_number() && v->as_number() >= 0 && v->as_number() < 2e9) {
+      *dst = static_cast<int>(v->as_number());
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ExpertTable> LoadExpertTable(const std::string& path) {
@@ -751,6 +859,18 @@ absl::StatusOr<ExpertTable> LoadExpertTable(const std::string& path) {
   auto t = ParseAnyExpertTable(*text);
   if (!t.ok())
     return absl::Status(t.status().code(), absl::StrCat(path, ": ", t.status().message()));
+  if (t->model_hash.empty()) {
+    // An expertise.csv: selfcond's own has the model's hash in expertise_info.json beside it.
+    const size_t slash = path.find_last_of('/');
+    const std::string info =
+        (slash == std::string::npos ? std::string() : path.substr(0, slash + 1)) +
+        "expertise_info.json";
+    if (auto info_text = ReadFile(info); info_text.ok()) {
+      if (auto st = ApplyExpertiseInfo(*text, *info_text, &*t); !st.ok()) {
+        std::fprintf(stderr, "warning: %s: %s\n", path.c_str(), std::string(st.message()).c_str());
+      }
+    }
+  }
   return t;
 }
 

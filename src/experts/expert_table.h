@@ -99,7 +99,16 @@ std::string ExportExpertiseCsv(const ExpertTable& table);
 // concept, group, max_ap, layer_names (sorted as strings), total_neurons and neurons_at_ap (for
 // thresholds numpy.linspace(0.5, 1.0, 501) formatted "%0.5f": the units with ap > threshold).
 // Indented by 4 like json.dump(indent=4). A table holding only its top N units counts those.
-std::string ExportExpertiseInfoJson(const ExpertTable& table);
+// With csv_text (the expertise.csv it goes with), a "selfcond" object is added that
+// ml-selfcond ignores: the CSV's SHA-256, the model's hash and name, the precision and the
+// dataset counts, so that selfcond loads its own CSV as hashed (LoadExpertTable).
+std::string ExportExpertiseInfoJson(const ExpertTable& table, std::string_view csv_text = {});
+// Applies the "selfcond" object of an expertise_info.json to a table imported from csv_text:
+// the model hash and provenance when its csv_sha256 is the CSV's; a FailedPrecondition when the
+// sidecar belongs to another CSV (a mixed pair: nothing is taken from it); OK and nothing when
+// it is ml-selfcond's own.
+absl::Status ApplyExpertiseInfo(std::string_view csv_text, std::string_view info_text,
+                                ExpertTable* table);
 // Reads an expertise.csv (columns found by header name, any order; on_p50/on_p90/off_mean may
 // be absent, as in ml-selfcond tables computed without forcing values: they read as 0).
 // concept/group come from the first row. The architecture comes from the layer names (GPT-2's
@@ -109,6 +118,9 @@ absl::StatusOr<ExpertTable> ImportExpertiseCsv(std::string_view text);
 
 // Either format, detected from the first non-space byte ('{' = native).
 absl::StatusOr<ExpertTable> ParseAnyExpertTable(std::string_view text);
+// A table file. An expertise.csv picks up the model hash from the expertise_info.json beside it
+// when that one was written with it by selfcond (ApplyExpertiseInfo; a mismatched sidecar is
+// ignored with a warning on stderr).
 absl::StatusOr<ExpertTable> LoadExpertTable(const std::string& path);
 absl::Status SaveExpertTable(const ExpertTable& table, const std::string& path);  // native
 

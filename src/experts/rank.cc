@@ -171,6 +171,16 @@ absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartImpl(const Model& model, 
   out.labels.assign(n_total, 0);
   out.truncated = std::move(truncated);
   if (labeled) std::fill(out.labels.begin(), out.labels.begin() + n_pos, 1);
+  const double need = 4.0 * n_total * static_cast<double>(out.num_units);
+  const size_t budget = opts.max_memory > 0 ? opts.max_memory : DefaultMemoryBudget();
+  if (need > static_cast<double>(budget)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "ranking ", n_total, " sentences keeps their pooled responses (", n_total, " x ",
+        out.num_units, " units x 4 bytes = ", static_cast<int64_t>(need / 1048576),
+        " MiB) in memory, over the memory budget of ", budget >> 20,
+        " MiB: use fewer sentences (--max-sentences), a larger budget (--max-memory), or store "
+        "responses in parts (selfcond responses)"));
+  }
   out.responses.resize(static_cast<size_t>(n_total) * static_cast<size_t>(out.num_units));
 
   r->pool_ = opts.pool;

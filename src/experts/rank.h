@@ -48,6 +48,9 @@ struct RankOptions {
   };
   MlSelfcond compat;
   int64_t top_n = 0;  // keep only the best N units in the table (0 = all)
+  // Bytes the pooled responses (sentences x units floats) may take, checked before they are
+  // allocated. 0: DefaultMemoryBudget() (half the machine's memory).
+  size_t max_memory = 0;
   // RankConcept / ComputePooledResponses: called on the calling thread after each batch of
   // sentences (done = sentences finished so far, total = all sentences). Return false to cancel
   // (the call then fails with a CANCELLED status).

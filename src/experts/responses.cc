@@ -148,8 +148,15 @@ absl::StatusOr<ResponseStore> ResponseStore::FromFile(MappedFile file, const std
   auto bad = [&](const std::string& what) {
     return absl::InvalidArgumentError(absl::StrCat("responses file '", path, "': ", what));
   };
-  if (b.size() < kHeaderBytes || std::memcmp(b.data(), kMagic, 8) != 0) {
+  if (b.size() < 8 || std::memcmp(b.data(), kMagic, 8) != 0) {
     return bad("not a selfcond responses file (no SCRESP header)");
+  }
+  if (b.size() < kHeaderBytes) {
+    return bad(
+        absl::StrCat("truncated: ", b.size(), " bytes, the header alone needs ", kHeaderBytes));
+  }
+  for (size_t i = 112; i < kHeaderBytes; ++i) {  // after the model hash: reserved, zero
+    if (b[i] != 0) return bad(absl::StrCat("reserved header byte ", i, " is not zero"));
   }
   const Header h = GetHeader(b.data());
   if (h.version != kVersion) return bad(absl::StrCat("version ", h.version, " (expected 1)"));

@@ -186,4 +186,27 @@ std::vector<std::pair<int32_t, float>> WordLogitBias(const Tokenizer& tokenizer,
   return out;
 }
 
+absl::StatusOr<std::vector<std::pair<int32_t, float>>> ConceptLogitBias(
+    const Tokenizer& tokenizer, const Dataset& dataset, int max_words, float beta,
+    std::vector<ConceptWord>* words_out) {
+  if (!std::isfinite(beta)) return absl::InvalidArgumentError("the logit bias must be finite");
+  std::vector<ConceptWord> words = ConceptWords(dataset, max_words);
+  if (words.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "concept '", dataset.concept,
+        "' yields no concept words (words of 3+ letters in at least 3 positive sentences, more "
+        "frequent there than in the negatives): a logit bias would bias nothing; use more "
+        "positive sentences"));
+  }
+  auto bias = WordLogitBias(tokenizer, words, beta);
+  if (bias.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "none of concept '", dataset.concept, "''s ", words.size(),
+        " concept words is a single token of this model's tokenizer: a logit bias would bias "
+        "nothing"));
+  }
+  if (words_out != nullptr) *words_out = std::move(words);
+  return bias;
+}
+
 }  // namespace selfcond

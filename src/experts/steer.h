@@ -70,6 +70,13 @@ std::vector<std::pair<int32_t, float>> WordLogitBias(const Tokenizer& tokenizer,
                                                      absl::Span<const ConceptWord> words,
                                                      float beta);
 
+// A concept's logit bias from its dataset: ConceptWords then WordLogitBias, with the words it
+// used in *words (may be null). An error, not an empty bias, when the dataset yields no concept
+// word or none of them is a single token: a bias on nothing would silently do nothing.
+absl::StatusOr<std::vector<std::pair<int32_t, float>>> ConceptLogitBias(
+    const Tokenizer& tokenizer, const Dataset& dataset, int max_words, float beta,
+    std::vector<ConceptWord>* words = nullptr);
+
 }  // namespace selfcond
 
 #endif  // SELFCOND_EXPERTS_STEER_H_

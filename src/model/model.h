@@ -180,6 +180,12 @@ size_t DefaultMemoryBudget();
 
 class Session {
  public:
+  // Bounds on what interventions may write: forcing values and steering vector entries (the
+  // activations they replace or shift are far below this in every real model), and a logit
+  // bias (exp(1e4) already makes a token certain). Larger values are refused when set.
+  static constexpr float kMaxIntervention = 1e6f;
+  static constexpr float kMaxLogitBias = 1e4f;
+
   // The model must outlive the session.
   static absl::StatusOr<std::unique_ptr<Session>> Create(const Model& model, SessionOptions opts);
   ~Session();
@@ -273,6 +279,8 @@ class Session {
   void ResidualHooks(int l, float* x, int n);
   // The LM head on the final-normed rows xn (rows), logit bias added, into the logits.
   absl::Status LmHead(const float* xn, int rows);
+  // The error for non-finite activations or logits, naming the likely cause.
+  absl::Status NonFinite(const char* what) const;
 
   const Model& model_;
   SessionOptions opts_;

@@ -20,6 +20,24 @@
 #include "util/parallel.h"
 
 namespace selfcond {
+namespace {
+
+// Non-finite values never pass silently: the residual stream is checked once per chunk and the
+// logits where they are computed (both cheap next to the matrix products that made them).
+// x * 0 is NaN exactly when x is NaN or infinite; eight partial sums let the loop vectorize.
+bool AllFinite(const float* v, size_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int l = 0; l < 8; ++l) acc[l] += v[i + l] * 0.0f;
+  }
+  float tail = 0;
+  for (; i < n; ++i) tail += v[i] * 0.0f;
+  for (float a : acc) tail += a;
+  return tail == 0.0f;
+}
+
+}  // namespace
 
 Session::Session(const Model& model, SessionOptions opts)
     : model_(model), opts_(opts), units_(model.config()) {}
@@ -171,7 +189,12 @@ absl::Status Session::SetSteering(Steering steering) {
                                                    " values, the model's n_embd is ", c.n_embd));
   }
   for (float v : steering.add) {
-    if (!std::isfinite(v)) return absl::InvalidArgumentError("steering vector is not finite");
+    if (!std::isfinite(v) || std::fabs(v) > kMaxIntervention) {
+      return absl::InvalidArgumentError(absl::StrCat("steering vector has a value of ", v,
+                                                     " (after scaling by its strength): must be "
+                                                     "finite and at most ",
+                                                     kMaxIntervention, " in magnitude"));
+    }
   }
   steering_ = std::move(steering);
   return absl::OkStatus();
@@ -182,7 +205,11 @@ absl::Status Session::SetLogitBias(std::vector<std::pair<int32_t, float>> bias) 
     if (token < 0 || static_cast<uint32_t>(token) >= model_.config().vocab_size) {
       return absl::OutOfRangeError(absl::StrCat("logit bias: token id ", token, " out of range"));
     }
-    if (!std::isfinite(b)) return absl::InvalidArgumentError("logit bias is not finite");
+    if (!std::isfinite(b) || std::fabs(b) > kMaxLogitBias) {
+      return absl::InvalidArgumentError(absl::StrCat("logit bias ", b, " for token ", token,
+                                                     ": must be finite and at most ", kMaxLogitBias,
+                                                     " in magnitude"));
+    }
   }
   logit_bias_ = std::move(bias);
   return absl::OkStatus();
@@ -219,10 +246,16 @@ absl::Status Session::SetForcing(Forcing forcing) {
     }
     for (int s = 0; s < units_.num_sites(); ++s) {
       for (const auto& u : forcing.per_site[s]) {
-        if (u.unit < 0 || u.unit >= units_.site_size(s) || !std::isfinite(u.value)) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("forcing: unit ", u.unit, " of ", units_.SiteName(s), " out of range (",
-                           units_.site_size(s), " units) or value not finite"));
+        if (u.unit < 0 || u.unit >= units_.site_size(s)) {
+          return absl::InvalidArgumentError(absl::StrCat("forcing: unit ", u.unit, " of ",
+                                                         units_.SiteName(s), " out of range (",
+                                                         units_.site_size(s), " units)"));
+        }
+        if (!std::isfinite(u.value) || std::fabs(u.value) > kMaxIntervention) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "forcing: unit ", u.unit, " of ", units_.SiteName(s), " would be set to ", u.value,
+              ": a forcing value must be finite and at most ", kMaxIntervention,
+              " in magnitude (is the expert table broken?)"));
         }
       }
     }
@@ -376,6 +409,7 @@ absl::Status Session::LmHead(const float* xn, int rows) {
   for (int i = 0; i < rows; ++i) {
     for (const auto& [token, bias] : logit_bias_) out[static_cast<size_t>(i) * V + token] += bias;
   }
+  if (!AllFinite(out, static_cast<size_t>(rows) * V)) return NonFinite("logits");
   logits_row_ += rows;
   return absl::OkStatus();
 }
@@ -419,9 +453,24 @@ absl::Status Session::ForwardPadding(absl::Span<const int32_t> tokens) {
   return done.status();
 }
 
+absl::Status Session::NonFinite(const char* what) const {
+  return absl::OutOfRangeError(absl::StrCat(
+      "non-finite ", what, " at position ", pos_, ": the activations overflowed (",
+      !forcing_.empty() ? "check the forcing values: an expert table with huge on_p50 / on_p90? "
+                        : "",
+      !steering_.add.empty() ? "check the steering vector's strength; " : "",
+      !logit_bias_.empty() ? "check the logit bias; " : "", "or the model's weights are broken)"));
+}
+
 absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk, Logits want) {
-  return model_.arch() == Arch::kGpt2 ? ForwardChunkGpt2(tokens, n, last_chunk, want)
-                                      : ForwardChunkLlama(tokens, n, last_chunk, want);
+  const int p0 = pos_;
+  absl::Status st = model_.arch() == Arch::kGpt2 ? ForwardChunkGpt2(tokens, n, last_chunk, want)
+                                                 : ForwardChunkLlama(tokens, n, last_chunk, want);
+  if (st.ok() && !AllFinite(s_->x.data(), static_cast<size_t>(n) * model_.config().n_embd)) {
+    pos_ = p0;  // the chunk is not kept
+    return NonFinite("activations");
+  }
+  return st;
 }
 
 absl::Status ForEachWorkerSession(const Model& model, const SessionOptions& opts, ThreadPool* pool,

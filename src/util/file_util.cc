@@ -1,16 +1,17 @@
 #include "util/file_util.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #if !defined(SELFCOND_WASM)
 #include <signal.h>
 #include <sys/mman.h>
@@ -18,28 +19,72 @@
 
 namespace selfcond {
 
+#if !defined(SELFCOND_WASM)
+absl::StatusOr<int> OpenInput(const std::string& path, uint64_t* size) {
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer (forever). It is
+  // cleared again once fstat shows a regular file, where it has no effect anyway.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::NotFoundError(absl::StrCat("cannot open '", path, "': ", strerror(errno)));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not a regular file"));
+  }
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  *size = static_cast<uint64_t>(st.st_size);
+  return fd;
+}
+
+namespace {
+
+// Reads [0, n) of fd into dst; an error when the file ends early (it shrank under us).
+absl::Status ReadExactly(int fd, const std::string& path, uint8_t* dst, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    const ssize_t k = ::pread(fd, dst + done, n - done, static_cast<off_t>(done));
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) {
+      return absl::DataLossError(absl::StrCat("'", path, "' ended at byte ", done, " of ", n,
+                                              " while being read (changed?)"));
+    }
+    done += static_cast<size_t>(k);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+#endif
+
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
 #if !defined(SELFCOND_WASM)
   // Only regular files, of a bounded size: `--concept /dev/zero` or a FIFO would otherwise be
   // read without end.
-  struct stat st;
-  if (::stat(path.c_str(), &st) == 0) {
-    if (!S_ISREG(st.st_mode)) {
-      return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not a regular file"));
-    }
-    if (static_cast<uint64_t>(st.st_size) > kMaxReadFileBytes) {
-      return absl::InvalidArgumentError(absl::StrCat("'", path, "' is ", st.st_size >> 20,
-                                                     " MiB; inputs read whole are limited to ",
-                                                     kMaxReadFileBytes >> 20, " MiB"));
-    }
+  uint64_t size = 0;
+  auto fd = OpenInput(path, &size);
+  if (!fd.ok()) return fd.status();
+  if (size > kMaxReadFileBytes) {
+    ::close(*fd);
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "' is ", size >> 20,
+                                                   " MiB; inputs read whole are limited to ",
+                                                   kMaxReadFileBytes >> 20, " MiB"));
   }
-#endif
+  std::string out(static_cast<size_t>(size), '\0');
+  absl::Status st =
+      ReadExactly(*fd, path, reinterpret_cast<uint8_t*>(out.data()), static_cast<size_t>(size));
+  ::close(*fd);
+  if (!st.ok()) return st;
+  return out;
+#else
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open '", path, "': ", strerror(errno)));
   std::ostringstream ss;
   ss << in.rdbuf();
   if (in.bad()) return absl::DataLossError(absl::StrCat("error reading '", path, "'"));
   return ss.str();
+#endif
 }
 
 absl::Status WriteFile(const std::string& path, std::string_view bytes) {
@@ -60,21 +105,59 @@ absl::Status WriteFile(const std::string& path, std::string_view bytes) {
 #endif
 }
 
-AtomicOutputFile::AtomicOutputFile(std::string path)
-    : path_(std::move(path)), tmp_(absl::StrCat(path_, ".tmp.", ::getpid())) {}
+AtomicOutputFile::AtomicOutputFile(std::string path) : path_(std::move(path)) {}
 
 absl::StatusOr<std::unique_ptr<AtomicOutputFile>> AtomicOutputFile::Create(
     const std::string& path) {
   std::unique_ptr<AtomicOutputFile> f(new AtomicOutputFile(path));
-  RegisterTempFile(f->tmp_);
-  f->fd_ = ::open(f->tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+#if !defined(SELFCOND_WASM)
+  // Only regular files are replaced: renaming over a device or FIFO (`--out /dev/null`) would
+  // replace the node itself, and a directory cannot be.
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    f->done_ = true;
+    return absl::InvalidArgumentError(
+        absl::StrCat("output '", path, "' exists and is not a regular file (",
+                     S_ISDIR(st.st_mode)                          ? "a directory"
+                     : S_ISFIFO(st.st_mode)                       ? "a FIFO"
+                     : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
+                                                                  : "a special file",
+                     "): refusing to replace it"));
+  }
+  // A file past RLIMIT_FSIZE must fail with EFBIG (and be cleaned up), not kill the process.
+  static const bool xfsz = [] {
+    struct sigaction old;
+    if (::sigaction(SIGXFSZ, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) {
+      ::signal(SIGXFSZ, SIG_IGN);
+    }
+    return true;
+  }();
+  (void)xfsz;
+  // A fresh, unpredictable name beside the target, created exclusively: nothing planted at a
+  // guessable name (a symlink, a FIFO) is ever opened or followed.
+  std::string tmpl = path + ".tmp.XXXXXX";
+  std::vector<char> name(tmpl.begin(), tmpl.end());
+  name.push_back('\0');
+  f->fd_ = ::mkostemp(name.data(), O_CLOEXEC);
   if (f->fd_ < 0) {
     const int err = errno;
-    UnregisterTempFile(f->tmp_);
+    f->done_ = true;
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create a temporary file beside '", path, "': ", strerror(err)));
+  }
+  ::fchmod(f->fd_, 0644);
+  f->tmp_ = name.data();
+  RegisterTempFile(f->tmp_);
+#else
+  f->tmp_ = path + ".tmp";
+  f->fd_ = ::open(f->tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (f->fd_ < 0) {
+    const int err = errno;
     f->done_ = true;
     return absl::PermissionDeniedError(
         absl::StrCat("cannot create '", f->tmp_, "' (for '", path, "'): ", strerror(err)));
   }
+#endif
   return f;
 }
 
@@ -241,32 +324,24 @@ absl::StatusOr<HeapBuffer> HeapBuffer::Allocate(size_t n) {
 }
 
 absl::StatusOr<HeapBuffer> ReadFileToHeap(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return absl::NotFoundError(absl::StrCat("cannot open '", path, "': ", strerror(errno)));
-  struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not a regular file"));
-  }
-  auto buf = HeapBuffer::Allocate(static_cast<size_t>(st.st_size));
+#if defined(SELFCOND_WASM)
+  auto bytes = ReadFile(path);
+  if (!bytes.ok()) return bytes.status();
+  return HeapBuffer::CopyOf(bytes->data(), bytes->size());
+#else
+  uint64_t size = 0;
+  auto fd = OpenInput(path, &size);
+  if (!fd.ok()) return fd.status();
+  auto buf = HeapBuffer::Allocate(static_cast<size_t>(size));
   if (!buf.ok()) {
-    ::close(fd);
+    ::close(*fd);
     return buf.status();
   }
-  size_t done = 0;
-  while (done < buf->size()) {
-    const ssize_t n = ::pread(fd, buf->data() + done, buf->size() - done, static_cast<off_t>(done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ::close(fd);
-      return absl::DataLossError(absl::StrCat("'", path, "' ended at byte ", done, " of ",
-                                              buf->size(), " while being read (changed?)"));
-    }
-    done += static_cast<size_t>(n);
-  }
-  ::close(fd);
+  absl::Status st = ReadExactly(*fd, path, buf->data(), buf->size());
+  ::close(*fd);
+  if (!st.ok()) return st;
   return buf;
+#endif
 }
 
 absl::StatusOr<HeapBuffer> HeapBuffer::CopyOf(const void* p, size_t n) {
@@ -307,16 +382,13 @@ absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path) {
   if (!heap.ok()) return heap.status();
   return FromBuffer(std::move(*heap));
 #else
-  int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0)
-    return absl::NotFoundError(absl::StrCat("cannot open '", path, "': ", strerror(errno)));
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not a regular file"));
-  }
+  // Opened like every input (OpenInput: a FIFO fails at once instead of blocking).
+  uint64_t size = 0;
+  auto fd_or = OpenInput(path, &size);
+  if (!fd_or.ok()) return fd_or.status();
+  const int fd = *fd_or;
   MappedFile f;
-  f.size_ = static_cast<size_t>(st.st_size);
+  f.size_ = static_cast<size_t>(size);
   if (f.size_ == 0) {
     ::close(fd);
     return f;  // empty: callers report "truncated"

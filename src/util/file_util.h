@@ -14,6 +14,11 @@
 
 namespace selfcond {
 
+// Opens an input the one way every input is opened (models, tables, datasets, configs):
+// non-blocking first, so a FIFO fails at once instead of waiting for a writer, then it must be a
+// regular file. Returns the descriptor (close it) and the file's size. Not in WASM.
+absl::StatusOr<int> OpenInput(const std::string& path, uint64_t* size);
+
 // Reads a regular file whole (a FIFO, device or directory is an error, and so is a file over
 // kMaxReadFileBytes: model files are mapped, not read).
 inline constexpr uint64_t kMaxReadFileBytes = uint64_t{1} << 30;
@@ -21,10 +26,13 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 // Natively atomic (an AtomicOutputFile): the target is the old file or the whole new one.
 absl::Status WriteFile(const std::string& path, std::string_view bytes);
 
-// An output written under a temporary name of its own beside the target (`NAME.tmp.PID`, same
-// file system), removed on failure, when destroyed before Commit, and on SIGINT / SIGTERM.
-// Commit fsyncs it and renames it into place. Every output of selfcond goes through this: a kill
-// or a full disk never leaves a truncated file where a valid one was.
+// An output written under a temporary name of its own beside the target (`NAME.tmp.XXXXXX`,
+// random, created with O_EXCL by mkostemp on the same file system: nothing planted at the name
+// is followed or opened), removed on failure, when destroyed before Commit, and on SIGINT /
+// SIGTERM; SIGXFSZ is ignored so that a file over `ulimit -f` fails with EFBIG and is removed.
+// An existing target that is not a regular file (a device, FIFO, directory) is refused. Commit
+// fsyncs it and renames it into place. Every output of selfcond goes through this: a kill or a
+// full disk never leaves a truncated file where a valid one was.
 class AtomicOutputFile {
  public:
   static absl::StatusOr<std::unique_ptr<AtomicOutputFile>> Create(const std::string& path);
