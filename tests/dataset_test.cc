@@ -108,6 +108,17 @@ TEST(DatasetTest, LabeledLines) {
   EXPECT_EQ(one->negative.size(), 1u);
 }
 
+// The fuzzer's find: classes that differ as a whole but not in their first sentences. The kept
+// prefix is what gets ranked, so it must tell the concept apart too.
+TEST(DatasetTest, KeptPrefixMustDifferBetweenClasses) {
+  const std::string text = "+ same\n- same\n+ kick\n- bake\n";
+  ASSERT_TRUE(ParseLabeledLines(text, "c").ok());
+  auto one = ParseLabeledLines(text, "c", {.max_sentences = 1});
+  ASSERT_FALSE(one.ok());
+  EXPECT_CONTAINS(Msg(one.status()), "are the same");
+  EXPECT_CONTAINS(Msg(one.status()), "first 1 of each class");
+}
+
 TEST(DatasetTest, LabeledLinesErrors) {
   auto r = ParseLabeledLines("+ a\n+ b\n", "c");
   ASSERT_FALSE(r.ok());

@@ -21,7 +21,15 @@ absl::StatusOr<Dataset> Finish(Dataset ds, const DatasetOptions& opts) {
   // a small max_sentences is used for a quick run.
   absl::Status st = ValidateDataset(ds);
   if (!st.ok()) return st;
-  KeepFirst(&ds, opts.max_sentences);
+  if (opts.max_sentences > 0) {
+    KeepFirst(&ds, opts.max_sentences);
+    // The kept prefix must still tell the concept apart (the first sentences of both classes
+    // may be the same even when the whole file's are not).
+    if (st = ValidateDataset(ds); !st.ok()) {
+      return absl::Status(st.code(), absl::StrCat(st.message(), " (in the first ",
+                                                  opts.max_sentences, " of each class)"));
+    }
+  }
   return ds;
 }
 
