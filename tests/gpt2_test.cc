@@ -1,13 +1,12 @@
 // The forward pass against the independent float32 reference (reference.json, last_logits.f32),
 // int8 accuracy, KV-cache consistency, forcing, context limits and sampling.
-#include "model/model.h"
-
 #include <cmath>
 #include <cstring>
 #include <fstream>
 
 #include "gtest/gtest.h"
 #include "model/generate.h"
+#include "model/model.h"
 #include "test_util.h"
 #include "util/file_util.h"
 #include "util/json.h"
@@ -404,11 +403,11 @@ TEST_F(Gpt2Test, ForcedGenerationSameWithAndWithoutKvCache) {
   }
   for (Precision p : {Precision::kInt8, Precision::kF32}) {
     auto cached = NewSession(p);
-    ASSERT_TRUE(cached->SetForcing(f).ok());
+    ASSERT_TRUE(cached->SetConditioning({f, {}, {}}).ok());
     const auto& prompt = Cases()[0].ids;
     const auto with_cache = Greedy(*cached, prompt, 15);
     auto fresh = NewSession(p);
-    ASSERT_TRUE(fresh->SetForcing(f).ok());
+    ASSERT_TRUE(fresh->SetConditioning({f, {}, {}}).ok());
     std::vector<int32_t> seq = prompt, without_cache;
     for (int i = 0; i < 15; ++i) {
       fresh->Reset();
@@ -430,12 +429,12 @@ TEST_F(Gpt2Test, ForcingValidated) {
   Forcing f;
   f.per_site.resize(3);
   f.per_site[0].push_back({1, 1.0f});
-  EXPECT_FALSE(s->SetForcing(f).ok());
+  EXPECT_FALSE(s->SetConditioning({f, {}, {}}).ok());
   f.per_site.assign(UnitSpace(model_->config()).num_sites(), {});
   f.per_site[0].push_back({100000, 1.0f});
-  EXPECT_FALSE(s->SetForcing(f).ok());
+  EXPECT_FALSE(s->SetConditioning({f, {}, {}}).ok());
   f.per_site[0] = {{1, NAN}};
-  EXPECT_FALSE(s->SetForcing(f).ok());
+  EXPECT_FALSE(s->SetConditioning({f, {}, {}}).ok());
 }
 
 TEST_F(Gpt2Test, ContextAndTokenErrors) {

@@ -14,7 +14,9 @@
 #include "experts/expert_table.h"
 #include "experts/rank.h"
 #include "gtest/gtest.h"
+#include "model/generate.h"
 #include "model/model.h"
+#include "model/observers.h"
 #include "test_util.h"
 #include "tools/paper_experiments.h"
 #include "util/parallel.h"
@@ -178,22 +180,34 @@ class SteerModelTest : public ::testing::Test {
 };
 Model* SteerModelTest::model_ = nullptr;
 
-TEST_F(SteerModelTest, LogitBiasAddsExactlyToItsTokens) {
+// The logit bias lives in the sampler: what generation samples from, not the forward pass's
+// logits (scoring text under a biased session sees the model's own logits).
+TEST_F(SteerModelTest, LogitBiasAppliesToSamplingOnly) {
   auto s = Session::Create(*model_, {});
   ASSERT_TRUE(s.ok());
   const auto ids = model_->tokenizer().Encode("The game was played");
   const auto base = Logits(**s, ids);
-  ASSERT_TRUE((*s)->SetLogitBias({{5, 2.5f}, {300, -1.0f}}).ok());
-  const auto biased = Logits(**s, ids);
   const size_t V = model_->config().vocab_size;
-  ASSERT_EQ(base.size(), biased.size());
-  for (size_t i = 0; i < base.size(); ++i) {
-    const size_t tok = i % V;
-    const float want = base[i] + (tok == 5 ? 2.5f : tok == 300 ? -1.0f : 0.0f);
-    ASSERT_EQ(biased[i], want) << "row " << i / V << " token " << tok;
-  }
-  EXPECT_FALSE((*s)->SetLogitBias({{static_cast<int32_t>(V), 1.0f}}).ok());
-  EXPECT_FALSE((*s)->SetLogitBias({{1, std::numeric_limits<float>::infinity()}}).ok());
+  const int32_t unlikely =
+      static_cast<int32_t>(std::min_element(base.end() - V, base.end()) - (base.end() - V));
+  Session::Conditioning cond;
+  cond.logit_bias = {{unlikely, 1000.0f}, {300, -1.0f}};
+  ASSERT_TRUE((*s)->SetConditioning(cond).ok());
+  EXPECT_EQ(Logits(**s, ids), base);  // the forward pass is untouched, bit for bit
+  GenerateOptions g;
+  g.max_new_tokens = 3;
+  g.sampling.temperature = 0;
+  g.stop_at_eos = false;
+  auto r = Generate(**s, ids, g, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (int32_t t : r->tokens) EXPECT_EQ(t, unlikely);  // +1000 wins every greedy choice
+  cond.logit_bias = {{static_cast<int32_t>(V), 1.0f}};
+  EXPECT_FALSE((*s)->SetConditioning(cond).ok());
+  cond.logit_bias = {{1, std::numeric_limits<float>::infinity()}};
+  EXPECT_FALSE((*s)->SetConditioning(cond).ok());
+  cond.logit_bias = {{1, 2e4f}};  // over kMaxLogitBias
+  EXPECT_FALSE((*s)->SetConditioning(cond).ok());
+  EXPECT_EQ((*s)->conditioning().logit_bias.size(), 2u);  // the refused ones changed nothing
 }
 
 TEST_F(SteerModelTest, SteeringHookValidatesAndMovesTheOutput) {
@@ -202,16 +216,20 @@ TEST_F(SteerModelTest, SteeringHookValidatesAndMovesTheOutput) {
   const auto ids = model_->tokenizer().Encode("Once upon a time");
   const auto base = Logits(**s, ids);
   const size_t d = model_->config().n_embd;
-  Session::Steering zero{1, std::vector<float>(d, 0.0f)};
-  ASSERT_TRUE((*s)->SetSteering(zero).ok());
+  Session::Conditioning cond;
+  cond.steering = {1, std::vector<float>(d, 0.0f)};
+  ASSERT_TRUE((*s)->SetConditioning(cond).ok());
   EXPECT_EQ(Logits(**s, ids), base);  // adding zero changes nothing, bit for bit
   Session::Steering push{1, std::vector<float>(d, 0.5f)};
-  ASSERT_TRUE((*s)->SetSteering(push).ok());
+  cond.steering = push;
+  ASSERT_TRUE((*s)->SetConditioning(cond).ok());
   EXPECT_NE(Logits(**s, ids), base);
-  (*s)->ClearInterventions();
+  ASSERT_TRUE((*s)->SetConditioning({}).ok());
   EXPECT_EQ(Logits(**s, ids), base);
-  EXPECT_FALSE((*s)->SetSteering({static_cast<int>(model_->config().n_layer), push.add}).ok());
-  EXPECT_FALSE((*s)->SetSteering({0, std::vector<float>(d + 1, 0.0f)}).ok());
+  cond.steering = {static_cast<int>(model_->config().n_layer), push.add};
+  EXPECT_FALSE((*s)->SetConditioning(cond).ok());
+  cond.steering = {0, std::vector<float>(d + 1, 0.0f)};
+  EXPECT_FALSE((*s)->SetConditioning(cond).ok());
 }
 
 TEST_F(SteerModelTest, SteeringVectorIsTheMeanResidualDifference) {
@@ -251,12 +269,14 @@ TEST_F(SteerModelTest, SteeringVectorIsTheMeanResidualDifference) {
   ASSERT_TRUE(s.ok());
   const auto ids = model_->tokenizer().Encode(ds.positive[0]);
   std::vector<double> batch(model_->config().n_embd, 0.0), steps(model_->config().n_embd, 0.0);
-  (*s)->SetResidualCapture(1, batch.data());
+  ResidualSumObserver whole(1, static_cast<int>(batch.size()), batch.data());
+  (*s)->SetObserver(&whole);
   ASSERT_TRUE((*s)->Forward(ids, Session::Logits::kNone).ok());
   (*s)->Reset();
-  (*s)->SetResidualCapture(1, steps.data());
+  ResidualSumObserver stepwise(1, static_cast<int>(steps.size()), steps.data());
+  (*s)->SetObserver(&stepwise);
   for (int32_t id : ids) ASSERT_TRUE((*s)->Forward({&id, 1}, Session::Logits::kNone).ok());
-  (*s)->SetResidualCapture(-1, nullptr);
+  (*s)->SetObserver(nullptr);
   for (size_t j = 0; j < batch.size(); ++j) EXPECT_NEAR(batch[j], steps[j], 1e-3 * ids.size());
   EXPECT_FALSE(ComputeSteeringVector(*model_, ds, 99, Precision::kInt8, nullptr).ok());
 }

@@ -517,11 +517,17 @@ class JsSession {
     }
     auto forcing = BuildForcing(src, *fv, only_last_token, UnitSpace(m_->model->config()));
     if (!forcing.ok()) return Error(forcing.status());
-    if (auto st = session_->SetForcing(std::move(*forcing)); !st.ok()) return Error(st);
+    Session::Conditioning cond = session_->conditioning();
+    cond.forcing = std::move(*forcing);
+    if (auto st = session_->SetConditioning(std::move(cond)); !st.ok()) return Error(st);
     return Ok();
   }
 
-  void clearForcing() { session_->ClearForcing(); }
+  void clearForcing() {
+    Session::Conditioning cond = session_->conditioning();
+    cond.forcing = Forcing();
+    (void)session_->SetConditioning(std::move(cond));
+  }
 
   // Adds alpha * vector (a Float32Array or array of n_embd numbers, Model.steeringVector) after
   // block `layer` at every position; an empty or missing vector clears it.
@@ -530,7 +536,9 @@ class JsSession {
     if (!vector.isUndefined() && !vector.isNull()) {
       v = emscripten::convertJSArrayToNumberVector<float>(vector);
     }
-    if (auto s = session_->SetSteering(ScaledSteering(layer, v, alpha)); !s.ok()) return Error(s);
+    Session::Conditioning cond = session_->conditioning();
+    cond.steering = ScaledSteering(layer, v, alpha);
+    if (auto s = session_->SetConditioning(std::move(cond)); !s.ok()) return Error(s);
     return Ok();
   }
 
@@ -542,7 +550,9 @@ class JsSession {
       return Error(absl::InvalidArgumentError("tokens and bias differ in length"));
     std::vector<std::pair<int32_t, float>> pairs;
     for (size_t i = 0; i < t.size(); ++i) pairs.push_back({t[i], b[i]});
-    if (auto s = session_->SetLogitBias(std::move(pairs)); !s.ok()) return Error(s);
+    Session::Conditioning cond = session_->conditioning();
+    cond.logit_bias = std::move(pairs);
+    if (auto s = session_->SetConditioning(std::move(cond)); !s.ok()) return Error(s);
     return Ok();
   }
 

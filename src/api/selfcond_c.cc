@@ -30,7 +30,7 @@ struct selfcond_model {
 struct selfcond_experts {
   selfcond::ExpertTable table;
   selfcond::ModelConfig model_config;  // of the model it was checked against (unit ids)
-  bool allow_unhashed = false;        // loaded with selfcond_experts_params.allow_unhashed
+  bool allow_unhashed = false;         // loaded with selfcond_experts_params.allow_unhashed
 };
 struct selfcond_dataset {
   selfcond::Dataset dataset;
@@ -482,9 +482,10 @@ selfcond_status selfcond_session_set_forcing(selfcond_session* session,
   return Guard([&] {
     if (session == nullptr || (sources == nullptr && n_sources > 0))
       return Invalid("session or sources is NULL");
+    selfcond::Session::Conditioning cond = session->session->conditioning();
     if (n_sources == 0) {
-      session->session->ClearForcing();
-      return ToC(absl::OkStatus());
+      cond.forcing = selfcond::Forcing();
+      return ToC(session->session->SetConditioning(std::move(cond)));
     }
     selfcond::ForcingValue fv;
     switch (value) {
@@ -519,7 +520,8 @@ selfcond_status selfcond_session_set_forcing(selfcond_session* session,
     auto forcing = selfcond::BuildForcing(src, fv, only_last_token != 0,
                                           selfcond::UnitSpace(session->model->model->config()));
     if (!forcing.ok()) return ToC(forcing.status());
-    return ToC(session->session->SetForcing(std::move(*forcing)));
+    cond.forcing = std::move(*forcing);
+    return ToC(session->session->SetConditioning(std::move(cond)));
   });
 }
 
@@ -527,8 +529,10 @@ selfcond_status selfcond_session_set_steering(selfcond_session* session, int lay
                                               const float* vector, size_t n, float alpha) {
   return Guard([&] {
     if (session == nullptr) return Invalid("session is NULL");
-    return ToC(session->session->SetSteering(selfcond::ScaledSteering(
-        layer, absl::Span<const float>(vector, vector != nullptr ? n : 0), alpha)));
+    selfcond::Session::Conditioning cond = session->session->conditioning();
+    cond.steering = selfcond::ScaledSteering(
+        layer, absl::Span<const float>(vector, vector != nullptr ? n : 0), alpha);
+    return ToC(session->session->SetConditioning(std::move(cond)));
   });
 }
 
@@ -539,7 +543,9 @@ selfcond_status selfcond_session_set_logit_bias(selfcond_session* session, const
       return Invalid("session, tokens or bias is NULL");
     std::vector<std::pair<int32_t, float>> pairs;
     for (size_t i = 0; i < n; ++i) pairs.push_back({tokens[i], bias[i]});
-    return ToC(session->session->SetLogitBias(std::move(pairs)));
+    selfcond::Session::Conditioning cond = session->session->conditioning();
+    cond.logit_bias = std::move(pairs);
+    return ToC(session->session->SetConditioning(std::move(cond)));
   });
 }
 
@@ -570,8 +576,8 @@ selfcond_status selfcond_concept_logit_bias(const selfcond_model* model,
     if (capacity > 0 && (tokens == nullptr || bias == nullptr))
       return Invalid("tokens or bias is NULL");
     if (max_words < 1) return Invalid("max_words must be >= 1");
-    auto pairs_or = selfcond::ConceptLogitBias(model->model->tokenizer(), dataset->dataset,
-                                               max_words, beta);
+    auto pairs_or =
+        selfcond::ConceptLogitBias(model->model->tokenizer(), dataset->dataset, max_words, beta);
     if (!pairs_or.ok()) return ToC(pairs_or.status());
     const auto& pairs = *pairs_or;
     *n_out = pairs.size();

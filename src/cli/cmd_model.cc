@@ -207,7 +207,9 @@ absl::Status ApplyConditioning(const Args& args, Runtime& rt) {
     auto f = BuildForcingFromArgs(*rt.model, specs, args.Get("forcing", "on_p50"),
                                   args.Has("only-last-token"), args.Has("allow-unhashed"), *choice);
     if (!f.ok()) return f.status();
-    if (auto st = rt.session->SetForcing(std::move(*f)); !st.ok()) return st;
+    Session::Conditioning cond = rt.session->conditioning();
+    cond.forcing = std::move(*f);
+    if (auto st = rt.session->SetConditioning(std::move(cond)); !st.ok()) return st;
   }
   if (args.Has("steer")) {
     auto spec =
@@ -229,7 +231,9 @@ absl::Status ApplyConditioning(const Args& args, Runtime& rt) {
     std::fprintf(stderr, "steering: block %d, alpha %g, |v| = %.3f (%zu + %zu sentences)\n",
                  steering.layer, spec->second[1], SteeringNorm(*v), ds->positive.size(),
                  ds->negative.size());
-    if (auto st = rt.session->SetSteering(std::move(steering)); !st.ok()) return st;
+    Session::Conditioning cond = rt.session->conditioning();
+    cond.steering = std::move(steering);
+    if (auto st = rt.session->SetConditioning(std::move(cond)); !st.ok()) return st;
   }
   if (args.Has("bias")) {
     auto spec = SplitSpec("bias", args.Get("bias"), 1, "C.json:BETA (e.g. football.json:4)");
@@ -245,7 +249,9 @@ absl::Status ApplyConditioning(const Args& args, Runtime& rt) {
     for (const auto& w : words) names.push_back(w.word);
     std::fprintf(stderr, "logit bias: %+g on %zu tokens of: %s\n", spec->second[0], bias.size(),
                  absl::StrJoin(names, " ").c_str());
-    if (auto st = rt.session->SetLogitBias(std::move(bias)); !st.ok()) return st;
+    Session::Conditioning cond = rt.session->conditioning();
+    cond.logit_bias = std::move(bias);
+    if (auto st = rt.session->SetConditioning(std::move(cond)); !st.ok()) return st;
   }
   return absl::OkStatus();
 }

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "experts/expertise.h"
+#include "model/observers.h"
 #include "util/parallel.h"
 
 namespace selfcond {
@@ -17,11 +18,18 @@ namespace selfcond {
 absl::StatusOr<std::vector<float>> TraceUnit(Session& session, absl::Span<const int32_t> tokens,
                                              int64_t unit_id) {
   if (tokens.empty()) return absl::InvalidArgumentError("no tokens to trace");
+  const UnitSpace space(session.model().config());
+  if (unit_id < 0 || unit_id >= space.num_units()) {
+    return absl::OutOfRangeError(
+        absl::StrCat("unit ", unit_id, " out of range [0, ", space.num_units(), ")"));
+  }
   std::vector<float> trace(static_cast<size_t>(session.n_ctx()), 0.0f);
-  if (auto st = session.SetUnitTrace(unit_id, trace.data()); !st.ok()) return st;
+  const auto [site, unit] = space.SiteAndUnit(unit_id);
+  UnitTraceObserver observer(site, unit, trace.data());
   session.Reset();
+  session.SetObserver(&observer);
   auto fwd = session.Forward(tokens, Session::Logits::kNone);
-  (void)session.SetUnitTrace(0, nullptr);
+  session.SetObserver(nullptr);
   if (!fwd.ok()) return fwd.status();
   trace.resize(tokens.size());
   return trace;
@@ -32,17 +40,18 @@ absl::Status PoolSentence(Session& session, absl::Span<const int32_t> tokens, fl
   if (skip < 0 || static_cast<size_t>(skip) >= tokens.size()) {
     return absl::InvalidArgumentError("sentence has no tokens");
   }
-  const int64_t num_units = UnitSpace(session.model().config()).num_units();
-  std::fill(row, row + num_units, -std::numeric_limits<float>::infinity());
+  const UnitSpace space(session.model().config());
+  std::fill(row, row + space.num_units(), -std::numeric_limits<float>::infinity());
   session.Reset();
   if (skip > 0) {
     if (auto st = session.Forward(tokens.subspan(0, skip), Session::Logits::kNone); !st.ok()) {
       return st.status();
     }
   }
-  session.SetCapture(row);
+  MaxPoolObserver pool(space, row);
+  session.SetObserver(&pool);
   auto logits = session.Forward(tokens.subspan(skip), Session::Logits::kNone);
-  session.SetCapture(nullptr);
+  session.SetObserver(nullptr);
   return logits.status();
 }
 
@@ -53,16 +62,17 @@ absl::Status PoolPaddedSentence(Session& session, absl::Span<const int32_t> toke
     return absl::InvalidArgumentError(
         absl::StrCat("sentence has ", tokens.size(), " tokens, more than ", seq_len));
   }
-  const int64_t num_units = UnitSpace(session.model().config()).num_units();
-  std::fill(row, row + num_units, -std::numeric_limits<float>::infinity());
+  const UnitSpace space(session.model().config());
+  std::fill(row, row + space.num_units(), -std::numeric_limits<float>::infinity());
   session.Reset();
-  session.SetCapture(row);
+  MaxPoolObserver pool(space, row);
+  session.SetObserver(&pool);
   absl::Status st = session.Forward(tokens, Session::Logits::kNone).status();
   if (st.ok() && static_cast<int>(tokens.size()) < seq_len) {
     const std::vector<int32_t> pads(seq_len - tokens.size(), pad_token);
     st = session.ForwardPadding(pads);
   }
-  session.SetCapture(nullptr);
+  session.SetObserver(nullptr);
   return st;
 }
 

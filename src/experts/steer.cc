@@ -7,6 +7,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "model/observers.h"
 #include "util/parallel.h"
 
 namespace selfcond {
@@ -118,9 +119,10 @@ absl::StatusOr<std::vector<float>> ComputeSteeringVector(const Model& model, con
       if (!prefix.empty()) {
         if (auto p = session.Forward(prefix, Session::Logits::kNone); !p.ok()) return p.status();
       }
-      session.SetResidualCapture(layer, acc.data());
+      ResidualSumObserver observer(layer, static_cast<int>(d), acc.data());
+      session.SetObserver(&observer);
       auto fwd = session.Forward(ids, Session::Logits::kNone);
-      session.SetResidualCapture(-1, nullptr);
+      session.SetObserver(nullptr);
       if (!fwd.ok()) return fwd.status();
       std::vector<double>& sum = i < num_pos ? sum_pos[w] : sum_neg[w];
       for (size_t j = 0; j < d; ++j) sum[j] += acc[j] / static_cast<double>(ids.size());

@@ -1,6 +1,6 @@
 // Two other ways to steer a model toward a concept, built from the same labeled dataset that
 // expert ranking uses, so that the three methods can be compared in one runtime with the same
-// hooks (Session::SetForcing / SetSteering / SetLogitBias) on the same prompts and seeds:
+// hooks (a Session::Conditioning: forcing, steering, logit bias) on the same prompts and seeds:
 //
 //   - an additive steering vector (activation addition; contrastive activation addition): the
 //     mean residual stream after one block over the positive sentences minus the same mean over

@@ -138,6 +138,7 @@ absl::StatusOr<std::unique_ptr<Generation>> Generation::Start(Session& session,
   }
   std::unique_ptr<Generation> g(new Generation(session, opts));
   g->res_.prompt_tokens = static_cast<int>(prompt.size());
+  g->bias_ = session.conditioning().logit_bias;
   session.Reset();
   auto logits = session.Forward(prompt, Session::Logits::kLast);
   if (!logits.ok()) return logits.status();
@@ -165,7 +166,13 @@ absl::StatusOr<Generation::Step> Generation::Next() {
     return out;
   }
   const Tokenizer& tok = session_.model().tokenizer();
-  const int32_t next = sampler_.Sample(logits_);
+  absl::Span<const float> logits = logits_;
+  if (!bias_.empty()) {
+    biased_.assign(logits_.begin(), logits_.end());
+    for (const auto& [token, b] : bias_) biased_[token] += b;
+    logits = biased_;
+  }
+  const int32_t next = sampler_.Sample(logits);
   const std::vector<int32_t>& eos = tok.eos_ids();  // Llama 3 instruct has three
   if (opts_.stop_at_eos && std::find(eos.begin(), eos.end(), next) != eos.end()) {
     Finish(GenerateResult::Stop::kEos, &out.text);

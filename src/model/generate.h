@@ -69,7 +69,9 @@ class Utf8Stream {
 
 // The generation driver: one generation, resumable token by token. Start() prefills the
 // prompt (as one batch) into the Reset() session; each Next() samples one token, runs it through
-// the model and returns it with the text that became complete UTF-8. Generate() below, the CLI,
+// the model and returns it with the text that became complete UTF-8. The session's
+// conditioning applies: forcing and steering in its forward pass, the logit bias to the logits
+// each token is sampled from. Generate() below, the CLI,
 // the WASM bindings and the C API all drive generation through this class; it is the only
 // generation loop.
 //
@@ -103,6 +105,9 @@ class Generation {
   Utf8Stream stream_;
   GenerateResult res_;
   absl::Span<const float> logits_;  // (vocab) in the session's scratch; valid until Forward
+  // The session's logit bias, applied here (the sampler's input), not in the forward pass.
+  std::vector<std::pair<int32_t, float>> bias_;
+  std::vector<float> biased_;  // (vocab) scratch: logits_ + bias_
   bool done_ = false;
 };
 

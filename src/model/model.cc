@@ -312,9 +312,9 @@ absl::Status Model::Build(LoadOptions opts) {
   // 2^20 blocks allocated before the first missing tensor is noticed. Every block has at least
   // 10 tensors (Llama: 2 norms + 4 linears x .q / .scale; GPT-2: more).
   if (static_cast<uint64_t>(c.n_layer) * 10 > view_.tensors.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the header says ", c.n_layer, " layers but the file has only ", view_.tensors.size(),
-        " tensors (each layer needs at least 10)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the header says ", c.n_layer, " layers but the file has only ",
+                     view_.tensors.size(), " tensors (each layer needs at least 10)"));
   }
   if (auto st = c.arch == Arch::kGpt2 ? BuildGpt2(opts.need_float) : BuildLlama(opts.need_float);
       !st.ok()) {

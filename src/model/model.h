@@ -222,40 +222,45 @@ class Session {
   // unchanged. Needs pos() >= 1 and pos()+n <= n_ctx(); computes no logits.
   absl::Status ForwardPadding(absl::Span<const int32_t> tokens);
 
-  // Expert hooks. The session keeps its own copy of the forcing (an empty one clears it); unit
-  // indices and values are validated first (on error the previous forcing stays).
-  absl::Status SetForcing(Forcing forcing);
-  void ClearForcing() { forcing_ = Forcing(); }
-  const Forcing& forcing() const { return forcing_; }
-  // capture_max (UnitSpace(config).num_units()) receives max(previous, response) for every unit
-  // at every position processed while set; the caller initializes it (to -inf). Null disables.
-  void SetCapture(float* capture_max) { capture_max_ = capture_max; }
-  // trace (n_ctx) receives unit `unit_id`'s response at each position processed while set,
-  // trace[pos] (the values SetCapture max-pools, one unit, every position). Null disables.
-  absl::Status SetUnitTrace(int64_t unit_id, float* trace);
-
-  // Two more interventions, for comparing expert forcing with other steering methods
-  // (docs/paper-experiments.md, "Steering methods side by side"):
-  // - steering: add(n_embd) is added to the residual stream after block `layer` at every
-  //   position (activation addition); an empty Steering clears it.
-  // - logit bias: each (token, bias) pair is added to that token's logit wherever logits are
-  //   computed (a bag-of-words bias); an empty list clears it.
+  // What a session's generation is conditioned on: one value, validated as a whole when set
+  // (on error the previous one stays), copied into the session.
+  //  - forcing: expert units overwritten with fixed values (self-conditioning);
+  //  - steering: add(n_embd) added to the residual stream after block `layer` at every position
+  //    (activation addition; layer -1: none);
+  //  - logit bias: (token, bias) pairs added to the logits a token is sampled from. It lives in
+  //    the sampler (Generation), not in the forward pass: scoring text (perplexity, responses)
+  //    sees the model's own logits.
   struct Steering {
     int layer = -1;
     std::vector<float> add;  // (n_embd)
   };
-  absl::Status SetSteering(Steering steering);
-  const Steering& steering() const { return steering_; }
-  absl::Status SetLogitBias(std::vector<std::pair<int32_t, float>> bias);
-  const std::vector<std::pair<int32_t, float>>& logit_bias() const { return logit_bias_; }
-  // residual_sum (n_embd) receives the sum over positions of the residual stream after block
-  // `layer` for every position processed while set (the caller zeroes it). Null disables.
-  void SetResidualCapture(int layer, double* residual_sum) {
-    residual_layer_ = layer;
-    residual_sum_ = residual_sum;
-  }
-  // Clears forcing, steering and logit bias (capture settings are left alone).
-  void ClearInterventions();
+  struct Conditioning {
+    Forcing forcing;
+    Steering steering;
+    std::vector<std::pair<int32_t, float>> logit_bias;
+    bool empty() const { return forcing.empty() && steering.add.empty() && logit_bias.empty(); }
+  };
+  absl::Status SetConditioning(Conditioning c);
+  const Conditioning& conditioning() const { return cond_; }
+  // Checks a conditioning against this session's model without setting it.
+  absl::Status Validate(const Conditioning& c) const;
+
+  // What a caller may watch while tokens run (one observer at a time; null: none). Forcing has
+  // been applied to the values an observer sees.
+  class Observer {
+   public:
+    virtual ~Observer() = default;
+    // A site's outputs at positions pos..pos+m-1: row i is y[i * ld .. i * ld + size).
+    virtual void OnSite(int site, const float* y, int m, int ld, int pos) {
+      (void)site, (void)y, (void)m, (void)ld, (void)pos;
+    }
+    // The residual stream after block `layer` (steering added) at positions pos..pos+n-1:
+    // rows of n_embd floats.
+    virtual void OnResidual(int layer, const float* x, int n, int pos) {
+      (void)layer, (void)x, (void)n, (void)pos;
+    }
+  };
+  void SetObserver(Observer* observer) { observer_ = observer; }
 
  private:
   Session(const Model& model, SessionOptions opts);
@@ -277,7 +282,7 @@ class Session {
   void Attention(int l, const float* q, int ldq, int n, float* att);
   // The residual-stream hooks (steering vector, mean-residual capture) after block l.
   void ResidualHooks(int l, float* x, int n);
-  // The LM head on the final-normed rows xn (rows), logit bias added, into the logits.
+  // The LM head on the final-normed rows xn (rows), into the logits.
   absl::Status LmHead(const float* xn, int rows);
   // The error for non-finite activations or logits, naming the likely cause.
   absl::Status NonFinite(const char* what) const;
@@ -286,16 +291,10 @@ class Session {
   SessionOptions opts_;
   UnitSpace units_;
   int pos_ = 0;
-  int logits_row_ = 0;  // rows of logits written by the current Forward call
-  Forcing forcing_;     // empty: no forcing
-  float* capture_max_ = nullptr;
-  int trace_site_ = -1, trace_unit_ = 0;  // SetUnitTrace
-  float* trace_ = nullptr;
-  Steering steering_;                                  // layer -1: none
-  std::vector<std::pair<int32_t, float>> logit_bias_;  // empty: none
-  int residual_layer_ = -1;
-  double* residual_sum_ = nullptr;  // (n_embd) or null
-  int attend_limit_ = -1;           // >= 0 during ForwardPadding: keys 0..attend_limit_-1 only
+  int logits_row_ = 0;            // rows of logits written by the current Forward call
+  Conditioning cond_;             // empty: unconditioned
+  Observer* observer_ = nullptr;  // not owned
+  int attend_limit_ = -1;         // >= 0 during ForwardPadding: keys 0..attend_limit_-1 only
   struct Scratch;
   std::unique_ptr<Scratch> s_;
   std::unique_ptr<kernels::xnn::Operators> xnn_ops_;  // int8 on XNNPACK, else null

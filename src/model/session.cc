@@ -174,71 +174,9 @@ const char* Session::engine_name() const {
   return xnn_ops_ != nullptr ? "xnnpack" : opts_.backend->name;
 }
 
-absl::Status Session::SetSteering(Steering steering) {
-  if (steering.add.empty()) {
-    steering_ = Steering();
-    return absl::OkStatus();
-  }
-  const ModelConfig& c = model_.config();
-  if (steering.layer < 0 || steering.layer >= static_cast<int>(c.n_layer)) {
-    return absl::OutOfRangeError(
-        absl::StrCat("steering layer ", steering.layer, " out of range [0, ", c.n_layer, ")"));
-  }
-  if (steering.add.size() != c.n_embd) {
-    return absl::InvalidArgumentError(absl::StrCat("steering vector has ", steering.add.size(),
-                                                   " values, the model's n_embd is ", c.n_embd));
-  }
-  for (float v : steering.add) {
-    if (!std::isfinite(v) || std::fabs(v) > kMaxIntervention) {
-      return absl::InvalidArgumentError(absl::StrCat("steering vector has a value of ", v,
-                                                     " (after scaling by its strength): must be "
-                                                     "finite and at most ",
-                                                     kMaxIntervention, " in magnitude"));
-    }
-  }
-  steering_ = std::move(steering);
-  return absl::OkStatus();
-}
-
-absl::Status Session::SetLogitBias(std::vector<std::pair<int32_t, float>> bias) {
-  for (const auto& [token, b] : bias) {
-    if (token < 0 || static_cast<uint32_t>(token) >= model_.config().vocab_size) {
-      return absl::OutOfRangeError(absl::StrCat("logit bias: token id ", token, " out of range"));
-    }
-    if (!std::isfinite(b) || std::fabs(b) > kMaxLogitBias) {
-      return absl::InvalidArgumentError(absl::StrCat("logit bias ", b, " for token ", token,
-                                                     ": must be finite and at most ", kMaxLogitBias,
-                                                     " in magnitude"));
-    }
-  }
-  logit_bias_ = std::move(bias);
-  return absl::OkStatus();
-}
-
-absl::Status Session::SetUnitTrace(int64_t unit_id, float* trace) {
-  if (trace == nullptr) {
-    trace_ = nullptr;
-    trace_site_ = -1;
-    return absl::OkStatus();
-  }
-  if (unit_id < 0 || unit_id >= units_.num_units()) {
-    return absl::OutOfRangeError(
-        absl::StrCat("unit ", unit_id, " out of range [0, ", units_.num_units(), ")"));
-  }
-  const auto [site, unit] = units_.SiteAndUnit(unit_id);
-  trace_site_ = site;
-  trace_unit_ = unit;
-  trace_ = trace;
-  return absl::OkStatus();
-}
-
-void Session::ClearInterventions() {
-  forcing_ = Forcing();
-  steering_ = Steering();
-  logit_bias_.clear();
-}
-
-absl::Status Session::SetForcing(Forcing forcing) {
+absl::Status Session::Validate(const Conditioning& c) const {
+  const ModelConfig& mc = model_.config();
+  const Forcing& forcing = c.forcing;
   if (!forcing.empty()) {
     if (forcing.per_site.size() != static_cast<size_t>(units_.num_sites())) {
       return absl::InvalidArgumentError(absl::StrCat("forcing has ", forcing.per_site.size(),
@@ -260,7 +198,44 @@ absl::Status Session::SetForcing(Forcing forcing) {
       }
     }
   }
-  forcing_ = forcing.empty() ? Forcing() : std::move(forcing);
+  const Steering& steering = c.steering;
+  if (!steering.add.empty()) {
+    if (steering.layer < 0 || steering.layer >= static_cast<int>(mc.n_layer)) {
+      return absl::OutOfRangeError(
+          absl::StrCat("steering layer ", steering.layer, " out of range [0, ", mc.n_layer, ")"));
+    }
+    if (steering.add.size() != mc.n_embd) {
+      return absl::InvalidArgumentError(absl::StrCat("steering vector has ", steering.add.size(),
+                                                     " values, the model's n_embd is ", mc.n_embd));
+    }
+    for (float v : steering.add) {
+      if (!std::isfinite(v) || std::fabs(v) > kMaxIntervention) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("steering vector has a value of ", v,
+                         " (after scaling by its strength): must be finite and at most ",
+                         kMaxIntervention, " in magnitude"));
+      }
+    }
+  }
+  for (const auto& [token, b] : c.logit_bias) {
+    if (token < 0 || static_cast<uint32_t>(token) >= mc.vocab_size) {
+      return absl::OutOfRangeError(
+          absl::StrCat("logit bias: token id ", token, " out of range [0, ", mc.vocab_size, ")"));
+    }
+    if (!std::isfinite(b) || std::fabs(b) > kMaxLogitBias) {
+      return absl::InvalidArgumentError(absl::StrCat("logit bias ", b, " for token ", token,
+                                                     ": must be finite and at most ", kMaxLogitBias,
+                                                     " in magnitude"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Session::SetConditioning(Conditioning c) {
+  if (auto st = Validate(c); !st.ok()) return st;
+  if (c.forcing.empty()) c.forcing = Forcing();  // no per-site lists to walk
+  if (c.steering.add.empty()) c.steering = Steering();
+  cond_ = std::move(c);
   return absl::OkStatus();
 }
 
@@ -304,26 +279,17 @@ absl::Status Session::Linear(const LinearWeights& w, const float* x, int m, floa
 
 // The expert hooks on a site: its m rows of `size` outputs start at y with row stride ld.
 void Session::Intervene(int site, float* y, int m, int ld, bool chunk_has_last) {
-  const int size = units_.site_size(site);
-  if (!forcing_.per_site.empty()) {
-    const auto& units = forcing_.per_site[site];
+  const Forcing& forcing = cond_.forcing;
+  if (!forcing.per_site.empty()) {
+    const auto& units = forcing.per_site[site];
     if (!units.empty()) {
-      const int first = forcing_.only_last_token ? (chunk_has_last ? m - 1 : m) : 0;
+      const int first = forcing.only_last_token ? (chunk_has_last ? m - 1 : m) : 0;
       for (int i = first; i < m; ++i) {
         for (const auto& u : units) y[static_cast<size_t>(i) * ld + u.unit] = u.value;
       }
     }
   }
-  if (trace_ != nullptr && site == trace_site_) {
-    for (int i = 0; i < m; ++i) trace_[pos_ + i] = y[static_cast<size_t>(i) * ld + trace_unit_];
-  }
-  if (capture_max_ != nullptr) {
-    float* mx = capture_max_ + units_.site_offset(site);
-    for (int i = 0; i < m; ++i) {
-      const float* row = y + static_cast<size_t>(i) * ld;
-      for (int j = 0; j < size; ++j) mx[j] = std::max(mx[j], row[j]);
-    }
-  }
+  if (observer_ != nullptr) observer_->OnSite(site, y, m, ld, pos_);
 }
 
 void Session::StoreKv(int l, const float* k, int ldk, const float* v, int ldv, int n) {
@@ -390,15 +356,12 @@ void Session::Attention(int l, const float* q, int ldq, int n, float* att) {
 
 void Session::ResidualHooks(int l, float* x, int n) {
   const int d = model_.config().n_embd;
-  if (l == steering_.layer) {
-    for (int i = 0; i < n; ++i)
-      ops::AddInPlace(x + static_cast<size_t>(i) * d, steering_.add.data(), d);
-  }
-  if (residual_sum_ != nullptr && l == residual_layer_) {
+  if (l == cond_.steering.layer) {
     for (int i = 0; i < n; ++i) {
-      for (int j = 0; j < d; ++j) residual_sum_[j] += x[static_cast<size_t>(i) * d + j];
+      ops::AddInPlace(x + static_cast<size_t>(i) * d, cond_.steering.add.data(), d);
     }
   }
+  if (observer_ != nullptr) observer_->OnResidual(l, x, n, pos_);
 }
 
 absl::Status Session::LmHead(const float* xn, int rows) {
@@ -406,9 +369,6 @@ absl::Status Session::LmHead(const float* xn, int rows) {
   // kAll: this chunk's rows go after the previous chunks' rows.
   float* out = s_->logits.data() + static_cast<size_t>(logits_row_) * V;
   if (auto st = Linear(model_.lm_head(), xn, rows, out); !st.ok()) return st;
-  for (int i = 0; i < rows; ++i) {
-    for (const auto& [token, bias] : logit_bias_) out[static_cast<size_t>(i) * V + token] += bias;
-  }
   if (!AllFinite(out, static_cast<size_t>(rows) * V)) return NonFinite("logits");
   logits_row_ += rows;
   return absl::OkStatus();
@@ -454,12 +414,13 @@ absl::Status Session::ForwardPadding(absl::Span<const int32_t> tokens) {
 }
 
 absl::Status Session::NonFinite(const char* what) const {
-  return absl::OutOfRangeError(absl::StrCat(
-      "non-finite ", what, " at position ", pos_, ": the activations overflowed (",
-      !forcing_.empty() ? "check the forcing values: an expert table with huge on_p50 / on_p90? "
-                        : "",
-      !steering_.add.empty() ? "check the steering vector's strength; " : "",
-      !logit_bias_.empty() ? "check the logit bias; " : "", "or the model's weights are broken)"));
+  return absl::OutOfRangeError(
+      absl::StrCat("non-finite ", what, " at position ", pos_, ": the activations overflowed (",
+                   !cond_.forcing.empty()
+                       ? "check the forcing values: an expert table with huge on_p50 / on_p90? "
+                       : "",
+                   !cond_.steering.add.empty() ? "check the steering vector's strength; " : "",
+                   "or the model's weights are broken)"));
 }
 
 absl::Status Session::ForwardChunk(const int32_t* tokens, int n, bool last_chunk, Logits want) {

@@ -308,10 +308,10 @@ absl::StatusOr<ConditionRun> RunConditions(const Model& model,
       out.prompt = grid.prompts[pi];
       out.seed = grid.first_seed + si;
       // 1. Generate under the condition.
-      session.ClearInterventions();
-      if (auto s = session.SetForcing(cond.forcing); !s.ok()) return s;
-      if (auto s = session.SetSteering(cond.steering); !s.ok()) return s;
-      if (auto s = session.SetLogitBias(cond.logit_bias); !s.ok()) return s;
+      if (auto s = session.SetConditioning({cond.forcing, cond.steering, cond.logit_bias});
+          !s.ok()) {
+        return s;
+      }
       GenerateOptions g;
       g.max_new_tokens = grid.new_tokens;
       g.sampling = sampling;
@@ -319,7 +319,7 @@ absl::StatusOr<ConditionRun> RunConditions(const Model& model,
       g.stop_at_eos = false;  // fixed length, as ml-selfcond
       auto gen = Generate(session, prompt_ids[pi], g, nullptr);
       if (!gen.ok()) return gen.status();
-      session.ClearInterventions();
+      (void)session.SetConditioning({});
       out.new_tokens = static_cast<int>(gen->tokens.size());
       std::vector<int32_t> visible;
       for (int32_t t : gen->tokens) {
@@ -967,7 +967,9 @@ absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
     // Condition-major so a worker changes its forcing rarely.
     for (size_t idx = w; idx < total; idx += workers) {
       const size_t c = idx / P, p = idx % P;
-      if (auto s = session.SetForcing(c == 0 ? Forcing() : forcings[c]); !s.ok()) return s;
+      Session::Conditioning cond;
+      if (c != 0) cond.forcing = forcings[c];
+      if (auto s = session.SetConditioning(std::move(cond)); !s.ok()) return s;
       session.Reset();
       auto logits = session.Forward(ids[p], Session::Logits::kLast);
       if (!logits.ok()) return logits.status();
