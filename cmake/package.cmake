@@ -9,7 +9,7 @@
 # (the component keeps XNNPACK's own install rules out of the prefix).
 include(GNUInstallDirs)
 
-set(SELFCOND_API_SOURCES ${CMAKE_SOURCE_DIR}/src/api/selfcond_c.cc)
+file(GLOB SELFCOND_API_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/api/*.cc)
 
 # Static objects of the C API, for the combined archive.
 add_library(selfcond_api STATIC ${SELFCOND_API_SOURCES})
@@ -35,7 +35,7 @@ if(NOT SELFCOND_SANITIZE AND NOT SELFCOND_FUZZ)
 endif()
 
 # libselfcond.a: every archive the library needs, merged with an ar MRI script.
-set(SELFCOND_STATIC_PARTS selfcond_api selfcond_experts selfcond_model selfcond_formats
+set(SELFCOND_STATIC_PARTS selfcond_api selfcond_engine selfcond_experts selfcond_model selfcond_formats
     selfcond_util selfcond_kernels)
 if(SELFCOND_XNNPACK)
   list(APPEND SELFCOND_STATIC_PARTS XNNPACK xnnpack-microkernels-prod pthreadpool cpuinfo)

@@ -398,7 +398,7 @@ TEST_F(CApiTest, SteeringVectorAndLogitBias) {
   selfcond_model_info info;
   selfcond_model_get_info(model_, &info);
   std::vector<float> v(info.n_embd);
-  ASSERT_EQ(selfcond_steering_vector(model_, ds, 1, 2, v.data(), v.size()), SELFCOND_OK)
+  ASSERT_EQ(selfcond_steering_vector(model_, ds, 1, SELFCOND_INT8, v.data(), v.size()), SELFCOND_OK)
       << selfcond_last_error();
   // The library's vector, computed here directly, is what the C API returns.
   auto lib_model = Model::Load(*path_, {});
@@ -406,9 +406,10 @@ TEST_F(CApiTest, SteeringVectorAndLogitBias) {
   auto direct = ComputeSteeringVector(**lib_model, *football_, 1, Precision::kInt8, nullptr);
   ASSERT_TRUE(direct.ok());
   for (size_t j = 0; j < v.size(); ++j) ASSERT_NEAR(v[j], (*direct)[j], 1e-5) << j;
-  EXPECT_EQ(selfcond_steering_vector(model_, ds, 1, 2, v.data(), v.size() - 1),
+  EXPECT_EQ(selfcond_steering_vector(model_, ds, 1, SELFCOND_INT8, v.data(), v.size() - 1),
             SELFCOND_INVALID_ARGUMENT);
-  EXPECT_EQ(selfcond_steering_vector(model_, ds, 99, 2, v.data(), v.size()), SELFCOND_OUT_OF_RANGE);
+  EXPECT_EQ(selfcond_steering_vector(model_, ds, 99, SELFCOND_INT8, v.data(), v.size()),
+            SELFCOND_OUT_OF_RANGE);
   size_t n = 0;
   ASSERT_EQ(selfcond_concept_logit_bias(model_, ds, 20, 3.0f, nullptr, nullptr, 0, &n),
             SELFCOND_OK);

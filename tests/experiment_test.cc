@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/choose_k.h"
+#include "engine/compare.h"
 #include "experts/dataset.h"
 #include "experts/rank.h"
 #include "gtest/gtest.h"
@@ -333,7 +335,7 @@ TEST_F(ExperimentRunTest, CompareRunsThreeMethodsOnTheSameSeeds) {
   o.alphas = {8};
   o.betas = {10};
   ThreadPool pool(2);
-  auto r = RunCompareExperiment(*model_, *table_, *ds, o, &pool);
+  auto r = CompareMethods(*model_, *table_, *ds, o, &pool);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->run.points.size(), 4u);
   EXPECT_EQ(r->run.points[0].method, "none");
@@ -349,14 +351,14 @@ TEST_F(ExperimentRunTest, CompareRunsThreeMethodsOnTheSameSeeds) {
   EXPECT_GE(r->run.points[3].mention_rate, 0.5);
   // Same seeds: the unconditioned continuations do not depend on what else runs.
   o.methods = {"bias"};
-  auto only_bias = RunCompareExperiment(*model_, *table_, *ds, o, &pool);
+  auto only_bias = CompareMethods(*model_, *table_, *ds, o, &pool);
   ASSERT_TRUE(only_bias.ok());
   EXPECT_EQ(only_bias->run.samples[0].text, r->run.samples[0].text);
   auto j = json::Parse(CompareResultToJson(*r).Dump());
   ASSERT_TRUE(j.ok());
   EXPECT_EQ(j->Find("points")->items().size(), 4u);
   o.methods = {"prompting"};
-  EXPECT_FALSE(RunCompareExperiment(*model_, *table_, *ds, o, &pool).ok());
+  EXPECT_FALSE(CompareMethods(*model_, *table_, *ds, o, &pool).ok());
 }
 
 TEST_F(ExperimentRunTest, AutoKPicksTheSmallestQualifyingK) {
@@ -368,7 +370,7 @@ TEST_F(ExperimentRunTest, AutoKPicksTheSmallestQualifyingK) {
   o.words = FootballWords();
   o.target_rate = 0.25;
   o.ppl_budget = 1000;  // no fluency limit: the smallest k reaching 25% wins
-  auto r = ChooseK(*model_, *table_, o, nullptr);
+  auto r = ChooseK(*model_, *table_, nullptr, o, nullptr);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_GE(r->tried.size(), 2u);
   EXPECT_EQ(r->tried[0].k, 0);
@@ -379,7 +381,7 @@ TEST_F(ExperimentRunTest, AutoKPicksTheSmallestQualifyingK) {
   // A budget nothing meets (perplexity must not grow at all): k falls back, and says why.
   o.ppl_budget = 1.0;
   o.candidates = {300};
-  auto strict = ChooseK(*model_, *table_, o, nullptr);
+  auto strict = ChooseK(*model_, *table_, nullptr, o, nullptr);
   ASSERT_TRUE(strict.ok());
   EXPECT_FALSE(strict->met);
   EXPECT_EQ(strict->k, 0);

@@ -1,12 +1,24 @@
-/* selfcond: self-conditioning of GPT-2 language models on device. The C API (C99).
+/* selfcond: self-conditioning of language models (GPT-2, the Llama family) on device. The C API
+ * (C99).
  *
- * Every binding (Python, Swift, Kotlin, Rust, ...) wraps this header; it has no C++ or Abseil
- * types. Handles are opaque; every fallible call returns a selfcond_status and, on error,
- * leaves a message for the calling thread in selfcond_last_error().
+ * This header is selfcond's one boundary: a 1:1 projection of the library's Engine
+ * (src/engine/engine.h). Every binding wraps it: Python (python/selfcond/_capi.py) and the
+ * WebAssembly build's JavaScript (web/lib/engine/capi.js, web/lib/capi.d.ts) are generated
+ * from it by tools/gen_bindings.py, so a field added to a params struct reaches them without
+ * hand-written code. It has no C++ or Abseil types. Handles are opaque; every fallible call
+ * returns a selfcond_status and, on error, leaves a message for the calling thread in
+ * selfcond_last_error().
+ *
+ * Conventions the generator relies on: a params struct selfcond_X_params has
+ * selfcond_X_default_params(); an array field `const T* name` is followed by its length
+ * `size_t n_name`.
  *
  * Objects and threads
- *   selfcond_model    Immutable after loading: the weights, held once in memory. Any number of
- *                     sessions and rankings on any threads may share one model. Free it last.
+ *   selfcond_model    Immutable after loading: the weights, held once in memory, and one thread
+ *                     pool (selfcond_model_params.threads). Any number of sessions and rankings
+ *                     on any threads may share one model. Every object made from a model keeps
+ *                     it alive: selfcond_model_free may come first, the memory goes with the
+ *                     last object.
  *   selfcond_session  One KV cache and one forcing setting. Use a session from one thread at a
  *                     time (one session per thread); different sessions run concurrently.
  *   selfcond_experts  An expert table (a concept's units ranked by AP). Read-only after it is
@@ -46,10 +58,10 @@ extern "C" {
 #endif
 
 #define SELFCOND_VERSION_MAJOR 0
-#define SELFCOND_VERSION_MINOR 9
+#define SELFCOND_VERSION_MINOR 10
 #define SELFCOND_VERSION_PATCH 0
 
-/* "0.9.0": the library's version (may differ from the header's if linked dynamically). */
+/* "0.10.0": the library's version (may differ from the header's if linked dynamically). */
 SELFCOND_API const char* selfcond_version(void);
 
 /* ---- errors ------------------------------------------------------------------------------ */
@@ -83,11 +95,12 @@ typedef struct selfcond_model selfcond_model;
 typedef struct {
   int verify_hash; /* 1: recompute the file's SHA-256 and refuse a mismatch (slower loads) */
   int need_f32;    /* 1: also prepare float weights, for sessions with precision f32 */
+  int threads;     /* the model's thread pool (created when first used); <= 0: every core */
 } selfcond_model_params;
 
 /* Defaults: verify_hash 1 (integrity by default: a corrupt or tampered file is refused with
  * SELFCOND_DATA_LOSS; 0 skips the SHA-256 pass for a trusted file, see the README for its
- * measured cost), need_f32 0. params may be NULL for the defaults. */
+ * measured cost), need_f32 0, threads 0. params may be NULL for the defaults. */
 SELFCOND_API selfcond_model_params selfcond_model_default_params(void);
 
 /* A selfcond model file (.scm, written by `selfcond convert`). */
@@ -104,16 +117,33 @@ typedef struct {
   const char* name; /* e.g. "gpt2" */
   const char* hash; /* SHA-256 of the weights, hex; expert tables name it */
   int n_layer, n_embd, n_head, n_ctx, n_inner, vocab_size;
-  int eos_id;
-  int64_t num_units; /* units of the four linear layers of every block (the unit space) */
+  int eos_id;        /* the first end-of-sequence token; -1 if none */
+  int64_t num_units; /* units of the linear layers of every block (the unit space) */
+  const char* arch;  /* "gpt2" | "llama" (the Llama family: Llama, Qwen2, Mistral, SmolLM) */
+  int n_head_kv;     /* key/value heads (grouped-query attention; = n_head for GPT-2) */
+  int head_dim;
+  int bos_id;        /* the token the prompt template puts first; -1 if none (GPT-2) */
+  int threads;       /* threads of the model's pool */
+  int64_t file_bytes;   /* size of the model file */
+  int64_t packed_bytes; /* the int8 weights repacked for the GEMM engine (XNNPACK) */
 } selfcond_model_info;
 /* Strings point into the model. */
 SELFCOND_API void selfcond_model_get_info(const selfcond_model* model, selfcond_model_info* out);
+
+/* Build facts for bug reports and the UI, as a new JSON string (selfcond_string_free):
+ * {"version", "backends": the GEMM engines available on this CPU, first the one int8 uses,
+ *  "pthreads": threads available (false in the single-threaded WASM build), "cores"}. */
+SELFCOND_API selfcond_status selfcond_build_info_to_string(char** out);
 
 /* Token ids of text. Writes up to capacity ids to out (out may be NULL with capacity 0) and
  * the total count to *n_tokens (call again with a larger buffer if it exceeds capacity). */
 SELFCOND_API selfcond_status selfcond_tokenize(const selfcond_model* model, const char* text,
                                                int32_t* out, size_t capacity, size_t* n_tokens);
+/* The same with add_special = 1: the ids the model is given for a text on its own, with the
+ * template's special tokens around it (Llama 3's <|begin_of_text|>; none for GPT-2). */
+SELFCOND_API selfcond_status selfcond_tokenize_ex(const selfcond_model* model, const char* text,
+                                                  int add_special, int32_t* out, size_t capacity,
+                                                  size_t* n_tokens);
 /* The text of token ids, as a new string (selfcond_string_free). */
 SELFCOND_API selfcond_status selfcond_detokenize_to_string(const selfcond_model* model,
                                                            const int32_t* ids, size_t n,
@@ -164,19 +194,29 @@ typedef struct {
   int64_t num_units;   /* units in the table (sorted by AP, best first) */
   int64_t total_units; /* units of the model */
   int num_positive, num_negative;
+  const char* group;      /* "" when the table has none */
+  const char* model_hash; /* the model it was ranked on; "" for a table without one */
+  int num_truncated;      /* sentences cut to the model's context when ranking */
 } selfcond_experts_info;
 SELFCOND_API void selfcond_experts_get_info(const selfcond_experts* experts,
                                             selfcond_experts_info* out);
 
 typedef struct {
   int64_t unit_id; /* in the model's unit space */
-  int site;        /* layer * 4 + kind (0 attn.c_attn, 1 attn.c_proj, 2 mlp.c_fc, 3 mlp.c_proj) */
+  int site;        /* GPT-2: layer * 4 + kind (0 attn.c_attn, 1 attn.c_proj, 2 mlp.c_fc,
+                      3 mlp.c_proj); Llama family: layer * 7 + kind (q_proj, k_proj, v_proj,
+                      o_proj, gate_proj, up_proj, down_proj) */
   int unit;        /* index within the site's layer */
   float ap, on_p50, on_p90, off_mean;
 } selfcond_expert_unit;
 /* The rank-th unit (0 = best AP). */
 SELFCOND_API selfcond_status selfcond_experts_get_unit(const selfcond_experts* experts,
                                                        int64_t rank, selfcond_expert_unit* out);
+/* Units first .. first + capacity - 1 (fewer at the end of the table) into out; how many in
+ * *n_out. */
+SELFCOND_API selfcond_status selfcond_experts_get_units(const selfcond_experts* experts,
+                                                        int64_t first, selfcond_expert_unit* out,
+                                                        size_t capacity, size_t* n_out);
 
 /* ---- sessions and generation ------------------------------------------------------------- */
 
@@ -187,18 +227,41 @@ typedef enum { SELFCOND_KV_F32 = 0, SELFCOND_KV_F16 = 1 } selfcond_kv_type;
 
 typedef struct {
   selfcond_precision precision; /* f32 needs a model loaded with need_f32 */
-  int threads;                  /* threads for this session's forward pass; <= 0: cores */
+  int threads;                  /* 1: the forward pass runs on the calling thread; any other
+                                   value: on the model's thread pool (shared by the model's
+                                   threaded sessions, which take turns in it) */
   int n_ctx;                    /* positions of the KV cache; 0: the model's context */
   selfcond_kv_type kv_type;     /* F16 halves the KV cache */
 } selfcond_session_params;
-/* Defaults: int8, 1 thread, the model's context, float KV cache. */
+/* Defaults: int8, 1 thread, the model's context (up to 8192), float KV cache. */
 SELFCOND_API selfcond_session_params selfcond_session_default_params(void);
 
-/* The model must outlive the session. params may be NULL. */
+/* params may be NULL. The session keeps the model alive. */
 SELFCOND_API selfcond_status selfcond_session_create(const selfcond_model* model,
                                                      const selfcond_session_params* params,
                                                      selfcond_session** out);
 SELFCOND_API void selfcond_session_free(selfcond_session* session);
+
+typedef struct {
+  int n_ctx;              /* positions the KV cache holds */
+  int n_past;             /* positions filled (the next token runs at this position) */
+  int64_t kv_cache_bytes; /* memory of the KV cache */
+  const char* backend;    /* what runs the linear layers: "xnnpack" (int8) or a hand-written
+                             kernel set ("avx2", "avx512vnni", "wasm_simd128", "scalar") */
+} selfcond_session_info;
+/* Strings are static. */
+SELFCOND_API void selfcond_session_get_info(const selfcond_session* session,
+                                            selfcond_session_info* out);
+
+/* Runs tokens at the session's next positions (after the n_past already in its KV cache, with
+ * the session's forcing and steering) and writes the logits of the last one (vocab_size floats,
+ * the logit bias added) to logits, which may be NULL; capacity is its length in floats. The
+ * building block of an app's own loop (chat with a kept context, scoring, beam search). */
+SELFCOND_API selfcond_status selfcond_session_eval(selfcond_session* session,
+                                                   const int32_t* tokens, size_t n_tokens,
+                                                   float* logits, size_t capacity);
+/* Forgets the KV cache (n_past = 0); the forcing, steering and logit bias stay. */
+SELFCOND_API void selfcond_session_reset(selfcond_session* session);
 
 typedef struct {
   const selfcond_experts* experts;
@@ -258,15 +321,43 @@ SELFCOND_API selfcond_status selfcond_generate(selfcond_session* session, const 
                                                selfcond_token_callback callback, void* user_data,
                                                selfcond_generate_result* result);
 
+/* Generation in steps, for a UI that streams tokens, interleaves several generations or stops
+ * between tokens (the browser's worker drives this). */
+typedef struct selfcond_generation selfcond_generation;
+/* Tokenizes prompt as selfcond_generate does and prefills it into the session from position 0
+ * (the slow part of a long prompt). The session is the generation's until it is freed: do not
+ * use it meanwhile. */
+SELFCOND_API selfcond_status selfcond_generation_start(selfcond_session* session,
+                                                       const char* prompt,
+                                                       const selfcond_generate_params* params,
+                                                       selfcond_generation** out);
+typedef struct {
+  int32_t token;     /* the new token; -1 for the final call that only flushes text */
+  const char* piece; /* text that became complete UTF-8 (not NUL-terminated; may be empty);
+                        valid until the next call on the generation */
+  size_t piece_len;
+  int done;          /* 1: the generation ended (stop says why); further calls fail */
+  selfcond_stop stop;
+  int prompt_tokens, new_tokens;
+} selfcond_generation_step;
+/* Samples and runs one more token. */
+SELFCOND_API selfcond_status selfcond_generation_next(selfcond_generation* generation,
+                                                      selfcond_generation_step* out);
+/* Ends the generation here: the next selfcond_generation_next reports done, stop CANCELLED. */
+SELFCOND_API void selfcond_generation_cancel(selfcond_generation* generation);
+SELFCOND_API void selfcond_generation_free(selfcond_generation* generation);
+
 /* ---- ranking a concept ------------------------------------------------------------------- */
 
-/* Called with sentences done so far and their total; return 0 to cancel (the call then fails
- * with SELFCOND_CANCELLED). */
+/* Called with sentences (or samples) done so far and their total; return 0 to cancel (the call
+ * then fails with SELFCOND_CANCELLED; the measured operations, selfcond_choose_k and
+ * selfcond_compare_methods, run to the end). */
 typedef int (*selfcond_progress_callback)(int done, int total, void* user_data);
 
 typedef struct {
   selfcond_precision precision;
-  int threads;       /* sentences run in parallel, one session per thread; <= 0: cores */
+  int threads;       /* 1: the calling thread; any other value: sentences run in parallel on the
+                        model's thread pool, one session per thread */
   int max_sentences; /* per class, the first N (0: all) */
   int64_t top_n;     /* keep the best N units in the table (0: all) */
 } selfcond_rank_params;
@@ -285,7 +376,7 @@ SELFCOND_API selfcond_status selfcond_rank(const selfcond_model* model, const ch
 
 /* A ranking in steps (for a UI that shows progress and can stop between steps). */
 typedef struct selfcond_ranking selfcond_ranking;
-/* Validates and tokenizes the sentences. The model must outlive the ranking. */
+/* Validates and tokenizes the sentences. The ranking keeps the model alive. */
 SELFCOND_API selfcond_status selfcond_ranking_start(const selfcond_model* model,
                                                     const char* concept,
                                                     const char* const* positive, size_t n_positive,
@@ -304,10 +395,16 @@ SELFCOND_API selfcond_status selfcond_ranking_finish(selfcond_ranking* ranking,
                                                      selfcond_experts** out);
 /* Frees (and so cancels) a ranking. */
 SELFCOND_API void selfcond_ranking_free(selfcond_ranking* ranking);
+typedef struct {
+  int done, total;   /* sentences run, of all */
+  int num_truncated; /* sentences longer than the context, cut to it */
+} selfcond_ranking_info;
+SELFCOND_API void selfcond_ranking_get_info(const selfcond_ranking* ranking,
+                                            selfcond_ranking_info* out);
 
 /* Each sentence's response of every unit, max-pooled over its tokens (unlabeled sentences):
  * out receives n_sentences rows of num_units floats (selfcond_model_info), row-major. Uses
- * params' precision, threads and max_sentences (the first N). */
+ * params' precision and threads. */
 SELFCOND_API selfcond_status selfcond_pooled_responses(const selfcond_model* model,
                                                        const char* const* sentences,
                                                        size_t n_sentences,
@@ -323,6 +420,12 @@ SELFCOND_API selfcond_status selfcond_pooled_responses(const selfcond_model* mod
 typedef struct selfcond_dataset selfcond_dataset;
 SELFCOND_API selfcond_status selfcond_dataset_load(const char* path, int max_sentences,
                                                    selfcond_dataset** out);
+/* A dataset from sentences in memory (a concept typed by the user), validated the same way. */
+SELFCOND_API selfcond_status selfcond_dataset_create(const char* concept,
+                                                     const char* const* positive,
+                                                     size_t n_positive,
+                                                     const char* const* negative,
+                                                     size_t n_negative, selfcond_dataset** out);
 SELFCOND_API void selfcond_dataset_free(selfcond_dataset* dataset);
 typedef struct {
   const char* concept; /* points into the dataset */
@@ -350,10 +453,11 @@ SELFCOND_API selfcond_status selfcond_session_set_logit_bias(selfcond_session* s
                                                              const float* bias, size_t n);
 /* The concept's steering vector for block `layer` (out: n_embd floats): the mean over positive
  * sentences of each sentence's mean residual stream after the block, minus the same over the
- * negatives. threads <= 0: every core. */
+ * negatives. Runs on the model's thread pool. */
 SELFCOND_API selfcond_status selfcond_steering_vector(const selfcond_model* model,
                                                       const selfcond_dataset* dataset, int layer,
-                                                      int threads, float* out, size_t n);
+                                                      selfcond_precision precision, float* out,
+                                                      size_t n);
 /* A bag-of-words logit bias from the dataset: its max_words highest log-odds words (words of 3+
  * letters in at least 3 positive sentences), the single-token forms " word" / " Word" of each
  * biased by beta. Writes up to capacity (token, bias) pairs; *n_out receives how many there are
@@ -363,6 +467,100 @@ SELFCOND_API selfcond_status selfcond_concept_logit_bias(const selfcond_model* m
                                                          int max_words, float beta, int32_t* tokens,
                                                          float* bias, size_t capacity,
                                                          size_t* n_out);
+
+/* The words of a list (e.g. from selfcond_concept_words), each single-token form " word" /
+ * " Word" biased by beta: up to capacity (token, bias) pairs, how many in *n_out (call with
+ * capacity 0 to size the arrays). Words without a single-token form are skipped. */
+SELFCOND_API selfcond_status selfcond_word_logit_bias(const selfcond_model* model,
+                                                      const char* const* words, size_t n_words,
+                                                      float beta, int32_t* tokens, float* bias,
+                                                      size_t capacity, size_t* n_out);
+/* The dataset's words most typical of its positive sentences (log-odds), as a new JSON string
+ * (selfcond_string_free): [{"word", "log_odds", "positive", "negative"}, ...], at most
+ * max_words. */
+SELFCOND_API selfcond_status selfcond_concept_words_to_string(const selfcond_dataset* dataset,
+                                                              int max_words, char** out);
+
+/* ---- the expert explorer ------------------------------------------------------------------ */
+
+/* Where unit `unit_id` fires: its response at every token of text (tokenized as a ranking
+ * sentence, cut to the context). Writes up to capacity token ids and values; the count in
+ * *n_tokens (call with capacity 0 to size the arrays). */
+SELFCOND_API selfcond_status selfcond_trace_unit(const selfcond_model* model, const char* text,
+                                                 int64_t unit_id, selfcond_precision precision,
+                                                 int32_t* tokens, float* values, size_t capacity,
+                                                 size_t* n_tokens);
+
+/* ---- measured conditioning: choose k, compare methods (docs/paper-experiments.md) ---------- */
+
+/* The generations a measurement makes: every prompt with every seed, under each condition, and
+ * how continuations are scored (concept words mentioned, perplexity under the unconditioned
+ * model, Self-BLEU). */
+typedef struct {
+  const char* const* prompts; /* NULL: the grid's four default prompts */
+  size_t n_prompts;
+  int seeds;           /* sampler seeds first_seed .. first_seed + seeds - 1 per prompt */
+  uint64_t first_seed;
+  int new_tokens;      /* per continuation (EOS does not stop it) */
+  float temperature, top_p;
+  int top_k;
+  selfcond_precision precision;
+} selfcond_grid_params;
+
+typedef struct {
+  selfcond_grid_params grid; /* default: 3 seeds, 20 new tokens */
+  const int64_t* candidates; /* the k tried, ascending; default 5 10 20 30 50 80 120 200 */
+  size_t n_candidates;
+  double target_rate;        /* share of continuations that mention the concept; default 0.5 */
+  double ppl_budget;         /* perplexity at most this times the unforced; default 2 */
+  selfcond_forcing_value forcing;
+} selfcond_choose_k_params;
+SELFCOND_API selfcond_choose_k_params selfcond_choose_k_default_params(void);
+
+typedef struct {
+  int64_t k; /* the smallest tried k reaching target_rate within the budget; else the largest
+                within the budget (0: none) */
+  int met;   /* 1: k reaches the target */
+} selfcond_choose_k_result;
+/* How many of the table's experts to force (`generate --experts T:auto`): calibration
+ * continuations under k = 0 and each candidate, the smallest k whose concept rate reaches the
+ * target while their perplexity stays within the budget. A continuation mentions the concept
+ * when it holds one of the dataset's log-odds words (dataset may be NULL: the table's concept
+ * name is the word). report (may be NULL) receives a new JSON string (selfcond_string_free)
+ * with the reason, the words and every k tried. Runs on the model's thread pool. */
+SELFCOND_API selfcond_status selfcond_choose_k(const selfcond_model* model,
+                                               const selfcond_experts* experts,
+                                               const selfcond_dataset* dataset,
+                                               const selfcond_choose_k_params* params,
+                                               selfcond_progress_callback progress,
+                                               void* user_data, selfcond_choose_k_result* result,
+                                               char** report);
+
+typedef struct {
+  selfcond_grid_params grid; /* default: 20 seeds, 30 new tokens */
+  const char* methods;       /* comma-separated, of experts, steer, bias; default all three */
+  const int64_t* ks;         /* experts forced (top by AP); default 10 20 50 100 */
+  size_t n_ks;
+  const double* alphas; /* steering vector strengths; default 1 2 4 8 */
+  size_t n_alphas;
+  const double* betas; /* logit bias strengths; default 2 4 6 8 */
+  size_t n_betas;
+  int steer_layer;     /* the steering vector's block; -1: the middle one */
+  int concept_words;   /* log-odds words measuring the rate and making the bias; default 20 */
+  selfcond_forcing_value forcing;
+} selfcond_compare_params;
+SELFCOND_API selfcond_compare_params selfcond_compare_default_params(void);
+/* Expert forcing, a steering vector and a logit bias side by side on the same prompts and
+ * seeds (`selfcond experiment compare`): the result as a new JSON string (selfcond_string_free;
+ * the layout of docs/paper-experiments.md: concept words, one point per condition with its
+ * concept rate, perplexity and Self-BLEU, example continuations). The table must be the
+ * dataset's concept's. Runs on the model's thread pool. */
+SELFCOND_API selfcond_status selfcond_compare_methods(const selfcond_model* model,
+                                                      const selfcond_experts* experts,
+                                                      const selfcond_dataset* dataset,
+                                                      const selfcond_compare_params* params,
+                                                      selfcond_progress_callback progress,
+                                                      void* user_data, char** out);
 
 /* ---- expertise from pooled responses (ranking split over processes or machines) --------- */
 

@@ -1,56 +1,86 @@
-// The C API (include/selfcond/selfcond.h): a thin layer over the library. Every function turns
-// C arguments into library types, calls one library function or driver (Generation, Ranking)
-// and turns an absl::Status into a selfcond_status plus a thread-local message. No logic of its
-// own: no generation or ranking loop lives here.
+// The C API (include/selfcond/selfcond.h), part 1: errors, models, expert tables, sessions and
+// generation. A 1:1 projection of the Engine (src/engine/engine.h): every function turns C
+// arguments into library types, calls one Engine operation and turns an absl::Status into a
+// selfcond_status plus a thread-local message. No logic of its own: no generation or ranking
+// loop lives here. Part 2 (ranking, datasets, steering, measurements): selfcond_c_experts.cc.
+#include <algorithm>
 #include <cstring>
-#include <exception>
 #include <memory>
-#include <new>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "experts/dataset.h"
-#include "experts/expert_table.h"
-#include "experts/rank.h"
-#include "experts/steer.h"
-#include "model/generate.h"
-#include "model/model.h"
-#include "model/units.h"
+#include "api/c_api_internal.h"
+#include "engine/engine.h"
 #include "selfcond/selfcond.h"
 #include "util/file_util.h"
-#include "util/parallel.h"
 
-// The opaque handles are the library's objects plus what the C side needs to keep alive.
-struct selfcond_model {
-  std::unique_ptr<selfcond::Model> model;
-};
-struct selfcond_experts {
-  selfcond::ExpertTable table;
-  selfcond::ModelConfig model_config;  // of the model it was checked against (unit ids)
-  bool allow_unhashed = false;         // loaded with selfcond_experts_params.allow_unhashed
-};
-struct selfcond_dataset {
-  selfcond::Dataset dataset;
-};
-struct selfcond_session {
-  const selfcond_model* model;
-  std::unique_ptr<selfcond::ThreadPool> pool;  // null: single-threaded
-  std::unique_ptr<selfcond::Session> session;
-};
-struct selfcond_ranking {
-  const selfcond_model* model;
-  std::unique_ptr<selfcond::ThreadPool> pool;
-  std::unique_ptr<selfcond::Ranking> ranking;
-};
-
+namespace selfcond::capi {
 namespace {
 
-using selfcond::Precision;
-
 thread_local std::string g_last_error;
+
+#define SELFCOND_STR2(x) #x
+#define SELFCOND_STR(x) SELFCOND_STR2(x)
+constexpr char kVersion[] = SELFCOND_STR(SELFCOND_VERSION_MAJOR) "." SELFCOND_STR(
+    SELFCOND_VERSION_MINOR) "." SELFCOND_STR(SELFCOND_VERSION_PATCH);
+
+EngineOptions EngineOptionsFrom(const selfcond_model_params* params) {
+  const selfcond_model_params p = params ? *params : selfcond_model_default_params();
+  EngineOptions eo;
+  eo.verify_hash = p.verify_hash != 0;
+  eo.need_float = p.need_f32 != 0;
+  eo.threads = p.threads;
+  return eo;
+}
+
+selfcond_stop StopToC(GenerateResult::Stop s) {
+  using Stop = GenerateResult::Stop;
+  return s == Stop::kEos           ? SELFCOND_STOP_EOS
+         : s == Stop::kContextFull ? SELFCOND_STOP_CONTEXT_FULL
+         : s == Stop::kCancelled   ? SELFCOND_STOP_CANCELLED
+                                   : SELFCOND_STOP_MAX_TOKENS;
+}
+
+absl::StatusOr<GenerateOptions> GenerateOptionsFrom(const selfcond_generate_params* params) {
+  const selfcond_generate_params p = params ? *params : selfcond_generate_default_params();
+  GenerateOptions go;
+  go.max_new_tokens = p.max_new_tokens;
+  go.sampling.temperature = p.temperature;
+  go.sampling.top_k = p.top_k;
+  go.sampling.top_p = p.top_p;
+  go.sampling.seed = p.seed;
+  go.stop_at_eos = p.stop_at_eos != 0;
+  return go;
+}
+
+selfcond_status ReturnModel(absl::StatusOr<std::shared_ptr<Engine>> engine, selfcond_model** out) {
+  if (!engine.ok()) return ToC(engine.status());
+  *out = new selfcond_model{std::move(*engine)};
+  return Ok();
+}
+
+selfcond_status LoadTable(const selfcond_model* model, std::string_view text,
+                          const selfcond_experts_params* params, selfcond_experts** out) {
+  const bool allow = params != nullptr && params->allow_unhashed != 0;
+  auto table = model->engine->ParseTable(text, allow);
+  if (!table.ok()) return ToC(table.status());
+  return NewExperts(*model->engine, std::move(*table), allow, out);
+}
+
+void UnitToC(const selfcond_experts& e, const ExpertUnit& u, selfcond_expert_unit* out) {
+  out->unit_id = UnitSpace(e.model_config).UnitId(u.site, u.unit);
+  out->site = u.site;
+  out->unit = u.unit;
+  out->ap = u.ap;
+  out->on_p50 = u.on_p50;
+  out->on_p90 = u.on_p90;
+  out->off_mean = u.off_mean;
+}
+
+}  // namespace
 
 selfcond_status ToC(const absl::Status& st) {
   if (st.ok()) {
@@ -81,42 +111,12 @@ selfcond_status ToC(const absl::Status& st) {
   }
 }
 
-selfcond_status Invalid(const std::string& msg) { return ToC(absl::InvalidArgumentError(msg)); }
-
-// Runs f, turning C++ exceptions (std::bad_alloc above all) into error codes: no exception may
-// cross the C boundary.
-template <typename F>
-selfcond_status Guard(F&& f) {
-  try {
-    return f();
-  } catch (const std::bad_alloc&) {
-    return ToC(absl::ResourceExhaustedError("out of memory"));
-  } catch (const std::exception& e) {
-    return ToC(absl::InternalError(e.what()));
-  } catch (...) {
-    return ToC(absl::InternalError("unknown exception"));
-  }
-}
-
-char* NewCString(const std::string& s) {
-  char* out = static_cast<char*>(std::malloc(s.size() + 1));
-  if (out != nullptr) std::memcpy(out, s.data(), s.size() + 1);
-  return out;
-}
-
 selfcond_status ReturnString(const std::string& s, char** out) {
   if (out == nullptr) return Invalid("output pointer is NULL");
-  *out = NewCString(s);
+  *out = static_cast<char*>(std::malloc(s.size() + 1));
   if (*out == nullptr) return ToC(absl::ResourceExhaustedError("out of memory"));
-  return ToC(absl::OkStatus());
-}
-
-selfcond::Model::LoadOptions LoadOptionsFrom(const selfcond_model_params* params) {
-  const selfcond_model_params p = params ? *params : selfcond_model_default_params();
-  selfcond::Model::LoadOptions lo;
-  lo.verify_hash = p.verify_hash != 0;
-  lo.need_float = p.need_f32 != 0;
-  return lo;
+  std::memcpy(*out, s.data(), s.size() + 1);
+  return Ok();
 }
 
 absl::StatusOr<Precision> PrecisionFrom(selfcond_precision p) {
@@ -125,81 +125,46 @@ absl::StatusOr<Precision> PrecisionFrom(selfcond_precision p) {
   return absl::InvalidArgumentError(absl::StrCat("unknown precision ", static_cast<int>(p)));
 }
 
-std::vector<std::string> Strings(const char* const* v, size_t n, const char* what,
-                                 absl::Status* st) {
-  std::vector<std::string> out;
-  if (n > 0 && v == nullptr) {
-    *st = absl::InvalidArgumentError(absl::StrCat(what, " sentences: NULL array"));
-    return out;
+absl::StatusOr<ForcingValue> ForcingValueFrom(selfcond_forcing_value v) {
+  switch (v) {
+    case SELFCOND_FORCE_ON_P50:
+      return ForcingValue::kOnP50;
+    case SELFCOND_FORCE_ON_P90:
+      return ForcingValue::kOnP90;
+    case SELFCOND_FORCE_OFF_MEAN:
+      return ForcingValue::kOffMean;
+    case SELFCOND_FORCE_ZERO:
+      return ForcingValue::kZero;
   }
+  return absl::InvalidArgumentError(absl::StrCat("unknown forcing value ", static_cast<int>(v)));
+}
+
+absl::StatusOr<std::vector<std::string>> Strings(const char* const* v, size_t n, const char* what) {
+  if (n > 0 && v == nullptr) return absl::InvalidArgumentError(absl::StrCat(what, ": NULL array"));
+  std::vector<std::string> out;
   out.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     if (v[i] == nullptr) {
-      *st = absl::InvalidArgumentError(absl::StrCat(what, " sentence ", i, " is NULL"));
-      return out;
+      return absl::InvalidArgumentError(absl::StrCat(what, " ", i, " is NULL"));
     }
     out.emplace_back(v[i]);
   }
   return out;
 }
 
-// A labeled dataset from the C arrays.
-absl::StatusOr<selfcond::Dataset> MakeDataset(const char* concept, const char* const* positive,
-                                              size_t n_positive, const char* const* negative,
-                                              size_t n_negative) {
-  absl::Status st;
-  selfcond::Dataset ds;
-  ds.concept = concept != nullptr ? concept : "";
-  ds.positive = Strings(positive, n_positive, "positive", &st);
-  if (st.ok()) ds.negative = Strings(negative, n_negative, "negative", &st);
-  if (!st.ok()) return st;
-  return ds;
+selfcond_status NewExperts(const Engine& engine, ExpertTable table, bool allow_unhashed,
+                           selfcond_experts** out) {
+  *out = new selfcond_experts{std::move(table), engine.model().config(), allow_unhashed};
+  return Ok();
 }
 
-// RankOptions from C params; the pool (if any) goes to *pool.
-absl::StatusOr<selfcond::RankOptions> RankOptionsFrom(const selfcond_rank_params* params,
-                                                      std::unique_ptr<selfcond::ThreadPool>* pool) {
-  const selfcond_rank_params p = params ? *params : selfcond_rank_default_params();
-  auto prec = PrecisionFrom(p.precision);
-  if (!prec.ok()) return prec.status();
-  if (p.max_sentences < 0) return absl::InvalidArgumentError("max_sentences must be >= 0");
-  if (p.top_n < 0) return absl::InvalidArgumentError("top_n must be >= 0");
-  selfcond::RankOptions ro;
-  ro.precision = *prec;
-  ro.max_sentences = p.max_sentences;
-  ro.top_n = p.top_n;
-  if (p.threads != 1) {
-    *pool = std::make_unique<selfcond::ThreadPool>(p.threads);
-    ro.pool = pool->get();
-  }
-  return ro;
-}
+}  // namespace selfcond::capi
 
-selfcond::RankOptions::Progress ProgressFrom(selfcond_progress_callback cb, void* user) {
-  if (cb == nullptr) return nullptr;
-  return [cb, user](int done, int total) { return cb(done, total, user) != 0; };
-}
-
-absl::StatusOr<selfcond::ExpertTable> ParseTable(const selfcond_model* model, std::string_view text,
-                                                 bool allow_unhashed) {
-  auto table = selfcond::ParseAnyExpertTable(text);
-  if (!table.ok()) return table.status();
-  if (auto st = selfcond::CheckCompatible(*table, *model->model, allow_unhashed); !st.ok())
-    return st;
-  return table;
-}
-
-selfcond_status NewExperts(const selfcond_model* model, selfcond::ExpertTable table,
-                           bool allow_unhashed, selfcond_experts** out) {
-  *out = new selfcond_experts{std::move(table), model->model->config(), allow_unhashed};
-  return ToC(absl::OkStatus());
-}
-
-}  // namespace
+using namespace selfcond::capi;  // NOLINT: the C functions below are this file's whole content
 
 extern "C" {
 
-const char* selfcond_version(void) { return "0.9.0"; }
+const char* selfcond_version(void) { return kVersion; }
 
 const char* selfcond_last_error(void) { return g_last_error.c_str(); }
 
@@ -231,12 +196,17 @@ const char* selfcond_status_name(selfcond_status status) {
 
 void selfcond_string_free(char* s) { std::free(s); }
 
+selfcond_status selfcond_build_info_to_string(char** out) {
+  return Guard([&] { return ReturnString(selfcond::BuildInfoJson(kVersion), out); });
+}
+
 // ---- models ----------------------------------------------------------------------------------
 
 selfcond_model_params selfcond_model_default_params(void) {
   selfcond_model_params p;
   p.verify_hash = 1;
   p.need_f32 = 0;
+  p.threads = 0;
   return p;
 }
 
@@ -245,10 +215,7 @@ selfcond_status selfcond_model_load_file(const char* path, const selfcond_model_
   return Guard([&] {
     if (path == nullptr || out == nullptr) return Invalid("path or output pointer is NULL");
     *out = nullptr;
-    auto model = selfcond::Model::Load(path, LoadOptionsFrom(params));
-    if (!model.ok()) return ToC(model.status());
-    *out = new selfcond_model{std::move(*model)};
-    return ToC(absl::OkStatus());
+    return ReturnModel(selfcond::Engine::Load(path, EngineOptionsFrom(params)), out);
   });
 }
 
@@ -260,10 +227,8 @@ selfcond_status selfcond_model_load_memory(const void* data, size_t size,
     *out = nullptr;
     auto bytes = selfcond::HeapBuffer::CopyOf(data, size);  // the only copy
     if (!bytes.ok()) return ToC(bytes.status());
-    auto model = selfcond::Model::FromBuffer(std::move(*bytes), LoadOptionsFrom(params));
-    if (!model.ok()) return ToC(model.status());
-    *out = new selfcond_model{std::move(*model)};
-    return ToC(absl::OkStatus());
+    return ReturnModel(selfcond::Engine::FromBuffer(std::move(*bytes), EngineOptionsFrom(params)),
+                       out);
   });
 }
 
@@ -271,7 +236,7 @@ void selfcond_model_free(selfcond_model* model) { delete model; }
 
 void selfcond_model_get_info(const selfcond_model* model, selfcond_model_info* out) {
   if (model == nullptr || out == nullptr) return;
-  const selfcond::Model& m = *model->model;
+  const selfcond::Model& m = model->engine->model();
   const selfcond::ModelConfig& c = m.config();
   out->name = m.name().c_str();
   out->hash = m.hash_hex().c_str();
@@ -283,34 +248,48 @@ void selfcond_model_get_info(const selfcond_model* model, selfcond_model_info* o
   out->vocab_size = static_cast<int>(c.vocab_size);
   out->eos_id = m.tokenizer().eos_id();
   out->num_units = selfcond::UnitSpace(c).num_units();
+  out->arch = selfcond::ArchName(c.arch);
+  out->n_head_kv = static_cast<int>(c.n_head_kv);
+  out->head_dim = static_cast<int>(c.head_dim);
+  const auto& prefix = m.tokenizer().prefix();
+  out->bos_id = prefix.empty() ? -1 : prefix[0];
+  out->threads = model->engine->threads();
+  out->file_bytes = static_cast<int64_t>(m.file_bytes());
+  out->packed_bytes = static_cast<int64_t>(m.xnn() ? m.xnn()->packed_bytes() : 0);
 }
 
-selfcond_status selfcond_tokenize(const selfcond_model* model, const char* text, int32_t* out,
-                                  size_t capacity, size_t* n_tokens) {
+selfcond_status selfcond_tokenize_ex(const selfcond_model* model, const char* text, int add_special,
+                                     int32_t* out, size_t capacity, size_t* n_tokens) {
   return Guard([&] {
     if (model == nullptr || text == nullptr || n_tokens == nullptr)
       return Invalid("model, text or n_tokens is NULL");
     if (capacity > 0 && out == nullptr) return Invalid("out is NULL with capacity > 0");
-    const std::vector<int32_t> ids = model->model->tokenizer().Encode(text);
+    const selfcond::Tokenizer& tok = model->engine->tokenizer();
+    const std::vector<int32_t> ids = add_special ? tok.EncodeForModel(text) : tok.Encode(text);
     *n_tokens = ids.size();
     if (capacity > 0) {
       std::memcpy(out, ids.data(), std::min(capacity, ids.size()) * sizeof(int32_t));
     }
-    return ToC(absl::OkStatus());
+    return Ok();
   });
+}
+
+selfcond_status selfcond_tokenize(const selfcond_model* model, const char* text, int32_t* out,
+                                  size_t capacity, size_t* n_tokens) {
+  return selfcond_tokenize_ex(model, text, 0, out, capacity, n_tokens);
 }
 
 selfcond_status selfcond_detokenize_to_string(const selfcond_model* model, const int32_t* ids,
                                               size_t n, char** out) {
   return Guard([&] {
     if (model == nullptr || (ids == nullptr && n > 0)) return Invalid("model or ids is NULL");
-    const int32_t vocab = static_cast<int32_t>(model->model->config().vocab_size);
+    const int32_t vocab = static_cast<int32_t>(model->engine->model().config().vocab_size);
     for (size_t i = 0; i < n; ++i) {
       if (ids[i] < 0 || ids[i] >= vocab) {
         return Invalid(absl::StrCat("token id ", ids[i], " out of range [0, ", vocab, ")"));
       }
     }
-    return ReturnString(model->model->tokenizer().Decode({ids, n}), out);
+    return ReturnString(model->engine->tokenizer().Decode({ids, n}), out);
   });
 }
 
@@ -318,7 +297,7 @@ selfcond_status selfcond_unit_to_string(const selfcond_model* model, int64_t uni
                                         char** layer_name, int* unit_in_layer) {
   return Guard([&] {
     if (model == nullptr || layer_name == nullptr) return Invalid("model or output is NULL");
-    const selfcond::UnitSpace space(model->model->config());
+    const selfcond::UnitSpace space(model->engine->model().config());
     if (unit_id < 0 || unit_id >= space.num_units()) {
       return ToC(absl::OutOfRangeError(
           absl::StrCat("unit ", unit_id, " out of range [0, ", space.num_units(), ")")));
@@ -343,12 +322,9 @@ selfcond_status selfcond_experts_load_file_ex(const selfcond_model* model, const
   return Guard([&] {
     if (model == nullptr || path == nullptr || out == nullptr) return Invalid("NULL argument");
     *out = nullptr;
-    const bool allow = params != nullptr && params->allow_unhashed != 0;
     auto text = selfcond::ReadFile(path);
     if (!text.ok()) return ToC(text.status());
-    auto table = ParseTable(model, *text, allow);
-    if (!table.ok()) return ToC(table.status());
-    return NewExperts(model, std::move(*table), allow, out);
+    return LoadTable(model, *text, params, out);
   });
 }
 
@@ -359,10 +335,7 @@ selfcond_status selfcond_experts_load_memory_ex(const selfcond_model* model, con
     if (model == nullptr || (text == nullptr && size > 0) || out == nullptr)
       return Invalid("NULL argument");
     *out = nullptr;
-    const bool allow = params != nullptr && params->allow_unhashed != 0;
-    auto table = ParseTable(model, std::string_view(text, size), allow);
-    if (!table.ok()) return ToC(table.status());
-    return NewExperts(model, std::move(*table), allow, out);
+    return LoadTable(model, std::string_view(text, size), params, out);
   });
 }
 
@@ -411,6 +384,9 @@ void selfcond_experts_get_info(const selfcond_experts* experts, selfcond_experts
   out->total_units = t.total_units;
   out->num_positive = t.num_positive;
   out->num_negative = t.num_negative;
+  out->group = t.group.c_str();
+  out->model_hash = t.model_hash.c_str();
+  out->num_truncated = t.num_truncated;
 }
 
 selfcond_status selfcond_experts_get_unit(const selfcond_experts* experts, int64_t rank,
@@ -422,15 +398,26 @@ selfcond_status selfcond_experts_get_unit(const selfcond_experts* experts, int64
       return ToC(absl::OutOfRangeError(
           absl::StrCat("rank ", rank, " out of range [0, ", units.size(), ")")));
     }
-    const selfcond::ExpertUnit& u = units[rank];
-    out->unit_id = selfcond::UnitSpace(experts->model_config).UnitId(u.site, u.unit);
-    out->site = u.site;
-    out->unit = u.unit;
-    out->ap = u.ap;
-    out->on_p50 = u.on_p50;
-    out->on_p90 = u.on_p90;
-    out->off_mean = u.off_mean;
-    return ToC(absl::OkStatus());
+    UnitToC(*experts, units[rank], out);
+    return Ok();
+  });
+}
+
+selfcond_status selfcond_experts_get_units(const selfcond_experts* experts, int64_t first,
+                                           selfcond_expert_unit* out, size_t capacity,
+                                           size_t* n_out) {
+  return Guard([&] {
+    if (experts == nullptr || n_out == nullptr || (out == nullptr && capacity > 0))
+      return Invalid("experts, out or n_out is NULL");
+    const auto& units = experts->table.units;
+    if (first < 0 || first > static_cast<int64_t>(units.size())) {
+      return ToC(absl::OutOfRangeError(
+          absl::StrCat("first ", first, " out of range [0, ", units.size(), "]")));
+    }
+    const size_t n = std::min(capacity, units.size() - static_cast<size_t>(first));
+    for (size_t i = 0; i < n; ++i) UnitToC(*experts, units[first + i], &out[i]);
+    *n_out = n;
+    return Ok();
   });
 }
 
@@ -456,24 +443,43 @@ selfcond_status selfcond_session_create(const selfcond_model* model,
     if (!prec.ok()) return ToC(prec.status());
     if (p.kv_type != SELFCOND_KV_F32 && p.kv_type != SELFCOND_KV_F16)
       return Invalid(absl::StrCat("unknown KV cache type ", static_cast<int>(p.kv_type)));
-    auto s = std::make_unique<selfcond_session>();
-    s->model = model;
-    if (p.threads != 1) s->pool = std::make_unique<selfcond::ThreadPool>(p.threads);
+    if (p.n_ctx < 0) return Invalid(absl::StrCat("n_ctx must be >= 0, got ", p.n_ctx));
     selfcond::SessionOptions so;
     so.precision = *prec;
-    so.pool = s->pool.get();
     so.n_ctx = p.n_ctx;
     so.kv_type = p.kv_type == SELFCOND_KV_F16 ? selfcond::SessionOptions::KvType::kF16
                                               : selfcond::SessionOptions::KvType::kF32;
-    auto session = selfcond::Session::Create(*model->model, so);
+    auto session = model->engine->NewSession(so, p.threads != 1);
     if (!session.ok()) return ToC(session.status());
-    s->session = std::move(*session);
-    *out = s.release();
-    return ToC(absl::OkStatus());
+    *out = new selfcond_session{model->engine, std::move(*session)};
+    return Ok();
   });
 }
 
 void selfcond_session_free(selfcond_session* session) { delete session; }
+
+void selfcond_session_get_info(const selfcond_session* session, selfcond_session_info* out) {
+  if (session == nullptr || out == nullptr) return;
+  out->n_ctx = session->session->n_ctx();
+  out->n_past = session->session->pos();
+  out->kv_cache_bytes = static_cast<int64_t>(session->session->kv_cache_bytes());
+  out->backend = session->session->engine_name();
+}
+
+selfcond_status selfcond_session_eval(selfcond_session* session, const int32_t* tokens,
+                                      size_t n_tokens, float* logits, size_t capacity) {
+  return Guard([&] {
+    if (session == nullptr || (tokens == nullptr && n_tokens > 0))
+      return Invalid("session or tokens is NULL");
+    if (logits == nullptr && capacity > 0) return Invalid("logits is NULL with capacity > 0");
+    return ToC(session->engine->Eval(*session->session, {tokens, n_tokens},
+                                     {logits, logits != nullptr ? capacity : 0}));
+  });
+}
+
+void selfcond_session_reset(selfcond_session* session) {
+  if (session != nullptr) session->session->Reset();
+}
 
 selfcond_status selfcond_session_set_forcing(selfcond_session* session,
                                              const selfcond_forcing_source* sources,
@@ -483,44 +489,22 @@ selfcond_status selfcond_session_set_forcing(selfcond_session* session,
     if (session == nullptr || (sources == nullptr && n_sources > 0))
       return Invalid("session or sources is NULL");
     selfcond::Session::Conditioning cond = session->session->conditioning();
-    if (n_sources == 0) {
-      cond.forcing = selfcond::Forcing();
-      return ToC(session->session->SetConditioning(std::move(cond)));
-    }
-    selfcond::ForcingValue fv;
-    switch (value) {
-      case SELFCOND_FORCE_ON_P50:
-        fv = selfcond::ForcingValue::kOnP50;
-        break;
-      case SELFCOND_FORCE_ON_P90:
-        fv = selfcond::ForcingValue::kOnP90;
-        break;
-      case SELFCOND_FORCE_OFF_MEAN:
-        fv = selfcond::ForcingValue::kOffMean;
-        break;
-      case SELFCOND_FORCE_ZERO:
-        fv = selfcond::ForcingValue::kZero;
-        break;
-      default:
-        return Invalid(absl::StrCat("unknown forcing value ", static_cast<int>(value)));
-    }
-    std::vector<selfcond::ForcingSource> src;
-    for (size_t i = 0; i < n_sources; ++i) {
-      if (sources[i].experts == nullptr) return Invalid(absl::StrCat("source ", i, ": NULL"));
-      if (sources[i].top_k < 0) return Invalid(absl::StrCat("source ", i, ": top_k < 0"));
-      // Tables are checked against their model when loaded; a table of another model loaded
-      // through another handle must not reach this session.
-      if (auto st = selfcond::CheckCompatible(sources[i].experts->table, *session->model->model,
-                                              sources[i].experts->allow_unhashed);
-          !st.ok()) {
-        return ToC(st);
+    cond.forcing = selfcond::Forcing();
+    if (n_sources > 0) {
+      auto fv = ForcingValueFrom(value);
+      if (!fv.ok()) return ToC(fv.status());
+      std::vector<selfcond::ForcingSource> src;
+      for (size_t i = 0; i < n_sources; ++i) {
+        if (sources[i].experts == nullptr) return Invalid(absl::StrCat("source ", i, ": NULL"));
+        if (sources[i].top_k < 0) return Invalid(absl::StrCat("source ", i, ": top_k < 0"));
+        // A table of another model loaded through another handle must not reach this session:
+        // MakeForcing checks each against the session's model.
+        src.push_back({&sources[i].experts->table, sources[i].top_k});
       }
-      src.push_back({&sources[i].experts->table, sources[i].top_k});
+      auto forcing = session->engine->MakeForcing(src, *fv, only_last_token != 0);
+      if (!forcing.ok()) return ToC(forcing.status());
+      cond.forcing = std::move(*forcing);
     }
-    auto forcing = selfcond::BuildForcing(src, fv, only_last_token != 0,
-                                          selfcond::UnitSpace(session->model->model->config()));
-    if (!forcing.ok()) return ToC(forcing.status());
-    cond.forcing = std::move(*forcing);
     return ToC(session->session->SetConditioning(std::move(cond)));
   });
 }
@@ -541,51 +525,11 @@ selfcond_status selfcond_session_set_logit_bias(selfcond_session* session, const
   return Guard([&] {
     if (session == nullptr || (n > 0 && (tokens == nullptr || bias == nullptr)))
       return Invalid("session, tokens or bias is NULL");
-    std::vector<std::pair<int32_t, float>> pairs;
+    selfcond::LogitBias pairs;
     for (size_t i = 0; i < n; ++i) pairs.push_back({tokens[i], bias[i]});
     selfcond::Session::Conditioning cond = session->session->conditioning();
     cond.logit_bias = std::move(pairs);
     return ToC(session->session->SetConditioning(std::move(cond)));
-  });
-}
-
-selfcond_status selfcond_steering_vector(const selfcond_model* model,
-                                         const selfcond_dataset* dataset, int layer, int threads,
-                                         float* out, size_t n) {
-  return Guard([&] {
-    if (model == nullptr || dataset == nullptr || out == nullptr)
-      return Invalid("model, dataset or out is NULL");
-    const size_t d = model->model->config().n_embd;
-    if (n != d) return Invalid(absl::StrCat("out holds ", n, " floats; the model's n_embd is ", d));
-    selfcond::ThreadPool pool(threads);
-    auto v = selfcond::ComputeSteeringVector(*model->model, dataset->dataset, layer,
-                                             selfcond::Precision::kInt8, &pool);
-    if (!v.ok()) return ToC(v.status());
-    std::memcpy(out, v->data(), d * sizeof(float));
-    return ToC(absl::OkStatus());
-  });
-}
-
-selfcond_status selfcond_concept_logit_bias(const selfcond_model* model,
-                                            const selfcond_dataset* dataset, int max_words,
-                                            float beta, int32_t* tokens, float* bias,
-                                            size_t capacity, size_t* n_out) {
-  return Guard([&] {
-    if (model == nullptr || dataset == nullptr || n_out == nullptr)
-      return Invalid("model, dataset or n_out is NULL");
-    if (capacity > 0 && (tokens == nullptr || bias == nullptr))
-      return Invalid("tokens or bias is NULL");
-    if (max_words < 1) return Invalid("max_words must be >= 1");
-    auto pairs_or =
-        selfcond::ConceptLogitBias(model->model->tokenizer(), dataset->dataset, max_words, beta);
-    if (!pairs_or.ok()) return ToC(pairs_or.status());
-    const auto& pairs = *pairs_or;
-    *n_out = pairs.size();
-    for (size_t i = 0; i < pairs.size() && i < capacity; ++i) {
-      tokens[i] = pairs[i].first;
-      bias[i] = pairs[i].second;
-    }
-    return ToC(absl::OkStatus());
   });
 }
 
@@ -601,259 +545,74 @@ selfcond_generate_params selfcond_generate_default_params(void) {
   return p;
 }
 
+selfcond_status selfcond_generation_start(selfcond_session* session, const char* prompt,
+                                          const selfcond_generate_params* params,
+                                          selfcond_generation** out) {
+  return Guard([&] {
+    if (session == nullptr || prompt == nullptr || out == nullptr)
+      return Invalid("session, prompt or output is NULL");
+    *out = nullptr;
+    auto go = GenerateOptionsFrom(params);
+    if (!go.ok()) return ToC(go.status());
+    auto gen = session->engine->StartGeneration(*session->session, prompt, *go);
+    if (!gen.ok()) return ToC(gen.status());
+    *out = new selfcond_generation{session->engine, std::move(*gen), {}};
+    return Ok();
+  });
+}
+
+selfcond_status selfcond_generation_next(selfcond_generation* generation,
+                                         selfcond_generation_step* out) {
+  return Guard([&] {
+    if (generation == nullptr || out == nullptr) return Invalid("generation or output is NULL");
+    selfcond::Generation& g = *generation->generation;
+    if (g.done()) {
+      return ToC(absl::FailedPreconditionError("the generation is done: free it"));
+    }
+    auto step = g.Next();
+    if (!step.ok()) return ToC(step.status());
+    generation->piece = std::move(step->text);
+    const selfcond::GenerateResult& r = g.result();
+    out->token = step->token;
+    out->piece = generation->piece.c_str();
+    out->piece_len = generation->piece.size();
+    out->done = g.done() ? 1 : 0;
+    out->stop = g.done() ? StopToC(r.stop) : SELFCOND_STOP_MAX_TOKENS;
+    out->prompt_tokens = r.prompt_tokens;
+    out->new_tokens = static_cast<int>(r.tokens.size());
+    return Ok();
+  });
+}
+
+void selfcond_generation_cancel(selfcond_generation* generation) {
+  if (generation != nullptr) generation->generation->Cancel();
+}
+
+void selfcond_generation_free(selfcond_generation* generation) { delete generation; }
+
 selfcond_status selfcond_generate(selfcond_session* session, const char* prompt,
                                   const selfcond_generate_params* params,
                                   selfcond_token_callback callback, void* user_data,
                                   selfcond_generate_result* result) {
-  return Guard([&] {
-    if (session == nullptr || prompt == nullptr) return Invalid("session or prompt is NULL");
-    const selfcond_generate_params p = params ? *params : selfcond_generate_default_params();
-    selfcond::GenerateOptions go;
-    go.max_new_tokens = p.max_new_tokens;
-    go.sampling.temperature = p.temperature;
-    go.sampling.top_k = p.top_k;
-    go.sampling.top_p = p.top_p;
-    go.sampling.seed = p.seed;
-    go.stop_at_eos = p.stop_at_eos != 0;
-    selfcond::Session& s = *session->session;
-    const std::vector<int32_t> ids = selfcond::PromptTokens(s.model().tokenizer(), prompt);
-    auto gen = selfcond::Generation::Start(s, ids, go);
-    if (!gen.ok()) return ToC(gen.status());
-    selfcond::Generation& g = **gen;
-    while (!g.done()) {
-      auto step = g.Next();
-      if (!step.ok()) return ToC(step.status());
-      if (callback != nullptr && (step->token >= 0 || !step->text.empty()) &&
-          callback(step->token, step->text.data(), step->text.size(), user_data) == 0) {
-        g.Cancel();
-      }
+  selfcond_generation* gen = nullptr;
+  selfcond_status st = selfcond_generation_start(session, prompt, params, &gen);
+  if (st != SELFCOND_OK) return st;
+  std::unique_ptr<selfcond_generation> owned(gen);
+  selfcond::Generation& g = *gen->generation;
+  selfcond_generation_step step{};
+  while (!g.done()) {
+    if ((st = selfcond_generation_next(gen, &step)) != SELFCOND_OK) return st;
+    if (callback != nullptr && (step.token >= 0 || step.piece_len > 0) &&
+        callback(step.token, step.piece, step.piece_len, user_data) == 0) {
+      g.Cancel();
     }
-    if (result != nullptr) {
-      const selfcond::GenerateResult& r = g.result();
-      result->prompt_tokens = r.prompt_tokens;
-      result->new_tokens = static_cast<int>(r.tokens.size());
-      using Stop = selfcond::GenerateResult::Stop;
-      result->stop = r.stop == Stop::kEos           ? SELFCOND_STOP_EOS
-                     : r.stop == Stop::kContextFull ? SELFCOND_STOP_CONTEXT_FULL
-                     : r.stop == Stop::kCancelled   ? SELFCOND_STOP_CANCELLED
-                                                    : SELFCOND_STOP_MAX_TOKENS;
-    }
-    return ToC(absl::OkStatus());
-  });
-}
-
-// ---- ranking
-// -------------------------------------------------------------------------------------
-
-selfcond_rank_params selfcond_rank_default_params(void) {
-  selfcond_rank_params p;
-  p.precision = SELFCOND_INT8;
-  p.threads = 1;
-  p.max_sentences = 0;
-  p.top_n = 0;
-  return p;
-}
-
-selfcond_status selfcond_ranking_start(const selfcond_model* model, const char* concept,
-                                       const char* const* positive, size_t n_positive,
-                                       const char* const* negative, size_t n_negative,
-                                       const selfcond_rank_params* params, selfcond_ranking** out) {
-  return Guard([&] {
-    if (model == nullptr || out == nullptr) return Invalid("model or output is NULL");
-    *out = nullptr;
-    auto ds = MakeDataset(concept, positive, n_positive, negative, n_negative);
-    if (!ds.ok()) return ToC(ds.status());
-    auto r = std::make_unique<selfcond_ranking>();
-    r->model = model;
-    auto ro = RankOptionsFrom(params, &r->pool);
-    if (!ro.ok()) return ToC(ro.status());
-    auto ranking = selfcond::Ranking::Start(*model->model, std::move(*ds), *ro);
-    if (!ranking.ok()) return ToC(ranking.status());
-    r->ranking = std::move(*ranking);
-    *out = r.release();
-    return ToC(absl::OkStatus());
-  });
-}
-
-selfcond_status selfcond_ranking_step(selfcond_ranking* ranking, int n, int* done, int* total) {
-  return Guard([&] {
-    if (ranking == nullptr) return Invalid("ranking is NULL");
-    auto d = ranking->ranking->Step(n);
-    if (!d.ok()) return ToC(d.status());
-    if (done != nullptr) *done = *d;
-    if (total != nullptr) *total = ranking->ranking->total();
-    return ToC(absl::OkStatus());
-  });
-}
-
-selfcond_status selfcond_ranking_responses(const selfcond_ranking* ranking, float* out) {
-  return Guard([&] {
-    if (ranking == nullptr || out == nullptr) return Invalid("ranking or out is NULL");
-    const selfcond::Ranking& r = *ranking->ranking;
-    if (r.done() < r.total()) {
-      return ToC(absl::FailedPreconditionError(
-          absl::StrCat("ranking not finished: ", r.done(), " of ", r.total(), " sentences done")));
-    }
-    const auto& v = r.pooled().responses;
-    std::memcpy(out, v.data(), v.size() * sizeof(float));
-    return ToC(absl::OkStatus());
-  });
-}
-
-selfcond_status selfcond_ranking_finish(selfcond_ranking* ranking, selfcond_experts** out) {
-  return Guard([&] {
-    if (ranking == nullptr || out == nullptr) return Invalid("ranking or output is NULL");
-    *out = nullptr;
-    auto table = ranking->ranking->Finish();
-    if (!table.ok()) return ToC(table.status());
-    return NewExperts(ranking->model, std::move(*table), false, out);
-  });
-}
-
-void selfcond_ranking_free(selfcond_ranking* ranking) { delete ranking; }
-
-selfcond_status selfcond_rank(const selfcond_model* model, const char* concept,
-                              const char* const* positive, size_t n_positive,
-                              const char* const* negative, size_t n_negative,
-                              const selfcond_rank_params* params,
-                              selfcond_progress_callback progress, void* user_data,
-                              selfcond_experts** out) {
-  return Guard([&] {
-    if (model == nullptr || out == nullptr) return Invalid("model or output is NULL");
-    *out = nullptr;
-    auto ds = MakeDataset(concept, positive, n_positive, negative, n_negative);
-    if (!ds.ok()) return ToC(ds.status());
-    std::unique_ptr<selfcond::ThreadPool> pool;
-    auto ro = RankOptionsFrom(params, &pool);
-    if (!ro.ok()) return ToC(ro.status());
-    ro->progress = ProgressFrom(progress, user_data);
-    auto table = selfcond::RankConcept(*model->model, *ds, *ro);
-    if (!table.ok()) return ToC(table.status());
-    return NewExperts(model, std::move(*table), false, out);
-  });
-}
-
-selfcond_status selfcond_pooled_responses(const selfcond_model* model, const char* const* sentences,
-                                          size_t n_sentences, const selfcond_rank_params* params,
-                                          selfcond_progress_callback progress, void* user_data,
-                                          float* out) {
-  return Guard([&] {
-    if (model == nullptr || out == nullptr) return Invalid("model or out is NULL");
-    absl::Status st;
-    std::vector<std::string> v = Strings(sentences, n_sentences, "", &st);
-    if (!st.ok()) return ToC(st);
-    std::unique_ptr<selfcond::ThreadPool> pool;
-    auto ro = RankOptionsFrom(params, &pool);
-    if (!ro.ok()) return ToC(ro.status());
-    ro->progress = ProgressFrom(progress, user_data);
-    auto pooled = selfcond::ComputeUnlabeledResponses(*model->model, std::move(v), *ro);
-    if (!pooled.ok()) return ToC(pooled.status());
-    std::memcpy(out, pooled->responses.data(), pooled->responses.size() * sizeof(float));
-    return ToC(absl::OkStatus());
-  });
-}
-
-selfcond_status selfcond_dataset_load(const char* path, int max_sentences, selfcond_dataset** out) {
-  return Guard([&] {
-    if (path == nullptr || out == nullptr) return Invalid("NULL argument");
-    *out = nullptr;
-    if (max_sentences < 0) return Invalid("max_sentences < 0");
-    selfcond::DatasetOptions o;
-    o.max_sentences = max_sentences;
-    auto ds = selfcond::LoadDataset(path, o);
-    if (!ds.ok()) return ToC(ds.status());
-    *out = new selfcond_dataset{std::move(*ds)};
-    return ToC(absl::OkStatus());
-  });
-}
-
-void selfcond_dataset_free(selfcond_dataset* dataset) { delete dataset; }
-
-void selfcond_dataset_get_info(const selfcond_dataset* dataset, selfcond_dataset_info* out) {
-  if (dataset == nullptr || out == nullptr) return;
-  out->concept = dataset->dataset.concept.c_str();
-  out->group = dataset->dataset.group.c_str();
-  out->num_positive = dataset->dataset.positive.size();
-  out->num_negative = dataset->dataset.negative.size();
-}
-
-const char* selfcond_dataset_sentence(const selfcond_dataset* dataset, int positive, size_t i,
-                                      size_t* size) {
-  if (dataset == nullptr) return nullptr;
-  const auto& v = positive ? dataset->dataset.positive : dataset->dataset.negative;
-  if (i >= v.size()) return nullptr;
-  if (size != nullptr) *size = v[i].size();
-  return v[i].c_str();
-}
-
-selfcond_status selfcond_expertise(const float* responses, int64_t n_sentences, int64_t n_units,
-                                   int64_t row_stride, const uint8_t* labels, int threads,
-                                   float* ap, float* on_p50, float* on_p90, float* off_mean) {
-  return Guard([&] {
-    if (responses == nullptr || labels == nullptr || ap == nullptr || on_p50 == nullptr ||
-        on_p90 == nullptr || off_mean == nullptr) {
-      return Invalid("NULL argument");
-    }
-    if (n_sentences <= 0 || n_units <= 0 || row_stride < n_units) {
-      return Invalid(absl::StrCat("bad shape: ", n_sentences, " sentences x ", n_units,
-                                  " units, row stride ", row_stride));
-    }
-    // ComputeExpertise reads a contiguous matrix: gather the rows (a copy of the unit range).
-    std::vector<float> m(static_cast<size_t>(n_sentences) * static_cast<size_t>(n_units));
-    for (int64_t i = 0; i < n_sentences; ++i) {
-      std::memcpy(m.data() + i * n_units, responses + i * row_stride, sizeof(float) * n_units);
-    }
-    std::unique_ptr<selfcond::ThreadPool> pool;
-    if (threads != 1) pool = std::make_unique<selfcond::ThreadPool>(threads);
-    auto ex = selfcond::ComputeExpertise(
-        m, n_sentences, n_units, absl::MakeConstSpan(labels, static_cast<size_t>(n_sentences)),
-        pool.get());
-    if (!ex.ok()) return ToC(ex.status());
-    std::memcpy(ap, ex->ap.data(), sizeof(float) * n_units);
-    std::memcpy(on_p50, ex->on_p50.data(), sizeof(float) * n_units);
-    std::memcpy(on_p90, ex->on_p90.data(), sizeof(float) * n_units);
-    std::memcpy(off_mean, ex->off_mean.data(), sizeof(float) * n_units);
-    return ToC(absl::OkStatus());
-  });
-}
-
-selfcond_status selfcond_experts_from_stats(const selfcond_model* model,
-                                            const selfcond_table_info* info, const float* ap,
-                                            const float* on_p50, const float* on_p90,
-                                            const float* off_mean, selfcond_experts** out) {
-  return Guard([&] {
-    if (model == nullptr || info == nullptr || info->concept == nullptr || ap == nullptr ||
-        on_p50 == nullptr || on_p90 == nullptr || off_mean == nullptr || out == nullptr) {
-      return Invalid("NULL argument");
-    }
-    *out = nullptr;
-    auto prec = PrecisionFrom(info->precision);
-    if (!prec.ok()) return ToC(prec.status());
-    if (info->num_positive < 1 || info->num_negative < 1 || info->num_truncated < 0 ||
-        info->top_n < 0) {
-      return Invalid("table info: num_positive and num_negative must be >= 1, the rest >= 0");
-    }
-    const size_t n = static_cast<size_t>(selfcond::UnitSpace(model->model->config()).num_units());
-    selfcond::ExpertiseResult stats;
-    stats.ap.assign(ap, ap + n);
-    stats.on_p50.assign(on_p50, on_p50 + n);
-    stats.on_p90.assign(on_p90, on_p90 + n);
-    stats.off_mean.assign(off_mean, off_mean + n);
-    for (size_t i = 0; i < n; ++i) {
-      if (!(stats.ap[i] >= 0 && stats.ap[i] <= 1)) {
-        return Invalid(absl::StrCat("ap[", i, "] = ", stats.ap[i], " is not in [0, 1]"));
-      }
-    }
-    selfcond::TableInfo ti;
-    ti.concept = info->concept;
-    ti.group = info->group != nullptr ? info->group : "";
-    ti.num_positive = info->num_positive;
-    ti.num_negative = info->num_negative;
-    ti.num_truncated = info->num_truncated;
-    ti.precision = *prec;
-    ti.top_n = info->top_n;
-    return NewExperts(model, selfcond::ExpertTableFromStats(*model->model, stats, ti), false, out);
-  });
+  }
+  if (result != nullptr) {
+    result->prompt_tokens = g.result().prompt_tokens;
+    result->new_tokens = static_cast<int>(g.result().tokens.size());
+    result->stop = StopToC(g.result().stop);
+  }
+  return Ok();
 }
 
 }  // extern "C"

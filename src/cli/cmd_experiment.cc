@@ -251,13 +251,14 @@ absl::Status RunExperiment(const Args& args) {
     }
   }
   const std::string model_path = args.Get("model", DefaultModelPath());
-  auto model = Model::Load(model_path, ModelLoadOptions(args, *precision));
-  if (!model.ok()) return model.status();
+  auto engine = Engine::Load(model_path, EngineLoadOptions(args, *precision, *threads));
+  if (!engine.ok()) return engine.status();
+  const Model& model = (*engine)->model();
   std::vector<ExpertTable> tables;
   for (const auto& p : table_paths) {
     auto t = LoadExpertTable(p);
     if (!t.ok()) return t.status();  // names the path
-    if (auto st = CheckCompatible(*t, **model, args.Has("allow-unhashed")); !st.ok()) {
+    if (auto st = CheckCompatible(*t, model, args.Has("allow-unhashed")); !st.ok()) {
       return absl::Status(st.code(), absl::StrCat("expert table ", p, ": ", st.message(),
                                                   " (re-rank with selfcond rank)"));
     }
@@ -273,7 +274,7 @@ absl::Status RunExperiment(const Args& args) {
     }
     scorer = std::move(*m);
   }
-  ThreadPool pool(*threads);
+  ThreadPool* pool = (*engine)->pool();
 
   // The command that reproduces this run, recorded in the results.
   std::string cmd = absl::StrCat("selfcond experiment ", which, " --model ", Quoted(model_path));
@@ -338,7 +339,7 @@ absl::Status RunExperiment(const Args& args) {
                     absl::StrJoin(o.methods, ","), " --alphas ", absl::StrJoin(o.alphas, ","),
                     " --betas ", absl::StrJoin(o.betas, ","));
     if (args.Has("steer-layer")) absl::StrAppend(&cmd, " --steer-layer ", o.steer_layer);
-    auto r = RunCompareExperiment(**model, tables[0], *ds, o, &pool, on_progress);
+    auto r = (*engine)->CompareMethods(tables[0], *ds, o, on_progress);
     if (!r.ok()) return r.status();
     progress.Done();
     std::printf("compare '%s': %zu prompts x %d seeds, %d new tokens; concept words:",
@@ -361,7 +362,7 @@ absl::Status RunExperiment(const Args& args) {
     o.examples_per_k = *examples;
     o.forcing = *forcing;
     o.only_last_token = args.Has("only-last-token");
-    auto r = RunFootballExperiment(**model, tables[0], o, &pool, on_progress);
+    auto r = RunFootballExperiment(model, tables[0], o, pool, on_progress);
     if (!r.ok()) return r.status();
     progress.Done();
     std::printf("football: %zu prompts x %d seeds, %d new tokens, T=%g, top-p %g; experts %s\n",
@@ -404,7 +405,7 @@ absl::Status RunExperiment(const Args& args) {
     }
     std::vector<const ExpertTable*> ptrs;
     for (const auto& t : tables) ptrs.push_back(&t);
-    auto r = RunGenderExperiment(**model, ptrs, std::move(*prompts), o, &pool, on_progress);
+    auto r = RunGenderExperiment(model, ptrs, std::move(*prompts), o, pool, on_progress);
     if (!r.ok()) return r.status();
     progress.Done();
     std::printf("gender: %zu prompts; p(she,her) / p(he,his) of the next word (top-%d, T=%g)\n",
@@ -442,20 +443,21 @@ absl::Status RunExperiment(const Args& args) {
   }
   if (args.Has("forcing")) absl::StrAppend(&cmd, " --forcing ", args.Get("forcing"));
   if (args.Has("only-last-token")) absl::StrAppend(&cmd, " --only-last-token");
-  absl::StrAppend(&cmd, " --precision ", args.Get("precision", "int8"), " --threads ", pool.size());
+  absl::StrAppend(&cmd, " --precision ", args.Get("precision", "int8"), " --threads ",
+                  (*engine)->threads());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   json::Value meta = json::Value::Object();
   meta.Set("command", json::Value::String(cmd));
   meta.Set("date_utc", json::Value::String(UtcNow()));
   meta.Set("seconds", json::Value::Number(secs));
-  meta.Set("threads", json::Value::Number(pool.size()));
+  meta.Set("threads", json::Value::Number((*engine)->threads()));
   meta.Set("cores", json::Value::Number(ThreadPool::NumCores()));
   meta.Set("cpu", json::Value::String(CpuName()));
   meta.Set("backend", json::Value::String(kernels::DefaultBackend().name));
   meta.Set("model_path", json::Value::String(model_path));
-  meta.Set("model_name", json::Value::String((*model)->name()));
-  meta.Set("model_hash", json::Value::String((*model)->hash_hex()));
+  meta.Set("model_name", json::Value::String(model.name()));
+  meta.Set("model_hash", json::Value::String(model.hash_hex()));
   json::Value tmeta = json::Value::Array();
   for (size_t i = 0; i < tables.size(); ++i) {
     json::Value t = json::Value::Object();
@@ -480,7 +482,7 @@ absl::Status RunExperiment(const Args& args) {
   }
   meta.Set("expert_tables", std::move(tmeta));
   results.Set("meta", std::move(meta));
-  std::fprintf(stderr, "%.1f s on %d threads\n", secs, pool.size());
+  std::fprintf(stderr, "%.1f s on %d threads\n", secs, (*engine)->threads());
   if (args.Has("out")) {
     if (auto st = WriteFile(args.Get("out"), results.Dump() + "\n"); !st.ok()) return st;
     std::printf("wrote %s\n", args.Get("out").c_str());

@@ -74,7 +74,7 @@ std::string UnitChoiceCommand(const UnitChoice& c) {
   return s;
 }
 
-absl::StatusOr<Forcing> BuildForcingFromArgs(const Model& model,
+absl::StatusOr<Forcing> BuildForcingFromArgs(const Engine& engine,
                                              const std::vector<std::string>& specs,
                                              const std::string& forcing_value, bool only_last_token,
                                              bool allow_unhashed, const UnitChoice& choice) {
@@ -96,7 +96,7 @@ absl::StatusOr<Forcing> BuildForcingFromArgs(const Model& model,
         path = path.substr(0, colon);
       }
     }
-    auto t = LoadExpertTable(path);
+    auto t = engine.LoadTable(path, allow_unhashed);
     if (!t.ok()) {
       // "T:abc": a K that is not a number (no file is named that way, the table T is).
       const size_t colon = path.rfind(':');
@@ -111,9 +111,6 @@ absl::StatusOr<Forcing> BuildForcingFromArgs(const Model& model,
       }
       return t.status();  // names the path
     }
-    if (auto st = CheckCompatible(*t, model, allow_unhashed); !st.ok()) {
-      return absl::Status(st.code(), absl::StrCat("expert table ", path, ": ", st.message()));
-    }
     if (k > static_cast<int64_t>(t->units.size())) {
       return absl::OutOfRangeError(absl::StrCat("--experts ", specs[i], ": the table holds only ",
                                                 t->units.size(), " units"));
@@ -121,7 +118,7 @@ absl::StatusOr<Forcing> BuildForcingFromArgs(const Model& model,
     tables[i] = std::move(*t);
     sources.push_back({&tables[i], k, choice});
   }
-  return BuildForcing(sources, *value, only_last_token, UnitSpace(model.config()));
+  return engine.MakeForcing(sources, *value, only_last_token);
 }
 
 const CommandSpec& RankSpec() {
@@ -231,24 +228,23 @@ std::string TableFileName(const std::string& concept) {
   return name + ".json";
 }
 
-// What rank and responses run on: the model loaded for --precision, a pool of `threads`, and
-// ranking options on that pool.
+// What rank and responses run on: the engine (the model loaded for --precision, a pool of
+// `threads`) and ranking options for that precision.
 struct RankRuntime {
-  std::unique_ptr<Model> model;
-  std::unique_ptr<ThreadPool> pool;
+  std::shared_ptr<Engine> engine;
   RankOptions options;
 };
 
 absl::StatusOr<RankRuntime> LoadRankRuntime(const Args& args, int threads) {
   auto prec = ParsePrecision(args.Get("precision", "int8"));
   if (!prec.ok()) return prec.status();
-  auto model = Model::Load(args.Get("model", DefaultModelPath()), ModelLoadOptions(args, *prec));
-  if (!model.ok()) return model.status();
+  auto engine =
+      Engine::Load(args.Get("model", DefaultModelPath()), EngineLoadOptions(args, *prec, threads));
+  if (!engine.ok()) return engine.status();
   RankRuntime rt;
-  rt.model = std::move(*model);
-  rt.pool = std::make_unique<ThreadPool>(threads);
+  rt.engine = std::move(*engine);
+  rt.options = rt.engine->OnPool(rt.options);
   rt.options.precision = *prec;
-  rt.options.pool = rt.pool.get();
   return rt;
 }
 
@@ -345,7 +341,8 @@ absl::Status RunRank(const Args& args) {
   }
   auto rt = LoadRankRuntime(args, *threads);
   if (!rt.ok()) return rt.status();
-  const Model& model = *rt->model;
+  const Engine& engine = *rt->engine;
+  const Model& model = engine.model();
   RankOptions& ro = rt->options;
   ro.top_n = *top;
   auto max_memory = args.GetInt("max-memory", 0, 1, 1 << 30);
@@ -370,12 +367,12 @@ absl::Status RunRank(const Args& args) {
     }
     tables = std::move(ts);
   } else if (data->size() == 1) {
-    auto t = RankConcept(model, (*data)[0], ro);
+    auto t = engine.Rank((*data)[0], ro);
     if (!t.ok()) return t.status();
     tables = std::vector<ExpertTable>{};
     tables->push_back(std::move(*t));
   } else {
-    tables = RankConcepts(model, *data, ro);
+    tables = engine.RankAll(*data, ro);
   }
   if (!tables.ok()) return tables.status();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -447,7 +444,7 @@ absl::Status RunResponses(const Args& args) {
   }
   auto rt = LoadRankRuntime(args, *threads);
   if (!rt.ok()) return rt.status();
-  const Model& model = *rt->model;
+  const Model& model = rt->engine->model();
   RankOptions& ro = rt->options;
   Progress progress("responses");
   ro.progress = ProgressCallback(progress);

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -135,14 +136,11 @@ absl::StatusOr<std::pair<std::string, std::vector<double>>> SplitSpec(const std:
   return std::make_pair(path, nums);
 }
 
-// The calibration of --experts T:auto (tools/paper_experiments.h ChooseK): returns T:K.
+// The calibration of --experts T:auto (engine/choose_k.h): returns T:K.
 absl::StatusOr<std::string> AutoExperts(const Args& args, const Runtime& rt,
                                         const std::string& path, const UnitChoice& choice) {
-  auto table = LoadExpertTable(path);
+  auto table = rt.engine->LoadTable(path, args.Has("allow-unhashed"));
   if (!table.ok()) return table.status();
-  if (auto st = CheckCompatible(*table, *rt.model, args.Has("allow-unhashed")); !st.ok()) {
-    return absl::Status(st.code(), absl::StrCat("expert table ", path, ": ", st.message()));
-  }
   AutoKOptions o;
   auto target = args.GetDouble("auto-target", 0.5, 0.01, 1.0);
   auto budget = args.GetDouble("auto-ppl-budget", 2.0, 1.0, 1000.0);
@@ -151,36 +149,27 @@ absl::StatusOr<std::string> AutoExperts(const Args& args, const Runtime& rt,
   o.target_rate = *target;
   o.ppl_budget = *budget;
   o.choice = choice;
-  o.seeds = 3;
-  o.new_tokens = 20;
   auto forcing = ParseForcingValue(args.Get("forcing", "on_p50"));
   if (!forcing.ok()) return forcing.status();
   o.forcing = *forcing;
   auto precision = ParsePrecision(args.Get("precision", "int8"));
   if (!precision.ok()) return precision.status();
   o.precision = *precision;
+  std::optional<Dataset> ds;
   if (args.Has("concept-data")) {
-    auto ds = LoadDataset(args.Get("concept-data"));
-    if (!ds.ok()) return ds.status();
-    o.words.clear();
-    for (const auto& w : ConceptWords(*ds)) o.words.push_back(w.word);
-  } else {
-    std::string name = table->concept.substr(0, table->concept.find('-'));
-    o.words = {absl::AsciiStrToLower(absl::string_view(name.data(), name.size()))};
-  }
-  if (o.words.empty() || o.words[0].empty()) {
-    return absl::InvalidArgumentError(
-        "--experts :auto needs words that mark the concept: give --concept-data C.json");
+    auto loaded = LoadDataset(args.Get("concept-data"));
+    if (!loaded.ok()) return loaded.status();
+    ds = std::move(*loaded);
   }
   Progress progress("auto k");
-  auto r = ChooseK(*rt.model, *table, o, rt.pool.get(), [&](int done, int total) {
+  auto r = rt.engine->ChooseK(*table, ds ? &*ds : nullptr, o, [&](int done, int total) {
     progress.Update(static_cast<double>(done) / total, absl::StrCat(done, "/", total));
   });
   if (!r.ok()) return r.status();
   progress.Done();
   std::fprintf(stderr, "auto k: %s\n  calibration: %zu prompts x %d seeds, %d tokens; words: %s\n",
                r->reason.c_str(), o.prompts.size(), o.seeds, o.new_tokens,
-               absl::StrJoin(o.words, " ").c_str());
+               absl::StrJoin(r->words, " ").c_str());
   for (const auto& p : r->tried) {
     std::fprintf(stderr, "  k=%-4lld mentions %5.1f%%  ppl %.2f\n", static_cast<long long>(p.k),
                  100 * p.mention_rate, p.ppl);
@@ -204,7 +193,7 @@ absl::Status ApplyConditioning(const Args& args, Runtime& rt) {
         spec = *resolved;
       }
     }
-    auto f = BuildForcingFromArgs(*rt.model, specs, args.Get("forcing", "on_p50"),
+    auto f = BuildForcingFromArgs(*rt.engine, specs, args.Get("forcing", "on_p50"),
                                   args.Has("only-last-token"), args.Has("allow-unhashed"), *choice);
     if (!f.ok()) return f.status();
     Session::Conditioning cond = rt.session->conditioning();
@@ -216,15 +205,14 @@ absl::Status ApplyConditioning(const Args& args, Runtime& rt) {
         SplitSpec("steer", args.Get("steer"), 2, "C.json:LAYER:ALPHA (e.g. football.json:2:4)");
     if (!spec.ok()) return spec.status();
     const double layer = spec->second[0];
-    if (layer != std::floor(layer) || layer < 0 || layer >= rt.model->config().n_layer) {
+    if (layer != std::floor(layer) || layer < 0 || layer >= rt.model().config().n_layer) {
       return absl::OutOfRangeError(absl::StrCat("--steer: layer ", layer, " is not a block (0..",
-                                                rt.model->config().n_layer - 1, ")"));
+                                                rt.model().config().n_layer - 1, ")"));
     }
     auto ds = LoadDataset(spec->first);
     if (!ds.ok()) return ds.status();
     Progress progress("steering vector");
-    auto v =
-        ComputeSteeringVector(*rt.model, *ds, static_cast<int>(layer), *precision, rt.pool.get());
+    auto v = rt.engine->SteeringVector(*ds, static_cast<int>(layer), *precision);
     if (!v.ok()) return v.status();
     progress.Done();
     Session::Steering steering = ScaledSteering(static_cast<int>(layer), *v, spec->second[1]);
@@ -241,8 +229,8 @@ absl::Status ApplyConditioning(const Args& args, Runtime& rt) {
     auto ds = LoadDataset(spec->first);
     if (!ds.ok()) return ds.status();
     std::vector<ConceptWord> words;
-    auto bias_or = ConceptLogitBias(rt.model->tokenizer(), *ds, 20,
-                                    static_cast<float>(spec->second[0]), &words);
+    auto bias_or =
+        rt.engine->ConceptLogitBias(*ds, 20, static_cast<float>(spec->second[0]), &words);
     if (!bias_or.ok()) return bias_or.status();
     auto bias = std::move(*bias_or);
     std::vector<std::string> names;
@@ -283,10 +271,10 @@ absl::Status RunGenerate(const Args& args) {
   // then.)
   auto rt = LoadRuntime(args, *threads, -1);
   if (!rt.ok()) return rt.status();
-  const auto ids = PromptTokens(rt->model->tokenizer(), *prompt);
+  const auto ids = PromptTokens(rt->model().tokenizer(), *prompt);
   {
     const int want = static_cast<int>(std::min<size_t>(
-        rt->model->config().n_ctx, ids.size() + static_cast<size_t>(g.max_new_tokens) + 1));
+        rt->model().config().n_ctx, ids.size() + static_cast<size_t>(g.max_new_tokens) + 1));
     auto sized =
         LoadRuntimeSession(*rt, args.Get("precision", "int8"), want, args.Get("kv-cache", "f32"),
                            args.Has("max-memory") ? *max_memory : 0);
@@ -305,7 +293,7 @@ absl::Status RunGenerate(const Args& args) {
   if (!res.ok()) return res.status();
   if (res->stop == GenerateResult::Stop::kContextFull) {
     std::fprintf(stderr, "(stopped: the context of %u tokens is full)\n",
-                 rt->model->config().n_ctx);
+                 rt->model().config().n_ctx);
   }
   if (args.Has("stats")) {
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -338,7 +326,7 @@ absl::Status RunPpl(const Args& args) {
   if (!text.ok()) return text.status();
   auto rt = LoadRuntime(args, *threads);
   if (!rt.ok()) return rt.status();
-  const std::vector<int32_t> ids = ScoringTokens(rt->model->tokenizer(), *text);
+  const std::vector<int32_t> ids = ScoringTokens(rt->model().tokenizer(), *text);
   Progress progress("ppl");
   auto r = Perplexity(*rt->session, ids, [&](float f) { progress.Update(f); });
   if (!r.ok()) return r.status();

@@ -98,17 +98,26 @@ Model::LoadOptions ModelLoadOptions(const Args& args, Precision precision) {
   return lo;
 }
 
+EngineOptions EngineLoadOptions(const Args& args, Precision precision, int threads) {
+  const Model::LoadOptions lo = ModelLoadOptions(args, precision);
+  EngineOptions eo;
+  eo.verify_hash = lo.verify_hash;
+  eo.need_float = lo.need_float;
+  eo.copy_to_memory = lo.copy_to_memory;
+  eo.threads = threads;
+  return eo;
+}
+
 absl::StatusOr<Runtime> LoadRuntime(const Args& args, int threads, int n_ctx) {
   const std::string precision = args.Get("precision", "int8");
   const std::string model_path = args.Get("model");
   auto prec = ParsePrecision(precision);
   if (!prec.ok()) return prec.status();
   Runtime rt;
-  auto model = Model::Load(model_path.empty() ? DefaultModelPath() : model_path,
-                           ModelLoadOptions(args, *prec));
-  if (!model.ok()) return model.status();
-  rt.model = std::move(*model);
-  rt.pool = std::make_unique<ThreadPool>(threads);
+  auto engine = Engine::Load(model_path.empty() ? DefaultModelPath() : model_path,
+                             EngineLoadOptions(args, *prec, threads));
+  if (!engine.ok()) return engine.status();
+  rt.engine = std::move(*engine);
   if (n_ctx >= 0) {
     if (auto st = LoadRuntimeSession(rt, precision, n_ctx); !st.ok()) return st;
   }
@@ -127,10 +136,9 @@ absl::Status LoadRuntimeSession(Runtime& rt, const std::string& precision, int n
   so.kv_type = kv_cache == "f16" ? SessionOptions::KvType::kF16 : SessionOptions::KvType::kF32;
   so.max_memory = static_cast<size_t>(max_memory_mib) << 20;
   so.precision = *prec;
-  so.pool = rt.pool.get();
-  so.n_ctx = n_ctx <= 0 ? 0 : std::min<int>(n_ctx, rt.model->config().n_ctx);
+  so.n_ctx = n_ctx <= 0 ? 0 : std::min<int>(n_ctx, rt.model().config().n_ctx);
   rt.session.reset();
-  auto session = Session::Create(*rt.model, so);
+  auto session = rt.engine->NewSession(so, true);
   if (!session.ok()) return session.status();
   rt.session = std::move(*session);
   return absl::OkStatus();

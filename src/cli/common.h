@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "cli/args.h"
+#include "engine/engine.h"
 #include "experts/expert_table.h"
 #include "model/model.h"
 #include "model/units.h"
@@ -28,10 +29,11 @@ class Progress {
   std::chrono::steady_clock::time_point start_;
 };
 
+// What a command that runs the model holds: the engine (model + thread pool) and one session.
 struct Runtime {
-  std::unique_ptr<Model> model;
-  std::unique_ptr<ThreadPool> pool;
+  std::shared_ptr<Engine> engine;
   std::unique_ptr<Session> session;
+  const Model& model() const { return engine->model(); }
 };
 
 // Integrity by default: every command that loads a model recomputes its SHA-256 content hash
@@ -45,6 +47,8 @@ std::vector<FlagSpec> WithModelFlags(std::vector<FlagSpec> flags);
 FlagSpec AllowUnhashedFlag();
 // need_float for precision f32; verify_hash unless --no-verify.
 Model::LoadOptions ModelLoadOptions(const Args& args, Precision precision);
+// The same as the engine's options, with `threads` for its pool.
+EngineOptions EngineLoadOptions(const Args& args, Precision precision, int threads);
 
 // Loads --model (default: the committed demo model) for --precision with --threads, verifying
 // its hash unless --no-verify.
@@ -72,7 +76,7 @@ std::string UnitChoiceCommand(const UnitChoice& c);
 
 // Parses --experts TABLE[:K] (repeatable) and --forcing, checks each table against the model,
 // and combines the chosen K units of each table into one Forcing (cli/cmd_experts.cc).
-absl::StatusOr<Forcing> BuildForcingFromArgs(const Model& model,
+absl::StatusOr<Forcing> BuildForcingFromArgs(const Engine& engine,
                                              const std::vector<std::string>& specs,
                                              const std::string& forcing_value, bool only_last_token,
                                              bool allow_unhashed, const UnitChoice& choice = {});

@@ -935,11 +935,25 @@ absl::Status CheckCompatibleWith(const ExpertTable& t, const ModelConfig& config
   return absl::OkStatus();
 }
 
+const char* ForcingValueName(ForcingValue v) {
+  switch (v) {
+    case ForcingValue::kOnP50:
+      return "on_p50";
+    case ForcingValue::kOnP90:
+      return "on_p90";
+    case ForcingValue::kOffMean:
+      return "off_mean";
+    case ForcingValue::kZero:
+      return "zero";
+  }
+  return "?";
+}
+
 absl::StatusOr<ForcingValue> ParseForcingValue(std::string_view s) {
-  if (s == "on_p50") return ForcingValue::kOnP50;
-  if (s == "on_p90") return ForcingValue::kOnP90;
-  if (s == "off_mean") return ForcingValue::kOffMean;
-  if (s == "zero") return ForcingValue::kZero;
+  for (ForcingValue v :
+       {ForcingValue::kOnP50, ForcingValue::kOnP90, ForcingValue::kOffMean, ForcingValue::kZero}) {
+    if (s == ForcingValueName(v)) return v;
+  }
   return absl::InvalidArgumentError(absl::StrCat("unknown forcing value '", std::string(s),
                                                  "' (expected on_p50, on_p90, off_mean or zero)"));
 }

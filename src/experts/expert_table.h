@@ -45,8 +45,8 @@ struct ExpertTable {
   int n_layer = 0;
   int n_embd = 0;
   int n_inner = 0;
-  int q_dim = 0;   // Llama family: n_head * head_dim
-  int kv_dim = 0;  // Llama family: n_head_kv * head_dim
+  int q_dim = 0;            // Llama family: n_head * head_dim
+  int kv_dim = 0;           // Llama family: n_head_kv * head_dim
   int64_t total_units = 0;  // units ranked (>= units.size() when only the top N are stored)
   // Ranking data, for provenance (0 when unknown).
   int num_positive = 0;
@@ -79,7 +79,6 @@ void SortUnits(std::vector<ExpertUnit>* units);
 ExpertTable MakeExpertTable(const ModelConfig& config, absl::Span<const float> ap,
                             absl::Span<const float> on_p50, absl::Span<const float> on_p90,
                             absl::Span<const float> off_mean, int64_t top_n = 0);
-
 
 // ---- native format --------------------------------------------------------------------------
 std::string SerializeExpertTable(const ExpertTable& table);
@@ -142,6 +141,7 @@ absl::Status CheckCompatibleWith(const ExpertTable& table, const ModelConfig& co
 
 enum class ForcingValue { kOnP50, kOnP90, kOffMean, kZero };
 absl::StatusOr<ForcingValue> ParseForcingValue(std::string_view s);  // on_p50|on_p90|off_mean|zero
+const char* ForcingValueName(ForcingValue v);                        // "on_p50", ...
 
 // Which k of a table's units to force: by default its top k by AP. The other choices are
 // ml-selfcond's controls and ablations (scripts/generate_seq.py --metric, --top-n, --per-layer and

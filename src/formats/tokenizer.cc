@@ -629,6 +629,9 @@ int32_t Tokenizer::eos_id() const {
   return impl_->eos_id;
 }
 const std::vector<int32_t>& Tokenizer::eos_ids() const { return eos_ids_; }
+bool Tokenizer::is_eos(int32_t id) const {
+  return std::find(eos_ids_.begin(), eos_ids_.end(), id) != eos_ids_.end();
+}
 bool Tokenizer::is_special(int32_t id) const { return hf_ != nullptr && hf_->IsSpecial(id); }
 const char* Tokenizer::kind() const { return hf_ != nullptr ? "tokenizer.json" : "gpt2-bpe"; }
 

@@ -68,6 +68,7 @@ class Tokenizer {
   // the first of eos_ids(); -1 if none.
   int32_t eos_id() const;
   const std::vector<int32_t>& eos_ids() const;  // every end-of-sequence token
+  bool is_eos(int32_t id) const;                // one of eos_ids()
   bool is_special(int32_t id) const;            // a special added token (tokenizer.json)
   // "gpt2-bpe" (vocab.json + merges.txt) or "tokenizer.json"
   const char* kind() const;
