@@ -4,7 +4,7 @@
  * This header is selfcond's one boundary: a 1:1 projection of the library's Engine
  * (src/engine/engine.h). Every binding wraps it: Python (python/selfcond/_capi.py) and the
  * WebAssembly build's JavaScript (web/lib/engine/capi.js, web/lib/capi.d.ts) are generated
- * from it by tools/gen_bindings.py, so a field added to a params struct reaches them without
+ * from it by scripts/gen_bindings.py, so a field added to a params struct reaches them without
  * hand-written code. It has no C++ or Abseil types. Handles are opaque; every fallible call
  * returns a selfcond_status and, on error, leaves a message for the calling thread in
  * selfcond_last_error().
@@ -288,7 +288,7 @@ typedef struct {
   int top_k;          /* 0: off */
   float top_p;        /* 1: off */
   uint64_t seed;      /* the same seed gives the same text on every platform */
-  int stop_at_eos;    /* default 1 */
+  int stop_at_eos;    /* 1: stop at an end-of-sequence token (default) */
 } selfcond_generate_params;
 SELFCOND_API selfcond_generate_params selfcond_generate_default_params(void);
 

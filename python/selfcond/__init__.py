@@ -1,5 +1,6 @@
-"""selfcond: self-conditioning of GPT-2 language models (Suau et al. 2022), a ctypes binding of
-libselfcond's C API (include/selfcond/selfcond.h).
+"""selfcond: self-conditioning of language models (Suau et al. 2022; GPT-2 and the Llama family),
+a ctypes binding of libselfcond's C API (include/selfcond/selfcond.h; the declarations in
+_capi.py are generated from it).
 
     import selfcond
     with selfcond.Model("demo/models/selfcond-mini-30m.scm") as model:
@@ -16,13 +17,14 @@ recorded at install time (pkg-config), then ctypes.util.find_library("selfcond")
 """
 
 from ._core import (Error, ExpertUnit, Experts, GenerateResult, Model, ModelInfo, Ranking,
-                    Session, Status, TokenStream, Dataset, expertise, load_dataset, version)
+                    Session, Status, TokenStream, Dataset, build_info, expertise, load_dataset,
+                    version)
 from ._lib import LibraryNotFoundError, library_path
 
-__version__ = "0.9.0"
+__version__ = "0.10.0"
 
 __all__ = [
     "Error", "Status", "LibraryNotFoundError", "Model", "ModelInfo", "Experts", "ExpertUnit",
     "Session", "GenerateResult", "TokenStream", "Ranking", "expertise", "Dataset", "load_dataset", "version",
-    "library_path",
+    "library_path", "build_info",
 ]

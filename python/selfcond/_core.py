@@ -14,7 +14,7 @@ from . import _lib as L
 
 __all__ = [
     "Error", "Status", "ModelInfo", "ExpertUnit", "GenerateResult", "Model", "Experts",
-    "Session", "Ranking", "TokenStream", "version",
+    "Session", "Ranking", "TokenStream", "version", "build_info",
 ]
 
 
@@ -51,6 +51,8 @@ _KV = {"f32": 0, "f16": 1}
 _FORCING = {"on_p50": 0, "on_p90": 1, "off_mean": 2, "zero": 3}
 _FORMAT = {"json": 0, "csv": 1}
 _STOP = {0: "max_tokens", 1: "eos", 2: "context_full", 3: "cancelled"}
+# params fields that hold an enum, by field name
+_ENUM_FIELDS = {"precision": _PRECISION, "forcing": _FORCING, "kv_type": _KV}
 _SITE_KINDS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 
@@ -95,8 +97,54 @@ def _take_string(ptr):
 
 
 def version():
-    """The library's version, e.g. "0.9.0"."""
+    """The library's version, e.g. "0.10.0"."""
     return L.load().selfcond_version().decode()
+
+
+def build_info():
+    """Build facts: {"version", "backends" (the GEMM engines this CPU can use), "pthreads",
+    "cores"}."""
+    import json
+    out = ctypes.c_void_p()
+    _check(L.load().selfcond_build_info_to_string(ctypes.byref(out)))
+    return json.loads(_take_string(out))
+
+
+def _fill(struct, keep, **options):
+    """Sets a params struct's fields from keyword options, the C API's conventions applied: an
+    array field `x` with its length `n_x` takes a Python sequence; an enum field takes its name
+    ("int8", "on_p50"); a nested params struct takes a dict. `keep` collects the ctypes arrays
+    the struct points into (they must live as long as the struct is used)."""
+    fields = dict(struct._fields_)
+    for name, value in options.items():
+        if name not in fields or name.startswith("n_") and name[2:] in fields:
+            raise TypeError(f"unknown option {name!r} for {type(struct).__name__}; one of: "
+                            f"{', '.join(n for n in fields if not (n.startswith('n_') and n[2:] in fields))}")
+        ftype = fields[name]
+        if "n_" + name in fields:  # an array and its length
+            values = list(value)
+            if ftype == ctypes.POINTER(ctypes.c_char_p):
+                arr = (ctypes.c_char_p * max(1, len(values)))(
+                    *[_encode(v, name) for v in values])
+            else:
+                elem = ftype._type_ if hasattr(ftype, "_type_") and ftype is not ctypes.c_void_p \
+                    else ctypes.c_double
+                arr = (elem * max(1, len(values)))(*values)
+            keep.append(arr)
+            setattr(struct, name, ctypes.cast(arr, ftype) if ftype is not ctypes.c_void_p
+                    else ctypes.cast(arr, ctypes.c_void_p))
+            setattr(struct, "n_" + name, len(values))
+        elif isinstance(ftype, type) and issubclass(ftype, ctypes.Structure):
+            _fill(getattr(struct, name), keep, **dict(value))
+        elif name in _ENUM_FIELDS:
+            setattr(struct, name, _choice(_ENUM_FIELDS[name], value, name))
+        elif ftype is ctypes.c_char_p:
+            b = _encode(value, name)
+            keep.append(b)
+            setattr(struct, name, b)
+        else:
+            setattr(struct, name, value)
+    return struct
 
 
 class _Callback:
@@ -174,6 +222,11 @@ class ModelInfo:
     vocab_size: int
     eos_id: int
     num_units: int
+    arch: str = "gpt2"  # "gpt2" | "llama" (the Llama family)
+    n_head_kv: int = 0
+    head_dim: int = 0
+    bos_id: int = -1
+    threads: int = 1  # of the model's thread pool
 
     def as_dict(self):
         return dict(self.__dict__)
@@ -198,15 +251,17 @@ class _Child(_Handle):
 class Model(_Handle):
     """A selfcond model (.scm file). Immutable; share it between sessions and threads.
 
-    Model(path, verify_hash=True, need_f32=False); Model.from_bytes(data, ...). The file's
-    SHA-256 is checked unless verify_hash=False (a trusted file, faster load)."""
+    Model(path, verify_hash=True, need_f32=False, threads=0); Model.from_bytes(data, ...). The
+    file's SHA-256 is checked unless verify_hash=False (a trusted file, faster load). threads:
+    the model's thread pool (0: every core), which threaded sessions (threads != 1), rankings
+    with threads != 1, steering vectors, choose_k and compare_methods run on."""
 
-    def __init__(self, path, verify_hash=True, need_f32=False, *, _data=None):
+    def __init__(self, path, verify_hash=True, need_f32=False, threads=0, *, _data=None):
         lib = L.load()
         self._children = weakref.WeakSet()
         self._live_children = 0
         self._close_pending = False
-        params = L.ModelParams(int(bool(verify_hash)), int(bool(need_f32)))
+        params = L.ModelParams(int(bool(verify_hash)), int(bool(need_f32)), int(threads))
         out = ctypes.c_void_p()
         if _data is not None:
             buf = ctypes.create_string_buffer(bytes(_data), len(_data))
@@ -224,13 +279,15 @@ class Model(_Handle):
         self.info = ModelInfo(
             name=ci.name.decode("utf-8", "replace"), hash=ci.hash.decode(), n_layer=ci.n_layer,
             n_embd=ci.n_embd, n_head=ci.n_head, n_ctx=ci.n_ctx, n_inner=ci.n_inner,
-            vocab_size=ci.vocab_size, eos_id=ci.eos_id, num_units=ci.num_units)
+            vocab_size=ci.vocab_size, eos_id=ci.eos_id, num_units=ci.num_units,
+            arch=ci.arch.decode(), n_head_kv=ci.n_head_kv, head_dim=ci.head_dim,
+            bos_id=ci.bos_id, threads=ci.threads)
         self._site_names = {}
 
     @classmethod
-    def from_bytes(cls, data, verify_hash=True, need_f32=False):
+    def from_bytes(cls, data, verify_hash=True, need_f32=False, threads=0):
         """A model from the bytes of a .scm file (copied)."""
-        return cls(None, verify_hash, need_f32, _data=data)
+        return cls(None, verify_hash, need_f32, threads, _data=data)
 
     def __repr__(self):
         state = "closed" if self.closed else f"{self.info.num_units} units"
@@ -412,16 +469,110 @@ class Model(_Handle):
         finally:
             lib.selfcond_dataset_free(ds)
 
-    def steering_vector(self, dataset_path, layer: int, threads: int = 0) -> List[float]:
+    def steering_vector(self, dataset_path, layer: int, precision: str = "int8") -> List[float]:
         """The concept's steering vector for block `layer` (n_embd floats): the mean residual
-        stream after the block over the dataset's positive sentences minus the negatives'."""
+        stream after the block over the dataset's positive sentences minus the negatives'. Runs
+        on the model's thread pool."""
         n = self.info.n_embd
         out = (ctypes.c_float * n)()
 
         def run(lib, ds):
-            _check(lib.selfcond_steering_vector(self._p(), ds, int(layer), int(threads), out, n))
+            _check(lib.selfcond_steering_vector(self._p(), ds, int(layer),
+                                                _choice(_PRECISION, precision, "precision"),
+                                                out, n))
             return list(out)
         return self._with_dataset(dataset_path, run)
+
+    def concept_words(self, dataset_path, max_words: int = 20) -> List[dict]:
+        """The dataset's words most typical of its positive sentences: [{"word", "log_odds",
+        "positive", "negative"}], best first."""
+        import json
+
+        def run(lib, ds):
+            out = ctypes.c_void_p()
+            _check(lib.selfcond_concept_words_to_string(ds, int(max_words), ctypes.byref(out)))
+            return json.loads(_take_string(out))
+        return self._with_dataset(dataset_path, run)
+
+    def word_logit_bias(self, words: Sequence[str], beta: float) -> List[Tuple[int, float]]:
+        """(token, bias) pairs: beta on each word's single-token forms " word" / " Word"."""
+        arr, n_words = _str_array(words, "word")
+        lib = L.load()
+        n = ctypes.c_size_t()
+        _check(lib.selfcond_word_logit_bias(self._p(), arr, n_words, float(beta), None, None, 0,
+                                            ctypes.byref(n)))
+        cap = n.value
+        toks, bias = (ctypes.c_int32 * max(1, cap))(), (ctypes.c_float * max(1, cap))()
+        _check(lib.selfcond_word_logit_bias(self._p(), arr, n_words, float(beta), toks, bias, cap,
+                                            ctypes.byref(n)))
+        return [(toks[i], bias[i]) for i in range(cap)]
+
+    def trace_unit(self, text: str, unit_id: int,
+                   precision: str = "int8") -> List[Tuple[str, float]]:
+        """Where a unit fires: (token text, the unit's response) at every token of text."""
+        lib = L.load()
+        b = _encode(text)
+        n = ctypes.c_size_t()
+        prec = _choice(_PRECISION, precision, "precision")
+        _check(lib.selfcond_trace_unit(self._p(), b, int(unit_id), prec, None, None, 0,
+                                       ctypes.byref(n)))
+        cap = n.value
+        toks, vals = (ctypes.c_int32 * max(1, cap))(), (ctypes.c_float * max(1, cap))()
+        _check(lib.selfcond_trace_unit(self._p(), b, int(unit_id), prec, toks, vals, cap,
+                                       ctypes.byref(n)))
+        return [(self.detokenize([toks[i]]), vals[i]) for i in range(cap)]
+
+    def _measured(self, fn, params, progress):
+        cb = _Callback()
+        c_progress = (L.PROGRESS_CALLBACK(lambda d, t, _u: cb.call(progress, d, t))
+                      if progress is not None else L.PROGRESS_CALLBACK())
+        status = fn(c_progress)
+        cb.reraise()
+        _check(status)
+
+    def choose_k(self, experts: "Experts", dataset_path=None,
+                 progress: Optional[Callable[[int, int], None]] = None, **options):
+        """How many of the table's experts to force (the CLI's --experts T:auto): returns
+        (k, report), report a dict with "met", "reason", "words" and every k "tried". The
+        dataset's log-odds words mark a mention (None: the table's concept name). options:
+        the fields of selfcond_choose_k_params (candidates, target_rate, ppl_budget, forcing,
+        grid={"prompts": [...], "seeds": 3, "new_tokens": 20, ...})."""
+        import json
+        keep = []
+        params = _fill(L.load().selfcond_choose_k_default_params(), keep, **options)
+        result = L.ChooseKResult()
+        report = ctypes.c_void_p()
+
+        def call(ds):
+            def run(c_progress):
+                return L.load().selfcond_choose_k(self._p(), experts._p(), ds,
+                                                  ctypes.byref(params), c_progress, None,
+                                                  ctypes.byref(result), ctypes.byref(report))
+            self._measured(run, params, progress)
+            return result.k, json.loads(_take_string(report))
+        if dataset_path is None:
+            return call(None)
+        return self._with_dataset(dataset_path, lambda lib, ds: call(ds))
+
+    def compare_methods(self, experts: "Experts", dataset_path,
+                        progress: Optional[Callable[[int, int], None]] = None, **options):
+        """Expert forcing, a steering vector and a logit bias side by side on the same prompts
+        and seeds (`selfcond experiment compare`): the result dict (docs/paper-experiments.md).
+        options: the fields of selfcond_compare_params (methods="experts,steer,bias", ks,
+        alphas, betas, steer_layer, concept_words, forcing, grid={...})."""
+        import json
+        keep = []
+        params = _fill(L.load().selfcond_compare_default_params(), keep, **options)
+        out = ctypes.c_void_p()
+
+        def run_with(lib, ds):
+            def run(c_progress):
+                return lib.selfcond_compare_methods(self._p(), experts._p(), ds,
+                                                    ctypes.byref(params), c_progress, None,
+                                                    ctypes.byref(out))
+            self._measured(run, params, progress)
+            return json.loads(_take_string(out))
+        return self._with_dataset(dataset_path, run_with)
 
     def concept_logit_bias(self, dataset_path, beta: float,
                            max_words: int = 20) -> List[Tuple[int, float]]:
@@ -681,6 +832,34 @@ class Session(_Child):
         return GenerateResult(text="".join(pieces), new_tokens=res.new_tokens,
                               stop=_STOP.get(res.stop, str(res.stop)),
                               prompt_tokens=res.prompt_tokens, token_ids=ids)
+
+    def eval(self, tokens: Sequence[int], logits: bool = True):
+        """Runs tokens after those already in the KV cache (n_past) and returns the last one's
+        logits (numpy float32, vocab_size; the logit bias added), or None with logits=False."""
+        import numpy as np
+        ids = list(tokens)
+        arr = (ctypes.c_int32 * max(1, len(ids)))(*ids)
+        out = np.zeros(self._model.info.vocab_size, dtype=np.float32) if logits else None
+        self._enter()
+        try:
+            _check(L.load().selfcond_session_eval(
+                self._p(), arr, len(ids), out.ctypes.data if logits else None,
+                out.size if logits else 0))
+        finally:
+            self._busy.release()
+        return out
+
+    def reset(self):
+        """Forgets the KV cache (n_past = 0); forcing, steering and logit bias stay."""
+        L.load().selfcond_session_reset(self._p())
+
+    @property
+    def info(self) -> dict:
+        """{"n_ctx", "n_past", "kv_cache_bytes", "backend"}."""
+        ci = L.SessionInfo()
+        L.load().selfcond_session_get_info(self._p(), ctypes.byref(ci))
+        return {"n_ctx": ci.n_ctx, "n_past": ci.n_past, "kv_cache_bytes": ci.kv_cache_bytes,
+                "backend": ci.backend.decode()}
 
     def stream(self, prompt: str, **kwargs) -> "TokenStream":
         """Iterates over the pieces of text as they are generated (same arguments as generate,

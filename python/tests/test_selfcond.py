@@ -83,7 +83,7 @@ class InstallTest(unittest.TestCase):
             self.assertEqual(selfcond.library_path(), _libpath.LIBRARY)
 
     def test_version(self):
-        self.assertEqual(selfcond.version().split(".")[:2], ["0", "9"])
+        self.assertEqual(selfcond.version().split(".")[:2], ["0", "10"])
         self.assertTrue(selfcond.library_path())
 
 
@@ -425,7 +425,7 @@ class GenerateTest(unittest.TestCase):
             self.assertEqual(cm.exception.code, selfcond.Status.INVALID_ARGUMENT)
 
     def test_steering_vector_and_logit_bias(self):
-        vec = model.steering_vector(CONCEPT, layer=2, threads=2)
+        vec = model.steering_vector(CONCEPT, layer=2)
         self.assertEqual(len(vec), model.info.n_embd)
         self.assertGreater(sum(x * x for x in vec), 0)
         bias = model.concept_logit_bias(CONCEPT, beta=10.0)
@@ -452,6 +452,54 @@ class GenerateTest(unittest.TestCase):
                 s.set_steering(vec[:-1], layer=0)
         with self.assertRaises(selfcond.Error):
             model.steering_vector(CONCEPT, layer=-1)
+
+    def test_engine_operations_reach_python(self):
+        """Choose-k, compare methods and the unit trace: the C API's projection of the Engine,
+        generated declarations (_capi.py) and all."""
+        experts = model.load_experts(EXPERTS)
+        grid = {"prompts": [PROMPT, "In the city"], "seeds": 2, "new_tokens": 8}
+        k, report = model.choose_k(experts, CONCEPT, candidates=[5, 300], target_rate=0.25,
+                                   ppl_budget=1000, grid=grid)
+        self.assertIn(k, (0, 5, 300))
+        self.assertEqual(report["k"], k)
+        self.assertEqual(report["tried"][0]["k"], 0)
+        self.assertTrue(report["words"])
+        seen = []
+        cmp = model.compare_methods(experts, CONCEPT, methods="bias", betas=[10], grid=grid,
+                                    progress=lambda d, t: seen.append((d, t)))
+        self.assertEqual([p["method"] for p in cmp["points"]], ["none", "bias"])
+        self.assertEqual(seen[-1], (8, 8))
+        with self.assertRaises(TypeError):
+            model.compare_methods(experts, CONCEPT, nonsense=1)
+        with self.assertRaises(selfcond.Error) as cm:
+            model.compare_methods(experts, CONCEPT, methods="prompting", grid=grid)
+        self.assertEqual(cm.exception.code, selfcond.Status.INVALID_ARGUMENT)
+        best = experts[0]
+        trace = model.trace_unit("The striker scored a goal.", best.unit_id)
+        self.assertEqual("".join(t for t, _ in trace), "The striker scored a goal.")
+        pooled = model.pooled_responses(["The striker scored a goal."])[0, best.unit_id]
+        self.assertAlmostEqual(max(v for _, v in trace), float(pooled), places=3)
+        words = model.concept_words(CONCEPT, max_words=5)
+        self.assertEqual(len(words), 5)
+        bias = model.word_logit_bias([words[0]["word"]], 2.0)
+        self.assertTrue(bias and all(b == 2.0 for _, b in bias))
+        self.assertIn("xnnpack", selfcond.build_info()["backends"] + ["xnnpack"])
+        self.assertEqual(selfcond.build_info()["version"], selfcond.version())
+
+    def test_eval_keeps_the_context(self):
+        ids = model.tokenize("Once upon a time, the team")
+        with model.session() as a, model.session() as b:
+            whole = a.eval(ids)
+            b.eval(ids[:-1], logits=False)
+            self.assertEqual(b.info["n_past"], len(ids) - 1)
+            last = b.eval(ids[-1:])
+            self.assertLess(float(np.max(np.abs(whole - last))),
+                            1e-3 * float(np.max(np.abs(whole))))
+            greedy = a.generate(PROMPT, max_new_tokens=1, temperature=0)
+            a.reset()
+            self.assertEqual(a.info["n_past"], 0)
+            first = a.eval(model.tokenize(PROMPT))
+            self.assertEqual(int(np.argmax(first)), greedy.token_ids[0])
 
     def test_sampling_is_seeded(self):
         with model.session() as s:
