@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
       "The train to the city leaves at nine.",
   };
   selfcond_rank_params rp = selfcond_rank_default_params();
-  rp.threads = 0; /* all cores */
+  rp.threads = 0; /* the model's thread pool (all cores by default) */
   selfcond_experts* experts = NULL;
   st = selfcond_rank(model, "football", positive, sizeof positive / sizeof *positive, negative,
                      sizeof negative / sizeof *negative, &rp, show_progress, NULL, &experts);
