@@ -126,6 +126,7 @@ typedef struct {
   int threads;       /* threads of the model's pool */
   int64_t file_bytes;   /* size of the model file */
   int64_t packed_bytes; /* the int8 weights repacked for the GEMM engine (XNNPACK) */
+  int sites_per_layer;  /* linear layers of a block that hold units: 4 (GPT-2), 7 (Llama) */
 } selfcond_model_info;
 /* Strings point into the model. */
 SELFCOND_API void selfcond_model_get_info(const selfcond_model* model, selfcond_model_info* out);
@@ -152,6 +153,9 @@ SELFCOND_API selfcond_status selfcond_detokenize_to_string(const selfcond_model*
  * "transformer.h.3.mlp.c_fc:0", and its index in that layer. */
 SELFCOND_API selfcond_status selfcond_unit_to_string(const selfcond_model* model, int64_t unit_id,
                                                      char** layer_name, int* unit_in_layer);
+/* The short name of a site kind (0 <= kind < sites_per_layer): "attn.c_attn", ... for GPT-2,
+ * "self_attn.q_proj", ... for the Llama family. Static storage. */
+SELFCOND_API const char* selfcond_site_kind_name(const selfcond_model* model, int kind);
 
 /* ---- expert tables ----------------------------------------------------------------------- */
 
@@ -208,6 +212,8 @@ typedef struct {
                       o_proj, gate_proj, up_proj, down_proj) */
   int unit;        /* index within the site's layer */
   float ap, on_p50, on_p90, off_mean;
+  int layer;       /* the block: site / sites_per_layer (selfcond_model_info) */
+  int kind;        /* the linear layer within the block: site % sites_per_layer */
 } selfcond_expert_unit;
 /* The rank-th unit (0 = best AP). */
 SELFCOND_API selfcond_status selfcond_experts_get_unit(const selfcond_experts* experts,

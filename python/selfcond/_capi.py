@@ -64,6 +64,7 @@ class ModelInfo(ctypes.Structure):
         ("threads", ctypes.c_int),
         ("file_bytes", ctypes.c_int64),
         ("packed_bytes", ctypes.c_int64),
+        ("sites_per_layer", ctypes.c_int),
     ]
 
 
@@ -95,6 +96,8 @@ class ExpertUnit(ctypes.Structure):
         ("on_p50", ctypes.c_float),
         ("on_p90", ctypes.c_float),
         ("off_mean", ctypes.c_float),
+        ("layer", ctypes.c_int),
+        ("kind", ctypes.c_int),
     ]
 
 
@@ -258,6 +261,7 @@ PROTOTYPES = {
     "selfcond_tokenize_ex": (c_status, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int32), ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
     "selfcond_detokenize_to_string": (c_status, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int32), ctypes.c_size_t, _pp]),
     "selfcond_unit_to_string": (c_status, [ctypes.c_void_p, ctypes.c_int64, _pp, ctypes.POINTER(ctypes.c_int)]),
+    "selfcond_site_kind_name": (ctypes.c_char_p, [ctypes.c_void_p, ctypes.c_int]),
     "selfcond_experts_load_file": (c_status, [ctypes.c_void_p, ctypes.c_char_p, _pp]),
     "selfcond_experts_load_memory": (c_status, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, _pp]),
     "selfcond_experts_default_params": (ExpertsParams, []),

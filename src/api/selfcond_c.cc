@@ -78,6 +78,9 @@ void UnitToC(const selfcond_experts& e, const ExpertUnit& u, selfcond_expert_uni
   out->on_p50 = u.on_p50;
   out->on_p90 = u.on_p90;
   out->off_mean = u.off_mean;
+  const UnitLayout layout = UnitLayout::Of(e.model_config);
+  out->layer = layout.site_layer(u.site);
+  out->kind = layout.site_kind(u.site);
 }
 
 }  // namespace
@@ -256,6 +259,14 @@ void selfcond_model_get_info(const selfcond_model* model, selfcond_model_info* o
   out->threads = model->engine->threads();
   out->file_bytes = static_cast<int64_t>(m.file_bytes());
   out->packed_bytes = static_cast<int64_t>(m.xnn() ? m.xnn()->packed_bytes() : 0);
+  out->sites_per_layer = selfcond::UnitLayout::Of(c).kinds();
+}
+
+const char* selfcond_site_kind_name(const selfcond_model* model, int kind) {
+  if (model == nullptr) return "";
+  const selfcond::ModelConfig& c = model->engine->model().config();
+  if (kind < 0 || kind >= selfcond::UnitLayout::Of(c).kinds()) return "";
+  return selfcond::SiteKindName(c.arch, kind);
 }
 
 selfcond_status selfcond_tokenize_ex(const selfcond_model* model, const char* text, int add_special,

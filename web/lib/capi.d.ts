@@ -47,6 +47,8 @@ export interface ModelInfo {
   fileBytes: number | bigint;
   /** the int8 weights repacked for the GEMM engine (XNNPACK) */
   packedBytes: number | bigint;
+  /** linear layers of a block that hold units: 4 (GPT-2), 7 (Llama) */
+  sitesPerLayer: number;
 }
 
 export interface ExpertsParams {
@@ -82,6 +84,10 @@ export interface ExpertUnit {
   onP50: number;
   onP90: number;
   offMean: number;
+  /** the block: site / sites_per_layer (selfcond_model_info) */
+  layer: number;
+  /** the linear layer within the block: site % sites_per_layer */
+  kind: number;
 }
 
 export interface SessionParams {
@@ -254,6 +260,7 @@ export type CApiFunction =
   | 'selfcond_tokenize_ex'
   | 'selfcond_detokenize_to_string'
   | 'selfcond_unit_to_string'
+  | 'selfcond_site_kind_name'
   | 'selfcond_experts_load_file'
   | 'selfcond_experts_load_memory'
   | 'selfcond_experts_default_params'

@@ -67,7 +67,7 @@ export const STRUCTS = {
   ]
  },
  "selfcond_model_info": {
-  "size": 88,
+  "size": 96,
   "align": 8,
   "fields": [
    {
@@ -174,6 +174,12 @@ export const STRUCTS = {
     "js": "packedBytes",
     "offset": 80,
     "kind": "i64"
+   },
+   {
+    "c": "sites_per_layer",
+    "js": "sitesPerLayer",
+    "offset": 88,
+    "kind": "i32"
    }
   ]
  },
@@ -248,7 +254,7 @@ export const STRUCTS = {
   ]
  },
  "selfcond_expert_unit": {
-  "size": 32,
+  "size": 40,
   "align": 8,
   "fields": [
    {
@@ -292,6 +298,18 @@ export const STRUCTS = {
     "js": "offMean",
     "offset": 28,
     "kind": "f32"
+   },
+   {
+    "c": "layer",
+    "js": "layer",
+    "offset": 32,
+    "kind": "i32"
+   },
+   {
+    "c": "kind",
+    "js": "kind",
+    "offset": 36,
+    "kind": "i32"
    }
   ]
  },
@@ -1078,6 +1096,21 @@ export const FUNCTIONS = {
     "unit_in_layer",
     "ptr",
     "int*"
+   ]
+  ]
+ },
+ "selfcond_site_kind_name": {
+  "ret": "ptr",
+  "params": [
+   [
+    "model",
+    "ptr",
+    "const selfcond_model*"
+   ],
+   [
+    "kind",
+    "i32",
+    "int"
    ]
   ]
  },
