@@ -111,6 +111,13 @@ SELFCOND_API selfcond_status selfcond_model_load_file(const char* path,
 SELFCOND_API selfcond_status selfcond_model_load_memory(const void* data, size_t size,
                                                         const selfcond_model_params* params,
                                                         selfcond_model** out);
+/* The same without a copy: data is a block from malloc (in the WebAssembly build, the module's
+ * malloc) that the library takes over and frees, whether the load succeeds or not. What the
+ * browser's worker uses: the file is in WebAssembly memory once, and its packed weights' part is
+ * released after packing. */
+SELFCOND_API selfcond_status selfcond_model_load_owned(void* data, size_t size,
+                                                       const selfcond_model_params* params,
+                                                       selfcond_model** out);
 SELFCOND_API void selfcond_model_free(selfcond_model* model);
 
 typedef struct {

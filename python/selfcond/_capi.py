@@ -254,6 +254,7 @@ PROTOTYPES = {
     "selfcond_model_default_params": (ModelParams, []),
     "selfcond_model_load_file": (c_status, [ctypes.c_char_p, ctypes.POINTER(ModelParams), _pp]),
     "selfcond_model_load_memory": (c_status, [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ModelParams), _pp]),
+    "selfcond_model_load_owned": (c_status, [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ModelParams), _pp]),
     "selfcond_model_free": (None, [ctypes.c_void_p]),
     "selfcond_model_get_info": (None, [ctypes.c_void_p, ctypes.POINTER(ModelInfo)]),
     "selfcond_build_info_to_string": (c_status, [_pp]),

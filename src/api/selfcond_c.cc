@@ -235,6 +235,18 @@ selfcond_status selfcond_model_load_memory(const void* data, size_t size,
   });
 }
 
+selfcond_status selfcond_model_load_owned(void* data, size_t size,
+                                          const selfcond_model_params* params,
+                                          selfcond_model** out) {
+  selfcond::HeapBuffer bytes = selfcond::HeapBuffer::Adopt(data, size);  // freed on every path
+  return Guard([&] {
+    if (data == nullptr || out == nullptr) return Invalid("data or output is NULL");
+    *out = nullptr;
+    return ReturnModel(selfcond::Engine::FromBuffer(std::move(bytes), EngineOptionsFrom(params)),
+                       out);
+  });
+}
+
 void selfcond_model_free(selfcond_model* model) { delete model; }
 
 void selfcond_model_get_info(const selfcond_model* model, selfcond_model_info* out) {

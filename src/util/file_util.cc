@@ -313,6 +313,13 @@ void UnregisterTempFile(const std::string& path) {
 
 void HeapBuffer::Free::operator()(uint8_t* p) const { std::free(p); }
 
+HeapBuffer HeapBuffer::Adopt(void* malloced, size_t n) {
+  HeapBuffer b;
+  b.p_.reset(static_cast<uint8_t*>(malloced));
+  b.n_ = malloced != nullptr ? n : 0;
+  return b;
+}
+
 absl::StatusOr<HeapBuffer> HeapBuffer::Allocate(size_t n) {
   HeapBuffer b;
   b.p_.reset(static_cast<uint8_t*>(std::malloc(n == 0 ? 1 : n)));

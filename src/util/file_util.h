@@ -77,6 +77,8 @@ class HeapBuffer {
   }
   static absl::StatusOr<HeapBuffer> Allocate(size_t n);  // uninitialized
   static absl::StatusOr<HeapBuffer> CopyOf(const void* p, size_t n);
+  // Takes over a block from std::malloc (freed with std::free).
+  static HeapBuffer Adopt(void* malloced, size_t n);
   uint8_t* data() { return p_.get(); }
   const uint8_t* data() const { return p_.get(); }
   size_t size() const { return n_; }

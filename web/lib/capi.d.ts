@@ -253,6 +253,7 @@ export type CApiFunction =
   | 'selfcond_model_default_params'
   | 'selfcond_model_load_file'
   | 'selfcond_model_load_memory'
+  | 'selfcond_model_load_owned'
   | 'selfcond_model_free'
   | 'selfcond_model_get_info'
   | 'selfcond_build_info_to_string'

@@ -949,6 +949,31 @@ export const FUNCTIONS = {
    ]
   ]
  },
+ "selfcond_model_load_owned": {
+  "ret": "enum",
+  "params": [
+   [
+    "data",
+    "ptr",
+    "void*"
+   ],
+   [
+    "size",
+    "u32",
+    "size_t"
+   ],
+   [
+    "params",
+    "ptr",
+    "const selfcond_model_params*"
+   ],
+   [
+    "out",
+    "ptr",
+    "selfcond_model**"
+   ]
+  ]
+ },
  "selfcond_model_free": {
   "ret": "void",
   "params": [
