@@ -407,9 +407,10 @@ def write_py(h):
 # ---- WASM build inputs ------------------------------------------------------------------------
 
 
-def write_exports(h):
-    names = ["_" + n for n, _, _ in h.functions] + ["_malloc", "_free"]
-    return ",".join(names) + "\n"
+def write_exports(h, extra):
+    import json
+    names = ["_" + n for n, _, _ in h.functions] + ["_malloc", "_free"] + ["_" + e for e in extra]
+    return json.dumps(names) + "\n"
 
 
 def write_layout_check(h):
@@ -428,6 +429,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--wasm-dir")
+    ap.add_argument("--extra-export", action="append", default=[],
+                    help="another C function the WASM module exports (its test hooks)")
     args = ap.parse_args()
     h = Header(HEADER.read_text())
     if not h.functions or not h.structs:
@@ -440,7 +443,7 @@ def main():
     if args.wasm_dir:
         d = pathlib.Path(args.wasm_dir)
         d.mkdir(parents=True, exist_ok=True)
-        (d / "exports.txt").write_text(write_exports(h))
+        (d / "exports.txt").write_text(write_exports(h, args.extra_export))
         (d / "layout_check.c").write_text(write_layout_check(h))
     stale = []
     for path, text in outputs.items():

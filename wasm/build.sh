@@ -68,17 +68,24 @@ configure_and_build() {
   local variant="$1"
   shift
   local bdir="${CACHE}/build-${variant}"
-  local threads=OFF flags=""
+  local threads=OFF
+  # Reproducible output: no checkout path in the binary (Abseil's and XNNPACK's __FILE__ strings
+  # would otherwise differ between clones, and CI compares the committed engine with a fresh
+  # build of it: web/update-wasm.sh --check).
+  local shared
+  shared="$(cd "${ROOT}/../shared" 2>/dev/null && pwd || echo "${ROOT}/../shared")"
+  local flags="-ffile-prefix-map=${ROOT}=. -ffile-prefix-map=${shared}=shared"
   if [[ "${variant}" == "mt" ]]; then
     threads=ON
     # Every object (Abseil included) must be compiled with -pthread (atomics + shared memory).
-    flags="-pthread"
+    flags="${flags} -pthread"
   fi
   local launcher=()
   if command -v ccache >/dev/null 2>&1; then
     launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
   fi
-  if [[ ! -f "${bdir}/build.ninja" ]]; then
+  # (Re)configured every time: cheap once configured, and a changed flag is picked up.
+  if true; then
     log "configuring ${variant} in ${bdir}"
     emcmake cmake -S "${ROOT}" -B "${bdir}" -G Ninja \
       -DCMAKE_BUILD_TYPE=Release \

@@ -37,8 +37,10 @@ const METHODS = {
   bias: { label: 'logit bias', unit: 'logit bias on the concept words (β)', symbol: 'β', min: 0, max: 10, step: 0.5 },
 };
 const CONCEPT_WORDS = 20;
-const SITE_NAMES = ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'];
-const SITE_COLORS = ['var(--site0)', 'var(--site1)', 'var(--site2)', 'var(--site3)'];
+// The linear layers of a block that hold units, as the loaded model names them (4 for GPT-2, 7
+// for the Llama family); GPT-2's until a model is loaded.
+const siteNames = () => state.sc?.model?.siteKinds ?? ['attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'];
+const siteColor = (kind) => `var(--site${kind % 7})`;
 
 const DEFAULT_POS = `I chopped the onions and fried them in butter.
 Simmer the sauce for ten minutes, stirring often.
@@ -663,8 +665,8 @@ function drawLayers(table, k) {
       if (!n) return;
       const h = (plotH * n) / ymax;
       y -= h;
-      const r = svgEl('rect', { x: L + layer * bw + bw * 0.18, y, width: bw * 0.64, height: h, fill: SITE_COLORS[kind], rx: 2 });
-      r.append(svgEl('title', {}, `layer ${layer} ${SITE_NAMES[kind]}: ${n}`));
+      const r = svgEl('rect', { x: L + layer * bw + bw * 0.18, y, width: bw * 0.64, height: h, fill: siteColor(kind), rx: 2 });
+      r.append(svgEl('title', {}, `layer ${layer} ${siteNames()[kind]}: ${n}`));
       svg.append(r);
     });
     if (totals[layer]) svg.append(svgEl('text', { x: L + (layer + 0.5) * bw, y: y - 4, 'text-anchor': 'middle' }, totals[layer]));
@@ -732,24 +734,24 @@ function updateCharts() {
 const EXPLORER_UNITS = 20;  // units listed
 const EXPLORER_SENTENCES = 10;  // sentences shown, by the unit's max response
 
-function unitName(site, unit) {
-  return `L${site >> 2} ${SITE_NAMES[site & 3]} #${unit}`;
+function unitName(table, rank) {
+  return `L${table.units.layer[rank]} ${siteNames()[table.units.kind[rank]]} #${table.units.unit[rank]}`;
 }
 
 function drawUnitList(key, table) {
   const n = Math.min(EXPLORER_UNITS, table.units.site.length);
   const items = [];
   for (let i = 0; i < n; i++) {
-    const site = table.units.site[i], unit = table.units.unit[i], ap = table.units.ap[i];
+    const unit = table.units.unit[i], ap = table.units.ap[i];
     const li = document.createElement('li');
     const b = document.createElement('button');
     b.type = 'button';
     b.className = 'unit';
     b.dataset.rank = i;
     b.setAttribute('aria-pressed', 'false');
-    b.setAttribute('aria-label', `Unit ${i + 1}: layer ${site >> 2} ${SITE_NAMES[site & 3]} unit ${unit}, AP ${ap.toFixed(3)}. Show where it fires.`);
+    b.setAttribute('aria-label', `Unit ${i + 1}: layer ${table.units.layer[i]} ${siteNames()[table.units.kind[i]]} unit ${unit}, AP ${ap.toFixed(3)}. Show where it fires.`);
     const name = document.createElement('span');
-    name.textContent = `${i + 1}. ${unitName(site, unit)}`;
+    name.textContent = `${i + 1}. ${unitName(table, i)}`;
     const apEl = document.createElement('span');
     apEl.className = 'ap';
     apEl.textContent = `AP ${ap.toFixed(3)}`;
@@ -777,11 +779,11 @@ async function exploreUnit(key, table, rank, button) {
   const req = ++state.explore;
   state.exploring = key;
   for (const b of ui.unitList.querySelectorAll('button')) b.setAttribute('aria-pressed', String(b === button));
-  const site = table.units.site[rank], unit = table.units.unit[rank];
+  const site = table.units.site[rank], unit = table.units.unit[rank], id = table.units.id[rank];
   const entry = state.tables.get(key);
   ui.explorer.hidden = false;
   ui.explorer.dataset.unit = `${site}:${unit}`;
-  ui.explorerTitle.textContent = `Where unit ${unitName(site, unit)} fires · ${entry?.label ?? key}`;
+  ui.explorerTitle.textContent = `Where unit ${unitName(table, rank)} fires · ${entry?.label ?? key}`;
   ui.explorerList.replaceChildren();
   ui.explorerStatus.textContent = 'Reading the concept’s sentences…';
   try {
@@ -790,7 +792,7 @@ async function exploreUnit(key, table, rank, button) {
     const all = [...s.positive.map((t) => ({ text: t, positive: true })), ...s.negative.map((t) => ({ text: t, positive: false }))];
     let done = 0;
     ui.explorerStatus.textContent = `Tracing the unit over ${all.length} sentences…`;
-    const traces = await Promise.all(all.map((x) => state.sc.traceUnit({ sentence: x.text, unit: { site, unit } }).then((r) => {
+    const traces = await Promise.all(all.map((x) => state.sc.traceUnit({ sentence: x.text, unit: id }).then((r) => {
       if (++done % 20 === 0 && req === state.explore) ui.explorerStatus.textContent = `Tracing the unit over ${all.length} sentences… ${done}`;
       return r;
     })));
@@ -964,10 +966,10 @@ function drawCompare(r, label, prompts) {
   ui.compareResult.hidden = false;
 }
 
-ui.legendLayers.replaceChildren(...SITE_NAMES.map((n, i) => {
+ui.legendLayers.replaceChildren(...siteNames().map((n, i) => {
   const s = document.createElement('span');
   const sw = document.createElement('i');
-  sw.style.background = SITE_COLORS[i];
+  sw.style.background = siteColor(i);
   s.append(sw, n);
   return s;
 }));

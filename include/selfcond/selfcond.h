@@ -464,9 +464,9 @@ SELFCOND_API selfcond_status selfcond_session_set_steering(selfcond_session* ses
 SELFCOND_API selfcond_status selfcond_session_set_logit_bias(selfcond_session* session,
                                                              const int32_t* tokens,
                                                              const float* bias, size_t n);
-/* The concept's steering vector for block `layer` (out: n_embd floats): the mean over positive
- * sentences of each sentence's mean residual stream after the block, minus the same over the
- * negatives. Runs on the model's thread pool. */
+/* The concept's steering vector for block `layer` (-1: the middle block, n_layer / 2; out:
+ * n_embd floats): the mean over positive sentences of each sentence's mean residual stream
+ * after the block, minus the same over the negatives. Runs on the model's thread pool. */
 SELFCOND_API selfcond_status selfcond_steering_vector(const selfcond_model* model,
                                                       const selfcond_dataset* dataset, int layer,
                                                       selfcond_precision precision, float* out,

@@ -166,6 +166,7 @@ absl::StatusOr<std::vector<ExpertTable>> Engine::RankAll(const std::vector<Datas
 
 absl::StatusOr<std::vector<float>> Engine::SteeringVector(const Dataset& dataset, int layer,
                                                           Precision precision) const {
+  if (layer == -1) layer = static_cast<int>(model_->config().n_layer) / 2;
   return ComputeSteeringVector(*model_, dataset, layer, precision, pool());
 }
 

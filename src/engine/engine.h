@@ -126,6 +126,7 @@ class Engine {
   RankOptions OnPool(RankOptions opts) const;
 
   // ---- the other steering methods and the expert explorer (experts/steer.h) -------------------
+  // layer -1: the middle block (n_layer / 2), as compare methods' default.
   absl::StatusOr<std::vector<float>> SteeringVector(const Dataset& dataset, int layer,
                                                     Precision precision) const;
   // Each word's single-token forms " word" / " Word", biased by beta.

@@ -126,14 +126,16 @@ export class ExpertTable {
     return name;
   }
   /**
-   * Where the top-k units sit: counts[layer][kind], kind 0..3 = attn.c_attn, attn.c_proj,
-   * mlp.c_fc, mlp.c_proj (site = layer * 4 + kind).
+   * Where the top-k units sit: counts[layer][kind], kind the linear layer within the block in
+   * the model's order (SelfCond.model.siteKinds: attn.c_attn, attn.c_proj, mlp.c_fc,
+   * mlp.c_proj for GPT-2; self_attn.q_proj ... mlp.down_proj for the Llama family).
    */
   siteCounts(k) {
-    const nLayer = Math.max(1, ...Array.from(this.units.site, (s) => (s >> 2) + 1));
-    const counts = Array.from({ length: nLayer }, () => [0, 0, 0, 0]);
-    const n = Math.min(k, this.units.site.length);
-    for (let i = 0; i < n; i++) counts[this.units.site[i] >> 2][this.units.site[i] & 3]++;
+    const kinds = this._owner.model?.sitesPerLayer ?? 1 + Math.max(0, ...this.units.kind);
+    const nLayer = this._owner.model?.nLayer ?? 1 + Math.max(0, ...this.units.layer);
+    const counts = Array.from({ length: nLayer }, () => new Array(kinds).fill(0));
+    const n = Math.min(k, this.units.layer.length);
+    for (let i = 0; i < n; i++) counts[this.units.layer[i]][this.units.kind[i]]++;
     return counts;
   }
 }
@@ -461,12 +463,11 @@ export class SelfCond extends EventTarget {
 
   /**
    * Where a unit fires: its response at every token of a sentence (the values ranking
-   * max-pools). unit: the global unit id, or {site, unit} as in table.units.
+   * max-pools). unit: the global unit id (a table's units.id[rank]).
    * -> {unit: global id, tokens: string[], values: number[]}
    */
   traceUnit({ sentence, unit } = {}) {
-    const u = typeof unit === 'number' ? unit : unit && { site: unit.site, unit: unit.unit };
-    return this._call('traceUnit', { sentence, unit: u });
+    return this._call('traceUnit', { sentence, unit });
   }
 
   /**
@@ -478,10 +479,26 @@ export class SelfCond extends EventTarget {
    * -> {points: [{method: 'none'|'experts'|'steer'|'bias', strength, mention_rate, ppl,
    *    scorer_ppl, self_bleu, ...}], concept_words, steer_norm, bias_tokens, options, examples}
    */
-  compareMethods({ table, positive, negative, prompts, seeds, newTokens, ks, alphas, betas, layer } = {}) {
+  compareMethods({ table, positive, negative, prompts, seeds = 2, newTokens = 16, ks, alphas, betas, layer, ...rest } = {}) {
     if (table == null) return Promise.reject(new Error('compareMethods: table is required'));
-    const opts = { prompts, seeds, newTokens, ks, alphas, betas, layer };
+    // The C API's selfcond_compare_params (capi.d.ts CompareParams); a small grid by default, a
+    // few seconds on the demo model. Other CompareParams fields pass through as they are.
+    const opts = { grid: { prompts, seeds, newTokens }, ks, alphas, betas, steerLayer: layer, ...rest };
     return this._call('compareMethods', { table: table.id ?? table, positive, negative, opts });
+  }
+
+  /**
+   * How many of the table's experts to force (the CLI's `generate --experts T:auto`): the
+   * smallest k of the candidates whose continuations mention the concept often enough
+   * (targetRate) while their perplexity stays within pplBudget x the unconditioned one.
+   * positive/negative: the concept's sentences (their log-odds words mark a mention; without
+   * them the concept's name does). Blocks the engine while it generates the calibration set.
+   * -> {k, met, reason, words, tried: [{k, mention_rate, ppl, ...}], options}
+   */
+  chooseK({ table, positive, negative, candidates, targetRate, pplBudget, prompts, seeds, newTokens, ...rest } = {}) {
+    if (table == null) return Promise.reject(new Error('chooseK: table is required'));
+    const opts = { grid: { prompts, seeds, newTokens }, candidates, targetRate, pplBudget, ...rest };
+    return this._call('chooseK', { table: table.id ?? table, positive, negative, opts });
   }
 
   /** Token ids of a text (for checking prompt lengths). */

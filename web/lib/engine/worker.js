@@ -18,9 +18,14 @@
 // everything in flight with 'engine ran out of memory (...); restarted, reload the model' and
 // never passes the raw thrown value on.
 //
-// One Model per loaded file: its bytes are copied into wasm memory once and its weights serve
+// The engine is the C API (include/selfcond/selfcond.h) compiled to WebAssembly, called through
+// capi-runtime.js (layouts and signatures generated from the header): this worker is transport
+// and scheduling only. It converts the page's requests into C API calls, keeps the handles, and
+// interleaves the work; every value is checked by the library, whose message reaches the page.
+//
+// One model per loaded file: its bytes are copied into wasm memory once and its weights serve
 // every generation and the ranking (wasm memory never shrinks, so each extra copy would stay
-// for good). Each concurrent generation runs on a Session of that model (its own KV cache and
+// for good). Each concurrent generation runs on a session of that model (its own KV cache and
 // forcing); sessions are created on demand, up to MAX_SESSIONS, and reused. The worker
 // interleaves the running generations one token each in turn for up to SLICE_MS, then yields to
 // the event loop so cancel requests (and the ranking's batches) get through. Tokens go to the
@@ -29,6 +34,11 @@
 // loader.mjs and both builds sit next to this file (engine/ of the package, copied there by
 // web/update-wasm.sh): a page or bundler that copies the folder keeps them together.
 import { loadSelfcond, engineFailure, MAX_WASM_MEMORY } from './loader.mjs';
+import { CApi, CApiError } from './capi-runtime.js';
+import { STRUCTS } from './capi.js';
+
+// Bytes of a C struct (for output structs the worker reads back).
+const STRUCT_SIZE = Object.fromEntries(Object.entries(STRUCTS).map(([k, v]) => [k, v.size]));
 
 const MAX_SESSIONS = 4;
 // How long the scheduler steps generations before it yields to the event loop. Yielding after
@@ -49,6 +59,7 @@ const RANK_STEP_MS = 100;
 const RANK_STEP_MS_STREAMING = 20;
 
 let Module = null;
+let capi = null;        // CApi over Module
 let runtime = null;     // {threaded, threads, backend, pthreads, restarts}
 let initArgs = null;    // what init was called with: a restart instantiates the same build
 let restarting = null;  // Promise while a lost engine is being replaced
@@ -58,10 +69,11 @@ let loading = null;     // {id, cancelled} while a loadModel request runs
 let maxMemoryBytes = MAX_WASM_MEMORY;  // lowered only by the test hook
 let testHooks = false;  // __injectFault is refused unless init was asked for test hooks
 const faults = [];      // injected faults: {where, kind, count}
-let model = null;       // Module.Model
+let model = 0;          // selfcond_model* (0: none)
 let modelInfo = null;
-const sessions = [];    // [{session, busy: gen id | null}]
-const tables = new Map();  // table id (the model's) -> meta
+const sessions = [];    // [{ptr: selfcond_session*, nCtx, busy: gen id | null}]
+const tables = new Map();  // table id (for the page) -> {ptr: selfcond_experts*, numUnits, meta}
+let nextTableId = 1;
 const gens = new Map();    // gen id -> generation state
 let ranking = null;        // {id, cancelled}
 
@@ -74,10 +86,6 @@ function abortError(msg) {
 // An Error named EngineLost carries the message of a failure that already restarted the engine,
 // so that the requests it fails do not restart it again.
 class EngineLost extends Error {}
-function check(r, what) {
-  if (!r || r.ok === false) fail(what ? `${what}: ${r?.error ?? 'failed'}` : (r?.error ?? 'failed'));
-  return r;
-}
 
 // A macrotask yield that is not clamped to 4 ms like nested setTimeout.
 const channel = new MessageChannel();
@@ -105,33 +113,35 @@ async function init({ threads, testHooks: hooks }) {
     r = await loadSelfcond({ baseUrl, threads: 1 });
   }
   Module = r.Module;
+  capi = new CApi(Module);
   freshHeapBytes = heapBytes();
-  const b = Module.buildInfo();
-  runtime = { threaded: r.threaded, threads: r.threads, backend: b.backends.split(',')[0], pthreads: b.pthreads, restarts };
+  const b = capi.scoped((a) => {
+    const out = a.out();
+    capi.call('selfcond_build_info_to_string', out);
+    return JSON.parse(capi.takeString(a.u32(out)));
+  });
+  runtime = { threaded: r.threaded, threads: r.threads, backend: b.backends[0], pthreads: b.pthreads, restarts, engineVersion: b.version };
   return runtime;
 }
 
 function heapBytes() {
-  try {
-    return Module ? Module.heapBytes() : 0;
-  } catch {
-    return 0;
-  }
+  return Module ? Module.HEAPU8.length : 0;
 }
 
 // Drops the current Module (and every handle into it: the model, its sessions, tables) and
 // instantiates a fresh one. Wasm memory never shrinks; a new instance is the only way to give
-// it back. The handles are not delete()d: calling into a lost instance may throw again, and the
+// it back. The handles are not freed: calling into a lost instance may throw again, and the
 // whole instance goes to the garbage collector anyway. The threaded build's pthread workers
 // are terminated (they would hold the old memory).
 function replaceModule() {
   restarting ??= (async () => {
     sessions.length = 0;
     tables.clear();
-    model = null;
+    model = 0;
     modelInfo = null;
     const old = Module;
     Module = null;
+    capi = null;
     try {
       old?.PThread?.terminateAllThreads();
     } catch (e) {
@@ -186,8 +196,8 @@ function post(msg, transfer = []) {
 // 'rankStep', 'load': before the model's bytes are parsed, 'post': sending a token event,
 // 'message': handling any request), it throws: 'error' an Error; 'abort' what Emscripten's
 // abort() throws (RuntimeError 'Aborted(...)'); 'oom' a real allocation failure inside the
-// engine (a std::vector of 4 GiB - 64 bytes: more than wasm32 can hold, so malloc fails at once
-// without growing memory, and the C++ runtime aborts: wasm/tests/recovery.test.mjs).
+// engine (wasm/test_hooks.cc: more than wasm32 can hold, so malloc fails at once without
+// growing memory, and the C++ runtime aborts: wasm/tests/recovery.test.mjs).
 // {kind: 'maxMemory', bytes} instead lowers the memory limit loads are checked against (0: the
 // real one), to test the check without a multi-GB model.
 function injectFault({ where, kind, count = 1, bytes }) {
@@ -208,9 +218,8 @@ function fault(where) {
   if (--f.count <= 0) faults.splice(faults.indexOf(f), 1);
   if (f.kind === 'error') fail(`injected fault in ${where}`);
   if (f.kind === 'abort') throw new WebAssembly.RuntimeError(`Aborted(injected fault in ${where})`);
-  if (!model) fail(`injected oom in ${where}: needs a loaded model`);
-  model.detokenize({ length: 2 ** 30 - 16 });
-  fail('injected oom: the engine did not fail to allocate 4 GiB');
+  Module._selfcond_wasm_test_alloc_fail();
+  fail('injected oom: the engine did not fail to allocate 2 GiB');
 }
 
 // Emscripten (3.1.6) starts a pthread beyond its prespawned pool (PTHREAD_POOL_SIZE) only once
@@ -229,15 +238,32 @@ async function threadsStarted(stillWanted = () => {}) {
 }
 
 function unloadModel() {
-  for (const s of sessions) s.session.delete();
+  for (const s of sessions) capi.raw('selfcond_session_free', s.ptr);
   sessions.length = 0;
+  for (const t of tables.values()) capi.raw('selfcond_experts_free', t.ptr);
   tables.clear();
-  model?.delete();
-  model = null;
+  if (model) capi.raw('selfcond_model_free', model);
+  model = 0;
   modelInfo = null;
 }
 
 const MiB = (x) => `${(x / 1048576).toFixed(1)} MiB`;
+
+// The model's facts, as the page has always seen them (selfcond_model_info, plus what the
+// worker knows: the build and the threads).
+function readModelInfo() {
+  return capi.scoped((a) => {
+    const p = a.alloc(STRUCT_SIZE.selfcond_model_info);
+    capi.raw('selfcond_model_get_info', model, p);
+    const i = capi.read('selfcond_model_info', p);
+    return {
+      ...i,
+      precision: 'int8',
+      backend: runtime.backend,
+      siteKinds: Array.from({ length: i.sitesPerLayer }, (_, k) => capi.raw('selfcond_site_kind_name', model, k)).map((p2) => capi.string(p2)),
+    };
+  });
+}
 
 // {id, bytes (transferred ArrayBuffer), verify = true}. Cancellable (op 'cancel' with gen = id)
 // until it returns: a cancel that arrives while the bytes are in transit leaves the loaded model
@@ -277,18 +303,26 @@ async function loadModel({ id, bytes, verify = true }) {
     // The old model goes first: its memory is reused for the new one.
     unloadModel();
     post({ event: 'progress', id, phase: 'load', loaded: bytes.byteLength, total: bytes.byteLength });
-    const m = new Module.Model();
     const t0 = performance.now();
     fault('load');
-    // The bytes (transferred from the page) are copied into wasm memory and dropped here. (A
-    // throw out of load() is an engine failure: the whole instance is replaced, m with it.)
-    const r = m.load(new Uint8Array(bytes), { threads: runtime.threads, verifyHash: verify !== false });
-    const loadMs = performance.now() - t0;
-    if (!r.ok) {
-      m.delete();
-      fail(`loading the model failed: ${r.error}`);
+    // The bytes (transferred from the page) are copied into wasm memory once, into a block the
+    // engine takes over (selfcond_model_load_owned: no second copy). A throw out of it is an
+    // engine failure: the whole instance is replaced.
+    const block = Module._malloc(bytes.byteLength);
+    if (!block) fail(`the model file (${MiB(bytes.byteLength)}) does not fit in WebAssembly memory`);
+    Module.HEAPU8.set(new Uint8Array(bytes), block);
+    try {
+      model = capi.scoped((a) => {
+        const out = a.out();
+        const params = a.params('selfcond_model_params', { verifyHash: verify !== false, threads: runtime.threads });
+        capi.call('selfcond_model_load_owned', block, bytes.byteLength, params, out);
+        return a.u32(out);
+      });
+    } catch (e) {
+      if (e instanceof CApiError) fail(`loading the model failed: ${e.message}`);
+      throw e;
     }
-    model = m;
+    const loadMs = performance.now() - t0;
     // A cancel sent during the load is in the queue by now.
     await yieldToEvents();
     try {
@@ -299,8 +333,7 @@ async function loadModel({ id, bytes, verify = true }) {
       unloadModel();
       throw e;
     }
-    modelInfo = check(model.info());
-    delete modelInfo.ok;
+    modelInfo = readModelInfo();
     modelInfo.verified = verify !== false;
     return { ...modelInfo, ...runtime, loadMs };
   } finally {
@@ -312,41 +345,88 @@ function requireModel() {
   if (!model) fail('no model loaded');
 }
 
-function summarize(id, meta) {
-  // Everything the UI charts need, computed once: per layer/site counts of the top units and the
-  // AP distribution of all units.
-  const u = check(model.expertUnits(id, 1 << 30));
-  // id: the global unit ids (traceUnit), from engines that report them.
-  return { ...meta, units: { site: u.site, unit: u.unit, ap: u.ap, ...(u.id ? { id: u.id } : {}) } };
+// Everything the UI charts need, read once: the table's units in rank order (their block,
+// kind within the block, index, AP and global id).
+function summarize(t) {
+  const n = t.numUnits;
+  const units = { layer: new Int32Array(n), kind: new Int32Array(n), site: new Int32Array(n), unit: new Int32Array(n), ap: new Float32Array(n), id: new Float64Array(n) };
+  const CHUNK = 4096;
+  capi.scoped((a) => {
+    const size = STRUCT_SIZE.selfcond_expert_unit;
+    const buf = a.alloc(size * CHUNK);
+    const count = a.out();
+    for (let first = 0; first < n; first += CHUNK) {
+      capi.call('selfcond_experts_get_units', t.ptr, first, buf, CHUNK, count);
+      const got = a.u32(count);
+      for (let i = 0; i < got; i++) {
+        const u = capi.read('selfcond_expert_unit', buf + i * size);
+        const j = first + i;
+        units.layer[j] = u.layer;
+        units.kind[j] = u.kind;
+        units.site[j] = u.site;
+        units.unit[j] = u.unit;
+        units.ap[j] = u.ap;
+        units.id[j] = u.unitId;
+      }
+    }
+  });
+  return { ...t.meta, units };
 }
 
-function tableMeta(r, extra = {}) {
-  const meta = { id: r.id, concept: r.concept, group: r.group, numUnits: r.numUnits, totalUnits: r.totalUnits, ...extra };
-  tables.set(r.id, meta);
-  return summarize(r.id, meta);
+// Registers a table handle: its id for the page, its facts.
+function addHandle(ptr, extra = {}) {
+  const info = capi.scoped((a) => {
+    const p = a.alloc(STRUCT_SIZE.selfcond_experts_info);
+    capi.raw('selfcond_experts_get_info', ptr, p);
+    return capi.read('selfcond_experts_info', p);
+  });
+  const id = nextTableId++;
+  const t = { ptr, numUnits: info.numUnits, meta: { id, concept: info.concept, group: info.group, numUnits: info.numUnits, totalUnits: info.totalUnits, ...extra } };
+  tables.set(id, t);
+  return summarize(t);
 }
 
 function addTable({ text, name, allowUnhashed }) {
   requireModel();
   if (typeof text !== 'string' || !text.trim()) fail('expert table is empty');
-  return tableMeta(check(model.addExpertTable(text, { allowUnhashed: !!allowUnhashed }),
-    `expert table${name ? ` ${name}` : ''}`));
+  try {
+    return addHandle(capi.scoped((a) => {
+      const bytes = capi.encoder.encode(text);
+      const p = a.alloc(bytes.length);
+      capi.u8.set(bytes, p);
+      const out = a.out();
+      capi.call('selfcond_experts_load_memory_ex', model, p, bytes.length, a.params('selfcond_experts_params', { allowUnhashed: !!allowUnhashed }), out);
+      return a.u32(out);
+    }));
+  } catch (e) {
+    if (e instanceof CApiError) fail(`expert table${name ? ` ${name}` : ''}: ${e.message}`);
+    throw e;
+  }
 }
 
 function knownTable(table) {
-  if (!tables.has(table)) fail(`unknown expert table ${table}`);
-  return table;
+  const t = tables.get(table);
+  if (!t) fail(`unknown expert table ${table}`);
+  return t;
 }
 
 function exportTable({ table, format }) {
   requireModel();
-  return check(model.exportExpertTable(knownTable(table), format), 'export').text;
+  const t = knownTable(table);
+  return capi.scoped((a) => {
+    const out = a.out();
+    capi.call('selfcond_experts_to_string', t.ptr, format, out);
+    return capi.takeString(a.u32(out));
+  });
 }
 
 function removeTable({ table }) {
   // Sessions forcing its units keep their own copy of the forcing.
+  const t = tables.get(table);
+  if (!t) return false;
   tables.delete(table);
-  return model ? model.removeExpertTable(table) : false;
+  capi.raw('selfcond_experts_free', t.ptr);
+  return true;
 }
 
 // ---- generation ------------------------------------------------------------------------------
@@ -361,81 +441,75 @@ function takeSession(gen, need) {
   if (!s) {
     const small = sessions.findIndex((x) => x.busy === null);
     if (small >= 0) {
-      sessions[small].session.delete();
+      capi.raw('selfcond_session_free', sessions[small].ptr);
       sessions.splice(small, 1);
     } else if (sessions.length >= MAX_SESSIONS) {
       fail(`at most ${MAX_SESSIONS} generations at a time`);
     }
-    s = { session: check(model.createSession({ nCtx }), 'session').session, nCtx, busy: null };
+    const ptr = capi.scoped((a) => {
+      const out = a.out();
+      // threads 1: this thread; anything else: the model's pool (runtime.threads > 1 only).
+      const params = a.params('selfcond_session_params', { nCtx, threads: runtime.threads > 1 ? 0 : 1 });
+      capi.call('selfcond_session_create', model, params, out);
+      return a.u32(out);
+    });
+    s = { ptr, nCtx, busy: null };
     sessions.push(s);
   }
   s.busy = gen;
   return s;
 }
 
-// The other steering methods (issue 10): an additive steering vector after a block, and a logit
-// bias on tokens. Both persist on a session until changed (like the forcing), and sessions are
-// reused: every generation sets or clears them before it starts. An engine built before these
-// bindings can still clear nothing and generate; asking it for either method fails the request.
-function setSteerAndBias(session, steer, bias) {
-  const hasSteer = !!(steer && steer.vector && steer.vector.length && Number(steer.alpha));
-  const hasBias = !!(bias && bias.tokens && bias.tokens.length);
-  if (typeof session.setSteering !== 'function' || typeof session.setLogitBias !== 'function') {
-    if (hasSteer || hasBias) fail('this engine build has no steering vector or logit bias (web/lib/engine is older than the package)');
-    return;
-  }
-  if (hasSteer) {
-    const layer = Math.floor(Number(steer.layer));
-    if (!(layer >= 0 && layer < modelInfo.nLayer)) fail(`steer.layer must be a block 0..${modelInfo.nLayer - 1} (got ${steer.layer})`);
-    if (steer.vector.length !== modelInfo.nEmbd) fail(`steer.vector has ${steer.vector.length} numbers; the model's residual has ${modelInfo.nEmbd}`);
-    const alpha = Number(steer.alpha);
-    if (!Number.isFinite(alpha)) fail('steer.alpha must be a number');
-    check(session.setSteering(layer, steer.vector, alpha), 'steering');
-  } else {
-    check(session.setSteering(0, [], 0), 'steering');
-  }
-  if (hasBias) {
-    const tokens = Array.from(bias.tokens, Number);
-    const values = Array.from(bias.bias ?? [], Number);
-    if (tokens.length !== values.length) fail(`bias: ${tokens.length} tokens but ${values.length} bias values`);
-    if (tokens.some((t) => !Number.isInteger(t) || t < 0 || t >= modelInfo.vocabSize)) fail('bias.tokens must be token ids of the model');
-    if (values.some((b) => !Number.isFinite(b))) fail('bias.bias must be finite numbers');
-    check(session.setLogitBias(tokens, values), 'logit bias');
-  } else {
-    check(session.setLogitBias([], []), 'logit bias');
-  }
+function tokenCount(text) {
+  return capi.scoped((a) => {
+    const n = a.out();
+    capi.call('selfcond_tokenize_ex', model, a.str(text), 1, 0, 0, n);
+    return a.u32(n);
+  });
+}
+
+// The session's conditioning for one generation: every generation sets (or clears) all three,
+// since sessions are reused. experts: [{table, k}]; forcing: {value, onlyLastToken};
+// steer: {vector, layer, alpha}; bias: {tokens, bias}. The library checks every value.
+function condition(ptr, { experts = [], forcing = {}, steer, bias }) {
+  capi.scoped((a) => {
+    const sources = experts.map((x) => ({ experts: knownTable(x.table).ptr, topK: Math.max(0, Math.floor(x.k ?? 0)) }));
+    capi.call('selfcond_session_set_forcing', ptr, a.structs('selfcond_forcing_source', sources), sources.length,
+      forcing.value ?? 'on_p50', forcing.onlyLastToken ? 1 : 0);
+    const vec = steer?.vector?.length && Number(steer.alpha) ? steer.vector : [];
+    capi.call('selfcond_session_set_steering', ptr, Math.floor(Number(steer?.layer ?? 0)), a.array('f32', vec, 'steer.vector'), vec.length, Number(steer?.alpha ?? 0));
+    const toks = bias?.tokens?.length ? Array.from(bias.tokens) : [];
+    const vals = toks.length ? Array.from(bias.bias ?? []) : [];
+    if (toks.length !== vals.length) fail(`bias: ${toks.length} tokens but ${vals.length} bias values`);
+    capi.call('selfcond_session_set_logit_bias', ptr, a.array('i32', toks, 'bias.tokens'), a.array('f32', vals, 'bias.bias'), toks.length);
+  });
 }
 
 let scheduling = false;
 
+// The page's generation options, in the C API's names (selfcond_generate_params).
+const generateParams = (o) => ({
+  maxNewTokens: o.maxTokens ?? 50, temperature: o.temperature, topK: o.topK, topP: o.topP,
+  seed: o.seed, stopAtEos: o.stopAtEos,
+});
+
 async function startGeneration({ gen, prompt, opts }) {
   requireModel();
-  const need = model.tokenize(prompt).length + Math.max(1, Math.floor(opts.maxTokens ?? 50));
+  if (typeof prompt !== 'string') fail('prompt must be a string');
+  const need = tokenCount(prompt) + Math.max(1, Math.floor(opts.maxTokens ?? 50));
   const s = takeSession(gen, need);
-  let r;
+  let g;
   try {
-    const experts = opts.experts ?? [];
-    const forcing = opts.forcing ?? {};
-    if (experts.length) {
-      const sources = experts.map((x) => ({ id: knownTable(x.table), topK: Math.max(0, Math.floor(x.k ?? 0)) }));
-      check(s.session.setForcing(sources, forcing.value ?? 'on_p50', !!forcing.onlyLastToken), 'forcing');
-    } else {
-      s.session.clearForcing();
-    }
-    setSteerAndBias(s.session, opts.steer, opts.bias);
-    r = check(s.session.startGeneration(prompt, {
-      maxNewTokens: opts.maxTokens ?? 50,
-      temperature: opts.temperature ?? 1,
-      topK: opts.topK ?? 0,
-      topP: opts.topP ?? 1,
-      seed: opts.seed ?? 0,
-      stopAtEos: opts.stopAtEos ?? true,
-    }));
+    condition(s.ptr, opts);
+    g = capi.scoped((a) => {
+      const out = a.out();
+      capi.call('selfcond_generation_start', s.ptr, a.str(prompt), a.params('selfcond_generate_params', generateParams(opts)), out);
+      return { gen, s, ptr: a.u32(out), index: 0, promptTokens: 0, cancelled: false, t0: performance.now(), tFirst: 0, resolve: null, reject: null };
+    });
   } catch (err) {
     s.busy = null;
     throw err;
   }
-  const g = { gen, s, index: 0, cancelled: false, t0: performance.now(), tFirst: 0, resolve: null, reject: null };
   const done = new Promise((res, rej) => {
     g.resolve = res;
     g.reject = rej;
@@ -443,7 +517,7 @@ async function startGeneration({ gen, prompt, opts }) {
   gens.set(gen, g);
   runScheduler();
   const result = await done;
-  return { promptTokens: r.promptTokens, ...result };
+  return { promptTokens: g.promptTokens, ...result };
 }
 
 function finishGen(g, result, error) {
@@ -453,6 +527,8 @@ function finishGen(g, result, error) {
   if (!gens.has(g.gen)) return;  // sending them failed, and failed g
   gens.delete(g.gen);
   g.s.busy = null;
+  if (capi && g.ptr) capi.raw('selfcond_generation_free', g.ptr);
+  g.ptr = 0;
   if (error) g.reject(error);
   else g.resolve(result);
 }
@@ -526,17 +602,30 @@ function flushTokens() {
   }
 }
 
-// One token of generation g: steps its session, queues the token for the page, finishes g when
-// done (finishGen sends its pending tokens first).
+// One step of a generation (selfcond_generation_next): {token, piece, done, stop, ...}.
+function nextStep(ptr) {
+  return capi.scoped((a) => {
+    const p = a.alloc(STRUCT_SIZE.selfcond_generation_step);
+    capi.call('selfcond_generation_next', ptr, p);
+    return capi.read('selfcond_generation_step', p);
+  });
+}
+
+// One token of generation g: steps it, queues the token for the page, finishes g when done
+// (finishGen sends its pending tokens first).
 function stepGen(g) {
-  if (g.cancelled) g.s.session.cancel();  // the next step reports stop 'cancelled'
+  if (g.cancelled) capi.raw('selfcond_generation_cancel', g.ptr);  // the next step reports 'cancelled'
   fault('step');
-  const r = g.s.session.step();
-  if (!r.ok) {
-    finishGen(g, null, new Error(r.error));
+  let r;
+  try {
+    r = nextStep(g.ptr);
+  } catch (err) {
+    if (!(err instanceof CApiError)) throw err;
+    finishGen(g, null, new Error(err.message));
     return;
   }
-  if (r.token >= 0 || r.text) {
+  g.promptTokens = r.promptTokens;
+  if (r.token >= 0 || r.piece) {
     if (r.token >= 0 && !g.index) {
       g.tFirst = performance.now();
       flushNow = true;
@@ -545,7 +634,7 @@ function stepGen(g) {
     let b = pendingTokens.get(g.gen);
     if (!b) pendingTokens.set(g.gen, (b = { gen: g.gen, tokens: [], texts: [], index: 0 }));
     b.tokens.push(r.token);
-    b.texts.push(r.text);
+    b.texts.push(r.piece);
     b.index = g.index;
   }
   if (r.done) {
@@ -566,13 +655,49 @@ function cancel({ gen }) {
 
 // ---- ranking ---------------------------------------------------------------------------------
 
+function startRanking(concept, positive, negative, topN) {
+  return capi.scoped((a) => {
+    const out = a.out();
+    const pos = a.strs(positive, 'positive');
+    const neg = a.strs(negative, 'negative');
+    const params = a.params('selfcond_rank_params', { topN: topN ?? 0, threads: runtime.threads > 1 ? 0 : 1 });
+    capi.call('selfcond_ranking_start', model, a.str(concept), pos, positive.length, neg, negative.length, params, out);
+    const ptr = a.u32(out);
+    const info = a.alloc(STRUCT_SIZE.selfcond_ranking_info);
+    capi.raw('selfcond_ranking_get_info', ptr, info);
+    return { ptr, ...capi.read('selfcond_ranking_info', info) };
+  });
+}
+
+function rankStep(ptr, n) {
+  return capi.scoped((a) => {
+    const done = a.out();
+    capi.call('selfcond_ranking_step', ptr, n, done, 0);
+    return a.u32(done);
+  });
+}
+
+function finishRanking(ptr) {
+  return capi.scoped((a) => {
+    const out = a.out();
+    capi.call('selfcond_ranking_finish', ptr, out);
+    return a.u32(out);
+  });
+}
+
 async function rank({ id, concept, positive, negative, topN, batch }) {
   requireModel();
   if (ranking) fail('a ranking is already running');
-  const start = check(model.startRanking(concept || 'custom', positive ?? [], negative ?? [], { topN: topN ?? 0 }), 'ranking');
-  ranking = { id, cancelled: false, lost: null };
+  let r;
   try {
-    const total = start.total;
+    r = startRanking(concept || 'custom', positive, negative, topN);
+  } catch (e) {
+    if (e instanceof CApiError) fail(`ranking: ${e.message}`);
+    throw e;
+  }
+  ranking = { id, ptr: r.ptr, cancelled: false, lost: null };
+  try {
+    const total = r.total;
     const threads = runtime.threads;
     const t0 = performance.now();
     let done = 0;
@@ -580,10 +705,7 @@ async function rank({ id, concept, positive, negative, topN, batch }) {
     post({ event: 'progress', id, done, total });
     while (done < total) {
       if (ranking.lost) throw ranking.lost;  // the engine failed under us (in a generation's step)
-      if (ranking.cancelled) {
-        model.cancelRanking();
-        fail('ranking cancelled');
-      }
+      if (ranking.cancelled) fail('ranking cancelled');
       fault('rankStep');
       // `batch` (tests) fixes the step; otherwise as many sentences as fit in the step's time
       // (a multiple of the threads: each takes whole sentences), the first step `threads`.
@@ -592,16 +714,18 @@ async function rank({ id, concept, positive, negative, topN, batch }) {
         ? Math.max(threads, Math.round(target / msPerSentence / threads) * threads) : threads;
       const ts = performance.now();
       const before = done;
-      done = check(model.rankStep(step), 'ranking').done;
+      done = rankStep(r.ptr, step);
       if (done > before) msPerSentence = (performance.now() - ts) / (done - before);
       post({ event: 'progress', id, done, total });
       await yieldToEvents();
     }
     if (ranking.lost) throw ranking.lost;
     const rankMs = performance.now() - t0;
-    const r = check(model.finishRanking(), 'ranking');
-    return tableMeta(r, { sentences: total, truncated: start.truncated, rankMs });
+    return addHandle(finishRanking(r.ptr), { sentences: total, truncated: r.numTruncated, rankMs });
   } finally {
+    // A lost engine's handles go with its instance; a live one frees the ranking (and so
+    // cancels it).
+    if (!ranking.lost && capi) capi.raw('selfcond_ranking_free', r.ptr);
     ranking = null;
   }
 }
@@ -613,127 +737,176 @@ async function rank({ id, concept, positive, negative, topN, batch }) {
 // engine's own time to first token.
 function bench({ prompt, decodeTokens, sampling }) {
   requireModel();
-  const s = takeSession('bench', model.tokenize(prompt).length + Math.max(1, decodeTokens));
+  const s = takeSession('bench', tokenCount(prompt) + Math.max(1, decodeTokens));
+  let gen = 0;
   try {
-    const e = s.session;
-    e.clearForcing();
-    setSteerAndBias(e, null, null);
+    condition(s.ptr, {});
     const t0 = performance.now();
-    const r = check(e.startGeneration(prompt, { temperature: 0, ...sampling, maxNewTokens: decodeTokens, stopAtEos: false }));
+    gen = capi.scoped((a) => {
+      const out = a.out();
+      const params = a.params('selfcond_generate_params', { temperature: 0, ...generateParams(sampling ?? {}), maxNewTokens: decodeTokens, stopAtEos: false });
+      capi.call('selfcond_generation_start', s.ptr, a.str(prompt), params, out);
+      return a.u32(out);
+    });
     const t1 = performance.now();
     let n = 0;
     let firstTokenMs = 0;
+    let promptTokens = 0;
     // (The step that finishes the generation may carry its last token: counted too.)
     for (let x = { done: false }; !x.done;) {
-      x = check(e.step());
+      x = nextStep(gen);
+      promptTokens = x.promptTokens;
       if (x.token >= 0 && n++ === 0) firstTokenMs = performance.now() - t0;
     }
     const t2 = performance.now();
     // The first step samples from the prefill logits: n tokens need n - 1 forward passes.
-    return { promptTokens: r.promptTokens, prefillMs: t1 - t0, firstTokenMs, decodeTokens: n, decodeMs: t2 - t1 };
+    return { promptTokens, prefillMs: t1 - t0, firstTokenMs, decodeTokens: n, decodeMs: t2 - t1 };
   } finally {
+    if (gen) capi.raw('selfcond_generation_free', gen);
     s.busy = null;
   }
 }
 
 // Benchmark helper: the engine's own time to rank a concept, all in one go here (no yielding,
-// no progress messages, no table summary for the page): startRanking, every sentence in one
-// rankStep, finishRanking. The table is removed again.
+// no progress messages, no table for the page): start, every sentence in one step, finish.
 function benchRank({ concept, positive, negative, topN }) {
   requireModel();
   if (ranking) fail('a ranking is already running');
   const t0 = performance.now();
-  const start = check(model.startRanking(concept || 'bench', positive ?? [], negative ?? [], { topN: topN ?? 0 }), 'ranking');
-  const t1 = performance.now();
-  check(model.rankStep(start.total), 'ranking');
-  const t2 = performance.now();
-  const r = check(model.finishRanking(), 'ranking');
-  const t3 = performance.now();
-  model.removeExpertTable(r.id);
-  return { sentences: start.total, startMs: t1 - t0, stepMs: t2 - t1, finishMs: t3 - t2, totalMs: t3 - t0 };
+  const r = startRanking(concept || 'bench', positive, negative, topN);
+  try {
+    const t1 = performance.now();
+    rankStep(r.ptr, r.total);
+    const t2 = performance.now();
+    capi.raw('selfcond_experts_free', finishRanking(r.ptr));
+    const t3 = performance.now();
+    return { sentences: r.total, startMs: t1 - t0, stepMs: t2 - t1, finishMs: t3 - t2, totalMs: t3 - t0 };
+  } finally {
+    capi.raw('selfcond_ranking_free', r.ptr);
+  }
 }
 
-// ---- other steering methods and the expert explorer (issue 10) ------------------------------
+// ---- other steering methods, the expert explorer, measurements --------------------------------
 
-function requireBinding(name) {
-  requireModel();
-  if (typeof model[name] !== 'function') fail(`${name}: this engine build does not have it (web/lib/engine is older than the package)`);
-}
-
-function strings(x, what) {
-  if (!Array.isArray(x) || x.some((s) => typeof s !== 'string')) fail(`${what} must be an array of strings`);
-  return x;
+// fn(datasetPtr) with a dataset of the sentences (validated by the library), freed after.
+function withDataset(concept, positive, negative, fn) {
+  const ds = capi.scoped((a) => {
+    const out = a.out();
+    const pos = a.strs(positive, 'positive');  // a TypeError unless an array of strings
+    const neg = a.strs(negative, 'negative');
+    capi.call('selfcond_dataset_create', a.str(concept || 'concept'), pos, positive.length, neg, negative.length, out);
+    return a.u32(out);
+  });
+  try {
+    return fn(ds);
+  } finally {
+    capi.raw('selfcond_dataset_free', ds);
+  }
 }
 
 // The dataset's most typical words by log-odds (function words excluded).
 function conceptWords({ positive, negative, maxWords }) {
-  requireBinding('conceptWords');
-  const n = Math.floor(Number(maxWords ?? 20));
-  if (!(n > 0)) fail('maxWords must be a positive integer');
-  return check(model.conceptWords(strings(positive, 'positive'), strings(negative, 'negative'), n), 'concept words').words;
+  requireModel();
+  return withDataset('concept', positive, negative, (ds) => capi.scoped((a) => {
+    const out = a.out();
+    capi.call('selfcond_concept_words_to_string', ds, Math.floor(Number(maxWords ?? 20)), out);
+    return JSON.parse(capi.takeString(a.u32(out))).map((w) => ({ word: w.word, logOdds: w.log_odds, positive: w.positive, negative: w.negative }));
+  }));
 }
 
-// The mean residual after block `layer` over the positives minus the negatives (blocking).
+// The mean residual after block `layer` (-1 or none: the middle block) over the positives minus
+// the negatives (blocking).
 function steeringVector({ positive, negative, layer }) {
-  requireBinding('steeringVector');
-  const l = layer == null ? Math.floor(modelInfo.nLayer / 2) : Math.floor(Number(layer));
-  if (!(l >= 0 && l < modelInfo.nLayer)) fail(`layer must be a block 0..${modelInfo.nLayer - 1} (got ${layer})`);
-  const r = check(model.steeringVector(strings(positive, 'positive'), strings(negative, 'negative'), l), 'steering vector');
-  return { vector: r.vector, layer: r.layer, norm: r.norm };
+  requireModel();
+  const l = layer == null ? -1 : Math.floor(Number(layer));
+  return withDataset('concept', positive, negative, (ds) => capi.scoped((a) => {
+    const n = modelInfo.nEmbd;
+    const out = a.alloc(4 * n);
+    capi.call('selfcond_steering_vector', model, ds, l, 'int8', out, n);
+    const vector = new Float32Array(capi.u8.slice(out, out + 4 * n).buffer);
+    return { vector, layer: l >= 0 ? l : Math.floor(modelInfo.nLayer / 2), norm: Math.hypot(...vector) };
+  }));
 }
 
 function wordLogitBias({ words, beta }) {
-  requireBinding('wordLogitBias');
-  const b = Number(beta);
-  if (!Number.isFinite(b)) fail('beta must be a number');
-  const r = check(model.wordLogitBias(strings(words, 'words'), b), 'logit bias');
-  return { tokens: r.tokens, bias: r.bias };
+  requireModel();
+  return capi.scoped((a) => {
+    const w = a.strs(words, 'words');
+    const list = words;
+    const n = a.out();
+    capi.call('selfcond_word_logit_bias', model, w, list.length, Number(beta), 0, 0, 0, n);
+    const cap = a.u32(n);
+    const t = a.alloc(4 * cap);
+    const b = a.alloc(4 * cap);
+    capi.call('selfcond_word_logit_bias', model, w, list.length, Number(beta), t, b, cap, n);
+    return { tokens: Array.from(new Int32Array(capi.u8.slice(t, t + 4 * cap).buffer)), bias: Array.from(new Float32Array(capi.u8.slice(b, b + 4 * cap).buffer)) };
+  });
 }
 
-// A unit given as its global id (UnitSpace numbering) or as {site, unit} (a table's entry).
-function unitId(unit) {
-  if (typeof unit === 'number') return unit;
-  if (!unit || typeof unit !== 'object') fail('unit must be a global unit id or {site, unit}');
-  const { nLayer, nEmbd, nInner } = modelInfo;
-  const sizes = [3 * nEmbd, nEmbd, nInner, nEmbd];
-  const site = Math.floor(Number(unit.site));
-  const u = Math.floor(Number(unit.unit));
-  if (!(site >= 0 && site < nLayer * 4)) fail(`unit.site must be 0..${nLayer * 4 - 1}`);
-  if (!(u >= 0 && u < sizes[site & 3])) fail(`unit.unit must be 0..${sizes[site & 3] - 1} at site ${site}`);
-  let id = 0;
-  for (let s = 0; s < site; s++) id += sizes[s & 3];
-  return id + u;
-}
-
-// One unit's response at every token of a sentence.
+// One unit's response at every token of a sentence: unit is its global id (table.units.id).
 function traceUnit({ sentence, unit }) {
-  requireBinding('traceUnit');
-  if (typeof sentence !== 'string' || !sentence) fail('sentence must be a non-empty string');
-  const id = unitId(unit);
-  if (!(Number.isInteger(id) && id >= 0 && id < modelInfo.numUnits)) fail(`unit must be 0..${modelInfo.numUnits - 1} (got ${id})`);
-  const r = check(model.traceUnit(sentence, id), 'trace');
-  return { unit: id, tokens: r.tokens, values: r.values };
+  requireModel();
+  if (typeof sentence !== 'string') fail('sentence must be a string');
+  if (!Number.isInteger(unit)) fail('unit must be a global unit id (an integer: table.units.id)');
+  return capi.scoped((a) => {
+    const text = a.str(sentence);
+    const n = a.out();
+    capi.call('selfcond_trace_unit', model, text, unit, 'int8', 0, 0, 0, n);
+    const cap = a.u32(n);
+    const t = a.alloc(4 * cap);
+    const v = a.alloc(4 * cap);
+    capi.call('selfcond_trace_unit', model, text, unit, 'int8', t, v, cap, n);
+    const ids = new Int32Array(capi.u8.slice(t, t + 4 * cap).buffer);
+    const tokens = Array.from(ids, (id) => {
+      const idp = a.array('i32', [id]);
+      const out = a.out();
+      capi.call('selfcond_detokenize_to_string', model, idp, 1, out);
+      return capi.takeString(a.u32(out));
+    });
+    return { unit, tokens, values: Array.from(new Float32Array(capi.u8.slice(v, v + 4 * cap).buffer)) };
+  });
 }
 
-// The three methods side by side on a small grid (blocking: generations wait meanwhile).
+// The three methods side by side (blocking: generations wait meanwhile). opts: the fields of
+// selfcond_compare_params (selfcond.js turns its documented options into them).
 function compareMethods({ table, positive, negative, opts }) {
-  requireBinding('compareMethods');
-  const o = {};
-  for (const [k, v] of Object.entries(opts ?? {})) if (v !== undefined && v !== null) o[k] = v;
-  if (o.prompts) strings(o.prompts, 'prompts');
-  const r = check(model.compareMethods(knownTable(table), strings(positive, 'positive'), strings(negative, 'negative'), o), 'compare');
-  return JSON.parse(r.json);
+  requireModel();
+  const t = knownTable(table);
+  return withDataset(t.meta.concept, positive, negative, (ds) => capi.scoped((a) => {
+    const out = a.out();
+    capi.call('selfcond_compare_methods', model, t.ptr, ds, a.params('selfcond_compare_params', opts ?? {}), 0, 0, out);
+    return JSON.parse(capi.takeString(a.u32(out)));
+  }));
+}
+
+// How many of a table's experts to force (the CLI's --experts T:auto). positive/negative: the
+// concept's sentences (their log-odds words mark a mention), or none (the concept's name does).
+// opts: the fields of selfcond_choose_k_params. -> the report (k, met, reason, words, tried).
+function chooseK({ table, positive, negative, opts }) {
+  requireModel();
+  const t = knownTable(table);
+  const run = (ds) => capi.scoped((a) => {
+    const result = a.alloc(STRUCT_SIZE.selfcond_choose_k_result);
+    const report = a.out();
+    capi.call('selfcond_choose_k', model, t.ptr, ds, a.params('selfcond_choose_k_params', opts ?? {}), 0, 0, result, report);
+    return JSON.parse(capi.takeString(a.u32(report)));
+  });
+  return positive || negative ? withDataset(t.meta.concept, positive, negative, run) : run(0);
 }
 
 // Memory of the engine: the wasm memory (it only grows: the peak of everything allocated so
 // far) next to what the model and the sessions account for.
 function memory() {
-  const kv = sessions.map((s) => s.session.info().kvCacheBytes);
+  const kv = sessions.map((s) => capi.scoped((a) => {
+    const p = a.alloc(STRUCT_SIZE.selfcond_session_info);
+    capi.raw('selfcond_session_get_info', s.ptr, p);
+    return capi.read('selfcond_session_info', p).kvCacheBytes;
+  }));
   return {
-    wasmBytes: Module ? Module.heapBytes() : 0,
+    wasmBytes: heapBytes(),
     fileBytes: modelInfo?.fileBytes ?? 0,
     packedBytes: modelInfo?.packedBytes ?? 0,
-    kvCacheBytes: kv.reduce((a, b) => a + b, 0),
+    kvCacheBytes: kv.reduce((x, y) => x + y, 0),
     sessions: sessions.length,
     generating: gens.size,
     ranking: !!ranking,
@@ -742,17 +915,30 @@ function memory() {
 
 function tokenize({ text }) {
   requireModel();
-  return Array.from(model.tokenize(text));
+  return capi.scoped((a) => {
+    const s = a.str(text);
+    const n = a.out();
+    capi.call('selfcond_tokenize', model, s, 0, 0, n);
+    const cap = a.u32(n);
+    const out = a.alloc(4 * cap);
+    capi.call('selfcond_tokenize', model, s, out, cap, n);
+    return Array.from(new Int32Array(capi.u8.slice(out, out + 4 * cap).buffer));
+  });
 }
 
 function detokenize({ ids }) {
   requireModel();
-  return model.detokenize(ids);
+  return capi.scoped((a) => {
+    const list = Array.from(ids ?? []);
+    const out = a.out();
+    capi.call('selfcond_detokenize_to_string', model, a.array('i32', list, 'ids'), list.length, out);
+    return capi.takeString(a.u32(out));
+  });
 }
 
 const OPS = {
   init, loadModel, detokenize, addTable, exportTable, removeTable, startGeneration, cancel, rank, bench, benchRank, tokenize, memory,
-  conceptWords, steeringVector, wordLogitBias, traceUnit, compareMethods,
+  conceptWords, steeringVector, wordLogitBias, traceUnit, compareMethods, chooseK,
   info: () => (modelInfo ? { ...modelInfo, ...runtime, restarts } : { ...runtime, restarts }),
   __injectFault: injectFault,
 };
