@@ -17,7 +17,7 @@ FUZZ_SECONDS=${SELFCOND_FUZZ_SECONDS:-20}
 
 echo "== [1/4] native build + tests"
 # The reference implementations the tests compare with (npm: @huggingface/tokenizers, ...).
-(cd tests && npm ci --no-audit --no-fund --loglevel=error)
+(cd tests && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error)
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release -j"$JOBS"
 (cd build/release && ctest --output-on-failure -j"$JOBS" --timeout 1200)
@@ -70,7 +70,10 @@ TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build/tsan/selfcond_tests -
   --gtest_filter="${SELFCOND_TSAN_FILTER:-$(grep -v '^#' tests/tsan-tests.txt | grep -v '^-' | paste -sd:)-$(grep '^-' tests/tsan-tests.txt | cut -c2- | paste -sd:)}"
 
 echo "== [3/4] WASM build + Node tests, browser tests"
+# The engine built from these sources, in this run: the Node tests run wasm/dist, and the browser
+# tests run web/lib/engine, which must be exactly that build (the committed copy the demo uses).
 bash wasm/build.sh all
+bash web/update-wasm.sh --check
 SELFCOND_WASM_TEST_MODEL="$ROOT/demo/models/selfcond-mini-30m.scm" \
   SELFCOND_NATIVE_CLI="$ROOT/build/release/selfcond" bash wasm/build.sh test
 if [[ -f web/test.sh ]]; then

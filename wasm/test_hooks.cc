@@ -4,11 +4,11 @@
 // page asked for test hooks.
 #include <cstddef>
 #include <new>
-#include <vector>
 
 extern "C" __attribute__((used)) int selfcond_wasm_test_alloc_fail(void) {
-  // More than wasm32 can address: operator new fails at once (without growing memory) and, in
-  // this build without exceptions, the C++ runtime aborts, as with any failed allocation.
-  std::vector<char> v(static_cast<size_t>(-1) / 2 - 64);
-  return static_cast<int>(v.size());
+  // 4 GiB - 64 B: more than wasm32 can address, so malloc fails at once (without growing
+  // memory) and operator new fails as it would for any allocation the memory cannot hold.
+  void* p = ::operator new(static_cast<size_t>(-1) - 64);
+  ::operator delete(p);
+  return 0;
 }

@@ -2,6 +2,7 @@
 // Worker behind lib/selfcond.js, the npm package `selfcond` (web/lib/, its own package.json):
 // the app uses the package's files in place, as an unbundled page would.
 import { SelfCond } from './lib/selfcond.js';
+import { loadModelAndTables as loadInto, rankTyped, streamColumns } from './lib/ui.js';
 import { ConceptLibrary } from './library.js';
 
 const MODEL_URL = new URL('../demo/models/selfcond-mini-30m.scm', import.meta.url);
@@ -134,9 +135,6 @@ function setStatus(text, kind = '') {
   ui.dot.className = `dot ${kind}`;
 }
 
-function fmtBytes(n) {
-  return n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${Math.round(n / 1024)} KiB`;
-}
 
 // ---- start-up --------------------------------------------------------------------------------
 
@@ -203,32 +201,27 @@ async function loadModelAndTables() {
   state.loadAbort = abort;
   ui.loadFill.style.width = '0%';
   ui.loadbar.hidden = false;
+  let loaded;
   try {
     setStatus('Downloading the model…');
-    const info = await state.sc.loadModel(modelUrl, {
+    loaded = await loadInto(state.sc, modelUrl, {
       signal: abort.signal,
       allowedOrigins: ALLOWED_MODEL_ORIGINS,
       verify: params.get('verify') !== '0',  // ?verify=0 skips the content hash check
       cache: !params.has('nocache'),  // ?nocache: always download, store nothing
-      onProgress: ({ phase, loaded, total, fraction }) => {
-        if (phase === 'cache') {
-          ui.loadFill.style.width = '100%';
-          setStatus(`Reading the model from the browser’s store… ${fmtBytes(loaded)}`);
-          return;
-        }
-        if (phase === 'load') {
-          ui.loadFill.style.width = '100%';
-          setStatus('Checking and preparing the model…');
-          return;
-        }
+      tables: PRESETS,
+      onStatus: (text, fraction) => {
         ui.loadFill.style.width = `${Math.round((fraction ?? 0) * 100)}%`;
-        setStatus(`Downloading the model… ${fmtBytes(loaded)}${total ? ` / ${fmtBytes(total)}` : ''}`);
+        setStatus(text);
       },
+      onTableError: (label, e) => showError(`Expert table “${label}” failed to load: ${e.message}`),
     });
+    const info = loaded.info;
     ui.runtimeInfo.textContent = `${info.name} · ${info.nLayer} layers · ${info.numUnits.toLocaleString()} units · context ${info.nCtx} · ${state.runtimeText}${info.fromCache ? ' · from the browser’s store' : ''}`;
     ui.maxTokens.max = info.nCtx - 1;
     ui.steerLayer.max = info.nLayer - 1;
     if (!(Number(ui.steerLayer.value) <= info.nLayer - 1) || !state.steerLayerSet) ui.steerLayer.value = Math.floor(info.nLayer / 2);
+    legend();
   } catch (e) {
     ui.loadModel.hidden = false;
     if (e.name === 'AbortError') {
@@ -243,17 +236,10 @@ async function loadModelAndTables() {
     ui.loadbar.hidden = true;
     state.loadAbort = null;
   }
-  setStatus('Loading expert tables…');
+  // Tables belong to the model they were loaded for: the picker holds the new model's only.
   state.tables.clear();
   ui.concept.replaceChildren();
-  for (const p of PRESETS) {
-    try {
-      const table = await state.sc.loadExperts(p.url, { allowedOrigins: ALLOWED_MODEL_ORIGINS, cache: !params.has('nocache') });
-      addTableOption(p.key, p.label, table);
-    } catch (e) {
-      showError(`Expert table “${p.label}” failed to load: ${e.message}`);
-    }
-  }
+  for (const t of loaded.tables) addTableOption(t.key, t.label, t.table);
   if (!state.tables.size) {
     ui.concept.append(new Option('(no tables: rank your own below)', ''));
   }
@@ -293,48 +279,6 @@ function readNumber(input, name, { min, max, integer = false }) {
   return v;
 }
 
-function renderStart(el, prompt) {
-  el.replaceChildren();
-  const p = document.createElement('span');
-  p.className = 'prompt';
-  p.textContent = prompt;
-  const body = document.createElement('span');
-  body.className = 'body caret';
-  el.append(p, body);
-  return body;
-}
-
-// Streams text into `body`: tokens are collected and appended to one text node at most every
-// TEXT_UPDATE_MS. Setting textContent per token (as before) replaced the node each time and made
-// the page restyle, lay out, repaint and re-raster for every token of both streams: with two
-// streams at ~200 tokens/s each, the page's rendering took about half a core, which on a 2-core
-// machine came out of the engine's share (web/README.md, "App speed"). The first text is
-// written at once (time to first token); flush() writes what is pending (before the result).
-const TEXT_UPDATE_MS = 100;
-function textSink(body) {
-  const node = document.createTextNode('');
-  body.append(node);
-  let pending = '';
-  let timer = 0;
-  const flush = () => {
-    clearTimeout(timer);
-    timer = 0;
-    if (pending) node.appendData(pending);
-    pending = '';
-  };
-  return {
-    push(text) {
-      if (!node.length) {
-        node.appendData(text);
-        return;
-      }
-      pending += text;
-      timer ||= setTimeout(flush, TEXT_UPDATE_MS);
-    },
-    flush,
-  };
-}
-
 async function generate() {
   clearError();
   const prompt = ui.prompt.value;
@@ -369,37 +313,12 @@ async function generate() {
   }
   ui.condTitle.textContent = cond.title;
   ui.stop.disabled = false;
-  const columns = [
-    { el: ui.outBase, meta: ui.metaBase, extra: { experts: [] } },
-    { el: ui.outCond, meta: ui.metaCond, extra: cond.opts },
-  ];
-  state.running = columns.map((c) => {
-    const body = renderStart(c.el, prompt);
-    const sink = textSink(body);
-    c.meta.textContent = 'generating…';
-    const h = state.sc.generate({ ...opts, ...c.extra, forcing }, (t) => sink.push(t.text));
-    c.finished = h.done.then(
-      (r) => {
-        sink.flush();
-        body.classList.remove('caret');
-        const why = { eos: 'end of text', max_tokens: '', context_full: 'context full', cancelled: 'stopped' }[r.stop] ?? r.stop;
-        c.meta.textContent = `${r.tokens} tokens${r.tokensPerSecond ? ` · ${r.tokensPerSecond.toFixed(1)} tok/s` : ''}${why ? ` · ${why}` : ''}`;
-        return h;
-      },
-      (e) => {
-        sink.flush();
-        body.classList.remove('caret');
-        c.meta.textContent = 'error';
-        const err = document.createElement('div');
-        err.className = 'error-text';
-        err.textContent = e.message;
-        c.el.append(err);
-        throw e;
-      },
-    );
-    return h;
-  });
-  const results = await Promise.allSettled(columns.map((c) => c.finished));
+  const run = streamColumns(state.sc, { ...opts, forcing }, [
+    { out: ui.outBase, meta: ui.metaBase, options: { experts: [] } },
+    { out: ui.outCond, meta: ui.metaCond, options: cond.opts },
+  ]);
+  state.running = run.handles;
+  const results = await run.done;
   const failed = results.find((r) => r.status === 'rejected');
   if (failed) showError(`Generation failed: ${failed.reason.message}`);
   state.running = [];
@@ -578,15 +497,9 @@ async function updateMethodInfo() {
 
 // ---- custom concept --------------------------------------------------------------------------
 
-function lines(text) {
-  return text.split('\n').map((s) => s.trim()).filter(Boolean);
-}
-
 async function rankCustom() {
   clearError();
   const name = ui.customName.value.trim() || 'custom';
-  const positive = lines(ui.customPos.value);
-  const negative = lines(ui.customNeg.value);
   ui.rankCancel.hidden = false;
   ui.rankProgress.hidden = false;
   ui.downloads.hidden = true;
@@ -597,10 +510,10 @@ async function rankCustom() {
   refreshButtons();
   const t0 = performance.now();
   try {
-    const table = await state.sc.rank({
-      concept: name, positive, negative, signal: abort.signal,
-      onProgress: ({ done, total }) => {
-        ui.rankFill.style.transform = `scaleX(${done / Math.max(total, 1)})`;
+    const { table, positive, negative } = await rankTyped(state.sc, {
+      name, positiveText: ui.customPos.value, negativeText: ui.customNeg.value, signal: abort.signal,
+      onProgress: (fraction, done, total) => {
+        ui.rankFill.style.transform = `scaleX(${fraction})`;
         ui.rankLabel.textContent = `${done} / ${total} sentences`;
       },
     });
@@ -966,12 +879,16 @@ function drawCompare(r, label, prompts) {
   ui.compareResult.hidden = false;
 }
 
-ui.legendLayers.replaceChildren(...siteNames().map((n, i) => {
-  const s = document.createElement('span');
-  const sw = document.createElement('i');
-  sw.style.background = siteColor(i);
-  s.append(sw, n);
-  return s;
-}));
+// The chart's legend: one swatch per linear layer of a block (drawn again for each model).
+function legend() {
+  ui.legendLayers.replaceChildren(...siteNames().map((n, i) => {
+    const s = document.createElement('span');
+    const sw = document.createElement('i');
+    sw.style.background = siteColor(i);
+    s.append(sw, n);
+    return s;
+  }));
+}
 
+legend();
 start();

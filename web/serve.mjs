@@ -65,12 +65,13 @@ function importMapHashes(html) {
     .map((m) => createHash('sha256').update(m[1], 'utf8').digest('base64'));
 }
 // A worker's policy comes from its own script's response, not from the page. The engine's
-// workers (the package's engine/worker.js and the threaded build's pthread workers) run
-// Emscripten 3.1.6's embind, which builds its call wrappers with new Function(): they need
-// 'unsafe-eval'. Nothing else runs there (no DOM, no HTML), and they may fetch and import only
-// from here.
+// workers (the package's engine/worker.js and the threaded build's pthread workers) call the
+// C API compiled to WebAssembly through generated glue: no eval, no new Function (the build has
+// no embind and -sDYNAMIC_EXECUTION=0), so 'wasm-unsafe-eval' is all they get: compiling the
+// engine's own .wasm. Nothing else runs there (no DOM, no HTML), and they may fetch and import
+// only from here.
 const ENGINE_WORKER_CSP = [
-  "default-src 'self'", "script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'", "worker-src 'self'",
+  "default-src 'self'", "script-src 'self' 'wasm-unsafe-eval'", "worker-src 'self'",
   "connect-src 'self'", "object-src 'none'", "base-uri 'none'",
 ].join('; ');
 // Matched by the end of the path: the package's engine folder wherever it is served from

@@ -8,7 +8,7 @@ if [[ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]]; then
   echo "web/test.sh: no Chromium at ${CHROMIUM:-/usr/bin/chromium} (apt-get install -y chromium)" >&2
   exit 1
 fi
-if [[ ! -d node_modules/playwright-core || ! -d node_modules/esbuild ]]; then
+if [[ ! -d node_modules/playwright-core || ! -d node_modules/esbuild || ! -d node_modules/typescript ]]; then
   npm ci --no-audit --no-fund
 fi
 exec node --test --test-concurrency=1 tests/

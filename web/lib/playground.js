@@ -25,6 +25,7 @@
 // results), selfcond-ranked {table}, selfcond-error {message}.
 // Properties: .selfcond (the SelfCond instance once started), .ready (Promise of the model info).
 import { SelfCond } from './selfcond.js';
+import { loadModelAndTables, rankTyped, streamColumns } from './ui.js';
 
 const STYLE = `
 :host {
@@ -147,8 +148,6 @@ function styleSheet() {
   return sheet;
 }
 
-const lines = (text) => text.split('\n').map((s) => s.trim()).filter(Boolean);
-
 /** Parses the concepts attribute: [{label, url}] from "label=url" or "url" entries. */
 export function parseConcepts(attr) {
   return String(attr ?? '').split(/[\s,]+/).filter(Boolean).map((entry) => {
@@ -157,35 +156,6 @@ export function parseConcepts(attr) {
     const file = entry.split(/[?#]/)[0].split('/').pop() || entry;
     return { label: file.replace(/(\.experts)?\.(json|csv)$/i, ''), url: entry };
   });
-}
-
-/**
- * Appends streamed text to a node at most every 100 ms (the first piece at once): one DOM
- * update per token of two streams kept the page's main thread busy enough to slow the engine
- * on small machines (web/README.md "App speed").
- */
-function textSink(el) {
-  let pending = '';
-  let timer = null;
-  let first = true;
-  const flush = () => {
-    clearTimeout(timer);
-    timer = null;
-    if (pending) el.append(pending);
-    pending = '';
-  };
-  return {
-    push(text) {
-      pending += text;
-      if (first) {
-        first = false;
-        flush();
-      } else {
-        timer ??= setTimeout(flush, 100);
-      }
-    },
-    flush,
-  };
 }
 
 export class SelfCondPlayground extends HTMLElement {
@@ -348,24 +318,17 @@ export class SelfCondPlayground extends HTMLElement {
     this._loadAbort = abort;
     ui.load.hidden = false;
     ui.load.removeAttribute('value');  // indeterminate until the size is known
-    let info;
+    let loaded;
     try {
-      info = await sc.loadModel(new URL(model, document.baseURI), {
+      loaded = await loadModelAndTables(sc, new URL(model, document.baseURI), {
         ...this._options(),
         signal: abort.signal,
-        onProgress: ({ phase, loaded, total, fraction }) => {
-          if (phase === 'download') {
-            if (fraction != null) ui.load.value = fraction;
-            const mib = (x) => (x / 1048576).toFixed(1);
-            this._setStatus(`Downloading the model… ${mib(loaded)}${total ? ` / ${mib(total)}` : ''} MiB`);
-          } else if (phase === 'cache') {
-            ui.load.value = 1;
-            this._setStatus('Reading the model from the browser’s store…');
-          } else {
-            ui.load.value = 1;
-            this._setStatus('Preparing the model…');
-          }
+        tables: parseConcepts(this.getAttribute('concepts')).map((c) => ({ key: c.label, label: c.label, url: new URL(c.url, document.baseURI) })),
+        onStatus: (text, fraction) => {
+          if (fraction != null) ui.load.value = fraction;
+          this._setStatus(text);
         },
+        onTableError: (label, e) => this._showError(`The expert table ${label} failed to load: ${e.message}`),
       });
     } catch (e) {
       if (e.name === 'AbortError') return;
@@ -376,17 +339,11 @@ export class SelfCondPlayground extends HTMLElement {
       return;
     }
     ui.load.hidden = true;
+    const info = loaded.info;
     // Tables belong to the model they were loaded for or ranked on: a new model starts without.
     this._tables = [];
     ui.concept.replaceChildren();
-    for (const c of parseConcepts(this.getAttribute('concepts'))) {
-      try {
-        const table = await sc.loadExperts(new URL(c.url, document.baseURI), { ...this._options(), name: c.label });
-        this._addTable(c.label, table, false);
-      } catch (e) {
-        this._showError(`The expert table ${c.label} (${c.url}) failed to load: ${e.message}`);
-      }
-    }
+    for (const t of loaded.tables) this._addTable(t.label, t.table, false);
     const rt = sc.runtime;
     this._setStatus(`Ready: ${info.name}, ${rt.threaded ? `${rt.threads} threads` : 'single-threaded'}` +
       `${info.fromCache ? ', loaded from the browser’s store' : ''}`);
@@ -432,32 +389,12 @@ export class SelfCondPlayground extends HTMLElement {
     ui.generate.disabled = true;
     ui.stop.disabled = false;
     this._setStatus('Generating…');
-    const columns = [
-      { out: ui.outBase, meta: ui.metaBase, experts: [] },
-      { out: ui.outCond, meta: ui.metaCond, experts },
-    ];
-    this._running = columns.map((c) => {
-      const promptSpan = Object.assign(document.createElement('span'), { className: 'prompt', textContent: prompt });
-      const body = document.createElement('span');
-      c.out.replaceChildren(promptSpan, body);
-      // aria-busy: screen readers announce the column once it is complete, not token by token.
-      c.out.setAttribute('aria-busy', 'true');
-      c.meta.textContent = 'generating…';
-      const sink = textSink(body);
-      const h = this.selfcond.generate({ ...opts, experts: c.experts }, (t) => sink.push(t.text));
-      c.done = h.done.then((r) => {
-        sink.flush();
-        const why = { eos: ', end of text', context_full: ', context full', cancelled: ', stopped' }[r.stop] ?? '';
-        c.meta.textContent = `${r.tokens} tokens${why}`;
-        return r;
-      }, (e) => {
-        sink.flush();
-        c.meta.textContent = `error: ${e.message}`;
-        throw e;
-      }).finally(() => c.out.setAttribute('aria-busy', 'false'));
-      return h;
-    });
-    const results = await Promise.allSettled(columns.map((c) => c.done));
+    const run = streamColumns(this.selfcond, opts, [
+      { out: ui.outBase, meta: ui.metaBase, options: { experts: [] } },
+      { out: ui.outCond, meta: ui.metaCond, options: { experts } },
+    ]);
+    this._running = run.handles;
+    const results = await run.done;
     this._running = [];
     ui.stop.disabled = true;
     this._setModelReady(this._modelReady);
@@ -480,25 +417,18 @@ export class SelfCondPlayground extends HTMLElement {
   async rankCustom() {
     const ui = this._ui;
     if (!this._modelReady || this._ranking) return;
-    const positive = lines(ui.customPos.value);
-    const negative = lines(ui.customNeg.value);
     const name = ui.customName.value.trim() || 'custom';
-    if (!positive.length || !negative.length) {
-      this._showError('Type at least one sentence with the concept and one without it.');
-      (positive.length ? ui.customNeg : ui.customPos).focus();
-      return;
-    }
     this._showError('');
     this._ranking = true;
     this._setModelReady(this._modelReady);
     ui.rankProgress.hidden = false;
     ui.rankProgress.value = 0;
-    ui.rankResult.textContent = `Ranking ${positive.length + negative.length} sentences…`;
+    ui.rankResult.textContent = 'Ranking…';
     try {
-      const table = await this.selfcond.rank({
-        positive, negative, concept: name,
-        onProgress: ({ done, total }) => {
-          ui.rankProgress.value = total ? done / total : 0;
+      const { table, sentences } = await rankTyped(this.selfcond, {
+        name, positiveText: ui.customPos.value, negativeText: ui.customNeg.value,
+        onProgress: (fraction) => {
+          ui.rankProgress.value = fraction;
         },
       });
       const option = this._addTable(name, table, true);
@@ -506,10 +436,11 @@ export class SelfCondPlayground extends HTMLElement {
       this._showK();
       ui.rankResult.textContent = `Found experts for “${name}”: best unit AP ${table.units.ap[0].toFixed(3)} ` +
         `(${table.numUnits.toLocaleString()} units ranked). Selected for generation.`;
-      this._emit('selfcond-ranked', { table });
+      this._emit('selfcond-ranked', { table, sentences });
     } catch (e) {
       ui.rankResult.textContent = '';
-      this._showError(`Ranking failed: ${e.message}`);
+      this._showError(e.missing ? e.message : `Ranking failed: ${e.message}`);
+      if (e.missing) (e.missing === 'negative' ? ui.customNeg : ui.customPos).focus();
     } finally {
       this._ranking = false;
       ui.rankProgress.hidden = true;

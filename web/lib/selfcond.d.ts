@@ -1,4 +1,13 @@
 // TypeScript declarations for the npm package selfcond (web/lib/selfcond.js: the browser API).
+// The engine's option and info types are the C API's, generated from include/selfcond/selfcond.h
+// (capi.d.ts, scripts/gen_bindings.py): this file builds on them, so a field the header adds or
+// drops reaches (or breaks) these declarations, which web/tests/types.test.mjs type-checks.
+import type {
+  ChooseKParams, CompareParams, ForcingValue, GenerateParams, GridParams,
+  ModelInfo as EngineModelInfo, Stop,
+} from './capi';
+
+export type * from './capi';
 
 export interface RuntimeInfo {
   /** True when the pthreads build runs (the page is cross-origin isolated and threads > 1). */
@@ -7,23 +16,15 @@ export interface RuntimeInfo {
   /** GEMM engine of the int8 path, e.g. "xnnpack". */
   backend: string;
   pthreads: boolean;
+  /** The engine's C API version (selfcond_version). */
+  engineVersion: string;
 }
 
-export interface ModelInfo extends RuntimeInfo {
-  name: string;
-  /** SHA-256 content hash of the model file (expert tables are checked against it). */
-  hash: string;
-  nLayer: number;
-  nEmbd: number;
-  nHead: number;
-  nCtx: number;
-  nInner: number;
-  vocabSize: number;
-  eosId: number;
-  numUnits: number;
-  fileBytes: number;
-  /** The linear layers packed for XNNPACK (wasm memory holds them next to the file's bytes). */
-  packedBytes: number;
+/** The engine's selfcond_model_info (name, hash, nLayer, ..., arch, nHeadKv, sitesPerLayer, ...)
+ * and what the package adds. */
+export interface ModelInfo extends RuntimeInfo, EngineModelInfo {
+  /** Short names of the linear layers of a block, by kind (sitesPerLayer of them). */
+  siteKinds: string[];
   precision: 'int8' | 'f32';
   /** True when the content hash was checked on load (the default; loadModel({verify: false}) skips it). */
   verified: boolean;
@@ -47,14 +48,18 @@ export interface LoadProgress {
 }
 
 export interface ExpertUnits {
-  /** (n) site = layer * 4 + kind; kind 0..3 = attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj. */
+  /** (n) the block of each unit. */
+  layer: Int32Array;
+  /** (n) the linear layer within the block (ModelInfo.siteKinds names them). */
+  kind: Int32Array;
+  /** (n) site = layer * sitesPerLayer + kind. */
   site: Int32Array;
   /** (n) output channel within the site. */
   unit: Int32Array;
   /** (n) average precision as a concept detector, sorted descending. */
   ap: Float32Array;
   /** (n) global unit ids (the model's unit numbering, as traceUnit takes them). */
-  id?: Int32Array;
+  id: Float64Array;
 }
 
 export declare class ExpertTable {
@@ -88,24 +93,17 @@ export interface ExpertSource {
 
 export interface ForcingOptions {
   /** Value the forced units are set to (default 'on_p50', as in the paper). */
-  value?: 'on_p50' | 'on_p90' | 'off_mean' | 'zero';
+  value?: ForcingValue;
   /** Force only at the last position instead of every position. */
   onlyLastToken?: boolean;
 }
 
-export interface GenerateOptions {
+/** The sampler's options are the engine's selfcond_generate_params (temperature, topK, topP,
+ * seed, stopAtEos), with maxNewTokens named maxTokens. */
+export interface GenerateOptions extends Omit<GenerateParams, 'maxNewTokens'> {
   prompt: string;
   /** Default 50. */
   maxTokens?: number;
-  /** 0 = greedy. Default 1. */
-  temperature?: number;
-  /** 0 = off. */
-  topK?: number;
-  /** In (0, 1]; 1 = off. */
-  topP?: number;
-  seed?: number;
-  /** Default true. */
-  stopAtEos?: boolean;
   experts?: ExpertSource[];
   forcing?: ForcingOptions;
   /** Adds alpha x vector to the residual stream after block `layer` at every position. */
@@ -186,20 +184,39 @@ export interface CompareResult {
   examples: { point: number; prompt: string; text: string; words: string[] }[];
 }
 
-export interface CompareOptions {
+/** The engine's selfcond_compare_params, its grid's prompts/seeds/newTokens at the top (with a
+ * small grid by default) and steerLayer named layer. */
+export interface CompareOptions extends Omit<CompareParams, 'grid' | 'steerLayer'> {
   table: ExpertTable | number;
   positive: string[];
   negative: string[];
-  prompts?: string[];
+  prompts?: GridParams['prompts'];
   /** Seeds per prompt (default 2). */
   seeds?: number;
   /** Tokens per continuation (default 16). */
   newTokens?: number;
-  ks?: number[];
-  alphas?: number[];
-  betas?: number[];
   /** Block of the steering vector (default n_layer / 2). */
   layer?: number;
+}
+
+/** The engine's selfcond_choose_k_params, its grid's prompts/seeds/newTokens at the top. */
+export interface ChooseKOptions extends Omit<ChooseKParams, 'grid'> {
+  table: ExpertTable | number;
+  /** The concept's sentences: their log-odds words mark a mention (none: its name does). */
+  positive?: string[];
+  negative?: string[];
+  prompts?: GridParams['prompts'];
+  seeds?: number;
+  newTokens?: number;
+}
+
+export interface ChooseKReport {
+  k: number;
+  met: boolean;
+  reason: string;
+  words: string[];
+  tried: (ComparePoint & { k: number })[];
+  options: Record<string, unknown>;
 }
 
 export interface TokenEvent {
@@ -212,7 +229,7 @@ export interface TokenEvent {
 }
 
 export interface GenerateResult {
-  stop: 'max_tokens' | 'eos' | 'context_full' | 'cancelled';
+  stop: Stop;
   tokens: number;
   promptTokens?: number;
   ms: number;
@@ -356,10 +373,12 @@ export declare class SelfCond extends EventTarget {
   steeringVector(opts: { positive: string[]; negative: string[]; layer?: number }): Promise<SteeringVector>;
   /** The single-token forms of the words with bias beta, for generate({bias}). */
   wordLogitBias(opts: { words: string[]; beta: number }): Promise<LogitBias>;
-  /** One unit's response at every token of a sentence; unit: global id or {site, unit} of table.units. */
-  traceUnit(opts: { sentence: string; unit: number | { site: number; unit: number } }): Promise<UnitTrace>;
+  /** One unit's response at every token of a sentence; unit: its global id (table.units.id). */
+  traceUnit(opts: { sentence: string; unit: number }): Promise<UnitTrace>;
   /** Experts, steering vector and logit bias side by side on a small grid. Blocks the engine a few seconds. */
   compareMethods(opts: CompareOptions): Promise<CompareResult>;
+  /** How many of the table's experts to force (the CLI's --experts T:auto). Blocks the engine while it calibrates. */
+  chooseK(opts: ChooseKOptions): Promise<ChooseKReport>;
   tokenize(text: string): Promise<number[]>;
   detokenize(ids: ArrayLike<number>): Promise<string>;
   /** Greedy prefill + decode of decodeTokens tokens, timed inside the worker. */

@@ -219,7 +219,7 @@ function fault(where) {
   if (f.kind === 'error') fail(`injected fault in ${where}`);
   if (f.kind === 'abort') throw new WebAssembly.RuntimeError(`Aborted(injected fault in ${where})`);
   Module._selfcond_wasm_test_alloc_fail();
-  fail('injected oom: the engine did not fail to allocate 2 GiB');
+  fail('injected oom: the engine did not fail to allocate 4 GiB');
 }
 
 // Emscripten (3.1.6) starts a pthread beyond its prespawned pool (PTHREAD_POOL_SIZE) only once
