@@ -1,12 +1,150 @@
 #include "cli/args.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 
 namespace selfcond::cli {
+namespace {
+
+std::string ShowNumber(double x) {
+  return x == static_cast<double>(static_cast<int64_t>(x)) ? std::to_string(static_cast<int64_t>(x))
+                                                           : absl::StrCat(x);
+}
+
+absl::Status IntValue(const std::string& name, const std::string& text, double lo, double hi,
+                      int* out) {
+  int v;
+  if (!absl::SimpleAtoi(text, &v)) {
+    int64_t wide;
+    if (absl::SimpleAtoi(text, &wide)) {  // an integer, just too large for the option
+      return absl::OutOfRangeError(absl::StrCat("--", name, " must be in [", ShowNumber(lo), ", ",
+                                                ShowNumber(hi), "], got ", text));
+    }
+    return absl::InvalidArgumentError(absl::StrCat("--", name, ": '", text, "' is not an integer"));
+  }
+  if (v < lo || v > hi) {
+    return absl::OutOfRangeError(absl::StrCat("--", name, " must be in [", ShowNumber(lo), ", ",
+                                              ShowNumber(hi), "], got ", v));
+  }
+  *out = v;
+  return absl::OkStatus();
+}
+
+absl::Status RealValue(const std::string& name, const std::string& text, double lo, double hi,
+                       double* out) {
+  double v;
+  if (!absl::SimpleAtod(text, &v) || !std::isfinite(v)) {
+    return absl::InvalidArgumentError(absl::StrCat("--", name, ": '", text, "' is not a number"));
+  }
+  if (v < lo || v > hi) {
+    return absl::OutOfRangeError(absl::StrCat("--", name, " must be in [", ShowNumber(lo), ", ",
+                                              ShowNumber(hi), "], got ", v));
+  }
+  *out = v;
+  return absl::OkStatus();
+}
+
+FlagSpec Bound(FlagSpec::Kind kind, void* target, std::string name, std::string meta,
+               std::string help, std::string shown) {
+  FlagSpec f;
+  f.name = std::move(name);
+  f.meta = std::move(meta);
+  f.help = std::move(help);
+  f.kind = kind;
+  f.target = target;
+  f.shown_default = std::move(shown);
+  return f;
+}
+
+}  // namespace
+
+FlagSpec Switch(bool* v, std::string name, std::string help) {
+  return Bound(FlagSpec::Kind::kSwitch, v, std::move(name), "", std::move(help), "");
+}
+
+FlagSpec Text(std::string* v, std::string name, std::string meta, std::string help) {
+  return Bound(FlagSpec::Kind::kText, v, std::move(name), std::move(meta), std::move(help), *v);
+}
+
+FlagSpec Int(int* v, std::string name, std::string meta, std::string help, int lo, int hi) {
+  FlagSpec f = Bound(FlagSpec::Kind::kInt, v, std::move(name), std::move(meta), std::move(help),
+                     std::to_string(*v));
+  f.lo = lo;
+  f.hi = hi;
+  return f;
+}
+
+FlagSpec Real(double* v, std::string name, std::string meta, std::string help, double lo,
+              double hi) {
+  FlagSpec f = Bound(FlagSpec::Kind::kReal, v, std::move(name), std::move(meta), std::move(help),
+                     ShowNumber(*v));
+  f.lo = lo;
+  f.hi = hi;
+  return f;
+}
+
+FlagSpec OneOf(std::string* v, std::string name, std::vector<std::string> choices,
+               std::string help) {
+  FlagSpec f = Bound(FlagSpec::Kind::kOneOf, v, std::move(name), absl::StrJoin(choices, "|"),
+                     std::move(help), *v);
+  f.choices = std::move(choices);
+  return f;
+}
+
+FlagSpec Texts(std::vector<std::string>* v, std::string name, std::string meta, std::string help) {
+  FlagSpec f =
+      Bound(FlagSpec::Kind::kTexts, v, std::move(name), std::move(meta), std::move(help), "");
+  f.repeated = true;
+  return f;
+}
+
+absl::Status Args::Bind(const CommandSpec& spec) const {
+  for (const FlagSpec& f : spec.flags) {
+    if (f.kind == FlagSpec::Kind::kNone) continue;
+    if (!Has(f.name)) {
+      if (f.required) return absl::InvalidArgumentError(absl::StrCat("--", f.name, " is required"));
+      continue;
+    }
+    const std::string value = Get(f.name);
+    switch (f.kind) {
+      case FlagSpec::Kind::kSwitch:
+        *static_cast<bool*>(f.target) = true;
+        break;
+      case FlagSpec::Kind::kText:
+        *static_cast<std::string*>(f.target) = value;
+        break;
+      case FlagSpec::Kind::kInt:
+        if (auto st = IntValue(f.name, value, f.lo, f.hi, static_cast<int*>(f.target)); !st.ok())
+          return st;
+        break;
+      case FlagSpec::Kind::kReal:
+        if (auto st = RealValue(f.name, value, f.lo, f.hi, static_cast<double*>(f.target));
+            !st.ok())
+          return st;
+        break;
+      case FlagSpec::Kind::kOneOf:
+        if (std::find(f.choices.begin(), f.choices.end(), value) == f.choices.end()) {
+          return absl::InvalidArgumentError(absl::StrCat("--", f.name, ": unknown value '", value,
+                                                         "' (expected ",
+                                                         absl::StrJoin(f.choices, ", "), ")"));
+        }
+        *static_cast<std::string*>(f.target) = value;
+        break;
+      case FlagSpec::Kind::kTexts:
+        *static_cast<std::vector<std::string>*>(f.target) = GetAll(f.name);
+        break;
+      case FlagSpec::Kind::kNone:
+        break;
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<Args> Args::Parse(const CommandSpec& spec, int argc, char** argv) {
   Args a;
@@ -66,7 +204,12 @@ std::string Args::Help(const CommandSpec& spec) {
     if (left.size() < 28) left.resize(28, ' ');
     // Continuation lines of a help text line up under its first line.
     const std::string help = absl::StrReplaceAll(f.help, {{"\n", "\n" + std::string(29, ' ')}});
-    absl::StrAppend(&s, left, " ", help, f.repeated ? " (repeatable)" : "", "\n");
+    std::string extra;
+    if (f.required) extra = " (required)";
+    if (!f.shown_default.empty() && f.kind != FlagSpec::Kind::kSwitch) {
+      extra = absl::StrCat(" (default ", f.shown_default, ")");
+    }
+    absl::StrAppend(&s, left, " ", help, extra, f.repeated ? " (repeatable)" : "", "\n");
   }
   absl::StrAppend(&s, std::string("  --help") + std::string(21, ' '), "this help\n");
   return s;
@@ -80,45 +223,6 @@ std::string Args::Get(const std::string& name, const std::string& def) const {
 std::vector<std::string> Args::GetAll(const std::string& name) const {
   auto it = values_.find(name);
   return it == values_.end() ? std::vector<std::string>{} : it->second;
-}
-
-absl::StatusOr<std::string> Args::Required(const std::string& name) const {
-  if (!Has(name)) return absl::InvalidArgumentError(absl::StrCat("--", name, " is required"));
-  return Get(name);
-}
-
-absl::StatusOr<int> Args::GetInt(const std::string& name, int def, int lo, int hi) const {
-  if (!Has(name)) return def;
-  int v;
-  if (!absl::SimpleAtoi(Get(name), &v)) {
-    int64_t wide;
-    if (absl::SimpleAtoi(Get(name), &wide)) {  // an integer, just too large for the option
-      return absl::OutOfRangeError(
-          absl::StrCat("--", name, " must be in [", lo, ", ", hi, "], got ", Get(name)));
-    }
-    return absl::InvalidArgumentError(
-        absl::StrCat("--", name, ": '", Get(name), "' is not an integer"));
-  }
-  if (v < lo || v > hi) {
-    return absl::OutOfRangeError(
-        absl::StrCat("--", name, " must be in [", lo, ", ", hi, "], got ", v));
-  }
-  return v;
-}
-
-absl::StatusOr<double> Args::GetDouble(const std::string& name, double def, double lo,
-                                       double hi) const {
-  if (!Has(name)) return def;
-  double v;
-  if (!absl::SimpleAtod(Get(name), &v) || !std::isfinite(v)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--", name, ": '", Get(name), "' is not a number"));
-  }
-  if (v < lo || v > hi) {
-    return absl::OutOfRangeError(
-        absl::StrCat("--", name, " must be in [", lo, ", ", hi, "], got ", v));
-  }
-  return v;
 }
 
 }  // namespace selfcond::cli

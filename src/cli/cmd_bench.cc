@@ -396,204 +396,16 @@ json::Value MachineInfo() {
   return machine;
 }
 
-}  // namespace
+// A model under test: its label in the JSON and its file.
+struct Target {
+  std::string label, path;
+};
 
-const CommandSpec& BenchSpec() {
-  static const CommandSpec s{
-      "bench",
-      "selfcond bench [--model M] [--json] [--out FILE] [options]",
-      "Measure prefill and decode speed (tok/s), load time, peak RSS and file size, int8 and f32,\n"
-      "at 1 thread and at all cores, for the model and for a GPT-2-small-shaped model (random\n"
-      "weights); and ranking speed on a concept. Writes JSON (stdout with --json, or --out).",
-      {{"model", "M", "model file (default: the demo model)"},
-       {"json", "", "print the JSON result to stdout"},
-       {"out", "FILE", "write the JSON result to FILE"},
-       {"prompt-tokens", "N", "prefill prompt length (default 128)"},
-       {"decode-tokens", "N", "decoded tokens (default 128)"},
-       {"repeats", "N", "repeats per measurement, median reported (default 3)"},
-       {"threads", "N", "the multi-threaded setting (default: all cores)"},
-       {"no-small", "", "skip the GPT-2-small-shaped model"},
-       {"no-f32", "", "skip the f32 path"},
-       {"no-kv", "",
-        "skip the KV-cache memory comparison on the GPT-2-small-shaped model (session sized to\n"
-        "the model's context vs prompt + decoded tokens, float32 vs float16 cache)"},
-       {"int4", "",
-        "also 4-bit versions of both models (convert --weights int4 of the demo checkpoint,\n"
-        "--int4-checkpoint DIR, and of the GPT-2-small-shaped one), on XNNPACK"},
-       {"no-hostile", "",
-        "skip the load of a hostile 4,000-layer model file (written once into --work-dir)"},
-       {"no-handwritten", "",
-        "skip int8 on the hand-written kernels (measured by default next to XNNPACK)"},
-       {"rank-concepts", "A,B,...",
-        "several concepts ranked separately (RankConcept each) and together (each distinct\n"
-        "sentence once: RankConcepts), int8 on the model under test, at --threads"},
-       {"rank-concept", "FILE",
-        "concept for the ranking benchmark (default: ../shared/concepts/football.json if present; "
-        "'none' to skip)"},
-       {"work-dir", "DIR",
-        "where the GPT-2-small-shaped model is cached (default /tmp/selfcond-bench)"},
-       {"vocab-dir", "DIR",
-        "vocab.json + merges.txt for it (default: ../shared/models/selfcond-mini-30m)"}},
-      0,
-      0};
-  return s;
-}
-
-absl::Status RunBench(const Args& args) {
-  if (args.Has("out")) {
-    if (auto st = CheckOutputPath(args.Get("out"), {args.Get("model")}); !st.ok()) return st;
-  }
-  BenchParams p;
-  auto prompt = args.GetInt("prompt-tokens", 128, 1, 1 << 16);
-  auto decode = args.GetInt("decode-tokens", 128, 0, 1 << 16);
-  auto repeats = args.GetInt("repeats", 3, 1, 100);
-  auto threads = args.GetInt("threads", 0, 0, 256);
-  for (const auto* st :
-       {&prompt.status(), &decode.status(), &repeats.status(), &threads.status()}) {
-    if (!st->ok()) return *st;
-  }
-  p.prompt_tokens = *prompt;
-  p.decode_tokens = *decode;
-  p.repeats = *repeats;
-  const int all = *threads > 0 ? *threads : ThreadPool::NumCores();
-  p.threads = {1};
-  if (all > 1) p.threads.push_back(all);
-  std::string rank = args.Get("rank-concept", "../shared/concepts/football.json");
-  if (rank == "none" || !std::filesystem::exists(rank)) rank.clear();
-
-  const std::string model_path = args.Get("model", DefaultModelPath());
-  struct Target {
-    std::string label, path;
-  };
-  std::vector<Target> targets = {{std::filesystem::path(model_path).stem().string(), model_path}};
-  if (!args.Has("no-small")) {
-    const std::string work = args.Get("work-dir", "/tmp/selfcond-bench");
-    std::filesystem::create_directories(work);
-    auto small = Gpt2SmallShaped(work, args.Get("vocab-dir", "../shared/models/selfcond-mini-30m"),
-                                 args.Has("int4"));
-    if (!small.ok()) return small.status();
-    targets.push_back({"gpt2-small-shaped", *small});
-  }
-  // 4-bit variants (XNNPACK int8 path only): the demo checkpoint converted with --weights int4,
-  // and the GPT-2-small-shaped one.
-  std::vector<Target> int4_targets;
-  if (args.Has("int4")) {
-    const std::string work = args.Get("work-dir", "/tmp/selfcond-bench");
-    std::filesystem::create_directories(work);
-    const std::string demo4 = work + "/selfcond-mini-30m-int4.scm";
-    const std::string hf = args.Get("int4-checkpoint", "../shared/models/selfcond-mini-30m");
-    if (!ModelFileOk(demo4)) {
-      ConvertOptions co;
-      co.weights = WeightBits::kInt4;
-      co.model_name = "selfcond-mini-30m int4";
-      if (auto st = ConvertCheckpoint(hf, demo4, co, nullptr); !st.ok()) return st;
-    }
-    int4_targets.push_back({targets[0].label + "-int4", demo4});
-    if (!args.Has("no-small")) {
-      int4_targets.push_back(
-          {"gpt2-small-shaped-int4",
-           args.Get("work-dir", "/tmp/selfcond-bench") + "/gpt2-small-shaped-int4.scm"});
-    }
-  }
-
-  json::Value result = json::Value::Object();
-  result.Set("machine", MachineInfo());
-  // int8 runs on XNNPACK (the engine) and, for the per-target decision in docs/kernels.md, on the
-  // best hand-written backend of this CPU; f32 on the hand-written kernels.
-  const std::string handwritten = kernels::DefaultBackend().name;
-  std::vector<std::pair<Precision, std::string>> configs = {{Precision::kInt8, "xnnpack"}};
-  if (!args.Has("no-handwritten") && handwritten != "scalar") {
-    configs.push_back({Precision::kInt8, handwritten});
-  }
-  if (!args.Has("no-f32")) configs.push_back({Precision::kF32, handwritten});
-  json::Value models = json::Value::Array();
-  for (const auto& t : targets) {
-    for (const auto& [prec, engine] : configs) {
-      BenchParams pp = p;
-      pp.rank_concept.clear();
-      auto r = MeasureInChild(t.label, t.path, prec, engine, pp);
-      if (!r.ok()) return r.status();
-      models.Push(std::move(*r));
-    }
-  }
-  for (const auto& t : int4_targets) {
-    BenchParams pp = p;
-    pp.rank_concept.clear();
-    auto r = MeasureInChild(t.label, t.path, Precision::kInt8, "xnnpack", pp);
-    if (!r.ok()) return r.status();
-    models.Push(std::move(*r));
-  }
-  // KV-cache memory (issue 8): the same generation on the GPT-2-small-shaped model with the
-  // session's cache sized to the model's context (what every session allocated before), to the
-  // work (prompt + decoded tokens, as `selfcond generate` now does), and in float16. Each in a
-  // process of its own: peak RSS is per process.
-  json::Value kv_cache = json::Value::Array();
-  json::Value ratios = json::Value::Object();
-  if (!args.Has("no-small") && !args.Has("no-kv")) {
-    struct KvVariant {
-      const char* name;
-      int session_ctx;
-      bool f16;
-    };
-    const KvVariant variants[] = {{"model_context_f32 (before)", 0, false},
-                                  {"prompt_plus_decode_f32", -1, false},
-                                  {"prompt_plus_decode_f16", -1, true}};
-    double rss[3] = {0, 0, 0};
-    for (int i = 0; i < 3; ++i) {
-      BenchParams pp = p;
-      pp.rank_concept.clear();
-      pp.threads = {1};
-      pp.repeats = 1;
-      pp.session_ctx = variants[i].session_ctx;
-      pp.kv_f16 = variants[i].f16;
-      auto r =
-          MeasureInChild("gpt2-small-shaped", targets[1].path, Precision::kInt8, "xnnpack", pp);
-      if (!r.ok()) return r.status();
-      r->Set("variant", json::Value::String(variants[i].name));
-      if (const json::Value* v = r->Find("peak_rss_mib")) rss[i] = v->as_number();
-      std::fprintf(stderr, "  kv cache %-27s peak RSS %7.1f MiB\n", variants[i].name, rss[i]);
-      kv_cache.Push(std::move(*r));
-    }
-    if (rss[0] > 0 && rss[1] > 0 && rss[2] > 0) {
-      ratios.Set("gpt2-small-shaped.peak_rss_kv_sized_over_model_context",
-                 json::Value::Number(rss[1] / rss[0]));
-      ratios.Set("gpt2-small-shaped.peak_rss_kv_f16_over_f32",
-                 json::Value::Number(rss[2] / rss[1]));
-    }
-  }
-  // Ranking speed: the model under test, int8 (the shipped path), in a process of its own so
-  // that its memory (sentences x units pooled responses) does not count as generation's.
-  json::Value ranking = json::Value::Null();
-  if (!rank.empty()) {
-    BenchParams pp = p;
-    pp.rank_concept = rank;
-    auto r = MeasureInChild(targets[0].label, targets[0].path, Precision::kInt8, "xnnpack", pp);
-    if (!r.ok()) return r.status();
-    ranking = std::move(*r);
-  }
-  // Load cost: verified vs --no-verify for each model, and the hostile 4,000-layer file (issue
-  // 9: its load took 61 s when tensor lookup scanned the table; it must stay under a second).
-  json::Value loads = json::Value::Array();
-  for (const auto& t : targets) loads.Push(MeasureLoadVerify(t.label, t.path, p.repeats));
-  if (!args.Has("no-hostile")) {
-    const std::string work = args.Get("work-dir", "/tmp/selfcond-bench");
-    std::string hostile = work + "/hostile-4000-layers.scm";
-    if (!std::filesystem::exists(hostile)) {
-      std::fprintf(stderr, "writing the hostile 4,000-layer model to %s\n", hostile.c_str());
-      auto w = WriteHostileModel(work, HostileModel::kManyLayers);
-      if (!w.ok()) return w.status();
-      hostile = *w;
-    }
-    loads.Push(MeasureLoadVerify("hostile-4000-layers", hostile, p.repeats));
-  }
-  json::Value multi = json::Value::Null();
-  if (args.Has("rank-concepts")) {
-    std::vector<std::string> concepts = absl::StrSplit(args.Get("rank-concepts"), ',');
-    auto m = MeasureMultiConcept(model_path, concepts, all);
-    if (!m.ok()) return m.status();
-    multi = std::move(*m);
-  }
-  // Ratios within this run (the machine is shared: compare variants, not absolute numbers).
+// Ratios within this run (the machine is shared: compare variants, not absolute numbers):
+// int8 over f32, int4 over int8, and the hand-written kernels over XNNPACK (docs/kernels.md).
+void AddRatios(const json::Value& models, const std::vector<Target>& targets, const BenchParams& p,
+               const std::string& handwritten, json::Value* out) {
+  json::Value& ratios = *out;
   auto rate_at = [&](const std::string& label, const std::string& prec, const std::string& engine,
                      int threads, const char* what) {
     for (const auto& m : models.items()) {
@@ -647,18 +459,223 @@ absl::Status RunBench(const Args& args) {
                  json::Value::Number(tx / th));
     }
   }
-  result.Set("models", std::move(models));
-  result.Set("ratios", std::move(ratios));
-  if (!kv_cache.items().empty()) result.Set("kv_cache", std::move(kv_cache));
-  result.Set("load", std::move(loads));
-  if (!multi.is_null()) result.Set("multi_concept", std::move(multi));
-  if (!ranking.is_null()) result.Set("ranking", std::move(ranking));
-  const std::string text = result.Dump();
-  if (args.Has("out")) {
-    if (auto st = WriteFile(args.Get("out"), text + "\n"); !st.ok()) return st;
-  }
-  if (args.Has("json") || !args.Has("out")) std::printf("%s\n", text.c_str());
-  return absl::OkStatus();
 }
+
+struct BenchCommand {
+  std::string model, out, work_dir = "/tmp/selfcond-bench";
+  std::string vocab_dir = "../shared/models/selfcond-mini-30m";
+  std::string int4_checkpoint = "../shared/models/selfcond-mini-30m";
+  std::string rank_concept = "../shared/concepts/football.json", rank_concepts;
+  bool json = false, no_small = false, no_f32 = false, no_kv = false, int4 = false;
+  bool no_hostile = false, no_handwritten = false;
+  int prompt_tokens = 128, decode_tokens = 128, repeats = 3, threads = 0;
+
+  CommandSpec Spec() {
+    return {
+        "bench",
+        "selfcond bench [--model M] [--json] [--out FILE] [options]",
+        "Measure prefill and decode speed (tok/s), load time, peak RSS and file size, int8 and "
+        "f32,\n"
+        "at 1 thread and at all cores, for the model and for a GPT-2-small-shaped model (random\n"
+        "weights); and ranking speed on a concept. Writes JSON (stdout with --json, or --out).",
+        {Text(&model, "model", "M", "model file (default: the demo model)"),
+         Switch(&json, "json", "print the JSON result to stdout"),
+         Text(&out, "out", "FILE", "write the JSON result to FILE"),
+         Int(&prompt_tokens, "prompt-tokens", "N", "prefill prompt length", 1, 1 << 16),
+         Int(&decode_tokens, "decode-tokens", "N", "decoded tokens", 0, 1 << 16),
+         Int(&repeats, "repeats", "N", "repeats per measurement, median reported", 1, 100),
+         Int(&threads, "threads", "N", "the multi-threaded setting", 0, 256)
+             .ShowDefault("all cores"),
+         Switch(&no_small, "no-small", "skip the GPT-2-small-shaped model"),
+         Switch(&no_f32, "no-f32", "skip the f32 path"),
+         Switch(&no_kv, "no-kv",
+                "skip the KV-cache memory comparison on the GPT-2-small-shaped model (session\n"
+                "sized to the model's context vs prompt + decoded tokens, float32 vs float16)"),
+         Switch(
+             &int4, "int4",
+             "also 4-bit versions of both models (convert --weights int4 of the demo\n"
+             "checkpoint, --int4-checkpoint DIR, and of the GPT-2-small-shaped one), on XNNPACK"),
+         Text(&int4_checkpoint, "int4-checkpoint", "DIR", "the checkpoint --int4 converts"),
+         Switch(&no_hostile, "no-hostile",
+                "skip the load of a hostile 4,000-layer model file (written once into --work-dir)"),
+         Switch(&no_handwritten, "no-handwritten",
+                "skip int8 on the hand-written kernels (measured by default next to XNNPACK)"),
+         Text(&rank_concepts, "rank-concepts", "A,B,...",
+              "several concepts ranked separately (RankConcept each) and together (each distinct\n"
+              "sentence once: RankConcepts), int8 on the model under test, at --threads"),
+         Text(&rank_concept, "rank-concept", "FILE",
+              "concept for the ranking benchmark ('none' to skip; skipped if missing)"),
+         Text(&work_dir, "work-dir", "DIR", "where the GPT-2-small-shaped model is cached"),
+         Text(&vocab_dir, "vocab-dir", "DIR", "vocab.json + merges.txt for it")},
+        0,
+        0};
+  }
+
+  // The models under test: --model, the GPT-2-small-shaped one, and with --int4 their 4-bit
+  // versions (the demo checkpoint converted with --weights int4; XNNPACK's int8 path only).
+  absl::Status BuildTargets(std::vector<Target>* targets, std::vector<Target>* int4_targets) {
+    const std::string model_path = model.empty() ? DefaultModelPath() : model;
+    targets->push_back({std::filesystem::path(model_path).stem().string(), model_path});
+    if (!no_small) {
+      std::filesystem::create_directories(work_dir);
+      auto small = Gpt2SmallShaped(work_dir, vocab_dir, int4);
+      if (!small.ok()) return small.status();
+      targets->push_back({"gpt2-small-shaped", *small});
+    }
+    if (!int4) return absl::OkStatus();
+    std::filesystem::create_directories(work_dir);
+    const std::string demo4 = work_dir + "/selfcond-mini-30m-int4.scm";
+    if (!ModelFileOk(demo4)) {
+      ConvertOptions co;
+      co.weights = WeightBits::kInt4;
+      co.model_name = "selfcond-mini-30m int4";
+      if (auto st = ConvertCheckpoint(int4_checkpoint, demo4, co, nullptr); !st.ok()) return st;
+    }
+    int4_targets->push_back({(*targets)[0].label + "-int4", demo4});
+    if (!no_small) {
+      int4_targets->push_back({"gpt2-small-shaped-int4", work_dir + "/gpt2-small-shaped-int4.scm"});
+    }
+    return absl::OkStatus();
+  }
+
+  // KV-cache memory (issue 8): the same generation on the GPT-2-small-shaped model with the
+  // session's cache sized to the model's context (what every session allocated before), to the
+  // work (prompt + decoded tokens, as `selfcond generate` does), and in float16. Each in a
+  // process of its own: peak RSS is per process.
+  absl::Status MeasureKv(const BenchParams& p, const Target& small, json::Value* kv_cache,
+                         json::Value* ratios) {
+    struct KvVariant {
+      const char* name;
+      int session_ctx;
+      bool f16;
+    };
+    const KvVariant variants[] = {{"model_context_f32 (before)", 0, false},
+                                  {"prompt_plus_decode_f32", -1, false},
+                                  {"prompt_plus_decode_f16", -1, true}};
+    double rss[3] = {0, 0, 0};
+    for (int i = 0; i < 3; ++i) {
+      BenchParams pp = p;
+      pp.rank_concept.clear();
+      pp.threads = {1};
+      pp.repeats = 1;
+      pp.session_ctx = variants[i].session_ctx;
+      pp.kv_f16 = variants[i].f16;
+      auto r = MeasureInChild(small.label, small.path, Precision::kInt8, "xnnpack", pp);
+      if (!r.ok()) return r.status();
+      r->Set("variant", json::Value::String(variants[i].name));
+      if (const json::Value* v = r->Find("peak_rss_mib")) rss[i] = v->as_number();
+      std::fprintf(stderr, "  kv cache %-27s peak RSS %7.1f MiB\n", variants[i].name, rss[i]);
+      kv_cache->Push(std::move(*r));
+    }
+    if (rss[0] > 0 && rss[1] > 0 && rss[2] > 0) {
+      ratios->Set("gpt2-small-shaped.peak_rss_kv_sized_over_model_context",
+                  json::Value::Number(rss[1] / rss[0]));
+      ratios->Set("gpt2-small-shaped.peak_rss_kv_f16_over_f32",
+                  json::Value::Number(rss[2] / rss[1]));
+    }
+    return absl::OkStatus();
+  }
+
+  // Load cost: verified vs --no-verify for each model, and the hostile 4,000-layer file (issue
+  // 9: its load took 61 s when tensor lookup scanned the table; it must stay under a second).
+  absl::StatusOr<json::Value> MeasureLoads(const std::vector<Target>& targets) {
+    json::Value loads = json::Value::Array();
+    for (const auto& t : targets) loads.Push(MeasureLoadVerify(t.label, t.path, repeats));
+    if (no_hostile) return loads;
+    std::string hostile = work_dir + "/hostile-4000-layers.scm";
+    if (!std::filesystem::exists(hostile)) {
+      std::fprintf(stderr, "writing the hostile 4,000-layer model to %s\n", hostile.c_str());
+      std::filesystem::create_directories(work_dir);
+      auto w = WriteHostileModel(work_dir, HostileModel::kManyLayers);
+      if (!w.ok()) return w.status();
+      hostile = *w;
+    }
+    loads.Push(MeasureLoadVerify("hostile-4000-layers", hostile, repeats));
+    return loads;
+  }
+
+  absl::Status Run(const Args&) {
+    if (!out.empty()) {
+      if (auto st = CheckOutputPath(out, {model}); !st.ok()) return st;
+    }
+    BenchParams p;
+    p.prompt_tokens = prompt_tokens;
+    p.decode_tokens = decode_tokens;
+    p.repeats = repeats;
+    const int all = threads > 0 ? threads : ThreadPool::NumCores();
+    p.threads = {1};
+    if (all > 1) p.threads.push_back(all);
+    std::string rank = rank_concept;
+    if (rank == "none" || !std::filesystem::exists(rank)) rank.clear();
+    std::vector<Target> targets, int4_targets;
+    if (auto st = BuildTargets(&targets, &int4_targets); !st.ok()) return st;
+
+    json::Value result = json::Value::Object();
+    result.Set("machine", MachineInfo());
+    // int8 runs on XNNPACK (the engine) and, for the per-target decision in docs/kernels.md, on
+    // the best hand-written backend of this CPU; f32 on the hand-written kernels.
+    const std::string handwritten = kernels::DefaultBackend().name;
+    std::vector<std::pair<Precision, std::string>> configs = {{Precision::kInt8, "xnnpack"}};
+    if (!no_handwritten && handwritten != "scalar")
+      configs.push_back({Precision::kInt8, handwritten});
+    if (!no_f32) configs.push_back({Precision::kF32, handwritten});
+    json::Value models = json::Value::Array();
+    BenchParams gen = p;
+    gen.rank_concept.clear();
+    for (const auto& t : targets) {
+      for (const auto& [prec, engine] : configs) {
+        auto r = MeasureInChild(t.label, t.path, prec, engine, gen);
+        if (!r.ok()) return r.status();
+        models.Push(std::move(*r));
+      }
+    }
+    for (const auto& t : int4_targets) {
+      auto r = MeasureInChild(t.label, t.path, Precision::kInt8, "xnnpack", gen);
+      if (!r.ok()) return r.status();
+      models.Push(std::move(*r));
+    }
+    json::Value kv_cache = json::Value::Array();
+    json::Value ratios = json::Value::Object();
+    if (!no_small && !no_kv) {
+      if (auto st = MeasureKv(p, targets[1], &kv_cache, &ratios); !st.ok()) return st;
+    }
+    // Ranking speed: the model under test, int8 (the shipped path), in a process of its own so
+    // that its memory (sentences x units pooled responses) does not count as generation's.
+    json::Value ranking = json::Value::Null();
+    if (!rank.empty()) {
+      BenchParams pp = p;
+      pp.rank_concept = rank;
+      auto r = MeasureInChild(targets[0].label, targets[0].path, Precision::kInt8, "xnnpack", pp);
+      if (!r.ok()) return r.status();
+      ranking = std::move(*r);
+    }
+    auto loads = MeasureLoads(targets);
+    if (!loads.ok()) return loads.status();
+    json::Value multi = json::Value::Null();
+    if (!rank_concepts.empty()) {
+      std::vector<std::string> concepts = absl::StrSplit(rank_concepts, ',');
+      auto mc = MeasureMultiConcept(targets[0].path, concepts, all);
+      if (!mc.ok()) return mc.status();
+      multi = std::move(*mc);
+    }
+    AddRatios(models, targets, p, handwritten, &ratios);
+    result.Set("models", std::move(models));
+    result.Set("ratios", std::move(ratios));
+    if (!kv_cache.items().empty()) result.Set("kv_cache", std::move(kv_cache));
+    result.Set("load", std::move(*loads));
+    if (!multi.is_null()) result.Set("multi_concept", std::move(multi));
+    if (!ranking.is_null()) result.Set("ranking", std::move(ranking));
+    const std::string text = result.Dump();
+    if (!out.empty()) {
+      if (auto st = WriteFile(out, text + "\n"); !st.ok()) return st;
+    }
+    if (json || out.empty()) std::printf("%s\n", text.c_str());
+    return absl::OkStatus();
+  }
+};
+
+}  // namespace
+
+int BenchMain(int argc, char** argv) { return Main<BenchCommand>(argc, argv); }
 
 }  // namespace selfcond::cli

@@ -62,80 +62,62 @@ std::string DefaultModelPath() {
   return rel;
 }
 
-FlagSpec NoVerifyFlag() {
-  return {"no-verify", "",
-          "skip recomputing the model file's SHA-256 (faster load of a trusted file; a corrupt\n"
-          "or tampered file is then not detected)"};
+FlagSpec AllowUnhashedFlag(bool* v) {
+  return Switch(v, "allow-unhashed",
+                "accept expert tables without a model_hash (e.g. ml-selfcond's expertise.csv);\n"
+                "they are only checked for the model's shape");
 }
 
-FlagSpec CopyModelFlag() {
-  return {"copy-model", "",
-          "read the model file into memory instead of mapping it (a file changed or truncated\n"
-          "by another process then cannot crash this one with SIGBUS)"};
-}
-
-FlagSpec AllowUnhashedFlag() {
-  return {"allow-unhashed", "",
-          "accept expert tables without a model_hash (e.g. ml-selfcond's expertise.csv); they\n"
-          "are only checked for the model's shape"};
-}
-
-std::vector<FlagSpec> WithModelFlags(std::vector<FlagSpec> flags) {
-  std::vector<FlagSpec> out = {{"model", "M", "model file (default: the demo model)"}};
-  out.insert(out.end(), flags.begin(), flags.end());
-  out.push_back({"precision", "int8|f32", "arithmetic (default int8)"});
-  out.push_back({"threads", "N", "threads (default: all cores)"});
-  out.push_back(NoVerifyFlag());
-  out.push_back(CopyModelFlag());
+std::vector<FlagSpec> ModelFlags::Around(std::vector<FlagSpec> own) {
+  std::vector<FlagSpec> out = {Text(&model, "model", "M", "model file (default: the demo model)")};
+  out.insert(out.end(), own.begin(), own.end());
+  out.push_back(OneOf(&precision, "precision", {"int8", "f32"}, "arithmetic"));
+  out.push_back(
+      Int(&threads, "threads", "N", "threads (0: every core)", 0, 256).ShowDefault("every core"));
+  out.push_back(Switch(&no_verify, "no-verify",
+                       "skip recomputing the model file's SHA-256 (faster load of a trusted file; "
+                       "a\ncorrupt or tampered file is then not detected)"));
+  out.push_back(Switch(&copy_model, "copy-model",
+                       "read the model file into memory instead of mapping it (a file changed or\n"
+                       "truncated by another process then cannot crash this one with SIGBUS)"));
   return out;
 }
 
-Model::LoadOptions ModelLoadOptions(const Args& args, Precision precision) {
-  Model::LoadOptions lo;
-  lo.need_float = precision == Precision::kF32;
-  lo.verify_hash = !args.Has("no-verify");
-  lo.copy_to_memory = args.Has("copy-model");
-  return lo;
+std::string ModelFlags::path() const { return model.empty() ? DefaultModelPath() : model; }
+
+Precision ModelFlags::prec() const {
+  return precision == "f32" ? Precision::kF32 : Precision::kInt8;
 }
 
-EngineOptions EngineLoadOptions(const Args& args, Precision precision, int threads) {
-  const Model::LoadOptions lo = ModelLoadOptions(args, precision);
+EngineOptions ModelFlags::engine_options() const {
   EngineOptions eo;
-  eo.verify_hash = lo.verify_hash;
-  eo.need_float = lo.need_float;
-  eo.copy_to_memory = lo.copy_to_memory;
+  eo.need_float = prec() == Precision::kF32;
+  eo.verify_hash = !no_verify;
+  eo.copy_to_memory = copy_model;
   eo.threads = threads;
   return eo;
 }
 
-absl::StatusOr<Runtime> LoadRuntime(const Args& args, int threads, int n_ctx) {
-  const std::string precision = args.Get("precision", "int8");
-  const std::string model_path = args.Get("model");
-  auto prec = ParsePrecision(precision);
-  if (!prec.ok()) return prec.status();
+absl::StatusOr<std::shared_ptr<Engine>> ModelFlags::Load() const {
+  return Engine::Load(path(), engine_options());
+}
+
+absl::StatusOr<Runtime> LoadRuntime(const ModelFlags& m, int n_ctx, const std::string& kv_cache,
+                                    int64_t max_memory_mib) {
   Runtime rt;
-  auto engine = Engine::Load(model_path.empty() ? DefaultModelPath() : model_path,
-                             EngineLoadOptions(args, *prec, threads));
+  auto engine = m.Load();
   if (!engine.ok()) return engine.status();
   rt.engine = std::move(*engine);
-  if (n_ctx >= 0) {
-    if (auto st = LoadRuntimeSession(rt, precision, n_ctx); !st.ok()) return st;
-  }
+  if (auto st = ResizeSession(rt, m.prec(), n_ctx, kv_cache, max_memory_mib); !st.ok()) return st;
   return rt;
 }
 
-absl::Status LoadRuntimeSession(Runtime& rt, const std::string& precision, int n_ctx,
-                                const std::string& kv_cache, int64_t max_memory_mib) {
-  auto prec = ParsePrecision(precision);
-  if (!prec.ok()) return prec.status();
-  if (kv_cache != "f32" && kv_cache != "f16") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--kv-cache must be f32 or f16, got '", kv_cache, "'"));
-  }
+absl::Status ResizeSession(Runtime& rt, Precision precision, int n_ctx, const std::string& kv_cache,
+                           int64_t max_memory_mib) {
   SessionOptions so;
   so.kv_type = kv_cache == "f16" ? SessionOptions::KvType::kF16 : SessionOptions::KvType::kF32;
   so.max_memory = static_cast<size_t>(max_memory_mib) << 20;
-  so.precision = *prec;
+  so.precision = precision;
   so.n_ctx = n_ctx <= 0 ? 0 : std::min<int>(n_ctx, rt.model().config().n_ctx);
   rt.session.reset();
   auto session = rt.engine->NewSession(so, true);

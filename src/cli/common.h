@@ -30,49 +30,57 @@ class Progress {
 };
 
 // What a command that runs the model holds: the engine (model + thread pool) and one session.
+// The flags of every command that loads a model, declared once: --model first, the command's
+// own flags, then --precision, --threads, --no-verify and --copy-model.
+struct ModelFlags {
+  std::string model;  // "" = the demo model (DefaultModelPath)
+  std::string precision = "int8";
+  int threads = 0;  // 0: every core
+  bool no_verify = false;
+  bool copy_model = false;
+
+  std::vector<FlagSpec> Around(std::vector<FlagSpec> own);
+  std::string path() const;
+  Precision prec() const;
+  // Integrity by default: the model's SHA-256 content hash is recomputed and a mismatch
+  // refused, unless --no-verify (cost: see README "Integrity").
+  EngineOptions engine_options() const;
+  absl::StatusOr<std::shared_ptr<Engine>> Load() const;
+};
+
+// Tables without a model hash are refused unless --allow-unhashed.
+FlagSpec AllowUnhashedFlag(bool* v);
+
+// Which units of a table to force (experts/expert_table.h UnitChoice): the same flags on
+// generate and experiment: --metric, --rank-offset, --random-units SEED, --layers L,L.
+struct UnitChoiceFlags {
+  std::string metric;
+  int rank_offset = 0;
+  int random_units = 0;
+  std::string layers;
+  std::vector<FlagSpec> Flags();
+  absl::StatusOr<UnitChoice> Parse(const Args& args) const;
+};
+// " --metric gap --layers 1,2" for the flags that differ from the default (recorded commands).
+std::string UnitChoiceCommand(const UnitChoice& c);
+
+// What a command that runs the model holds: the engine (model + thread pool) and one session.
 struct Runtime {
   std::shared_ptr<Engine> engine;
   std::unique_ptr<Session> session;
   const Model& model() const { return engine->model(); }
 };
-
-// Integrity by default: every command that loads a model recomputes its SHA-256 content hash
-// and refuses a mismatch, unless --no-verify (cost: see README "Integrity"). Expert tables without
-// a model hash are refused unless --allow-unhashed.
-FlagSpec NoVerifyFlag();
-FlagSpec CopyModelFlag();
-// The flags of a command that loads a model and runs it on a thread pool: --model first, then
-// `flags`, then --precision, --threads, --no-verify and --copy-model.
-std::vector<FlagSpec> WithModelFlags(std::vector<FlagSpec> flags);
-FlagSpec AllowUnhashedFlag();
-// need_float for precision f32; verify_hash unless --no-verify.
-Model::LoadOptions ModelLoadOptions(const Args& args, Precision precision);
-// The same as the engine's options, with `threads` for its pool.
-EngineOptions EngineLoadOptions(const Args& args, Precision precision, int threads);
-
-// Loads --model (default: the committed demo model) for --precision with --threads, verifying
-// its hash unless --no-verify.
-// n_ctx: the session's context (0: the model's; -1: no session yet, see LoadRuntimeSession).
-absl::StatusOr<Runtime> LoadRuntime(const Args& args, int threads, int n_ctx = 0);
-
-// Replaces rt.session by one holding n_ctx positions (same precision and threads).
-// kv_cache: "f32" or "f16" (SessionOptions::kv_type).
-// max_memory_mib: the session's memory budget (0: the default, half the machine's memory).
-absl::Status LoadRuntimeSession(Runtime& rt, const std::string& precision, int n_ctx,
-                                const std::string& kv_cache = "f32", int64_t max_memory_mib = 0);
+// The engine of --model for --precision on --threads, and a session of n_ctx positions (0: the
+// model's context) with the KV cache kv_cache ("f32" | "f16") and a memory budget of
+// max_memory_mib (0: half the machine's memory).
+absl::StatusOr<Runtime> LoadRuntime(const ModelFlags& m, int n_ctx,
+                                    const std::string& kv_cache = "f32",
+                                    int64_t max_memory_mib = 0);
+// Replaces rt.session by one holding n_ctx positions (same precision).
+absl::Status ResizeSession(Runtime& rt, Precision precision, int n_ctx,
+                           const std::string& kv_cache = "f32", int64_t max_memory_mib = 0);
 
 std::string DefaultModelPath();
-
-// generate's conditioning flags on rt.session: --experts (with the unit-choice flags and
-// TABLE:auto), --steer and --bias (cli/cmd_model.cc).
-absl::Status ApplyConditioning(const Args& args, Runtime& rt);
-
-// Which units of a table to force (experts/expert_table.h UnitChoice), the same flags on
-// generate and experiment: --metric, --rank-offset, --random-units SEED, --layers L,L.
-std::vector<FlagSpec> UnitChoiceFlags();
-absl::StatusOr<UnitChoice> ParseUnitChoice(const Args& args);
-// " --metric gap --layers 1,2" for the flags that differ from the default (recorded commands).
-std::string UnitChoiceCommand(const UnitChoice& c);
 
 // Parses --experts TABLE[:K] (repeatable) and --forcing, checks each table against the model,
 // and combines the chosen K units of each table into one Forcing (cli/cmd_experts.cc).
