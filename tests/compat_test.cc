@@ -178,8 +178,8 @@ std::vector<float> ReferencePooled(const Model& model, const std::vector<int32_t
     }
     auto proj = linear(att, b.attn_out, space.site_index(l, SiteKind::kAttnCProj));
     for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
-    auto fc = linear(layer_norm(x, b.norm2_w, b.norm2_b), b.mlp_in,
-                     space.site_index(l, SiteKind::kCFc));
+    auto fc =
+        linear(layer_norm(x, b.norm2_w, b.norm2_b), b.mlp_in, space.site_index(l, SiteKind::kCFc));
     for (double& v : fc) {
       v = 0.5 * v * (1 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
     }

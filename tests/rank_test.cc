@@ -98,8 +98,9 @@ TEST_F(RankTest, FootballSmallMatchesReferenceTop50) {
     bool ok = std::abs(u->ap - ap) <= 1e-4 && std::abs(u->on_p50 - p50) <= 1e-3;
     matched += ok;
     if (!ok) {
-      ADD_FAILURE() << "(not fatal up to 2) " << table->layer_name(*u) << " unit " << unit << ": ap "
-                    << u->ap << " vs " << ap << ", on_p50 " << u->on_p50 << " vs " << p50;
+      ADD_FAILURE() << "(not fatal up to 2) " << table->layer_name(*u) << " unit " << unit
+                    << ": ap " << u->ap << " vs " << ap << ", on_p50 " << u->on_p50 << " vs "
+                    << p50;
     }
   }
   EXPECT_GE(matched, 48);

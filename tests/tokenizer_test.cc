@@ -207,7 +207,8 @@ TEST(TokenizerTest, MergingMatchesLiteralAlgorithm) {
   std::map<std::string, int32_t> id_of;
   {
     json::Value vocab = LoadJson(MiniModelDir() + "/vocab.json");
-    for (const auto& [k, v] : vocab.members()) id_of[std::string(k)] = static_cast<int32_t>(v.as_number());
+    for (const auto& [k, v] : vocab.members())
+      id_of[std::string(k)] = static_cast<int32_t>(v.as_number());
   }
   std::mt19937 rng(7);
   std::vector<std::string> words = {

@@ -52,8 +52,131 @@ struct BenchParams {
   bool kv_f16 = false;
 };
 
+// The prompt of a measurement: prompt_n token ids spread over the vocabulary.
+std::vector<int32_t> BenchPrompt(const ModelConfig& c, int prompt_n) {
+  std::vector<int32_t> prompt(prompt_n);
+  for (int i = 0; i < prompt_n; ++i) prompt[i] = (i * 7919 + 13) % static_cast<int>(c.vocab_size);
+  return prompt;
+}
+
+// Greedy generation at `threads` threads through the library's driver, p.repeats times: Start
+// prefills the prompt; each Next samples a token and runs it (the last Next only samples:
+// decode_n forward passes). Sets the session's facts on *out; null when it cannot run.
+json::Value MeasureGenerationRun(const Model& model, Precision prec,
+                                 const kernels::Backend* backend, const BenchParams& p, int threads,
+                                 const std::vector<int32_t>& prompt, int decode_n,
+                                 const std::string& label, json::Value* out) {
+  const int prompt_n = static_cast<int>(prompt.size());
+  ThreadPool pool(threads);
+  SessionOptions so;
+  so.precision = prec;
+  so.pool = &pool;
+  so.backend = backend;
+  so.n_ctx = p.session_ctx < 0 ? prompt_n + decode_n : p.session_ctx;
+  so.kv_type = p.kv_f16 ? SessionOptions::KvType::kF16 : SessionOptions::KvType::kF32;
+  auto session = Session::Create(model, so);
+  if (!session.ok()) return json::Value::Null();
+  out->Set("engine", json::Value::String((*session)->engine_name()));
+  out->Set("session_ctx", json::Value::Number((*session)->n_ctx()));
+  out->Set("kv_type", json::Value::String(p.kv_f16 ? "f16" : "f32"));
+  out->Set("kv_cache_alloc_mib", json::Value::Number((*session)->kv_cache_bytes() / 1048576.0));
+  GenerateOptions go;
+  go.max_new_tokens = decode_n + 1;
+  go.sampling.temperature = 0;
+  go.stop_at_eos = false;
+  std::vector<double> prefill, decode;
+  for (int r = 0; r < p.repeats; ++r) {
+    auto t1 = Clock::now();
+    auto gen = Generation::Start(**session, prompt, go);
+    if (!gen.ok()) break;
+    prefill.push_back(prompt_n / Since(t1));
+    auto t2 = Clock::now();
+    while (!(*gen)->done()) {
+      if (!(*gen)->Next().ok()) break;
+    }
+    decode.push_back(decode_n / Since(t2));
+  }
+  if (prefill.empty() || decode.empty()) return json::Value::Null();
+  json::Value run = json::Value::Object();
+  run.Set("threads", json::Value::Number(pool.size()));
+  run.Set("prefill_tok_s", json::Value::Number(Median(prefill)));
+  run.Set("decode_tok_s", json::Value::Number(Median(decode)));
+  std::fprintf(stderr, "  %-17s %-4s %-10s %d thread(s): prefill %8.1f tok/s, decode %7.1f tok/s\n",
+               label.c_str(), prec == Precision::kInt8 ? "int8" : "f32", (*session)->engine_name(),
+               pool.size(), Median(prefill), Median(decode));
+  return run;
+}
+
+// Next to a ranking, in the same process: a 128-token prefill with the same pool (one session on
+// all its threads; the ranking runs one single-threaded session per thread instead). 0 if it
+// cannot run.
+double Prefill128(const Model& model, Precision prec, ThreadPool* pool) {
+  SessionOptions so;
+  so.precision = prec;
+  so.pool = pool;
+  so.n_ctx = 128;
+  auto s = Session::Create(model, so);
+  if (!s.ok()) return 0;
+  const std::vector<int32_t> ids = BenchPrompt(model.config(), 128);
+  std::vector<double> ts;
+  for (int rep = 0; rep < 5; ++rep) {
+    (*s)->Reset();
+    auto t = Clock::now();
+    if (!(*s)->Forward(ids, Session::Logits::kNone).ok()) break;
+    ts.push_back(Since(t));
+  }
+  return ts.empty() ? 0 : 128 / Median(ts);
+}
+
+// Ranking the concept at each thread count (top 100 kept), with the prefill next to it.
+json::Value MeasureRankingRuns(const Model& model, Precision prec, const BenchParams& p,
+                               const Dataset& data) {
+  json::Value rank = json::Value::Array();
+  const int n = static_cast<int>(data.positive.size() + data.negative.size());
+  // Tokens the ranking runs (each sentence cut to the context, as the ranking does).
+  int64_t tokens = 0;
+  for (const auto* side : {&data.positive, &data.negative}) {
+    for (const std::string& s : *side) {
+      tokens += std::min<int64_t>(model.tokenizer().Encode(s).size(), model.config().n_ctx);
+    }
+  }
+  for (int threads : p.threads) {
+    ThreadPool pool(threads);
+    RankOptions ro;
+    ro.precision = prec;
+    ro.pool = &pool;
+    ro.top_n = 100;
+    Progress progress(absl::StrCat("  rank ", pool.size(), "t"));
+    ro.progress = [&](int done, int total) {
+      progress.Update(double(done) / total);
+      return true;
+    };
+    auto t1 = Clock::now();
+    auto table = RankConcept(model, data, ro);
+    const double secs = Since(t1);
+    progress.Done(absl::StrCat(static_cast<int>(n / secs), " sentences/s"));
+    if (!table.ok()) continue;
+    json::Value r = json::Value::Object();
+    r.Set("threads", json::Value::Number(pool.size()));
+    r.Set("sentences", json::Value::Number(n));
+    r.Set("total_s", json::Value::Number(secs));
+    r.Set("sentences_per_s", json::Value::Number(n / secs));
+    r.Set("tokens", json::Value::Number(static_cast<double>(tokens)));
+    r.Set("tokens_per_s", json::Value::Number(tokens / secs));
+    if (const double pf = Prefill128(model, prec, &pool); pf > 0) {
+      r.Set("prefill128_tok_s", json::Value::Number(pf));
+      r.Set("ranking_over_prefill128", json::Value::Number(tokens / secs / pf));
+      std::fprintf(stderr, "  rank %dt: %.0f tok/s ranking, %.0f tok/s prefill (128)\n",
+                   pool.size(), tokens / secs, pf);
+    }
+    rank.Push(std::move(r));
+  }
+  return rank;
+}
+
 // Runs in the child: measures one model at one precision on one engine ("xnnpack", or a
-// hand-written backend's name); returns a JSON object.
+// hand-written backend's name); returns a JSON object. One child measures either generation
+// (runs) or ranking, never both (see BenchCommand).
 json::Value MeasureModel(const std::string& label, const std::string& path, Precision prec,
                          const std::string& engine, const BenchParams& p) {
   json::Value out = json::Value::Object();
@@ -75,61 +198,24 @@ json::Value MeasureModel(const std::string& label, const std::string& path, Prec
   const ModelConfig& c = (*model)->config();
   const int prompt_n = std::min<int>(p.prompt_tokens, c.n_ctx - 1);
   const int decode_n = std::min<int>(p.decode_tokens, c.n_ctx - prompt_n);
-  std::vector<int32_t> prompt(prompt_n);
-  for (int i = 0; i < prompt_n; ++i) prompt[i] = (i * 7919 + 13) % static_cast<int>(c.vocab_size);
   out.Set("prompt_tokens", json::Value::Number(prompt_n));
   out.Set("decode_tokens", json::Value::Number(decode_n));
-  // One child measures either generation (runs) or ranking, never both (see RunBench).
-  const bool ranking = !p.rank_concept.empty();
-  json::Value runs = json::Value::Array();
-  for (int threads : p.threads) {
-    if (ranking) break;
-    ThreadPool pool(threads);
-    SessionOptions so;
-    so.precision = prec;
-    so.pool = &pool;
-    so.backend = backend;
-    so.n_ctx = p.session_ctx < 0 ? prompt_n + decode_n : p.session_ctx;
-    so.kv_type = p.kv_f16 ? SessionOptions::KvType::kF16 : SessionOptions::KvType::kF32;
-    auto session = Session::Create(**model, so);
-    if (!session.ok()) continue;
-    out.Set("engine", json::Value::String((*session)->engine_name()));
-    out.Set("session_ctx", json::Value::Number((*session)->n_ctx()));
-    out.Set("kv_type", json::Value::String(p.kv_f16 ? "f16" : "f32"));
-    out.Set("kv_cache_alloc_mib", json::Value::Number((*session)->kv_cache_bytes() / 1048576.0));
-    // Greedy generation through the library's driver: Start prefills the prompt; each Next
-    // samples a token and runs it (the last Next only samples: decode_n forward passes).
-    GenerateOptions go;
-    go.max_new_tokens = decode_n + 1;
-    go.sampling.temperature = 0;
-    go.stop_at_eos = false;
-    std::vector<double> prefill, decode;
-    for (int r = 0; r < p.repeats; ++r) {
-      auto t1 = Clock::now();
-      auto gen = Generation::Start(**session, prompt, go);
-      if (!gen.ok()) break;
-      prefill.push_back(prompt_n / Since(t1));
-      auto t2 = Clock::now();
-      while (!(*gen)->done()) {
-        if (!(*gen)->Next().ok()) break;
-      }
-      decode.push_back(decode_n / Since(t2));
+  if (!p.rank_concept.empty()) {
+    if (auto data = LoadDataset(p.rank_concept); data.ok()) {
+      out.Set("ranking", MeasureRankingRuns(**model, prec, p, *data));
+      out.Set("ranking_concept", json::Value::String(p.rank_concept));
     }
-    if (prefill.empty() || decode.empty()) continue;
-    json::Value run = json::Value::Object();
-    run.Set("threads", json::Value::Number(pool.size()));
-    run.Set("prefill_tok_s", json::Value::Number(Median(prefill)));
-    run.Set("decode_tok_s", json::Value::Number(Median(decode)));
-    std::fprintf(stderr,
-                 "  %-17s %-4s %-10s %d thread(s): prefill %8.1f tok/s, decode %7.1f tok/s\n",
-                 label.c_str(), prec == Precision::kInt8 ? "int8" : "f32",
-                 (*session)->engine_name(), pool.size(), Median(prefill), Median(decode));
-    runs.Push(std::move(run));
-  }
-  if (!ranking) {
+  } else {
+    const std::vector<int32_t> prompt = BenchPrompt(c, prompt_n);
+    json::Value runs = json::Value::Array();
+    for (int threads : p.threads) {
+      json::Value run =
+          MeasureGenerationRun(**model, prec, backend, p, threads, prompt, decode_n, label, &out);
+      if (!run.is_null()) runs.Push(std::move(run));
+    }
     out.Set("runs", std::move(runs));
     // Memory against the bar "peak RSS <= 1.15 x the model file + the KV cache actually used".
-    const double kv_mib = 2.0 * c.n_layer * (prompt_n + decode_n) * c.n_embd *
+    const double kv_mib = 2.0 * c.n_layer * (prompt_n + decode_n) * c.kv_dim() *
                           (p.kv_f16 ? 2 : sizeof(float)) / 1048576.0;
     out.Set("kv_cache_used_mib", json::Value::Number(kv_mib));
     out.Set("rss_bound_mib",
@@ -137,72 +223,6 @@ json::Value MeasureModel(const std::string& label, const std::string& path, Prec
     if ((*model)->xnn() != nullptr) {
       out.Set("xnnpack_packed_mib",
               json::Value::Number((*model)->xnn()->packed_bytes() / 1048576.0));
-    }
-  } else {
-    auto data = LoadDataset(p.rank_concept);
-    if (data.ok()) {
-      json::Value rank = json::Value::Array();
-      const int n = static_cast<int>(data->positive.size() + data->negative.size());
-      // Tokens the ranking runs (each sentence cut to the context, as the ranking does).
-      int64_t tokens = 0;
-      for (const auto* side : {&data->positive, &data->negative}) {
-        for (const std::string& s : *side) {
-          tokens +=
-              std::min<int64_t>((*model)->tokenizer().Encode(s).size(), (*model)->config().n_ctx);
-        }
-      }
-      for (int threads : p.threads) {
-        ThreadPool pool(threads);
-        RankOptions ro;
-        ro.precision = prec;
-        ro.pool = &pool;
-        ro.top_n = 100;
-        Progress progress(absl::StrCat("  rank ", pool.size(), "t"));
-        ro.progress = [&](int done, int total) {
-          progress.Update(double(done) / total);
-          return true;
-        };
-        auto t1 = Clock::now();
-        auto table = RankConcept(**model, *data, ro);
-        const double secs = Since(t1);
-        progress.Done(absl::StrCat(static_cast<int>(n / secs), " sentences/s"));
-        if (!table.ok()) continue;
-        json::Value r = json::Value::Object();
-        r.Set("threads", json::Value::Number(pool.size()));
-        r.Set("sentences", json::Value::Number(n));
-        r.Set("total_s", json::Value::Number(secs));
-        r.Set("sentences_per_s", json::Value::Number(n / secs));
-        r.Set("tokens", json::Value::Number(static_cast<double>(tokens)));
-        r.Set("tokens_per_s", json::Value::Number(tokens / secs));
-        // Next to it, in this process: a 128-token prefill with the same pool (one session on
-        // all its threads; the ranking runs one single-threaded session per thread instead).
-        SessionOptions so;
-        so.precision = prec;
-        so.pool = &pool;
-        so.n_ctx = 128;
-        if (auto s = Session::Create(**model, so); s.ok()) {
-          std::vector<int32_t> ids(128);
-          for (int i = 0; i < 128; ++i) ids[i] = (i * 7919 + 13) % (*model)->config().vocab_size;
-          std::vector<double> ts;
-          for (int rep = 0; rep < 5; ++rep) {
-            (*s)->Reset();
-            auto t2 = Clock::now();
-            if (!(*s)->Forward(ids, Session::Logits::kNone).ok()) break;
-            ts.push_back(Since(t2));
-          }
-          if (!ts.empty()) {
-            std::sort(ts.begin(), ts.end());
-            const double pf = 128 / ts[ts.size() / 2];
-            r.Set("prefill128_tok_s", json::Value::Number(pf));
-            r.Set("ranking_over_prefill128", json::Value::Number(tokens / secs / pf));
-            std::fprintf(stderr, "  rank %dt: %.0f tok/s ranking, %.0f tok/s prefill (128)\n",
-                         pool.size(), tokens / secs, pf);
-          }
-        }
-        rank.Push(std::move(r));
-      }
-      out.Set("ranking", std::move(rank));
-      out.Set("ranking_concept", json::Value::String(p.rank_concept));
     }
   }
   struct rusage ru;

@@ -373,19 +373,16 @@ std::string SerializeExpertTable(const ExpertTable& t) {
   return out;
 }
 
-absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text) {
-  auto doc = json::Parse(text);
-  if (!doc.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("expert table is not valid JSON: ", doc.status().message()));
-  }
-  if (!doc->is_object()) return absl::InvalidArgumentError("expert table: not a JSON object");
-  auto format = doc->GetString("format");
+namespace {
+
+// The document's format and version.
+absl::StatusOr<int64_t> TableVersion(const json::Value& doc) {
+  auto format = doc.GetString("format");
   if (!format.ok() || *format != kFormatName) {
     return absl::InvalidArgumentError(absl::StrCat(
         "expert table: \"format\" must be \"", kFormatName, "\" (not a selfcond expert table)"));
   }
-  auto version = doc->GetInt("version");
+  auto version = doc.GetInt("version");
   if (!version.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("expert table: ", version.status().message()));
   }
@@ -394,13 +391,17 @@ absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text) {
         "expert table: version ", *version, " is not supported (this build reads versions ",
         kFormatVersion, " and ", kFormatVersionArch, ")"));
   }
-  ExpertTable t;
-  for (auto [key, dst] : {std::pair<const char*, std::string*>{"concept", &t.concept},
-                          {"group", &t.group},
-                          {"model_name", &t.model_name},
-                          {"model_hash", &t.model_hash},
-                          {"precision", &t.precision}}) {
-    const json::Value* v = doc->Find(key);
+  return version;
+}
+
+// The top-level strings: concept, group, model name and hash (64 hex digits), precision.
+absl::Status ParseTableStrings(const json::Value& doc, ExpertTable* t) {
+  for (auto [key, dst] : {std::pair<const char*, std::string*>{"concept", &t->concept},
+                          {"group", &t->group},
+                          {"model_name", &t->model_name},
+                          {"model_hash", &t->model_hash},
+                          {"precision", &t->precision}}) {
+    const json::Value* v = doc.Find(key);
     if (v == nullptr || v->is_null()) continue;
     if (!v->is_string()) {
       return absl::InvalidArgumentError(
@@ -408,15 +409,20 @@ absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text) {
     }
     *dst = v->as_string();
   }
-  if (!t.model_hash.empty()) {
-    bool hex = t.model_hash.size() == 64;
-    for (char c : t.model_hash) hex = hex && absl::ascii_isxdigit(static_cast<unsigned char>(c));
+  if (!t->model_hash.empty()) {
+    bool hex = t->model_hash.size() == 64;
+    for (char c : t->model_hash) hex = hex && absl::ascii_isxdigit(static_cast<unsigned char>(c));
     if (!hex) {
       return absl::InvalidArgumentError("expert table: \"model_hash\" is not 64 hex digits");
     }
-    t.model_hash = absl::AsciiStrToLower(t.model_hash);
+    t->model_hash = absl::AsciiStrToLower(t->model_hash);
   }
-  const json::Value* space = doc->Find("unit_space");
+  return absl::OkStatus();
+}
+
+// unit_space (architecture, shape, total units), dataset counts and ranking settings.
+absl::Status ParseTableShape(const json::Value& doc, int64_t version, ExpertTable* t) {
+  const json::Value* space = doc.Find("unit_space");
   if (space == nullptr || !space->is_object()) {
     return absl::InvalidArgumentError("expert table: missing object \"unit_space\"");
   }
@@ -426,32 +432,32 @@ absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text) {
     int64_t hi;
     int* dst;
   };
-  const json::Value* dataset = doc->Find("dataset");
   if (const json::Value* a = space->Find("arch"); a != nullptr) {
     if (!a->is_string() || (a->as_string() != "llama" && a->as_string() != "gpt2")) {
       return absl::InvalidArgumentError(
           "expert table: \"unit_space.arch\" must be \"gpt2\" or \"llama\"");
     }
-    t.arch = a->as_string() == "llama" ? Arch::kLlama : Arch::kGpt2;
+    t->arch = a->as_string() == "llama" ? Arch::kLlama : Arch::kGpt2;
   }
-  if ((*version == kFormatVersion) != (t.arch == Arch::kGpt2)) {
+  if ((version == kFormatVersion) != (t->arch == Arch::kGpt2)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "expert table: version ", *version, " does not go with architecture ", ArchName(t.arch)));
+        "expert table: version ", version, " does not go with architecture ", ArchName(t->arch)));
   }
-  std::vector<IntField> ints = {{space, "n_layer", kMaxLayers, &t.n_layer},
-                                {space, "n_embd", kMaxSiteSize / 3, &t.n_embd},
-                                {space, "n_inner", kMaxSiteSize, &t.n_inner}};
-  if (t.arch != Arch::kGpt2) {
-    ints.push_back({space, "q_dim", kMaxSiteSize, &t.q_dim});
-    ints.push_back({space, "kv_dim", kMaxSiteSize, &t.kv_dim});
+  std::vector<IntField> ints = {{space, "n_layer", kMaxLayers, &t->n_layer},
+                                {space, "n_embd", kMaxSiteSize / 3, &t->n_embd},
+                                {space, "n_inner", kMaxSiteSize, &t->n_inner}};
+  if (t->arch != Arch::kGpt2) {
+    ints.push_back({space, "q_dim", kMaxSiteSize, &t->q_dim});
+    ints.push_back({space, "kv_dim", kMaxSiteSize, &t->kv_dim});
   }
-  if (dataset != nullptr && dataset->is_object()) {
-    ints.push_back({dataset, "num_positive", INT32_MAX, &t.num_positive});
-    ints.push_back({dataset, "num_negative", INT32_MAX, &t.num_negative});
-    ints.push_back({dataset, "num_truncated", INT32_MAX, &t.num_truncated});
-    ints.push_back({dataset, "num_dropped", INT32_MAX, &t.num_dropped});
+  if (const json::Value* dataset = doc.Find("dataset");
+      dataset != nullptr && dataset->is_object()) {
+    ints.push_back({dataset, "num_positive", INT32_MAX, &t->num_positive});
+    ints.push_back({dataset, "num_negative", INT32_MAX, &t->num_negative});
+    ints.push_back({dataset, "num_truncated", INT32_MAX, &t->num_truncated});
+    ints.push_back({dataset, "num_dropped", INT32_MAX, &t->num_dropped});
   }
-  if (const json::Value* ranking = doc->Find("ranking"); ranking != nullptr) {
+  if (const json::Value* ranking = doc.Find("ranking"); ranking != nullptr) {
     if (!ranking->is_object()) {
       return absl::InvalidArgumentError("expert table: \"ranking\" is not an object");
     }
@@ -459,11 +465,11 @@ absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text) {
       if (!c->is_string()) {
         return absl::InvalidArgumentError("expert table: \"ranking.compat\" is not a string");
       }
-      t.compat = c->as_string();
+      t->compat = c->as_string();
     }
-    ints.push_back({ranking, "seq_len", INT32_MAX, &t.compat_seq_len});
-    ints.push_back({ranking, "per_class", INT32_MAX, &t.compat_per_class});
-    ints.push_back({ranking, "seed", INT32_MAX, &t.compat_seed});
+    ints.push_back({ranking, "seq_len", INT32_MAX, &t->compat_seq_len});
+    ints.push_back({ranking, "per_class", INT32_MAX, &t->compat_per_class});
+    ints.push_back({ranking, "seed", INT32_MAX, &t->compat_seed});
   }
   for (const IntField& f : ints) {
     const json::Value* v = f.obj->Find(f.key);
@@ -478,9 +484,35 @@ absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text) {
     return absl::InvalidArgumentError(
         "expert table: \"unit_space.total_units\" must be a non-negative integer");
   }
-  t.total_units = static_cast<int64_t>(total->as_number());
+  t->total_units = static_cast<int64_t>(total->as_number());
+  return absl::OkStatus();
+}
 
-  const json::Value* units = doc->Find("units");
+// One statistic of unit i: a number in float range, or null (NaN); a missing column: NaN.
+absl::Status UnitStat(const json::Value* col, const char* name, size_t i, float* dst) {
+  if (col == nullptr) {
+    *dst = Nan();
+    return absl::OkStatus();
+  }
+  const json::Value& v = col->items()[i];
+  if (v.is_null()) {
+    *dst = Nan();
+  } else if (v.is_number() && std::fabs(v.as_number()) <= std::numeric_limits<float>::max()) {
+    *dst = static_cast<float>(v.as_number());
+  } else if (v.is_number()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expert table: units.", name, "[", i, "] is out of float range"));
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expert table: units.", name, "[", i, "] is not a number"));
+  }
+  return absl::OkStatus();
+}
+
+// The units' columns (site, unit, ap required; on_p50, on_p90, off_mean optional), all of one
+// length (units.count when given).
+absl::Status ParseTableUnits(const json::Value& doc, ExpertTable* t) {
+  const json::Value* units = doc.Find("units");
   if (units == nullptr || !units->is_object()) {
     return absl::InvalidArgumentError("expert table: missing object \"units\"");
   }
@@ -496,52 +528,47 @@ absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text) {
   }
   auto unit = Column(*units, "unit", true, &n);
   if (!unit.ok()) return unit.status();
-  auto ap = Column(*units, "ap", true, &n);
-  if (!ap.ok()) return ap.status();
-  auto p50 = Column(*units, "on_p50", false, &n);
-  if (!p50.ok()) return p50.status();
-  auto p90 = Column(*units, "on_p90", false, &n);
-  if (!p90.ok()) return p90.status();
-  auto off = Column(*units, "off_mean", false, &n);
-  if (!off.ok()) return off.status();
-  t.units.resize(n);
+  const char* names[] = {"ap", "on_p50", "on_p90", "off_mean"};
+  const json::Value* cols[4];
+  for (int c = 0; c < 4; ++c) {
+    auto col = Column(*units, names[c], c == 0, &n);
+    if (!col.ok()) return col.status();
+    cols[c] = *col;
+  }
+  t->units.resize(n);
   for (size_t i = 0; i < n; ++i) {
+    ExpertUnit& u = t->units[i];
     auto s = JsonInt((*site)->items()[i], absl::StrCat("units.site[", i, "]"), 0,
-                     kMaxLayers * t.layout().kinds() - 1);
+                     kMaxLayers * t->layout().kinds() - 1);
     if (!s.ok()) return s.status();
-    auto u = JsonInt((*unit)->items()[i], absl::StrCat("units.unit[", i, "]"), 0, kMaxSiteSize - 1);
-    if (!u.ok()) return u.status();
-    t.units[i].site = *s;
-    t.units[i].unit = *u;
-    struct {
-      const json::Value* col;
-      const char* name;
-      float* dst;
-    } floats[] = {{*ap, "ap", &t.units[i].ap},
-                  {*p50, "on_p50", &t.units[i].on_p50},
-                  {*p90, "on_p90", &t.units[i].on_p90},
-                  {*off, "off_mean", &t.units[i].off_mean}};
-    for (auto& f : floats) {
-      if (f.col == nullptr) {
-        *f.dst = Nan();
-        continue;
-      }
-      const json::Value& v = f.col->items()[i];
-      if (v.is_null()) {
-        *f.dst = Nan();
-      } else if (v.is_number() && std::fabs(v.as_number()) <= std::numeric_limits<float>::max()) {
-        *f.dst = static_cast<float>(v.as_number());
-      } else if (v.is_number()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("expert table: units.", f.name, "[", i, "] is out of float range"));
-      } else {
-        return absl::InvalidArgumentError(
-            absl::StrCat("expert table: units.", f.name, "[", i, "] is not a number"));
-      }
+    auto k = JsonInt((*unit)->items()[i], absl::StrCat("units.unit[", i, "]"), 0, kMaxSiteSize - 1);
+    if (!k.ok()) return k.status();
+    u.site = *s;
+    u.unit = *k;
+    float* dst[] = {&u.ap, &u.on_p50, &u.on_p90, &u.off_mean};
+    for (int c = 0; c < 4; ++c) {
+      if (auto st = UnitStat(cols[c], names[c], i, dst[c]); !st.ok()) return st;
     }
   }
-  absl::Status st = ValidateAndSort(&t);
-  if (!st.ok()) return st;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text) {
+  auto doc = json::Parse(text);
+  if (!doc.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expert table is not valid JSON: ", doc.status().message()));
+  }
+  if (!doc->is_object()) return absl::InvalidArgumentError("expert table: not a JSON object");
+  auto version = TableVersion(*doc);
+  if (!version.ok()) return version.status();
+  ExpertTable t;
+  if (auto st = ParseTableStrings(*doc, &t); !st.ok()) return st;
+  if (auto st = ParseTableShape(*doc, *version, &t); !st.ok()) return st;
+  if (auto st = ParseTableUnits(*doc, &t); !st.ok()) return st;
+  if (auto st = ValidateAndSort(&t); !st.ok()) return st;
   return t;
 }
 
@@ -662,6 +689,8 @@ std::string ExportExpertiseInfoJson(const ExpertTable& t, std::string_view csv_t
   return out;
 }
 
+// ml-selfcond's expertise.csv, read as pandas would: the header, then each row's columns in
+// order with the check of each cell beside it. Kept whole (~120 lines): the row loop is the format.
 absl::StatusOr<ExpertTable> ImportExpertiseCsv(std::string_view text) {
   CsvReader reader(text);
   std::vector<std::string> header;

@@ -99,8 +99,12 @@ absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartUnlabeled(const Model& mo
   return StartImpl(model, std::move(ds), opts, /*labeled=*/false);
 }
 
-absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartImpl(const Model& model, Dataset dataset,
-                                                            const RankOptions& opts, bool labeled) {
+namespace {
+
+// The sentences a ranking runs: ml-selfcond's seeded subset (compat) or the first
+// max_sentences of each class, checked (labeled: both classes, see ValidateDataset).
+absl::Status PrepareSentences(const Model& model, const RankOptions& opts, bool labeled,
+                              Dataset& dataset) {
   const RankOptions::MlSelfcond& compat = opts.compat;
   if (compat.enabled) {
     if (!labeled) return absl::InvalidArgumentError("ml-selfcond mode ranks labeled datasets only");
@@ -127,6 +131,15 @@ absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartImpl(const Model& model, 
       }
     }
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartImpl(const Model& model, Dataset dataset,
+                                                            const RankOptions& opts, bool labeled) {
+  const RankOptions::MlSelfcond& compat = opts.compat;
+  if (auto st = PrepareSentences(model, opts, labeled, dataset); !st.ok()) return st;
   std::unique_ptr<Ranking> r(new Ranking(model, opts));
   r->labeled_ = labeled;
   const ModelConfig& config = model.config();

@@ -220,6 +220,13 @@ struct HfTokenizer::Impl {
   int strip_start = 0;                   // leading spaces the decoder strips from a sequence
   std::string empty;
 
+  // Build's steps: the BPE model's vocabulary with the added tokens, its merges, and what each
+  // token decodes to (n_vocab entries).
+  absl::Status LoadVocab(const json::Value& doc, const json::Value& model);
+  absl::Status LoadMerges(const json::Value& model);
+  void BuildTokenBytes(bool byte_level, bool byte_fallback,
+                       const std::vector<std::pair<std::string, std::string>>& replace);
+
   std::string Normalize(std::string s) const;
   void PreTokenize(const std::string& s, size_t section, std::vector<std::string>* out) const;
   void Bpe(const std::string& word, std::vector<int32_t>* out) const;
@@ -444,6 +451,127 @@ absl::Status ParsePostProcessor(const json::Value& v,
 
 }  // namespace
 
+absl::Status HfTokenizer::Impl::LoadVocab(const json::Value& doc, const json::Value& model) {
+  const json::Value* vocab_json = model.Find("vocab");
+  if (vocab_json == nullptr || !vocab_json->is_object()) return Bad("model.vocab is not an object");
+  std::vector<std::pair<std::string, int32_t>> entries;
+  for (const auto& [token, id] : vocab_json->members()) {
+    const double d = id.as_number();
+    if (!id.is_number() || d < 0 || d >= kMaxVocab || d != static_cast<int32_t>(d)) {
+      return Bad(absl::StrCat("the id of token ", json::Quote(token), " is ", id.Dump()));
+    }
+    entries.emplace_back(std::string(token), static_cast<int32_t>(d));
+  }
+  // Added tokens (their ids may lie past the model's vocab).
+  const json::Value* added_json = doc.Find("added_tokens");
+  if (added_json != nullptr && !added_json->is_null()) {
+    if (!added_json->is_array()) return Bad("added_tokens is not an array");
+    for (const json::Value& a : added_json->items()) {
+      AddedToken t;
+      t.content = StringOr(a, "content", "");
+      const json::Value* id = a.Find("id");
+      if (t.content.empty() || id == nullptr || !id->is_number() || id->as_number() < 0 ||
+          id->as_number() >= kMaxVocab ||
+          id->as_number() != static_cast<int32_t>(id->as_number())) {
+        return Bad("an added token needs a non-empty content and an integer id");
+      }
+      t.id = static_cast<int32_t>(id->as_number());
+      t.lstrip = BoolOr(a, "lstrip", false);
+      t.rstrip = BoolOr(a, "rstrip", false);
+      t.special = BoolOr(a, "special", false);
+      t.normalized = BoolOr(a, "normalized", !t.special);
+      added.push_back(std::move(t));
+    }
+  }
+  int32_t n_vocab = 0;
+  for (const auto& [token, id] : entries) n_vocab = std::max(n_vocab, id + 1);
+  for (const AddedToken& t : added) n_vocab = std::max(n_vocab, t.id + 1);
+  if (n_vocab == 0) return Bad("the vocabulary is empty");
+  vocab.assign(n_vocab, std::string());
+  special.assign(n_vocab, false);
+  id_of.reserve(entries.size() + added.size());
+  for (auto& [token, id] : entries) {
+    if (!vocab[id].empty()) {
+      return Bad(absl::StrCat("id ", id, " is used by ", json::Quote(vocab[id]), " and ",
+                              json::Quote(token)));
+    }
+    if (token.size() > 0xFFFF) return Bad(absl::StrCat("token ", id, " is too long"));
+    vocab[id] = token;
+    id_of[token] = id;
+  }
+  for (const AddedToken& t : added) {
+    // tokenizers.js lets an added token replace the model's token of the same id.
+    vocab[t.id] = t.content;
+    id_of[t.content] = t.id;
+    special[t.id] = t.special;
+  }
+  return absl::OkStatus();
+}
+
+// Merges: "a b" strings or [a, b] pairs; each must join two tokens into a third.
+absl::Status HfTokenizer::Impl::LoadMerges(const json::Value& model) {
+  const json::Value* list = model.Find("merges");
+  if (list == nullptr || !list->is_array()) return Bad("model.merges is not an array");
+  merges.Reserve(list->items().size());
+  int32_t rank = 0;
+  for (const json::Value& mv : list->items()) {
+    std::string a, b;
+    if (mv.is_string()) {
+      const std::string_view s = mv.as_string();
+      const size_t sp = s.find(' ', 1);
+      if (sp == std::string_view::npos) return Bad(absl::StrCat("merge ", rank, " has no space"));
+      a = std::string(s.substr(0, sp));
+      b = std::string(s.substr(sp + 1));
+    } else if (mv.is_array() && mv.items().size() == 2 && mv.items()[0].is_string() &&
+               mv.items()[1].is_string()) {
+      a = std::string(mv.items()[0].as_string());
+      b = std::string(mv.items()[1].as_string());
+    } else {
+      return Bad(absl::StrCat("merge ", rank, " is neither \"a b\" nor [a, b]"));
+    }
+    auto ia = id_of.find(a), ib = id_of.find(b), im = id_of.find(a + b);
+    if (ia == id_of.end() || ib == id_of.end() || im == id_of.end()) {
+      return Bad(absl::StrCat("merge ", rank, " (", json::Quote(a), " ", json::Quote(b),
+                              ") needs tokens that are not in the vocabulary"));
+    }
+    Merge existing{0, 0};
+    // A repeated pair keeps its first (best) rank, as a rank table built in order would.
+    merges.Insert(PairKey(ia->second, ib->second), Merge{rank, im->second}, &existing);
+    ++rank;
+  }
+  return absl::OkStatus();
+}
+
+void HfTokenizer::Impl::BuildTokenBytes(
+    bool byte_level, bool fallback,
+    const std::vector<std::pair<std::string, std::string>>& replace) {
+  const int32_t n_vocab = static_cast<int32_t>(vocab.size());
+  token_bytes.resize(n_vocab);
+  std::vector<bool> is_added(n_vocab, false);
+  for (const AddedToken& t : added) is_added[t.id] = true;
+  for (int32_t id = 0; id < n_vocab; ++id) {
+    const std::string& t = vocab[id];
+    std::string& out = token_bytes[id];
+    if (special[id]) continue;  // special tokens decode to no text
+    if (is_added[id]) {         // other added tokens: their content as is
+      out = t;
+      continue;
+    }
+    if (byte_level) {
+      if (!bpe::TokenToBytes(t, &out)) out = t;  // characters outside the alphabet stay
+      continue;
+    }
+    out = t;
+    for (const auto& [from, to] : replace) out = ReplaceAll(out, from, to);
+    if (fallback && out.size() == 6 && out.compare(0, 3, "<0x") == 0 && out[5] == '>') {
+      const std::string hex = out.substr(3, 2);
+      char* end = nullptr;
+      const long v = std::strtol(hex.c_str(), &end, 16);
+      if (end == hex.c_str() + 2) out = std::string(1, static_cast<char>(v));
+    }
+  }
+}
+
 absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Build(const json::Value& doc) {
   if (!doc.is_object()) return Bad("not a JSON object");
   std::unique_ptr<HfTokenizer> tok(new HfTokenizer());
@@ -465,59 +593,7 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Build(const json::Valu
       return Unsupported(absl::StrCat("BPE ", key));
     }
   }
-  const json::Value* vocab = model->Find("vocab");
-  if (vocab == nullptr || !vocab->is_object()) return Bad("model.vocab is not an object");
-  std::vector<std::pair<std::string, int32_t>> entries;
-  for (const auto& [token, id] : vocab->members()) {
-    const double d = id.as_number();
-    if (!id.is_number() || d < 0 || d >= kMaxVocab || d != static_cast<int32_t>(d)) {
-      return Bad(absl::StrCat("the id of token ", json::Quote(token), " is ", id.Dump()));
-    }
-    entries.emplace_back(std::string(token), static_cast<int32_t>(d));
-  }
-  // Added tokens (their ids may lie past the model's vocab).
-  const json::Value* added = doc.Find("added_tokens");
-  if (added != nullptr && !added->is_null()) {
-    if (!added->is_array()) return Bad("added_tokens is not an array");
-    for (const json::Value& a : added->items()) {
-      AddedToken t;
-      t.content = StringOr(a, "content", "");
-      const json::Value* id = a.Find("id");
-      if (t.content.empty() || id == nullptr || !id->is_number() || id->as_number() < 0 ||
-          id->as_number() >= kMaxVocab ||
-          id->as_number() != static_cast<int32_t>(id->as_number())) {
-        return Bad("an added token needs a non-empty content and an integer id");
-      }
-      t.id = static_cast<int32_t>(id->as_number());
-      t.lstrip = BoolOr(a, "lstrip", false);
-      t.rstrip = BoolOr(a, "rstrip", false);
-      t.special = BoolOr(a, "special", false);
-      t.normalized = BoolOr(a, "normalized", !t.special);
-      m.added.push_back(std::move(t));
-    }
-  }
-  int32_t n_vocab = 0;
-  for (const auto& [token, id] : entries) n_vocab = std::max(n_vocab, id + 1);
-  for (const AddedToken& t : m.added) n_vocab = std::max(n_vocab, t.id + 1);
-  if (n_vocab == 0) return Bad("the vocabulary is empty");
-  m.vocab.assign(n_vocab, std::string());
-  m.special.assign(n_vocab, false);
-  m.id_of.reserve(entries.size() + m.added.size());
-  for (auto& [token, id] : entries) {
-    if (!m.vocab[id].empty()) {
-      return Bad(absl::StrCat("id ", id, " is used by ", json::Quote(m.vocab[id]), " and ",
-                              json::Quote(token)));
-    }
-    if (token.size() > 0xFFFF) return Bad(absl::StrCat("token ", id, " is too long"));
-    m.vocab[id] = token;
-    m.id_of[token] = id;
-  }
-  for (const AddedToken& t : m.added) {
-    // tokenizers.js lets an added token replace the model's token of the same id.
-    m.vocab[t.id] = t.content;
-    m.id_of[t.content] = t.id;
-    m.special[t.id] = t.special;
-  }
+  if (auto st = m.LoadVocab(doc, *model); !st.ok()) return st;
   m.byte_fallback = BoolOr(*model, "byte_fallback", false);
   m.fuse_unk = BoolOr(*model, "fuse_unk", false);
   m.ignore_merges = BoolOr(*model, "ignore_merges", false);
@@ -532,36 +608,7 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Build(const json::Valu
     auto it = m.id_of.find(name);
     m.byte_token[b] = it == m.id_of.end() ? -1 : it->second;
   }
-  // Merges: "a b" strings or [a, b] pairs; each must join two tokens into a third.
-  const json::Value* merges = model->Find("merges");
-  if (merges == nullptr || !merges->is_array()) return Bad("model.merges is not an array");
-  m.merges.Reserve(merges->items().size());
-  int32_t rank = 0;
-  for (const json::Value& mv : merges->items()) {
-    std::string a, b;
-    if (mv.is_string()) {
-      const std::string_view s = mv.as_string();
-      const size_t sp = s.find(' ', 1);
-      if (sp == std::string_view::npos) return Bad(absl::StrCat("merge ", rank, " has no space"));
-      a = std::string(s.substr(0, sp));
-      b = std::string(s.substr(sp + 1));
-    } else if (mv.is_array() && mv.items().size() == 2 && mv.items()[0].is_string() &&
-               mv.items()[1].is_string()) {
-      a = std::string(mv.items()[0].as_string());
-      b = std::string(mv.items()[1].as_string());
-    } else {
-      return Bad(absl::StrCat("merge ", rank, " is neither \"a b\" nor [a, b]"));
-    }
-    auto ia = m.id_of.find(a), ib = m.id_of.find(b), im = m.id_of.find(a + b);
-    if (ia == m.id_of.end() || ib == m.id_of.end() || im == m.id_of.end()) {
-      return Bad(absl::StrCat("merge ", rank, " (", json::Quote(a), " ", json::Quote(b),
-                              ") needs tokens that are not in the vocabulary"));
-    }
-    Merge existing{0, 0};
-    // A repeated pair keeps its first (best) rank, as a rank table built in order would.
-    m.merges.Insert(PairKey(ia->second, ib->second), Merge{rank, im->second}, &existing);
-    ++rank;
-  }
+  if (auto st = m.LoadMerges(*model); !st.ok()) return st;
 
   // ---- the pipeline -------------------------------------------------------------------
   static const json::Value kNull;
@@ -591,30 +638,7 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::Build(const json::Valu
   bool fused = false;
   if (auto st = ParseDecoder(member("decoder"), &plan, &fused); !st.ok()) return st;
   m.strip_start = plan.strip_start;
-  m.token_bytes.resize(n_vocab);
-  std::vector<bool> is_added(n_vocab, false);
-  for (const AddedToken& t : m.added) is_added[t.id] = true;
-  for (int32_t id = 0; id < n_vocab; ++id) {
-    const std::string& t = m.vocab[id];
-    std::string& out = m.token_bytes[id];
-    if (m.special[id]) continue;  // special tokens decode to no text
-    if (is_added[id]) {           // other added tokens: their content as is
-      out = t;
-      continue;
-    }
-    if (plan.byte_level) {
-      if (!bpe::TokenToBytes(t, &out)) out = t;  // characters outside the alphabet stay
-      continue;
-    }
-    out = t;
-    for (const auto& [from, to] : plan.replace) out = ReplaceAll(out, from, to);
-    if (plan.byte_fallback && out.size() == 6 && out.compare(0, 3, "<0x") == 0 && out[5] == '>') {
-      const std::string hex = out.substr(3, 2);
-      char* end = nullptr;
-      const long v = std::strtol(hex.c_str(), &end, 16);
-      if (end == hex.c_str() + 2) out = std::string(1, static_cast<char>(v));
-    }
-  }
+  m.BuildTokenBytes(plan.byte_level, plan.byte_fallback, plan.replace);
   return tok;
 }
 

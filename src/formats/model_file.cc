@@ -62,8 +62,7 @@ absl::Status ValidateModelConfig(const ModelConfig& c) {
     return bad(absl::StrCat("unknown architecture ", static_cast<uint32_t>(c.arch)));
   }
   if (c.n_head_kv == 0 || c.n_head_kv > c.n_head || c.n_head % c.n_head_kv != 0) {
-    return bad(absl::StrCat("n_head ", c.n_head, " is not a multiple of n_head_kv ",
-                            c.n_head_kv));
+    return bad(absl::StrCat("n_head ", c.n_head, " is not a multiple of n_head_kv ", c.n_head_kv));
   }
   if (c.head_dim < 2 || c.head_dim > 1024 || c.head_dim % 2 != 0) {
     return bad(absl::StrCat("head_dim ", c.head_dim, " (must be even, in 2..1024)"));
@@ -128,8 +127,8 @@ namespace {
 
 // The header's config fields from a config, and back.
 void StoreConfig(const ModelConfig& c, FileHeader* h) {
-  h->config = {c.n_layer,    c.n_embd,       c.n_head,         c.n_ctx,       c.vocab_size,
-               c.n_inner,    c.eos_token_id, c.layer_norm_eps, c.tied_lm_head};
+  h->config = {c.n_layer, c.n_embd,       c.n_head,         c.n_ctx,       c.vocab_size,
+               c.n_inner, c.eos_token_id, c.layer_norm_eps, c.tied_lm_head};
   if (c.arch == Arch::kGpt2) return;  // version 1: config2 stays zero
   h->config2 = {static_cast<uint32_t>(c.arch),
                 c.n_head_kv,
@@ -379,6 +378,9 @@ const TensorView* ModelFileView::Find(const std::string& name) const {
 
 std::string ModelFileView::HashHex() const { return HexLower(content_hash); }
 
+// One pass over the file in its own order (header, config, tensor table, tokenizer, data), each
+// check next to the field it guards: kept whole (~150 lines) so the format can be read against
+// docs/model-format.md top to bottom.
 absl::StatusOr<ModelFileView> ParseModelFile(absl::Span<const uint8_t> bytes) {
   const uint64_t size = bytes.size();
   if (size < sizeof(FileHeader)) {

@@ -144,6 +144,9 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::FromBytes(
   return f;
 }
 
+// The safetensors layout in order (length, JSON header, each entry's dtype, shape and offsets,
+// then coverage of the data): kept whole (~120 lines) so every bound check sits next to the field
+// it bounds.
 absl::Status SafetensorsFile::Parse(absl::Span<const uint8_t> bytes, const std::string& label) {
   const std::string where = absl::StrCat("safetensors file '", label, "'");
   if (bytes.size() < 8) {

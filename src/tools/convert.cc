@@ -254,18 +254,10 @@ void QuantizeInt4(const float* w, int n, int k, uint8_t* q, float* scale) {
   }
 }
 
-absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out_path,
-                               const ConvertOptions& opts, std::function<void(float)> progress) {
-  // The output must not replace a file of the checkpoint, and must be writable: checked before
-  // reading anything.
-  {
-    std::vector<std::string> inputs;
-    for (const char* f : {"config.json", "vocab.json", "merges.txt", "model.safetensors"}) {
-      inputs.push_back((fs::path(hf_dir) / f).string());
-    }
-    if (auto st = CheckOutputPath(out_path, inputs); !st.ok()) return st;
-  }
-  // ---- config -------------------------------------------------------------------
+namespace {
+
+// config.json of a checkpoint directory, parsed.
+absl::StatusOr<json::Value> ReadConfigJson(const std::string& hf_dir) {
   const std::string config_path = (fs::path(hf_dir) / "config.json").string();
   auto config_text = ReadFile(config_path);
   if (!config_text.ok()) {
@@ -277,20 +269,11 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
     return absl::InvalidArgumentError(
         absl::StrCat("'", config_path, "' is not valid JSON: ", config_json.status().message()));
   }
-  if (const json::Value* mt = config_json->Find("model_type");
-      mt != nullptr && mt->is_string() &&
-      (mt->as_string() == "llama" || mt->as_string() == "qwen2" || mt->as_string() == "mistral")) {
-    return ConvertLlamaCheckpoint(hf_dir, *config_json, out_path, opts, std::move(progress));
-  }
-  auto config_or = Gpt2ConfigFromHF(*config_json);
-  if (!config_or.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(config_or.status().message(), " (in '", config_path, "')"));
-  }
-  ModelConfig cfg = *config_or;
-  const uint64_t d = cfg.n_embd, dff = cfg.n_inner, vocab = cfg.vocab_size;
+  return config_json;
+}
 
-  // ---- tokenizer ----------------------------------------------------------------
+// GPT-2's tokenizer (vocab.json + merges.txt), serialized for the model file.
+absl::StatusOr<std::vector<uint8_t>> Gpt2TokenizerBlob(const std::string& hf_dir, uint64_t vocab) {
   const std::string vocab_path = (fs::path(hf_dir) / "vocab.json").string();
   const std::string merges_path = (fs::path(hf_dir) / "merges.txt").string();
   for (const std::string& p : {vocab_path, merges_path}) {
@@ -313,43 +296,14 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
                                                    " tokens but config.json says vocab_size ",
                                                    vocab, " (they must be equal)"));
   }
-  const std::vector<uint8_t> tokenizer_blob = (*tokenizer)->Serialize();
+  return (*tokenizer)->Serialize();
+}
 
-  // ---- tensors: canonical names ---------------------------------------------------
-  auto ckpt = SafetensorsCheckpoint::Open(hf_dir);
-  if (!ckpt.ok()) return ckpt.status();
-  std::map<std::string, const StTensor*> tensors;  // canonical name -> tensor
-  for (const std::string& name : (*ckpt)->Names()) {
-    std::string canon = name;
-    if (absl::StartsWith(canon, "transformer.")) canon = canon.substr(strlen("transformer."));
-    // Causal-mask buffers saved by older transformers versions: not weights.
-    if (absl::EndsWith(canon, ".attn.bias") || absl::EndsWith(canon, ".attn.masked_bias")) continue;
-    const StTensor* t = (*ckpt)->Find(name);
-    if (!tensors.emplace(canon, t).second) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", canon,
-                                                     "' appears both with and without the "
-                                                     "\"transformer.\" prefix"));
-    }
-  }
-
-  // A config that names more layers than the checkpoint holds is refused before the plan (12
-  // tensors per layer) is built: config.json may say anything up to n_layer = 2^20.
-  if (const std::string last = absl::StrCat("h.", cfg.n_layer - 1, ".ln_1.weight");
-      tensors.count(last) == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("missing tensor '", last, "' in '", hf_dir,
-                                                   "' (expected by config.json: ", cfg.n_layer,
-                                                   " layers)"));
-  }
-
-  // ---- the plan: every expected tensor, in output order -----------------------------
+// Every tensor GPT-2's file holds, in output order, with the checkpoint shape it comes from.
+std::vector<Job> PlanGpt2(const ModelConfig& cfg) {
+  const uint64_t d = cfg.n_embd, dff = cfg.n_inner, vocab = cfg.vocab_size;
   std::vector<Job> jobs;
   jobs.push_back({"wte.weight", "wte", Kind::kEmbedding, {vocab, d}});
-  const StTensor* lm_head = nullptr;
-  if (auto it = tensors.find("lm_head.weight"); it != tensors.end()) lm_head = it->second;
-  if (lm_head == nullptr && !cfg.tied_lm_head) {
-    return absl::InvalidArgumentError(
-        "missing tensor 'lm_head.weight' (config.json says tie_word_embeddings: false)");
-  }
   jobs.push_back({"wpe.weight", "wpe", Kind::kCopy, {cfg.n_ctx, d}});
   for (uint32_t i = 0; i < cfg.n_layer; ++i) {
     const std::string h = absl::StrCat("h.", i, ".");
@@ -368,14 +322,56 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
   }
   jobs.push_back({"ln_f.weight", "ln_f.weight", Kind::kCopy, {d}});
   jobs.push_back({"ln_f.bias", "ln_f.bias", Kind::kCopy, {d}});
+  return jobs;
+}
 
+// A separate lm_head.weight: the same as wte (tied; then not stored) or its own output (when
+// config.json unties them).
+absl::Status BindLmHead(const StTensor* lm_head, ModelConfig* cfg, std::vector<Job>* jobs) {
+  const uint64_t d = cfg->n_embd, vocab = cfg->vocab_size;
+  if (lm_head->shape != std::vector<uint64_t>{vocab, d}) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", lm_head->name, "' in '", lm_head->file, "' has shape ",
+                     ShapeStr(lm_head->shape), ", config.json implies ", ShapeStr({vocab, d})));
+  }
+  const StTensor* wte = (*jobs)[0].tensor;
+  bool identical = false;
+  if (wte->dtype == lm_head->dtype) {
+    identical = std::memcmp(wte->data.data(), lm_head->data.data(), wte->data.size()) == 0;
+  } else {
+    auto a = ToFloat(*wte);
+    if (!a.ok()) return a.status();
+    auto b = ToFloat(*lm_head);
+    if (!b.ok()) return b.status();
+    identical = std::memcmp(a->data(), b->data(), a->size() * sizeof(float)) == 0;
+  }
+  if (identical) {
+    cfg->tied_lm_head = 1;
+    return absl::OkStatus();
+  }
+  if (cfg->tied_lm_head) {
+    // transformers would silently replace lm_head.weight with wte.weight here; refuse rather
+    // than guess which one the user meant.
+    return absl::InvalidArgumentError(
+        "lm_head.weight differs from wte.weight but config.json says tie_word_embeddings: "
+        "true (transformers would ignore lm_head.weight); set it to false to use an untied "
+        "head");
+  }
+  jobs->insert(jobs->begin() + 1,
+               Job{"lm_head.weight", "lm_head", Kind::kEmbedding, {vocab, d}, lm_head});
+  return absl::OkStatus();
+}
+
+// Finds every job's tensor and checks its shape; refuses a missing or an unexpected tensor.
+absl::Status BindGpt2Tensors(const std::map<std::string, const StTensor*>& tensors,
+                             const std::string& hf_dir, ModelConfig* cfg, std::vector<Job>* jobs) {
   std::map<std::string, bool> used;
-  for (Job& job : jobs) {
+  for (Job& job : *jobs) {
     auto it = tensors.find(job.src);
     if (it == tensors.end()) {
       return absl::InvalidArgumentError(absl::StrCat("missing tensor '", job.src, "' in '", hf_dir,
-                                                     "' (expected by config.json: ", cfg.n_layer,
-                                                     " layers, n_embd ", d, ")"));
+                                                     "' (expected by config.json: ", cfg->n_layer,
+                                                     " layers, n_embd ", cfg->n_embd, ")"));
     }
     job.tensor = it->second;
     used[job.src] = true;
@@ -385,48 +381,29 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
           ShapeStr(job.tensor->shape), ", config.json implies ", ShapeStr(job.hf_shape)));
     }
   }
-  if (lm_head != nullptr) {
+  auto lm = tensors.find("lm_head.weight");
+  if (lm == tensors.end() && !cfg->tied_lm_head) {
+    return absl::InvalidArgumentError(
+        "missing tensor 'lm_head.weight' (config.json says tie_word_embeddings: false)");
+  }
+  if (lm != tensors.end()) {
     used["lm_head.weight"] = true;
-    if (lm_head->shape != std::vector<uint64_t>{vocab, d}) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", lm_head->name, "' in '", lm_head->file, "' has shape ",
-                       ShapeStr(lm_head->shape), ", config.json implies ", ShapeStr({vocab, d})));
-    }
-    const StTensor* wte = jobs[0].tensor;
-    bool identical = false;
-    if (wte->dtype == lm_head->dtype) {
-      identical = std::memcmp(wte->data.data(), lm_head->data.data(), wte->data.size()) == 0;
-    } else {
-      auto a = ToFloat(*wte);
-      if (!a.ok()) return a.status();
-      auto b = ToFloat(*lm_head);
-      if (!b.ok()) return b.status();
-      identical = std::memcmp(a->data(), b->data(), a->size() * sizeof(float)) == 0;
-    }
-    if (!identical) {
-      if (cfg.tied_lm_head) {
-        // transformers would silently replace lm_head.weight with wte.weight here; refuse rather
-        // than guess which one the user meant.
-        return absl::InvalidArgumentError(
-            "lm_head.weight differs from wte.weight but config.json says tie_word_embeddings: "
-            "true (transformers would ignore lm_head.weight); set it to false to use an untied "
-            "head");
-      }
-      jobs.insert(jobs.begin() + 1,
-                  Job{"lm_head.weight", "lm_head", Kind::kEmbedding, {vocab, d}, lm_head});
-    } else {
-      cfg.tied_lm_head = 1;
-    }
+    if (auto st = BindLmHead(lm->second, cfg, jobs); !st.ok()) return st;
   }
   for (const auto& [name, t] : tensors) {
     if (!used.count(name)) {
       return absl::InvalidArgumentError(absl::StrCat("unexpected tensor '", t->name, "' in '",
-                                                     t->file, "' (not part of a ", cfg.n_layer,
+                                                     t->file, "' (not part of a ", cfg->n_layer,
                                                      "-layer GPT-2 as described by config.json)"));
     }
   }
+  return absl::OkStatus();
+}
 
-  // ---- output specs ---------------------------------------------------------------
+// Writes the model file: the specs of every job, then each tensor converted in turn.
+absl::Status WriteGpt2(const std::string& out_path, const ModelConfig& cfg, const std::string& name,
+                       const std::vector<uint8_t>& tokenizer_blob, const std::vector<Job>& jobs,
+                       const ConvertOptions& opts, const std::function<void(float)>& progress) {
   std::vector<ModelFileWriter::Spec> specs;
   uint64_t total_elems = 0;
   for (const Job& job : jobs) {
@@ -444,11 +421,8 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
     }
     AddSpecs(job.out, n, k, bits, opts.keep_float, &specs);
   }
-  auto writer = ModelFileWriter::Create(out_path, cfg, ModelName(hf_dir, opts), tokenizer_blob,
-                                        std::move(specs));
+  auto writer = ModelFileWriter::Create(out_path, cfg, name, tokenizer_blob, std::move(specs));
   if (!writer.ok()) return writer.status();
-
-  // ---- convert tensor by tensor ---------------------------------------------------
   uint64_t done_elems = 0;
   std::vector<float> w, wt;
   for (const Job& job : jobs) {
@@ -456,8 +430,9 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
     w.resize(t.numel());
     if (absl::Status s = ToFloat(t, w.data()); !s.ok()) return s;
     if (absl::Status s = CheckFiniteValues(w.data(), w.size(), t); !s.ok()) return s;
+    absl::Status s;
     if (job.kind == Kind::kCopy) {
-      if (absl::Status s = (*writer)->Append(Bytes(w)); !s.ok()) return s;
+      s = (*writer)->Append(Bytes(w));
     } else {
       const std::vector<float>* rows = &w;  // (n, k)
       int n = static_cast<int>(job.hf_shape[0]), k = static_cast<int>(job.hf_shape[1]);
@@ -472,15 +447,75 @@ absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out
         rows = &wt;
       }
       const WeightBits bits = job.kind == Kind::kLinear ? opts.weights : WeightBits::kInt8;
-      if (absl::Status s = AppendMatrix(writer->get(), *rows, n, k, bits, opts.keep_float);
-          !s.ok()) {
-        return s;
-      }
+      s = AppendMatrix(writer->get(), *rows, n, k, bits, opts.keep_float);
     }
+    if (!s.ok()) return s;
     done_elems += t.numel();
     if (progress) progress(static_cast<float>(static_cast<double>(done_elems) / total_elems));
   }
   return (*writer)->Finish();
+}
+
+}  // namespace
+
+absl::StatusOr<std::map<std::string, const StTensor*>> CanonicalTensors(
+    const SafetensorsCheckpoint& ckpt, const std::string& prefix,
+    const std::vector<std::string>& skip_suffixes) {
+  std::map<std::string, const StTensor*> tensors;
+  for (const std::string& name : ckpt.Names()) {
+    std::string canon = name;
+    if (absl::StartsWith(canon, prefix)) canon = canon.substr(prefix.size());
+    bool skip = false;
+    for (const std::string& s : skip_suffixes) skip = skip || absl::EndsWith(canon, s);
+    if (skip) continue;
+    if (!tensors.emplace(canon, ckpt.Find(name)).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", canon, "' appears both with and without the \"", prefix, "\" prefix"));
+    }
+  }
+  return tensors;
+}
+
+absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out_path,
+                               const ConvertOptions& opts, std::function<void(float)> progress) {
+  // The output must not replace a file of the checkpoint, and must be writable: checked before
+  // reading anything.
+  std::vector<std::string> inputs;
+  for (const char* f : {"config.json", "vocab.json", "merges.txt", "model.safetensors"}) {
+    inputs.push_back((fs::path(hf_dir) / f).string());
+  }
+  if (auto st = CheckOutputPath(out_path, inputs); !st.ok()) return st;
+  auto config_json = ReadConfigJson(hf_dir);
+  if (!config_json.ok()) return config_json.status();
+  if (const json::Value* mt = config_json->Find("model_type");
+      mt != nullptr && mt->is_string() &&
+      (mt->as_string() == "llama" || mt->as_string() == "qwen2" || mt->as_string() == "mistral")) {
+    return ConvertLlamaCheckpoint(hf_dir, *config_json, out_path, opts, std::move(progress));
+  }
+  auto config_or = Gpt2ConfigFromHF(*config_json);
+  if (!config_or.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config_or.status().message(), " (in '", (fs::path(hf_dir) / "config.json").string(), "')"));
+  }
+  ModelConfig cfg = *config_or;
+  auto tokenizer_blob = Gpt2TokenizerBlob(hf_dir, cfg.vocab_size);
+  if (!tokenizer_blob.ok()) return tokenizer_blob.status();
+  auto ckpt = SafetensorsCheckpoint::Open(hf_dir);
+  if (!ckpt.ok()) return ckpt.status();
+  // Causal-mask buffers saved by older transformers versions: not weights.
+  auto tensors = CanonicalTensors(**ckpt, "transformer.", {".attn.bias", ".attn.masked_bias"});
+  if (!tensors.ok()) return tensors.status();
+  // A config that names more layers than the checkpoint holds is refused before the plan (12
+  // tensors per layer) is built: config.json may say anything up to n_layer = 2^20.
+  if (const std::string last = absl::StrCat("h.", cfg.n_layer - 1, ".ln_1.weight");
+      tensors->count(last) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("missing tensor '", last, "' in '", hf_dir,
+                                                   "' (expected by config.json: ", cfg.n_layer,
+                                                   " layers)"));
+  }
+  std::vector<Job> jobs = PlanGpt2(cfg);
+  if (auto st = BindGpt2Tensors(*tensors, hf_dir, &cfg, &jobs); !st.ok()) return st;
+  return WriteGpt2(out_path, cfg, ModelName(hf_dir, opts), *tokenizer_blob, jobs, opts, progress);
 }
 
 }  // namespace selfcond

@@ -4,7 +4,10 @@
 #define SELFCOND_TOOLS_CONVERT_INTERNAL_H_
 
 #include <functional>
+#include <initializer_list>
+#include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -30,6 +33,13 @@ absl::Span<const uint8_t> FloatBytes(const std::vector<float>& v);
 absl::Status CheckFiniteValues(const float* v, size_t n, const StTensor& t);
 // The file's informational name: opts.model_name, else the checkpoint directory's name.
 std::string ModelName(const std::string& hf_dir, const ConvertOptions& opts);
+
+// The checkpoint's tensors by name without `prefix` ("transformer.", "model.") where a name has
+// it, minus the buffers whose names end with one of skip_suffixes; an error when a name appears
+// both with and without the prefix.
+absl::StatusOr<std::map<std::string, const StTensor*>> CanonicalTensors(
+    const SafetensorsCheckpoint& ckpt, const std::string& prefix,
+    const std::vector<std::string>& skip_suffixes);
 
 // The Llama family's converter (convert_llama.cc); ConvertCheckpoint dispatches to it.
 absl::Status ConvertLlamaCheckpoint(const std::string& hf_dir, const json::Value& config_json,

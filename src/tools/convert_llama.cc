@@ -85,6 +85,8 @@ absl::Status EosIds(const json::Value& c, const char* file, std::vector<int32_t>
 
 }  // namespace
 
+// config.json's fields one after the other, each validated where it is read (the supported
+// subset of LlamaConfig / Qwen2Config / MistralConfig): kept whole (~110 lines), a list, not logic.
 absl::StatusOr<ModelConfig> LlamaConfigFromHF(const json::Value& c) {
   if (!c.is_object()) return ConfigError("not a JSON object");
   ModelConfig cfg;
@@ -253,21 +255,11 @@ std::vector<uint64_t> SourceShape(const ModelConfig& c, const std::string& name,
   return {rows, static_cast<uint64_t>(j.k)};
 }
 
-}  // namespace
-
-absl::Status ConvertLlamaCheckpoint(const std::string& hf_dir, const json::Value& config_json,
-                                    const std::string& out_path, const ConvertOptions& opts,
-                                    std::function<void(float)> progress) {
-  const std::string config_path = (fs::path(hf_dir) / "config.json").string();
-  auto cfg_or = LlamaConfigFromHF(config_json);
-  if (!cfg_or.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(cfg_or.status().message(), " (in '", config_path, "')"));
-  }
-  ModelConfig cfg = *cfg_or;
-
-  // ---- tokenizer: tokenizer.json; end-of-sequence ids from config.json and
-  // generation_config.json ----
+// The tokenizer (tokenizer.json) with the end-of-sequence ids of config.json and
+// generation_config.json, serialized for the model file.
+absl::StatusOr<std::vector<uint8_t>> LlamaTokenizerBlob(const std::string& hf_dir,
+                                                        const json::Value& config_json,
+                                                        uint32_t vocab_size) {
   std::vector<int32_t> eos;
   if (auto st = EosIds(config_json, "config.json", &eos); !st.ok()) return st;
   const std::string gen_path = (fs::path(hf_dir) / "generation_config.json").string();
@@ -293,37 +285,26 @@ absl::Status ConvertLlamaCheckpoint(const std::string& hf_dir, const json::Value
     return absl::InvalidArgumentError(
         absl::StrCat("'", tok_path, "': ", tokenizer.status().message()));
   }
-  if (static_cast<uint32_t>((*tokenizer)->vocab_size()) > cfg.vocab_size) {
+  if (static_cast<uint32_t>((*tokenizer)->vocab_size()) > vocab_size) {
     return absl::InvalidArgumentError(
         absl::StrCat("tokenizer.json has ", (*tokenizer)->vocab_size(),
-                     " tokens but config.json says vocab_size ", cfg.vocab_size,
+                     " tokens but config.json says vocab_size ", vocab_size,
                      " (the embedding must have a row for every token)"));
   }
-  const std::vector<uint8_t> tokenizer_blob = (*tokenizer)->Serialize();
+  return (*tokenizer)->Serialize();
+}
 
-  // ---- tensors: canonical names, the plan, checks ----
-  auto ckpt = SafetensorsCheckpoint::Open(hf_dir);
-  if (!ckpt.ok()) return ckpt.status();
-  std::map<std::string, const StTensor*> tensors;
-  for (const std::string& name : (*ckpt)->Names()) {
-    std::string canon = name;
-    if (absl::StartsWith(canon, "model.")) canon = canon.substr(6);
-    if (absl::EndsWith(canon, ".rotary_emb.inv_freq")) continue;  // a buffer, not a weight
-    if (!tensors.emplace(canon, (*ckpt)->Find(name)).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", canon, "' appears both with and without the \"model.\" prefix"));
-    }
-  }
-  if (const std::string last = absl::StrCat("layers.", cfg.n_layer - 1, ".input_layernorm.weight");
-      tensors.count(last) == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("missing tensor 'model.", last, "' in '", hf_dir,
-                                                   "' (expected by config.json: ", cfg.n_layer,
-                                                   " layers)"));
-  }
-  if (cfg.tied_lm_head && tensors.count("lm_head.weight") != 0) {
+// Checks the checkpoint against the plan: every source tensor present with its shape, a tied
+// head identical to the embedding (then dropped), nothing unexpected. The output specs go to
+// *specs, the source elements to *total_elems.
+absl::Status CheckLlamaTensors(const ModelConfig& cfg, const std::string& hf_dir,
+                               const std::vector<LlamaJob>& jobs, const ConvertOptions& opts,
+                               std::map<std::string, const StTensor*>* tensors,
+                               std::vector<ModelFileWriter::Spec>* specs, uint64_t* total_elems) {
+  if (cfg.tied_lm_head && tensors->count("lm_head.weight") != 0) {
     // transformers ties them and ignores lm_head.weight: accept it only when it is the same.
-    auto a = ToFloat(*tensors.at("embed_tokens.weight"));
-    auto b = ToFloat(*tensors.at("lm_head.weight"));
+    auto a = ToFloat(*tensors->at("embed_tokens.weight"));
+    auto b = ToFloat(*tensors->at("lm_head.weight"));
     if (!a.ok()) return a.status();
     if (!b.ok()) return b.status();
     if (*a != *b) {
@@ -331,16 +312,13 @@ absl::Status ConvertLlamaCheckpoint(const std::string& hf_dir, const json::Value
           "lm_head.weight differs from embed_tokens.weight but config.json says "
           "tie_word_embeddings: true; set it to false to use an untied head");
     }
-    tensors.erase("lm_head.weight");
+    tensors->erase("lm_head.weight");
   }
-  std::vector<LlamaJob> jobs = PlanLlama(cfg);
   std::map<std::string, bool> used;
-  std::vector<ModelFileWriter::Spec> specs;
-  uint64_t total_elems = 0;
   for (const LlamaJob& job : jobs) {
     for (const std::string& src : job.src) {
-      auto it = tensors.find(src);
-      if (it == tensors.end()) {
+      auto it = tensors->find(src);
+      if (it == tensors->end()) {
         return absl::InvalidArgumentError(absl::StrCat("missing tensor 'model.", src, "' in '",
                                                        hf_dir, "' (expected by config.json)"));
       }
@@ -352,25 +330,28 @@ absl::Status ConvertLlamaCheckpoint(const std::string& hf_dir, const json::Value
                          absl::StrJoin(want, ", "), "]"));
       }
       used[src] = true;
-      total_elems += it->second->numel();
+      *total_elems += it->second->numel();
     }
     AddSpecs(job.out, job.kind == LlamaJob::kCopy ? 0 : job.n,
              job.kind == LlamaJob::kCopy ? job.n : job.k,
              job.kind == LlamaJob::kLinear ? opts.weights : WeightBits::kInt8, opts.keep_float,
-             &specs);
+             specs);
   }
-  for (const auto& [name, t] : tensors) {
+  for (const auto& [name, t] : *tensors) {
     if (!used.count(name)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "unexpected tensor '", t->name, "' in '", t->file, "' (not part of a ", cfg.n_layer,
           "-layer ", FamilyName(cfg.family), " model as config.json describes it)"));
     }
   }
-  auto writer = ModelFileWriter::Create(out_path, cfg, ModelName(hf_dir, opts), tokenizer_blob,
-                                        std::move(specs));
-  if (!writer.ok()) return writer.status();
+  return absl::OkStatus();
+}
 
-  // ---- convert, one output tensor at a time ----
+// Converts one output tensor at a time; sources are row-concatenated (q | k | v, gate | up).
+absl::Status WriteLlamaTensors(ModelFileWriter* writer, const std::vector<LlamaJob>& jobs,
+                               const std::map<std::string, const StTensor*>& tensors,
+                               const ConvertOptions& opts, uint64_t total_elems,
+                               const std::function<void(float)>& progress) {
   uint64_t done = 0;
   std::vector<float> w;
   for (const LlamaJob& job : jobs) {
@@ -378,7 +359,7 @@ absl::Status ConvertLlamaCheckpoint(const std::string& hf_dir, const json::Value
     for (const std::string& src : job.src) numel += tensors.at(src)->numel();
     w.resize(numel);
     float* at = w.data();
-    for (const std::string& src : job.src) {  // row-concatenated: q | k | v, gate | up
+    for (const std::string& src : job.src) {
       const StTensor& t = *tensors.at(src);
       if (auto st = ToFloat(t, at); !st.ok()) return st;
       if (auto st = CheckFiniteValues(at, t.numel(), t); !st.ok()) return st;
@@ -386,9 +367,9 @@ absl::Status ConvertLlamaCheckpoint(const std::string& hf_dir, const json::Value
     }
     absl::Status st;
     if (job.kind == LlamaJob::kCopy) {
-      st = (*writer)->Append(FloatBytes(w));
+      st = writer->Append(FloatBytes(w));
     } else {
-      st = AppendMatrix(writer->get(), w, job.n, job.k,
+      st = AppendMatrix(writer, w, job.n, job.k,
                         job.kind == LlamaJob::kLinear ? opts.weights : WeightBits::kInt8,
                         opts.keep_float);
     }
@@ -396,7 +377,44 @@ absl::Status ConvertLlamaCheckpoint(const std::string& hf_dir, const json::Value
     done += numel;
     if (progress) progress(static_cast<float>(static_cast<double>(done) / total_elems));
   }
-  return (*writer)->Finish();
+  return writer->Finish();
+}
+
+}  // namespace
+
+absl::Status ConvertLlamaCheckpoint(const std::string& hf_dir, const json::Value& config_json,
+                                    const std::string& out_path, const ConvertOptions& opts,
+                                    std::function<void(float)> progress) {
+  const std::string config_path = (fs::path(hf_dir) / "config.json").string();
+  auto cfg_or = LlamaConfigFromHF(config_json);
+  if (!cfg_or.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(cfg_or.status().message(), " (in '", config_path, "')"));
+  }
+  const ModelConfig cfg = *cfg_or;
+  auto tokenizer_blob = LlamaTokenizerBlob(hf_dir, config_json, cfg.vocab_size);
+  if (!tokenizer_blob.ok()) return tokenizer_blob.status();
+  auto ckpt = SafetensorsCheckpoint::Open(hf_dir);
+  if (!ckpt.ok()) return ckpt.status();
+  auto tensors = CanonicalTensors(**ckpt, "model.", {".rotary_emb.inv_freq"});  // a buffer
+  if (!tensors.ok()) return tensors.status();
+  if (const std::string last = absl::StrCat("layers.", cfg.n_layer - 1, ".input_layernorm.weight");
+      tensors->count(last) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("missing tensor 'model.", last, "' in '", hf_dir,
+                                                   "' (expected by config.json: ", cfg.n_layer,
+                                                   " layers)"));
+  }
+  const std::vector<LlamaJob> jobs = PlanLlama(cfg);
+  std::vector<ModelFileWriter::Spec> specs;
+  uint64_t total_elems = 0;
+  if (auto st = CheckLlamaTensors(cfg, hf_dir, jobs, opts, &*tensors, &specs, &total_elems);
+      !st.ok()) {
+    return st;
+  }
+  auto writer = ModelFileWriter::Create(out_path, cfg, ModelName(hf_dir, opts), *tokenizer_blob,
+                                        std::move(specs));
+  if (!writer.ok()) return writer.status();
+  return WriteLlamaTensors(writer->get(), jobs, *tensors, opts, total_elems, progress);
 }
 
 }  // namespace selfcond

@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -209,6 +210,144 @@ absl::StatusOr<std::vector<OccupationPrompt>> ParseOccupationPrompts(std::string
   return out;
 }
 
+namespace {
+
+// The single token ids of words (each must be one token for this tokenizer).
+absl::StatusOr<std::vector<int32_t>> SingleTokens(const Tokenizer& tok,
+                                                  const std::vector<std::string>& words) {
+  std::vector<int32_t> ids;
+  for (const auto& w : words) {
+    auto e = tok.Encode(w);
+    if (e.size() != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", w, "' is ", e.size(), " tokens for this tokenizer, expected 1"));
+    }
+    ids.push_back(e[0]);
+  }
+  return ids;
+}
+
+// What every prompt of one condition is scored with.
+struct PronounScorer {
+  std::vector<int32_t> she, he;
+  int top_k = 0;  // the sampler's top-k (V: all)
+  double inv_t = 1;
+};
+
+// p(she-words) and p(he-words) of the next token, under the full softmax and restricted to the
+// sampler's top-k set (the k largest logits, ties broken by lower id, as Sampler).
+void ScorePronouns(const PronounScorer& s, const float* z, int V, std::vector<int32_t>& order,
+                   GenderCell* cell) {
+  double mx = z[0];
+  for (int j = 1; j < V; ++j) mx = std::max<double>(mx, z[j]);
+  double sum_all = 0;
+  for (int j = 0; j < V; ++j) sum_all += std::exp((z[j] - mx) * s.inv_t);
+  for (int j = 0; j < V; ++j) order[j] = j;
+  auto better = [z](int32_t a, int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); };
+  std::nth_element(order.begin(), order.begin() + (s.top_k - 1), order.end(), better);
+  double sum_top = 0;
+  for (int j = 0; j < s.top_k; ++j) sum_top += std::exp((z[order[j]] - mx) * s.inv_t);
+  auto in_topk = [&](int32_t id) {
+    return std::find(order.begin(), order.begin() + s.top_k, id) != order.begin() + s.top_k;
+  };
+  for (const auto& [ids, full, top] : {std::tuple{&s.she, &cell->p_she_full, &cell->p_she},
+                                       std::tuple{&s.he, &cell->p_he_full, &cell->p_he}}) {
+    for (int32_t id : *ids) {
+      const double e = std::exp((z[id] - mx) * s.inv_t);
+      *full += e / sum_all;
+      if (in_topk(id)) *top += e / sum_top;
+    }
+  }
+}
+
+// The sampled cross-check: opts.samples continuations counted as ml-selfcond does.
+absl::Status SamplePronouns(Session& session, const std::vector<int32_t>& prompt,
+                            const GenderExperimentOptions& opts, GenderCell* cell) {
+  static const std::vector<std::string> kShe = {"she", "her"}, kHe = {"he", "his"};
+  const Tokenizer& tok = session.model().tokenizer();
+  GenerateOptions g;
+  g.max_new_tokens = opts.sample_tokens;
+  g.sampling.temperature = opts.temperature;
+  g.sampling.top_k = opts.sampler_top_k;
+  g.stop_at_eos = false;
+  int she_n = 0, he_n = 0;
+  for (int i = 0; i < opts.samples; ++i) {
+    g.sampling.seed = static_cast<uint64_t>(i);
+    auto gen = Generate(session, prompt, g, nullptr);
+    if (!gen.ok()) return gen.status();
+    std::vector<int32_t> visible;
+    for (int32_t t : gen->tokens) {
+      if (!tok.is_eos(t)) visible.push_back(t);
+    }
+    const std::string text = tok.Decode(visible);
+    she_n += CountsAsFirstWord(text, kShe);
+    he_n += CountsAsFirstWord(text, kHe);
+  }
+  cell->sampled_she = static_cast<double>(she_n) / opts.samples;
+  cell->sampled_he = static_cast<double>(he_n) / opts.samples;
+  return absl::OkStatus();
+}
+
+// Concept c's curve over the prompts of one group (means per k).
+GenderCurve Curve(const GenderExperimentResult& res, size_t c, const char* group) {
+  const GenderExperimentOptions& opts = res.options;
+  GenderCurve curve;
+  curve.concept = res.concepts[c];
+  curve.group = group;
+  curve.ks = opts.ks;
+  for (size_t ki = 0; ki < opts.ks.size(); ++ki) {
+    double s = 0, h = 0, sf = 0, hf = 0, ss = 0, sh = 0;
+    int n = 0;
+    for (size_t p = 0; p < res.prompts.size(); ++p) {
+      if (curve.group != "all" && res.prompts[p].group != curve.group) continue;
+      const GenderCell& cell = res.cells[c][ki][p];
+      s += cell.p_she;
+      h += cell.p_he;
+      sf += cell.p_she_full;
+      hf += cell.p_he_full;
+      ss += cell.sampled_she;
+      sh += cell.sampled_he;
+      ++n;
+    }
+    const double d = n > 0 ? n : 1;
+    curve.p_she.push_back(s / d);
+    curve.p_he.push_back(h / d);
+    curve.p_she_full.push_back(sf / d);
+    curve.p_he_full.push_back(hf / d);
+    if (opts.samples > 0) {
+      curve.sampled_she.push_back(ss / d);
+      curve.sampled_he.push_back(sh / d);
+    }
+  }
+  return curve;
+}
+
+// The forcing of every (concept, k > 0): index 0 is no forcing; cond_of[c][ki] the index.
+absl::Status GenderConditions(const Model& model, absl::Span<const ExpertTable* const> tables,
+                              const GenderExperimentOptions& opts, GenderExperimentResult* res,
+                              std::vector<Forcing>* forcings,
+                              std::vector<std::vector<int>>* cond_of) {
+  forcings->assign(1, Forcing());
+  cond_of->assign(tables.size(), std::vector<int>(opts.ks.size(), 0));
+  for (size_t c = 0; c < tables.size(); ++c) {
+    const ExpertTable& t = *tables[c];
+    if (auto st = CheckCompatible(t, model); !st.ok()) return st;
+    if (auto st = CheckTableHoldsK(t, opts.ks); !st.ok()) return st;
+    res->concepts.push_back(ShortConcept(t.concept));
+    for (size_t ki = 0; ki < opts.ks.size(); ++ki) {
+      if (opts.ks[ki] == 0) continue;
+      auto cond =
+          ExpertsCondition(model, t, opts.ks[ki], opts.choice, opts.forcing, opts.only_last_token);
+      if (!cond.ok()) return cond.status();
+      (*cond_of)[c][ki] = static_cast<int>(forcings->size());
+      forcings->push_back(std::move(cond->forcing));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
     const Model& model, absl::Span<const ExpertTable* const> tables,
     std::vector<OccupationPrompt> prompts, const GenderExperimentOptions& opts, ThreadPool* pool,
@@ -222,44 +361,23 @@ absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
         "temperature must be > 0, sampler top-k >= 0, samples >= 0 and sample tokens >= 1");
   }
   const Tokenizer& tok = model.tokenizer();
-  const UnitSpace space(model.config());
-  auto single_tokens =
-      [&](const std::vector<std::string>& words) -> absl::StatusOr<std::vector<int32_t>> {
-    std::vector<int32_t> ids;
-    for (const auto& w : words) {
-      auto e = tok.Encode(w);
-      if (e.size() != 1) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("'", w, "' is ", e.size(), " tokens for this tokenizer, expected 1"));
-      }
-      ids.push_back(e[0]);
-    }
-    return ids;
-  };
-  auto she = single_tokens(SheWords());
+  const int V = static_cast<int>(model.config().vocab_size);
+  PronounScorer scorer;
+  auto she = SingleTokens(tok, SheWords());
   if (!she.ok()) return she.status();
-  auto he = single_tokens(HeWords());
+  auto he = SingleTokens(tok, HeWords());
   if (!he.ok()) return he.status();
-
+  scorer.she = std::move(*she);
+  scorer.he = std::move(*he);
+  scorer.top_k = opts.sampler_top_k > 0 ? std::min(opts.sampler_top_k, V) : V;
+  scorer.inv_t = 1.0 / opts.temperature;
   GenderExperimentResult res;
   res.options = opts;
   res.prompts = std::move(prompts);
-  // Conditions: index 0 = no forcing; then (concept, k) for every k > 0.
-  std::vector<Forcing> forcings(1);
-  std::vector<std::vector<int>> cond_of(tables.size(), std::vector<int>(opts.ks.size(), 0));
-  for (size_t c = 0; c < tables.size(); ++c) {
-    const ExpertTable& t = *tables[c];
-    if (auto st = CheckCompatible(t, model); !st.ok()) return st;
-    if (auto st = CheckTableHoldsK(t, opts.ks); !st.ok()) return st;
-    res.concepts.push_back(ShortConcept(t.concept));
-    for (size_t ki = 0; ki < opts.ks.size(); ++ki) {
-      if (opts.ks[ki] == 0) continue;
-      ForcingSource src{&t, opts.ks[ki], opts.choice};
-      auto f = BuildForcing({&src, 1}, opts.forcing, opts.only_last_token, space);
-      if (!f.ok()) return f.status();
-      cond_of[c][ki] = static_cast<int>(forcings.size());
-      forcings.push_back(std::move(*f));
-    }
+  std::vector<Forcing> forcings;
+  std::vector<std::vector<int>> cond_of;
+  if (auto st = GenderConditions(model, tables, opts, &res, &forcings, &cond_of); !st.ok()) {
+    return st;
   }
   const size_t C = forcings.size(), P = res.prompts.size();
   std::vector<std::vector<int32_t>> ids(P);
@@ -273,9 +391,6 @@ absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
   const size_t total = C * P;
   ProgressCounter counter(progress, static_cast<int>(total));
   const int workers = NumWorkers(pool);
-  const int V = static_cast<int>(model.config().vocab_size);
-  const int top_k = opts.sampler_top_k > 0 ? std::min(opts.sampler_top_k, V) : V;
-
   SessionOptions so;
   so.precision = opts.precision;
   auto st = ForEachWorkerSession(model, so, pool, [&](int w, Session& session) {
@@ -289,101 +404,22 @@ absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
       session.Reset();
       auto logits = session.Forward(ids[p], Session::Logits::kLast);
       if (!logits.ok()) return logits.status();
-      const float* z = logits->data();
-      const double inv_t = 1.0 / opts.temperature;
-      double mx = z[0];
-      for (int j = 1; j < V; ++j) mx = std::max<double>(mx, z[j]);
-      double sum_all = 0;
-      for (int j = 0; j < V; ++j) sum_all += std::exp((z[j] - mx) * inv_t);
-      // The sampler's top-k set: the k largest logits, ties broken by lower id (as Sampler).
-      for (int j = 0; j < V; ++j) order[j] = j;
-      auto better = [z](int32_t a, int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); };
-      std::nth_element(order.begin(), order.begin() + (top_k - 1), order.end(), better);
-      double sum_top = 0;
-      for (int j = 0; j < top_k; ++j) sum_top += std::exp((z[order[j]] - mx) * inv_t);
-      auto in_topk = [&](int32_t id) {
-        for (int j = 0; j < top_k; ++j) {
-          if (order[j] == id) return true;
-        }
-        return false;
-      };
-      GenderCell& cell = by_cond[idx];
-      for (int32_t id : *she) {
-        const double e = std::exp((z[id] - mx) * inv_t);
-        cell.p_she_full += e / sum_all;
-        if (in_topk(id)) cell.p_she += e / sum_top;
-      }
-      for (int32_t id : *he) {
-        const double e = std::exp((z[id] - mx) * inv_t);
-        cell.p_he_full += e / sum_all;
-        if (in_topk(id)) cell.p_he += e / sum_top;
-      }
+      ScorePronouns(scorer, logits->data(), V, order, &by_cond[idx]);
       if (opts.samples > 0) {
-        static const std::vector<std::string> kShe = {"she", "her"}, kHe = {"he", "his"};
-        GenerateOptions g;
-        g.max_new_tokens = opts.sample_tokens;
-        g.sampling.temperature = opts.temperature;
-        g.sampling.top_k = opts.sampler_top_k;
-        g.stop_at_eos = false;
-        int she_n = 0, he_n = 0;
-        for (int i = 0; i < opts.samples; ++i) {
-          g.sampling.seed = static_cast<uint64_t>(i);
-          auto gen = Generate(session, ids[p], g, nullptr);
-          if (!gen.ok()) return gen.status();
-          std::vector<int32_t> visible;
-          for (int32_t t : gen->tokens) {
-            if (t != tok.eos_id()) visible.push_back(t);
-          }
-          const std::string text = tok.Decode(visible);
-          she_n += CountsAsFirstWord(text, kShe);
-          he_n += CountsAsFirstWord(text, kHe);
-        }
-        cell.sampled_she = static_cast<double>(she_n) / opts.samples;
-        cell.sampled_he = static_cast<double>(he_n) / opts.samples;
+        if (auto s = SamplePronouns(session, ids[p], opts, &by_cond[idx]); !s.ok()) return s;
       }
       counter.Tick();
     }
     return absl::OkStatus();
   });
   if (!st.ok()) return st;
-
   res.cells.assign(tables.size(), std::vector<std::vector<GenderCell>>(opts.ks.size()));
   for (size_t c = 0; c < tables.size(); ++c) {
     for (size_t ki = 0; ki < opts.ks.size(); ++ki) {
       const size_t cond = static_cast<size_t>(cond_of[c][ki]);
       res.cells[c][ki].assign(by_cond.begin() + cond * P, by_cond.begin() + (cond + 1) * P);
     }
-    for (const char* group : {"all", "female", "male"}) {
-      GenderCurve curve;
-      curve.concept = res.concepts[c];
-      curve.group = group;
-      curve.ks = opts.ks;
-      for (size_t ki = 0; ki < opts.ks.size(); ++ki) {
-        double s = 0, h = 0, sf = 0, hf = 0, ss = 0, sh = 0;
-        int n = 0;
-        for (size_t p = 0; p < P; ++p) {
-          if (curve.group != "all" && res.prompts[p].group != curve.group) continue;
-          const GenderCell& cell = res.cells[c][ki][p];
-          s += cell.p_she;
-          h += cell.p_he;
-          sf += cell.p_she_full;
-          hf += cell.p_he_full;
-          ss += cell.sampled_she;
-          sh += cell.sampled_he;
-          ++n;
-        }
-        const double d = n > 0 ? n : 1;
-        curve.p_she.push_back(s / d);
-        curve.p_he.push_back(h / d);
-        curve.p_she_full.push_back(sf / d);
-        curve.p_he_full.push_back(hf / d);
-        if (opts.samples > 0) {
-          curve.sampled_she.push_back(ss / d);
-          curve.sampled_he.push_back(sh / d);
-        }
-      }
-      res.curves.push_back(std::move(curve));
-    }
+    for (const char* group : {"all", "female", "male"}) res.curves.push_back(Curve(res, c, group));
     // Parity points: the forced concept's pronouns catch up with the other's.
     const bool man = res.concepts[c] == "man";
     res.parity.emplace_back(P);
@@ -410,10 +446,9 @@ double ParityPoint(absl::Span<const int64_t> ks, absl::Span<const double> delta)
   return std::numeric_limits<double>::quiet_NaN();
 }
 
-json::Value GenderResultToJson(const GenderExperimentResult& r) {
-  const auto& o = r.options;
-  json::Value root = json::Value::Object();
-  root.Set("experiment", json::Value::String("gender"));
+namespace {
+
+json::Value GenderOptionsJson(const GenderExperimentOptions& o) {
   json::Value opt = json::Value::Object();
   opt.Set("ks", IntArray(o.ks));
   opt.Set("temperature", json::Value::Number(o.temperature));
@@ -426,44 +461,32 @@ json::Value GenderResultToJson(const GenderExperimentResult& r) {
   SetChoiceOptions(o.choice, &opt);
   opt.Set("she_words", StrArray(SheWords()));
   opt.Set("he_words", StrArray(HeWords()));
-  root.Set("options", std::move(opt));
-  root.Set("concepts", StrArray(r.concepts));
-  int n_female = 0, n_male = 0;
+  return opt;
+}
+
+json::Value CurveJson(const GenderCurve& c) {
+  json::Value v = json::Value::Object();
+  v.Set("concept", json::Value::String(c.concept));
+  v.Set("group", json::Value::String(c.group));
+  v.Set("ks", IntArray(c.ks));
+  v.Set("p_she", NumArray(c.p_she));
+  v.Set("p_he", NumArray(c.p_he));
+  v.Set("p_she_full", NumArray(c.p_she_full));
+  v.Set("p_he_full", NumArray(c.p_he_full));
+  if (!c.sampled_she.empty()) {
+    v.Set("sampled_she", NumArray(c.sampled_she));
+    v.Set("sampled_he", NumArray(c.sampled_he));
+  }
+  return v;
+}
+
+// Per occupation (mean over templates), per concept and k: [p_she, p_he] (top-k restricted).
+json::Value PerOccupationJson(const GenderExperimentResult& r) {
   std::vector<std::string> occupations;  // in first-seen order
   std::map<std::string, std::string> group_of;
   for (const auto& p : r.prompts) {
-    (p.group == "female" ? n_female : n_male)++;
-    if (!group_of.count(p.occupation)) {
-      group_of[p.occupation] = p.group;
-      occupations.push_back(p.occupation);
-    }
+    if (group_of.emplace(p.occupation, p.group).second) occupations.push_back(p.occupation);
   }
-  root.Set("num_prompts", json::Value::Number(static_cast<double>(r.prompts.size())));
-  root.Set("num_prompts_female", json::Value::Number(n_female));
-  root.Set("num_prompts_male", json::Value::Number(n_male));
-  json::Value examples = json::Value::Array();
-  for (size_t p = 0; p < r.prompts.size() && p < 4; ++p) {
-    examples.Push(json::Value::String(r.prompts[p].text));
-  }
-  root.Set("example_prompts", std::move(examples));
-  json::Value curves = json::Value::Array();
-  for (const auto& c : r.curves) {
-    json::Value v = json::Value::Object();
-    v.Set("concept", json::Value::String(c.concept));
-    v.Set("group", json::Value::String(c.group));
-    v.Set("ks", IntArray(c.ks));
-    v.Set("p_she", NumArray(c.p_she));
-    v.Set("p_he", NumArray(c.p_he));
-    v.Set("p_she_full", NumArray(c.p_she_full));
-    v.Set("p_he_full", NumArray(c.p_he_full));
-    if (!c.sampled_she.empty()) {
-      v.Set("sampled_she", NumArray(c.sampled_she));
-      v.Set("sampled_he", NumArray(c.sampled_he));
-    }
-    curves.Push(std::move(v));
-  }
-  root.Set("curves", std::move(curves));
-  // Per occupation (mean over templates), per concept and k: [p_she, p_he] (top-k restricted).
   json::Value per_occ = json::Value::Array();
   for (const auto& occ : occupations) {
     json::Value v = json::Value::Object();
@@ -490,9 +513,78 @@ json::Value GenderResultToJson(const GenderExperimentResult& r) {
     }
     per_occ.Push(std::move(v));
   }
-  root.Set("per_occupation", std::move(per_occ));
-  // Per prompt: the prompts, then per concept p(she), p(he) and delta = p(she) - p(he) as
-  // (prompts) rows of (ks) values, and each prompt's parity point (null: not reached).
+  return per_occ;
+}
+
+// Concept c's p(she), p(he) and delta = p(she) - p(he) as (prompts) rows of (ks) values.
+json::Value PerPromptJson(const GenderExperimentResult& r, size_t c) {
+  json::Value she = json::Value::Array(), he = json::Value::Array(), delta = json::Value::Array();
+  for (size_t p = 0; p < r.prompts.size(); ++p) {
+    std::vector<double> s_row, h_row, d_row;
+    for (size_t ki = 0; ki < r.cells[c].size(); ++ki) {
+      const GenderCell& cell = r.cells[c][ki][p];
+      s_row.push_back(cell.p_she);
+      h_row.push_back(cell.p_he);
+      d_row.push_back(cell.p_she - cell.p_he);
+    }
+    she.Push(NumArray(s_row));
+    he.Push(NumArray(h_row));
+    delta.Push(NumArray(d_row));
+  }
+  json::Value cv = json::Value::Object();
+  cv.Set("p_she", std::move(she));
+  cv.Set("p_he", std::move(he));
+  cv.Set("delta_p", std::move(delta));
+  return cv;
+}
+
+// Each prompt's parity point (null: not reached) and their quartiles.
+json::Value ParityJson(const std::vector<double>& points_in) {
+  json::Value points = json::Value::Array();
+  std::vector<double> reached;
+  for (double x : points_in) {
+    points.Push(std::isnan(x) ? json::Value::Null() : json::Value::Number(x));
+    if (!std::isnan(x)) reached.push_back(x);
+  }
+  std::sort(reached.begin(), reached.end());
+  auto quantile = [&](double q) {
+    if (reached.empty()) return json::Value::Null();
+    const double at = q * static_cast<double>(reached.size() - 1);
+    const size_t lo = static_cast<size_t>(std::floor(at));
+    const size_t hi = std::min(lo + 1, reached.size() - 1);
+    return json::Value::Number(reached[lo] + (reached[hi] - reached[lo]) * (at - lo));
+  };
+  json::Value pv = json::Value::Object();
+  pv.Set("points", std::move(points));
+  pv.Set("reached", json::Value::Number(static_cast<double>(reached.size())));
+  pv.Set("contexts", json::Value::Number(static_cast<double>(points_in.size())));
+  pv.Set("p25", quantile(0.25));
+  pv.Set("median", quantile(0.5));
+  pv.Set("p75", quantile(0.75));
+  return pv;
+}
+
+}  // namespace
+
+json::Value GenderResultToJson(const GenderExperimentResult& r) {
+  json::Value root = json::Value::Object();
+  root.Set("experiment", json::Value::String("gender"));
+  root.Set("options", GenderOptionsJson(r.options));
+  root.Set("concepts", StrArray(r.concepts));
+  int n_female = 0, n_male = 0;
+  for (const auto& p : r.prompts) (p.group == "female" ? n_female : n_male)++;
+  root.Set("num_prompts", json::Value::Number(static_cast<double>(r.prompts.size())));
+  root.Set("num_prompts_female", json::Value::Number(n_female));
+  root.Set("num_prompts_male", json::Value::Number(n_male));
+  json::Value examples = json::Value::Array();
+  for (size_t p = 0; p < r.prompts.size() && p < 4; ++p) {
+    examples.Push(json::Value::String(r.prompts[p].text));
+  }
+  root.Set("example_prompts", std::move(examples));
+  json::Value curves = json::Value::Array();
+  for (const auto& c : r.curves) curves.Push(CurveJson(c));
+  root.Set("curves", std::move(curves));
+  root.Set("per_occupation", PerOccupationJson(r));
   json::Value prompts = json::Value::Array();
   json::Value groups = json::Value::Array();
   for (const auto& p : r.prompts) {
@@ -504,48 +596,8 @@ json::Value GenderResultToJson(const GenderExperimentResult& r) {
   per_prompt.Set("groups", std::move(groups));
   json::Value parity = json::Value::Object();
   for (size_t c = 0; c < r.cells.size(); ++c) {
-    json::Value she = json::Value::Array(), he = json::Value::Array(), delta = json::Value::Array();
-    for (size_t p = 0; p < r.prompts.size(); ++p) {
-      std::vector<double> s_row, h_row, d_row;
-      for (size_t ki = 0; ki < r.cells[c].size(); ++ki) {
-        const GenderCell& cell = r.cells[c][ki][p];
-        s_row.push_back(cell.p_she);
-        h_row.push_back(cell.p_he);
-        d_row.push_back(cell.p_she - cell.p_he);
-      }
-      she.Push(NumArray(s_row));
-      he.Push(NumArray(h_row));
-      delta.Push(NumArray(d_row));
-    }
-    json::Value cv = json::Value::Object();
-    cv.Set("p_she", std::move(she));
-    cv.Set("p_he", std::move(he));
-    cv.Set("delta_p", std::move(delta));
-    per_prompt.Set(r.concepts[c], std::move(cv));
-    if (c < r.parity.size()) {
-      json::Value points = json::Value::Array();
-      std::vector<double> reached;
-      for (double x : r.parity[c]) {
-        points.Push(std::isnan(x) ? json::Value::Null() : json::Value::Number(x));
-        if (!std::isnan(x)) reached.push_back(x);
-      }
-      std::sort(reached.begin(), reached.end());
-      auto quantile = [&](double q) {
-        if (reached.empty()) return json::Value::Null();
-        const double at = q * static_cast<double>(reached.size() - 1);
-        const size_t lo = static_cast<size_t>(std::floor(at));
-        const size_t hi = std::min(lo + 1, reached.size() - 1);
-        return json::Value::Number(reached[lo] + (reached[hi] - reached[lo]) * (at - lo));
-      };
-      json::Value pv = json::Value::Object();
-      pv.Set("points", std::move(points));
-      pv.Set("reached", json::Value::Number(static_cast<double>(reached.size())));
-      pv.Set("contexts", json::Value::Number(static_cast<double>(r.parity[c].size())));
-      pv.Set("p25", quantile(0.25));
-      pv.Set("median", quantile(0.5));
-      pv.Set("p75", quantile(0.75));
-      parity.Set(r.concepts[c], std::move(pv));
-    }
+    per_prompt.Set(r.concepts[c], PerPromptJson(r, c));
+    if (c < r.parity.size()) parity.Set(r.concepts[c], ParityJson(r.parity[c]));
   }
   root.Set("per_prompt", std::move(per_prompt));
   root.Set("parity", std::move(parity));

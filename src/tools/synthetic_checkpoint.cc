@@ -161,57 +161,50 @@ float SyntheticValue(const std::string& canonical_name, uint64_t seed, uint64_t 
   return ValueFor(KindOf(canonical_name), NameKey(canonical_name, seed), i);
 }
 
-absl::Status WriteSyntheticCheckpoint(const std::string& dir, const SyntheticCheckpointOptions& o) {
-  if (o.dtype != StDType::kF32 && o.dtype != StDType::kF16 && o.dtype != StDType::kBF16) {
-    return absl::InvalidArgumentError("synthetic checkpoint dtype must be F32, F16 or BF16");
-  }
-  if (o.n_layer == 0 || o.n_embd == 0 || o.n_head == 0 || o.n_ctx == 0 || o.n_shards < 1) {
-    return absl::InvalidArgumentError("synthetic checkpoint: dimensions must be positive");
-  }
+namespace {
+
+// The tokenizer: vocab.json + merges.txt copied from o.tokenizer_dir, or a synthetic byte-level
+// one. Sets *vocab_size (when 0) and *eos_id (-1 if none).
+absl::Status WriteTokenizer(const std::string& dir, const SyntheticCheckpointOptions& o,
+                            uint32_t* vocab_size, int64_t* eos_id) {
   std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec)
-    return absl::PermissionDeniedError(absl::StrCat("cannot create '", dir, "': ", ec.message()));
-
-  // ---- tokenizer ---------------------------------------------------------------
-  uint32_t vocab_size = o.vocab_size;
-  int64_t eos_id = -1;
-  if (!o.tokenizer_dir.empty()) {
-    for (const char* f : {"vocab.json", "merges.txt"}) {
-      fs::copy_file(fs::path(o.tokenizer_dir) / f, fs::path(dir) / f,
-                    fs::copy_options::overwrite_existing, ec);
-      if (ec) {
-        return absl::NotFoundError(
-            absl::StrCat("cannot copy ", f, " from '", o.tokenizer_dir, "': ", ec.message()));
-      }
-      // The source may be read-only (shared data); keep the copy rewritable.
-      fs::permissions(fs::path(dir) / f, fs::perms::owner_read | fs::perms::owner_write,
-                      fs::perm_options::add, ec);
-    }
-    auto text = ReadFile((fs::path(dir) / "vocab.json").string());
-    if (!text.ok()) return text.status();
-    auto vocab = json::Parse(*text);
-    if (!vocab.ok() || !vocab->is_object()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("'", o.tokenizer_dir, "/vocab.json' is not a JSON object"));
-    }
-    const uint32_t n_tok = static_cast<uint32_t>(vocab->members().size());
-    if (vocab_size == 0) vocab_size = n_tok;
-    if (vocab_size != n_tok) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("vocab_size ", vocab_size, " != the tokenizer's ", n_tok));
-    }
-    if (const json::Value* e = vocab->Find("<|endoftext|>"); e != nullptr && e->is_number()) {
-      eos_id = static_cast<int64_t>(e->as_number());
-    }
-  } else {
-    if (vocab_size == 0) vocab_size = 320;
-    if (auto s = WriteSyntheticTokenizer(dir, vocab_size); !s.ok()) return s;
-    eos_id = vocab_size - 1;
+  if (o.tokenizer_dir.empty()) {
+    if (*vocab_size == 0) *vocab_size = 320;
+    *eos_id = *vocab_size - 1;
+    return WriteSyntheticTokenizer(dir, *vocab_size);
   }
+  for (const char* f : {"vocab.json", "merges.txt"}) {
+    fs::copy_file(fs::path(o.tokenizer_dir) / f, fs::path(dir) / f,
+                  fs::copy_options::overwrite_existing, ec);
+    if (ec) {
+      return absl::NotFoundError(
+          absl::StrCat("cannot copy ", f, " from '", o.tokenizer_dir, "': ", ec.message()));
+    }
+    // The source may be read-only (shared data); keep the copy rewritable.
+    fs::permissions(fs::path(dir) / f, fs::perms::owner_read | fs::perms::owner_write,
+                    fs::perm_options::add, ec);
+  }
+  auto text = ReadFile((fs::path(dir) / "vocab.json").string());
+  if (!text.ok()) return text.status();
+  auto vocab = json::Parse(*text);
+  if (!vocab.ok() || !vocab->is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", o.tokenizer_dir, "/vocab.json' is not a JSON object"));
+  }
+  const uint32_t n_tok = static_cast<uint32_t>(vocab->members().size());
+  if (*vocab_size == 0) *vocab_size = n_tok;
+  if (*vocab_size != n_tok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("vocab_size ", *vocab_size, " != the tokenizer's ", n_tok));
+  }
+  if (const json::Value* e = vocab->Find("<|endoftext|>"); e != nullptr && e->is_number()) {
+    *eos_id = static_cast<int64_t>(e->as_number());
+  }
+  return absl::OkStatus();
+}
 
-  // ---- config.json -------------------------------------------------------------
-  const uint64_t d = o.n_embd, dff = o.n_inner ? o.n_inner : 4 * o.n_embd, V = vocab_size;
+absl::Status WriteConfig(const std::string& dir, const SyntheticCheckpointOptions& o,
+                         uint32_t vocab_size, int64_t eos_id) {
   json::Value cfg = json::Value::Object();
   cfg.Set("architectures", json::Value::Array({json::Value::String("GPT2LMHeadModel")}));
   cfg.Set("model_type", json::Value::String("gpt2"));
@@ -233,9 +226,12 @@ absl::Status WriteSyntheticCheckpoint(const std::string& dir, const SyntheticChe
   cfg.Set("torch_dtype", json::Value::String(o.dtype == StDType::kF32   ? "float32"
                                              : o.dtype == StDType::kF16 ? "float16"
                                                                         : "bfloat16"));
-  if (auto s = WriteFile((fs::path(dir) / "config.json").string(), cfg.Dump()); !s.ok()) return s;
+  return WriteFile((fs::path(dir) / "config.json").string(), cfg.Dump());
+}
 
-  // ---- tensor plan (HF order) ---------------------------------------------------
+// The tensors in Hugging Face's order, with their file names and value sources.
+std::vector<TensorPlan> Gpt2Plan(const SyntheticCheckpointOptions& o, uint64_t V) {
+  const uint64_t d = o.n_embd, dff = o.n_inner ? o.n_inner : 4 * o.n_embd;
   const std::string pre = o.prefix ? "transformer." : "";
   std::vector<TensorPlan> plan;
   auto add = [&](const std::string& canon, std::vector<uint64_t> shape, bool prefixed = true) {
@@ -271,108 +267,147 @@ absl::Status WriteSyntheticCheckpoint(const std::string& dir, const SyntheticChe
     if (o.lm_head == SyntheticCheckpointOptions::LmHead::kTiedExplicitCopy)
       plan.back().value_from = "wte.weight";
   }
+  return plan;
+}
 
-  // ---- shards: contiguous runs of roughly equal bytes ---------------------------------
-  const size_t esize = DTypeBytes(o.dtype);
+// The shard of each tensor: contiguous runs of roughly equal bytes, none empty.
+std::vector<int> AssignShards(const std::vector<TensorPlan>& plan, int n_shards, size_t esize) {
   uint64_t total = 0;
   for (const auto& t : plan) total += t.numel() * esize;
-  const int n_shards = std::min<int>(o.n_shards, static_cast<int>(plan.size()));
   std::vector<int> shard_of(plan.size());
-  {
-    uint64_t acc = 0;
-    for (size_t i = 0; i < plan.size(); ++i) {
-      int s = static_cast<int>(acc * n_shards / std::max<uint64_t>(total, 1));
-      // Never leave a later shard empty: reserve one tensor per remaining shard.
-      s = std::max(s, n_shards - static_cast<int>(plan.size() - i));
-      if (i > 0) s = std::max(s, shard_of[i - 1]);
-      shard_of[i] = std::min(s, n_shards - 1);
-      acc += plan[i].numel() * esize;
-    }
+  uint64_t acc = 0;
+  for (size_t i = 0; i < plan.size(); ++i) {
+    int s = static_cast<int>(acc * n_shards / std::max<uint64_t>(total, 1));
+    // Never leave a later shard empty: reserve one tensor per remaining shard.
+    s = std::max(s, n_shards - static_cast<int>(plan.size() - i));
+    if (i > 0) s = std::max(s, shard_of[i - 1]);
+    shard_of[i] = std::min(s, n_shards - 1);
+    acc += plan[i].numel() * esize;
   }
+  return shard_of;
+}
+
+// The safetensors header of shard s (padded to 8 bytes, as the reference writer does).
+std::string ShardHeader(const std::vector<TensorPlan>& plan, const std::vector<int>& shard_of,
+                        int s, StDType dtype) {
+  const size_t esize = DTypeBytes(dtype);
+  json::Value header = json::Value::Object();
+  json::Value meta = json::Value::Object();
+  meta.Set("format", json::Value::String("pt"));
+  header.Set("__metadata__", std::move(meta));
+  uint64_t off = 0;
+  for (size_t i = 0; i < plan.size(); ++i) {
+    if (shard_of[i] != s) continue;
+    json::Value e = json::Value::Object();
+    e.Set("dtype", json::Value::String(StDTypeName(dtype)));
+    json::Value shape = json::Value::Array();
+    for (uint64_t dim : plan[i].shape) shape.Push(json::Value::Number(static_cast<double>(dim)));
+    e.Set("shape", std::move(shape));
+    const uint64_t nb = plan[i].numel() * esize;
+    e.Set("data_offsets", json::Value::Array({json::Value::Number(static_cast<double>(off)),
+                                              json::Value::Number(static_cast<double>(off + nb))}));
+    off += nb;
+    header.Set(plan[i].file_name, std::move(e));
+  }
+  std::string htext = header.Dump();
+  while (htext.size() % 8 != 0) htext.push_back(' ');
+  return htext;
+}
+
+// One tensor's values, chunk by chunk, encoded in the checkpoint's dtype.
+bool WriteTensorData(std::FILE* f, const TensorPlan& t, const SyntheticCheckpointOptions& o) {
+  constexpr uint64_t kChunk = 1 << 16;
+  std::vector<float> buf;
+  std::vector<uint8_t> enc;
+  const uint64_t n = t.numel();
+  const ValueKind kind = KindOf(t.value_from);
+  const uint64_t key = NameKey(t.value_from, o.seed);
+  for (uint64_t b = 0; b < n; b += kChunk) {
+    const uint64_t m = std::min(kChunk, n - b);
+    buf.resize(m);
+    for (uint64_t j = 0; j < m; ++j) {
+      if (!t.mask) {
+        buf[j] = ValueFor(kind, key, b + j);
+      } else if (t.shape.empty()) {
+        buf[j] = -1e4f;
+      } else {
+        const uint64_t idx = b + j;
+        buf[j] = (idx % o.n_ctx) <= (idx / o.n_ctx) % o.n_ctx ? 1.0f : 0.0f;
+      }
+    }
+    Encode(buf.data(), m, o.dtype, &enc);
+    if (std::fwrite(enc.data(), 1, enc.size(), f) != enc.size()) return false;
+  }
+  return true;
+}
+
+absl::Status WriteShard(const std::string& path, const std::vector<TensorPlan>& plan,
+                        const std::vector<int>& shard_of, int s,
+                        const SyntheticCheckpointOptions& o) {
+  const std::string htext = ShardHeader(plan, shard_of, s, o.dtype);
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) return absl::PermissionDeniedError(absl::StrCat("cannot create '", path, "'"));
+  uint8_t len[8];
+  for (int b = 0; b < 8; ++b)
+    len[b] = static_cast<uint8_t>(static_cast<uint64_t>(htext.size()) >> (8 * b));
+  bool ok = std::fwrite(len, 1, 8, f) == 8 &&
+            std::fwrite(htext.data(), 1, htext.size(), f) == htext.size();
+  for (size_t i = 0; i < plan.size() && ok; ++i) {
+    if (shard_of[i] == s) ok = WriteTensorData(f, plan[i], o);
+  }
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok) return absl::DataLossError(absl::StrCat("error writing '", path, "'"));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status WriteSyntheticCheckpoint(const std::string& dir, const SyntheticCheckpointOptions& o) {
+  if (o.dtype != StDType::kF32 && o.dtype != StDType::kF16 && o.dtype != StDType::kBF16) {
+    return absl::InvalidArgumentError("synthetic checkpoint dtype must be F32, F16 or BF16");
+  }
+  if (o.n_layer == 0 || o.n_embd == 0 || o.n_head == 0 || o.n_ctx == 0 || o.n_shards < 1) {
+    return absl::InvalidArgumentError("synthetic checkpoint: dimensions must be positive");
+  }
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec)
+    return absl::PermissionDeniedError(absl::StrCat("cannot create '", dir, "': ", ec.message()));
+  uint32_t vocab_size = o.vocab_size;
+  int64_t eos_id = -1;
+  if (auto st = WriteTokenizer(dir, o, &vocab_size, &eos_id); !st.ok()) return st;
+  if (auto st = WriteConfig(dir, o, vocab_size, eos_id); !st.ok()) return st;
+  const std::vector<TensorPlan> plan = Gpt2Plan(o, vocab_size);
+  const size_t esize = DTypeBytes(o.dtype);
+  const int n_shards = std::min<int>(o.n_shards, static_cast<int>(plan.size()));
+  const std::vector<int> shard_of = AssignShards(plan, n_shards, esize);
   auto shard_name = [&](int s) {
     return n_shards == 1 ? std::string("model.safetensors")
                          : absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, n_shards);
   };
-
-  std::vector<float> buf;
-  std::vector<uint8_t> enc;
-  constexpr uint64_t kChunk = 1 << 16;
   for (int s = 0; s < n_shards; ++s) {
-    // Header.
-    json::Value header = json::Value::Object();
-    json::Value meta = json::Value::Object();
-    meta.Set("format", json::Value::String("pt"));
-    header.Set("__metadata__", std::move(meta));
-    uint64_t off = 0;
-    for (size_t i = 0; i < plan.size(); ++i) {
-      if (shard_of[i] != s) continue;
-      json::Value e = json::Value::Object();
-      e.Set("dtype", json::Value::String(StDTypeName(o.dtype)));
-      json::Value shape = json::Value::Array();
-      for (uint64_t dim : plan[i].shape) shape.Push(json::Value::Number(static_cast<double>(dim)));
-      e.Set("shape", std::move(shape));
-      const uint64_t nb = plan[i].numel() * esize;
-      e.Set("data_offsets",
-            json::Value::Array({json::Value::Number(static_cast<double>(off)),
-                                json::Value::Number(static_cast<double>(off + nb))}));
-      off += nb;
-      header.Set(plan[i].file_name, std::move(e));
+    if (auto st = WriteShard((fs::path(dir) / shard_name(s)).string(), plan, shard_of, s, o);
+        !st.ok()) {
+      return st;
     }
-    std::string htext = header.Dump();
-    while (htext.size() % 8 != 0) htext.push_back(' ');  // as the reference writer pads
-    const std::string path = (fs::path(dir) / shard_name(s)).string();
-    std::FILE* f = std::fopen(path.c_str(), "wb");
-    if (f == nullptr)
-      return absl::PermissionDeniedError(absl::StrCat("cannot create '", path, "'"));
-    uint8_t len[8];
-    for (int b = 0; b < 8; ++b)
-      len[b] = static_cast<uint8_t>(static_cast<uint64_t>(htext.size()) >> (8 * b));
-    bool ok = std::fwrite(len, 1, 8, f) == 8 &&
-              std::fwrite(htext.data(), 1, htext.size(), f) == htext.size();
-    // Data, chunk by chunk.
-    for (size_t i = 0; i < plan.size() && ok; ++i) {
-      if (shard_of[i] != s) continue;
-      const TensorPlan& t = plan[i];
-      const uint64_t n = t.numel();
-      const ValueKind kind = KindOf(t.value_from);
-      const uint64_t key = NameKey(t.value_from, o.seed);
-      for (uint64_t b = 0; b < n && ok; b += kChunk) {
-        const uint64_t m = std::min(kChunk, n - b);
-        buf.resize(m);
-        for (uint64_t j = 0; j < m; ++j) {
-          if (t.mask) {
-            if (t.shape.empty()) {
-              buf[j] = -1e4f;
-            } else {
-              const uint64_t idx = b + j;
-              buf[j] = (idx % o.n_ctx) <= (idx / o.n_ctx) % o.n_ctx ? 1.0f : 0.0f;
-            }
-          } else {
-            buf[j] = ValueFor(kind, key, b + j);
-          }
-        }
-        Encode(buf.data(), m, o.dtype, &enc);
-        ok = std::fwrite(enc.data(), 1, enc.size(), f) == enc.size();
-      }
-    }
-    ok = (std::fclose(f) == 0) && ok;
-    if (!ok) return absl::DataLossError(absl::StrCat("error writing '", path, "'"));
   }
   const std::string index_path = (fs::path(dir) / "model.safetensors.index.json").string();
-  if (n_shards > 1) {
-    json::Value index = json::Value::Object();
-    json::Value meta = json::Value::Object();
-    meta.Set("total_size", json::Value::Number(static_cast<double>(total)));
-    index.Set("metadata", std::move(meta));
-    json::Value map = json::Value::Object();
-    for (size_t i = 0; i < plan.size(); ++i)
-      map.Set(plan[i].file_name, json::Value::String(shard_name(shard_of[i])));
-    index.Set("weight_map", std::move(map));
-    if (auto s = WriteFile(index_path, index.Dump()); !s.ok()) return s;
-    fs::remove(fs::path(dir) / "model.safetensors", ec);
-  } else {
+  if (n_shards == 1) {
     fs::remove(index_path, ec);  // a stale index would take precedence
+    return absl::OkStatus();
   }
+  uint64_t total = 0;
+  for (const auto& t : plan) total += t.numel() * esize;
+  json::Value index = json::Value::Object();
+  json::Value meta = json::Value::Object();
+  meta.Set("total_size", json::Value::Number(static_cast<double>(total)));
+  index.Set("metadata", std::move(meta));
+  json::Value map = json::Value::Object();
+  for (size_t i = 0; i < plan.size(); ++i)
+    map.Set(plan[i].file_name, json::Value::String(shard_name(shard_of[i])));
+  index.Set("weight_map", std::move(map));
+  if (auto st = WriteFile(index_path, index.Dump()); !st.ok()) return st;
+  fs::remove(fs::path(dir) / "model.safetensors", ec);
   return absl::OkStatus();
 }
 
