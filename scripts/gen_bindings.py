@@ -11,7 +11,9 @@ params field added to the header reaches Python and JavaScript without hand-writ
   web/lib/capi.d.ts          TypeScript interfaces of the params and info structs, as the
                              JavaScript side names them (camelCase; enums as their lower-case
                              names; an array field with its length as one JS array)
-  wasm/exports.txt           -sEXPORTED_FUNCTIONS of the WASM build (with --wasm-dir)
+  <dir>/exports.txt          -sEXPORTED_FUNCTIONS of the WASM build (with --wasm-dir): every
+                             function but those that open a file by path (the browser has no
+                             filesystem: models and tables come as bytes)
   <dir>/layout_check.c       static assertions that the wasm32 layouts computed here are the
                              compiler's (built into the WASM module, with --wasm-dir)
 
@@ -232,11 +234,18 @@ def js_kind(h, ctype):
     return kind_of(h, ctype)[0] if base != "void" else "void"
 
 
+def takes_path(params):
+    """A function that opens a file by name: not in the WASM module (no filesystem there)."""
+    return any(pname == "path" and ptype == "const char*" for ptype, pname in params)
+
+
 def write_js(h):
     import json
 
     functions = {}
     for name, ret, params in h.functions:
+        if takes_path(params):
+            continue
         functions[name] = {
             "ret": js_kind(h, ret),
             "params": [[pname, js_kind(h, ptype), ptype] for ptype, pname in params],
@@ -312,10 +321,12 @@ def write_dts(h):
             lines.append(f"  {camel(f['name'])}{q}: {ts_type(h, f, pairs)};")
         lines.append("}")
         lines.append("")
-    lines.append("/** Every C API function the engine exports. */")
+    lines.append("/** Every C API function the WebAssembly engine exports (not those that open a file by")
+    lines.append(" * path: the browser has no filesystem). */")
     lines.append("export type CApiFunction =")
-    for fname, _, _ in h.functions:
-        lines.append(f"  | '{fname}'")
+    for fname, _, params in h.functions:
+        if not takes_path(params):
+            lines.append(f"  | '{fname}'")
     lines[-1] += ";"
     return "\n".join(lines) + "\n"
 
@@ -409,7 +420,8 @@ def write_py(h):
 
 def write_exports(h, extra):
     import json
-    names = ["_" + n for n, _, _ in h.functions] + ["_malloc", "_free"] + ["_" + e for e in extra]
+    names = ["_" + n for n, _, p in h.functions if not takes_path(p)]
+    names += ["_malloc", "_free"] + ["_" + e for e in extra]
     return json.dumps(names) + "\n"
 
 

@@ -106,16 +106,21 @@ TEST_F(CApiEngineTest, StepsGiveTheSameTextAsTheWholeCall) {
   EXPECT_EQ(st.new_tokens, 16);
   EXPECT_EQ(st.stop, SELFCOND_STOP_MAX_TOKENS);
   EXPECT_EQ(steps, 16);
-  // A finished generation refuses more steps with a clear error.
-  EXPECT_EQ(selfcond_generation_next(g, &st), SELFCOND_FAILED_PRECONDITION);
-  EXPECT_NE(std::string(selfcond_last_error()).find("done"), std::string::npos);
+  // A finished generation reports done again, with no token.
+  ASSERT_EQ(selfcond_generation_next(g, &st), SELFCOND_OK);
+  EXPECT_EQ(st.done, 1);
+  EXPECT_EQ(st.token, -1);
+  EXPECT_EQ(st.new_tokens, 16);
   selfcond_generation_free(g);
   // Cancelled after two tokens: the next step reports it.
   ASSERT_EQ(selfcond_generation_start(s, "The game", &gp, &g), SELFCOND_OK);
   ASSERT_EQ(selfcond_generation_next(g, &st), SELFCOND_OK);
   ASSERT_EQ(selfcond_generation_next(g, &st), SELFCOND_OK);
   selfcond_generation_cancel(g);
-  ASSERT_EQ(selfcond_generation_next(g, &st), SELFCOND_FAILED_PRECONDITION);
+  ASSERT_EQ(selfcond_generation_next(g, &st), SELFCOND_OK);
+  EXPECT_EQ(st.done, 1);
+  EXPECT_EQ(st.stop, SELFCOND_STOP_CANCELLED);
+  EXPECT_EQ(st.new_tokens, 2);  // the two steps before the cancel
   selfcond_generation_free(g);
   selfcond_session_free(s);
 }

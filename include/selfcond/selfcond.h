@@ -349,11 +349,11 @@ typedef struct {
   const char* piece; /* text that became complete UTF-8 (not NUL-terminated; may be empty);
                         valid until the next call on the generation */
   size_t piece_len;
-  int done;          /* 1: the generation ended (stop says why); further calls fail */
+  int done;          /* 1: the generation ended (stop says why); further calls report it again */
   selfcond_stop stop;
   int prompt_tokens, new_tokens;
 } selfcond_generation_step;
-/* Samples and runs one more token. */
+/* Samples and runs one more token. After the end (or a cancel), reports done with token -1. */
 SELFCOND_API selfcond_status selfcond_generation_next(selfcond_generation* generation,
                                                       selfcond_generation_step* out);
 /* Ends the generation here: the next selfcond_generation_next reports done, stop CANCELLED. */

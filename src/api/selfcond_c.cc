@@ -589,14 +589,17 @@ selfcond_status selfcond_generation_next(selfcond_generation* generation,
   return Guard([&] {
     if (generation == nullptr || out == nullptr) return Invalid("generation or output is NULL");
     selfcond::Generation& g = *generation->generation;
-    if (g.done()) {
-      return ToC(absl::FailedPreconditionError("the generation is done: free it"));
+    // A finished (or cancelled) generation reports done again, with no token.
+    generation->piece.clear();
+    int32_t token = -1;
+    if (!g.done()) {
+      auto step = g.Next();
+      if (!step.ok()) return ToC(step.status());
+      generation->piece = std::move(step->text);
+      token = step->token;
     }
-    auto step = g.Next();
-    if (!step.ok()) return ToC(step.status());
-    generation->piece = std::move(step->text);
     const selfcond::GenerateResult& r = g.result();
-    out->token = step->token;
+    out->token = token;
     out->piece = generation->piece.c_str();
     out->piece_len = generation->piece.size();
     out->done = g.done() ? 1 : 0;

@@ -144,7 +144,7 @@ export interface GenerationStep {
   token: number;
   /** text that became complete UTF-8 (not NUL-terminated; may be empty); valid until the next call on the generation */
   piece: string;
-  /** 1: the generation ended (stop says why); further calls fail */
+  /** 1: the generation ended (stop says why); further calls report it again */
   done: boolean;
   stop: 'max_tokens' | 'eos' | 'context_full' | 'cancelled';
   promptTokens: number;
@@ -244,14 +244,14 @@ export interface TableInfo {
   topN: number | bigint;
 }
 
-/** Every C API function the engine exports. */
+/** Every C API function the WebAssembly engine exports (not those that open a file by
+ * path: the browser has no filesystem). */
 export type CApiFunction =
   | 'selfcond_version'
   | 'selfcond_last_error'
   | 'selfcond_status_name'
   | 'selfcond_string_free'
   | 'selfcond_model_default_params'
-  | 'selfcond_model_load_file'
   | 'selfcond_model_load_memory'
   | 'selfcond_model_load_owned'
   | 'selfcond_model_free'
@@ -262,13 +262,10 @@ export type CApiFunction =
   | 'selfcond_detokenize_to_string'
   | 'selfcond_unit_to_string'
   | 'selfcond_site_kind_name'
-  | 'selfcond_experts_load_file'
   | 'selfcond_experts_load_memory'
   | 'selfcond_experts_default_params'
-  | 'selfcond_experts_load_file_ex'
   | 'selfcond_experts_load_memory_ex'
   | 'selfcond_experts_free'
-  | 'selfcond_experts_save'
   | 'selfcond_experts_to_string'
   | 'selfcond_experts_get_info'
   | 'selfcond_experts_get_unit'
@@ -295,7 +292,6 @@ export type CApiFunction =
   | 'selfcond_ranking_free'
   | 'selfcond_ranking_get_info'
   | 'selfcond_pooled_responses'
-  | 'selfcond_dataset_load'
   | 'selfcond_dataset_create'
   | 'selfcond_dataset_free'
   | 'selfcond_dataset_get_info'

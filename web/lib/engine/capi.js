@@ -904,26 +904,6 @@ export const FUNCTIONS = {
   "ret": "struct:selfcond_model_params",
   "params": []
  },
- "selfcond_model_load_file": {
-  "ret": "enum",
-  "params": [
-   [
-    "path",
-    "ptr",
-    "const char*"
-   ],
-   [
-    "params",
-    "ptr",
-    "const selfcond_model_params*"
-   ],
-   [
-    "out",
-    "ptr",
-    "selfcond_model**"
-   ]
-  ]
- },
  "selfcond_model_load_memory": {
   "ret": "enum",
   "params": [
@@ -1139,26 +1119,6 @@ export const FUNCTIONS = {
    ]
   ]
  },
- "selfcond_experts_load_file": {
-  "ret": "enum",
-  "params": [
-   [
-    "model",
-    "ptr",
-    "const selfcond_model*"
-   ],
-   [
-    "path",
-    "ptr",
-    "const char*"
-   ],
-   [
-    "out",
-    "ptr",
-    "selfcond_experts**"
-   ]
-  ]
- },
  "selfcond_experts_load_memory": {
   "ret": "enum",
   "params": [
@@ -1187,31 +1147,6 @@ export const FUNCTIONS = {
  "selfcond_experts_default_params": {
   "ret": "struct:selfcond_experts_params",
   "params": []
- },
- "selfcond_experts_load_file_ex": {
-  "ret": "enum",
-  "params": [
-   [
-    "model",
-    "ptr",
-    "const selfcond_model*"
-   ],
-   [
-    "path",
-    "ptr",
-    "const char*"
-   ],
-   [
-    "params",
-    "ptr",
-    "const selfcond_experts_params*"
-   ],
-   [
-    "out",
-    "ptr",
-    "selfcond_experts**"
-   ]
-  ]
  },
  "selfcond_experts_load_memory_ex": {
   "ret": "enum",
@@ -1250,26 +1185,6 @@ export const FUNCTIONS = {
     "experts",
     "ptr",
     "selfcond_experts*"
-   ]
-  ]
- },
- "selfcond_experts_save": {
-  "ret": "enum",
-  "params": [
-   [
-    "experts",
-    "ptr",
-    "const selfcond_experts*"
-   ],
-   [
-    "path",
-    "ptr",
-    "const char*"
-   ],
-   [
-    "format",
-    "enum",
-    "selfcond_table_format"
    ]
   ]
  },
@@ -1797,26 +1712,6 @@ export const FUNCTIONS = {
     "out",
     "ptr",
     "float*"
-   ]
-  ]
- },
- "selfcond_dataset_load": {
-  "ret": "enum",
-  "params": [
-   [
-    "path",
-    "ptr",
-    "const char*"
-   ],
-   [
-    "max_sentences",
-    "i32",
-    "int"
-   ],
-   [
-    "out",
-    "ptr",
-    "selfcond_dataset**"
    ]
   ]
  },
