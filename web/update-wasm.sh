@@ -12,7 +12,6 @@ dest=web/lib/engine
 files=(selfcond.mjs selfcond.wasm selfcond-mt.mjs selfcond-mt.wasm selfcond-mt.worker.js)
 if [[ "${1:-}" == "--check" ]]; then
   stale=()
-  cmp -s wasm/loader.mjs "$dest/loader.mjs" || stale+=(loader.mjs)
   for f in "${files[@]}"; do
     if [[ ! -f wasm/dist/$f ]]; then
       echo "update-wasm --check: wasm/dist/$f missing (build it: wasm/build.sh)" >&2
@@ -24,7 +23,6 @@ if [[ "${1:-}" == "--check" ]]; then
     echo "update-wasm --check: web/lib/engine is not the engine these sources build: ${stale[*]}" >&2
     echo "  (rebuild and commit it: web/update-wasm.sh)" >&2
     for f in "${stale[@]}"; do
-      [[ "$f" == loader.mjs ]] && continue
       printf '  %-22s committed %9s bytes, fresh build %9s bytes\n' "$f" \
         "$(stat -c %s "$dest/$f" 2>/dev/null || echo -)" "$(stat -c %s "wasm/dist/$f")" >&2
     done
@@ -37,8 +35,7 @@ if [[ "${1:-}" != "--no-build" ]]; then
   bash wasm/build.sh
 fi
 mkdir -p "$dest"
-# The package's one copy of the loader (its source is wasm/loader.mjs).
-cp wasm/loader.mjs "$dest/"
+# (The loader, engine/loader.mjs, and the C API glue, engine/capi*.js, are sources, not copies.)
 for f in "${files[@]}"; do
   if [[ -f wasm/dist/$f ]]; then
     cp "wasm/dist/$f" "$dest/"

@@ -23,7 +23,7 @@ const modulePath = join(dist, 'selfcond.mjs');
 const mtPath = join(dist, 'selfcond-mt.mjs');
 const modelPath = process.env.SELFCOND_WASM_TEST_MODEL ?? '';
 const nativeCli = process.env.SELFCOND_NATIVE_CLI ?? '';
-const { loadSelfcond } = await import(pathToFileURL(join(here, '..', 'loader.mjs')).href);
+const { loadSelfcond } = await import(pathToFileURL(join(here, '..', '..', 'web', 'lib', 'engine', 'loader.mjs')).href);
 const { CApi, CApiError } = await import(pathToFileURL(join(repo, 'web', 'lib', 'engine', 'capi-runtime.js')).href);
 const { STRUCTS } = await import(pathToFileURL(join(repo, 'web', 'lib', 'engine', 'capi.js')).href);
 

@@ -19,7 +19,7 @@ const modelPath = process.env.SELFCOND_WASM_TEST_MODEL ?? '';
 const skipModule = existsSync(join(dist, 'selfcond.mjs')) ? false : 'not built: run wasm/build.sh st';
 const skipModel = skipModule || (existsSync(modelPath) ? false : 'set SELFCOND_WASM_TEST_MODEL');
 
-const { loadSelfcond, engineFailure, MAX_WASM_MEMORY } = await import(pathToFileURL(join(here, '..', 'loader.mjs')).href);
+const { loadSelfcond, engineFailure, MAX_WASM_MEMORY } = await import(pathToFileURL(join(here, '..', '..', 'web', 'lib', 'engine', 'loader.mjs')).href);
 const { CApi, CApiError } = await import(pathToFileURL(join(here, '..', '..', 'web', 'lib', 'engine', 'capi-runtime.js')).href);
 const fresh = async () => (await loadSelfcond({ baseUrl: pathToFileURL(`${dist}/`), threads: 1 })).Module;
 const MiB = 1048576;

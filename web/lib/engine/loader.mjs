@@ -3,8 +3,8 @@
 // else the single-threaded one. Works in browsers, Web Workers and Node 20.
 //
 //   import { loadSelfcond } from './loader.mjs';
-//   const { Module, threaded } = await loadSelfcond({ baseUrl: new URL('./dist/', import.meta.url) });
-//   const model = new Module.Model();     // API: wasm/bindings.cc
+//   const { Module, threaded } = await loadSelfcond({ baseUrl: new URL('./', import.meta.url) });
+//   const capi = new CApi(Module);        // the C API: capi-runtime.js
 //
 // The worker protocol and UI are in web/; this file chooses and instantiates the build, and
 // tells an engine failure (a throw out of WebAssembly: out of memory, abort) from a JS error.
@@ -26,7 +26,7 @@ export function hardwareThreads() {
  * @returns {Promise<{Module: object, threaded: boolean, threads: number}>}
  */
 export async function loadSelfcond(opts = {}) {
-  const baseUrl = new URL(opts.baseUrl ?? './dist/', import.meta.url);
+  const baseUrl = new URL(opts.baseUrl ?? './', import.meta.url);
   const wanted = Math.max(1, Math.min(opts.threads ?? hardwareThreads(), 4));
   const threaded = wanted > 1 && canUseThreads();
   const name = threaded ? 'selfcond-mt' : 'selfcond';

@@ -158,7 +158,7 @@ function replaceModule() {
 }
 
 // Turns any thrown value into an Error for the page. A failure of the engine itself (see
-// engineFailure in wasm/loader.mjs) first fails everything running on the lost instance, tells
+// engineFailure in loader.mjs) first fails everything running on the lost instance, tells
 // the page, and replaces the instance; the returned EngineLost says so.
 async function handleFailure(err) {
   if (err instanceof EngineLost) return err;
