@@ -35,6 +35,8 @@ bash tests/run-package.sh build/release
 # The reference data stage 1 made (tokenizer vectors, llama.cpp's logits) serve the other builds.
 export SELFCOND_TOKENIZER_VECTORS="$ROOT/build/release/test-tokenizers"
 export SELFCOND_LLAMA_REF="$ROOT/build/release/test-llama"
+# The native CLI converts the Llama checkpoints the WASM and browser tests load.
+export SELFCOND_NATIVE_CLI="$ROOT/build/release/selfcond"
 
 echo "== [2/4] sanitizers (ASan+UBSan, clang) and fuzzers"
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
@@ -74,8 +76,7 @@ echo "== [3/4] WASM build + Node tests, browser tests"
 # tests run web/lib/engine, which must be exactly that build (the committed copy the demo uses).
 bash wasm/build.sh all
 bash web/update-wasm.sh --check
-SELFCOND_WASM_TEST_MODEL="$ROOT/demo/models/selfcond-mini-30m.scm" \
-  SELFCOND_NATIVE_CLI="$ROOT/build/release/selfcond" bash wasm/build.sh test
+SELFCOND_WASM_TEST_MODEL="$ROOT/demo/models/selfcond-mini-30m.scm" bash wasm/build.sh test
 if [[ -f web/test.sh ]]; then
   bash web/test.sh
 fi

@@ -6,6 +6,10 @@ import { loadModelAndTables as loadInto, rankTyped, streamColumns } from './lib/
 import { ConceptLibrary } from './library.js';
 
 const MODEL_URL = new URL('../demo/models/selfcond-mini-30m.scm', import.meta.url);
+// The models the page serves, for the picker: {models: [{label, url, tables}]} (urls relative to
+// the index; tables: true when the preset expert tables were ranked on that model). ?models=
+// points at another index; ?model= picks (or adds) one.
+const MODELS_URL = new URL('../demo/models/index.json', import.meta.url);
 const params = new URLSearchParams(location.search);
 // Origins besides the page's own that ?model= and table URLs may come from: the page's
 // <meta name="selfcond-model-origins" content="https://a.example https://b.example">. Anything
@@ -62,6 +66,7 @@ Our flight landed safely despite the storm.`;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
+  modelPicker: $('model-picker'),
   prompt: $('prompt'), concept: $('concept'), k: $('k'), kOut: $('k-out'),
   maxTokens: $('max-tokens'), temperature: $('temperature'), topK: $('top-k'), topP: $('top-p'),
   seed: $('seed'), reseed: $('reseed'), forceValue: $('force-value'),
@@ -89,6 +94,7 @@ const methodInputs = [...document.querySelectorAll('input[name="method"]')];
 
 const state = {
   sc: null,
+  models: [],         // the picker's entries: {label, url (absolute), tables}
   tables: new Map(),  // key -> {label, table}
   running: [],        // active generation handles
   lastRanked: null,
@@ -171,8 +177,37 @@ async function start() {
   const rt = state.sc.runtime;
   state.runtimeText = `${rt.backend} · ${rt.threaded ? `${rt.threads} threads (cross-origin isolated)` : 'single-threaded'}`;
   ui.runtimeInfo.textContent = state.runtimeText;
+  await fillModelPicker();
   await loadModelAndTables();
 }
+
+// The picker: the served index's models, and ?model= when it is not one of them.
+async function fillModelPicker() {
+  const indexUrl = params.has('models') ? new URL(params.get('models'), location.href) : MODELS_URL;
+  try {
+    const r = await fetch(indexUrl);
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    const index = await r.json();
+    state.models = (index.models ?? []).map((m) => ({ label: String(m.label ?? m.url), url: new URL(m.url, indexUrl).href, tables: !!m.tables }));
+  } catch (e) {
+    console.info(`model index ${indexUrl} not available (${e.message}): the default model only`);
+    state.models = [{ label: 'selfcond-mini-30m', url: MODEL_URL.href, tables: true }];
+  }
+  if (params.has('model')) {
+    const url = new URL(params.get('model'), location.href).href;
+    if (!state.models.some((m) => m.url === url)) state.models.push({ label: url.split('/').pop(), url, tables: false });
+  }
+  ui.modelPicker.replaceChildren(...state.models.map((m) => new Option(m.label, m.url)));
+  const want = params.has('model') ? new URL(params.get('model'), location.href).href : state.models[0]?.url;
+  ui.modelPicker.value = want;
+}
+
+ui.modelPicker.onchange = () => {
+  state.loadAbort?.abort();
+  state.running.forEach((h) => h.cancel());
+  state.rankAbort?.abort();
+  loadModelAndTables();
+};
 
 function setModelReady(ready) {
   state.modelReady = ready;
@@ -196,7 +231,8 @@ async function loadModelAndTables() {
   setModelReady(false);
   library.detach();
   ui.loadModel.hidden = true;
-  const modelUrl = params.get('model') ?? MODEL_URL;
+  const entry = state.models[ui.modelPicker.selectedIndex];
+  const modelUrl = entry?.url ?? params.get('model') ?? MODEL_URL;
   const abort = new AbortController();
   state.loadAbort = abort;
   ui.loadFill.style.width = '0%';
@@ -209,7 +245,9 @@ async function loadModelAndTables() {
       allowedOrigins: ALLOWED_MODEL_ORIGINS,
       verify: params.get('verify') !== '0',  // ?verify=0 skips the content hash check
       cache: !params.has('nocache'),  // ?nocache: always download, store nothing
-      tables: PRESETS,
+      // The preset tables were ranked on the demo model: other models start without (rank a
+      // concept of your own, or one of the library's).
+      tables: entry && !entry.tables ? [] : PRESETS,
       onStatus: (text, fraction) => {
         ui.loadFill.style.width = `${Math.round((fraction ?? 0) * 100)}%`;
         setStatus(text);
@@ -236,8 +274,11 @@ async function loadModelAndTables() {
     ui.loadbar.hidden = true;
     state.loadAbort = null;
   }
-  // Tables belong to the model they were loaded for: the picker holds the new model's only.
+  // Tables belong to the model they were loaded for: the picker holds the new model's only, and
+  // steering vectors computed on the previous model go too.
   state.tables.clear();
+  state.derived.clear();
+  closeExplorer();
   ui.concept.replaceChildren();
   for (const t of loaded.tables) addTableOption(t.key, t.label, t.table);
   if (!state.tables.size) {

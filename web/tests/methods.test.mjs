@@ -59,14 +59,17 @@ describe('steering methods and the expert explorer', { skip }, () => {
         const sv = await sc.steeringVector({ positive: pos, negative: neg, layer: 2 });
         const svDefault = await sc.steeringVector({ positive: pos, negative: neg });
         const bias = await sc.wordLogitBias({ words: words.map((w) => w.word), beta: 10 });
-        const id = (() => {  // the global id of the table's best unit (UnitSpace numbering)
+        // The table's best unit: its global id as the engine reports it, and the same id computed
+        // here from GPT-2's unit numbering (site = layer * 4 + kind; sites in order).
+        const id = table.units.id[0];
+        const computed = (() => {
           const sizes = [3 * info.nEmbd, info.nEmbd, info.nInner, info.nEmbd];
           let x = 0;
           for (let s = 0; s < table.units.site[0]; s++) x += sizes[s & 3];
           return x + table.units.unit[0];
         })();
         const traceById = await sc.traceUnit({ sentence: pos[0], unit: id });
-        const traceBySite = await sc.traceUnit({ sentence: pos[0], unit: { site: table.units.site[0], unit: table.units.unit[0] } });
+        const traceBySite = { ...traceById, computed, layerKind: [table.units.layer[0], table.units.kind[0], table.units.site[0]] };
         const base = await run({});
         const steered = await run({ steer: { vector: sv.vector, layer: 2, alpha: 6 } });
         const biased = await run({ bias });
@@ -77,7 +80,8 @@ describe('steering methods and the expert explorer', { skip }, () => {
           badLength: await rejects(run({ steer: { vector: new Float32Array(3), layer: 2, alpha: 1 } })),
           badLayer: await rejects(run({ steer: { vector: sv.vector, layer: 99, alpha: 1 } })),
           badBias: await rejects(run({ bias: { tokens: [1, 2], bias: [1] } })),
-          badUnit: await rejects(sc.traceUnit({ sentence: 'x', unit: { site: 0, unit: 1e7 } })),
+          badUnit: await rejects(sc.traceUnit({ sentence: 'x', unit: 1e9 })),
+          siteForm: await rejects(sc.traceUnit({ sentence: 'x', unit: { site: 0, unit: 1 } })),
           noSentences: await rejects(sc.steeringVector({ positive: [], negative: neg })),
         };
         const t0 = performance.now();
@@ -103,7 +107,9 @@ describe('steering methods and the expert explorer', { skip }, () => {
     assert.equal(r.svDefaultLayer, Math.floor(r.nLayer / 2));
     assert.ok(r.bias.tokens.length >= r.words.length / 2 && r.bias.tokens.length === r.bias.bias.length);
     assert.ok(r.bias.bias.every((b) => b === 10));
-    assert.deepEqual(r.traceById, r.traceBySite);
+    assert.equal(r.traceBySite.computed, r.id, 'the engine\'s unit id is the UnitSpace numbering');
+    const [layer, kind, site] = r.traceBySite.layerKind;
+    assert.equal(layer * 4 + kind, site);
     assert.equal(r.traceById.unit, r.id);
     assert.equal(r.traceById.tokens.length, r.traceById.values.length);
     assert.ok(r.traceById.tokens.length > 5 && r.traceById.values.every(Number.isFinite));
@@ -111,10 +117,12 @@ describe('steering methods and the expert explorer', { skip }, () => {
     assert.notEqual(r.biased, r.base, 'the logit bias changes greedy output');
     assert.notEqual(r.steered, r.experts);
     assert.equal(r.again, r.base, 'steering and bias are cleared for a plain generation on a reused session');
-    assert.match(r.errors.badLength, /steer\.vector has 3 numbers/);
-    assert.match(r.errors.badLayer, /steer\.layer must be a block/);
+    // The library's own messages (the worker passes them on; it checks nothing itself).
+    assert.match(r.errors.badLength, /steering vector has 3 values, the model's n_embd is \d+/);
+    assert.match(r.errors.badLayer, /steering layer 99 out of range/);
     assert.match(r.errors.badBias, /2 tokens but 1 bias/);
-    assert.match(r.errors.badUnit, /unit\.unit must be/);
+    assert.match(r.errors.badUnit, /unit 1000000000 out of range/);
+    assert.match(r.errors.siteForm, /unit must be a global unit id/);
     assert.notEqual(r.errors.noSentences, 'resolved');
     assert.deepEqual(r.cmp.methods, ['none:0', 'experts:20', 'steer:4', 'bias:6']);
     for (const k of ['mention_rate', 'ppl', 'scorer_ppl', 'self_bleu']) assert.ok(Number.isFinite(r.cmp.point[k]), `${k}: ${r.cmp.point[k]}`);
