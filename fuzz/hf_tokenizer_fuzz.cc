@@ -10,6 +10,7 @@
 //
 //   ./hf_tokenizer_fuzz -max_total_time=30
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,7 +53,7 @@ std::string Builtin() {
       {"type":"ByteLevel","add_prefix_space":false,"use_regex":false}]},
     "post_processor":{"type":"TemplateProcessing","single":[{"SpecialToken":{"id":"<s>"}},{"Sequence":{"id":"A"}}]},
     "decoder":{"type":"ByteLevel"},
-    "model":{"type":"BPE","ignore_merges":true,"merges":["t h","th e","\u0120 t","\u0120t he","1 2"],
+    "model":{"type":"BPE","ignore_merges":true,"merges":["t h","th e","\u0120 t","\u0120 the","1 2"],
       "vocab":{)" +
          vocab + "}}}";
 }
@@ -76,7 +77,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 1: {
       static const std::unique_ptr<Tokenizer> tok = [] {
         auto t = Tokenizer::FromTokenizerJson(Builtin(), {261});
-        if (!t.ok()) __builtin_trap();  // the built-in document must build
+        if (!t.ok()) {  // the built-in document must build
+          fprintf(stderr, "built-in tokenizer.json: %s\n",
+                  std::string(t.status().message()).c_str());
+          __builtin_trap();
+        }
         return std::move(*t);
       }();
       const std::vector<int32_t> ids = tok->EncodeForModel(rest);
