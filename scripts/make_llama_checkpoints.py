@@ -44,6 +44,22 @@ VARIANTS = [
          head_dim=None, ff=384, tied=True, theta=100000.0, dtype="f32"),
 ]
 
+# Random models with the shapes of the small models devices ship (vocabulary padded to the real
+# size), for the speed comparison with llama.cpp (scripts/bench_llama_peers.sh): --bench-shapes.
+BENCH_SHAPES = [
+    dict(name="smollm2-135m-shaped", model_type="llama", tok="smollm2", hidden=576, layers=30,
+         heads=9, kv=3, head_dim=None, ff=1536, tied=True, theta=100000.0, vocab=49152,
+         ctx=2048, dtype="bf16"),
+    dict(name="qwen2.5-0.5b-shaped", model_type="qwen2", tok="qwen2", hidden=896, layers=24,
+         heads=14, kv=2, head_dim=None, ff=4864, tied=True, theta=1000000.0, vocab=151936,
+         ctx=2048, dtype="bf16"),
+    dict(name="llama3.2-1b-shaped", model_type="llama", tok="llama3", hidden=2048, layers=16,
+         heads=32, kv=8, head_dim=64, ff=8192, tied=True, theta=500000.0, vocab=128256,
+         rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                       "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+         ctx=2048, dtype="bf16"),
+]
+
 ARCH_CLASS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
               "mistral": "MistralForCausalLM"}
 
@@ -62,33 +78,36 @@ def bf16_bits_to_f32(b):
 
 
 def write_safetensors(path, tensors, dtype):
-    """tensors: name -> float32 array; stored as dtype; returns the float32 values as stored."""
-    header, blobs, stored, offset = {}, [], {}, 0
+    """tensors: name -> float32 array; stored as dtype; returns the float32 values as stored.
+    Streams one tensor at a time (the 1B-shaped benchmark model is 5 GB as float32)."""
+    st, size = {"bf16": ("BF16", 2), "f16": ("F16", 2)}.get(dtype, ("F32", 4))
+    header, offset = {}, 0
     for name in sorted(tensors):
-        a = tensors[name].astype(np.float32)
-        if dtype == "bf16":
-            bits = to_bf16_bits(a)
-            raw, st = bits.tobytes(), "BF16"
-            stored[name] = bf16_bits_to_f32(bits)
-        elif dtype == "f16":
-            h = a.astype(np.float16)
-            raw, st = h.tobytes(), "F16"
-            stored[name] = h.astype(np.float32)
-        else:
-            raw, st = a.tobytes(), "F32"
-            stored[name] = a
-        header[name] = {"dtype": st, "shape": list(a.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
+        n = int(np.prod(tensors[name].shape)) * size
+        header[name] = {"dtype": st, "shape": list(tensors[name].shape),
+                        "data_offsets": [offset, offset + n]}
+        offset += n
     header["__metadata__"] = {"format": "pt"}
     h = json.dumps(header).encode()
     h += b" " * ((8 - len(h) % 8) % 8)
+    stored = {}
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(h)))
         f.write(h)
-        for b in blobs:
-            f.write(b)
+        for name in sorted(tensors):
+            a = tensors[name].astype(np.float32)
+            if dtype == "bf16":
+                bits = to_bf16_bits(a)
+                f.write(bits.tobytes())
+                stored[name] = bf16_bits_to_f32(bits)
+            elif dtype == "f16":
+                hh = a.astype(np.float16)
+                f.write(hh.tobytes())
+                stored[name] = hh.astype(np.float32)
+            else:
+                f.write(a.tobytes())
+                stored[name] = a
+            tensors[name] = None  # keep one copy of the weights in memory
     return stored
 
 
@@ -124,28 +143,46 @@ def gguf_kv(key, vtype, value):
     raise ValueError(key)
 
 
-def write_gguf(path, kvs, tensors):
-    """kvs: list of (key, type, value); tensors: list of (name, float32 array)."""
+def q8_0_blocks(a):
+    """ggml's quantize_row_q8_0_ref: blocks of 32 along a row, d = max|x| / 127 stored as
+    float16, q = round-half-away(x / d); 34 bytes per block."""
+    x = a.reshape(-1, 32)
+    d = np.abs(x).max(axis=1) / 127.0
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+    y = x * inv[:, None]
+    q = (np.sign(y) * np.floor(np.abs(y) + 0.5)).astype(np.int8)
+    out = np.empty((x.shape[0], 34), dtype=np.uint8)
+    out[:, :2] = d.astype(np.float16).view(np.uint8).reshape(-1, 2)
+    out[:, 2:] = q.view(np.uint8)
+    return out.tobytes()
+
+
+def write_gguf(path, kvs, tensors, qtype="f32"):
+    """kvs: list of (key, type, value); tensors: list of (name, float32 array). qtype "q8_0"
+    stores 2-D weights as Q8_0 (as convert_hf_to_gguf.py --outtype q8_0 does; norms and
+    rope_freqs stay F32)."""
     align = 32
     head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs))
     head += b"".join(gguf_kv(*kv) for kv in kvs)
-    infos, offset, datas = b"", 0, []
+    infos, offset, plan = b"", 0, []
     for name, a in tensors:
-        a = np.ascontiguousarray(a, dtype=np.float32)
         dims = list(reversed(a.shape))  # ggml: ne[0] is the fastest-varying dimension
+        q8 = qtype == "q8_0" and a.ndim == 2 and dims[0] % 32 == 0
+        nbytes = a.size // 32 * 34 if q8 else a.size * 4
         infos += gguf_str(name) + struct.pack("<I", len(dims))
         infos += b"".join(struct.pack("<Q", d) for d in dims)
-        infos += struct.pack("<IQ", 0, offset)  # type 0 = F32
-        raw = a.tobytes()
-        pad = (align - len(raw) % align) % align
-        datas.append(raw + b"\0" * pad)
-        offset += len(raw) + pad
+        infos += struct.pack("<IQ", 8 if q8 else 0, offset)  # type 8 = Q8_0, 0 = F32
+        pad = (align - nbytes % align) % align
+        plan.append((a, q8, pad))
+        offset += nbytes + pad
     body = head + infos
     body += b"\0" * ((align - len(body) % align) % align)
     with open(path, "wb") as f:
         f.write(body)
-        for d in datas:
-            f.write(d)
+        for a, q8, pad in plan:
+            a = np.ascontiguousarray(a, dtype=np.float32)
+            f.write(q8_0_blocks(a) if q8 else a.tobytes())
+            f.write(b"\0" * pad)
 
 
 def permute_rows(w, n_head):
@@ -174,12 +211,13 @@ def llama3_rope_factors(head_dim, theta, rs):
 
 # ---- one variant -----------------------------------------------------------------------------
 
-def make_variant(v, tok_dir, out_dir, rng):
+def make_variant(v, tok_dir, out_dir, rng, gguf_type="f32"):
     name = v["name"]
     tok = json.load(open(os.path.join(tok_dir, f"{v['tok']}.tokenizer.json"), encoding="utf-8"))
     eos = json.load(open(os.path.join(tok_dir, f"{v['tok']}.eos.json")))
     n_tok = max(max(tok["model"]["vocab"].values()), max(t["id"] for t in tok["added_tokens"])) + 1
-    V = n_tok + v.get("vocab_pad", 0)
+    V = v.get("vocab") or n_tok + v.get("vocab_pad", 0)
+    ctx = v.get("ctx", 512)
     d, L, H, KV, F = v["hidden"], v["layers"], v["heads"], v["kv"], v["ff"]
     hd = v["head_dim"] or d // H
     qd, kvd = H * hd, KV * hd
@@ -230,7 +268,7 @@ def make_variant(v, tok_dir, out_dir, rng):
         "architectures": [ARCH_CLASS[v["model_type"]]], "model_type": v["model_type"],
         "hidden_size": d, "intermediate_size": F, "num_hidden_layers": L,
         "num_attention_heads": H, "num_key_value_heads": KV, "hidden_act": "silu",
-        "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": v["theta"],
+        "max_position_embeddings": ctx, "rms_norm_eps": 1e-5, "rope_theta": v["theta"],
         "tie_word_embeddings": v["tied"], "vocab_size": V, "torch_dtype": "float32",
         "bos_token_id": None, "eos_token_id": eos if len(eos) > 1 else eos[0],
     }
@@ -256,8 +294,8 @@ def make_variant(v, tok_dir, out_dir, rng):
     # ---- the same weights for llama.cpp ----
     arch = "qwen2" if v["model_type"] == "qwen2" else "llama"
     kvs = [("general.architecture", T_STR, arch), ("general.name", T_STR, name),
-           ("general.file_type", T_U32, 0),
-           (f"{arch}.block_count", T_U32, L), (f"{arch}.context_length", T_U32, 512),
+           ("general.file_type", T_U32, 7 if gguf_type == "q8_0" else 0),
+           (f"{arch}.block_count", T_U32, L), (f"{arch}.context_length", T_U32, ctx),
            (f"{arch}.embedding_length", T_U32, d), (f"{arch}.feed_forward_length", T_U32, F),
            (f"{arch}.attention.head_count", T_U32, H),
            (f"{arch}.attention.head_count_kv", T_U32, KV),
@@ -321,7 +359,7 @@ def make_variant(v, tok_dir, out_dir, rng):
             g.append((b + f"{gx}.weight", stored[p + f"mlp.{x}_proj.weight"]))
             if p + f"mlp.{x}_proj.bias" in stored:
                 g.append((b + f"{gx}.bias", stored[p + f"mlp.{x}_proj.bias"]))
-    write_gguf(os.path.join(out_dir, f"{name}.gguf"), kvs, g)
+    write_gguf(os.path.join(out_dir, f"{name}.gguf"), kvs, g, gguf_type)
 
     # ---- prompts: the template's prefix (BOS) + random ordinary tokens. Random weights make
     # some greedy choices knife-edge (two logits a hair apart: a coin flip for any quantization),
@@ -350,9 +388,26 @@ def main():
     ap.add_argument("out_dir")
     ap.add_argument("--tokenizers", required=True)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--bench-shapes", default="",
+                    help="comma-separated names of BENCH_SHAPES ('all'): write those instead of "
+                         "the test variants, with Q8_0 GGUF files and a 128-token prompt each")
     args = ap.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
     rng = np.random.default_rng(args.seed)
+    if args.bench_shapes:
+        names = args.bench_shapes.split(",")
+        for v in BENCH_SHAPES:
+            if names != ["all"] and v["name"] not in names:
+                continue
+            V = make_variant(v, args.tokenizers, args.out_dir, rng, "q8_0")
+            tok = json.load(open(os.path.join(args.tokenizers, f"{v['tok']}.tokenizer.json"),
+                                 encoding="utf-8"))
+            specials = {a["id"] for a in tok["added_tokens"]}
+            ordinary = [i for i in tok["model"]["vocab"].values() if i not in specials]
+            with open(os.path.join(args.out_dir, f"{v['name']}.bench-prompt.json"), "w") as f:
+                json.dump([int(x) for x in rng.choice(ordinary, 128)], f)
+            print(f"  {v['name']}: {v['model_type']}, vocab {V}, {v['dtype']}, Q8_0 GGUF", flush=True)
+        return
     for v in VARIANTS:
         V = make_variant(v, args.tokenizers, args.out_dir, rng)
         print(f"  {v['name']}: {v['model_type']}, vocab {V}, {v['dtype']}")
