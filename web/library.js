@@ -80,6 +80,10 @@ export class ConceptLibrary {
    */
   constructor({ url, allowedOrigins, onTable, showError }) {
     this.url = url || DEFAULT_LIBRARY_URL;
+    // The demo's library belongs to the demo model: with another model picked it is simply not
+    // offered (a note in the panel). A library the page was asked for (?library=) that does not
+    // match the model is an error worth the banner.
+    this.explicit = Boolean(url);
     this.allowedOrigins = allowedOrigins;
     this.onTable = onTable;
     this.showError = showError;
@@ -151,6 +155,13 @@ export class ConceptLibrary {
       if (lib.model.hash !== String(model?.hash).toLowerCase()) {
         // Unit numbers only mean something for the model they were ranked on; the engine would
         // refuse each table anyway, but say it once, up front, with both models named.
+        if (!this.explicit) {
+          if (epoch !== this.epoch) return;
+          this.setStatus(`The demo's concept library was built for “${lib.model.name}”, not for ` +
+            `“${model?.name}”: rank a concept of your own, or open a library built for this model ` +
+            '(?library=URL).');
+          return;
+        }
         throw new Error(`it was built for the model “${lib.model.name}” (sha256 ${short(lib.model.hash)}…), ` +
           `but the loaded model is “${model?.name}” (sha256 ${short(model?.hash)}…). Build a library with ` +
           'this model (python -m selfcond.library build --model <this model> ...) and open that one.');

@@ -217,7 +217,8 @@ export class SelfCond extends EventTarget {
     this._pending.delete(m.id);
     this._listeners.delete(m.id);
     if (m.ok) p.resolve(m.result);
-    else p.reject(m.name === 'AbortError' ? new DOMException(m.error, 'AbortError') : new Error(m.error));
+    else if (m.name === 'AbortError') p.reject(new DOMException(m.error, 'AbortError'));
+    else p.reject(Object.assign(new Error(m.error), m.code ? { code: m.code } : {}));
   }
 
   _callListener(listener, event, m) {

@@ -137,7 +137,10 @@ export async function rankTyped(sc, { name, positiveText, negativeText, onProgre
   const positive = lines(positiveText);
   const negative = lines(negativeText);
   if (!positive.length || !negative.length) {
-    throw Object.assign(new Error('Type at least one sentence with the concept and one without it.'), { missing: positive.length ? 'negative' : 'positive' });
+    // Said here rather than by the engine so that the page can point at the empty box.
+    const missing = positive.length ? 'negative' : 'positive';
+    const what = missing === 'negative' ? 'without the concept' : 'with the concept';
+    throw Object.assign(new Error(`Type at least one sentence ${what}: the ${missing} examples are empty.`), { missing });
   }
   const table = await sc.rank({
     positive, negative, concept: String(name ?? '').trim() || 'custom', signal,

@@ -116,7 +116,7 @@ for (const isolated of [false, true]) {
       const r = await page.evaluate(async (MODEL) => {
         const { SelfCond } = await import('./lib/selfcond.js');
         const sc = await SelfCond.create({ testHooks: true });
-        const outcome = (p) => p.then((x) => ({ ok: true, x }), (e) => ({ ok: false, name: e.name, message: e.message }));
+        const outcome = (p) => p.then((x) => ({ ok: true, x }), (e) => ({ ok: false, name: e.name, message: e.message, code: e.code }));
         try {
           const bytes = new Uint8Array(await (await fetch(MODEL)).arrayBuffer());
           const out = {};
@@ -163,7 +163,8 @@ for (const isolated of [false, true]) {
       assert.ok(r.info.loadMs > 0);
       assert.equal(r.tokens, 4);
       assert.equal(r.corrupt.ok, false);
-      assert.match(r.corrupt.message, /loading the model failed: DATA_LOSS: content hash mismatch: .*\(file corrupted or modified\)/);
+      assert.match(r.corrupt.message, /loading the model failed: content hash mismatch: .*\(file corrupted or modified\)/);
+      assert.equal(r.corrupt.code, 'data_loss');  // the C API's status, by name
       assert.equal(r.modelAfterCorrupt, null);  // the old model was replaced, the new one refused
       assert.equal(r.unverified.ok, true, r.unverified.message);
       assert.equal(r.unverified.x.verified, false);

@@ -319,7 +319,9 @@ async function loadModel({ id, bytes, verify = true }) {
         return a.u32(out);
       });
     } catch (e) {
-      if (e instanceof CApiError) fail(`loading the model failed: ${e.message}`);
+      if (e instanceof CApiError) {
+        throw Object.assign(new Error(`loading the model failed: ${e.message}`), { code: e.code });
+      }
       throw e;
     }
     const loadMs = performance.now() - t0;
@@ -966,7 +968,13 @@ async function handle(data) {
     } catch (inner) {
       e = new Error(`${err?.message ?? String(err)} (and handling it failed: ${inner?.message ?? inner})`);
     }
-    post({ id, ok: false, error: String(e.message || e.name || 'failed'), ...(e.name === 'AbortError' ? { name: 'AbortError' } : {}) });
+    // code: the C API's status by name ('invalid_argument', 'data_loss', ...) when the library
+    // refused the request.
+    post({
+      id, ok: false, error: String(e.message || e.name || 'failed'),
+      ...(e.name === 'AbortError' ? { name: 'AbortError' } : {}),
+      ...(typeof e.code === 'string' ? { code: e.code } : {}),
+    });
   }
 }
 
