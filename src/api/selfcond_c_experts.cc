@@ -61,6 +61,26 @@ absl::StatusOr<Dataset> MakeDataset(const char* concept, const char* const* posi
   return ds;
 }
 
+// What both ranking entry points (step-wise and blocking) take from the caller.
+struct RankRequest {
+  Dataset data;
+  RankOptions options;
+  bool threaded = false;  // on the model's pool (params.threads != 1)
+};
+
+absl::StatusOr<RankRequest> MakeRankRequest(const char* concept, const char* const* positive,
+                                            size_t n_positive, const char* const* negative,
+                                            size_t n_negative, const selfcond_rank_params* params) {
+  RankRequest r;
+  auto ds = MakeDataset(concept, positive, n_positive, negative, n_negative);
+  if (!ds.ok()) return ds.status();
+  r.data = std::move(*ds);
+  auto ro = RankOptionsFrom(params, &r.threaded);
+  if (!ro.ok()) return ro.status();
+  r.options = std::move(*ro);
+  return r;
+}
+
 // A generation grid from C params (fields left at the grid's defaults when the C default is).
 absl::Status GridFrom(const selfcond_grid_params& p, GenerationGrid* g) {
   if (p.prompts != nullptr || p.n_prompts > 0) {
@@ -175,12 +195,9 @@ selfcond_status selfcond_ranking_start(const selfcond_model* model, const char* 
   return Guard([&] {
     if (model == nullptr || out == nullptr) return Invalid("model or output is NULL");
     *out = nullptr;
-    auto ds = MakeDataset(concept, positive, n_positive, negative, n_negative);
-    if (!ds.ok()) return ToC(ds.status());
-    bool threaded = false;
-    auto ro = RankOptionsFrom(params, &threaded);
-    if (!ro.ok()) return ToC(ro.status());
-    auto ranking = model->engine->StartRanking(std::move(*ds), *ro, threaded);
+    auto req = MakeRankRequest(concept, positive, n_positive, negative, n_negative, params);
+    if (!req.ok()) return ToC(req.status());
+    auto ranking = model->engine->StartRanking(std::move(req->data), req->options, req->threaded);
     if (!ranking.ok()) return ToC(ranking.status());
     *out = new selfcond_ranking{model->engine, std::move(*ranking)};
     return Ok();
@@ -245,15 +262,13 @@ selfcond_status selfcond_rank(const selfcond_model* model, const char* concept,
   return Guard([&] {
     if (model == nullptr || out == nullptr) return Invalid("model or output is NULL");
     *out = nullptr;
-    auto ds = MakeDataset(concept, positive, n_positive, negative, n_negative);
-    if (!ds.ok()) return ToC(ds.status());
-    bool threaded = false;
-    auto ro = RankOptionsFrom(params, &threaded);
-    if (!ro.ok()) return ToC(ro.status());
-    ro->progress = ProgressFrom(progress, user_data);
-    if (!threaded) ro->threads = 1;
-    auto table = threaded ? model->engine->Rank(*ds, *ro)
-                          : selfcond::RankConcept(model->engine->model(), *ds, *ro);
+    auto req = MakeRankRequest(concept, positive, n_positive, negative, n_negative, params);
+    if (!req.ok()) return ToC(req.status());
+    selfcond::RankOptions& ro = req->options;
+    ro.progress = ProgressFrom(progress, user_data);
+    if (!req->threaded) ro.threads = 1;
+    auto table = req->threaded ? model->engine->Rank(req->data, ro)
+                               : selfcond::RankConcept(model->engine->model(), req->data, ro);
     if (!table.ok()) return ToC(table.status());
     return NewExperts(*model->engine, std::move(*table), false, out);
   });
