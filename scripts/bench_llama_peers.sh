@@ -4,7 +4,14 @@
 # selfcond int8 file (selfcond convert) and as a GGUF Q8_0 (scripts/make_llama_checkpoints.py's
 # writer), a 128-token prompt, 128 greedy tokens, at 1 and 2 threads, median of 3.
 #
-#   bash scripts/bench_llama_peers.sh [--shapes all|NAME,...] [--out DIR] [--repeats N]
+#   bash scripts/bench_llama_peers.sh [--shapes all|NAME,...] [--out DIR] [--repeats N] [--prepare]
+#                                       [--browser]
+#
+# --prepare: only write the models and build the harness (no measurement; safe on a busy machine).
+# --browser: also in headless Chromium: selfcond's engine (node web/tests/bench.mjs, int8, WASM)
+#   and wllama 3.8.1 (Q8_0; ../shared/tools/peers/web, npm-installed in $WLLAMA_WEB_DIR, default
+#   /tmp/peers/web). wllama only takes a text prompt: ../shared/tools/peers/prompt128.txt, which
+#   the test tokenizers cut into 212 tokens (context 512); selfcond's page builds a 128-token one.
 #
 # llama.cpp is the prebuilt library of npm @node-llama-cpp/linux-x64 (tests/node_modules, as the
 # correctness tests use it), driven by ../shared/tools/peers/nlc_capi_bench.cpp (prefill = the
@@ -14,13 +21,15 @@
 # Needs build/release (cmake --build build/release) and tests/node_modules (cd tests && npm ci).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SHAPES=all OUT="$ROOT/build/bench-llama" REPEATS=3
+SHAPES=all OUT="$ROOT/build/bench-llama" REPEATS=3 PREPARE=0 BROWSER=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --shapes) SHAPES=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --repeats) REPEATS=$2; shift 2 ;;
-    -h|--help) sed -n 2,14p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --prepare) PREPARE=1; shift ;;
+    --browser) BROWSER=1; shift ;;
+    -h|--help) sed -n 2,21p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench_llama_peers.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -76,6 +85,7 @@ if [[ ! -x "$OUT/nlc_capi_bench" ]]; then
     "$BINS/libllama.v0.4.0.so" "$BINS/libggml.v0.4.0.so" "$BINS/libggml-base.so" \
     -Wl,-rpath,"$BINS"
 fi
+[[ $PREPARE == 1 ]] && { log "prepared in $OUT"; exit 0; }
 LLAMA_COMMIT=$(git -C "$OUT/llama-src" rev-parse HEAD 2>/dev/null || echo unknown)
 
 # 4. Measure: per shape, llama.cpp then selfcond, back to back.
@@ -100,7 +110,34 @@ print(json.dumps(d))" >> "$OUT/llama_cpp.jsonl"
     --no-kv --no-hostile --no-handwritten --rank-concept none --out "$OUT/$n.selfcond.json" >&2
 done
 
-# 5. The table.
+# 5. In the browser: selfcond's WASM engine, then wllama, on the same models.
+rm -f "$OUT/wllama.jsonl" "$OUT/selfcond-browser.json"
+if [[ $BROWSER == 1 ]]; then
+  WEB_DIR=${WLLAMA_WEB_DIR:-/tmp/peers/web}
+  [[ -d "$WEB_DIR/node_modules/@wllama/wllama" ]] ||
+    { echo "missing $WEB_DIR/node_modules/@wllama/wllama (../shared/tools/peers/SETUP.md)" >&2; exit 1; }
+  scms=""
+  for n in $names; do scms="$scms${scms:+,}$OUT/$n.scm"; done
+  log "selfcond in Chromium: $names"
+  (cd "$ROOT" && node web/tests/bench.mjs --no-demo --small "$scms" --repeats "$REPEATS" \
+    --out "$OUT/selfcond-browser.json") >&2
+  GGUF_DIR="$OUT" WEB_DIR="$WEB_DIR" node "$SHARED/tools/peers/web/serve.mjs" 8089 >/dev/null 2>&1 &
+  srv=$!
+  trap 'kill $srv 2>/dev/null' EXIT
+  sleep 1
+  for n in $names; do
+    for t in 1 2; do
+      log "wllama $n Q8_0 in Chromium, $t thread(s)"
+      WEB_DIR="$WEB_DIR" node "$SHARED/tools/peers/web/bench_wllama.mjs" "$n.gguf" "$t" \
+        --reps "$REPEATS" --port 8089 --ctx 512 | tail -n 1 |
+        /usr/bin/python3 -c "import json,sys; d=json.loads(sys.stdin.read()); d['model']='$n'; d['threads']=$t; print(json.dumps(d))" \
+        >> "$OUT/wllama.jsonl"
+    done
+  done
+  kill $srv 2>/dev/null || true
+fi
+
+# 6. The table.
 /usr/bin/python3 - "$OUT" "$names" "$LLAMA_COMMIT" <<'EOF'
 import json, os, platform, statistics, sys
 out, names, commit = sys.argv[1], sys.argv[2].split(), sys.argv[3]
@@ -132,11 +169,42 @@ for n in names:
                     f"{e['llama_cpp_decode_tok_s']:.1f} | **{e['decode_ratio']:.2f}x** | "
                     f"{entry['selfcond_peak_rss_mib']:.0f} / {e['llama_cpp_peak_rss_mib']:.0f} |")
     summary["models"].append(entry)
+wl_path, sb_path = os.path.join(out, "wllama.jsonl"), os.path.join(out, "selfcond-browser.json")
+brows = []
+if os.path.exists(wl_path) and os.path.exists(sb_path):
+    wl = [json.loads(l) for l in open(wl_path)]
+    sb = json.load(open(sb_path))
+    # bench.mjs measures the models in the order given (--no-demo: only those).
+    for n, entry, bm in zip(names, summary["models"], sb["models"]):
+        entry["browser"] = []
+        for t in (1, 2):
+            w = next(r for r in wl if r["model"] == n and r["threads"] == t)
+            r = next(r for r in bm["runs"] if r["threads"] == t)
+            e = {"threads": t,
+                 "wllama_prefill_tok_s": statistics.median(x["prefill_tok_s"] for x in w["runs"]),
+                 "wllama_decode_tok_s": statistics.median(x["decode_tok_s"] for x in w["runs"]),
+                 "wllama_prompt_tokens": w["runs"][0].get("prompt_n"),
+                 "selfcond_prefill_tok_s": r["prefill_tok_s"], "selfcond_decode_tok_s": r["decode_tok_s"],
+                 "selfcond_wasm_mib_peak": (r.get("memory") or {}).get("wasm_mib_peak")}
+            e["prefill_ratio"] = e["selfcond_prefill_tok_s"] / e["wllama_prefill_tok_s"]
+            e["decode_ratio"] = e["selfcond_decode_tok_s"] / e["wllama_decode_tok_s"]
+            entry["browser"].append(e)
+            mem = e["selfcond_wasm_mib_peak"]
+            brows.append(f"| {n} | {t} | {e['selfcond_prefill_tok_s']:.0f} | {e['wllama_prefill_tok_s']:.0f} | "
+                         f"**{e['prefill_ratio']:.2f}x** | {e['selfcond_decode_tok_s']:.1f} | "
+                         f"{e['wllama_decode_tok_s']:.1f} | **{e['decode_ratio']:.2f}x** | "
+                         f"{'%.0f' % mem if mem else '?'} |")
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
 table = [f"CPU: {cpu} ({isa}, {os.cpu_count()} cores); llama.cpp {commit[:10]} (npm node-llama-cpp prebuilt, Q8_0)", "",
          "| model (random weights) | threads | selfcond prefill tok/s | llama.cpp prefill tok/s | ratio | "
          "selfcond decode tok/s | llama.cpp decode tok/s | ratio | peak RSS MiB selfcond / llama.cpp |",
          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"] + rows
+if brows:
+    table += ["", "In headless Chromium (selfcond: WASM int8, 1 thread not isolated / 2 threads cross-origin "
+              "isolated; wllama 3.8.1: Q8_0):", "",
+              "| model (random weights) | threads | selfcond prefill tok/s | wllama prefill tok/s | ratio | "
+              "selfcond decode tok/s | wllama decode tok/s | ratio | selfcond peak wasm memory MiB |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"] + brows
 open(os.path.join(out, "table.md"), "w").write("\n".join(table) + "\n")
 print("\n".join(table))
 EOF

@@ -6,6 +6,7 @@
 //
 //   node web/tests/bench.mjs [--out docs/browser-bench.json] [--sentences 200] [--repeats 3]
 //                            [--small build/bench-work/gpt2-small-shaped.scm | --small none]
+//                            [--small A.scm,B.scm,...] [--no-demo]
 //   node web/tests/bench.mjs --verify-cost [--out file.json]
 //   node web/tests/bench.mjs --app [--repeats 5] [--baseline REV] [--out docs/browser-bench.json]
 // --app: the app-level benchmark (app-bench.mjs): the real page (index.html) clicked against the
@@ -16,7 +17,9 @@
 // for the demo model: one load with and one without verification per build (bench.js
 // measureVerify), nothing else.
 // --small: also the GPT-2-small-shaped model (`selfcond bench --work-dir build/bench-work` writes
-// it), generation only; the path must be inside the repository (the server's root).
+// it), generation only; the path must be inside the repository (the server's root). Several
+// comma-separated paths measure each (scripts/bench_llama_peers.sh: the Llama-shaped models);
+// --no-demo skips the demo model (and its ranking).
 // Ranking uses the first N/2 positive and N/2 negative sentences of
 // $SELFCOND_SHARED_DIR/concepts/football.json (default ../shared), or bench.html's own sample.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -115,10 +118,12 @@ if (args.includes('--app')) {
 }
 const cores = cpus().length;
 const settings = [{ isolated: false, threads: 1 }, { isolated: true, threads: cores }];
-const targets = [{ modelUrl: undefined, rank: true }];
-if (smallPath !== 'none' && existsSync(smallPath)) {
-  targets.push({ modelUrl: `/${relative(repoDir, smallPath).split(sep).join('/')}`, rank: false });
+const targets = args.includes('--no-demo') ? [] : [{ modelUrl: undefined, rank: true }];
+for (const p of smallPath === 'none' ? [] : smallPath.split(',')) {
+  if (existsSync(p)) targets.push({ modelUrl: `/${relative(repoDir, p).split(sep).join('/')}`, rank: false });
+  else if (p !== join(repoDir, 'build', 'bench-work', 'gpt2-small-shaped.scm')) throw new Error(`--small: no such file ${p}`);
 }
+if (!targets.length) throw new Error('nothing to measure (--no-demo and no --small model)');
 const results = [];
 try {
   for (const t of targets) {
