@@ -185,6 +185,36 @@ def write_gguf(path, kvs, tensors, qtype="f32"):
             f.write(b"\0" * pad)
 
 
+def utf8_safe_vocab(id_to_tok, merges, specials):
+    """For the benchmark GGUFs: random weights generate arbitrary tokens, and a lone byte token
+    (0x80..0xFF) makes invalid UTF-8, on which wllama's JSON output fails. Tokens whose bytes are
+    not valid UTF-8 on their own get an ASCII name (<bNNN>), and merges that could reach them are
+    dropped (an ASCII prompt tokenizes the same). The weights, hence the speed, are unchanged."""
+    chars = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    cps, n = chars[:], 0
+    for b in range(256):
+        if b not in chars:
+            chars.append(b)
+            cps.append(256 + n)
+            n += 1
+    byte_of = {chr(c): b for b, c in zip(chars, cps)}
+
+    def utf8(tok):
+        try:
+            bytes(byte_of[c] for c in tok).decode("utf-8")
+            return True
+        except (KeyError, UnicodeDecodeError):
+            return False
+
+    def ascii_piece(tok):
+        return all(c in byte_of and byte_of[c] < 0x80 for c in tok)
+
+    out = [t if i in specials or t.startswith("<pad_") or utf8(t) else f"<b{i}>"
+           for i, t in enumerate(id_to_tok)]
+    kept = [m for m in merges if all(ascii_piece(x) for x in m.split(" "))]
+    return out, kept
+
+
 def permute_rows(w, n_head):
     """convert_hf_to_gguf.py's LlamaModel.permute: rotate-half rows -> adjacent pairs."""
     return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
@@ -327,6 +357,8 @@ def make_variant(v, tok_dir, out_dir, rng, gguf_type="f32"):
                 ("tokenizer.ggml.token_type", T_ARR, (T_I32, types))]
     else:
         merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]]
+        if gguf_type == "q8_0":
+            id_to_tok, merges = utf8_safe_vocab(id_to_tok, merges, specials)
         kvs += [("tokenizer.ggml.model", T_STR, "gpt2"), ("tokenizer.ggml.pre", T_STR, "default"),
                 ("tokenizer.ggml.tokens", T_ARR, (T_STR, id_to_tok)),
                 ("tokenizer.ggml.token_type", T_ARR, (T_I32, types)),

@@ -470,9 +470,9 @@ class Model(_Handle):
             lib.selfcond_dataset_free(ds)
 
     def steering_vector(self, dataset_path, layer: int, precision: str = "int8") -> List[float]:
-        """The concept's steering vector for block `layer` (n_embd floats): the mean residual
-        stream after the block over the dataset's positive sentences minus the negatives'. Runs
-        on the model's thread pool."""
+        """The concept's steering vector for block `layer` (-1: the middle block, n_layer // 2;
+        n_embd floats): the mean residual stream after the block over the dataset's positive
+        sentences minus the negatives'. Runs on the model's thread pool."""
         n = self.info.n_embd
         out = (ctypes.c_float * n)()
 

@@ -450,8 +450,11 @@ class GenerateTest(unittest.TestCase):
             self.assertEqual(cm.exception.code, selfcond.Status.OUT_OF_RANGE)
             with self.assertRaises(selfcond.Error):
                 s.set_steering(vec[:-1], layer=0)
+        # -1 is the middle block (the C API's default); other negative blocks are refused.
+        self.assertEqual(model.steering_vector(CONCEPT, layer=-1),
+                         model.steering_vector(CONCEPT, layer=model.info.n_layer // 2))
         with self.assertRaises(selfcond.Error):
-            model.steering_vector(CONCEPT, layer=-1)
+            model.steering_vector(CONCEPT, layer=-2)
 
     def test_engine_operations_reach_python(self):
         """Choose-k, compare methods and the unit trace: the C API's projection of the Engine,
