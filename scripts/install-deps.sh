@@ -18,7 +18,7 @@ done
 SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
 pkgs=(cmake g++ make ninja-build ccache pkg-config libabsl-dev libgtest-dev libgmock-dev clang
       libclang-rt-14-dev python3 python3-venv python3-pip python3-setuptools python3-wheel python3-numpy
-      python3-dask python3-distributed)
+      python3-dask python3-distributed openjdk-17-jdk-headless)
 if (( web )); then
   pkgs+=(emscripten nodejs npm chromium)
 fi

@@ -20,7 +20,8 @@ CPUINFO=tests/arm64/cpuinfo-neoverse-n1-i8mm
 
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake >/dev/null
-nice cmake --build "$BUILD" -j"$JOBS" --target selfcond selfcond_tests selfcond_shared selfcond_static
+nice cmake --build "$BUILD" -j"$JOBS" --target selfcond selfcond_tests selfcond_shared selfcond_static \
+  selfcond_jni
 
 # qemu with an ARM /proc/cpuinfo (Neoverse-N1-like, two cores, with dotprod and i8mm), in a
 # private mount namespace so the host is untouched.
@@ -104,4 +105,10 @@ for f in "$tmp/selfcond" "$tmp/libselfcond.so" "$tmp/libselfcond.a"; do
   awk -v n="$(basename "$f")" -v s="$(stat -c %s "$f")" 'BEGIN { printf "  %-22s %9.1f KiB\n", n, s / 1024 }'
 done
 rm -rf "$tmp"
+
+# The Android door's layout: the Java binding's jar (the x86 build's: bytecode has no CPU) and
+# the JNI library cross-built here, in an AAR (scripts/make_aar.sh says what it is not: the
+# libraries are glibc's aarch64, not the NDK's).
+echo "-- AAR layout (java/README.md)"
+bash scripts/make_aar.sh build/release/java/selfcond.jar "$BUILD" build/selfcond-arm64.aar
 echo "arm64 stage passed"
