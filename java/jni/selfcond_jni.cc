@@ -92,13 +92,15 @@ jlongArray Longs(JNIEnv* env, const std::vector<jlong>& v) {
   return out;
 }
 
+// C strings as byte[][] (UTF-8, decoded in Java: names and concepts are user text).
 jobjectArray Strings(JNIEnv* env, const std::vector<const char*>& v) {
-  jobjectArray out = env->NewObjectArray(static_cast<jsize>(v.size()),
-                                         env->FindClass("java/lang/String"), nullptr);
+  jobjectArray out =
+      env->NewObjectArray(static_cast<jsize>(v.size()), env->FindClass("[B"), nullptr);
   for (size_t i = 0; out != nullptr && i < v.size(); ++i) {
-    jstring s = env->NewStringUTF(v[i] != nullptr ? v[i] : "");  // ASCII: names and hashes
-    env->SetObjectArrayElement(out, static_cast<jsize>(i), s);
-    env->DeleteLocalRef(s);
+    const char* s = v[i] != nullptr ? v[i] : "";
+    jbyteArray b = ToBytes(env, s, std::char_traits<char>::length(s));
+    env->SetObjectArrayElement(out, static_cast<jsize>(i), b);
+    env->DeleteLocalRef(b);
   }
   return out;
 }
@@ -239,8 +241,6 @@ JNI_FN(void, expertsFree)(JNIEnv*, jclass, jlong e) {
 JNI_FN(jobjectArray, expertsInfoStrings)(JNIEnv* env, jclass, jlong e) {
   selfcond_experts_info i;
   selfcond_experts_get_info(Ptr<selfcond_experts>(e), &i);
-  // The concept is user text: pass it as UTF-8 bytes decoded in Java would be exact; concepts
-  // are names (ASCII in practice), and NewStringUTF reads them correctly unless outside the BMP.
   return Strings(env, {i.concept, i.group, i.model_hash});
 }
 

@@ -8,7 +8,7 @@ public final class Experts extends Handle {
 
   Experts(long ptr) {
     super(ptr);
-    String[] s = Native.expertsInfoStrings(ptr);
+    String[] s = Utf8.strings(Native.expertsInfoStrings(ptr));
     long[] n = Native.expertsInfoNumbers(ptr);
     concept = s[0];
     group = s[1];

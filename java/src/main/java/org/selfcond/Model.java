@@ -20,7 +20,7 @@ public final class Model extends Handle {
 
   private Model(long ptr) {
     super(ptr);
-    this.info = new ModelInfo(Native.modelInfoStrings(ptr), Native.modelInfoNumbers(ptr));
+    this.info = new ModelInfo(Utf8.strings(Native.modelInfoStrings(ptr)), Native.modelInfoNumbers(ptr));
   }
 
   public static Model load(String path) {

@@ -27,7 +27,7 @@ final class Native {
   static native void modelFree(long model);
 
   /** name, hash, arch. */
-  static native String[] modelInfoStrings(long model);
+  static native byte[][] modelInfoStrings(long model);
 
   /**
    * n_layer, n_embd, n_head, n_ctx, n_inner, vocab_size, eos_id, num_units, n_head_kv, head_dim,
@@ -49,7 +49,7 @@ final class Native {
   static native void expertsFree(long experts);
 
   /** concept, group, model_hash. */
-  static native String[] expertsInfoStrings(long experts);
+  static native byte[][] expertsInfoStrings(long experts);
 
   /** num_units, total_units, num_positive, num_negative, num_truncated. */
   static native long[] expertsInfoNumbers(long experts);

@@ -22,4 +22,10 @@ final class Utf8 {
   static String string(byte[] b) {
     return new String(b, StandardCharsets.UTF_8);
   }
+
+  static String[] strings(byte[][] b) {
+    String[] out = new String[b.length];
+    for (int i = 0; i < b.length; i++) out[i] = string(b[i]);
+    return out;
+  }
 }

@@ -139,12 +139,14 @@ public final class SelfcondTest {
       Ranking.Params rp = new Ranking.Params();
       rp.topN = 100;
       List<Integer> progress = new ArrayList<>();
-      try (Experts ranked = model.rank("football", pos, neg, rp, (done, total) -> {
+      try (Experts ranked = model.rank("football ⚽🙂", pos, neg, rp, (done, total) -> {
         progress.add(done);
         return true;
       })) {
         check(ranked.numUnits == 100 && ranked.numPositive == 6 && ranked.numNegative == 6,
             "ranked table: " + ranked.numUnits + " units");
+        check(ranked.concept.equals("football ⚽🙂"), "the concept's name, outside the BMP too: "
+            + ranked.concept);
         check(progress.get(progress.size() - 1) == 12, "progress reaches 12: " + progress);
         try (Ranking steps = model.startRanking("football", pos, neg, rp)) {
           while (!steps.isDone()) steps.step(5);
