@@ -114,6 +114,43 @@ def main() -> int:
                                  capture_output=True, text=True)
             check(bad.returncode != 0 and want in bad.stderr, f"{extra}: {bad.stderr.strip()}")
         check(not (out / "t.json").exists(), "no table written on error")
+
+        # ml-selfcond's data layout (assets/gender_bias: concept_list.csv + sense/<concept>.json)
+        # through --concepts-from: the same tables as --concept on each file.
+        data = pathlib.Path(tmp) / "gender_bias"
+        (data / "sense").mkdir(parents=True)
+        shared = pathlib.Path(args.shared) / "concepts"
+        for name, src in [("man-1_18_00__", "man.json"), ("woman-1_18_00__", "woman.json")]:
+            (data / "sense" / f"{name}.json").write_bytes((shared / src).read_bytes())
+        (data / "concept_list.csv").write_text("group,concept\nsense,man-1_18_00__\n"
+                                               "sense,woman-1_18_00__\n")
+        lib, one = pathlib.Path(tmp) / "lib", pathlib.Path(tmp) / "one"
+        lib.mkdir(), one.mkdir()
+        base = [args.selfcond, "rank", "--model", args.model, "--max-sentences", "40",
+                "--threads", "2"]
+        run = subprocess.run(base + ["--concepts-from", str(data), "--out-dir", str(lib)],
+                             capture_output=True, text=True)
+        check(run.returncode == 0, f"--concepts-from: {run.stderr.strip()}")
+        for name in ("man-1_18_00__", "woman-1_18_00__"):
+            single = subprocess.run(base + ["--concept", str(data / "sense" / f"{name}.json"),
+                                            "--out", str(one / f"{name}.json")],
+                                    capture_output=True, text=True)
+            check(single.returncode == 0, f"--concept {name}: {single.stderr.strip()}")
+            a, b = lib / f"{name}.json", one / f"{name}.json"
+            check(a.exists() and b.exists() and a.read_bytes() == b.read_bytes(),
+                  f"--concepts-from table of {name} equals --concept's")
+        # Broken lists name the problem.
+        for text, want in [("grp,concept\nsense,man-1_18_00__\n", "must name the columns"),
+                           ("group,concept\nsense,../man\n", "must be plain names"),
+                           ("group,concept\nsense,nobody\n", "which is not a file"),
+                           ("group,concept\n", "lists no concept"),
+                           ("group,concept\nsense,man-1_18_00__\nsense,man-1_18_00__\n",
+                            "listed twice")]:
+            (data / "concept_list.csv").write_text(text)
+            bad = subprocess.run(base + ["--concepts-from", str(data), "--out-dir", str(lib)],
+                                 capture_output=True, text=True)
+            check(bad.returncode == 1 and want in bad.stderr,
+                  f"concept_list {text!r}: want '{want}', got {bad.stderr.strip()}")
     for f in failures:
         print("FAIL:", f)
     if not failures:

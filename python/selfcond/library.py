@@ -1,6 +1,9 @@
 """A concept library on Dask: one expert table per concept, for many concepts at once.
 
     python -m selfcond.library build --model M --concepts DIR_OR_GLOB [--concepts ...] --out LIB
+
+--concepts takes concept files, a glob, a folder of them, or an ml-selfcond data folder
+(concept_list.csv with columns group,concept and <group>/<concept>.json).
                                      [--scheduler ADDRESS] [--workers N]
     python -m selfcond.library info LIB
 
@@ -127,10 +130,38 @@ def _npy_bytes(a):
     return f.getvalue()
 
 
+def _concept_list(folder):
+    """ml-selfcond's data layout, as `selfcond rank --concepts-from DIR` reads it:
+    DIR/concept_list.csv (columns group, concept) and DIR/<group>/<concept>.json."""
+    import csv
+    label = os.path.join(folder, "concept_list.csv")
+    with open(label, newline="", encoding="utf-8-sig") as fp:
+        rows = list(csv.DictReader(fp))
+    if not rows or "group" not in rows[0] or "concept" not in rows[0]:
+        raise SystemExit(f"{label}: want a header naming 'group' and 'concept' and one row per "
+                         "concept (ml-selfcond's layout)")
+    files, seen = [], set()
+    for i, row in enumerate(rows, 1):
+        group, concept = (row.get("group") or "").strip(), (row.get("concept") or "").strip()
+        if any(not x or x in (".", "..") or "/" in x or "\\" in x for x in (group, concept)):
+            raise SystemExit(f"{label}: row {i}: group '{group}' and concept '{concept}' must be "
+                             "plain names")
+        if concept in seen:
+            raise SystemExit(f"{label}: row {i}: concept '{concept}' is listed twice")
+        seen.add(concept)
+        path = os.path.join(folder, group, concept + ".json")
+        if not os.path.isfile(path):
+            raise SystemExit(f"{label} lists {path}, which is not a file")
+        files.append(path)
+    return files
+
+
 def _concept_files(specs):
     files = []
     for spec in specs:
-        if os.path.isdir(spec):
+        if os.path.isdir(spec) and os.path.isfile(os.path.join(spec, "concept_list.csv")):
+            found = _concept_list(spec)
+        elif os.path.isdir(spec):
             found = sorted(glob.glob(os.path.join(spec, "*.json")) +
                            glob.glob(os.path.join(spec, "*.txt")))
         elif any(c in spec for c in "*?["):

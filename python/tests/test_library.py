@@ -151,5 +151,27 @@ class LibraryTest(unittest.TestCase):
         self.expect_tables_as_rank(out)
 
 
+
+class MlSelfcondLayoutTest(unittest.TestCase):
+    """--concepts DIR with ml-selfcond's concept_list.csv (no Dask needed)."""
+
+    def test_concept_list(self):
+        from selfcond import library
+        with tempfile.TemporaryDirectory() as tmp:
+            os.makedirs(os.path.join(tmp, "sense"))
+            for name in ("man-1_18_00__", "woman-1_18_00__"):
+                shutil.copy(os.path.join(SHARED, name.split("-")[0] + ".json"),
+                            os.path.join(tmp, "sense", name + ".json"))
+            with open(os.path.join(tmp, "concept_list.csv"), "w") as fp:
+                fp.write("group,concept\nsense,woman-1_18_00__\nsense,man-1_18_00__\n")
+            files = library._concept_files([tmp])
+            self.assertEqual([os.path.basename(f) for f in files],
+                             ["woman-1_18_00__.json", "man-1_18_00__.json"])
+            with open(os.path.join(tmp, "concept_list.csv"), "w") as fp:
+                fp.write("group,concept\nsense,../woman\n")
+            with self.assertRaises(SystemExit) as cm:
+                library._concept_files([tmp])
+            self.assertIn("plain names", str(cm.exception))
+
 if __name__ == "__main__":
     unittest.main()

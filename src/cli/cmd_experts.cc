@@ -125,12 +125,15 @@ namespace {
 // The concept datasets of rank and responses: --concept (repeatable) or --positive/--negative.
 struct ConceptFlags {
   std::vector<std::string> concept;
-  std::string positive, negative, name;
+  std::string concepts_from, positive, negative, name;
   int max_sentences = 0;
 
   std::vector<FlagSpec> Flags(const char* max_sentences_help) {
     return {
         Texts(&concept, "concept", "FILE", "concept dataset (JSON or +/- lines)"),
+        Text(&concepts_from, "concepts-from", "DIR",
+             "every concept of an ml-selfcond data folder: DIR/concept_list.csv (group,concept)\n"
+             "and DIR/<group>/<concept>.json (with or instead of --concept)"),
         Text(&positive, "positive", "FILE", "positive sentences, one per line (with --negative)"),
         Text(&negative, "negative", "FILE", "negative sentences, one per line (with --positive)"),
         Text(&name, "name", "NAME", "concept name (plain files; default: the file name)"),
@@ -142,11 +145,18 @@ struct ConceptFlags {
     DatasetOptions dopts;
     dopts.max_sentences = keep_first;
     std::vector<Dataset> out;
-    if (!concept.empty()) {
+    std::vector<std::string> files = concept;
+    if (!concepts_from.empty()) {
+      auto listed = ConceptListFiles(concepts_from);
+      if (!listed.ok()) return listed.status();
+      files.insert(files.end(), listed->begin(), listed->end());
+    }
+    if (!files.empty()) {
       if (!positive.empty() || !negative.empty()) {
-        return absl::InvalidArgumentError("give either --concept or --positive/--negative");
+        return absl::InvalidArgumentError(
+            "give either --concept / --concepts-from or --positive/--negative");
       }
-      for (const std::string& path : concept) {
+      for (const std::string& path : files) {
         auto d = LoadDataset(path, dopts);
         if (!d.ok()) return d.status();
         out.push_back(std::move(*d));
@@ -157,7 +167,7 @@ struct ConceptFlags {
       out.push_back(std::move(*d));
     } else {
       return absl::InvalidArgumentError(
-          "--concept FILE (or --positive and --negative) is required");
+          "--concept FILE, --concepts-from DIR or --positive and --negative is required");
     }
     if (!name.empty()) {
       if (out.size() != 1) return absl::InvalidArgumentError("--name needs a single concept");
@@ -169,6 +179,11 @@ struct ConceptFlags {
   // Every input path (an output must not replace one of them).
   std::vector<std::string> Inputs(const ModelFlags& m, const std::string& responses) const {
     std::vector<std::string> in = concept;
+    if (!concepts_from.empty()) {
+      if (auto listed = ConceptListFiles(concepts_from); listed.ok()) {
+        in.insert(in.end(), listed->begin(), listed->end());
+      }
+    }
     for (const std::string* f : {&positive, &negative, &m.model, &responses}) in.push_back(*f);
     return in;
   }

@@ -1,6 +1,9 @@
 #include "experts/dataset.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <set>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -337,6 +340,140 @@ absl::StatusOr<Dataset> DatasetFromVectors(const std::string& concept,
   ds.positive = std::move(positive);
   ds.negative = std::move(negative);
   return Finish(std::move(ds), opts);
+}
+
+namespace {
+
+// One CSV record from text at *pos (RFC 4180 as pandas writes it: fields quoted when they hold
+// a comma, quote or newline, quotes doubled). Returns false at the end of the text.
+bool NextCsvRecord(std::string_view text, size_t* pos, std::vector<std::string>* fields,
+                   bool* bad_quote) {
+  fields->clear();
+  *bad_quote = false;
+  if (*pos >= text.size()) return false;
+  std::string cur;
+  bool quoted = false, any = false;
+  size_t i = *pos;
+  for (; i < text.size(); ++i) {
+    const char c = text[i];
+    if (quoted) {
+      if (c == '"') {
+        if (i + 1 < text.size() && text[i + 1] == '"') {
+          cur += '"';
+          ++i;
+        } else {
+          quoted = false;
+        }
+      } else {
+        cur += c;
+      }
+      continue;
+    }
+    if (c == '"' && cur.empty()) {
+      quoted = any = true;
+    } else if (c == ',') {
+      fields->push_back(std::move(cur));
+      cur.clear();
+      any = true;
+    } else if (c == '\n') {
+      ++i;
+      break;
+    } else if (c != '\r') {
+      cur += c;
+      any = true;
+    }
+  }
+  *bad_quote = quoted;  // an unterminated quoted field
+  *pos = i;
+  if (any || !cur.empty()) fields->push_back(std::move(cur));
+  return true;
+}
+
+bool PlainName(std::string_view s) {
+  if (s.empty() || s == "." || s == "..") return false;
+  for (char c : s)
+    if (c == '/' || c == '\\' || c == '\0') return false;
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> ParseConceptList(std::string_view text,
+                                                          const std::string& dir) {
+  const std::string label = dir + "/concept_list.csv";
+  if (text.size() >= 3 && text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
+  if (const int64_t bad = FindInvalidUtf8(text); bad >= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(label, ": invalid UTF-8 at byte ", bad));
+  }
+  size_t pos = 0;
+  std::vector<std::string> fields;
+  bool bad_quote = false;
+  if (!NextCsvRecord(text, &pos, &fields, &bad_quote)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(label, ": empty (want a header 'group,concept')"));
+  }
+  int group_col = -1, concept_col = -1;
+  for (size_t i = 0; i < fields.size(); ++i) {
+    const std::string f(absl::StripAsciiWhitespace(fields[i]));
+    if (f == "group" && group_col < 0) group_col = static_cast<int>(i);
+    if (f == "concept" && concept_col < 0) concept_col = static_cast<int>(i);
+  }
+  if (group_col < 0 || concept_col < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        label, ": the header must name the columns 'group' and 'concept' (ml-selfcond's layout)"));
+  }
+  std::vector<std::string> files;
+  std::set<std::string> seen;
+  for (int row = 1; NextCsvRecord(text, &pos, &fields, &bad_quote); ++row) {
+    if (bad_quote) {
+      return absl::InvalidArgumentError(absl::StrCat(label, ": row ", row, ": unterminated quote"));
+    }
+    if (fields.empty() || (fields.size() == 1 && absl::StripAsciiWhitespace(fields[0]).empty())) {
+      continue;  // a blank line
+    }
+    const size_t need = static_cast<size_t>(std::max(group_col, concept_col)) + 1;
+    if (fields.size() < need) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(label, ": row ", row, ": ", fields.size(), " fields, want at least ", need));
+    }
+    const std::string group(absl::StripAsciiWhitespace(fields[group_col]));
+    const std::string concept(absl::StripAsciiWhitespace(fields[concept_col]));
+    if (!PlainName(group) || !PlainName(concept)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(label, ": row ", row, ": group '", group, "' and concept '", concept,
+                       "' must be plain names (not empty, no '/', not '.' or '..')"));
+    }
+    if (!seen.insert(concept).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(label, ": row ", row, ": concept '", concept, "' is listed twice"));
+    }
+    files.push_back(absl::StrCat(dir, "/", group, "/", concept, ".json"));
+  }
+  if (files.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(label, ": lists no concept"));
+  }
+  return files;
+}
+
+absl::StatusOr<std::vector<std::string>> ConceptListFiles(const std::string& dir) {
+  auto text = ReadFile(dir + "/concept_list.csv");
+  if (!text.ok()) {
+    return absl::NotFoundError(
+        absl::StrCat("--concepts-from ", dir,
+                     ": no concept_list.csv (ml-selfcond's layout: concept_list.csv "
+                     "with columns group,concept and DIR/<group>/<concept>.json): ",
+                     text.status().message()));
+  }
+  auto files = ParseConceptList(*text, dir);
+  if (!files.ok()) return files.status();
+  for (const std::string& f : *files) {
+    struct stat st;
+    if (stat(f.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+      return absl::NotFoundError(
+          absl::StrCat(dir, "/concept_list.csv lists ", f, ", which is not a file"));
+    }
+  }
+  return files;
 }
 
 }  // namespace selfcond

@@ -59,6 +59,18 @@ absl::StatusOr<Dataset> LoadSentenceFiles(const std::string& positive_path,
 // (concept = the file name without directory and extension, unless the JSON names one).
 absl::StatusOr<Dataset> LoadDataset(const std::string& path, const DatasetOptions& opts = {});
 
+// ml-selfcond's concept layout (selfcond/data.py concept_list_to_df, compute_responses.py):
+// DIR/concept_list.csv with a header naming the columns "group" and "concept" (any order, other
+// columns ignored), one row per concept, the dataset at DIR/<group>/<concept>.json. Returns the
+// dataset paths in the list's order. Errors name the file and row: a missing column, a row
+// without both fields, a group or concept that is not a plain name (empty, "." / "..", a path
+// separator: the list cannot point outside DIR), a dataset file that does not exist, a concept
+// listed twice, an empty list. Fields may be quoted as pandas writes them ("a,b", "a""b").
+absl::StatusOr<std::vector<std::string>> ConceptListFiles(const std::string& dir);
+// The same from the list's text (dir only joins the paths; nothing is checked on disk).
+absl::StatusOr<std::vector<std::string>> ParseConceptList(std::string_view csv_text,
+                                                          const std::string& dir);
+
 // From in-memory sentences (validated like the files).
 absl::StatusOr<Dataset> DatasetFromVectors(const std::string& concept,
                                            std::vector<std::string> positive,
