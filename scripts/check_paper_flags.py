@@ -14,6 +14,53 @@ import sys
 import tempfile
 
 
+def check_gen_sentences(folder, prompts, ks, seeds):
+    """What ml-selfcond's analysis scripts read from generate_seq.py's CSVs (apple/ml-selfcond
+    scripts/compute_frequency.py analyze + build_results_table, compute_perplexity.py's
+    groupby, compute_selfbleu.py's loading loop), on selfcond's files, with pandas."""
+    try:
+        import pandas as pd
+    except ImportError:
+        if os.environ.get("CI"):
+            return ["pandas missing (scripts/install-deps.sh installs python3-pandas)"]
+        print("check_paper_flags: no pandas, gen_sentences columns not checked")
+        return []
+    bad = []
+    for prompt in prompts:
+        f = os.path.join(folder, "gen_sentences_football-1_04_00___" +
+                         prompt.replace(" ", "_") + ".csv")
+        if not os.path.exists(f):
+            return [f"missing {f}: {sorted(os.listdir(folder))}"]
+        df = pd.read_csv(f)
+        want = ["Unnamed: 0", "forcing_value", "num_units", "top_n", "seed", "sentence",
+                "mean_metric", "forced_layer", "perplexity", "context", "concept"]
+        if list(df.columns) != want:
+            bad.append(f"{f}: columns {list(df.columns)}")
+            continue
+        # compute_frequency.py: context_from_df, concept_from_df, remove_context, groupby.
+        context = df["context"].values[0]
+        concept = str(df["concept"].values[0]).split("-")[0]
+        if context != prompt or concept != "football":
+            bad.append(f"{f}: context {context!r}, concept {concept!r}")
+        if not all(str(x).startswith(context) for x in df["sentence"]):
+            bad.append(f"{f}: a sentence does not start with its context")
+        rates = {k: len(d) for k, d in df.groupby("num_units", sort=True)}
+        if rates != {k: seeds for k in ks}:
+            bad.append(f"{f}: rows per num_units {rates}")
+        ppl = df.groupby("num_units").mean(numeric_only=True)["perplexity"]
+        if not all(v > 1 for v in ppl.values):
+            bad.append(f"{f}: perplexity by num_units {ppl.to_dict()}")
+        # compute_selfbleu.py: sentences with the context removed, concept names.
+        for _, d in df.groupby(by="num_units"):
+            sents = [s.replace(c, "") for s, c in zip(d["sentence"], d["context"])]
+            if any(s == "" for s in sents) or not all(isinstance(c, str) for c in d["concept"]):
+                bad.append(f"{f}: empty continuation or concept")
+        if list(df["mean_metric"][df["num_units"] == 0]) != [0.0] * seeds or \
+                not all(df["mean_metric"][df["num_units"] > 0] > 0.5):
+            bad.append(f"{f}: mean_metric {list(df['mean_metric'])}")
+    return bad
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("selfcond")
@@ -99,6 +146,17 @@ def main():
         run("experiment", "compare", "--model", model, "--experts", table, "--random-units", "1",
             "--no-verify", ok=False, want="unit-choice flags")
         run(*exp, "--scorer", "/nonexistent.scm", ok=False, want="--scorer /nonexistent.scm")
+        # ml-selfcond's gen_sentences CSVs, read the way its analysis scripts read them.
+        gen = os.path.join(tmp, "gen")
+        os.mkdir(gen)
+        run("experiment", "football", "--model", model, "--experts", table, "--seeds", "2",
+            "--new-tokens", "8", "--prompt", "The nurse said that", "--prompt", "In the city",
+            "--ks", "0,10", "--no-verify", "--threads", "2", "--gen-sentences", gen)
+        failures += check_gen_sentences(gen, ["The nurse said that", "In the city"], [0, 10], 2)
+        run(*exp, "--ks", "5", "--gen-sentences", "/nonexistent/dir", ok=False,
+            want="/nonexistent/dir")
+        run("experiment", "gender", "--model", model, "--gen-sentences", gen, "--no-verify",
+            ok=False, want="football option")
     if failures:
         print("\n".join(failures))
         print(f"check_paper_flags: {len(failures)} failure(s)")

@@ -438,3 +438,26 @@ TEST_F(ExperimentRunTest, GenderExpertsMovePronounsTowardParity) {
 
 }  // namespace
 }  // namespace selfcond
+
+namespace selfcond {
+namespace {
+
+// ml-selfcond's CSVs are written by pandas: Python's float repr and QUOTE_MINIMAL fields.
+TEST(GenSentencesCsvTest, FieldsAsPandasWritesThem) {
+  EXPECT_EQ(PythonFloat(0), "0.0");
+  EXPECT_EQ(PythonFloat(12.5), "12.5");
+  EXPECT_EQ(PythonFloat(0.1), "0.1");
+  EXPECT_EQ(PythonFloat(46.65027597247111), "46.65027597247111");
+  EXPECT_EQ(PythonFloat(1e-5), "1e-05");
+  EXPECT_EQ(PythonFloat(1.5e-7), "1.5e-07");
+  EXPECT_EQ(PythonFloat(1e15), "1000000000000000.0");
+  EXPECT_EQ(PythonFloat(1e16), "1e+16");
+  EXPECT_EQ(PythonFloat(-2.0), "-2.0");
+  EXPECT_EQ(CsvField("plain text"), "plain text");
+  EXPECT_EQ(CsvField("a, b"), "\"a, b\"");
+  EXPECT_EQ(CsvField("say \"hi\""), "\"say \"\"hi\"\"\"");
+  EXPECT_EQ(CsvField("two\nlines"), "\"two\nlines\"");
+}
+
+}  // namespace
+}  // namespace selfcond

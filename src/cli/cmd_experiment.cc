@@ -119,7 +119,7 @@ struct ExperimentCommand {
   std::string forcing = "on_p50";
   bool only_last_token = false, per_layer = false, allow_unhashed = false;
   UnitChoiceFlags choice;
-  std::string scorer_path, concept, methods, alphas, betas;
+  std::string scorer_path, concept, methods, alphas, betas, gen_sentences;
   int steer_layer = -1;
   std::vector<std::string> prompt;
   std::string prompts;
@@ -157,6 +157,9 @@ struct ExperimentCommand {
             0, 1 << 30)
             .ShowDefault("football 0, gender 10"),
         Int(&examples, "examples", "N", "football: example continuations kept per k", 0, 1 << 20),
+        Text(&gen_sentences, "gen-sentences", "DIR",
+             "football: also write every continuation as ml-selfcond's gen_sentences CSVs in\n"
+             "DIR (one per prompt; its compute_frequency/perplexity/selfbleu scripts read them)"),
         Text(&occupations, "occupations", "FILE",
              "gender: occupations.json (default ../shared/concepts/occupations.json)"),
         Int(&max_occupations, "max-occupations", "N", "gender: first N occupations per group", 0,
@@ -228,6 +231,11 @@ struct ExperimentCommand {
       return absl::InvalidArgumentError(
           "compare forces the top-k experts by AP: the unit-choice flags belong to football and "
           "gender");
+    }
+    if (!football() && !gen_sentences.empty())
+      return absl::InvalidArgumentError("--gen-sentences is a football option");
+    if (!gen_sentences.empty()) {
+      if (auto st = CheckOutputPath(gen_sentences + "/gen_sentences.csv", {}); !st.ok()) return st;
     }
     if (!football() && per_layer)
       return absl::InvalidArgumentError("--per-layer is a football option");
@@ -383,6 +391,13 @@ struct ExperimentCommand {
                   p.layer < 0 ? "all" : std::to_string(p.layer).c_str(),
                   static_cast<long long>(p.k), p.mentions, p.samples, 100 * p.mention_rate, p.ppl,
                   p.mean_ppl, p.scorer_ppl, p.self_bleu);
+    }
+    if (!gen_sentences.empty()) {
+      for (const NamedText& f : GenSentencesCsvs(*r, tables[0])) {
+        const std::string path = absl::StrCat(gen_sentences, "/", f.name);
+        if (auto st = WriteFile(path, f.text); !st.ok()) return st;
+        std::printf("wrote %s\n", path.c_str());
+      }
     }
     return FootballResultToJson(*r);
   }

@@ -1,6 +1,7 @@
 #include "tools/paper_experiments.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -60,6 +61,65 @@ absl::StatusOr<FootballExperimentResult> RunFootballExperiment(
   res.points = std::move(run->points);
   res.samples = std::move(run->samples);
   return res;
+}
+
+std::string CsvField(std::string_view s) {
+  if (s.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(s);
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::string PythonFloat(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buf[64];
+  // Shortest round-trip digits, as repr(float) prints them; repr switches to exponent form
+  // below 1e-4 and from 1e16.
+  const double a = std::fabs(v);
+  const bool sci = a != 0 && (a < 1e-4 || a >= 1e16);
+  auto res = std::to_chars(buf, buf + sizeof(buf), v,
+                           sci ? std::chars_format::scientific : std::chars_format::fixed);
+  std::string out(buf, res.ptr);
+  if (sci) {
+    // "1e-05" like Python: at least two exponent digits (to_chars writes "1e-05" already).
+    return out;
+  }
+  if (out.find('.') == std::string::npos) out += ".0";
+  return out;
+}
+
+std::vector<NamedText> GenSentencesCsvs(const FootballExperimentResult& r,
+                                        const ExpertTable& table) {
+  const std::string header =
+      ",forcing_value,num_units,top_n,seed,sentence,mean_metric,forced_layer,perplexity,context,"
+      "concept\n";
+  const UnitChoice& ch = r.options.choice;
+  std::vector<NamedText> files;
+  std::map<std::string, size_t> by_prompt;  // prompt -> index into files
+  std::vector<int64_t> rows;                // rows written per file
+  for (const ConditionSample& s : r.samples) {
+    auto [it, fresh] = by_prompt.emplace(s.prompt, files.size());
+    if (fresh) {
+      std::string name = s.prompt;
+      for (char& c : name)
+        if (c == ' ' || c == '/' || c == '\\' || c == '\0') c = '_';
+      files.push_back({absl::StrCat("gen_sentences_", table.concept, "_", name, ".csv"), header});
+      rows.push_back(0);
+    }
+    const ConditionPoint& p = r.points[s.condition];
+    const int64_t top_n = ch.random ? 0 : 1 + (s.k > 0 ? ch.offset / s.k : 0);
+    std::string& t = files[it->second].text;
+    absl::StrAppend(&t, rows[it->second]++, ",", ForcingValueName(r.options.forcing), ",", s.k, ",",
+                    top_n, ",", s.seed, ",", CsvField(s.prompt + s.text), ",",
+                    PythonFloat(p.mean_ap), ",", p.layer < 0 ? "" : std::to_string(p.layer), ",",
+                    PythonFloat(s.scorer_ppl()), ",", CsvField(s.prompt), ",",
+                    CsvField(table.concept), "\n");
+  }
+  return files;
 }
 
 json::Value FootballResultToJson(const FootballExperimentResult& r) {

@@ -54,6 +54,30 @@ absl::StatusOr<FootballExperimentResult> RunFootballExperiment(
 
 json::Value FootballResultToJson(const FootballExperimentResult& r);
 
+// ml-selfcond's generated-sentence files, so that its analysis scripts (compute_frequency.py,
+// compute_perplexity.py, compute_selfbleu.py, all_plots.py) run on selfcond's continuations:
+// one CSV per prompt named as scripts/generate_batch.py names them,
+// "gen_sentences_<concept>_<prompt with ' ' (and '/') as '_'>.csv", with the columns
+// scripts/generate_seq.py writes through pandas (an unnamed index column first, then
+// forcing_value, num_units, top_n, seed, sentence, mean_metric, forced_layer, perplexity,
+// context, concept). `sentence` is the prompt followed by the continuation (ml-selfcond decodes
+// the whole sequence; its scripts strip `context` from the front). Differences, by design:
+// `perplexity` is the unconditioned model's (the scorer's) perplexity of the sentence, the
+// number compute_perplexity.py recomputes, where generate_seq.py records the forced model's;
+// `forced_layer` is empty when every layer is forced and the block number with --per-layer
+// (ml-selfcond forces one linear layer and writes its name); top_n is 1 for the top units,
+// 1 + rank offset / k for a rank window and 0 for random units, as generate_seq.py's --top-n.
+struct NamedText {
+  std::string name;  // file name, no directory
+  std::string text;
+};
+std::vector<NamedText> GenSentencesCsvs(const FootballExperimentResult& r,
+                                        const ExpertTable& table);
+// One field as pandas' to_csv writes it (QUOTE_MINIMAL: quoted when it holds a comma, a quote
+// or a line break; quotes doubled), and a float64 as Python's repr ("0.0", "12.5", "1e-05").
+std::string CsvField(std::string_view s);
+std::string PythonFloat(double v);
+
 // ---- gender ---------------------------------------------------------------------------------
 // ml-selfcond's occupation prompts (scripts/generate_batch.py, from Vig et al. 2020): every
 // template with every female occupation, then with the fixed random subset of male occupations
