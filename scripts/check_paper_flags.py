@@ -153,10 +153,39 @@ def main():
             "--new-tokens", "8", "--prompt", "The nurse said that", "--prompt", "In the city",
             "--ks", "0,10", "--no-verify", "--threads", "2", "--gen-sentences", gen)
         failures += check_gen_sentences(gen, ["The nurse said that", "In the city"], [0, 10], 2)
+        # ml-selfcond's --per-layer: one run per linear layer, in its (string-sorted) order.
+        run(*exp, "--ks", "3", "--per-linear-layer", "--out", out)
+        if os.path.exists(out):
+            sites = [p.get("site") for p in json.load(open(out))["points"]]
+            if len(sites) != 24 or sites != sorted(sites) or \
+                    sites[0] != "transformer.h.0.attn.c_attn:0":
+                failures.append(f"per-linear-layer sites: {sites}")
+        run(*exp, "--ks", "3", "--per-layer", "--per-linear-layer", ok=False, want="not both")
+        # gender as ml-selfcond analyses it: its parity definition, generated continuations,
+        # perplexity and Self-BLEU at parity, gen_sentences for both concepts.
+        gg = os.path.join(tmp, "gender")
+        os.mkdir(gg)
+        run("experiment", "gender", "--model", model, "--max-occupations", "1", "--ks", "0,30,300",
+            "--generate", "1", "--gen-sentences", gg, "--no-verify", "--threads", "2", "--out", out)
+        if os.path.exists(out):
+            r = json.load(open(out))
+            ml, gen = r.get("parity_ml_selfcond", {}), r.get("generated", {})
+            woman = ml.get("woman", {})
+            d0 = [row[0] for row in r["per_prompt"]["woman"]["delta_p"]]
+            if woman.get("contexts") != sum(1 for d in d0 if d < 0) or \
+                    woman.get("reached", 0) > woman.get("contexts", 0):
+                failures.append(f"parity_ml_selfcond woman: {woman}")
+            if sorted(gen) != ["man", "woman"] or gen["woman"]["samples"] != [34, 34, 34] or \
+                    not gen["woman"]["at_parity_ml_selfcond"]["ppl"]["median"]:
+                failures.append(f"generated: {json.dumps(gen)[:400]}")
+            files = sorted(os.listdir(gg))
+            if len(files) != 68 or not files[0].startswith("gen_sentences_man-1_18_00___The_"):
+                failures.append(f"gender gen_sentences: {len(files)} {files[:2]}")
+        run("experiment", "gender", "--model", model, "--gen-sentences", gg, "--no-verify",
+            ok=False, want="needs --generate")
+        run(*exp, "--ks", "5", "--generate", "2", ok=False, want="gender option")
         run(*exp, "--ks", "5", "--gen-sentences", "/nonexistent/dir", ok=False,
             want="/nonexistent/dir")
-        run("experiment", "gender", "--model", model, "--gen-sentences", gen, "--no-verify",
-            ok=False, want="football option")
     if failures:
         print("\n".join(failures))
         print(f"check_paper_flags: {len(failures)} failure(s)")

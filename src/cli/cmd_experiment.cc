@@ -115,9 +115,9 @@ struct ExperimentCommand {
   int top_k = -1;  // -1: the experiment's default (football 0 = off, gender 10)
   int examples = 4;
   std::string occupations;
-  int max_occupations = 0, samples = 0, sample_tokens = 3;
+  int max_occupations = 0, samples = 0, sample_tokens = 3, generate = 0;
   std::string forcing = "on_p50";
-  bool only_last_token = false, per_layer = false, allow_unhashed = false;
+  bool only_last_token = false, per_layer = false, per_linear_layer = false, allow_unhashed = false;
   UnitChoiceFlags choice;
   std::string scorer_path, concept, methods, alphas, betas, gen_sentences;
   int steer_layer = -1;
@@ -147,8 +147,9 @@ struct ExperimentCommand {
         Int(&first_seed, "first-seed", "S", "football, compare: first seed", 0, 2147483647),
         Texts(&prompt, "prompt", "P", "football, compare: a prompt (default the 4 of the report)"),
         Text(&prompts, "prompts", "FILE", "football, compare: prompts, one per line"),
-        Int(&new_tokens, "new-tokens", "N", "football, compare: tokens per continuation", 1,
-            1 << 16),
+        Int(&new_tokens, "new-tokens", "N",
+            "football, compare, gender --generate: tokens per continuation", 1, 1 << 16)
+            .ShowDefault("30; gender 15, as ml-selfcond's generate_batch.py"),
         Real(&temperature, "temperature", "T", "sampling temperature", 1e-6, 100),
         Real(&top_p, "top-p", "P", "football, compare: nucleus mass", 1e-9, 1.0),
         Int(&top_k, "top-k", "K",
@@ -158,8 +159,13 @@ struct ExperimentCommand {
             .ShowDefault("football 0, gender 10"),
         Int(&examples, "examples", "N", "football: example continuations kept per k", 0, 1 << 20),
         Text(&gen_sentences, "gen-sentences", "DIR",
-             "football: also write every continuation as ml-selfcond's gen_sentences CSVs in\n"
-             "DIR (one per prompt; its compute_frequency/perplexity/selfbleu scripts read them)"),
+             "football, gender --generate: also write every continuation as ml-selfcond's\n"
+             "gen_sentences CSVs in DIR (one per concept and prompt; its compute_frequency,\n"
+             "compute_perplexity and compute_selfbleu scripts read them)"),
+        Int(&generate, "generate", "N",
+            "gender: also generate N continuations per prompt and condition (--new-tokens, top-k\n"
+            "10, T=1, as ml-selfcond) for perplexity and Self-BLEU per k and at parity (slow)",
+            0, 1 << 20),
         Text(&occupations, "occupations", "FILE",
              "gender: occupations.json (default ../shared/concepts/occupations.json)"),
         Int(&max_occupations, "max-occupations", "N", "gender: first N occupations per group", 0,
@@ -178,6 +184,9 @@ struct ExperimentCommand {
     for (FlagSpec f :
          {Switch(&per_layer, "per-layer",
                  "football: one run per block, forcing k units of that block only"),
+          Switch(&per_linear_layer, "per-linear-layer",
+                 "football: one run per linear layer (attn.c_attn, mlp.c_fc, ...), forcing its\n"
+                 "top k units only, as ml-selfcond's generate_seq.py --per-layer"),
           Text(&scorer_path, "scorer", "MODEL",
                "football, compare: score prompt + continuation with this converted model\n"
                "(default: the experiment's model, unforced)"),
@@ -227,18 +236,26 @@ struct ExperimentCommand {
     if (!out.empty()) {
       if (auto st = CheckOutputPath(out, {m.model}); !st.ok()) return st;
     }
-    if (compare() && (!units.is_default() || per_layer)) {
+    if (compare() && (!units.is_default() || per_layer || per_linear_layer)) {
       return absl::InvalidArgumentError(
           "compare forces the top-k experts by AP: the unit-choice flags belong to football and "
           "gender");
     }
-    if (!football() && !gen_sentences.empty())
-      return absl::InvalidArgumentError("--gen-sentences is a football option");
+    if (!football() && !gender() && !gen_sentences.empty())
+      return absl::InvalidArgumentError("--gen-sentences is a football or gender option");
+    if (gender() && !gen_sentences.empty() && generate == 0)
+      return absl::InvalidArgumentError("--gen-sentences with gender needs --generate N");
+    if (!gender() && generate > 0)
+      return absl::InvalidArgumentError("--generate is a gender option");
+    if (gender() && !args.Has("new-tokens")) new_tokens = 15;
     if (!gen_sentences.empty()) {
       if (auto st = CheckOutputPath(gen_sentences + "/gen_sentences.csv", {}); !st.ok()) return st;
     }
-    if (!football() && per_layer)
-      return absl::InvalidArgumentError("--per-layer is a football option");
+    if (!football() && (per_layer || per_linear_layer))
+      return absl::InvalidArgumentError("--per-layer and --per-linear-layer are football options");
+    if (per_layer && per_linear_layer)
+      return absl::InvalidArgumentError(
+          "give --per-layer (blocks) or --per-linear-layer, not both");
     if (gender() && !scorer_path.empty()) {
       return absl::InvalidArgumentError("--scorer: gender scores no text");
     }
@@ -375,6 +392,8 @@ struct ExperimentCommand {
     o.choice = units;
     o.per_layer = per_layer;
     if (o.per_layer) absl::StrAppend(&cmd, " --per-layer");
+    o.per_linear_layer = per_linear_layer;
+    if (o.per_linear_layer) absl::StrAppend(&cmd, " --per-linear-layer");
     o.examples_per_k = examples;
     o.forcing = *ParseForcingValue(forcing);
     o.only_last_token = only_last_token;
@@ -384,11 +403,14 @@ struct ExperimentCommand {
                 o.prompts.size(), o.seeds, o.new_tokens, o.temperature, o.top_p,
                 table_paths[0].c_str());
     std::printf("units: %s\n", DescribeUnitChoice(o.choice, 0).c_str());
-    std::printf("%5s %6s %10s %10s %10s %10s %11s %10s\n", "layer", "k", "mentions", "rate", "ppl",
-                "mean ppl", "scorer ppl", "self-bleu");
+    const int w = o.per_linear_layer ? 30 : 5;
+    std::printf("%*s %6s %10s %10s %10s %10s %11s %10s\n", w, "layer", "k", "mentions", "rate",
+                "ppl", "mean ppl", "scorer ppl", "self-bleu");
     for (const auto& p : r->points) {
-      std::printf("%5s %6lld %5d/%-4d %9.1f%% %10.2f %10.2f %11.2f %10.3f\n",
-                  p.layer < 0 ? "all" : std::to_string(p.layer).c_str(),
+      const std::string where = !p.site.empty() ? p.site
+                                : p.layer < 0   ? std::string("all")
+                                                : std::to_string(p.layer);
+      std::printf("%*s %6lld %5d/%-4d %9.1f%% %10.2f %10.2f %11.2f %10.3f\n", w, where.c_str(),
                   static_cast<long long>(p.k), p.mentions, p.samples, 100 * p.mention_rate, p.ppl,
                   p.mean_ppl, p.scorer_ppl, p.self_bleu);
     }
@@ -446,6 +468,8 @@ struct ExperimentCommand {
     o.sampler_top_k = top_k;
     o.samples = samples;
     o.sample_tokens = sample_tokens;
+    o.generate = generate;
+    o.new_tokens = new_tokens;
     o.forcing = *ParseForcingValue(forcing);
     o.only_last_token = only_last_token;
     o.precision = m.prec();
@@ -456,6 +480,7 @@ struct ExperimentCommand {
     if (samples > 0) {
       absl::StrAppend(&cmd, " --samples ", samples, " --sample-tokens ", sample_tokens);
     }
+    if (generate > 0) absl::StrAppend(&cmd, " --generate ", generate, " --new-tokens ", new_tokens);
     std::vector<const ExpertTable*> ptrs;
     for (const auto& t : tables) ptrs.push_back(&t);
     auto r =
@@ -464,7 +489,36 @@ struct ExperimentCommand {
     std::printf("gender: %zu prompts; p(she,her) / p(he,his) of the next word (top-%d, T=%g)\n",
                 r->prompts.size(), o.sampler_top_k, o.temperature);
     for (const auto& c : r->curves) PrintGenderCurve(*r, c, o.samples);
-    return GenderResultToJson(*r);
+    json::Value js = GenderResultToJson(*r);
+    for (size_t c = 0; c < r->concepts.size(); ++c) {
+      const std::string& name = r->concepts[c];
+      const json::Value* sc = js.Find("parity")->Find(name);
+      const json::Value* ml = js.Find("parity_ml_selfcond")->Find(name);
+      auto num = [](const json::Value* v, const char* k) {
+        const json::Value* x = v->Find(k);
+        return x && x->is_number() ? x->as_number() : std::nan("");
+      };
+      std::printf(
+          "  parity of do(%s, k): selfcond (all contexts) %g/%g reached, median k %.1f; "
+          "ml-selfcond (biased contexts) %g/%g, median k %.1f\n",
+          name.c_str(), num(sc, "reached"), num(sc, "contexts"), num(sc, "median"),
+          num(ml, "reached"), num(ml, "contexts"), num(ml, "median"));
+      if (const json::Value* g = js.Find("generated"); g && g->Find(name)) {
+        const json::Value* at = g->Find(name)->Find("at_parity_ml_selfcond");
+        std::printf("    at parity (ml-selfcond): perplexity median %.2f, Self-BLEU median %.3f\n",
+                    num(at->Find("ppl"), "median"), num(at->Find("self_bleu"), "median"));
+      }
+    }
+    if (!gen_sentences.empty()) {
+      std::vector<const ExpertTable*> tptr;
+      for (const auto& t : tables) tptr.push_back(&t);
+      for (const NamedText& f : GenSentencesCsvs(*r, tptr)) {
+        const std::string path = absl::StrCat(gen_sentences, "/", f.name);
+        if (auto st = WriteFile(path, f.text); !st.ok()) return st;
+      }
+      std::printf("wrote ml-selfcond gen_sentences CSVs in %s\n", gen_sentences.c_str());
+    }
+    return js;
   }
 
   // The run's record: the command, the machine, the model and the tables.

@@ -143,6 +143,7 @@ json::Value PointToJson(const ConditionPoint& p) {
   v.Set("method", json::Value::String(p.method));
   v.Set("strength", json::Value::Number(p.strength));
   v.Set("layer", p.layer >= 0 ? json::Value::Number(p.layer) : json::Value::Null());
+  if (!p.site.empty()) v.Set("site", json::Value::String(p.site));
   if (!p.units.empty()) v.Set("units", json::Value::String(p.units));
   v.Set("samples", json::Value::Number(p.samples));
   v.Set("mentions", json::Value::Number(p.mentions));
@@ -328,6 +329,7 @@ ConditionPoint SummarizeCondition(const Condition& cond, absl::Span<const Condit
   pt.method = cond.method;
   pt.strength = cond.strength;
   pt.layer = cond.layer;
+  pt.site = cond.site;
   pt.units = cond.method == "experts" ? cond.units : "";
   pt.k = cond.method == "experts" ? static_cast<int64_t>(cond.strength) : 0;
   pt.mean_ap = cond.mean_ap;

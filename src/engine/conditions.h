@@ -47,6 +47,7 @@ struct Condition {
   std::string method = "none";      // "none" | "experts" | "steer" | "bias"
   double strength = 0;              // experts: k; steer: alpha; bias: beta; none: 0
   int layer = -1;                   // experts forced in one block only / steer's block; -1: all
+  std::string site;                 // experts forced in this one linear layer only ("" = any)
   std::string units = "top by ap";  // experts: which units (DescribeUnitChoice)
   double mean_ap = 0;               // experts: mean AP of the forced units
   Forcing forcing;
@@ -96,6 +97,7 @@ struct ConditionPoint {  // one condition's summary
   std::string method = "experts";
   double strength = 0;
   int layer = -1;
+  std::string site;  // the linear layer's name when one only is forced ("" = any)
   std::string units;
   int64_t k = 0;  // experts: k
   int samples = 0;

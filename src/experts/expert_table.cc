@@ -1022,6 +1022,10 @@ std::string DescribeUnitChoice(const UnitChoice& c, int64_t k) {
     absl::StrAppend(&s, c.layers.size() == 1 ? ", layer " : ", layers ");
     for (size_t i = 0; i < c.layers.size(); ++i) absl::StrAppend(&s, i ? "," : "", c.layers[i]);
   }
+  if (!c.sites.empty()) {
+    absl::StrAppend(&s, c.sites.size() == 1 ? ", site " : ", sites ");
+    for (size_t i = 0; i < c.sites.size(); ++i) absl::StrAppend(&s, i ? "," : "", c.sites[i]);
+  }
   return s;
 }
 
@@ -1048,8 +1052,11 @@ absl::StatusOr<std::vector<int64_t>> SelectUnits(const ExpertTable& table, int64
   std::vector<int64_t> eligible;
   for (int64_t j = 0; j < n; ++j) {
     const int layer = table.layer_of(table.units[j]);
-    if (choice.layers.empty() ||
-        std::find(choice.layers.begin(), choice.layers.end(), layer) != choice.layers.end()) {
+    const int site = table.units[j].site;
+    if ((choice.layers.empty() ||
+         std::find(choice.layers.begin(), choice.layers.end(), layer) != choice.layers.end()) &&
+        (choice.sites.empty() ||
+         std::find(choice.sites.begin(), choice.sites.end(), site) != choice.sites.end())) {
       eligible.push_back(j);
     }
   }

@@ -160,8 +160,9 @@ struct UnitChoice {
   bool random = false;
   uint64_t seed = 0;
   std::vector<int> layers;  // empty: every layer
+  std::vector<int> sites;   // empty: every linear layer (UnitLayout site numbers)
   bool is_default() const {
-    return metric == Metric::kAp && offset == 0 && !random && layers.empty();
+    return metric == Metric::kAp && offset == 0 && !random && layers.empty() && sites.empty();
   }
 };
 absl::StatusOr<UnitChoice::Metric> ParseUnitMetric(std::string_view s);  // ap|on_p50|...|gap

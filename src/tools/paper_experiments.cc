@@ -32,19 +32,33 @@ absl::StatusOr<FootballExperimentResult> RunFootballExperiment(
   if (auto st = CheckCompatible(football, model); !st.ok()) return st;
   if (auto st = CheckTableHoldsK(football, opts.ks); !st.ok()) return st;
   if (opts.ks.empty()) return absl::InvalidArgumentError("need at least one k");
-  std::vector<int> layers = {-1};
+  if (opts.per_layer && opts.per_linear_layer) {
+    return absl::InvalidArgumentError("per block or per linear layer, not both");
+  }
+  // (block, site) of each run; -1 = any.
+  std::vector<std::pair<int, int>> runs = {{-1, -1}};
   if (opts.per_layer) {
-    layers.clear();
-    for (int l = 0; l < static_cast<int>(model.config().n_layer); ++l) layers.push_back(l);
+    runs.clear();
+    for (int l = 0; l < static_cast<int>(model.config().n_layer); ++l) runs.push_back({l, -1});
+  }
+  const UnitLayout layout = football.layout();
+  if (opts.per_linear_layer) {
+    runs.clear();
+    std::vector<std::pair<std::string, int>> named;  // sorted by name, as ml-selfcond sorts
+    for (int s = 0; s < layout.num_sites(); ++s) named.push_back({layout.SiteName(s), s});
+    std::sort(named.begin(), named.end());
+    for (const auto& [name, s] : named) runs.push_back({layout.site_layer(s), s});
   }
   std::vector<Condition> conditions;
-  for (int layer : layers) {
+  for (const auto& [layer, site] : runs) {
     UnitChoice choice = opts.choice;
     if (layer >= 0) choice.layers = {layer};
+    if (site >= 0) choice.sites = {site};
     for (int64_t k : opts.ks) {
       auto c = ExpertsCondition(model, football, k, choice, opts.forcing, opts.only_last_token);
       if (!c.ok()) return c.status();
       c->layer = layer;
+      if (site >= 0) c->site = layout.SiteName(site);
       if (k > 0) {
         auto picked = SelectUnits(football, k, choice);
         if (!picked.ok()) return picked.status();
@@ -92,34 +106,50 @@ std::string PythonFloat(double v) {
   return out;
 }
 
-std::vector<NamedText> GenSentencesCsvs(const FootballExperimentResult& r,
-                                        const ExpertTable& table) {
+namespace {
+
+// The rows of one concept's files: the samples whose condition `take` accepts.
+std::vector<NamedText> WriteGenSentences(absl::Span<const ConditionPoint> points,
+                                         absl::Span<const ConditionSample> samples,
+                                         ForcingValue forcing, const UnitChoice& ch,
+                                         const std::string& concept,
+                                         const std::function<bool(int)>& take) {
   const std::string header =
       ",forcing_value,num_units,top_n,seed,sentence,mean_metric,forced_layer,perplexity,context,"
       "concept\n";
-  const UnitChoice& ch = r.options.choice;
   std::vector<NamedText> files;
   std::map<std::string, size_t> by_prompt;  // prompt -> index into files
   std::vector<int64_t> rows;                // rows written per file
-  for (const ConditionSample& s : r.samples) {
+  for (const ConditionSample& s : samples) {
+    if (!take(s.condition)) continue;
     auto [it, fresh] = by_prompt.emplace(s.prompt, files.size());
     if (fresh) {
       std::string name = s.prompt;
       for (char& c : name)
         if (c == ' ' || c == '/' || c == '\\' || c == '\0') c = '_';
-      files.push_back({absl::StrCat("gen_sentences_", table.concept, "_", name, ".csv"), header});
+      files.push_back({absl::StrCat("gen_sentences_", concept, "_", name, ".csv"), header});
       rows.push_back(0);
     }
-    const ConditionPoint& p = r.points[s.condition];
+    const ConditionPoint& p = points[s.condition];
     const int64_t top_n = ch.random ? 0 : 1 + (s.k > 0 ? ch.offset / s.k : 0);
     std::string& t = files[it->second].text;
-    absl::StrAppend(&t, rows[it->second]++, ",", ForcingValueName(r.options.forcing), ",", s.k, ",",
-                    top_n, ",", s.seed, ",", CsvField(s.prompt + s.text), ",",
-                    PythonFloat(p.mean_ap), ",", p.layer < 0 ? "" : std::to_string(p.layer), ",",
-                    PythonFloat(s.scorer_ppl()), ",", CsvField(s.prompt), ",",
-                    CsvField(table.concept), "\n");
+    absl::StrAppend(&t, rows[it->second]++, ",", ForcingValueName(forcing), ",", s.k, ",", top_n,
+                    ",", s.seed, ",", CsvField(s.prompt + s.text), ",", PythonFloat(p.mean_ap), ",",
+                    !p.site.empty() ? p.site
+                    : p.layer < 0   ? ""
+                                    : std::to_string(p.layer),
+                    ",", PythonFloat(s.scorer_ppl()), ",", CsvField(s.prompt), ",",
+                    CsvField(concept), "\n");
   }
   return files;
+}
+
+}  // namespace
+
+std::vector<NamedText> GenSentencesCsvs(const FootballExperimentResult& r,
+                                        const ExpertTable& table) {
+  return WriteGenSentences(r.points, r.samples, r.options.forcing, r.options.choice, table.concept,
+                           [](int) { return true; });
 }
 
 json::Value FootballResultToJson(const FootballExperimentResult& r) {
@@ -134,6 +164,7 @@ json::Value FootballResultToJson(const FootballExperimentResult& r) {
   opt.Set("football_words", StrArray(o.words));
   SetChoiceOptions(o.choice, &opt);
   opt.Set("per_layer", json::Value::Bool(o.per_layer));
+  opt.Set("per_linear_layer", json::Value::Bool(o.per_linear_layer));
   root.Set("options", std::move(opt));
   json::Value points = json::Value::Array();
   for (const auto& p : r.points) {
@@ -406,6 +437,48 @@ absl::Status GenderConditions(const Model& model, absl::Span<const ExpertTable* 
   return absl::OkStatus();
 }
 
+// Continuations of every occupation prompt under no forcing and each concept's k > 0.
+absl::Status GenerateForGender(const Model& model, absl::Span<const ExpertTable* const> tables,
+                               const std::vector<Forcing>& forcings,
+                               const std::vector<std::vector<int>>& cond_of,
+                               const GenderExperimentOptions& opts, ThreadPool* pool,
+                               const ExperimentProgress& progress, GenderExperimentResult* res) {
+  std::vector<Condition> conditions(forcings.size());
+  conditions[0].method = "experts";  // k = 0: no unit forced (ml-selfcond's num_units 0)
+  for (size_t c = 0; c < tables.size(); ++c) {
+    for (size_t ki = 0; ki < opts.ks.size(); ++ki) {
+      const int idx = cond_of[c][ki];
+      if (idx == 0) continue;
+      Condition& cond = conditions[idx];
+      cond.method = "experts";
+      cond.strength = static_cast<double>(opts.ks[ki]);
+      cond.forcing = forcings[idx];
+      auto picked = SelectUnits(*tables[c], opts.ks[ki], opts.choice);
+      if (!picked.ok()) return picked.status();
+      for (int64_t j : *picked) cond.mean_ap += tables[c]->units[j].ap;
+      cond.mean_ap /= static_cast<double>(opts.ks[ki]);
+    }
+  }
+  GenerationGrid grid;
+  grid.prompts.clear();
+  for (const auto& p : res->prompts) grid.prompts.push_back(p.text);
+  grid.seeds = opts.generate;
+  grid.first_seed = 0;
+  grid.new_tokens = opts.new_tokens;
+  grid.temperature = opts.temperature;
+  grid.top_p = 1.0f;  // generate_batch.py: --top-p 0.0, i.e. no nucleus
+  grid.top_k = opts.sampler_top_k;
+  grid.precision = opts.precision;
+  grid.words = {"she", "her", "he", "his"};
+  grid.bleu_ngram = opts.bleu_ngram;
+  auto run = RunConditions(model, conditions, grid, pool, progress);
+  if (!run.ok()) return run.status();
+  res->gen_points = std::move(run->points);
+  res->gen_samples = std::move(run->samples);
+  res->gen_cond = cond_of;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
@@ -483,16 +556,73 @@ absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
     // Parity points: the forced concept's pronouns catch up with the other's.
     const bool man = res.concepts[c] == "man";
     res.parity.emplace_back(P);
+    res.parity_ml.emplace_back(P, std::numeric_limits<double>::quiet_NaN());
+    res.biased.emplace_back(P, 0);
     for (size_t p = 0; p < P; ++p) {
-      std::vector<double> delta;
+      std::vector<double> delta, she_minus_he;
       for (size_t ki = 0; ki < opts.ks.size(); ++ki) {
         const GenderCell& cell = res.cells[c][ki][p];
         delta.push_back(man ? cell.p_he - cell.p_she : cell.p_she - cell.p_he);
+        she_minus_he.push_back(cell.p_she - cell.p_he);
       }
       res.parity[c][p] = ParityPoint(opts.ks, delta);
+      // ml-selfcond: biased toward the other gender at k = 0 (the grid's first k).
+      res.biased[c][p] = delta[0] < 0;
+      if (res.biased[c][p]) res.parity_ml[c][p] = MlSelfcondRoot(opts.ks, she_minus_he);
+    }
+  }
+  if (opts.generate > 0) {
+    if (auto s = GenerateForGender(model, tables, forcings, cond_of, opts, pool, progress, &res);
+        !s.ok()) {
+      return s;
     }
   }
   return res;
+}
+
+double MlSelfcondRoot(absl::Span<const int64_t> ks, absl::Span<const double> y) {
+  const size_t n = std::min(ks.size(), y.size());
+  bool pos = false, neg = false;
+  for (size_t i = 0; i < n; ++i) {
+    pos = pos || y[i] > 0;
+    neg = neg || y[i] < 0;
+  }
+  if (!pos || !neg) return std::numeric_limits<double>::quiet_NaN();
+  auto sign = [](double v) { return v > 0 ? 1 : v < 0 ? -1 : 0; };
+  for (size_t i = 0; i + 1 < n; ++i) {
+    if (sign(y[i]) == sign(y[i + 1])) continue;
+    // np.polyfit(deg=1) through two points, then np.roots: the line's zero.
+    const double x0 = static_cast<double>(ks[i]), x1 = static_cast<double>(ks[i + 1]);
+    const double slope = (y[i + 1] - y[i]) / (x1 - x0);
+    return x0 - y[i] / slope;
+  }
+  return std::numeric_limits<double>::quiet_NaN();
+}
+
+double Interp(double x, absl::Span<const double> xp, absl::Span<const double> fp) {
+  const size_t n = std::min(xp.size(), fp.size());
+  if (n == 0) return std::numeric_limits<double>::quiet_NaN();
+  if (x <= xp[0]) return fp[0];
+  for (size_t i = 1; i < n; ++i) {
+    if (x <= xp[i]) {
+      return fp[i - 1] + (fp[i] - fp[i - 1]) * (x - xp[i - 1]) / (xp[i] - xp[i - 1]);
+    }
+  }
+  return fp[n - 1];
+}
+
+std::vector<NamedText> GenSentencesCsvs(const GenderExperimentResult& r,
+                                        absl::Span<const ExpertTable* const> tables) {
+  std::vector<NamedText> all;
+  for (size_t c = 0; c < r.gen_cond.size() && c < tables.size(); ++c) {
+    std::set<int> mine = {0};
+    for (int cond : r.gen_cond[c]) mine.insert(cond);
+    auto files =
+        WriteGenSentences(r.gen_points, r.gen_samples, r.options.forcing, r.options.choice,
+                          tables[c]->concept, [&](int cond) { return mine.count(cond) > 0; });
+    for (auto& f : files) all.push_back(std::move(f));
+  }
+  return all;
 }
 
 double ParityPoint(absl::Span<const int64_t> ks, absl::Span<const double> delta) {
@@ -518,6 +648,11 @@ json::Value GenderOptionsJson(const GenderExperimentOptions& o) {
   opt.Set("precision", json::Value::String(o.precision == Precision::kF32 ? "f32" : "int8"));
   opt.Set("samples", json::Value::Number(o.samples));
   opt.Set("sample_tokens", json::Value::Number(o.sample_tokens));
+  opt.Set("generate", json::Value::Number(o.generate));
+  if (o.generate > 0) {
+    opt.Set("new_tokens", json::Value::Number(o.new_tokens));
+    opt.Set("bleu_ngram", json::Value::Number(o.bleu_ngram));
+  }
   SetChoiceOptions(o.choice, &opt);
   opt.Set("she_words", StrArray(SheWords()));
   opt.Set("he_words", StrArray(HeWords()));
@@ -618,10 +753,72 @@ json::Value ParityJson(const std::vector<double>& points_in) {
   pv.Set("points", std::move(points));
   pv.Set("reached", json::Value::Number(static_cast<double>(reached.size())));
   pv.Set("contexts", json::Value::Number(static_cast<double>(points_in.size())));
+  pv.Set("p10", quantile(0.1));
   pv.Set("p25", quantile(0.25));
   pv.Set("median", quantile(0.5));
   pv.Set("p75", quantile(0.75));
+  pv.Set("p90", quantile(0.9));
   return pv;
+}
+
+// Quantiles (numpy's linear method) of the finite values.
+json::Value QuantileJson(std::vector<double> v) {
+  std::vector<double> x;
+  for (double d : v)
+    if (std::isfinite(d)) x.push_back(d);
+  std::sort(x.begin(), x.end());
+  json::Value out = json::Value::Object();
+  out.Set("n", json::Value::Number(static_cast<double>(x.size())));
+  for (auto [name, q] :
+       {std::pair<const char*, double>{"p10", 0.1}, {"median", 0.5}, {"p90", 0.9}}) {
+    if (x.empty()) {
+      out.Set(name, json::Value::Null());
+      continue;
+    }
+    const double at = q * static_cast<double>(x.size() - 1);
+    const size_t lo = static_cast<size_t>(std::floor(at));
+    const size_t hi = std::min(lo + 1, x.size() - 1);
+    out.Set(name, json::Value::Number(x[lo] + (x[hi] - x[lo]) * (at - lo)));
+  }
+  return out;
+}
+
+// Concept c's generated curve (per k: samples, ml-selfcond's mean perplexity, Self-BLEU) and
+// the perplexity and Self-BLEU interpolated at each context's parity point, for both parity
+// definitions (all_plots.py plot_perplexity_vs_parity: np.interp over the grid).
+json::Value GeneratedJson(const GenderExperimentResult& r, size_t c) {
+  const auto& ks = r.options.ks;
+  std::vector<double> xs, ppl, bleu, pooled;
+  json::Value samples = json::Value::Array();
+  for (size_t ki = 0; ki < ks.size(); ++ki) {
+    const ConditionPoint& pt = r.gen_points[r.gen_cond[c][ki]];
+    xs.push_back(static_cast<double>(ks[ki]));
+    ppl.push_back(pt.scorer_mean_ppl);
+    pooled.push_back(pt.scorer_ppl);
+    bleu.push_back(pt.self_bleu);
+    samples.Push(json::Value::Number(pt.samples));
+  }
+  json::Value g = json::Value::Object();
+  g.Set("ks", IntArray(ks));
+  g.Set("samples", std::move(samples));
+  g.Set("mean_ppl", NumArray(ppl));
+  g.Set("pooled_ppl", NumArray(pooled));
+  g.Set("self_bleu", NumArray(bleu));
+  for (auto [name, points] :
+       {std::pair<const char*, const std::vector<double>*>{"at_parity", &r.parity[c]},
+        {"at_parity_ml_selfcond", &r.parity_ml[c]}}) {
+    std::vector<double> at_ppl, at_bleu;
+    for (double k : *points) {
+      if (!std::isfinite(k)) continue;
+      at_ppl.push_back(Interp(k, xs, ppl));
+      at_bleu.push_back(Interp(k, xs, bleu));
+    }
+    json::Value a = json::Value::Object();
+    a.Set("ppl", QuantileJson(at_ppl));
+    a.Set("self_bleu", QuantileJson(at_bleu));
+    g.Set(name, std::move(a));
+  }
+  return g;
 }
 
 }  // namespace
@@ -654,13 +851,32 @@ json::Value GenderResultToJson(const GenderExperimentResult& r) {
   json::Value per_prompt = json::Value::Object();
   per_prompt.Set("prompts", std::move(prompts));
   per_prompt.Set("groups", std::move(groups));
-  json::Value parity = json::Value::Object();
+  json::Value parity = json::Value::Object(), parity_ml = json::Value::Object();
+  json::Value generated = json::Value::Object();
   for (size_t c = 0; c < r.cells.size(); ++c) {
     per_prompt.Set(r.concepts[c], PerPromptJson(r, c));
     if (c < r.parity.size()) parity.Set(r.concepts[c], ParityJson(r.parity[c]));
+    if (c < r.parity_ml.size()) {
+      // Over the biased contexts only (the others are not part of ml-selfcond's analysis).
+      std::vector<double> biased;
+      for (size_t p = 0; p < r.parity_ml[c].size(); ++p) {
+        if (r.biased[c][p]) biased.push_back(r.parity_ml[c][p]);
+      }
+      json::Value v = ParityJson(biased);
+      json::Value all = json::Value::Array();
+      for (size_t p = 0; p < r.parity_ml[c].size(); ++p) {
+        all.Push(std::isfinite(r.parity_ml[c][p]) ? json::Value::Number(r.parity_ml[c][p])
+                                                  : json::Value::Null());
+      }
+      v.Set("points", std::move(all));  // per prompt (null: not biased, or no root)
+      parity_ml.Set(r.concepts[c], std::move(v));
+    }
+    if (c < r.gen_cond.size()) generated.Set(r.concepts[c], GeneratedJson(r, c));
   }
   root.Set("per_prompt", std::move(per_prompt));
   root.Set("parity", std::move(parity));
+  root.Set("parity_ml_selfcond", std::move(parity_ml));
+  if (!r.gen_cond.empty()) root.Set("generated", std::move(generated));
   return root;
 }
 

@@ -38,7 +38,10 @@ struct FootballExperimentOptions : GenerationGrid {
   bool only_last_token = false;  // false: forced at every position, the prompt included
   UnitChoice choice;             // which k units (controls: random, rank window, layers, metric)
   bool per_layer = false;        // one run per block, forcing k units of that block only
-  int examples_per_k = 4;        // continuations kept as examples per k (first seeds)
+  // One run per linear layer (ml-selfcond's generate_seq.py --per-layer), in its order (layer
+  // names sorted as strings), forcing the top k units of that layer only.
+  bool per_linear_layer = false;
+  int examples_per_k = 4;  // continuations kept as examples per k (first seeds)
 };
 
 struct FootballExperimentResult {
@@ -64,8 +67,9 @@ json::Value FootballResultToJson(const FootballExperimentResult& r);
 // the whole sequence; its scripts strip `context` from the front). Differences, by design:
 // `perplexity` is the unconditioned model's (the scorer's) perplexity of the sentence, the
 // number compute_perplexity.py recomputes, where generate_seq.py records the forced model's;
-// `forced_layer` is empty when every layer is forced and the block number with --per-layer
-// (ml-selfcond forces one linear layer and writes its name); top_n is 1 for the top units,
+// `forced_layer` is empty when every layer is forced, the linear layer's name with
+// --per-linear-layer (as ml-selfcond's --per-layer writes it) and the block number with
+// --per-layer; top_n is 1 for the top units,
 // 1 + rank offset / k for a rank window and 0 for random units, as generate_seq.py's --top-n.
 struct NamedText {
   std::string name;  // file name, no directory
@@ -112,6 +116,14 @@ struct GenderExperimentOptions {
   // probabilities replace.
   int samples = 0;
   int sample_tokens = 3;
+  // Generated continuations (0 = none): `generate` per prompt and condition (seeds 0..N-1) of
+  // `new_tokens` tokens, sampled as ml-selfcond's generate_batch.py does (temperature and top-k
+  // as above, no nucleus), scored as in the football experiment: perplexity under the
+  // unconditioned model and Self-BLEU per concept and k, from which the perplexity and Self-BLEU
+  // at each context's parity point are interpolated (ml-selfcond's all_plots.py).
+  int generate = 0;
+  int new_tokens = 15;
+  int bleu_ngram = 3;
 };
 
 // ml-selfcond's compute_frequency.py test (num_chars = 5): the first 5 characters of the
@@ -151,11 +163,28 @@ struct GenderExperimentResult {
   // p(he); man: p(he) >= p(she)), linearly interpolated in k between the grid points around the
   // crossing; 0 if already so without forcing; NaN if no k of the grid reaches it.
   std::vector<std::vector<double>> parity;
+  // ml-selfcond's parity (all_plots.py compute_diff): only the contexts biased toward the other
+  // gender without forcing (woman: p(she) < p(he) at k = 0; man: p(he) < p(she)); the root of
+  // the first sign change of p(she) - p(he) over the grid, linear between the two grid points
+  // around it (MlSelfcondRoot). biased[c][pi]; parity_ml[c][pi] NaN when not biased or no root.
+  std::vector<std::vector<char>> biased;
+  std::vector<std::vector<double>> parity_ml;
+  // With options.generate > 0: the generated conditions (index 0: no forcing, then every
+  // concept's k > 0) and their continuations; gen_cond[c][ki] indexes gen_points.
+  std::vector<ConditionPoint> gen_points;
+  std::vector<ConditionSample> gen_samples;
+  std::vector<std::vector<int>> gen_cond;
 };
 
 // The parity point of one prompt's curve: smallest k where delta(k) >= 0, interpolated
 // linearly between the grid points (ks ascending) around the first crossing; NaN if none.
 double ParityPoint(absl::Span<const int64_t> ks, absl::Span<const double> delta);
+// ml-selfcond's find_crossing (scripts/all_plots.py): NaN unless y has both a positive and a
+// negative value; else the zero of the line through the two grid points around the first
+// change of sign(y) (a change to or from an exact 0 counts, as np.diff(np.sign(y)) does).
+double MlSelfcondRoot(absl::Span<const int64_t> ks, absl::Span<const double> y);
+// np.interp: linear in xp (ascending), clamped to fp's ends outside.
+double Interp(double x, absl::Span<const double> xp, absl::Span<const double> fp);
 
 absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
     const Model& model, absl::Span<const ExpertTable* const> tables,
@@ -164,6 +193,11 @@ absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
 
 // Curves plus per-occupation means over the templates (not every prompt, to stay small).
 json::Value GenderResultToJson(const GenderExperimentResult& r);
+
+// The gender run's continuations (options.generate > 0): one file per concept and prompt, the
+// unforced continuations (num_units 0) in every concept's files, as generate_seq.py writes them.
+std::vector<NamedText> GenSentencesCsvs(const GenderExperimentResult& r,
+                                        absl::Span<const ExpertTable* const> tables);
 
 }  // namespace selfcond
 
