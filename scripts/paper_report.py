@@ -501,14 +501,116 @@ def parity_section(gd, svg_name):
     lines.append("|---|---|---:|---:|")
     lines += rows
     lines.append("")
-    man = par.get("man")
-    if man and man["median"] == 0:
+    # How often the model already prefers the other gender's pronouns (measured, not assumed).
+    d0 = [row[0] for row in gd["per_prompt"]["woman"]["delta_p"]] if "woman" in \
+        gd["per_prompt"] else []
+    if d0:
+        she_first = sum(1 for d in d0 if d > 0)
         lines.append(
-            "For `man` the parity point is 0 almost everywhere: the demo model already prefers "
-            "he/his after every occupation prompt (p(he) > p(she) at k = 0), so the man experts "
-            "have no gap to close; the woman experts' parity points measure how many units it "
-            "takes to undo that preference.\n")
+            f"Without forcing, p(she) > p(he) in {she_first} of {len(d0)} contexts and p(he) > "
+            f"p(she) in {sum(1 for d in d0 if d < 0)}: the demo model leans to he/his after most "
+            "occupation prompts, so the man experts have a gap to close in few contexts and "
+            "their parity point is 0 in most.\n")
+    lines.append(ml_parity_section(gd))
     return "\n".join(lines)
+
+
+def _interp_stats(values):
+    xs = sorted(v for v in values if v is not None)
+    if not xs:
+        return None
+
+    def q(f):
+        at = f * (len(xs) - 1)
+        lo = int(at)
+        hi = min(lo + 1, len(xs) - 1)
+        return xs[lo] + (xs[hi] - xs[lo]) * (at - lo)
+    return q(0.1), q(0.5), q(0.9)
+
+
+def ml_parity_section(gd):
+    """ml-selfcond's definition (scripts/all_plots.py compute_diff / find_crossing and
+    plot_perplexity_vs_parity), recomputed here from the per-prompt probabilities when the JSON
+    predates it, and the perplexity / Self-BLEU at parity when the run generated text."""
+    ks = gd["options"]["ks"]
+    pp = gd["per_prompt"]
+    ml = gd.get("parity_ml_selfcond")
+    if ml is None:  # results written before the field existed: the same computation
+        ml = {}
+        for c in gd["concepts"]:
+            pts, biased = [], 0
+            for she, he in zip(pp[c]["p_she"], pp[c]["p_he"]):
+                y = [a - b for a, b in zip(she, he)]
+                is_biased = (y[0] < 0) if c == "woman" else (y[0] > 0)
+                biased += is_biased
+                pts.append(ml_root(ks, y) if is_biased else None)
+            reached = sorted(x for x in pts if x is not None)
+            st = _interp_stats(reached)
+            ml[c] = {"points": pts, "contexts": biased, "reached": len(reached),
+                     "median": st[1] if st else None}
+    lines = ["#### ml-selfcond's definition\n"]
+    lines.append(
+        "ml-selfcond (scripts/all_plots.py, `compute_diff`) counts a context only when it is "
+        "biased toward the other gender without forcing (for do(woman, k): p(she) < p(he) at "
+        "k = 0), and takes the zero of the line through the two grid points around the first "
+        "change of sign of p(she) − p(he). The table puts both definitions side by side; "
+        "selfcond's counts every context and the first k where the forced gender's pronouns "
+        "are at least as likely.\n")
+    par = gd["parity"]
+    lines.append("| experts | definition | contexts | reached | median parity k |")
+    lines.append("|---|---|---:|---:|---:|")
+    fmt = lambda v: "–" if v is None else f"{v:.1f}"
+    for c in gd["concepts"]:
+        lines.append(f"| do({c}, k) | selfcond: every context, first k with parity | "
+                     f"{par[c]['contexts']} | {par[c]['reached']} | {fmt(par[c]['median'])} |")
+        lines.append(f"| do({c}, k) | ml-selfcond: biased contexts, first sign change | "
+                     f"{ml[c]['contexts']} | {ml[c]['reached']} | {fmt(ml[c]['median'])} |")
+    lines.append("")
+    gen = gd.get("generated")
+    if gen:
+        o = gd["options"]
+        lines.append(
+            f"**Perplexity and Self-BLEU at parity** (`--generate {o['generate']}`: "
+            f"{o['generate']} continuation(s) of {o.get('new_tokens', 15)} tokens per prompt and "
+            f"condition, top-{o['sampler_top_k']}, T = {o['temperature']:g}, as "
+            "ml-selfcond's generate_batch.py samples them; ml-selfcond draws 100). Per k: the "
+            "mean perplexity of prompt + continuation under the unconditioned model (ml-selfcond's "
+            f"compute_perplexity.py) and the Self-BLEU ({o.get('bleu_ngram', 3)}-grams) of the "
+            "concept's continuations; at parity: each context's value interpolated at its parity "
+            "point (all_plots.py `plot_perplexity_vs_parity`), 10th / 50th / 90th percentiles.\n")
+        lines.append("| experts | k | " + " | ".join(str(k) for k in ks) + " |")
+        lines.append("|---|---|" + "---:|" * len(ks))
+        for c, g in gen.items():
+            lines.append(f"| do({c}, k) | perplexity | " +
+                         " | ".join(f"{v:.1f}" for v in g["mean_ppl"]) + " |")
+            lines.append(f"| do({c}, k) | Self-BLEU | " +
+                         " | ".join(f"{v:.3f}" for v in g["self_bleu"]) + " |")
+        lines.append("")
+        lines.append("| experts | definition | perplexity at parity (p10 / median / p90) | "
+                     "Self-BLEU at parity (p10 / median / p90) |")
+        lines.append("|---|---|---|---|")
+        three = lambda d, f: "–" if d["median"] is None else \
+            " / ".join(f.format(d[k]) for k in ("p10", "median", "p90"))
+        for c, g in gen.items():
+            for key, name in (("at_parity", "selfcond"), ("at_parity_ml_selfcond", "ml-selfcond")):
+                a = g[key]
+                lines.append(f"| do({c}, k) | {name} ({a['ppl']['n']} contexts) | "
+                             f"{three(a['ppl'], '{:.1f}')} | {three(a['self_bleu'], '{:.3f}')} |")
+        lines.append("")
+        lines.append(f"Unconditioned (k = 0): perplexity {gen[gd['concepts'][0]]['mean_ppl'][0]:.1f}"
+                     f", Self-BLEU {gen[gd['concepts'][0]]['self_bleu'][0]:.3f}.\n")
+    return "\n".join(lines)
+
+
+def ml_root(ks, y):
+    """ml-selfcond's find_crossing."""
+    if not (any(v > 0 for v in y) and any(v < 0 for v in y)):
+        return None
+    sign = lambda v: (v > 0) - (v < 0)
+    for i in range(len(y) - 1):
+        if sign(y[i]) != sign(y[i + 1]):
+            return ks[i] - y[i] * (ks[i + 1] - ks[i]) / (y[i + 1] - y[i])
+    return None
 
 
 def parity_svg(gd, path):
