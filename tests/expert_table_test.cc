@@ -282,6 +282,8 @@ TEST(ExpertTableTest, CompatibilityRefusals) {
   absl::Status unhashed = CheckCompatibleWith(*csv, c, other, "any");
   EXPECT_EQ(unhashed.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_CONTAINS(unhashed.message(), "no model_hash");
+  // The message names the option for every frontend, the C API's field first.
+  EXPECT_CONTAINS(unhashed.message(), "selfcond_experts_params.allow_unhashed");
   EXPECT_CONTAINS(unhashed.message(), "--allow-unhashed");
   // ... and when allowed, the unit space decides.
   EXPECT_TRUE(CheckCompatibleWith(*csv, c, other, "any", true).ok());

@@ -924,7 +924,8 @@ absl::Status CheckCompatibleWith(const ExpertTable& t, const ModelConfig& config
         "ranked on this model ('",
         std::string(model_name),
         "'); rank the concept on this model, or allow unhashed tables explicitly "
-        "(--allow-unhashed)"));
+        "(allow_unhashed: selfcond_experts_params.allow_unhashed in the C API, allow_unhashed=True "
+        "in Python, --allow-unhashed in the CLI)"));
   }
   if (!t.model_hash.empty() && !absl::EqualsIgnoreCase(t.model_hash, AV(model_hash))) {
     return absl::FailedPreconditionError(

@@ -201,8 +201,9 @@ absl::StatusOr<std::unique_ptr<Ranking>> Ranking::StartImpl(const Model& model, 
         "ranking ", n_total, " sentences keeps their pooled responses (", n_total, " x ",
         out.num_units, " units x 4 bytes = ", static_cast<int64_t>(need / 1048576),
         " MiB) in memory, over the memory budget of ", budget >> 20,
-        " MiB: use fewer sentences (--max-sentences), a larger budget (--max-memory), or store "
-        "responses in parts (selfcond responses)"));
+        " MiB: use fewer sentences (max_sentences in the C API and Python, --max-sentences in the "
+        "CLI), a larger budget (the CLI's --max-memory), or store responses in parts (selfcond "
+        "responses)"));
   }
   out.responses.resize(static_cast<size_t>(n_total) * static_cast<size_t>(out.num_units));
 

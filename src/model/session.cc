@@ -69,7 +69,8 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(const Model& model, Ses
   if (opts.precision == Precision::kInt8 && model.has_int4() && !use_xnnpack) {
     return absl::FailedPreconditionError(
         "this model has 4-bit weights, which only the XNNPACK engine runs (load the model with "
-        "XNNPACK, do not select a hand-written backend, or use --precision f32)");
+        "XNNPACK, do not select a hand-written backend, or compute in float32: precision "
+        "SELFCOND_F32 in the C API, \"f32\" in Python and JS, --precision f32 in the CLI)");
   }
   const ModelConfig& c = model.config();
   opts.max_batch = std::min<int>(opts.max_batch, opts.n_ctx);
