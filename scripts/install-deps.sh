@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what selfcond needs on Debian 12 (idempotent). Usage: scripts/install-deps.sh [--web] [--arm64]
-#   native:  compiler, CMake, ninja, ccache, Abseil, GoogleTest, clang (fuzzers, sanitizers), python3
+#   native:  compiler, CMake, ninja, ccache, Abseil, GoogleTest, libcurl (selfcond pull), clang (fuzzers, sanitizers), python3
 #            (+ venv, pip, setuptools, numpy: the Python binding's test; pkg-config: selfcond.pc)
 #            (XNNPACK and its dependencies are built from pinned sources by CMake, not installed)
 #   --web:   also Emscripten (WASM build), Node/npm and Chromium (browser tests)
@@ -16,9 +16,9 @@ for a in "$@"; do
   esac
 done
 SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
-pkgs=(cmake g++ make ninja-build ccache pkg-config libabsl-dev libgtest-dev libgmock-dev clang
+pkgs=(cmake g++ make ninja-build ccache pkg-config libabsl-dev libgtest-dev libgmock-dev libcurl4-openssl-dev clang
       libclang-rt-14-dev python3 python3-venv python3-pip python3-setuptools python3-wheel python3-numpy
-      python3-dask python3-distributed openjdk-17-jdk-headless)
+      python3-dask python3-distributed python3-pandas openjdk-17-jdk-headless)
 if (( web )); then
   pkgs+=(emscripten nodejs npm chromium)
 fi

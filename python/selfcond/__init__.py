@@ -14,17 +14,21 @@ Objects: Model (weights; shared), Session (KV cache + forcing; one thread at a t
 selfcond.Status, and the library's message). Closing a Model closes its sessions and rankings;
 a Session keeps its Model alive. The library is found through SELFCOND_LIBRARY, then the path
 recorded at install time (pkg-config), then ctypes.util.find_library("selfcond").
+
+selfcond.pull("owner/name") downloads a checkpoint from the Hugging Face hub and converts it to
+a model file (it runs the `selfcond pull` command: see _pull.py).
 """
 
 from ._core import (Error, ExpertUnit, Experts, GenerateResult, Model, ModelInfo, Ranking,
                     Session, Status, TokenStream, Dataset, build_info, expertise, load_dataset,
                     version)
 from ._lib import LibraryNotFoundError, library_path
+from ._pull import PullError, pull
 
 __version__ = "0.10.0"
 
 __all__ = [
     "Error", "Status", "LibraryNotFoundError", "Model", "ModelInfo", "Experts", "ExpertUnit",
     "Session", "GenerateResult", "TokenStream", "Ranking", "expertise", "Dataset", "load_dataset", "version",
-    "library_path", "build_info",
+    "library_path", "build_info", "pull", "PullError",
 ]

@@ -32,8 +32,11 @@ struct ConvertCommand {
         "convert",
         "selfcond convert HF_DIR OUT [--weights int8|int4] [--keep-float] [--name NAME]",
         "Convert a Hugging Face checkpoint into a selfcond model file: GPT-2 (config.json,\n"
-        "model.safetensors or a sharded index, vocab.json, merges.txt) or the Llama family\n"
-        "(LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM with tokenizer.json).",
+        "model.safetensors or pytorch_model.bin, single or sharded with an index, vocab.json,\n"
+        "merges.txt) or the Llama family (LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM\n"
+        "with tokenizer.json). pytorch_model.bin is read by a restricted unpickler that accepts\n"
+        "tensors, storages and OrderedDict only and runs no code. To download a checkpoint from\n"
+        "the Hugging Face hub and convert it in one step: selfcond pull.",
         {OneOf(&weights, "weights", {"int8", "int4"},
                "bits of the blocks' linear layers (per-channel scales; the embedding / LM head\n"
                "stays int8). int4 files run on the XNNPACK engine only."),

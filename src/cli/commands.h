@@ -33,6 +33,7 @@ int RankMain(int argc, char** argv);        // cmd_experts.cc
 int ResponsesMain(int argc, char** argv);   // cmd_experts.cc
 int BenchMain(int argc, char** argv);       // cmd_bench.cc
 int ExperimentMain(int argc, char** argv);  // cmd_experiment.cc
+int PullMain(int argc, char** argv);        // cmd_pull.cc
 
 struct Command {
   const char* name;

@@ -45,6 +45,7 @@ const std::vector<Command>& Commands() {
       {"convert",
        "Convert a Hugging Face checkpoint (GPT-2, Llama, Qwen2, Mistral) to a model file",
        ConvertMain},
+      {"pull", "Download a checkpoint from the Hugging Face hub and convert it", PullMain},
       {"generate", "Generate a continuation, optionally conditioned (experts, steering, bias)",
        GenerateMain},
       {"ppl", "Perplexity of a text file", PplMain},

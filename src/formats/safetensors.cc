@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "formats/torch_checkpoint.h"
 #include "util/json.h"
 
 namespace selfcond {
@@ -276,71 +277,108 @@ const StTensor* SafetensorsFile::Find(const std::string& name) const {
 
 // ---- checkpoint directory --------------------------------------------------------
 
+SafetensorsCheckpoint::SafetensorsCheckpoint() = default;
+SafetensorsCheckpoint::~SafetensorsCheckpoint() = default;
+
+absl::Status SafetensorsCheckpoint::OpenIndex(const std::string& dir, const std::string& index_path,
+                                              bool torch) {
+  namespace fs = std::filesystem;
+  auto text = ReadFile(index_path);
+  if (!text.ok()) return text.status();
+  auto index = json::Parse(*text);
+  if (!index.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", index_path, "' is not valid JSON: ", index.status().message()));
+  }
+  const json::Value* map = index->Find("weight_map");
+  if (map == nullptr || !map->is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", index_path, "' has no \"weight_map\" object"));
+  }
+  std::map<std::string, size_t> shard_of_file;
+  for (const auto& [name_view, file] : map->members()) {
+    const std::string name(name_view);
+    if (!file.is_string() || file.as_string().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", index_path, "': weight_map entry '", name, "' is not a file name"));
+    }
+    const std::string fname(file.as_string());
+    // Shards live beside the index: refuse paths that would escape the directory.
+    if (fname.find('/') != std::string::npos || fname.find('\\') != std::string::npos ||
+        fname == "." || fname == "..") {
+      return absl::InvalidArgumentError(absl::StrCat("'", index_path, "': shard name '", fname,
+                                                     "' for tensor '", name,
+                                                     "' must be a plain file name"));
+    }
+    auto it = shard_of_file.find(fname);
+    if (it == shard_of_file.end()) {
+      const std::string path = (fs::path(dir) / fname).string();
+      if (torch) {
+        auto shard = TorchCheckpointFile::Open(path);
+        if (!shard.ok()) return shard.status();
+        it = shard_of_file.emplace(fname, torch_shards_.size()).first;
+        torch_shards_.push_back(std::move(*shard));
+      } else {
+        auto shard = SafetensorsFile::Open(path);
+        if (!shard.ok()) return shard.status();
+        it = shard_of_file.emplace(fname, shards_.size()).first;
+        shards_.push_back(std::move(*shard));
+      }
+    }
+    const StTensor* t =
+        torch ? torch_shards_[it->second]->Find(name) : shards_[it->second]->Find(name);
+    if (t == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' is listed in '",
+                                                     index_path, "' for shard '", fname,
+                                                     "' but that file does not contain it"));
+    }
+    if (!by_name_.emplace(name, t).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", index_path, "': duplicate tensor '", name, "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> SafetensorsCheckpoint::Open(
     const std::string& dir) {
   namespace fs = std::filesystem;
   auto ckpt = std::make_unique<SafetensorsCheckpoint>();
-  const std::string index_path = (fs::path(dir) / "model.safetensors.index.json").string();
-  const std::string single_path = (fs::path(dir) / "model.safetensors").string();
+  auto in_dir = [&](const char* name) { return (fs::path(dir) / name).string(); };
+  const std::string index_path = in_dir("model.safetensors.index.json");
+  const std::string single_path = in_dir("model.safetensors");
+  const std::string bin_index_path = in_dir("pytorch_model.bin.index.json");
+  const std::string bin_path = in_dir("pytorch_model.bin");
   std::error_code ec;
+  // Safetensors first (like transformers); PyTorch checkpoints only when there is none.
   if (fs::exists(index_path, ec)) {
-    auto text = ReadFile(index_path);
-    if (!text.ok()) return text.status();
-    auto index = json::Parse(*text);
-    if (!index.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("'", index_path, "' is not valid JSON: ", index.status().message()));
-    }
-    const json::Value* map = index->Find("weight_map");
-    if (map == nullptr || !map->is_object()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("'", index_path, "' has no \"weight_map\" object"));
-    }
-    std::map<std::string, size_t> shard_of_file;
-    for (const auto& [name_view, file] : map->members()) {
-      const std::string name(name_view);
-      if (!file.is_string() || file.as_string().empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("'", index_path, "': weight_map entry '", name, "' is not a file name"));
-      }
-      const std::string fname(file.as_string());
-      // Shards live beside the index: refuse paths that would escape the directory.
-      if (fname.find('/') != std::string::npos || fname.find('\\') != std::string::npos ||
-          fname == "." || fname == "..") {
-        return absl::InvalidArgumentError(absl::StrCat("'", index_path, "': shard name '", fname,
-                                                       "' for tensor '", name,
-                                                       "' must be a plain file name"));
-      }
-      auto it = shard_of_file.find(fname);
-      if (it == shard_of_file.end()) {
-        auto shard = SafetensorsFile::Open((fs::path(dir) / fname).string());
-        if (!shard.ok()) return shard.status();
-        it = shard_of_file.emplace(fname, ckpt->shards_.size()).first;
-        ckpt->shards_.push_back(std::move(*shard));
-      }
-      const StTensor* t = ckpt->shards_[it->second]->Find(name);
-      if (t == nullptr) {
-        return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' is listed in '",
-                                                       index_path, "' for shard '", fname,
-                                                       "' but that file does not contain it"));
-      }
-      if (!ckpt->by_name_.emplace(name, t).second) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("'", index_path, "': duplicate tensor '", name, "'"));
-      }
-    }
+    absl::Status s = ckpt->OpenIndex(dir, index_path, /*torch=*/false);
+    if (!s.ok()) return s;
     return ckpt;
   }
-  if (!fs::exists(single_path, ec)) {
-    return absl::NotFoundError(
-        absl::StrCat("no model.safetensors or model.safetensors.index.json in '", dir,
-                     "' (only safetensors checkpoints are supported)"));
+  if (fs::exists(single_path, ec)) {
+    auto f = SafetensorsFile::Open(single_path);
+    if (!f.ok()) return f.status();
+    ckpt->shards_.push_back(std::move(*f));
+    for (const StTensor& t : ckpt->shards_[0]->tensors()) ckpt->by_name_[t.name] = &t;
+    return ckpt;
   }
-  auto f = SafetensorsFile::Open(single_path);
-  if (!f.ok()) return f.status();
-  ckpt->shards_.push_back(std::move(*f));
-  for (const StTensor& t : ckpt->shards_[0]->tensors()) ckpt->by_name_[t.name] = &t;
-  return ckpt;
+  if (fs::exists(bin_index_path, ec)) {
+    absl::Status s = ckpt->OpenIndex(dir, bin_index_path, /*torch=*/true);
+    if (!s.ok()) return s;
+    return ckpt;
+  }
+  if (fs::exists(bin_path, ec)) {
+    auto f = TorchCheckpointFile::Open(bin_path);
+    if (!f.ok()) return f.status();
+    ckpt->torch_shards_.push_back(std::move(*f));
+    for (const StTensor& t : ckpt->torch_shards_[0]->tensors()) ckpt->by_name_[t.name] = &t;
+    return ckpt;
+  }
+  return absl::NotFoundError(
+      absl::StrCat("no model.safetensors, model.safetensors.index.json, pytorch_model.bin or "
+                   "pytorch_model.bin.index.json in '",
+                   dir, "'"));
 }
 
 const StTensor* SafetensorsCheckpoint::Find(const std::string& name) const {

@@ -1,6 +1,7 @@
 // Reader for Hugging Face safetensors checkpoints (single file or sharded with
-// model.safetensors.index.json), validating everything: a hostile or truncated file gives an
-// error naming the file and the tensor, never a crash.
+// model.safetensors.index.json; SafetensorsCheckpoint also reads PyTorch pytorch_model.bin
+// checkpoints through formats/torch_checkpoint.h), validating everything: a hostile or truncated
+// file gives an error naming the file and the tensor, never a crash.
 //
 // Format: u64 little-endian header length N, then N bytes of JSON
 //   {"__metadata__": {...}, "<name>": {"dtype": "F16", "shape": [d0, d1], "data_offsets": [b, e]}}
@@ -75,19 +76,31 @@ class SafetensorsFile {
   std::map<std::string, size_t> by_name_;
 };
 
+class TorchCheckpointFile;  // formats/torch_checkpoint.h
+
 // A whole checkpoint directory: model.safetensors, or the shards listed by
-// model.safetensors.index.json ("weight_map": name -> shard file). Every shard is validated and
-// a tensor must live in the shard the index says; names are unique across shards.
+// model.safetensors.index.json ("weight_map": name -> shard file). When the directory has
+// neither, PyTorch checkpoints are read the same way: pytorch_model.bin, or the shards listed by
+// pytorch_model.bin.index.json (formats/torch_checkpoint.h: read without running any of the
+// pickle's code). Safetensors is preferred when both kinds are present, as transformers does.
+// Every shard is validated and a tensor must live in the shard the index says; names are unique
+// across shards.
 class SafetensorsCheckpoint {
  public:
   static absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> Open(const std::string& dir);
+  SafetensorsCheckpoint();
+  ~SafetensorsCheckpoint();
 
   const StTensor* Find(const std::string& name) const;  // nullptr when absent
   std::vector<std::string> Names() const;               // sorted
-  size_t num_shards() const { return shards_.size(); }
+  size_t num_shards() const { return shards_.size() + torch_shards_.size(); }
 
  private:
+  // Reads an index's weight_map, opening each shard once (torch: PyTorch shards).
+  absl::Status OpenIndex(const std::string& dir, const std::string& index_path, bool torch);
+
   std::vector<std::unique_ptr<SafetensorsFile>> shards_;
+  std::vector<std::unique_ptr<TorchCheckpointFile>> torch_shards_;
   std::map<std::string, const StTensor*> by_name_;
 };
 

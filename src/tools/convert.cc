@@ -478,11 +478,17 @@ absl::StatusOr<std::map<std::string, const StTensor*>> CanonicalTensors(
 
 absl::Status ConvertCheckpoint(const std::string& hf_dir, const std::string& out_path,
                                const ConvertOptions& opts, std::function<void(float)> progress) {
-  // The output must not replace a file of the checkpoint, and must be writable: checked before
-  // reading anything.
+  // The output must not replace a file of the checkpoint (any file of the directory: shards of
+  // either format, indexes, tokenizer files), and must be writable: checked before reading
+  // anything.
   std::vector<std::string> inputs;
-  for (const char* f : {"config.json", "vocab.json", "merges.txt", "model.safetensors"}) {
+  for (const char* f : {"config.json", "vocab.json", "merges.txt", "tokenizer.json",
+                        "model.safetensors", "pytorch_model.bin"}) {
     inputs.push_back((fs::path(hf_dir) / f).string());
+  }
+  std::error_code ec;
+  for (fs::directory_iterator it(hf_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    inputs.push_back(it->path().string());
   }
   if (auto st = CheckOutputPath(out_path, inputs); !st.ok()) return st;
   auto config_json = ReadConfigJson(hf_dir);

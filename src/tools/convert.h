@@ -1,5 +1,7 @@
 // Hugging Face checkpoints -> selfcond model file (src/formats/model_file.h,
-// docs/model-format.md). Weights in F32 / F16 / BF16, one safetensors file or sharded:
+// docs/model-format.md). Weights in F32 / F16 / BF16, from safetensors or PyTorch's
+// pytorch_model.bin (read without running its pickle: formats/torch_checkpoint.h), one file or
+// sharded with an index; safetensors is used when both are present:
 //   - GPT-2 (config.json, vocab.json, merges.txt): the whole family (gpt2, -medium, -large, -xl,
 //     distilgpt2) and the demo model; keys with or without the "transformer." prefix, tied or
 //     explicit lm_head;
