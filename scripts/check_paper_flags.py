@@ -165,7 +165,12 @@ def main():
         # perplexity and Self-BLEU at parity, gen_sentences for both concepts.
         gg = os.path.join(tmp, "gender")
         os.mkdir(gg)
+        if os.path.exists(out):
+            os.remove(out)
         run("experiment", "gender", "--model", model, "--max-occupations", "1", "--ks", "0,30,300",
+            "--occupations", str(shared / "concepts/occupations.json"),
+            "--experts", str(repo / "demo/experts/woman.json"),
+            "--experts", str(repo / "demo/experts/man.json"),
             "--generate", "1", "--gen-sentences", gg, "--no-verify", "--threads", "2", "--out", out)
         if os.path.exists(out):
             r = json.load(open(out))
@@ -182,7 +187,8 @@ def main():
             if len(files) != 68 or not files[0].startswith("gen_sentences_man-1_18_00___The_"):
                 failures.append(f"gender gen_sentences: {len(files)} {files[:2]}")
         run("experiment", "gender", "--model", model, "--gen-sentences", gg, "--no-verify",
-            ok=False, want="needs --generate")
+            "--occupations", str(shared / "concepts/occupations.json"), ok=False,
+            want="needs --generate")
         run(*exp, "--ks", "5", "--generate", "2", ok=False, want="gender option")
         run(*exp, "--ks", "5", "--gen-sentences", "/nonexistent/dir", ok=False,
             want="/nonexistent/dir")
