@@ -279,9 +279,12 @@ def gender_section(gd, svg_name):
         + ", ".join(f"`{w!r}`" for w in o["he_words"]) +
         " (both cases, since ml-selfcond lower-cases). This is the expected value of ml-selfcond's"
         " sampled frequency (up to details of the 5-character window, see the cross-check), with no"
-        " sampling noise, and takes one forward pass per prompt and condition (all"
-        f" {gd['num_prompts']} prompts x {1 + (len(ks) - (1 if 0 in ks else 0)) * len(concepts)}"
-        f" conditions took {meta['seconds']:.0f} s here). Values are means over"
+        " sampling noise, and takes one forward pass per prompt and condition ("
+        f"{gd['num_prompts']} prompts x {1 + (len(ks) - (1 if 0 in ks else 0)) * len(concepts)}"
+        " conditions; "
+        + (f"the whole run took {meta['seconds']:.0f} s here, most of it generating the "
+           "continuations of `--generate`" if o.get("generate") else
+           f"they took {meta['seconds']:.0f} s here") + "). Values are means over"
         " prompts. The full-softmax probabilities (no top-k) are in the JSON and the second table."
         f" Experts forced to `{o['forcing']}` at "
         f"{'the last position only' if o['only_last_token'] else 'every position'}.\n")
@@ -575,8 +578,10 @@ def ml_parity_section(gd):
             f"condition, top-{o['sampler_top_k']}, T = {o['temperature']:g}, as "
             "ml-selfcond's generate_batch.py samples them; ml-selfcond draws 100). Per k: the "
             "mean perplexity of prompt + continuation under the unconditioned model (ml-selfcond's "
-            f"compute_perplexity.py) and the Self-BLEU ({o.get('bleu_ngram', 3)}-grams) of the "
-            "concept's continuations; at parity: each context's value interpolated at its parity "
+            f"compute_perplexity.py) and the Self-BLEU ({o.get('bleu_ngram', 3)}-grams) of all the "
+            "concept's continuations at that k (compute_selfbleu.py may subsample them with "
+            "`--num-sample`; continuations of prompts sharing a template share words, so Self-BLEU "
+            "over all 867 is high even at k = 0); at parity: each context's value interpolated at its parity "
             "point (all_plots.py `plot_perplexity_vs_parity`), 10th / 50th / 90th percentiles.\n")
         lines.append("| experts | k | " + " | ".join(str(k) for k in ks) + " |")
         lines.append("|---|---|" + "---:|" * len(ks))
