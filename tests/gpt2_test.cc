@@ -4,6 +4,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "experts/dataset.h"  // FindInvalidUtf8
 #include "gtest/gtest.h"
 #include "model/generate.h"
 #include "model/model.h"
@@ -496,7 +497,39 @@ TEST(Utf8StreamTest, HoldsBackPartialSequences) {
   EXPECT_EQ(st.Push("\xa9\xe2\x80"), "\xc3\xa9");
   EXPECT_EQ(st.Push("\x94!"), "\xe2\x80\x94!");
   EXPECT_EQ(st.Push("\xf0\x9f"), "");
-  EXPECT_EQ(st.Flush(), "\xf0\x9f");
+  // An incomplete character at the end can never complete: U+FFFD, never a broken tail.
+  EXPECT_EQ(st.Flush(), "\xef\xbf\xbd");
+  EXPECT_EQ(st.Flush(), "");
+}
+
+TEST(Utf8StreamTest, EveryPieceIsValidUtf8) {
+  const std::string fffd = "\xef\xbf\xbd";
+  Utf8Stream st;
+  // Bytes that cannot start or continue a character are replaced one by one.
+  EXPECT_EQ(st.Push("a\x80\xff"), "a" + fffd + fffd);
+  // A lead byte followed by a byte that cannot continue it: both replaced / kept as they are.
+  EXPECT_EQ(st.Push("\xc3" "A"), fffd + "A");
+  // Overlong and surrogate starts are not held back (no byte can complete them validly).
+  EXPECT_EQ(st.Push("\xe0\x80"), fffd + fffd);
+  EXPECT_EQ(st.Push("\xed\xa0"), fffd + fffd);
+  // A held-back start followed by a new character: the start was not a character.
+  EXPECT_EQ(st.Push("\xe2\x82"), "");
+  EXPECT_EQ(st.Push("x"), fffd + fffd + "x");
+  // Random byte soup in random chunks: every piece is valid.
+  uint32_t seed = 12345;
+  Utf8Stream soup;
+  std::string all;
+  for (int i = 0; i < 2000; ++i) {
+    std::string chunk;
+    const int n = 1 + static_cast<int>((seed = seed * 1664525u + 1013904223u) >> 30);
+    for (int j = 0; j < n; ++j) {
+      chunk += static_cast<char>((seed = seed * 1664525u + 1013904223u) >> 24);
+    }
+    const std::string piece = soup.Push(chunk);
+    ASSERT_EQ(FindInvalidUtf8(piece), -1) << i;
+    all += piece;
+  }
+  ASSERT_EQ(FindInvalidUtf8(soup.Flush()), -1);
 }
 
 TEST(ModelLoadTest, RejectsMissingAndGarbageFiles) {

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "util/utf8.h"
 
 namespace selfcond {
 
@@ -91,30 +92,59 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
   return idx_[n - 1];
 }
 
+namespace {
+
+constexpr char kReplacement[] = "\xEF\xBF\xBD";  // U+FFFD
+
+// True when s (non-empty) is the start of a valid UTF-8 sequence that needs more bytes: a lead
+// byte C2..F4 followed only by continuation bytes allowed in those positions.
+bool IncompletePrefix(std::string_view s) {
+  const unsigned char c = static_cast<unsigned char>(s[0]);
+  const size_t need = (c >= 0xC2 && c <= 0xDF)   ? 2
+                      : (c >= 0xE0 && c <= 0xEF) ? 3
+                      : (c >= 0xF0 && c <= 0xF4) ? 4
+                                                 : 0;
+  if (need == 0 || s.size() >= need) return false;
+  for (size_t i = 1; i < s.size(); ++i) {
+    const unsigned char b = static_cast<unsigned char>(s[i]);
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (i == 1) {  // the second byte's narrower ranges (no overlongs, surrogates, > U+10FFFF)
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    }
+    if (b < lo || b > hi) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 std::string Utf8Stream::Push(const std::string& bytes) {
   pending_ += bytes;
-  // Find the end of the last complete sequence: scan back over at most 3 continuation bytes.
-  size_t n = pending_.size();
-  size_t cut = n;
-  for (size_t back = 1; back <= 4 && back <= n; ++back) {
-    unsigned char c = static_cast<unsigned char>(pending_[n - back]);
-    if ((c & 0xC0) == 0x80) continue;  // continuation byte
-    size_t need = c < 0x80             ? 1
-                  : (c & 0xE0) == 0xC0 ? 2
-                  : (c & 0xF0) == 0xE0 ? 3
-                  : (c & 0xF8) == 0xF0 ? 4
-                                       : 1;
-    if (need > back) cut = n - back;  // incomplete lead sequence: hold it back
-    break;
+  std::string out;
+  size_t i = 0;
+  while (i < pending_.size()) {
+    uint32_t cp = 0;
+    if (const size_t len = DecodeUtf8(pending_, i, &cp); len > 0) {
+      out.append(pending_, i, len);
+      i += len;
+    } else if (IncompletePrefix(std::string_view(pending_).substr(i))) {
+      break;  // held back until the next token completes it (or Flush)
+    } else {
+      out += kReplacement;  // a byte that cannot start or continue a character
+      ++i;
+    }
   }
-  std::string out = pending_.substr(0, cut);
-  pending_.erase(0, cut);
+  pending_.erase(0, i);
   return out;
 }
 
 std::string Utf8Stream::Flush() {
-  std::string out;
-  out.swap(pending_);
+  // A held-back start of a character that no token completed.
+  std::string out = pending_.empty() ? "" : kReplacement;
+  pending_.clear();
   return out;
 }
 

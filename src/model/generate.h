@@ -56,12 +56,16 @@ struct GenerateResult {
 // Streams text pieces as they become complete UTF-8; return false from on_text to cancel.
 using OnText = std::function<bool(const std::string& piece)>;
 
-// Streams bytes of tokens out as complete UTF-8 (a token may end mid-character).
+// Streams bytes of tokens out as whole, valid UTF-8 (a token may end mid-character): bytes that
+// start a character are held back until a later token completes it; a byte that cannot start or
+// continue a character becomes U+FFFD, as Hugging Face's decoders replace it. Every piece is
+// valid UTF-8, so a caller can hand each one to a string API (Java, JS, Python) as it comes.
 class Utf8Stream {
  public:
-  // Appends bytes; returns the longest prefix of pending bytes that is complete UTF-8.
+  // Appends bytes; returns the text that became complete.
   std::string Push(const std::string& bytes);
-  std::string Flush();  // whatever is left (may be an invalid tail)
+  // The end of the stream: a held-back incomplete character becomes U+FFFD ("" if none).
+  std::string Flush();
 
  private:
   std::string pending_;
