@@ -41,22 +41,25 @@ if(SELFCOND_XNNPACK)
   list(APPEND SELFCOND_STATIC_PARTS XNNPACK xnnpack-microkernels-prod pthreadpool cpuinfo)
 endif()
 set(SELFCOND_STATIC_LIB ${CMAKE_BINARY_DIR}/libselfcond.a)
-set(mri "CREATE ${SELFCOND_STATIC_LIB}\n")
-foreach(part ${SELFCOND_STATIC_PARTS})
-  string(APPEND mri "ADDLIB $<TARGET_FILE:${part}>\n")
-endforeach()
-string(APPEND mri "SAVE\nEND\n")
-file(GENERATE OUTPUT ${CMAKE_BINARY_DIR}/selfcond_static.mri CONTENT "${mri}")
 set(part_files)
 foreach(part ${SELFCOND_STATIC_PARTS})
   list(APPEND part_files $<TARGET_FILE:${part}>)
 endforeach()
+# Abseil goes inside too (cmake/merge_static.cmake: the static archives of the Abseil libraries
+# the shared library needs), so that a program links libselfcond.a without Abseil installed.
+find_program(SELFCOND_READELF NAMES ${CMAKE_CXX_LIBRARY_ARCHITECTURE}-readelf
+             aarch64-linux-gnu-readelf readelf REQUIRED)
 add_custom_command(OUTPUT ${SELFCOND_STATIC_LIB}
   COMMAND ${CMAKE_COMMAND} -E rm -f ${SELFCOND_STATIC_LIB}
+  COMMAND ${CMAKE_COMMAND} -DOUT=${SELFCOND_STATIC_LIB} -DMRI=${CMAKE_BINARY_DIR}/selfcond_static.mri
+          "-DPARTS=${part_files}" -DSHARED=$<TARGET_FILE:selfcond_shared>
+          -DREADELF=${SELFCOND_READELF} -DABSL_DIR=$<TARGET_FILE_DIR:absl::status>
+          -P ${CMAKE_SOURCE_DIR}/cmake/merge_static.cmake
   COMMAND ${CMAKE_AR} -M < ${CMAKE_BINARY_DIR}/selfcond_static.mri
   COMMAND ${CMAKE_RANLIB} ${SELFCOND_STATIC_LIB}
-  DEPENDS ${SELFCOND_STATIC_PARTS} ${part_files} ${CMAKE_BINARY_DIR}/selfcond_static.mri
-  COMMENT "Merging libselfcond.a"
+  DEPENDS ${SELFCOND_STATIC_PARTS} ${part_files} selfcond_shared
+          ${CMAKE_SOURCE_DIR}/cmake/merge_static.cmake
+  COMMENT "Merging libselfcond.a (our archives, XNNPACK and Abseil)"
   VERBATIM)
 add_custom_target(selfcond_static ALL DEPENDS ${SELFCOND_STATIC_LIB})
 
@@ -80,7 +83,8 @@ install(FILES ${CMAKE_BINARY_DIR}/selfcondConfig.cmake ${CMAKE_BINARY_DIR}/selfc
   DESTINATION ${SELFCOND_CMAKE_DIR} COMPONENT selfcond)
 
 # pkg-config: Libs for the shared library; Libs.private for `pkg-config --static`.
-set(SELFCOND_PC_PRIVATE "-labsl_statusor -labsl_status -labsl_str_format_internal -labsl_strings -labsl_strings_internal -labsl_cord -labsl_int128 -labsl_raw_logging_internal -labsl_throw_delegate -lstdc++ -lm -lpthread")
+# libselfcond.a carries Abseil: the C++ runtime, libm and pthreads are all it needs.
+set(SELFCOND_PC_PRIVATE "-lstdc++ -lm -lpthread")
 file(RELATIVE_PATH SELFCOND_PC_TO_PREFIX "/prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/prefix")
 configure_file(${CMAKE_SOURCE_DIR}/cmake/selfcond.pc.in ${CMAKE_BINARY_DIR}/selfcond.pc @ONLY)
 install(FILES ${CMAKE_BINARY_DIR}/selfcond.pc

@@ -37,6 +37,20 @@ for exe in demo_c demo_c_static; do
   echo "$out" | sed 's/^/   /'
   grep -q "top 50 'football" <<<"$out" || { echo "$exe: no conditioned generation" >&2; exit 1; }
 done
+# libselfcond.a is self-contained: the static demo needs no Abseil (nor anything but the C++
+# runtime, libm and pthreads), with CMake's package and with pkg-config --static alike.
+if ldd "$WORK/demo-c/build/demo_c_static" | grep -q absl; then
+  echo "demo_c_static links Abseil: libselfcond.a is not self-contained" >&2; exit 1
+fi
+cc -std=c99 -Wall -Wextra -pedantic -Werror -o "$WORK/demo_c_a" demo/c/main.c \
+  $(PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig pkg-config --cflags selfcond) "$PREFIX/lib/libselfcond.a" \
+  $(PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig pkg-config --static --libs-only-l selfcond | sed 's/-lselfcond//')
+if ldd "$WORK/demo_c_a" | grep -q -e absl -e selfcond; then
+  echo "demo_c_a (libselfcond.a + pkg-config --static) needs a shared selfcond or Abseil" >&2; exit 1
+fi
+out=$("$WORK/demo_c_a" "$MODEL" "$TABLE" "Once upon a time" 2>/dev/null)
+grep -q "top 50 'football" <<<"$out" || { echo "demo_c_a: no conditioned generation" >&2; exit 1; }
+echo "   libselfcond.a links alone (no Abseil installed needed): demo_c_static, demo_c_a"
 # The shared build must resolve libselfcond from the prefix (RPATH), not from the build tree.
 ldd "$WORK/demo-c/build/demo_c" | grep -q "$PREFIX/lib/libselfcond.so" ||
   { echo "demo_c does not use the installed libselfcond.so" >&2; exit 1; }
