@@ -52,22 +52,7 @@ struct ConvertCommand {
     opts.keep_float = keep_float;
     opts.model_name = name;
     opts.weights = weights == "int4" ? WeightBits::kInt4 : WeightBits::kInt8;
-    const std::string& out = args.positional()[1];
-    Progress progress("convert");
-    auto st =
-        ConvertCheckpoint(args.positional()[0], out, opts, [&](float f) { progress.Update(f); });
-    if (!st.ok()) {
-      std::fprintf(stderr, "\n");
-      return st;
-    }
-    progress.Done();
-    Model::LoadOptions lo;
-    lo.verify_hash = true;
-    auto m = Model::Load(out, lo);
-    if (!m.ok()) return m.status();
-    std::printf("wrote %s (%.1f MiB, hash %s)\n", out.c_str(), (*m)->file_bytes() / 1048576.0,
-                (*m)->hash_hex().c_str());
-    return absl::OkStatus();
+    return ConvertAndReport(args.positional()[0], args.positional()[1], opts);
   }
 };
 

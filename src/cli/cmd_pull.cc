@@ -106,20 +106,7 @@ struct PullCommand {
     opts.keep_float = keep_float;
     opts.model_name = name.empty() ? base : name;
     opts.weights = weights == "int4" ? WeightBits::kInt4 : WeightBits::kInt8;
-    Progress progress("convert");
-    st = ConvertCheckpoint(*snap, out_path, opts, [&](float f) { progress.Update(f); });
-    if (!st.ok()) {
-      std::fprintf(stderr, "\n");
-      return st;
-    }
-    progress.Done();
-    Model::LoadOptions lo;
-    lo.verify_hash = true;
-    auto m = Model::Load(out_path, lo);
-    if (!m.ok()) return m.status();
-    std::printf("wrote %s (%.1f MiB, hash %s)\n", out_path.c_str(), (*m)->file_bytes() / 1048576.0,
-                (*m)->hash_hex().c_str());
-    return absl::OkStatus();
+    return ConvertAndReport(*snap, out_path, opts);
   }
 };
 

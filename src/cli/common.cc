@@ -126,4 +126,22 @@ absl::Status ResizeSession(Runtime& rt, Precision precision, int n_ctx, const st
   return absl::OkStatus();
 }
 
+absl::Status ConvertAndReport(const std::string& hf_dir, const std::string& out,
+                              const ConvertOptions& opts) {
+  Progress progress("convert");
+  auto st = ConvertCheckpoint(hf_dir, out, opts, [&](float f) { progress.Update(f); });
+  if (!st.ok()) {
+    std::fprintf(stderr, "\n");
+    return st;
+  }
+  progress.Done();
+  Model::LoadOptions lo;
+  lo.verify_hash = true;
+  auto m = Model::Load(out, lo);
+  if (!m.ok()) return m.status();
+  std::printf("wrote %s (%.1f MiB, hash %s)\n", out.c_str(), (*m)->file_bytes() / 1048576.0,
+              (*m)->hash_hex().c_str());
+  return absl::OkStatus();
+}
+
 }  // namespace selfcond::cli

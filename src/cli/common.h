@@ -12,6 +12,7 @@
 #include "experts/expert_table.h"
 #include "model/model.h"
 #include "model/units.h"
+#include "tools/convert.h"
 #include "util/parallel.h"
 
 namespace selfcond::cli {
@@ -81,6 +82,11 @@ absl::Status ResizeSession(Runtime& rt, Precision precision, int n_ctx,
                            const std::string& kv_cache = "f32", int64_t max_memory_mib = 0);
 
 std::string DefaultModelPath();
+
+// Converts a checkpoint directory with a progress bar, then loads the result (verifying its
+// hash) and prints "wrote OUT (N MiB, hash H)": convert and pull end the same way.
+absl::Status ConvertAndReport(const std::string& hf_dir, const std::string& out,
+                              const ConvertOptions& opts);
 
 // Parses --experts TABLE[:K] (repeatable) and --forcing, checks each table against the model,
 // and combines the chosen K units of each table into one Forcing (cli/cmd_experts.cc).

@@ -109,17 +109,6 @@ absl::Status ValidateAndSort(ExpertTable* t) {
 
 // ---- CSV ------------------------------------------------------------------------------------
 
-std::string CsvField(std::string_view s) {
-  if (s.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(s);
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  out += '"';
-  return out;
-}
-
 // RFC 4180 records (quoted fields may hold commas, quotes doubled, newlines), one at a time:
 // memory is one record, and a record with more fields than max_fields is an error as soon as it
 // is seen (a 50 MB row of commas costs nothing). Errors name the line.
@@ -267,6 +256,17 @@ std::string CsvLayerName(const UnitLayout& layout, int site) {
 }
 
 }  // namespace
+
+std::string CsvField(std::string_view s) {
+  if (s.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(s);
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
 
 UnitLayout ExpertTable::layout() const {
   UnitLayout l;

@@ -85,6 +85,9 @@ std::string SerializeExpertTable(const ExpertTable& table);
 absl::StatusOr<ExpertTable> ParseExpertTable(std::string_view text);
 
 // ---- ml-selfcond expertise.csv --------------------------------------------------------------
+// One CSV field as pandas' to_csv writes it (QUOTE_MINIMAL: quoted when it holds a comma, a
+// quote or a line break; quotes doubled).
+std::string CsvField(std::string_view s);
 // Writes ml-selfcond's layout: rows grouped by layer name in lexicographic order ("h.10" sorts
 // before "h.2", as Python's sorted() does), units ascending, uuid = row index. Llama-family
 // layers are named "model.layers.3.mlp.down_proj:0" (the module's name, with ml-selfcond's

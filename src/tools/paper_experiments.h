@@ -77,9 +77,8 @@ struct NamedText {
 };
 std::vector<NamedText> GenSentencesCsvs(const FootballExperimentResult& r,
                                         const ExpertTable& table);
-// One field as pandas' to_csv writes it (QUOTE_MINIMAL: quoted when it holds a comma, a quote
-// or a line break; quotes doubled), and a float64 as Python's repr ("0.0", "12.5", "1e-05").
-std::string CsvField(std::string_view s);
+// A float64 as Python's repr ("0.0", "12.5", "1e-05"), as pandas writes it (CSV fields:
+// CsvField, experts/expert_table.h).
 std::string PythonFloat(double v);
 
 // ---- gender ---------------------------------------------------------------------------------
