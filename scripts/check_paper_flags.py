@@ -13,6 +13,12 @@ import subprocess
 import sys
 import tempfile
 
+try:
+    import pandas  # noqa: F401  (the gen_sentences check reads the CSVs as ml-selfcond does)
+except ImportError:  # Debian's interpreter has python3-pandas; CMake may have found another
+    if sys.executable != "/usr/bin/python3" and os.path.exists("/usr/bin/python3"):
+        os.execv("/usr/bin/python3", ["/usr/bin/python3", *sys.argv])
+
 
 def check_gen_sentences(folder, prompts, ks, seeds):
     """What ml-selfcond's analysis scripts read from generate_seq.py's CSVs (apple/ml-selfcond
