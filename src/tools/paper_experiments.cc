@@ -22,6 +22,17 @@ namespace {
 
 int NumWorkers(ThreadPool* pool) { return pool ? std::max(1, pool->size()) : 1; }
 
+// The mean AP of the k units `choice` picks from the table (0 for k = 0): a condition's
+// mean_ap, ml-selfcond's mean_metric.
+absl::StatusOr<double> MeanAp(const ExpertTable& table, int64_t k, const UnitChoice& choice) {
+  if (k <= 0) return 0.0;
+  auto picked = SelectUnits(table, k, choice);
+  if (!picked.ok()) return picked.status();
+  double sum = 0;
+  for (int64_t j : *picked) sum += table.units[j].ap;
+  return sum / static_cast<double>(k);
+}
+
 }  // namespace
 
 // ---- football -------------------------------------------------------------------------------
@@ -59,12 +70,9 @@ absl::StatusOr<FootballExperimentResult> RunFootballExperiment(
       if (!c.ok()) return c.status();
       c->layer = layer;
       if (site >= 0) c->site = layout.SiteName(site);
-      if (k > 0) {
-        auto picked = SelectUnits(football, k, choice);
-        if (!picked.ok()) return picked.status();
-        for (int64_t j : *picked) c->mean_ap += football.units[j].ap;
-        c->mean_ap /= static_cast<double>(k);
-      }
+      auto mean_ap = MeanAp(football, k, choice);
+      if (!mean_ap.ok()) return mean_ap.status();
+      c->mean_ap = *mean_ap;
       conditions.push_back(std::move(*c));
     }
   }
@@ -443,10 +451,9 @@ absl::Status GenerateForGender(const Model& model, absl::Span<const ExpertTable*
       cond.method = "experts";
       cond.strength = static_cast<double>(opts.ks[ki]);
       cond.forcing = forcings[idx];
-      auto picked = SelectUnits(*tables[c], opts.ks[ki], opts.choice);
-      if (!picked.ok()) return picked.status();
-      for (int64_t j : *picked) cond.mean_ap += tables[c]->units[j].ap;
-      cond.mean_ap /= static_cast<double>(opts.ks[ki]);
+      auto mean_ap = MeanAp(*tables[c], opts.ks[ki], opts.choice);
+      if (!mean_ap.ok()) return mean_ap.status();
+      cond.mean_ap = *mean_ap;
     }
   }
   GenerationGrid grid;
