@@ -235,8 +235,10 @@ def js_kind(h, ctype):
 
 
 def takes_path(params):
-    """A function that opens a file by name: not in the WASM module (no filesystem there)."""
-    return any(pname == "path" and ptype == "const char*" for ptype, pname in params)
+    """A function that opens a file by name or descriptor: not in the WASM module (no
+    filesystem there)."""
+    return any((pname == "path" and ptype == "const char*") or (pname == "fd" and ptype == "int")
+               for ptype, pname in params)
 
 
 def write_js(h):
@@ -388,6 +390,11 @@ def write_py(h):
         for m, v in members:
             out.append(f"{m} = {v}")
     out.append("")
+    # Callback types first: params structs hold some (a load's progress).
+    for name, (ret, params) in h.callbacks.items():
+        args = ", ".join([py_type(h, ret)] + [py_type(h, t, callback_arg=True) for t, _ in params])
+        out.append(f"{name.upper()[len('SELFCOND_'):]} = ctypes.CFUNCTYPE({args})")
+    out.append("")
     for name, fields in h.structs.items():
         out.append("")
         out.append(f"class {py_class(name)}(ctypes.Structure):")
@@ -396,10 +403,6 @@ def write_py(h):
             out.append(f"        (\"{f['name']}\", {py_type(h, f['type'], in_struct=True)}),")
         out.append("    ]")
         out.append("")
-    out.append("")
-    for name, (ret, params) in h.callbacks.items():
-        args = ", ".join([py_type(h, ret)] + [py_type(h, t, callback_arg=True) for t, _ in params])
-        out.append(f"{name.upper()[len('SELFCOND_'):]} = ctypes.CFUNCTYPE({args})")
     out.append("")
     out.append("PROTOTYPES = {")
     for name, ret, params in h.functions:

@@ -58,10 +58,10 @@ extern "C" {
 #endif
 
 #define SELFCOND_VERSION_MAJOR 0
-#define SELFCOND_VERSION_MINOR 10
+#define SELFCOND_VERSION_MINOR 11
 #define SELFCOND_VERSION_PATCH 0
 
-/* "0.10.0": the library's version (may differ from the header's if linked dynamically). */
+/* "0.11.0": the library's version (may differ from the header's if linked dynamically). */
 SELFCOND_API const char* selfcond_version(void);
 
 /* ---- errors ------------------------------------------------------------------------------ */
@@ -88,6 +88,27 @@ SELFCOND_API const char* selfcond_status_name(selfcond_status status);
 /* Frees a string returned by a selfcond_*_to_string function. NULL is ignored. */
 SELFCOND_API void selfcond_string_free(char* s);
 
+/* ---- logging ----------------------------------------------------------------------------- */
+
+typedef enum {
+  SELFCOND_LOG_ERROR = 0, /* every failed call's message (as selfcond_last_error) */
+  SELFCOND_LOG_WARN = 1,  /* e.g. a forcing that asked for more units than its table holds */
+  SELFCOND_LOG_INFO = 2   /* models loaded, sessions created (sizes, backend, time) */
+} selfcond_log_level;
+/* Receives the library's log lines (message: one line, NUL-terminated, valid during the call),
+ * on the thread whose call produced them. */
+typedef void (*selfcond_log_callback)(selfcond_log_level level, const char* message,
+                                      void* user_data);
+/* Sends log lines to callback (e.g. Android's __android_log_write, os_log); NULL: none (the
+ * default: the library never writes to stdout or stderr). Process-wide; set it before loading
+ * models, not while other threads call the library. */
+SELFCOND_API void selfcond_set_log_callback(selfcond_log_callback callback, void* user_data);
+
+/* Called as long work goes, with work done and its total (sentences of a ranking, bytes of a
+ * model load); return 0 to cancel (the call then fails with SELFCOND_CANCELLED; the measured
+ * operations, selfcond_choose_k and selfcond_compare_methods, run to the end). */
+typedef int (*selfcond_progress_callback)(int done, int total, void* user_data);
+
 /* ---- models ------------------------------------------------------------------------------ */
 
 typedef struct selfcond_model selfcond_model;
@@ -96,11 +117,18 @@ typedef struct {
   int verify_hash; /* 1: recompute the file's SHA-256 and refuse a mismatch (slower loads) */
   int need_f32;    /* 1: also prepare float weights, for sessions with precision f32 */
   int threads;     /* the model's thread pool (created when first used); <= 0: every core */
+  int64_t max_memory_bytes; /* memory the model may hold (packed weights, float copies, a copy
+                               of the file), checked before allocating: a load that needs more
+                               fails with SELFCOND_RESOURCE_EXHAUSTED; 0: no limit */
+  selfcond_progress_callback progress; /* the load's progress (per mille: total 1000: hashing
+                                          and packing the weights); may cancel; NULL: none */
+  void* progress_user_data;
 } selfcond_model_params;
 
 /* Defaults: verify_hash 1 (integrity by default: a corrupt or tampered file is refused with
  * SELFCOND_DATA_LOSS; 0 skips the SHA-256 pass for a trusted file, see the README for its
- * measured cost), need_f32 0, threads 0. params may be NULL for the defaults. */
+ * measured cost), need_f32 0, threads 0, no memory limit, no progress. params may be NULL for
+ * the defaults. */
 SELFCOND_API selfcond_model_params selfcond_model_default_params(void);
 
 /* A selfcond model file (.scm, written by `selfcond convert`). */
@@ -118,6 +146,22 @@ SELFCOND_API selfcond_status selfcond_model_load_memory(const void* data, size_t
 SELFCOND_API selfcond_status selfcond_model_load_owned(void* data, size_t size,
                                                        const selfcond_model_params* params,
                                                        selfcond_model** out);
+/* length bytes from offset of an open file (length 0: to its end): a model stored inside
+ * another file, e.g. an uncompressed asset of an Android APK (AssetFileDescriptor's fd, start
+ * offset and length). Mapped like selfcond_model_load_file when offset is a multiple of 64 (the
+ * file's tensor alignment; Android's zipalign -p gives page-aligned uncompressed assets), else
+ * read into memory. The descriptor is duplicated: the caller may close it after the call. Not
+ * in the WebAssembly build. */
+SELFCOND_API selfcond_status selfcond_model_load_fd(int fd, int64_t offset, int64_t length,
+                                                    const selfcond_model_params* params,
+                                                    selfcond_model** out);
+/* The same from the caller's bytes, used in place without a copy (e.g. a buffer the app mapped
+ * or an asset in memory): data must stay unchanged and valid until the model and everything
+ * made from it are freed. Peak memory is the caller's bytes plus the packed weights (against
+ * twice the file with selfcond_model_load_memory). */
+SELFCOND_API selfcond_status selfcond_model_load_view(const void* data, size_t size,
+                                                      const selfcond_model_params* params,
+                                                      selfcond_model** out);
 SELFCOND_API void selfcond_model_free(selfcond_model* model);
 
 typedef struct {
@@ -129,8 +173,8 @@ typedef struct {
   const char* arch;  /* "gpt2" | "llama" (the Llama family: Llama, Qwen2, Mistral, SmolLM) */
   int n_head_kv;     /* key/value heads (grouped-query attention; = n_head for GPT-2) */
   int head_dim;
-  int bos_id;        /* the token the prompt template puts first; -1 if none (GPT-2) */
-  int threads;       /* threads of the model's pool */
+  int bos_id;           /* the token the prompt template puts first; -1 if none (GPT-2) */
+  int threads;          /* threads of the model's pool */
   int64_t file_bytes;   /* size of the model file */
   int64_t packed_bytes; /* the int8 weights repacked for the GEMM engine (XNNPACK) */
   int sites_per_layer;  /* linear layers of a block that hold units: 4 (GPT-2), 7 (Llama) */
@@ -219,8 +263,8 @@ typedef struct {
                       o_proj, gate_proj, up_proj, down_proj) */
   int unit;        /* index within the site's layer */
   float ap, on_p50, on_p90, off_mean;
-  int layer;       /* the block: site / sites_per_layer (selfcond_model_info) */
-  int kind;        /* the linear layer within the block: site % sites_per_layer */
+  int layer; /* the block: site / sites_per_layer (selfcond_model_info) */
+  int kind;  /* the linear layer within the block: site % sites_per_layer */
 } selfcond_expert_unit;
 /* The rank-th unit (0 = best AP). */
 SELFCOND_API selfcond_status selfcond_experts_get_unit(const selfcond_experts* experts,
@@ -245,8 +289,12 @@ typedef struct {
                                    threaded sessions, which take turns in it) */
   int n_ctx;                    /* positions of the KV cache; 0: the model's context */
   selfcond_kv_type kv_type;     /* F16 halves the KV cache */
+  int64_t max_memory_bytes;     /* memory the session may allocate (KV cache and scratch): a
+                                   larger n_ctx fails with SELFCOND_RESOURCE_EXHAUSTED; 0: half
+                                   the device's memory */
 } selfcond_session_params;
-/* Defaults: int8, 1 thread, the model's context (up to 8192), float KV cache. */
+/* Defaults: int8, 1 thread, the model's context (up to 8192), float KV cache, a budget of half
+ * the device's memory. */
 SELFCOND_API selfcond_session_params selfcond_session_default_params(void);
 
 /* params may be NULL. The session keeps the model alive. */
@@ -261,6 +309,8 @@ typedef struct {
   int64_t kv_cache_bytes; /* memory of the KV cache */
   const char* backend;    /* what runs the linear layers: "xnnpack" (int8) or a hand-written
                              kernel set ("avx2", "avx512vnni", "wasm_simd128", "scalar") */
+  int64_t forced_units;   /* units the forcing overwrites (distinct units of every source, a
+                             top_k beyond its table counting the table's size); 0: none */
 } selfcond_session_info;
 /* Strings are static. */
 SELFCOND_API void selfcond_session_get_info(const selfcond_session* session,
@@ -270,11 +320,17 @@ SELFCOND_API void selfcond_session_get_info(const selfcond_session* session,
  * the session's forcing and steering) and writes the logits of the last one (vocab_size floats,
  * the logit bias added) to logits, which may be NULL; capacity is its length in floats. The
  * building block of an app's own loop (chat with a kept context, scoring, beam search). */
-SELFCOND_API selfcond_status selfcond_session_eval(selfcond_session* session,
-                                                   const int32_t* tokens, size_t n_tokens,
-                                                   float* logits, size_t capacity);
-/* Forgets the KV cache (n_past = 0); the forcing, steering and logit bias stay. */
+SELFCOND_API selfcond_status selfcond_session_eval(selfcond_session* session, const int32_t* tokens,
+                                                   size_t n_tokens, float* logits, size_t capacity);
+/* Forgets the KV cache (n_past = 0) and a pending abort; the forcing, steering and logit bias
+ * stay. */
 SELFCOND_API void selfcond_session_reset(selfcond_session* session);
+/* Stops the call running on the session, from any thread: a prefill (selfcond_generate,
+ * selfcond_generation_start, selfcond_session_eval) fails with SELFCOND_CANCELLED at the next
+ * block boundary, leaving the KV cache as before that call; a generation past its prefill
+ * ends with SELFCOND_STOP_CANCELLED. When no call runs, the next one on the session is the one
+ * stopped (selfcond_session_reset drops the request). */
+SELFCOND_API void selfcond_session_abort(selfcond_session* session);
 
 typedef struct {
   const selfcond_experts* experts;
@@ -288,7 +344,9 @@ typedef enum {
 } selfcond_forcing_value;
 /* Forces the top experts of one or more tables (a unit in several tables gets the mean of
  * their values) at every position, or only at the last prompt position and the new tokens
- * (only_last_token = 1). The session copies what it needs. n_sources = 0 clears the forcing. */
+ * (only_last_token = 1). The session copies what it needs. n_sources = 0 clears the forcing.
+ * A top_k beyond its table's size forces the whole table (a SELFCOND_LOG_WARN line says so);
+ * selfcond_session_info.forced_units tells how many units are forced. */
 SELFCOND_API selfcond_status selfcond_session_set_forcing(selfcond_session* session,
                                                           const selfcond_forcing_source* sources,
                                                           size_t n_sources,
@@ -302,6 +360,15 @@ typedef struct {
   float top_p;        /* 1: off */
   uint64_t seed;      /* the same seed gives the same text on every platform */
   int stop_at_eos;    /* 1: stop at an end-of-sequence token (default) */
+  int keep_context;   /* 1: continue the session's context: the prompt is appended after the
+                         KV cache's n_past tokens (it may be "" to continue the last generation)
+                         and the new tokens stay in the cache for the next call */
+  const char* const* stop_strings; /* generation stops when the text holds one of these (the
+                                      text before it is streamed; it and what follows are not) */
+  size_t n_stop_strings;
+  float repeat_penalty; /* llama.cpp's repetition penalty on the last repeat_last_n tokens of the
+                           prompt and the new ones; 1: off (default) */
+  int repeat_last_n;    /* default 64; -1: every token */
 } selfcond_generate_params;
 SELFCOND_API selfcond_generate_params selfcond_generate_default_params(void);
 
@@ -309,7 +376,8 @@ typedef enum {
   SELFCOND_STOP_MAX_TOKENS = 0,
   SELFCOND_STOP_EOS = 1,
   SELFCOND_STOP_CONTEXT_FULL = 2,
-  SELFCOND_STOP_CANCELLED = 3
+  SELFCOND_STOP_CANCELLED = 3,
+  SELFCOND_STOP_STRING = 4 /* the text reached one of the stop strings */
 } selfcond_stop;
 
 /* Called for each new token (token >= 0) with the text that became complete UTF-8 (piece,
@@ -327,8 +395,8 @@ typedef struct {
   selfcond_stop stop;
 } selfcond_generate_result;
 
-/* Tokenizes prompt, prefills it into the session (from position 0) and generates. callback
- * and result may be NULL. */
+/* Tokenizes prompt, prefills it into the session (from position 0, or after its n_past tokens
+ * with keep_context) and generates. callback and result may be NULL. */
 SELFCOND_API selfcond_status selfcond_generate(selfcond_session* session, const char* prompt,
                                                const selfcond_generate_params* params,
                                                selfcond_token_callback callback, void* user_data,
@@ -349,7 +417,7 @@ typedef struct {
   const char* piece; /* text that became complete UTF-8 (not NUL-terminated; may be empty);
                         valid until the next call on the generation */
   size_t piece_len;
-  int done;          /* 1: the generation ended (stop says why); further calls report it again */
+  int done; /* 1: the generation ended (stop says why); further calls report it again */
   selfcond_stop stop;
   int prompt_tokens, new_tokens;
 } selfcond_generation_step;
@@ -362,10 +430,7 @@ SELFCOND_API void selfcond_generation_free(selfcond_generation* generation);
 
 /* ---- ranking a concept ------------------------------------------------------------------- */
 
-/* Called with sentences (or samples) done so far and their total; return 0 to cancel (the call
- * then fails with SELFCOND_CANCELLED; the measured operations, selfcond_choose_k and
- * selfcond_compare_methods, run to the end). */
-typedef int (*selfcond_progress_callback)(int done, int total, void* user_data);
+/* Ranking progress: selfcond_progress_callback (above) with sentences (or samples) done. */
 
 typedef struct {
   selfcond_precision precision;
@@ -435,10 +500,9 @@ SELFCOND_API selfcond_status selfcond_dataset_load(const char* path, int max_sen
                                                    selfcond_dataset** out);
 /* A dataset from sentences in memory (a concept typed by the user), validated the same way. */
 SELFCOND_API selfcond_status selfcond_dataset_create(const char* concept,
-                                                     const char* const* positive,
-                                                     size_t n_positive,
-                                                     const char* const* negative,
-                                                     size_t n_negative, selfcond_dataset** out);
+                                                     const char* const* positive, size_t n_positive,
+                                                     const char* const* negative, size_t n_negative,
+                                                     selfcond_dataset** out);
 SELFCOND_API void selfcond_dataset_free(selfcond_dataset* dataset);
 typedef struct {
   const char* concept; /* points into the dataset */
@@ -512,9 +576,9 @@ SELFCOND_API selfcond_status selfcond_trace_unit(const selfcond_model* model, co
 typedef struct {
   const char* const* prompts; /* NULL: the grid's four default prompts */
   size_t n_prompts;
-  int seeds;           /* sampler seeds first_seed .. first_seed + seeds - 1 per prompt */
+  int seeds; /* sampler seeds first_seed .. first_seed + seeds - 1 per prompt */
   uint64_t first_seed;
-  int new_tokens;      /* per continuation (EOS does not stop it) */
+  int new_tokens; /* per continuation (EOS does not stop it) */
   float temperature, top_p;
   int top_k;
   selfcond_precision precision;
@@ -524,8 +588,8 @@ typedef struct {
   selfcond_grid_params grid; /* default: 3 seeds, 20 new tokens */
   const int64_t* candidates; /* the k tried, ascending; default 5 10 20 30 50 80 120 200 */
   size_t n_candidates;
-  double target_rate;        /* share of continuations that mention the concept; default 0.5 */
-  double ppl_budget;         /* perplexity at most this times the unforced; default 2 */
+  double target_rate; /* share of continuations that mention the concept; default 0.5 */
+  double ppl_budget;  /* perplexity at most this times the unforced; default 2 */
   selfcond_forcing_value forcing;
 } selfcond_choose_k_params;
 SELFCOND_API selfcond_choose_k_params selfcond_choose_k_default_params(void);
@@ -545,9 +609,8 @@ SELFCOND_API selfcond_status selfcond_choose_k(const selfcond_model* model,
                                                const selfcond_experts* experts,
                                                const selfcond_dataset* dataset,
                                                const selfcond_choose_k_params* params,
-                                               selfcond_progress_callback progress,
-                                               void* user_data, selfcond_choose_k_result* result,
-                                               char** report);
+                                               selfcond_progress_callback progress, void* user_data,
+                                               selfcond_choose_k_result* result, char** report);
 
 typedef struct {
   selfcond_grid_params grid; /* default: 20 seeds, 30 new tokens */
@@ -558,8 +621,8 @@ typedef struct {
   size_t n_alphas;
   const double* betas; /* logit bias strengths; default 2 4 6 8 */
   size_t n_betas;
-  int steer_layer;     /* the steering vector's block; -1: the middle one */
-  int concept_words;   /* log-odds words measuring the rate and making the bias; default 20 */
+  int steer_layer;   /* the steering vector's block; -1: the middle one */
+  int concept_words; /* log-odds words measuring the rate and making the bias; default 20 */
   selfcond_forcing_value forcing;
 } selfcond_compare_params;
 SELFCOND_API selfcond_compare_params selfcond_compare_default_params(void);

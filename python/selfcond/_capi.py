@@ -5,7 +5,7 @@ callback typedef, and PROTOTYPES: name -> (restype, argtypes) of every function.
 
 import ctypes
 
-HEADER_VERSION = (0, 10)
+HEADER_VERSION = (0, 11)
 
 c_status = ctypes.c_int
 c_enum = ctypes.c_int
@@ -21,6 +21,9 @@ SELFCOND_RESOURCE_EXHAUSTED = 6
 SELFCOND_CANCELLED = 7
 SELFCOND_INTERNAL = 8
 SELFCOND_UNIMPLEMENTED = 9
+SELFCOND_LOG_ERROR = 0
+SELFCOND_LOG_WARN = 1
+SELFCOND_LOG_INFO = 2
 SELFCOND_TABLE_JSON = 0
 SELFCOND_TABLE_CSV = 1
 SELFCOND_INT8 = 0
@@ -35,6 +38,11 @@ SELFCOND_STOP_MAX_TOKENS = 0
 SELFCOND_STOP_EOS = 1
 SELFCOND_STOP_CONTEXT_FULL = 2
 SELFCOND_STOP_CANCELLED = 3
+SELFCOND_STOP_STRING = 4
+
+LOG_CALLBACK = ctypes.CFUNCTYPE(None, c_enum, ctypes.POINTER(ctypes.c_char), ctypes.c_void_p)
+PROGRESS_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+TOKEN_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int32, ctypes.POINTER(ctypes.c_char), ctypes.c_size_t, ctypes.c_void_p)
 
 
 class ModelParams(ctypes.Structure):
@@ -42,6 +50,9 @@ class ModelParams(ctypes.Structure):
         ("verify_hash", ctypes.c_int),
         ("need_f32", ctypes.c_int),
         ("threads", ctypes.c_int),
+        ("max_memory_bytes", ctypes.c_int64),
+        ("progress", PROGRESS_CALLBACK),
+        ("progress_user_data", ctypes.c_void_p),
     ]
 
 
@@ -107,6 +118,7 @@ class SessionParams(ctypes.Structure):
         ("threads", ctypes.c_int),
         ("n_ctx", ctypes.c_int),
         ("kv_type", c_enum),
+        ("max_memory_bytes", ctypes.c_int64),
     ]
 
 
@@ -116,6 +128,7 @@ class SessionInfo(ctypes.Structure):
         ("n_past", ctypes.c_int),
         ("kv_cache_bytes", ctypes.c_int64),
         ("backend", ctypes.c_char_p),
+        ("forced_units", ctypes.c_int64),
     ]
 
 
@@ -134,6 +147,11 @@ class GenerateParams(ctypes.Structure):
         ("top_p", ctypes.c_float),
         ("seed", ctypes.c_uint64),
         ("stop_at_eos", ctypes.c_int),
+        ("keep_context", ctypes.c_int),
+        ("stop_strings", ctypes.POINTER(ctypes.c_char_p)),
+        ("n_stop_strings", ctypes.c_size_t),
+        ("repeat_penalty", ctypes.c_float),
+        ("repeat_last_n", ctypes.c_int),
     ]
 
 
@@ -243,18 +261,18 @@ class TableInfo(ctypes.Structure):
     ]
 
 
-TOKEN_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int32, ctypes.POINTER(ctypes.c_char), ctypes.c_size_t, ctypes.c_void_p)
-PROGRESS_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
-
 PROTOTYPES = {
     "selfcond_version": (ctypes.c_char_p, []),
     "selfcond_last_error": (ctypes.c_char_p, []),
     "selfcond_status_name": (ctypes.c_char_p, [c_enum]),
     "selfcond_string_free": (None, [ctypes.c_void_p]),
+    "selfcond_set_log_callback": (None, [LOG_CALLBACK, ctypes.c_void_p]),
     "selfcond_model_default_params": (ModelParams, []),
     "selfcond_model_load_file": (c_status, [ctypes.c_char_p, ctypes.POINTER(ModelParams), _pp]),
     "selfcond_model_load_memory": (c_status, [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ModelParams), _pp]),
     "selfcond_model_load_owned": (c_status, [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ModelParams), _pp]),
+    "selfcond_model_load_fd": (c_status, [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.POINTER(ModelParams), _pp]),
+    "selfcond_model_load_view": (c_status, [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ModelParams), _pp]),
     "selfcond_model_free": (None, [ctypes.c_void_p]),
     "selfcond_model_get_info": (None, [ctypes.c_void_p, ctypes.POINTER(ModelInfo)]),
     "selfcond_build_info_to_string": (c_status, [_pp]),
@@ -280,6 +298,7 @@ PROTOTYPES = {
     "selfcond_session_get_info": (None, [ctypes.c_void_p, ctypes.POINTER(SessionInfo)]),
     "selfcond_session_eval": (c_status, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int32), ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]),
     "selfcond_session_reset": (None, [ctypes.c_void_p]),
+    "selfcond_session_abort": (None, [ctypes.c_void_p]),
     "selfcond_session_set_forcing": (c_status, [ctypes.c_void_p, ctypes.POINTER(ForcingSource), ctypes.c_size_t, c_enum, ctypes.c_int]),
     "selfcond_generate_default_params": (GenerateParams, []),
     "selfcond_generate": (c_status, [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(GenerateParams), TOKEN_CALLBACK, ctypes.c_void_p, ctypes.POINTER(GenerateResult)]),

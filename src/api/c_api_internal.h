@@ -48,8 +48,11 @@ struct selfcond_ranking {
 
 namespace selfcond::capi {
 
-// Sets the calling thread's message (selfcond_last_error) and returns the C code.
+// Sets the calling thread's message (selfcond_last_error), logs it (SELFCOND_LOG_ERROR) and
+// returns the C code.
 selfcond_status ToC(const absl::Status& st);
+// A line to the log callback (selfcond_set_log_callback), if one is set.
+void Log(selfcond_log_level level, const std::string& message);
 inline selfcond_status Ok() { return ToC(absl::OkStatus()); }
 inline selfcond_status Invalid(const std::string& msg) {
   return ToC(absl::InvalidArgumentError(msg));

@@ -21,18 +21,36 @@ namespace selfcond::capi {
 namespace {
 
 thread_local std::string g_last_error;
+// The log callback (selfcond_set_log_callback): set before other threads call the library.
+selfcond_log_callback g_log = nullptr;
+void* g_log_user = nullptr;
 
 #define SELFCOND_STR2(x) #x
 #define SELFCOND_STR(x) SELFCOND_STR2(x)
 constexpr char kVersion[] = SELFCOND_STR(SELFCOND_VERSION_MAJOR) "." SELFCOND_STR(
     SELFCOND_VERSION_MINOR) "." SELFCOND_STR(SELFCOND_VERSION_PATCH);
 
-EngineOptions EngineOptionsFrom(const selfcond_model_params* params) {
+absl::StatusOr<EngineOptions> EngineOptionsFrom(const selfcond_model_params* params) {
   const selfcond_model_params p = params ? *params : selfcond_model_default_params();
   EngineOptions eo;
   eo.verify_hash = p.verify_hash != 0;
   eo.need_float = p.need_f32 != 0;
   eo.threads = p.threads;
+  if (p.max_memory_bytes < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_memory_bytes must be >= 0 (0: no limit), got ", p.max_memory_bytes));
+  }
+  eo.max_memory = static_cast<size_t>(p.max_memory_bytes);
+  if (p.progress != nullptr) {
+    // Bytes of the load -> per mille, each value reported once.
+    eo.progress = [cb = p.progress, user = p.progress_user_data, last = -1](int64_t done,
+                                                                            int64_t total) mutable {
+      const int permille = total > 0 ? static_cast<int>(done * 1000 / total) : 1000;
+      if (permille == last) return true;
+      last = permille;
+      return cb(permille, 1000, user) != 0;
+    };
+  }
   return eo;
 }
 
@@ -41,6 +59,7 @@ selfcond_stop StopToC(GenerateResult::Stop s) {
   return s == Stop::kEos           ? SELFCOND_STOP_EOS
          : s == Stop::kContextFull ? SELFCOND_STOP_CONTEXT_FULL
          : s == Stop::kCancelled   ? SELFCOND_STOP_CANCELLED
+         : s == Stop::kStopString  ? SELFCOND_STOP_STRING
                                    : SELFCOND_STOP_MAX_TOKENS;
 }
 
@@ -53,13 +72,36 @@ absl::StatusOr<GenerateOptions> GenerateOptionsFrom(const selfcond_generate_para
   go.sampling.top_p = p.top_p;
   go.sampling.seed = p.seed;
   go.stop_at_eos = p.stop_at_eos != 0;
+  go.keep_context = p.keep_context != 0;
+  auto stops = Strings(p.stop_strings, p.n_stop_strings, "stop_strings");
+  if (!stops.ok()) return stops.status();
+  go.stop_strings = std::move(*stops);
+  go.repeat_penalty = p.repeat_penalty;
+  go.repeat_last_n = p.repeat_last_n;
+  if (auto st = ValidateGenerate(go); !st.ok()) {
+    return absl::Status(st.code(), absl::StrCat("selfcond_generate_params: ", st.message()));
+  }
   return go;
 }
 
 selfcond_status ReturnModel(absl::StatusOr<std::shared_ptr<Engine>> engine, selfcond_model** out) {
   if (!engine.ok()) return ToC(engine.status());
+  const Model& m = (*engine)->model();
+  const size_t packed = m.xnn() != nullptr ? m.xnn()->packed_bytes() : 0;
+  Log(SELFCOND_LOG_INFO,
+      absl::StrCat("loaded model '", m.name(), "' (", m.config().n_layer, " layers, ",
+                   m.file_bytes() >> 20, " MiB file, ", packed >> 20, " MiB packed weights, ",
+                   (*engine)->threads(), " threads)"));
   *out = new selfcond_model{std::move(*engine)};
   return Ok();
+}
+
+// Runs load(engine options) with the C params converted: the loads differ only in their source.
+template <typename F>
+selfcond_status LoadModel(const selfcond_model_params* params, selfcond_model** out, F&& load) {
+  auto eo = EngineOptionsFrom(params);
+  if (!eo.ok()) return ToC(eo.status());
+  return ReturnModel(load(*eo), out);
 }
 
 selfcond_status LoadTable(const selfcond_model* model, std::string_view text,
@@ -91,6 +133,7 @@ selfcond_status ToC(const absl::Status& st) {
     return SELFCOND_OK;
   }
   g_last_error = std::string(st.message());
+  Log(SELFCOND_LOG_ERROR, g_last_error);
   switch (st.code()) {
     case absl::StatusCode::kInvalidArgument:
       return SELFCOND_INVALID_ARGUMENT;
@@ -112,6 +155,10 @@ selfcond_status ToC(const absl::Status& st) {
     default:
       return SELFCOND_INTERNAL;
   }
+}
+
+void Log(selfcond_log_level level, const std::string& message) {
+  if (g_log != nullptr) g_log(level, message.c_str(), g_log_user);
 }
 
 selfcond_status ReturnString(const std::string& s, char** out) {
@@ -199,6 +246,11 @@ const char* selfcond_status_name(selfcond_status status) {
 
 void selfcond_string_free(char* s) { std::free(s); }
 
+void selfcond_set_log_callback(selfcond_log_callback callback, void* user_data) {
+  selfcond::capi::g_log = callback;
+  selfcond::capi::g_log_user = user_data;
+}
+
 selfcond_status selfcond_build_info_to_string(char** out) {
   return Guard([&] { return ReturnString(selfcond::BuildInfoJson(kVersion), out); });
 }
@@ -210,6 +262,9 @@ selfcond_model_params selfcond_model_default_params(void) {
   p.verify_hash = 1;
   p.need_f32 = 0;
   p.threads = 0;
+  p.max_memory_bytes = 0;
+  p.progress = nullptr;
+  p.progress_user_data = nullptr;
   return p;
 }
 
@@ -218,7 +273,9 @@ selfcond_status selfcond_model_load_file(const char* path, const selfcond_model_
   return Guard([&] {
     if (path == nullptr || out == nullptr) return Invalid("path or output pointer is NULL");
     *out = nullptr;
-    return ReturnModel(selfcond::Engine::Load(path, EngineOptionsFrom(params)), out);
+    return LoadModel(params, out, [&](const selfcond::EngineOptions& eo) {
+      return selfcond::Engine::Load(path, eo);
+    });
   });
 }
 
@@ -230,8 +287,9 @@ selfcond_status selfcond_model_load_memory(const void* data, size_t size,
     *out = nullptr;
     auto bytes = selfcond::HeapBuffer::CopyOf(data, size);  // the only copy
     if (!bytes.ok()) return ToC(bytes.status());
-    return ReturnModel(selfcond::Engine::FromBuffer(std::move(*bytes), EngineOptionsFrom(params)),
-                       out);
+    return LoadModel(params, out, [&](const selfcond::EngineOptions& eo) {
+      return selfcond::Engine::FromBuffer(std::move(*bytes), eo);
+    });
   });
 }
 
@@ -242,8 +300,38 @@ selfcond_status selfcond_model_load_owned(void* data, size_t size,
   return Guard([&] {
     if (data == nullptr || out == nullptr) return Invalid("data or output is NULL");
     *out = nullptr;
-    return ReturnModel(selfcond::Engine::FromBuffer(std::move(bytes), EngineOptionsFrom(params)),
-                       out);
+    return LoadModel(params, out, [&](const selfcond::EngineOptions& eo) {
+      return selfcond::Engine::FromBuffer(std::move(bytes), eo);
+    });
+  });
+}
+
+selfcond_status selfcond_model_load_fd(int fd, int64_t offset, int64_t length,
+                                       const selfcond_model_params* params, selfcond_model** out) {
+  return Guard([&] {
+    if (out == nullptr) return Invalid("output pointer is NULL");
+    *out = nullptr;
+    if (offset < 0 || length < 0) {
+      return Invalid(absl::StrCat("offset and length must be >= 0, got ", offset, " and ", length));
+    }
+    auto file = selfcond::MappedFile::OpenFd(fd, static_cast<uint64_t>(offset),
+                                             static_cast<uint64_t>(length));
+    if (!file.ok()) return ToC(file.status());
+    return LoadModel(params, out, [&](const selfcond::EngineOptions& eo) {
+      return selfcond::Engine::FromFile(std::move(*file), eo);
+    });
+  });
+}
+
+selfcond_status selfcond_model_load_view(const void* data, size_t size,
+                                         const selfcond_model_params* params,
+                                         selfcond_model** out) {
+  return Guard([&] {
+    if ((data == nullptr && size > 0) || out == nullptr) return Invalid("data or output is NULL");
+    *out = nullptr;
+    return LoadModel(params, out, [&](const selfcond::EngineOptions& eo) {
+      return selfcond::Engine::FromFile(selfcond::MappedFile::Borrow(data, size), eo);
+    });
   });
 }
 
@@ -452,6 +540,7 @@ selfcond_session_params selfcond_session_default_params(void) {
   p.threads = 1;
   p.n_ctx = 0;
   p.kv_type = SELFCOND_KV_F32;
+  p.max_memory_bytes = 0;
   return p;
 }
 
@@ -467,13 +556,21 @@ selfcond_status selfcond_session_create(const selfcond_model* model,
     if (p.kv_type != SELFCOND_KV_F32 && p.kv_type != SELFCOND_KV_F16)
       return Invalid(absl::StrCat("unknown KV cache type ", static_cast<int>(p.kv_type)));
     if (p.n_ctx < 0) return Invalid(absl::StrCat("n_ctx must be >= 0, got ", p.n_ctx));
+    if (p.max_memory_bytes < 0) {
+      return Invalid(absl::StrCat("max_memory_bytes must be >= 0 (0: half the device's memory), ",
+                                  "got ", p.max_memory_bytes));
+    }
     selfcond::SessionOptions so;
     so.precision = *prec;
     so.n_ctx = p.n_ctx;
     so.kv_type = p.kv_type == SELFCOND_KV_F16 ? selfcond::SessionOptions::KvType::kF16
                                               : selfcond::SessionOptions::KvType::kF32;
+    so.max_memory = static_cast<size_t>(p.max_memory_bytes);
     auto session = model->engine->NewSession(so, p.threads != 1);
     if (!session.ok()) return ToC(session.status());
+    Log(SELFCOND_LOG_INFO, absl::StrCat("session: ", (*session)->n_ctx(), " positions, ",
+                                        (*session)->kv_cache_bytes() >> 20, " MiB KV cache, ",
+                                        (*session)->engine_name()));
     *out = new selfcond_session{model->engine, std::move(*session)};
     return Ok();
   });
@@ -487,6 +584,7 @@ void selfcond_session_get_info(const selfcond_session* session, selfcond_session
   out->n_past = session->session->pos();
   out->kv_cache_bytes = static_cast<int64_t>(session->session->kv_cache_bytes());
   out->backend = session->session->engine_name();
+  out->forced_units = session->session->conditioning().forcing.num_units();
 }
 
 selfcond_status selfcond_session_eval(selfcond_session* session, const int32_t* tokens,
@@ -501,7 +599,13 @@ selfcond_status selfcond_session_eval(selfcond_session* session, const int32_t* 
 }
 
 void selfcond_session_reset(selfcond_session* session) {
-  if (session != nullptr) session->session->Reset();
+  if (session == nullptr) return;
+  session->session->Reset();
+  session->session->ClearAbort();
+}
+
+void selfcond_session_abort(selfcond_session* session) {
+  if (session != nullptr) session->session->RequestAbort();
 }
 
 selfcond_status selfcond_session_set_forcing(selfcond_session* session,
@@ -520,6 +624,13 @@ selfcond_status selfcond_session_set_forcing(selfcond_session* session,
       for (size_t i = 0; i < n_sources; ++i) {
         if (sources[i].experts == nullptr) return Invalid(absl::StrCat("source ", i, ": NULL"));
         if (sources[i].top_k < 0) return Invalid(absl::StrCat("source ", i, ": top_k < 0"));
+        const auto& table = sources[i].experts->table;
+        if (sources[i].top_k > static_cast<int64_t>(table.units.size())) {
+          Log(SELFCOND_LOG_WARN,
+              absl::StrCat("forcing source ", i, " ('", table.concept, "'): top_k ",
+                           sources[i].top_k, " but the table holds ", table.units.size(),
+                           " units: all ", table.units.size(), " are forced"));
+        }
         // A table of another model loaded through another handle must not reach this session:
         // MakeForcing checks each against the session's model.
         src.push_back({&sources[i].experts->table, sources[i].top_k});
@@ -565,6 +676,11 @@ selfcond_generate_params selfcond_generate_default_params(void) {
   p.top_p = d.sampling.top_p;
   p.seed = d.sampling.seed;
   p.stop_at_eos = d.stop_at_eos ? 1 : 0;
+  p.keep_context = d.keep_context ? 1 : 0;
+  p.stop_strings = nullptr;
+  p.n_stop_strings = 0;
+  p.repeat_penalty = d.repeat_penalty;
+  p.repeat_last_n = d.repeat_last_n;
   return p;
 }
 

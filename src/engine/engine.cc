@@ -16,6 +16,8 @@ Model::LoadOptions ToLoadOptions(const EngineOptions& o) {
   lo.verify_hash = o.verify_hash;
   lo.need_float = o.need_float;
   lo.copy_to_memory = o.copy_to_memory;
+  lo.max_memory = o.max_memory;
+  lo.progress = o.progress;
   return lo;
 }
 
@@ -43,6 +45,13 @@ absl::StatusOr<std::shared_ptr<Engine>> Engine::Load(const std::string& path,
 absl::StatusOr<std::shared_ptr<Engine>> Engine::FromBuffer(HeapBuffer bytes,
                                                            const EngineOptions& opts) {
   auto model = Model::FromBuffer(std::move(bytes), ToLoadOptions(opts));
+  if (!model.ok()) return model.status();
+  return FromModel(std::move(*model), opts.threads);
+}
+
+absl::StatusOr<std::shared_ptr<Engine>> Engine::FromFile(MappedFile file,
+                                                         const EngineOptions& opts) {
+  auto model = Model::FromFile(std::move(file), ToLoadOptions(opts));
   if (!model.ok()) return model.status();
   return FromModel(std::move(*model), opts.threads);
 }
@@ -97,7 +106,10 @@ absl::StatusOr<std::unique_ptr<Generation>> Engine::StartGeneration(
   if (&session.model() != model_.get()) {
     return absl::InvalidArgumentError("the session belongs to another model");
   }
-  return Generation::Start(session, PromptTokens(tokenizer(), prompt), opts);
+  // Continuing a context: the text's own tokens (the template prefix belongs at position 0).
+  const bool append = opts.keep_context && session.pos() > 0;
+  return Generation::Start(
+      session, append ? tokenizer().Encode(prompt) : PromptTokens(tokenizer(), prompt), opts);
 }
 
 absl::Status Engine::Eval(Session& session, absl::Span<const int32_t> tokens,

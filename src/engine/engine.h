@@ -17,6 +17,7 @@
 #define SELFCOND_ENGINE_ENGINE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -48,6 +49,9 @@ struct EngineOptions {
   bool need_float = false;      // also prepare f32 weights, for sessions with precision f32
   bool copy_to_memory = false;  // read the file instead of mapping it (Model::LoadOptions)
   int threads = 0;              // the engine's thread pool: <= 0 every core; 1: none
+  size_t max_memory = 0;        // the model's memory budget (Model::LoadOptions); 0: none
+  // Load progress (Model::LoadOptions::progress): bytes done, total; false cancels.
+  std::function<bool(int64_t, int64_t)> progress;
 };
 
 // The (token, bias) pairs of a logit bias.
@@ -70,6 +74,9 @@ class Engine {
   // From a model file's bytes (taken over: Model::FromBuffer).
   static absl::StatusOr<std::shared_ptr<Engine>> FromBuffer(HeapBuffer bytes,
                                                             const EngineOptions& opts);
+  // From a file opened or borrowed by the caller (MappedFile::OpenFd, MappedFile::Borrow).
+  static absl::StatusOr<std::shared_ptr<Engine>> FromFile(MappedFile file,
+                                                          const EngineOptions& opts);
   // Around a model loaded by the caller (tests, tools holding one already).
   static std::shared_ptr<Engine> FromModel(std::unique_ptr<Model> model, int threads);
   ~Engine();
@@ -98,7 +105,8 @@ class Engine {
   // ignored), else on the calling thread.
   absl::StatusOr<std::unique_ptr<Session>> NewSession(SessionOptions opts, bool threaded) const;
   // Tokenizes the prompt as the model expects it (PromptTokens: the template's BOS) and prefills
-  // it from position 0; the Generation then gives one token per Next().
+  // it from position 0 (opts.keep_context: after the session's cache, the text's tokens only
+  // when the cache is not empty); the Generation then gives one token per Next().
   absl::StatusOr<std::unique_ptr<Generation>> StartGeneration(Session& session,
                                                               std::string_view prompt,
                                                               const GenerateOptions& opts) const;

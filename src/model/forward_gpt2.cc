@@ -28,6 +28,7 @@ absl::Status Session::ForwardChunkGpt2(const int32_t* tokens, int n, bool last_c
   }
 
   for (int l = 0; l < static_cast<int>(c.n_layer); ++l) {
+    if (auto st = CheckAbort(); !st.ok()) return st;  // selfcond_session_abort, any thread
     const BlockWeights& b = model_.block(l);
 
     // --- attention ---

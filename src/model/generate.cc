@@ -22,6 +22,43 @@ absl::Status ValidateSampling(const SamplingOptions& o) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateGenerate(const GenerateOptions& o) {
+  if (auto st = ValidateSampling(o.sampling); !st.ok()) return st;
+  if (o.max_new_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max new tokens must be >= 0, got ", o.max_new_tokens));
+  }
+  if (o.stop_strings.size() > kMaxStopStrings) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stop strings: ", o.stop_strings.size(), " given, at most ", kMaxStopStrings));
+  }
+  for (size_t i = 0; i < o.stop_strings.size(); ++i) {
+    const std::string& t = o.stop_strings[i];
+    if (t.empty() || t.size() > kMaxStopStringBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("stop string ", i, " has ", t.size(),
+                                                     " bytes (1 to ", kMaxStopStringBytes, ")"));
+    }
+    for (size_t j = 0; j < t.size();) {
+      uint32_t cp = 0;
+      const size_t len = DecodeUtf8(t, j, &cp);
+      if (len == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("stop string ", i, " is not valid UTF-8 (byte ", j, ")"));
+      }
+      j += len;
+    }
+  }
+  if (!std::isfinite(o.repeat_penalty) || o.repeat_penalty <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("repeat penalty must be > 0 (1 = off), got ", o.repeat_penalty));
+  }
+  if (o.repeat_last_n < -1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("repeat last n must be >= -1 (-1 = all tokens), got ", o.repeat_last_n));
+  }
+  return absl::OkStatus();
+}
+
 Sampler::Sampler(const SamplingOptions& o) : o_(o) {
   // PCG32 (O'Neill), seeded like pcg32_srandom_r(seed, 54).
   state_ = 0;
@@ -154,38 +191,93 @@ Generation::Generation(Session& session, const GenerateOptions& opts)
 absl::StatusOr<std::unique_ptr<Generation>> Generation::Start(Session& session,
                                                               absl::Span<const int32_t> prompt,
                                                               const GenerateOptions& opts) {
-  if (auto st = ValidateSampling(opts.sampling); !st.ok()) return st;
-  if (opts.max_new_tokens < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max new tokens must be >= 0, got ", opts.max_new_tokens));
-  }
+  if (auto st = ValidateGenerate(opts); !st.ok()) return st;
   const size_t n_ctx = session.n_ctx();
-  if (prompt.empty()) return absl::InvalidArgumentError("empty prompt (no tokens)");
-  if (prompt.size() >= n_ctx) {
-    return absl::OutOfRangeError(absl::StrCat("prompt is ", prompt.size(),
-                                              " tokens; the context is ", n_ctx, " (at most ",
-                                              n_ctx - 1, " prompt tokens)"));
+  const size_t past = opts.keep_context ? static_cast<size_t>(session.pos()) : 0;
+  if (prompt.empty() && (past == 0 || session.last_logits().empty())) {
+    return past == 0 ? absl::InvalidArgumentError("empty prompt (no tokens)")
+                     : absl::FailedPreconditionError(
+                           "nothing to continue from: the session's last call left no logits "
+                           "(give text to append)");
+  }
+  if (past + prompt.size() >= n_ctx) {
+    if (past == 0) {
+      return absl::OutOfRangeError(absl::StrCat("prompt is ", prompt.size(),
+                                                " tokens; the context is ", n_ctx, " (at most ",
+                                                n_ctx - 1, " prompt tokens)"));
+    }
+    return absl::OutOfRangeError(absl::StrCat("context full: ", past, " tokens kept + ",
+                                              prompt.size(), " new leave no room in the context",
+                                              " of ", n_ctx, " (reset the session)"));
   }
   std::unique_ptr<Generation> g(new Generation(session, opts));
   g->res_.prompt_tokens = static_cast<int>(prompt.size());
   g->bias_ = session.conditioning().logit_bias;
-  session.Reset();
-  auto logits = session.Forward(prompt, Session::Logits::kLast);
-  if (!logits.ok()) return logits.status();
-  g->logits_ = *logits;
+  g->history_.assign(prompt.begin(), prompt.end());
+  if (!opts.keep_context) session.Reset();
+  if (prompt.empty()) {
+    g->logits_ = session.last_logits();
+  } else {
+    auto logits = session.Forward(prompt, Session::Logits::kLast);
+    if (!logits.ok()) return logits.status();
+    g->logits_ = *logits;
+  }
   return g;
+}
+
+bool Generation::PassStopStrings(const std::string& text, bool final, std::string* out) {
+  if (opts_.stop_strings.empty()) {
+    *out += text;
+    return false;
+  }
+  held_ += text;
+  size_t found = std::string::npos;
+  for (const std::string& t : opts_.stop_strings) found = std::min(found, held_.find(t));
+  if (found != std::string::npos) {
+    out->append(held_, 0, found);
+    held_.clear();
+    size_t cut = std::string::npos;  // the result's text ends before the stop string too
+    for (const std::string& t : opts_.stop_strings) cut = std::min(cut, res_.text.find(t));
+    if (cut != std::string::npos) res_.text.resize(cut);
+    return true;
+  }
+  // Keep back the longest tail of the text that begins some stop string (it starts at a
+  // character boundary: a stop string begins with a whole character).
+  size_t keep = 0;
+  if (!final) {
+    for (const std::string& t : opts_.stop_strings) {
+      for (size_t m = std::min(t.size() - 1, held_.size()); m > keep; --m) {
+        if (held_.compare(held_.size() - m, m, t, 0, m) == 0) {
+          keep = m;
+          break;
+        }
+      }
+    }
+  }
+  out->append(held_, 0, held_.size() - keep);
+  held_.erase(0, held_.size() - keep);
+  return false;
 }
 
 void Generation::Finish(GenerateResult::Stop stop, std::string* text) {
   done_ = true;
   res_.stop = stop;
-  *text += stream_.Flush();
+  if (PassStopStrings(stream_.Flush(), /*final=*/true, text)) {
+    res_.stop = GenerateResult::Stop::kStopString;
+  }
 }
 
 void Generation::Cancel() {
   if (done_) return;
   done_ = true;
   res_.stop = GenerateResult::Stop::kCancelled;
+}
+
+absl::Status Generation::RunToken(int32_t token) {
+  auto logits = session_.Forward({&token, 1}, Session::Logits::kLast);
+  if (!logits.ok()) return logits.status();
+  logits_ = *logits;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Generation::Step> Generation::Next() {
@@ -195,11 +287,29 @@ absl::StatusOr<Generation::Step> Generation::Next() {
     Finish(GenerateResult::Stop::kMaxTokens, &out.text);
     return out;
   }
+  if (!session_.CheckAbort().ok()) {  // selfcond_session_abort between tokens
+    Cancel();
+    return out;
+  }
   const Tokenizer& tok = session_.model().tokenizer();
   absl::Span<const float> logits = logits_;
-  if (!bias_.empty()) {
+  const bool penalize = opts_.repeat_penalty != 1.0f && opts_.repeat_last_n != 0;
+  if (!bias_.empty() || penalize) {
     biased_.assign(logits_.begin(), logits_.end());
     for (const auto& [token, b] : bias_) biased_[token] += b;
+    if (penalize) {
+      // Each distinct token of the window once (llama.cpp's repeat penalty).
+      const size_t n = opts_.repeat_last_n < 0
+                           ? history_.size()
+                           : std::min<size_t>(history_.size(), opts_.repeat_last_n);
+      std::vector<int32_t> window(history_.end() - n, history_.end());
+      std::sort(window.begin(), window.end());
+      window.erase(std::unique(window.begin(), window.end()), window.end());
+      for (int32_t t : window) {
+        float& l = biased_[t];
+        l = l > 0 ? l / opts_.repeat_penalty : l * opts_.repeat_penalty;
+      }
+    }
     logits = biased_;
   }
   const int32_t next = sampler_.Sample(logits);
@@ -210,20 +320,38 @@ absl::StatusOr<Generation::Step> Generation::Next() {
   }
   out.token = next;
   res_.tokens.push_back(next);
+  history_.push_back(next);
   const std::string bytes = tok.DecodeToken(next);
   res_.text += bytes;
-  out.text = stream_.Push(bytes);
-  if (static_cast<int>(res_.tokens.size()) == opts_.max_new_tokens) {
-    Finish(GenerateResult::Stop::kMaxTokens, &out.text);
-  } else if (session_.pos() >= session_.n_ctx()) {
-    Finish(GenerateResult::Stop::kContextFull, &out.text);
-  } else {
-    auto logits = session_.Forward({&next, 1}, Session::Logits::kLast);
-    if (!logits.ok()) {
-      done_ = true;
-      return logits.status();
+  if (PassStopStrings(stream_.Push(bytes), /*final=*/false, &out.text)) {
+    // The stop string's token stays in the cache when the context is kept (as it was sampled).
+    if (opts_.keep_context && session_.pos() < session_.n_ctx()) {
+      if (auto st = RunToken(next); !st.ok() && !absl::IsCancelled(st)) return st;
     }
-    logits_ = *logits;
+    done_ = true;
+    res_.stop = GenerateResult::Stop::kStopString;
+    stream_.Flush();
+    return out;
+  }
+  const bool last = static_cast<int>(res_.tokens.size()) == opts_.max_new_tokens;
+  if (session_.pos() >= session_.n_ctx()) {
+    Finish(GenerateResult::Stop::kContextFull, &out.text);
+  } else if (last && !opts_.keep_context) {
+    Finish(GenerateResult::Stop::kMaxTokens, &out.text);  // the last token need not run
+  } else {
+    if (auto st = RunToken(next); !st.ok()) {
+      if (absl::IsCancelled(st)) {
+        // Aborted during the token's forward pass: the token is not in the cache, so it is not
+        // reported either (the result stays what the cache holds).
+        res_.tokens.pop_back();
+        res_.text.resize(res_.text.size() - bytes.size());
+        Cancel();
+        return Step();
+      }
+      done_ = true;
+      return st;
+    }
+    if (last) Finish(GenerateResult::Stop::kMaxTokens, &out.text);
   }
   return out;
 }

@@ -44,12 +44,37 @@ struct GenerateOptions {
   int max_new_tokens = 50;
   SamplingOptions sampling;
   bool stop_at_eos = true;
+  // Continue the session's context instead of starting over: the prompt's tokens go after
+  // those in the session's cache (the template prefix only when the cache is empty; an empty
+  // prompt continues from the last position's logits), and the last new token is run too, so
+  // that the cache holds the whole text for the next generation with keep_context.
+  bool keep_context = false;
+  // Generation stops when the text holds one of these (the text up to it is given, the stop
+  // string and what follows it are not). Text that may begin one is held back until it cannot.
+  std::vector<std::string> stop_strings;
+  // Repetition penalty (as llama.cpp's repeat_penalty): the logit of every token among the last
+  // repeat_last_n of the prompt and the new tokens is divided by it when positive, multiplied
+  // when negative. 1: off. repeat_last_n -1: all of them.
+  float repeat_penalty = 1.0f;
+  int repeat_last_n = 64;
 };
+// Checks ranges: GenerateOptions' sampling, max_new_tokens >= 0, stop strings (at most
+// kMaxStopStrings, each non-empty valid UTF-8 of at most kMaxStopStringBytes), repeat_penalty
+// finite and > 0, repeat_last_n >= -1.
+inline constexpr size_t kMaxStopStrings = 64;
+inline constexpr size_t kMaxStopStringBytes = 1024;
+absl::Status ValidateGenerate(const GenerateOptions& o);
 
 struct GenerateResult {
   std::vector<int32_t> tokens;  // new tokens only
-  std::string text;             // their decoded text
-  enum class Stop { kMaxTokens, kEos, kContextFull, kCancelled } stop = Stop::kMaxTokens;
+  std::string text;             // their decoded text (up to a stop string)
+  enum class Stop {
+    kMaxTokens,
+    kEos,
+    kContextFull,
+    kCancelled,
+    kStopString
+  } stop = Stop::kMaxTokens;
   int prompt_tokens = 0;
 };
 
@@ -103,10 +128,19 @@ class Generation {
   Generation(Session& session, const GenerateOptions& opts);
   void Finish(GenerateResult::Stop stop, std::string* text);
 
+  // Text out of the UTF-8 stream, through the stop strings: appends `text` to what is held
+  // back and moves to *out what can no longer be part of a stop string. True when a stop
+  // string was found (*out then ends before it).
+  bool PassStopStrings(const std::string& text, bool final, std::string* out);
+  // Runs the new token through the model; an abort ends the generation (kCancelled).
+  absl::Status RunToken(int32_t token);
+
   Session& session_;
   GenerateOptions opts_;
   Sampler sampler_;
   Utf8Stream stream_;
+  std::string held_;              // text held back: it may begin a stop string
+  std::vector<int32_t> history_;  // prompt and new tokens (the repetition penalty's window)
   GenerateResult res_;
   absl::Span<const float> logits_;  // (vocab) in the session's scratch; valid until Forward
   // The session's logit bias, applied here (the sampler's input), not in the forward pass.

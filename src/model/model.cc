@@ -89,10 +89,19 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, Load
 }
 
 absl::StatusOr<std::unique_ptr<Model>> Model::FromBuffer(HeapBuffer bytes, LoadOptions opts) {
+  return FromFile(MappedFile::FromBuffer(std::move(bytes)), std::move(opts));
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::FromFile(MappedFile file, LoadOptions opts) {
   std::unique_ptr<Model> m(new Model());
-  m->file_ = MappedFile::FromBuffer(std::move(bytes));
+  m->file_ = std::move(file);
   if (auto st = m->Build(opts); !st.ok()) return st;
   return m;
+}
+
+bool Model::Progress(const LoadOptions& opts, int64_t add) {
+  progress_done_ += add;
+  return !opts.progress || opts.progress(progress_done_, progress_total_);
 }
 
 absl::StatusOr<std::unique_ptr<Model>> Model::FromBuffer(const std::string& bytes,
@@ -288,12 +297,26 @@ absl::Status Model::Build(LoadOptions opts) {
   auto view = ParseModelFile(file_.bytes());
   if (!view.ok()) return view.status();
   view_ = std::move(*view);
+  // Progress: the file's bytes once for the hash, once more for the packing (each packed
+  // matrix counts as its share of the linear layers' bytes).
+  const bool pack = opts.xnnpack && kernels::xnn::Available();
+  progress_total_ =
+      static_cast<int64_t>(file_size_) * ((opts.verify_hash ? 1 : 0) + (pack ? 1 : 0));
+  if (!Progress(opts, 0)) return absl::CancelledError("model load cancelled");
   if (opts.verify_hash) {
     // Hashing reads the whole file: a mapped file's pages go again as soon as they are hashed,
     // so verification does not add the file's size to peak memory (the packing reads them back
     // from the page cache).
-    auto drop = [this](const uint8_t* p, size_t n) { file_.DropPages(p, n); };
+    bool cancelled = false;
+    auto drop = [&](const uint8_t* p, size_t n) {
+      file_.DropPages(p, n);
+      if (!cancelled && !Progress(opts, static_cast<int64_t>(n))) cancelled = true;
+    };
     if (auto st = VerifyContentHash(file_.bytes(), drop); !st.ok()) return st;
+    // (The hash covers the file but its own field: count the whole file as done.)
+    if (cancelled || !Progress(opts, static_cast<int64_t>(file_size_) - progress_done_)) {
+      return absl::CancelledError("model load cancelled");
+    }
   }
   hash_hex_ = view_.HashHex();
   auto tok = Tokenizer::Deserialize(view_.tokenizer_blob);
@@ -327,10 +350,18 @@ absl::Status Model::Build(LoadOptions opts) {
   if (opts.need_float && lm_head_.f.w == nullptr) {
     lm_head_.f.w = Dequantize(lm_head_.q);
   }
-  if (opts.xnnpack && kernels::xnn::Available()) {
-    if (auto st = PackForXnnpack(); !st.ok()) return st;
+  if (pack) {
+    if (auto st = PackForXnnpack(opts); !st.ok()) return st;
     // A heap copy cannot drop pages the way a mapping does: keep only what is still read.
-    if (!file_.mapped()) ReleasePackedSource();
+    if (file_.owns_heap()) ReleasePackedSource();
+  } else if (opts.max_memory > 0) {
+    size_t held = file_.owns_heap() ? file_size_ : 0;
+    for (const auto& v : owned_f32_) held += v.size() * sizeof(float);
+    if (held > opts.max_memory) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the model needs about ", held >> 20, " MiB; the memory budget ",
+                       "(max_memory_bytes) allows ", opts.max_memory >> 20, " MiB"));
+    }
   }
   // With the weights packed, a session reads from the file only LayerNorm parameters (copied
   // out here: a few KiB per layer) and rows of the embeddings (read with pread). So every page
@@ -370,7 +401,7 @@ std::vector<LinearWeights*> Model::Linears() {
   return linears;
 }
 
-absl::Status Model::PackForXnnpack() {
+absl::Status Model::PackForXnnpack(const LoadOptions& opts) {
   // The LM head first: it is the largest matrix (vocab x d), and packing it while nothing else
   // is packed yet keeps the peak of loading below the steady state.
   const std::vector<LinearWeights*> linears = Linears();
@@ -378,9 +409,28 @@ absl::Status Model::PackForXnnpack() {
   for (const LinearWeights* w : linears) {
     bound += kernels::xnn::PackedWeights::UpperBoundPackedBytes(w->q.n, w->q.k);
   }
-  auto packed = kernels::xnn::PackedWeights::Create(bound);
-  if (!packed.ok()) return packed.status();
-  xnn_ = std::move(*packed);
+  if (opts.max_memory > 0) {
+    // What the model will hold: the packed copy, float copies made so far, and the part of a
+    // heap copy of the file that stays after packing (bounded by the whole file).
+    size_t held = bound + (file_.owns_heap() ? file_size_ : 0);
+    for (const auto& v : owned_f32_) held += v.size() * sizeof(float);
+    if (held > opts.max_memory) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the model needs about ", held >> 20, " MiB (", bound >> 20,
+                       " MiB of packed weights); the memory budget (max_memory_bytes) allows ",
+                       opts.max_memory >> 20, " MiB"));
+    }
+  }
+  auto packed_or = kernels::xnn::PackedWeights::Create(bound);
+  if (!packed_or.ok()) return packed_or.status();
+  xnn_ = std::move(*packed_or);
+  auto bytes_of = [](const LinearWeights* w) {
+    return w->q4 != nullptr ? int64_t{w->q.n} * w->q.k / 2 : int64_t{w->q.n_pad} * w->q.k;
+  };
+  int64_t all = 0, packed = 0;
+  for (const LinearWeights* w : linears) all += bytes_of(w);
+  all = std::max<int64_t>(all, 1);
+  const int64_t pack_start = progress_done_;
   for (LinearWeights* w : linears) {
     kernels::xnn::LinearSpec spec;
     if (w->q4 != nullptr) {
@@ -404,8 +454,17 @@ absl::Status Model::PackForXnnpack() {
     auto id = xnn_->Add(spec);
     if (!id.ok()) return id.status();
     w->xnn_id = *id;
+    packed += bytes_of(w);
+    const int64_t target =
+        pack_start + static_cast<int64_t>(static_cast<double>(file_size_) * packed / all);
+    if (!Progress(opts, target - progress_done_)) {
+      return absl::CancelledError("model load cancelled");
+    }
   }
   xnn_->Finalize();
+  if (!Progress(opts, pack_start + static_cast<int64_t>(file_size_) - progress_done_)) {
+    return absl::CancelledError("model load cancelled");
+  }
   return absl::OkStatus();
 }
 

@@ -9,6 +9,7 @@
 #ifndef SELFCOND_MODEL_MODEL_H_
 #define SELFCOND_MODEL_MODEL_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -67,8 +68,17 @@ class Model {
     // a copy is immune, for files in locations others can write. Costs one read of the file;
     // peak memory is the same (the copy's packed weights are released after packing).
     bool copy_to_memory = false;
+    // Bytes the loaded model may hold (packed weights, float copies, a heap copy of the file),
+    // estimated before the large allocations: a load that would exceed it fails with
+    // RESOURCE_EXHAUSTED instead of being killed by a phone's low-memory killer. 0: no limit.
+    size_t max_memory = 0;
+    // Called as loading goes (verifying the hash, packing the weights) with bytes done and the
+    // total (fixed for the load); returning false cancels the load (CANCELLED).
+    std::function<bool(int64_t done, int64_t total)> progress;
   };
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path, LoadOptions opts);
+  // From a file already opened or borrowed (MappedFile::OpenFd, MappedFile::Borrow).
+  static absl::StatusOr<std::unique_ptr<Model>> FromFile(MappedFile file, LoadOptions opts);
   // From the file's bytes in memory (taken over; their packed weights' part is freed after
   // packing, see released_packed_source). The std::string form copies them first.
   static absl::StatusOr<std::unique_ptr<Model>> FromBuffer(HeapBuffer bytes, LoadOptions opts);
@@ -120,7 +130,10 @@ class Model {
   const float* DequantizeInt4(const LinearWeights& w);
   // Every linear layer XNNPACK runs: the LM head first, then each block's four.
   std::vector<LinearWeights*> Linears();
-  absl::Status PackForXnnpack();
+  absl::Status PackForXnnpack(const LoadOptions& opts);
+  // The load's progress (LoadOptions::progress): false when the caller cancelled.
+  bool Progress(const LoadOptions& opts, int64_t add);
+  int64_t progress_done_ = 0, progress_total_ = 0;
   void ReleasePackedSource();
   void OwnLayerNorms();
   absl::Status BuildLinear(const std::string& prefix, int n, int k, bool need_float, bool bias,
@@ -190,8 +203,18 @@ class Session {
   static absl::StatusOr<std::unique_ptr<Session>> Create(const Model& model, SessionOptions opts);
   ~Session();
 
-  // Clears the KV cache (position back to 0). Keeps forcing and capture settings.
+  // Clears the KV cache (position back to 0). Keeps forcing and capture settings, and a
+  // pending abort (ClearAbort drops it).
   void Reset();
+  // Asks the Forward running on this session (or the next one, if none runs) to stop: it fails
+  // with CANCELLED at the next block boundary, with pos() and the cache as before the call.
+  // Safe from any thread: the one way to stop a long prefill. A request is consumed by the
+  // Forward that sees it.
+  void RequestAbort() { abort_.store(true, std::memory_order_relaxed); }
+  void ClearAbort() { abort_.store(false, std::memory_order_relaxed); }
+  // CANCELLED when an abort was requested (the request is then consumed); checked before each
+  // block of the forward passes and before each generated token.
+  absl::Status CheckAbort();
   int pos() const { return pos_; }
   int n_ctx() const { return opts_.n_ctx; }  // positions this session can hold
   // What runs the linear layers: "xnnpack" or a hand-written backend's name.
@@ -213,6 +236,9 @@ class Session {
   // kAll (perplexity: every position, (n, vocab) row-major).
   enum class Logits { kNone, kLast, kAll };
   absl::StatusOr<absl::Span<const float>> Forward(absl::Span<const int32_t> tokens, Logits want);
+  // The logits of position pos()-1 when the last Forward computed them (Logits::kLast) and
+  // nothing ran since; else empty. What continuing a generation samples its first token from.
+  absl::Span<const float> last_logits() const;
 
   // Padding after the tokens in the cache, as a Hugging Face GPT-2 computes the positions whose
   // attention_mask is 0 (ml-selfcond's padded ranking): runs `tokens` at positions
@@ -291,10 +317,12 @@ class Session {
   SessionOptions opts_;
   UnitSpace units_;
   int pos_ = 0;
-  int logits_row_ = 0;            // rows of logits written by the current Forward call
-  Conditioning cond_;             // empty: unconditioned
-  Observer* observer_ = nullptr;  // not owned
-  int attend_limit_ = -1;         // >= 0 during ForwardPadding: keys 0..attend_limit_-1 only
+  int logits_row_ = 0;              // rows of logits written by the current Forward call
+  Conditioning cond_;               // empty: unconditioned
+  Observer* observer_ = nullptr;    // not owned
+  int attend_limit_ = -1;           // >= 0 during ForwardPadding: keys 0..attend_limit_-1 only
+  std::atomic<bool> abort_{false};  // RequestAbort
+  bool last_logits_valid_ = false;  // last_logits()
   struct Scratch;
   std::unique_ptr<Scratch> s_;
   std::unique_ptr<kernels::xnn::Operators> xnn_ops_;  // int8 on XNNPACK, else null

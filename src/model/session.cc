@@ -169,7 +169,15 @@ size_t DefaultMemoryBudget() {
 #endif
 }
 
-void Session::Reset() { pos_ = 0; }
+void Session::Reset() {
+  pos_ = 0;
+  last_logits_valid_ = false;
+}
+
+absl::Status Session::CheckAbort() {
+  if (!abort_.exchange(false, std::memory_order_relaxed)) return absl::OkStatus();
+  return absl::CancelledError("aborted (selfcond_session_abort)");
+}
 
 const char* Session::engine_name() const {
   return xnn_ops_ != nullptr ? "xnnpack" : opts_.backend->name;
@@ -394,12 +402,23 @@ absl::StatusOr<absl::Span<const float>> Session::Forward(absl::Span<const int32_
   s_->logits.resize(want == Logits::kAll ? tokens.size() * V : (want == Logits::kLast ? V : 0));
   const int B = opts_.max_batch;
   logits_row_ = 0;
+  last_logits_valid_ = false;
+  const int p0 = pos_;
   for (size_t i = 0; i < tokens.size(); i += B) {
     const int n = static_cast<int>(std::min<size_t>(B, tokens.size() - i));
     if (auto st = ForwardChunk(tokens.data() + i, n, i + n == tokens.size(), want); !st.ok()) {
+      // An abort leaves the session as before the call: the positions this call filled are
+      // forgotten (their cache rows are overwritten by the next call).
+      if (absl::IsCancelled(st)) pos_ = p0;
       return st;
     }
   }
+  last_logits_valid_ = want == Logits::kLast;
+  return absl::Span<const float>(s_->logits);
+}
+
+absl::Span<const float> Session::last_logits() const {
+  if (!last_logits_valid_ || pos_ == 0) return {};
   return absl::Span<const float>(s_->logits);
 }
 
@@ -408,7 +427,7 @@ absl::Status Session::ForwardPadding(absl::Span<const int32_t> tokens) {
   if (tokens.empty()) return absl::OkStatus();
   const int p0 = pos_;
   attend_limit_ = p0;
-  auto done = Forward(tokens, Logits::kNone);
+  auto done = Forward(tokens, Logits::kNone);  // leaves no last logits
   attend_limit_ = -1;
   pos_ = p0;
   return done.status();

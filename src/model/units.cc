@@ -152,6 +152,12 @@ std::pair<int, int> UnitSpace::SiteAndUnit(int64_t unit_id) const {
   return {site, static_cast<int>(unit_id - site_offset_[site])};
 }
 
+int64_t Forcing::num_units() const {
+  int64_t n = 0;
+  for (const auto& s : per_site) n += static_cast<int64_t>(s.size());
+  return n;
+}
+
 bool Forcing::empty() const {
   for (const auto& s : per_site)
     if (!s.empty()) return false;

@@ -123,6 +123,7 @@ struct Forcing {
   std::vector<std::vector<Unit>> per_site;  // (num_sites) lists; empty = no forcing
   bool only_last_token = false;
   bool empty() const;
+  int64_t num_units() const;  // units forced (over every site)
 };
 
 }  // namespace selfcond

@@ -375,7 +375,7 @@ MappedFile MappedFile::FromBuffer(HeapBuffer bytes) {
 }
 
 void MappedFile::ShrinkHeap(size_t n) {
-  if (mapped_) return;
+  if (!owns_heap()) return;
   heap_.ShrinkTo(n);
   data_ = heap_.size() ? heap_.data() : nullptr;
   size_ = heap_.size();
@@ -406,10 +406,84 @@ absl::StatusOr<MappedFile> MappedFile::Open(const std::string& path) {
     return absl::InternalError(absl::StrCat("cannot mmap '", path, "': ", strerror(errno)));
   }
   f.data_ = static_cast<const uint8_t*>(p);
+  f.map_base_ = f.data_;
+  f.map_len_ = f.size_;
   f.mapped_ = true;
   f.fd_ = fd;  // kept for Read()
   return f;
 #endif
+}
+
+absl::StatusOr<MappedFile> MappedFile::OpenFd(int fd, uint64_t offset, uint64_t length) {
+#if defined(SELFCOND_WASM)
+  (void)fd, (void)offset, (void)length;
+  return absl::UnimplementedError("loading from a file descriptor is not available in WASM");
+#else
+  if (fd < 0) return absl::InvalidArgumentError(absl::StrCat("fd: invalid descriptor ", fd));
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("fd ", fd, ": ", strerror(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat("fd ", fd, " is not a regular file"));
+  }
+  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
+  if (offset > file_size) {
+    return absl::OutOfRangeError(
+        absl::StrCat("offset ", offset, " is past the end of the file (", file_size, " bytes)"));
+  }
+  if (length == 0) length = file_size - offset;
+  if (length > file_size - offset) {
+    return absl::OutOfRangeError(absl::StrCat("offset ", offset, " + length ", length,
+                                              " is past the end of the file (", file_size,
+                                              " bytes)"));
+  }
+  if (length > SIZE_MAX) return absl::OutOfRangeError("length does not fit in memory");
+  if (offset % 64 != 0) {
+    // The model file's tensors are 64-byte aligned relative to its start: at another offset a
+    // mapping would misalign them, so the range is read into (aligned) memory instead.
+    auto heap = HeapBuffer::Allocate(static_cast<size_t>(length));
+    if (!heap.ok()) return heap.status();
+    size_t done = 0;
+    while (done < length) {
+      const ssize_t r = pread(fd, heap->data() + done, static_cast<size_t>(length) - done,
+                              static_cast<off_t>(offset + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) {
+        return absl::DataLossError(absl::StrCat("fd ", fd, ": read at ", offset + done, ": ",
+                                                r < 0 ? strerror(errno) : "end of file"));
+      }
+      done += static_cast<size_t>(r);
+    }
+    return FromBuffer(std::move(*heap));
+  }
+  const int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) return absl::InternalError(absl::StrCat("dup of fd ", fd, ": ", strerror(errno)));
+  MappedFile f;
+  f.size_ = static_cast<size_t>(length);
+  f.fd_ = own;
+  f.file_offset_ = offset;
+  if (f.size_ == 0) return f;  // empty: callers report "truncated"
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const uint64_t aligned = offset / page * page;
+  f.map_len_ = static_cast<size_t>(offset - aligned) + f.size_;
+  void* p = mmap(nullptr, f.map_len_, PROT_READ, MAP_PRIVATE, own, static_cast<off_t>(aligned));
+  if (p == MAP_FAILED) {
+    return absl::InternalError(absl::StrCat("cannot mmap fd ", fd, ": ", strerror(errno)));
+  }
+  f.map_base_ = static_cast<const uint8_t*>(p);
+  f.data_ = f.map_base_ + (offset - aligned);
+  f.mapped_ = true;
+  return f;
+#endif
+}
+
+MappedFile MappedFile::Borrow(const void* data, size_t size) {
+  MappedFile f;
+  f.data_ = size ? static_cast<const uint8_t*>(data) : nullptr;
+  f.size_ = size;
+  f.borrowed_ = true;
+  return f;
 }
 
 MappedFile::MappedFile(MappedFile&& o) noexcept { *this = std::move(o); }
@@ -418,15 +492,22 @@ MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
   if (this == &o) return *this;
     // Release what this one holds (not through ~MappedFile: that would end heap_'s lifetime).
 #if !defined(SELFCOND_WASM)
-  if (mapped_ && data_) munmap(const_cast<uint8_t*>(data_), size_);
+  if (mapped_ && map_base_) munmap(const_cast<uint8_t*>(map_base_), map_len_);
   if (fd_ >= 0) ::close(fd_);
 #endif
   heap_ = HeapBuffer();
   mapped_ = o.mapped_;
+  borrowed_ = o.borrowed_;
   size_ = o.size_;
   fd_ = o.fd_;
+  map_base_ = o.map_base_;
+  map_len_ = o.map_len_;
+  file_offset_ = o.file_offset_;
   o.fd_ = -1;
-  if (mapped_) {
+  o.map_base_ = nullptr;
+  o.map_len_ = 0;
+  o.borrowed_ = false;
+  if (mapped_ || borrowed_) {
     data_ = o.data_;
   } else {
     heap_ = std::move(o.heap_);
@@ -441,9 +522,10 @@ MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
 
 MappedFile::~MappedFile() {
 #if !defined(SELFCOND_WASM)
-  if (mapped_ && data_) munmap(const_cast<uint8_t*>(data_), size_);
+  if (mapped_ && map_base_) munmap(const_cast<uint8_t*>(map_base_), map_len_);
   if (fd_ >= 0) ::close(fd_);
 #endif
+  map_base_ = nullptr;
   fd_ = -1;
   mapped_ = false;
   data_ = nullptr;
@@ -457,8 +539,8 @@ absl::Status MappedFile::Read(const void* p, size_t n, void* dst) const {
   if (fd_ >= 0) {
     size_t done = 0;
     while (done < n) {
-      const ssize_t r =
-          pread(fd_, static_cast<uint8_t*>(dst) + done, n - done, static_cast<off_t>(off + done));
+      const ssize_t r = pread(fd_, static_cast<uint8_t*>(dst) + done, n - done,
+                              static_cast<off_t>(file_offset_ + off + done));
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) {
         return absl::DataLossError(

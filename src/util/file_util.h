@@ -102,7 +102,14 @@ absl::StatusOr<HeapBuffer> ReadFileToHeap(const std::string& path);
 class MappedFile {
  public:
   static absl::StatusOr<MappedFile> Open(const std::string& path);
+  // length bytes of an open file from offset (length 0: to the end), mapped like Open: a model
+  // stored inside a larger file (an Android APK's uncompressed asset). The descriptor is
+  // duplicated (the caller may close its own). Not in WASM.
+  static absl::StatusOr<MappedFile> OpenFd(int fd, uint64_t offset, uint64_t length);
   static MappedFile FromBuffer(HeapBuffer bytes);  // takes ownership
+  // The caller's bytes, used in place (no copy, not freed): they must stay unchanged and alive
+  // as long as the MappedFile. Pages are never dropped (they are not ours to discard).
+  static MappedFile Borrow(const void* data, size_t size);
 
   MappedFile() = default;
   MappedFile(MappedFile&& other) noexcept;
@@ -113,6 +120,8 @@ class MappedFile {
 
   absl::Span<const uint8_t> bytes() const { return {data_, size_}; }
   bool mapped() const { return mapped_; }
+  // A heap copy this object owns (FromBuffer, Open in WASM): neither mapped nor borrowed.
+  bool owns_heap() const { return !mapped_ && !borrowed_; }
 
   // Tells the kernel that [p, p + n) will not be needed for a while: the whole pages inside it
   // leave the resident set (a later read faults them in again from the file, so this is always
@@ -128,14 +137,20 @@ class MappedFile {
 
   // A heap copy's bytes, writable (empty for a mapped file), and shrinking it to its first n
   // bytes (the bytes may move: take pointers again afterwards).
-  absl::Span<uint8_t> mutable_heap() { return {heap_.data(), mapped_ ? 0 : heap_.size()}; }
+  absl::Span<uint8_t> mutable_heap() { return {heap_.data(), owns_heap() ? heap_.size() : 0}; }
   void ShrinkHeap(size_t n);
 
  private:
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   bool mapped_ = false;
-  int fd_ = -1;  // the mapped file, kept open for Read()
+  bool borrowed_ = false;  // Borrow: the caller's bytes
+  int fd_ = -1;            // the mapped file, kept open for Read()
+  // The mapping: from the page-aligned offset at or below the data's (OpenFd maps part of a
+  // file); data_ = map_base_ + (file_offset_ - aligned offset).
+  const uint8_t* map_base_ = nullptr;
+  size_t map_len_ = 0;
+  uint64_t file_offset_ = 0;  // of data_[0] in the file (for pread)
   HeapBuffer heap_;
 };
 

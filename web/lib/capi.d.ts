@@ -4,11 +4,12 @@
 // array. A params object may leave out any field: the C default is used.
 
 export type Status = 'ok' | 'invalid_argument' | 'not_found' | 'out_of_range' | 'failed_precondition' | 'data_loss' | 'resource_exhausted' | 'cancelled' | 'internal' | 'unimplemented';
+export type LogLevel = 'error' | 'warn' | 'info';
 export type TableFormat = 'json' | 'csv';
 export type Precision = 'int8' | 'f32';
 export type KvType = 'f32' | 'f16';
 export type ForcingValue = 'on_p50' | 'on_p90' | 'off_mean' | 'zero';
-export type Stop = 'max_tokens' | 'eos' | 'context_full' | 'cancelled';
+export type Stop = 'max_tokens' | 'eos' | 'context_full' | 'cancelled' | 'string';
 
 export interface ModelParams {
   /** 1: recompute the file's SHA-256 and refuse a mismatch (slower loads) */
@@ -17,6 +18,11 @@ export interface ModelParams {
   needF32?: boolean;
   /** the model's thread pool (created when first used); <= 0: every core */
   threads?: number;
+  /** memory the model may hold (packed weights, float copies, a copy of the file), checked before allocating: a load that needs more fails with SELFCOND_RESOURCE_EXHAUSTED; 0: no limit */
+  maxMemoryBytes?: number | bigint;
+  /** the load's progress (per mille: total 1000: hashing and packing the weights); may cancel; NULL: none */
+  progress?: number;
+  progressUserData?: number /* pointer */;
 }
 
 export interface ModelInfo {
@@ -99,6 +105,8 @@ export interface SessionParams {
   nCtx?: number;
   /** F16 halves the KV cache */
   kvType?: 'f32' | 'f16';
+  /** memory the session may allocate (KV cache and scratch): a larger n_ctx fails with SELFCOND_RESOURCE_EXHAUSTED; 0: half the device's memory */
+  maxMemoryBytes?: number | bigint;
 }
 
 export interface SessionInfo {
@@ -110,6 +118,8 @@ export interface SessionInfo {
   kvCacheBytes: number | bigint;
   /** what runs the linear layers: "xnnpack" (int8) or a hand-written kernel set ("avx2", "avx512vnni", "wasm_simd128", "scalar") */
   backend: string;
+  /** units the forcing overwrites (distinct units of every source, a top_k beyond its table counting the table's size); 0: none */
+  forcedUnits: number | bigint;
 }
 
 export interface ForcingSource {
@@ -131,12 +141,20 @@ export interface GenerateParams {
   seed?: number | bigint;
   /** 1: stop at an end-of-sequence token (default) */
   stopAtEos?: boolean;
+  /** 1: continue the session's context: the prompt is appended after the KV cache's n_past tokens (it may be "" to continue the last generation) and the new tokens stay in the cache for the next call */
+  keepContext?: boolean;
+  /** generation stops when the text holds one of these (the text before it is streamed; it and what follows are not) */
+  stopStrings?: string[];
+  /** llama.cpp's repetition penalty on the last repeat_last_n tokens of the prompt and the new ones; 1: off (default) */
+  repeatPenalty?: number;
+  /** default 64; -1: every token */
+  repeatLastN?: number;
 }
 
 export interface GenerateResult {
   promptTokens: number;
   newTokens: number;
-  stop: 'max_tokens' | 'eos' | 'context_full' | 'cancelled';
+  stop: 'max_tokens' | 'eos' | 'context_full' | 'cancelled' | 'string';
 }
 
 export interface GenerationStep {
@@ -146,7 +164,7 @@ export interface GenerationStep {
   piece: string;
   /** 1: the generation ended (stop says why); further calls report it again */
   done: boolean;
-  stop: 'max_tokens' | 'eos' | 'context_full' | 'cancelled';
+  stop: 'max_tokens' | 'eos' | 'context_full' | 'cancelled' | 'string';
   promptTokens: number;
   newTokens: number;
 }
@@ -251,9 +269,11 @@ export type CApiFunction =
   | 'selfcond_last_error'
   | 'selfcond_status_name'
   | 'selfcond_string_free'
+  | 'selfcond_set_log_callback'
   | 'selfcond_model_default_params'
   | 'selfcond_model_load_memory'
   | 'selfcond_model_load_owned'
+  | 'selfcond_model_load_view'
   | 'selfcond_model_free'
   | 'selfcond_model_get_info'
   | 'selfcond_build_info_to_string'
@@ -276,6 +296,7 @@ export type CApiFunction =
   | 'selfcond_session_get_info'
   | 'selfcond_session_eval'
   | 'selfcond_session_reset'
+  | 'selfcond_session_abort'
   | 'selfcond_session_set_forcing'
   | 'selfcond_generate_default_params'
   | 'selfcond_generate'
