@@ -21,14 +21,14 @@ a model file (it runs the `selfcond pull` command: see _pull.py).
 
 from ._core import (Error, ExpertUnit, Experts, GenerateResult, Model, ModelInfo, Ranking,
                     Session, Status, TokenStream, Dataset, build_info, expertise, load_dataset,
-                    version)
+                    set_log_callback, version)
 from ._lib import LibraryNotFoundError, library_path
 from ._pull import PullError, pull
 
-__version__ = "0.10.0"
+__version__ = "0.11.0"
 
 __all__ = [
     "Error", "Status", "LibraryNotFoundError", "Model", "ModelInfo", "Experts", "ExpertUnit",
     "Session", "GenerateResult", "TokenStream", "Ranking", "expertise", "Dataset", "load_dataset", "version",
-    "library_path", "build_info", "pull", "PullError",
+    "library_path", "build_info", "pull", "PullError", "set_log_callback",
 ]

@@ -14,7 +14,7 @@ from . import _lib as L
 
 __all__ = [
     "Error", "Status", "ModelInfo", "ExpertUnit", "GenerateResult", "Model", "Experts",
-    "Session", "Ranking", "TokenStream", "version", "build_info",
+    "Session", "Ranking", "TokenStream", "version", "build_info", "set_log_callback",
 ]
 
 
@@ -50,7 +50,7 @@ _PRECISION = {"int8": 0, "f32": 1}
 _KV = {"f32": 0, "f16": 1}
 _FORCING = {"on_p50": 0, "on_p90": 1, "off_mean": 2, "zero": 3}
 _FORMAT = {"json": 0, "csv": 1}
-_STOP = {0: "max_tokens", 1: "eos", 2: "context_full", 3: "cancelled"}
+_STOP = {0: "max_tokens", 1: "eos", 2: "context_full", 3: "cancelled", 4: "stop_string"}
 # params fields that hold an enum, by field name
 _ENUM_FIELDS = {"precision": _PRECISION, "forcing": _FORCING, "kv_type": _KV}
 _SITE_KINDS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
@@ -97,7 +97,7 @@ def _take_string(ptr):
 
 
 def version():
-    """The library's version, e.g. "0.10.0"."""
+    """The library's version, e.g. "0.11.0"."""
     return L.load().selfcond_version().decode()
 
 
@@ -108,6 +108,33 @@ def build_info():
     out = ctypes.c_void_p()
     _check(L.load().selfcond_build_info_to_string(ctypes.byref(out)))
     return json.loads(_take_string(out))
+
+
+_LOG_LEVELS = {0: "error", 1: "warn", 2: "info"}
+_log_callback = None  # the ctypes function the library holds (kept alive here)
+
+
+def set_log_callback(fn: Optional[Callable[[str, str], None]]):
+    """Sends the library's log lines to fn(level, message), level "error" (every failed call),
+    "warn" (e.g. a forcing's top_k beyond its table) or "info" (loads, sessions); None: none.
+    Process-wide (selfcond_set_log_callback); an exception fn raises is ignored."""
+    global _log_callback
+    lib = L.load()
+    if fn is None:
+        lib.selfcond_set_log_callback(L.LOG_CALLBACK(), None)
+        _log_callback = None
+        return
+
+    def trampoline(level, message, _user):
+        try:
+            fn(_LOG_LEVELS.get(level, str(level)),
+               ctypes.string_at(message).decode("utf-8", "replace"))
+        except Exception:  # noqa: BLE001 - a log sink must not break the call that logged
+            pass
+
+    cb = L.LOG_CALLBACK(trampoline)
+    lib.selfcond_set_log_callback(cb, None)
+    _log_callback = cb
 
 
 def _fill(struct, keep, **options):
@@ -251,27 +278,51 @@ class _Child(_Handle):
 class Model(_Handle):
     """A selfcond model (.scm file). Immutable; share it between sessions and threads.
 
-    Model(path, verify_hash=True, need_f32=False, threads=0); Model.from_bytes(data, ...). The
-    file's SHA-256 is checked unless verify_hash=False (a trusted file, faster load). threads:
-    the model's thread pool (0: every core), which threaded sessions (threads != 1), rankings
-    with threads != 1, steering vectors, choose_k and compare_methods run on."""
+    Model(path, verify_hash=True, need_f32=False, threads=0, max_memory=0, progress=None);
+    Model.from_bytes(data, ...), Model.from_buffer(buffer, ...) (no copy),
+    Model.from_fd(fd, offset, length, ...). The file's SHA-256 is checked unless
+    verify_hash=False (a trusted file, faster load). threads: the model's thread pool (0: every
+    core), which threaded sessions (threads != 1), rankings with threads != 1, steering vectors,
+    choose_k and compare_methods run on. max_memory: bytes the model may hold (a bigger one
+    fails with RESOURCE_EXHAUSTED; 0: no limit). progress(done, total) follows the load (per
+    mille) and cancels it by returning False."""
 
-    def __init__(self, path, verify_hash=True, need_f32=False, threads=0, *, _data=None):
+    def __init__(self, path, verify_hash=True, need_f32=False, threads=0, max_memory=0,
+                 progress=None, *, _data=None, _fd=None, _view=None):
         lib = L.load()
         self._children = weakref.WeakSet()
         self._live_children = 0
         self._close_pending = False
-        params = L.ModelParams(int(bool(verify_hash)), int(bool(need_f32)), int(threads))
+        params = L.ModelParams(int(bool(verify_hash)), int(bool(need_f32)), int(threads),
+                               int(max_memory))
+        cb = _Callback()
+        if progress is not None:
+            c_progress = L.PROGRESS_CALLBACK(lambda d, t, _u: cb.call(progress, d, t))
+            params.progress = c_progress
         out = ctypes.c_void_p()
+        self._view = None
         if _data is not None:
             buf = ctypes.create_string_buffer(bytes(_data), len(_data))
-            _check(lib.selfcond_model_load_memory(buf, len(_data), ctypes.byref(params),
-                                                  ctypes.byref(out)))
+            status = lib.selfcond_model_load_memory(buf, len(_data), ctypes.byref(params),
+                                                    ctypes.byref(out))
+            self.path = None
+        elif _fd is not None:
+            fd, offset, length = _fd
+            status = lib.selfcond_model_load_fd(int(fd), int(offset), int(length),
+                                                ctypes.byref(params), ctypes.byref(out))
+            self.path = None
+        elif _view is not None:
+            keep, address, size = _view
+            status = lib.selfcond_model_load_view(address, size, ctypes.byref(params),
+                                                  ctypes.byref(out))
+            self._view = keep  # the bytes the model uses in place: alive as long as it
             self.path = None
         else:
             self.path = os.fspath(path)
-            _check(lib.selfcond_model_load_file(os.fsencode(self.path), ctypes.byref(params),
-                                                ctypes.byref(out)))
+            status = lib.selfcond_model_load_file(os.fsencode(self.path), ctypes.byref(params),
+                                                  ctypes.byref(out))
+        cb.reraise()
+        _check(status)
         self._adopt(out.value, lib.selfcond_model_free)
         self.need_f32 = bool(need_f32)
         ci = L.ModelInfo()
@@ -285,9 +336,38 @@ class Model(_Handle):
         self._site_names = {}
 
     @classmethod
-    def from_bytes(cls, data, verify_hash=True, need_f32=False, threads=0):
+    def from_bytes(cls, data, verify_hash=True, need_f32=False, threads=0, **kwargs):
         """A model from the bytes of a .scm file (copied)."""
-        return cls(None, verify_hash, need_f32, threads, _data=data)
+        return cls(None, verify_hash, need_f32, threads, _data=data, **kwargs)
+
+    @classmethod
+    def from_buffer(cls, buffer, verify_hash=True, need_f32=False, threads=0, **kwargs):
+        """A model using the bytes of a .scm file in place, without a copy (bytes, bytearray,
+        mmap.mmap, a contiguous memoryview): the model keeps a reference to the buffer, which
+        must not change while the model lives."""
+        if isinstance(buffer, bytes):
+            keep = buffer
+            address = ctypes.cast(ctypes.c_char_p(buffer), ctypes.c_void_p).value
+            size = len(buffer)
+        else:
+            mv = memoryview(buffer).cast("B")
+            if not mv.contiguous:
+                raise ValueError("from_buffer needs a contiguous buffer")
+            size = mv.nbytes
+            if mv.readonly:
+                raise TypeError("from_buffer needs bytes or a writable buffer (bytearray, mmap); "
+                                "use from_bytes to copy a read-only one")
+            arr = (ctypes.c_char * max(1, size)).from_buffer(mv)
+            keep, address = (mv, arr), ctypes.addressof(arr)
+        return cls(None, verify_hash, need_f32, threads, _view=(keep, address, size), **kwargs)
+
+    @classmethod
+    def from_fd(cls, fd, offset=0, length=0, verify_hash=True, need_f32=False, threads=0,
+                **kwargs):
+        """A model stored in an open file from offset, length bytes (0: to its end), e.g. inside
+        a bundle; fd (an int or an object with fileno()) may be closed afterwards."""
+        fd = fd.fileno() if hasattr(fd, "fileno") else int(fd)
+        return cls(None, verify_hash, need_f32, threads, _fd=(fd, offset, length), **kwargs)
 
     def __repr__(self):
         state = "closed" if self.closed else f"{self.info.num_units} units"
@@ -710,10 +790,13 @@ ForcingSpec = Union["Experts", Tuple["Experts", int]]
 class Session(_Child):
     """One KV cache and one forcing setting. Use it from one thread at a time."""
 
-    def __init__(self, model: Model, threads=1, n_ctx=0, kv="f32", precision="int8"):
+    def __init__(self, model: Model, threads=1, n_ctx=0, kv="f32", precision="int8",
+                 max_memory=0):
+        """max_memory: bytes the session may allocate (KV cache and scratch); 0: half the
+        device's memory. A larger context fails with RESOURCE_EXHAUSTED."""
         lib = L.load()
         params = L.SessionParams(_choice(_PRECISION, precision, "precision"), int(threads),
-                                 int(n_ctx), _choice(_KV, kv, "kv"))
+                                 int(n_ctx), _choice(_KV, kv, "kv"), int(max_memory))
         out = ctypes.c_void_p()
         _check(lib.selfcond_session_create(model._p(), ctypes.byref(params), ctypes.byref(out)))
         self._attach(model, out.value, lib.selfcond_session_free)
@@ -798,15 +881,26 @@ class Session(_Child):
 
     def generate(self, prompt: str, max_new_tokens: int = 50, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_at_eos: bool = True,
-                 on_token: Optional[Callable[[str], Optional[bool]]] = None) -> GenerateResult:
+                 on_token: Optional[Callable[[str], Optional[bool]]] = None,
+                 keep_context: bool = False, stop: Sequence[str] = (),
+                 repeat_penalty: float = 1.0, repeat_last_n: int = 64) -> GenerateResult:
         """Prefills prompt (from position 0) and generates. temperature 0: greedy.
         on_token(piece) gets each new piece of text; returning False stops the generation
-        (stop == "cancelled"); an exception it raises stops it and is re-raised."""
+        (stop == "cancelled"); an exception it raises stops it and is re-raised.
+        keep_context: append the prompt after the session's KV cache ("" continues the last
+        generation) and keep the new tokens in it. stop: strings that end the generation
+        (stop == "stop_string"; the text ends before the string). repeat_penalty (1: off) on the
+        last repeat_last_n tokens (-1: all), as llama.cpp's."""
         lib = L.load()
         b = _encode(prompt, "prompt")
+        if isinstance(stop, (str, bytes)):
+            stop = [stop]
+        stops, n_stops = _str_array(list(stop), "stop")
         params = L.GenerateParams(int(max_new_tokens), float(temperature), int(top_k),
                                   float(top_p), int(seed) & 0xFFFFFFFFFFFFFFFF,
-                                  int(bool(stop_at_eos)))
+                                  int(bool(stop_at_eos)), int(bool(keep_context)),
+                                  ctypes.cast(stops, ctypes.POINTER(ctypes.c_char_p)), n_stops,
+                                  float(repeat_penalty), int(repeat_last_n))
         pieces, ids = [], []
         cb = _Callback()
 
@@ -850,16 +944,25 @@ class Session(_Child):
         return out
 
     def reset(self):
-        """Forgets the KV cache (n_past = 0); forcing, steering and logit bias stay."""
+        """Forgets the KV cache (n_past = 0) and a pending abort; forcing, steering and logit
+        bias stay."""
         L.load().selfcond_session_reset(self._p())
+
+    def abort(self):
+        """Stops the call running on this session, from any thread: a prefill (generate, eval)
+        raises Error CANCELLED with the cache as before it; a generation past its prefill ends
+        with stop == "cancelled". With no call running, the next one is stopped."""
+        ptr = self._ptr
+        if ptr is not None:
+            L.load().selfcond_session_abort(ptr)
 
     @property
     def info(self) -> dict:
-        """{"n_ctx", "n_past", "kv_cache_bytes", "backend"}."""
+        """{"n_ctx", "n_past", "kv_cache_bytes", "backend", "forced_units"}."""
         ci = L.SessionInfo()
         L.load().selfcond_session_get_info(self._p(), ctypes.byref(ci))
         return {"n_ctx": ci.n_ctx, "n_past": ci.n_past, "kv_cache_bytes": ci.kv_cache_bytes,
-                "backend": ci.backend.decode()}
+                "backend": ci.backend.decode(), "forced_units": ci.forced_units}
 
     def stream(self, prompt: str, **kwargs) -> "TokenStream":
         """Iterates over the pieces of text as they are generated (same arguments as generate,

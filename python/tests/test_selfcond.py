@@ -592,6 +592,137 @@ class GenerateTest(unittest.TestCase):
         self.assertEqual(results[0], results[1])
 
 
+class AppFeaturesTest(unittest.TestCase):
+    """The C API 0.11 features for apps, through Python: each against an independent path."""
+
+    def greedy(self, m, prompt, n, **kw):
+        with selfcond.Session(m) as s:
+            return s.generate(prompt, max_new_tokens=n, temperature=0, stop_at_eos=False, **kw)
+
+    def test_from_fd_and_from_buffer(self):
+        data = Path(MODEL).read_bytes()
+        want = self.greedy(model, PROMPT, 10).text
+        with tempfile.TemporaryDirectory() as d:
+            bundle = Path(d) / "bundle.bin"
+            bundle.write_bytes(b"x" * 4160 + data + b"tail")
+            with open(bundle, "rb") as f:
+                m = selfcond.Model.from_fd(f, offset=4160, length=len(data))
+            self.assertEqual(m.info.hash, model.info.hash)
+            self.assertEqual(self.greedy(m, PROMPT, 10).text, want)
+            m.close()
+            with open(bundle, "rb") as f, self.assertRaises(selfcond.Error) as e:
+                selfcond.Model.from_fd(f, offset=len(data) * 2)
+            self.assertEqual(e.exception.code, selfcond.Status.OUT_OF_RANGE)
+        for buf in (data, bytearray(data)):
+            m = selfcond.Model.from_buffer(buf)
+            self.assertEqual(self.greedy(m, PROMPT, 10).text, want)
+            m.close()
+        with self.assertRaises(TypeError):
+            selfcond.Model.from_buffer(memoryview(data))  # read-only and not bytes
+
+    def test_memory_budget_and_progress(self):
+        seen = []
+        m = selfcond.Model(MODEL, progress=lambda d, t: seen.append((d, t)))
+        self.assertEqual(seen[-1], (1000, 1000))
+        self.assertEqual([d for d, _ in seen], sorted(d for d, _ in seen))
+        with self.assertRaises(selfcond.Error) as e:
+            selfcond.Model(MODEL, progress=lambda d, t: d < 300)
+        self.assertEqual(e.exception.code, selfcond.Status.CANCELLED)
+
+        def boom(d, t):
+            raise KeyError("from the callback")
+        with self.assertRaises(KeyError):
+            selfcond.Model(MODEL, progress=boom)
+        with self.assertRaises(selfcond.Error) as e:
+            selfcond.Model(MODEL, max_memory=1 << 20)
+        self.assertEqual(e.exception.code, selfcond.Status.RESOURCE_EXHAUSTED)
+        self.assertIn("max_memory_bytes", e.exception.message)
+        with self.assertRaises(selfcond.Error) as e:
+            selfcond.Session(m, max_memory=1 << 16)
+        self.assertEqual(e.exception.code, selfcond.Status.RESOURCE_EXHAUSTED)
+        selfcond.Session(m, max_memory=1 << 30).close()
+        m.close()
+
+    def test_log_callback_and_forced_units(self):
+        lines = []
+        selfcond.set_log_callback(lambda level, msg: lines.append((level, msg)))
+        try:
+            with self.assertRaises(selfcond.Error):
+                selfcond.Model("/nonexistent/m.scm")
+            self.assertIn(("error", ), [(lv, ) for lv, m in lines if "/nonexistent/m.scm" in m])
+            experts = model.load_experts(EXPERTS)
+            with selfcond.Session(model) as s:
+                self.assertEqual(s.info["forced_units"], 0)
+                s.set_forcing([(experts, 20)])
+                self.assertEqual(s.info["forced_units"], 20)
+                s.set_forcing([(experts, len(experts) + 100)])
+                self.assertEqual(s.info["forced_units"], len(experts))
+                self.assertTrue(any(lv == "warn" and "top_k" in m for lv, m in lines), lines)
+        finally:
+            selfcond.set_log_callback(None)
+        n = len(lines)
+        with self.assertRaises(selfcond.Error):
+            selfcond.Model("/nonexistent/m.scm")
+        self.assertEqual(len(lines), n)
+
+    def test_keep_context_stop_strings_and_penalty(self):
+        whole = self.greedy(model, PROMPT, 16).text
+        with selfcond.Session(model) as s:
+            a = s.generate(PROMPT, max_new_tokens=8, temperature=0, stop_at_eos=False,
+                           keep_context=True)
+            b = s.generate("", max_new_tokens=8, temperature=0, stop_at_eos=False,
+                           keep_context=True)
+            self.assertEqual(a.text + b.text, whole)
+            self.assertEqual(s.info["n_past"], a.prompt_tokens + 16)
+        at = next(i for i in range(8, len(whole) - 3) if whole.find(whole[i:i + 3]) == i)
+        r = self.greedy(model, PROMPT, 16, stop=[whole[at:at + 3]])
+        self.assertEqual(r.stop, "stop_string")
+        self.assertEqual(r.text, whole[:at])
+        with self.assertRaises(selfcond.Error) as e:
+            self.greedy(model, PROMPT, 4, stop=[""])
+        self.assertEqual(e.exception.code, selfcond.Status.INVALID_ARGUMENT)
+        # The penalty against its definition on eval's logits (argmax each step).
+        with selfcond.Session(model) as s:
+            ids = model.tokenize(PROMPT)
+            logits = s.eval(ids)
+            hist, want = list(ids), []
+            for _ in range(10):
+                for t in set(hist[-64:]):
+                    logits[t] = logits[t] / 3.0 if logits[t] > 0 else logits[t] * 3.0
+                nxt = int(np.argmax(logits))
+                want.append(nxt)
+                hist.append(nxt)
+                logits = s.eval([nxt])
+        got = self.greedy(model, PROMPT, 10, repeat_penalty=3.0).token_ids
+        self.assertEqual(got, want)
+
+    def test_abort_from_another_thread(self):
+        with selfcond.Session(model) as s:
+            s.eval([464, 983])
+            started = threading.Event()
+            done = threading.Event()
+
+            def aborter():
+                while not done.is_set():
+                    s.abort()
+                    started.set()
+                    done.wait(0.001)
+            t = threading.Thread(target=aborter)
+            t.start()
+            started.wait()
+            try:
+                with self.assertRaises(selfcond.Error) as e:
+                    s.eval([262] * (s.info["n_ctx"] - 2))
+            finally:
+                done.set()
+                t.join()
+            self.assertEqual(e.exception.code, selfcond.Status.CANCELLED)
+            self.assertEqual(s.info["n_past"], 2)
+            s.reset()
+            r = s.generate(PROMPT, max_new_tokens=3, temperature=0)
+            self.assertEqual(r.new_tokens, 3)
+
+
 class LifetimeTest(unittest.TestCase):
     def test_session_keeps_model_alive(self):
         m = selfcond.Model(MODEL)
