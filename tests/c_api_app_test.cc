@@ -396,7 +396,7 @@ TEST_F(CApiAppTest, StopStrings) {
   selfcond_generate_result r;
   ASSERT_EQ(selfcond_generate(s, "The game", &gp, Append, &text, &r), SELFCOND_OK)
       << selfcond_last_error();
-  EXPECT_EQ(r.stop, SELFCOND_STOP_STRING);
+  EXPECT_EQ(r.stop, SELFCOND_STOP_STOP_STRING);
   EXPECT_EQ(text, whole.substr(0, at)) << "stop '" << stop << "' in '" << whole << "'";
   EXPECT_LT(r.new_tokens, 24);
 
@@ -409,7 +409,7 @@ TEST_F(CApiAppTest, StopStrings) {
     ASSERT_EQ(selfcond_generation_next(g, &step), SELFCOND_OK);
     stepped.append(step.piece, step.piece_len);
   } while (!step.done);
-  EXPECT_EQ(step.stop, SELFCOND_STOP_STRING);
+  EXPECT_EQ(step.stop, SELFCOND_STOP_STOP_STRING);
   EXPECT_EQ(stepped, text);
   selfcond_generation_free(g);
 

@@ -377,7 +377,7 @@ typedef enum {
   SELFCOND_STOP_EOS = 1,
   SELFCOND_STOP_CONTEXT_FULL = 2,
   SELFCOND_STOP_CANCELLED = 3,
-  SELFCOND_STOP_STRING = 4 /* the text reached one of the stop strings */
+  SELFCOND_STOP_STOP_STRING = 4 /* the text reached one of the stop strings */
 } selfcond_stop;
 
 /* Called for each new token (token >= 0) with the text that became complete UTF-8 (piece,

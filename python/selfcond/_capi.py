@@ -38,7 +38,7 @@ SELFCOND_STOP_MAX_TOKENS = 0
 SELFCOND_STOP_EOS = 1
 SELFCOND_STOP_CONTEXT_FULL = 2
 SELFCOND_STOP_CANCELLED = 3
-SELFCOND_STOP_STRING = 4
+SELFCOND_STOP_STOP_STRING = 4
 
 LOG_CALLBACK = ctypes.CFUNCTYPE(None, c_enum, ctypes.POINTER(ctypes.c_char), ctypes.c_void_p)
 PROGRESS_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p)

@@ -50,7 +50,7 @@ _PRECISION = {"int8": 0, "f32": 1}
 _KV = {"f32": 0, "f16": 1}
 _FORCING = {"on_p50": 0, "on_p90": 1, "off_mean": 2, "zero": 3}
 _FORMAT = {"json": 0, "csv": 1}
-_STOP = {0: "max_tokens", 1: "eos", 2: "context_full", 3: "cancelled", 4: "stop_string"}
+_STOP = {0: "max_tokens", 1: "eos", 2: "context_full", 3: "cancelled", 4: "stop_string"}  # selfcond_stop
 # params fields that hold an enum, by field name
 _ENUM_FIELDS = {"precision": _PRECISION, "forcing": _FORCING, "kv_type": _KV}
 _SITE_KINDS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")

@@ -83,7 +83,7 @@ class InstallTest(unittest.TestCase):
             self.assertEqual(selfcond.library_path(), _libpath.LIBRARY)
 
     def test_version(self):
-        self.assertEqual(selfcond.version().split(".")[:2], ["0", "10"])
+        self.assertEqual(selfcond.version().split(".")[:2], ["0", "11"])
         self.assertTrue(selfcond.library_path())
 
 

@@ -59,7 +59,7 @@ selfcond_stop StopToC(GenerateResult::Stop s) {
   return s == Stop::kEos           ? SELFCOND_STOP_EOS
          : s == Stop::kContextFull ? SELFCOND_STOP_CONTEXT_FULL
          : s == Stop::kCancelled   ? SELFCOND_STOP_CANCELLED
-         : s == Stop::kStopString  ? SELFCOND_STOP_STRING
+         : s == Stop::kStopString  ? SELFCOND_STOP_STOP_STRING
                                    : SELFCOND_STOP_MAX_TOKENS;
 }
 

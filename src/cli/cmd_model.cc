@@ -96,6 +96,9 @@ struct GenerateCommand {
   UnitChoiceFlags choice;
   bool no_stop = false;
   bool stats = false;
+  std::vector<std::string> stop_strings;
+  double repeat_penalty = 1.0;
+  int repeat_last_n = 64;
 
   CommandSpec Spec() {
     std::vector<FlagSpec> own = {
@@ -136,6 +139,14 @@ struct GenerateCommand {
                "force only at the last position of each step")};
     for (FlagSpec& f : choice.Flags()) own.push_back(std::move(f));
     own.push_back(Switch(&no_stop, "no-stop", "do not stop at an end-of-sequence token"));
+    own.push_back(Texts(&stop_strings, "stop", "STR",
+                        "stop when the text holds STR (repeatable; the text ends before it)"));
+    own.push_back(
+        Real(&repeat_penalty, "repeat-penalty", "X",
+             "llama.cpp's repetition penalty on the last --repeat-last-n tokens (1 = off)", 0.01,
+             100.0));
+    own.push_back(Int(&repeat_last_n, "repeat-last-n", "N",
+                      "tokens the repetition penalty looks back at (-1 = all)", -1, 1 << 20));
     own.push_back(Switch(&stats, "stats", "print token counts and speed to stderr"));
     return {"generate",
             "selfcond generate --prompt P [--model M] [options]",
@@ -260,6 +271,10 @@ struct GenerateCommand {
     g.sampling.top_p = static_cast<float>(top_p);
     g.sampling.seed = static_cast<uint64_t>(seed);
     g.stop_at_eos = !no_stop;
+    g.stop_strings = stop_strings;
+    g.repeat_penalty = static_cast<float>(repeat_penalty);
+    g.repeat_last_n = repeat_last_n;
+    if (auto st = ValidateGenerate(g); !st.ok()) return st;
     // The session's KV cache holds what this generation needs: the prompt plus the new tokens.
     // (The tokenizer lives in the model file, so the model is loaded first and the session sized
     // then.)
@@ -282,7 +297,9 @@ struct GenerateCommand {
     });
     std::printf("\n");
     if (!res.ok()) return res.status();
-    if (res->stop == GenerateResult::Stop::kContextFull) {
+    if (res->stop == GenerateResult::Stop::kStopString) {
+      std::fprintf(stderr, "(stopped at a --stop string)\n");
+    } else if (res->stop == GenerateResult::Stop::kContextFull) {
       std::fprintf(stderr, "(stopped: the context of %u tokens is full)\n",
                    rt.model().config().n_ctx);
     }

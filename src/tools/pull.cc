@@ -522,7 +522,7 @@ class Client {
     if (!range.empty()) hdrs = curl_slist_append(hdrs, ("Range: " + range).c_str());
     curl_easy_setopt(h_, CURLOPT_URL, url.c_str());
     curl_easy_setopt(h_, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(h_, CURLOPT_USERAGENT, "selfcond-pull/0.10 (huggingface_hub protocol)");
+    curl_easy_setopt(h_, CURLOPT_USERAGENT, "selfcond-pull/0.11 (huggingface_hub protocol)");
     curl_easy_setopt(h_, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h_, CURLOPT_ERRORBUFFER, err);
 #if LIBCURL_VERSION_NUM >= 0x075500

@@ -274,6 +274,39 @@ test('step-wise generation', { skip: skipModel }, async () => {
   e.c.raw('selfcond_generation_free', g);
 });
 
+test('apps: stop strings, repetition penalty, keep_context, session budget, forced units (C API 0.11)', { skip: skipModel }, async () => {
+  const { e, model, s } = await engine();
+  const greedy = { temperature: 0, stopAtEos: false };
+  const whole = e.generate(s, 'The football match', { ...greedy, maxNewTokens: 16 });
+  // A stop string from the middle of the greedy text: the text ends before it.
+  let at = 8;
+  while (whole.text.indexOf(whole.text.slice(at, at + 3)) !== at) at++;
+  const stopped = e.generate(s, 'The football match', { ...greedy, maxNewTokens: 16, stopStrings: [whole.text.slice(at, at + 3)] });
+  assert.equal(stopped.stop, 'stop_string');
+  assert.equal(stopped.text, whole.text.slice(0, at));
+  assert.throws(() => e.start(s, 'x', { stopStrings: [''] }), /stop string 0/);
+  // keep_context: 8 + 8 tokens continued with "" are the greedy 16.
+  const a = e.generate(s, 'The football match', { ...greedy, maxNewTokens: 8, keepContext: true });
+  const b = e.generate(s, '', { ...greedy, maxNewTokens: 8, keepContext: true });
+  assert.equal(a.text + b.text, whole.text);
+  // The penalty changes a repetitive greedy text and is refused out of range.
+  const rep = e.generate(s, 'the the the the the', { ...greedy, maxNewTokens: 10 });
+  const pen = e.generate(s, 'the the the the the', { ...greedy, maxNewTokens: 10, repeatPenalty: 5, repeatLastN: -1 });
+  assert.notDeepEqual(pen.tokens, rep.tokens);
+  assert.ok(!pen.tokens.includes(e.tokenize(model, ' the')[0]), 'the penalized token came back');
+  assert.throws(() => e.start(s, 'x', { repeatPenalty: 0 }), /repeat penalty/);
+  // A session budget below its KV cache is refused with RESOURCE_EXHAUSTED.
+  assert.throws(() => e.session(model, { maxMemoryBytes: 65536 }), /RESOURCE_EXHAUSTED|memory/);
+  // forced_units counts a k beyond the table as the table's size.
+  const t = e.rank(model, 'football', ['The striker scored a goal.', 'The match ended in a draw.'], ['The cake was sweet.', 'I read a book.'], { topN: 25 });
+  e.force(s, [{ experts: t, topK: 10 }]);
+  assert.equal(Number(e.sessionInfo(s).forcedUnits), 10);
+  e.force(s, [{ experts: t, topK: 100 }]);
+  assert.equal(Number(e.sessionInfo(s).forcedUnits), 25);
+  e.force(s, []);
+  assert.equal(Number(e.sessionInfo(s).forcedUnits), 0);
+});
+
 test('sessions of one model are independent (KV cache, forcing, generation)', { skip: skipModel }, async () => {
   const { e, model, s: a } = await engine();
   const b = e.session(model);

@@ -9,7 +9,7 @@ export type TableFormat = 'json' | 'csv';
 export type Precision = 'int8' | 'f32';
 export type KvType = 'f32' | 'f16';
 export type ForcingValue = 'on_p50' | 'on_p90' | 'off_mean' | 'zero';
-export type Stop = 'max_tokens' | 'eos' | 'context_full' | 'cancelled' | 'string';
+export type Stop = 'max_tokens' | 'eos' | 'context_full' | 'cancelled' | 'stop_string';
 
 export interface ModelParams {
   /** 1: recompute the file's SHA-256 and refuse a mismatch (slower loads) */
@@ -154,7 +154,7 @@ export interface GenerateParams {
 export interface GenerateResult {
   promptTokens: number;
   newTokens: number;
-  stop: 'max_tokens' | 'eos' | 'context_full' | 'cancelled' | 'string';
+  stop: 'max_tokens' | 'eos' | 'context_full' | 'cancelled' | 'stop_string';
 }
 
 export interface GenerationStep {
@@ -164,7 +164,7 @@ export interface GenerationStep {
   piece: string;
   /** 1: the generation ended (stop says why); further calls report it again */
   done: boolean;
-  stop: 'max_tokens' | 'eos' | 'context_full' | 'cancelled' | 'string';
+  stop: 'max_tokens' | 'eos' | 'context_full' | 'cancelled' | 'stop_string';
   promptTokens: number;
   newTokens: number;
 }

@@ -99,8 +99,10 @@ export interface ForcingOptions {
 }
 
 /** The sampler's options are the engine's selfcond_generate_params (temperature, topK, topP,
- * seed, stopAtEos), with maxNewTokens named maxTokens. */
-export interface GenerateOptions extends Omit<GenerateParams, 'maxNewTokens'> {
+ * seed, stopAtEos, stopStrings, repeatPenalty, repeatLastN), with maxNewTokens named maxTokens.
+ * keepContext is not offered here: the worker hands each generation a session from its pool
+ * (README "For page authors"). */
+export interface GenerateOptions extends Omit<GenerateParams, 'maxNewTokens' | 'keepContext'> {
   prompt: string;
   /** Default 50. */
   maxTokens?: number;
@@ -229,8 +231,11 @@ export interface TokenEvent {
 }
 
 export interface GenerateResult {
+  /** 'stop_string' when the text reached one of stopStrings (the text ends before it). */
   stop: Stop;
   tokens: number;
+  /** Units the forcing overwrote (a k beyond its table counts the table's size). */
+  forcedUnits: number;
   promptTokens?: number;
   ms: number;
   tokensPerSecond?: number;

@@ -416,7 +416,9 @@ export class SelfCond extends EventTarget {
       prompt: opts.prompt ?? '',
       opts: {
         maxTokens: opts.maxTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP,
-        seed: opts.seed, stopAtEos: opts.stopAtEos, experts, forcing: opts.forcing, steer, bias,
+        seed: opts.seed, stopAtEos: opts.stopAtEos, stopStrings: opts.stopStrings,
+        repeatPenalty: opts.repeatPenalty, repeatLastN: opts.repeatLastN, experts,
+        forcing: opts.forcing, steer, bias,
       },
     };
     const done = this._call('startGeneration', args, [], (m) => onToken?.(m), id);

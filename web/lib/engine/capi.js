@@ -42,7 +42,7 @@ export const ENUMS = {
   "eos": 1,
   "context_full": 2,
   "cancelled": 3,
-  "string": 4
+  "stop_string": 4
  }
 };
 export const STRUCTS = {

@@ -492,8 +492,18 @@ let scheduling = false;
 // The page's generation options, in the C API's names (selfcond_generate_params).
 const generateParams = (o) => ({
   maxNewTokens: o.maxTokens ?? 50, temperature: o.temperature, topK: o.topK, topP: o.topP,
-  seed: o.seed, stopAtEos: o.stopAtEos,
+  seed: o.seed, stopAtEos: o.stopAtEos, stopStrings: o.stopStrings, repeatPenalty: o.repeatPenalty,
+  repeatLastN: o.repeatLastN,
 });
+
+// Units the session's forcing overwrites (selfcond_session_info.forced_units).
+function forcedUnits(sessionPtr) {
+  return capi.scoped((a) => {
+    const p = a.alloc(STRUCT_SIZE.selfcond_session_info);
+    capi.raw('selfcond_session_get_info', sessionPtr, p);
+    return Number(capi.read('selfcond_session_info', p).forcedUnits);
+  });
+}
 
 async function startGeneration({ gen, prompt, opts }) {
   requireModel();
@@ -642,7 +652,7 @@ function stepGen(g) {
   if (r.done) {
     const ms = performance.now() - g.t0;
     const decodeMs = g.tFirst ? performance.now() - g.tFirst : 0;
-    finishGen(g, { stop: r.stop, tokens: g.index, ms, tokensPerSecond: g.index > 1 && decodeMs > 0 ? (g.index - 1) / (decodeMs / 1000) : 0 });
+    finishGen(g, { stop: r.stop, tokens: g.index, forcedUnits: forcedUnits(g.s.ptr), ms, tokensPerSecond: g.index > 1 && decodeMs > 0 ? (g.index - 1) / (decodeMs / 1000) : 0 });
   }
 }
 
