@@ -8,6 +8,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "util/csv.h"
 #include "util/file_util.h"
 #include "util/json.h"
 #include "util/numpy_random.h"
@@ -344,51 +345,6 @@ absl::StatusOr<Dataset> DatasetFromVectors(const std::string& concept,
 
 namespace {
 
-// One CSV record from text at *pos (RFC 4180 as pandas writes it: fields quoted when they hold
-// a comma, quote or newline, quotes doubled). Returns false at the end of the text.
-bool NextCsvRecord(std::string_view text, size_t* pos, std::vector<std::string>* fields,
-                   bool* bad_quote) {
-  fields->clear();
-  *bad_quote = false;
-  if (*pos >= text.size()) return false;
-  std::string cur;
-  bool quoted = false, any = false;
-  size_t i = *pos;
-  for (; i < text.size(); ++i) {
-    const char c = text[i];
-    if (quoted) {
-      if (c == '"') {
-        if (i + 1 < text.size() && text[i + 1] == '"') {
-          cur += '"';
-          ++i;
-        } else {
-          quoted = false;
-        }
-      } else {
-        cur += c;
-      }
-      continue;
-    }
-    if (c == '"' && cur.empty()) {
-      quoted = any = true;
-    } else if (c == ',') {
-      fields->push_back(std::move(cur));
-      cur.clear();
-      any = true;
-    } else if (c == '\n') {
-      ++i;
-      break;
-    } else if (c != '\r') {
-      cur += c;
-      any = true;
-    }
-  }
-  *bad_quote = quoted;  // an unterminated quoted field
-  *pos = i;
-  if (any || !cur.empty()) fields->push_back(std::move(cur));
-  return true;
-}
-
 bool PlainName(std::string_view s) {
   if (s.empty() || s == "." || s == "..") return false;
   for (char c : s)
@@ -405,10 +361,14 @@ absl::StatusOr<std::vector<std::string>> ParseConceptList(std::string_view text,
   if (const int64_t bad = FindInvalidUtf8(text); bad >= 0) {
     return absl::InvalidArgumentError(absl::StrCat(label, ": invalid UTF-8 at byte ", bad));
   }
-  size_t pos = 0;
+  // At most this many columns (ml-selfcond's has two): a row of commas fails at once.
+  constexpr size_t kMaxColumns = 64;
+  CsvReader reader(text);
   std::vector<std::string> fields;
-  bool bad_quote = false;
-  if (!NextCsvRecord(text, &pos, &fields, &bad_quote)) {
+  auto first = reader.Next(&fields, kMaxColumns);
+  if (!first.ok())
+    return absl::InvalidArgumentError(absl::StrCat(label, ": ", first.status().message()));
+  if (!*first) {
     return absl::InvalidArgumentError(
         absl::StrCat(label, ": empty (want a header 'group,concept')"));
   }
@@ -424,10 +384,13 @@ absl::StatusOr<std::vector<std::string>> ParseConceptList(std::string_view text,
   }
   std::vector<std::string> files;
   std::set<std::string> seen;
-  for (int row = 1; NextCsvRecord(text, &pos, &fields, &bad_quote); ++row) {
-    if (bad_quote) {
-      return absl::InvalidArgumentError(absl::StrCat(label, ": row ", row, ": unterminated quote"));
+  for (int row = 1;; ++row) {
+    auto more = reader.Next(&fields, kMaxColumns);
+    if (!more.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(label, ": row ", row, ": ", more.status().message()));
     }
+    if (!*more) break;
     if (fields.empty() || (fields.size() == 1 && absl::StripAsciiWhitespace(fields[0]).empty())) {
       continue;  // a blank line
     }

@@ -16,6 +16,7 @@
 #include "absl/strings/strip.h"
 #include "experts/dataset.h"  // FindInvalidUtf8
 #include "model/model.h"
+#include "util/csv.h"
 #include "util/file_util.h"
 #include "util/json.h"
 #include "util/sha256.h"
@@ -108,90 +109,6 @@ absl::Status ValidateAndSort(ExpertTable* t) {
 }
 
 // ---- CSV ------------------------------------------------------------------------------------
-
-// RFC 4180 records (quoted fields may hold commas, quotes doubled, newlines), one at a time:
-// memory is one record, and a record with more fields than max_fields is an error as soon as it
-// is seen (a 50 MB row of commas costs nothing). Errors name the line.
-class CsvReader {
- public:
-  explicit CsvReader(std::string_view text) : text_(text) {}
-  int line() const { return line_; }
-  // The next non-empty record into *fields (false at the end of the text).
-  absl::StatusOr<bool> Next(std::vector<std::string>* fields, size_t max_fields) {
-    fields->clear();
-    std::string field;
-    bool any = false;  // the current record has content
-    auto push = [&]() -> absl::Status {
-      if (fields->size() >= max_fields) {
-        return absl::InvalidArgumentError(absl::StrCat("CSV: line ", line_, " has more than ",
-                                                       max_fields, " fields (the header has ",
-                                                       max_fields, ")"));
-      }
-      fields->push_back(std::move(field));
-      field.clear();
-      return absl::OkStatus();
-    };
-    while (i_ < text_.size()) {
-      const char c = text_[i_];
-      if (c == '"' && field.empty()) {
-        const int start_line = line_;
-        ++i_;
-        for (;;) {
-          if (i_ >= text_.size()) {
-            return absl::InvalidArgumentError(
-                absl::StrCat("CSV: unterminated quoted field starting on line ", start_line));
-          }
-          if (text_[i_] == '"') {
-            if (i_ + 1 < text_.size() && text_[i_ + 1] == '"') {
-              field += '"';
-              i_ += 2;
-              continue;
-            }
-            ++i_;
-            break;
-          }
-          if (text_[i_] == '\n') ++line_;
-          field += text_[i_++];
-        }
-        any = true;
-        if (i_ < text_.size() && text_[i_] != ',' && text_[i_] != '\n' && text_[i_] != '\r') {
-          return absl::InvalidArgumentError(
-              absl::StrCat("CSV: unexpected character after a quoted field on line ", line_));
-        }
-        continue;
-      }
-      if (c == ',') {
-        if (auto st = push(); !st.ok()) return st;
-        any = true;
-        ++i_;
-        continue;
-      }
-      if (c == '\r' || c == '\n') {
-        if (c == '\r' && i_ + 1 < text_.size() && text_[i_ + 1] == '\n') ++i_;
-        ++i_;
-        ++line_;
-        if (any || !field.empty()) {
-          if (auto st = push(); !st.ok()) return st;
-          return true;
-        }
-        continue;  // an empty line
-      }
-      field += c;
-      any = true;
-      ++i_;
-    }
-    if (any || !field.empty()) {
-      if (auto st = push(); !st.ok()) return st;
-      return true;
-    }
-    return false;
-  }
-
- private:
-  std::string_view text_;
-  size_t i_ = 0;
-  int line_ = 1;
-};
 
 // Column names and counts of an expertise.csv header: at most this many columns.
 constexpr size_t kMaxCsvColumns = 64;
