@@ -411,12 +411,14 @@ GenderCurve Curve(const GenderExperimentResult& res, size_t c, const char* group
   return curve;
 }
 
-// The forcing of every (concept, k > 0): index 0 is no forcing; cond_of[c][ki] the index.
+// The condition of every (concept, k > 0), with its forced units' mean AP: index 0 is no
+// forcing (ml-selfcond's num_units 0); cond_of[c][ki] the index.
 absl::Status GenderConditions(const Model& model, absl::Span<const ExpertTable* const> tables,
                               const GenderExperimentOptions& opts, GenderExperimentResult* res,
-                              std::vector<Forcing>* forcings,
+                              std::vector<Condition>* conditions,
                               std::vector<std::vector<int>>* cond_of) {
-  forcings->assign(1, Forcing());
+  conditions->assign(1, Condition());
+  (*conditions)[0].method = "experts";
   cond_of->assign(tables.size(), std::vector<int>(opts.ks.size(), 0));
   for (size_t c = 0; c < tables.size(); ++c) {
     const ExpertTable& t = *tables[c];
@@ -428,34 +430,21 @@ absl::Status GenderConditions(const Model& model, absl::Span<const ExpertTable* 
       auto cond =
           ExpertsCondition(model, t, opts.ks[ki], opts.choice, opts.forcing, opts.only_last_token);
       if (!cond.ok()) return cond.status();
-      (*cond_of)[c][ki] = static_cast<int>(forcings->size());
-      forcings->push_back(std::move(cond->forcing));
+      auto mean_ap = MeanAp(t, opts.ks[ki], opts.choice);
+      if (!mean_ap.ok()) return mean_ap.status();
+      cond->mean_ap = *mean_ap;
+      (*cond_of)[c][ki] = static_cast<int>(conditions->size());
+      conditions->push_back(std::move(*cond));
     }
   }
   return absl::OkStatus();
 }
 
 // Continuations of every occupation prompt under no forcing and each concept's k > 0.
-absl::Status GenerateForGender(const Model& model, absl::Span<const ExpertTable* const> tables,
-                               const std::vector<Forcing>& forcings,
+absl::Status GenerateForGender(const Model& model, const std::vector<Condition>& conditions,
                                const std::vector<std::vector<int>>& cond_of,
                                const GenderExperimentOptions& opts, ThreadPool* pool,
                                const ExperimentProgress& progress, GenderExperimentResult* res) {
-  std::vector<Condition> conditions(forcings.size());
-  conditions[0].method = "experts";  // k = 0: no unit forced (ml-selfcond's num_units 0)
-  for (size_t c = 0; c < tables.size(); ++c) {
-    for (size_t ki = 0; ki < opts.ks.size(); ++ki) {
-      const int idx = cond_of[c][ki];
-      if (idx == 0) continue;
-      Condition& cond = conditions[idx];
-      cond.method = "experts";
-      cond.strength = static_cast<double>(opts.ks[ki]);
-      cond.forcing = forcings[idx];
-      auto mean_ap = MeanAp(*tables[c], opts.ks[ki], opts.choice);
-      if (!mean_ap.ok()) return mean_ap.status();
-      cond.mean_ap = *mean_ap;
-    }
-  }
   GenerationGrid grid;
   grid.prompts.clear();
   for (const auto& p : res->prompts) grid.prompts.push_back(p.text);
@@ -504,12 +493,12 @@ absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
   GenderExperimentResult res;
   res.options = opts;
   res.prompts = std::move(prompts);
-  std::vector<Forcing> forcings;
+  std::vector<Condition> conditions;
   std::vector<std::vector<int>> cond_of;
-  if (auto st = GenderConditions(model, tables, opts, &res, &forcings, &cond_of); !st.ok()) {
+  if (auto st = GenderConditions(model, tables, opts, &res, &conditions, &cond_of); !st.ok()) {
     return st;
   }
-  const size_t C = forcings.size(), P = res.prompts.size();
+  const size_t C = conditions.size(), P = res.prompts.size();
   std::vector<std::vector<int32_t>> ids(P);
   for (size_t p = 0; p < P; ++p) {
     ids[p] = tok.Encode(res.prompts[p].text);
@@ -529,7 +518,7 @@ absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
     for (size_t idx = w; idx < total; idx += workers) {
       const size_t c = idx / P, p = idx % P;
       Session::Conditioning cond;
-      if (c != 0) cond.forcing = forcings[c];
+      if (c != 0) cond.forcing = conditions[c].forcing;
       if (auto s = session.SetConditioning(std::move(cond)); !s.ok()) return s;
       session.Reset();
       auto logits = session.Forward(ids[p], Session::Logits::kLast);
@@ -569,7 +558,7 @@ absl::StatusOr<GenderExperimentResult> RunGenderExperiment(
     }
   }
   if (opts.generate > 0) {
-    if (auto s = GenerateForGender(model, tables, forcings, cond_of, opts, pool, progress, &res);
+    if (auto s = GenerateForGender(model, conditions, cond_of, opts, pool, progress, &res);
         !s.ok()) {
       return s;
     }
