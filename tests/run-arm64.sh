@@ -106,6 +106,35 @@ for f in "$tmp/selfcond" "$tmp/libselfcond.so" "$tmp/libselfcond.a"; do
 done
 rm -rf "$tmp"
 
+# The Linux aarch64 release (issue 19): CPack's tarball of the library (shared and static), the
+# header, the CMake package, pkg-config and the CLI. An app builds demo/c against the extracted
+# tarball alone (cross-compiled here: no aarch64 compiler runs under emulation), and both demos
+# and the packed CLI run under qemu.
+echo "-- release tarball (CPack): demo/c built against it alone, run under qemu"
+rm -rf "$BUILD/release"
+cpack --config "$BUILD/CPackConfig.cmake" -B "$BUILD/release" >/dev/null
+TARBALL=$(ls "$BUILD"/release/selfcond-*-linux-aarch64.tar.gz)
+rel=$(mktemp -d)
+tar xzf "$TARBALL" -C "$rel"
+prefix=$(ls -d "$rel"/selfcond-*-linux-aarch64)
+for f in bin/selfcond lib/libselfcond.so.0 lib/libselfcond.a include/selfcond/selfcond.h \
+  lib/cmake/selfcond/selfcondConfig.cmake lib/pkgconfig/selfcond.pc; do
+  [[ -e "$prefix/$f" ]] || { echo "the tarball lacks $f" >&2; exit 1; }
+done
+aarch64-linux-gnu-readelf -h "$prefix/bin/selfcond" | grep -q AArch64
+cmake -S demo/c -B "$rel/demo" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_TOOLCHAIN_FILE="$ROOT/cmake/aarch64-linux-gnu.cmake" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$rel/demo" >/dev/null
+for demo in demo_c demo_c_static; do
+  out=$(arm "$rel/demo/$demo" demo/models/selfcond-mini-30m.scm demo/experts/football.json)
+  grep -q " new)" <<<"$out" || { echo "$demo (aarch64, from the tarball) generated nothing:" >&2; echo "$out" >&2; exit 1; }
+  echo "  $demo: ok"
+done
+arm "$prefix/bin/selfcond" generate --prompt "Hello" --max-tokens 3 --temperature 0 >/dev/null
+echo "  $(basename "$TARBALL"): $(stat -c %s "$TARBALL") bytes"
+cp "$TARBALL" build/
+rm -rf "$rel"
+
 # The Android door's layout: the Java binding's jar (the x86 build's: bytecode has no CPU) and
 # the JNI library cross-built here, in an AAR (scripts/make_aar.sh says what it is not: the
 # libraries are glibc's aarch64, not the NDK's).
