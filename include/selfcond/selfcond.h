@@ -405,9 +405,9 @@ SELFCOND_API selfcond_status selfcond_generate(selfcond_session* session, const 
 /* Generation in steps, for a UI that streams tokens, interleaves several generations or stops
  * between tokens (the browser's worker drives this). */
 typedef struct selfcond_generation selfcond_generation;
-/* Tokenizes prompt as selfcond_generate does and prefills it into the session from position 0
- * (the slow part of a long prompt). The session is the generation's until it is freed: do not
- * use it meanwhile. */
+/* Tokenizes prompt as selfcond_generate does and prefills it into the session from position 0,
+ * or after its cache with keep_context (the slow part of a long prompt). The session is the
+ * generation's until it is freed: do not use it meanwhile (selfcond_session_abort excepted). */
 SELFCOND_API selfcond_status selfcond_generation_start(selfcond_session* session,
                                                        const char* prompt,
                                                        const selfcond_generate_params* params,
