@@ -76,6 +76,13 @@ describe('steering methods and the expert explorer', { skip }, () => {
         const experts = await run({ experts: [{ table, k: 50 }] });
         // Sessions are reused: a plain generation after steered and biased ones is the plain one.
         const again = await run({});
+        // C API 0.11 through the package: the units forced, and a stop string from the plain text.
+        const forced = (await sc.generate({ prompt: 'The weekend was', maxTokens: 2, temperature: 0, experts: [{ table, k: 50 }] }).done).forcedUnits;
+        const stopString = base.slice(6, 9);
+        let stoppedText = '';
+        const stopped = await sc.generate({ prompt: 'The weekend was', maxTokens: 16, temperature: 0, stopAtEos: false, stopStrings: [stopString] },
+          (t) => { stoppedText += t.text; }).done;
+        const app = { forced, stop: stopped.stop, stoppedText, want: base.slice(0, base.indexOf(stopString)) };
         const errors = {
           badLength: await rejects(run({ steer: { vector: new Float32Array(3), layer: 2, alpha: 1 } })),
           badLayer: await rejects(run({ steer: { vector: sv.vector, layer: 99, alpha: 1 } })),
@@ -90,7 +97,7 @@ describe('steering methods and the expert explorer', { skip }, () => {
         const compareMs = performance.now() - t0;
         return {
           nEmbd: info.nEmbd, nLayer: info.nLayer, words, sv: { isF32: sv.vector instanceof Float32Array, len: sv.vector.length, layer: sv.layer, norm: sv.norm },
-          svDefaultLayer: svDefault.layer, bias, traceById, traceBySite, id, base, steered, biased, experts, again, errors,
+          svDefaultLayer: svDefault.layer, bias, traceById, traceBySite, id, base, steered, biased, experts, again, errors, app,
           cmp: { methods: cmp.points.map((p) => `${p.method}:${p.strength}`), point: cmp.points[0], words: cmp.concept_words.length, norm: cmp.steer_norm }, compareMs,
         };
       } finally {
@@ -100,6 +107,7 @@ describe('steering methods and the expert explorer', { skip }, () => {
     console.log(`package: words ${r.words.slice(0, 8).map((w) => w.word).join(', ')}; steer norm ${r.sv.norm.toFixed(2)}; ` +
       `${r.bias.tokens.length} bias tokens; compare ${r.cmp.methods.length} points in ${(r.compareMs / 1000).toFixed(1)} s`);
     console.log(`  base:    ${JSON.stringify(r.base)}\n  steered: ${JSON.stringify(r.steered)}\n  biased:  ${JSON.stringify(r.biased)}`);
+    assert.deepEqual([r.app.forced, r.app.stop, r.app.stoppedText], [50, 'stop_string', r.app.want], JSON.stringify(r.app));
     assert.ok(r.words.length > 0 && r.words.length <= 10);
     assert.ok(r.words.every((w) => typeof w.word === 'string' && Number.isFinite(w.logOdds) && w.positive >= w.negative), JSON.stringify(r.words));
     assert.ok(r.words.some((w) => /football|league|team|cup|goal|club|soccer|player|match/i.test(w.word)), JSON.stringify(r.words));
