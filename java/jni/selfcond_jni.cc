@@ -70,7 +70,7 @@ bool ToStrings(JNIEnv* env, jobjectArray a, StringArray* out) {
   for (jsize i = 0; i < n; ++i) {
     auto b = static_cast<jbyteArray>(env->GetObjectArrayElement(a, i));
     if (b == nullptr) {
-      ThrowIllegalArgument(env, "a sentence is null");
+      ThrowIllegalArgument(env, "a string is null");
       return false;
     }
     out->strings.push_back(Bytes(env, b));
@@ -132,19 +132,52 @@ int OnProgress(int done, int total, void* user) {
 
 JNI_FN(jstring, version)(JNIEnv* env, jclass) { return env->NewStringUTF(selfcond_version()); }
 
-JNI_FN(jlong, modelLoadFile)(JNIEnv* env, jclass, jbyteArray path, jboolean verify, jint threads) {
-  selfcond_model_params p = selfcond_model_default_params();
-  p.verify_hash = verify ? 1 : 0;
-  p.threads = threads;
+// selfcond_model_params from the Java Params' fields; the progress listener (may be null) is
+// called on the loading (the caller's) thread through call.
+static bool ModelParams(JNIEnv* env, jboolean verify, jint threads, jlong max_memory,
+                        jobject listener, ProgressCall* call, selfcond_model_params* p) {
+  *p = selfcond_model_default_params();
+  p->verify_hash = verify ? 1 : 0;
+  p->threads = threads;
+  p->max_memory_bytes = max_memory;
+  *call = {env, listener, nullptr};
+  if (listener != nullptr) {
+    call->method = env->GetMethodID(env->GetObjectClass(listener), "onProgress", "(II)Z");
+    if (call->method == nullptr) return false;
+    p->progress = OnProgress;
+    p->progress_user_data = call;
+  }
+  return true;
+}
+
+JNI_FN(jlong, modelLoadFile)
+(JNIEnv* env, jclass, jbyteArray path, jboolean verify, jint threads, jlong max_memory,
+ jobject listener) {
+  selfcond_model_params p;
+  ProgressCall call;
+  if (!ModelParams(env, verify, threads, max_memory, listener, &call, &p)) return 0;
   selfcond_model* m = nullptr;
   if (Check(env, selfcond_model_load_file(Bytes(env, path).c_str(), &p, &m))) return 0;
   return Handle(m);
 }
 
-JNI_FN(jlong, modelLoadBytes)(JNIEnv* env, jclass, jbyteArray data, jboolean verify, jint threads) {
-  selfcond_model_params p = selfcond_model_default_params();
-  p.verify_hash = verify ? 1 : 0;
-  p.threads = threads;
+JNI_FN(jlong, modelLoadFd)
+(JNIEnv* env, jclass, jint fd, jlong offset, jlong length, jboolean verify, jint threads,
+ jlong max_memory, jobject listener) {
+  selfcond_model_params p;
+  ProgressCall call;
+  if (!ModelParams(env, verify, threads, max_memory, listener, &call, &p)) return 0;
+  selfcond_model* m = nullptr;
+  if (Check(env, selfcond_model_load_fd(fd, offset, length, &p, &m))) return 0;
+  return Handle(m);
+}
+
+JNI_FN(jlong, modelLoadBytes)
+(JNIEnv* env, jclass, jbyteArray data, jboolean verify, jint threads, jlong max_memory,
+ jobject listener) {
+  selfcond_model_params p;
+  ProgressCall call;
+  if (!ModelParams(env, verify, threads, max_memory, listener, &call, &p)) return 0;
   // The JVM may copy the array for Get*Elements anyway; load_memory copies what it keeps.
   jbyte* bytes = env->GetByteArrayElements(data, nullptr);
   selfcond_model* m = nullptr;
@@ -277,8 +310,10 @@ JNI_FN(jbyteArray, expertsToString)(JNIEnv* env, jclass, jlong e, jint format) {
 }
 
 JNI_FN(jlong, sessionCreate)
-(JNIEnv* env, jclass, jlong m, jint precision, jint threads, jint n_ctx, jint kv_type) {
+(JNIEnv* env, jclass, jlong m, jint precision, jint threads, jint n_ctx, jint kv_type,
+ jlong max_memory) {
   selfcond_session_params p = selfcond_session_default_params();
+  p.max_memory_bytes = max_memory;
   p.precision = static_cast<selfcond_precision>(precision);
   p.threads = threads;
   p.n_ctx = n_ctx;
@@ -290,6 +325,16 @@ JNI_FN(jlong, sessionCreate)
 
 JNI_FN(void, sessionFree)(JNIEnv*, jclass, jlong s) {
   selfcond_session_free(Ptr<selfcond_session>(s));
+}
+
+JNI_FN(void, sessionAbort)(JNIEnv*, jclass, jlong s) {
+  selfcond_session_abort(Ptr<selfcond_session>(s));
+}
+
+JNI_FN(jlongArray, sessionInfo)(JNIEnv* env, jclass, jlong s) {
+  selfcond_session_info i;
+  selfcond_session_get_info(Ptr<selfcond_session>(s), &i);
+  return Longs(env, {i.n_ctx, i.n_past, i.kv_cache_bytes, i.forced_units});
 }
 
 JNI_FN(void, sessionSetForcing)
@@ -313,8 +358,16 @@ JNI_FN(void, sessionSetForcing)
 
 JNI_FN(jlong, generationStart)
 (JNIEnv* env, jclass, jlong s, jbyteArray prompt, jint max_new, jfloat temperature, jint top_k,
- jfloat top_p, jlong seed, jboolean stop_at_eos) {
+ jfloat top_p, jlong seed, jboolean stop_at_eos, jboolean keep_context, jobjectArray stops,
+ jfloat repeat_penalty, jint repeat_last_n) {
+  StringArray stop_strings;
+  if (!ToStrings(env, stops, &stop_strings)) return 0;
   selfcond_generate_params p = selfcond_generate_default_params();
+  p.keep_context = keep_context ? 1 : 0;
+  p.stop_strings = stop_strings.ptrs.data();
+  p.n_stop_strings = stop_strings.ptrs.size();
+  p.repeat_penalty = repeat_penalty;
+  p.repeat_last_n = repeat_last_n;
   p.max_new_tokens = max_new;
   p.temperature = temperature;
   p.top_k = top_k;

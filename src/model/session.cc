@@ -14,6 +14,7 @@
 #endif
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "model/float_ops.h"
 #include "model/model.h"
 #include "model/session_scratch.h"
@@ -79,7 +80,8 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Create(const Model& model, Ses
     return absl::ResourceExhaustedError(absl::StrCat(
         "a session of this model needs ", need >> 20, " MiB (KV cache for ", opts.n_ctx,
         " positions x ", c.n_layer, " layers x ", c.kv_dim(), " channels, plus scratch), over the ",
-        "memory budget of ", budget >> 20, " MiB: ask for a shorter context or a larger budget"));
+        "memory budget of ", absl::StrFormat("%.2f", budget / 1048576.0),
+        " MiB (max_memory_bytes): ask for a shorter context or a larger budget"));
   }
   std::unique_ptr<Session> s(new Session(model, opts));
   if (use_xnnpack) {

@@ -11,7 +11,9 @@ public final class Generation extends Handle {
     MAX_TOKENS,
     EOS,
     CONTEXT_FULL,
-    CANCELLED
+    CANCELLED,
+    /** The text reached one of GenerateParams.stopStrings. */
+    STOP_STRING
   }
 
   /** One step. */

@@ -14,6 +14,13 @@ public final class Model extends Handle {
     public boolean verifyHash = true;
     /** Threads of the model's pool, used by sessions with threads != 1 (<= 0: every core). */
     public int threads = 0;
+    /**
+     * Memory the model may hold (packed weights, float copies, a copy of the file): a load that
+     * needs more fails with RESOURCE_EXHAUSTED before allocating. 0: no limit.
+     */
+    public long maxMemoryBytes = 0;
+    /** The load's progress in per mille (total 1000); returning false cancels. May be null. */
+    public ProgressListener progress = null;
   }
 
   private final ModelInfo info;
@@ -28,13 +35,28 @@ public final class Model extends Handle {
   }
 
   public static Model load(String path, Params p) {
-    return new Model(Native.modelLoadFile(Utf8.bytes(path, "path"), p.verifyHash, p.threads));
+    return new Model(
+        Native.modelLoadFile(
+            Utf8.bytes(path, "path"), p.verifyHash, p.threads, p.maxMemoryBytes, p.progress));
+  }
+
+  /**
+   * length bytes from offset of an open file (length 0: to its end), e.g. an uncompressed APK
+   * asset: {@code AssetFileDescriptor a = assets.openFd("model.scm"); Model.loadFd(
+   * a.getParcelFileDescriptor().getFd(), a.getStartOffset(), a.getLength(), params)}. The
+   * descriptor is duplicated: it may be closed afterwards.
+   */
+  public static Model loadFd(int fd, long offset, long length, Params p) {
+    return new Model(
+        Native.modelLoadFd(
+            fd, offset, length, p.verifyHash, p.threads, p.maxMemoryBytes, p.progress));
   }
 
   /** From the file's bytes (an Android asset read into memory, a download). */
   public static Model fromBytes(byte[] data, Params p) {
     if (data == null) throw new IllegalArgumentException("data is null");
-    return new Model(Native.modelLoadBytes(data, p.verifyHash, p.threads));
+    return new Model(
+        Native.modelLoadBytes(data, p.verifyHash, p.threads, p.maxMemoryBytes, p.progress));
   }
 
   @Override
@@ -77,7 +99,8 @@ public final class Model extends Handle {
 
   public synchronized Session newSession(Session.Params p) {
     return new Session(
-        Native.sessionCreate(ptr(), p.precision.ordinal(), p.threads, p.nCtx, p.kvF16 ? 1 : 0));
+        Native.sessionCreate(
+            ptr(), p.precision.ordinal(), p.threads, p.nCtx, p.kvF16 ? 1 : 0, p.maxMemoryBytes));
   }
 
   /**

@@ -20,9 +20,20 @@ final class Native {
 
   static native String version();
 
-  static native long modelLoadFile(byte[] path, boolean verifyHash, int threads);
+  static native long modelLoadFile(
+      byte[] path, boolean verifyHash, int threads, long maxMemory, ProgressListener progress);
 
-  static native long modelLoadBytes(byte[] data, boolean verifyHash, int threads);
+  static native long modelLoadBytes(
+      byte[] data, boolean verifyHash, int threads, long maxMemory, ProgressListener progress);
+
+  static native long modelLoadFd(
+      int fd,
+      long offset,
+      long length,
+      boolean verifyHash,
+      int threads,
+      long maxMemory,
+      ProgressListener progress);
 
   static native void modelFree(long model);
 
@@ -59,9 +70,16 @@ final class Native {
 
   static native byte[] expertsToString(long experts, int format);
 
-  static native long sessionCreate(long model, int precision, int threads, int nCtx, int kvType);
+  static native long sessionCreate(
+      long model, int precision, int threads, int nCtx, int kvType, long maxMemory);
 
   static native void sessionFree(long session);
+
+  /** Thread-safe (selfcond_session_abort). */
+  static native void sessionAbort(long session);
+
+  /** n_ctx, n_past, kv_cache_bytes, forced_units. */
+  static native long[] sessionInfo(long session);
 
   static native void sessionSetForcing(
       long session, long[] experts, long[] topK, int value, boolean onlyLastToken);
@@ -74,7 +92,11 @@ final class Native {
       int topK,
       float topP,
       long seed,
-      boolean stopAtEos);
+      boolean stopAtEos,
+      boolean keepContext,
+      byte[][] stopStrings,
+      float repeatPenalty,
+      int repeatLastN);
 
   /**
    * One more token: the piece of text that became complete UTF-8; state receives token, done,

@@ -14,6 +14,8 @@ public final class Session extends Handle {
     public int nCtx = 0;
     /** A float16 KV cache (half the memory). */
     public boolean kvF16 = false;
+    /** Memory the session may allocate (KV cache, scratch); 0: half the device's memory. */
+    public long maxMemoryBytes = 0;
   }
 
   /** What forced units are set to (selfcond_forcing_value). */
@@ -37,6 +39,17 @@ public final class Session extends Handle {
     public long seed = 0;
 
     public boolean stopAtEos = true;
+    /**
+     * Continue the session's context: the prompt goes after the KV cache's tokens ("" continues
+     * the last generation) and the new tokens stay in it (a chat).
+     */
+    public boolean keepContext = false;
+    /** The text ends before the first of these it holds (stop STOP_STRING). May be null. */
+    public String[] stopStrings = null;
+    /** llama.cpp's repetition penalty on the last repeatLastN tokens (1: off; -1: all). */
+    public float repeatPenalty = 1f;
+
+    public int repeatLastN = 64;
   }
 
   /** What a whole generation produced. */
@@ -53,13 +66,41 @@ public final class Session extends Handle {
     }
   }
 
+  private final Object abortLock = new Object();
+  private volatile long abortPtr;
+
   Session(long ptr) {
     super(ptr);
+    abortPtr = ptr;
   }
 
   @Override
   void free(long ptr) {
-    Native.sessionFree(ptr);
+    synchronized (abortLock) {
+      abortPtr = 0;
+      Native.sessionFree(ptr);
+    }
+  }
+
+  /**
+   * From any thread: stops the call running on this session, a long prefill included (it throws
+   * SelfcondException CANCELLED, the KV cache as before it); a generation past its prefill ends
+   * with stop CANCELLED. With no call running, the next one is stopped. A no-op once closed.
+   */
+  public void abort() {
+    synchronized (abortLock) {
+      if (abortPtr != 0) Native.sessionAbort(abortPtr);
+    }
+  }
+
+  /** Positions in the KV cache (what the next token follows). */
+  public synchronized int nPast() {
+    return (int) Native.sessionInfo(ptr())[1];
+  }
+
+  /** Units the forcing overwrites (a top-k beyond its table counts the table's size). */
+  public synchronized long forcedUnits() {
+    return Native.sessionInfo(ptr())[3];
   }
 
   /** Forces the table's top k experts to their median "on" response at every position. */
@@ -83,7 +124,10 @@ public final class Session extends Handle {
     setForcing(new Experts[0], new long[0], ForcingValue.ON_P50, false);
   }
 
-  /** Prefills the prompt (from position 0) and returns the generation to step. */
+  /**
+   * Prefills the prompt (from position 0, or after the cache with keepContext) and returns the
+   * generation to step.
+   */
   public synchronized Generation start(String prompt, GenerateParams p) {
     return new Generation(
         Native.generationStart(
@@ -94,7 +138,11 @@ public final class Session extends Handle {
             p.topK,
             p.topP,
             p.seed,
-            p.stopAtEos));
+            p.stopAtEos,
+            p.keepContext,
+            p.stopStrings == null ? null : Utf8.all(java.util.Arrays.asList(p.stopStrings), "stop string"),
+            p.repeatPenalty,
+            p.repeatLastN));
   }
 
   /** Generates to the end, streaming to listener (may be null; false stops). */

@@ -58,6 +58,112 @@ public final class SelfcondTest {
     return out;
   }
 
+  // The descriptor number of an open file (Android gives it: ParcelFileDescriptor.getFd(); on
+  // the JVM it is found in /proc/self/fd).
+  static int fdOf(Path file) throws Exception {
+    try (var dir = Files.newDirectoryStream(Path.of("/proc/self/fd"))) {
+      for (Path p : dir) {
+        try {
+          if (Files.readSymbolicLink(p).equals(file.toAbsolutePath())) {
+            return Integer.parseInt(p.getFileName().toString());
+          }
+        } catch (java.io.IOException e) {
+          // a descriptor closed meanwhile
+        }
+      }
+    }
+    throw new IllegalStateException("no descriptor for " + file);
+  }
+
+  // C API 0.11 for apps, each against an independent path: an asset inside a bundle loads from
+  // its descriptor as the file does, budgets refuse before allocating, the load reports
+  // progress, keepContext continues a greedy text exactly, stop strings cut it, an abort from
+  // another thread stops a prefill, forcedUnits counts.
+  static void appFeatures(Model model, String modelPath, String expertsPath,
+      Session.GenerateParams greedy) throws Exception {
+    String whole;
+    try (Session s = model.newSession()) {
+      whole = s.generate(PROMPT, greedy, null).text;
+    }
+    byte[] file = Files.readAllBytes(Path.of(modelPath));
+    Path bundle = Files.createTempFile("selfcond-bundle", ".bin");
+    try {
+      byte[] head = new byte[4096 + 64];
+      byte[] all = new byte[head.length + file.length + 7];
+      System.arraycopy(file, 0, all, head.length, file.length);
+      Files.write(bundle, all);
+      List<Integer> progress = new ArrayList<>();
+      Model.Params mp = new Model.Params();
+      mp.progress = (done, total) -> progress.add(done);
+      Model fromFd;
+      try (java.io.RandomAccessFile raf = new java.io.RandomAccessFile(bundle.toFile(), "r")) {
+        fromFd = Model.loadFd(fdOf(bundle), head.length, file.length, mp);
+        check(raf.length() == all.length, "the bundle is open while the model loads");
+      }  // the descriptor is closed: the model holds its own
+      try (fromFd; Session s = fromFd.newSession()) {
+        check(fromFd.info().hash.equals(model.info().hash), "loadFd: the asset is the model");
+        check(s.generate(PROMPT, greedy, null).text.equals(whole), "loadFd: the same greedy text");
+        check(progress.get(progress.size() - 1) == 1000, "load progress reaches 1000: "
+            + progress.size() + " calls");
+      }
+    } finally {
+      Files.deleteIfExists(bundle);
+    }
+    Model.Params small = new Model.Params();
+    small.maxMemoryBytes = 1 << 20;
+    throwsStatus(Status.RESOURCE_EXHAUSTED, () -> Model.load(modelPath, small), "a model budget");
+    Model.Params cancel = new Model.Params();
+    cancel.progress = (done, total) -> done < 500;
+    throwsStatus(Status.CANCELLED, () -> Model.load(modelPath, cancel), "progress cancels a load");
+    Session.Params tiny = new Session.Params();
+    tiny.maxMemoryBytes = 1 << 16;
+    throwsStatus(Status.RESOURCE_EXHAUSTED, () -> model.newSession(tiny), "a session budget");
+
+    try (Session s = model.newSession()) {
+      Session.GenerateParams half = new Session.GenerateParams();
+      half.temperature = 0;
+      half.maxNewTokens = greedy.maxNewTokens / 2;
+      half.keepContext = true;
+      String a = s.generate(PROMPT, half, null).text;
+      half.maxNewTokens = greedy.maxNewTokens - half.maxNewTokens;
+      String b = s.generate("", half, null).text;
+      check((a + b).equals(whole), "keepContext continues the greedy text: [" + a + "|" + b + "]");
+      int at = 6;
+      while (whole.indexOf(whole.substring(at, at + 3)) != at) at++;
+      Session.GenerateParams stop = new Session.GenerateParams();
+      stop.temperature = 0;
+      stop.maxNewTokens = greedy.maxNewTokens;
+      stop.stopStrings = new String[] {whole.substring(at, at + 3)};
+      Session.Result r = s.generate(PROMPT, stop, null);
+      check(r.stop == Generation.Stop.STOP_STRING && r.text.equals(whole.substring(0, at)),
+          "a stop string ends the text before it: [" + r.text + "]");
+      stop.stopStrings = null;
+      stop.repeatPenalty = 0;
+      throwsStatus(Status.INVALID_ARGUMENT, () -> s.generate(PROMPT, stop, null),
+          "a repeat penalty of 0");
+
+      // An abort requested from another thread stops the next prefill; the cache is as before.
+      Thread t = new Thread(s::abort);
+      t.start();
+      t.join();
+      throwsStatus(Status.CANCELLED, () -> s.generate(PROMPT, greedy, null), "abort from a thread");
+      check(s.generate(PROMPT, greedy, null).text.equals(whole), "the next call runs");
+
+      try (Experts football = model.loadExperts(expertsPath)) {
+        s.setForcing(football, 30);
+        check(s.forcedUnits() == 30, "forcedUnits: 30");
+        s.setForcing(football, football.numUnits + 5);
+        check(s.forcedUnits() == football.numUnits, "forcedUnits: a k past the table is its size");
+        s.clearForcing();
+        check(s.forcedUnits() == 0, "forcedUnits: 0 when cleared");
+      }
+    }
+    Session closed = model.newSession();
+    closed.close();
+    closed.abort();  // a no-op once closed
+    check(true, "abort after close is harmless");
+  }
+
   public static void main(String[] args) throws Exception {
     String modelPath = args[0], expertsPath = args[1], conceptPath = args[2];
     String cliGreedy = Files.readString(Path.of(args[3]));
@@ -159,6 +265,8 @@ public final class SelfcondTest {
           "progress returning false cancels");
       throwsStatus(Status.INVALID_ARGUMENT,
           () -> model.rank("football", pos, List.of(), rp, null), "an empty class is refused");
+
+      appFeatures(model, modelPath, expertsPath, greedy);
 
       // Misuse and bad input: clear errors.
       Session.Params bad = new Session.Params();
