@@ -11,10 +11,14 @@ Each measurement is one process; its peak is the ru_maxrss that wait4 returns fo
             tokens (--no-stop), so the session holds prompt + new positions, 1 thread.
   rank:     the concept dataset `--concept` (ml-selfcond JSON), 1 thread, int8.
 Under qemu-user the process is qemu: its peak is the guest's pages plus qemu's own (its code,
-heap and translation cache). The table subtracts qemu's baseline, the peak of qemu running
-`selfcond --help` on the same binary; qemu's translation cache still grows with the code a
-command runs, so the aarch64 figures are upper bounds. The native x86-64 peak is measured beside
-them. Progress on stderr; the JSON has every figure and the markdown table (also printed).
+heap and translation cache), so the aarch64 figures in the table are upper bounds of what the
+program needs on an ARM device. The JSON also has the peak of `selfcond --help` on both (qemu's
+baseline against the native one) and every figure less qemu's baseline; the native x86-64 peak
+is measured beside them. The "fits" column takes the largest aarch64 figure of the row (f16 KV
+cache, and rank) against half the device's memory (what an app can count on).
+Progress on stderr; the JSON has every figure and the markdown table (also printed).
+
+    scripts/device_memory.py --table A.json B.json ...   the table of earlier runs, merged
 Needs root (a private mount namespace gives qemu an ARM /proc/cpuinfo; see run-arm64.sh).
 """
 import argparse
@@ -69,12 +73,23 @@ def main():
     ap.add_argument("--no-rank", action="store_true")
     ap.add_argument("--timeout", type=int, default=3600)
     ap.add_argument("--out", help="write the JSON here")
+    ap.add_argument("--table", action="store_true",
+                    help="the arguments are JSON files of earlier runs: print their merged table")
     args = ap.parse_args()
+    if args.table:
+        runs = [json.load(open(f)) for f in args.models]
+        merged = dict(runs[0], rows=[r for run in runs for r in run["rows"]])
+        given = {"prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
+                 "kv": args.kv, "no_rank": args.no_rank}
+        print(table(merged, argparse.Namespace(**merged.get("args", given))))
+        return
 
     runs = [("aarch64 (qemu)", lambda a: arm_cmd(args.arm_cli, a)),
             ("x86-64", lambda a: [args.native_cli] + a)]
     results = {"method": __doc__.split("Each measurement")[1].split("Progress on")[0].strip(),
-               "host_cpu": platform.processor() or platform.machine(), "rows": []}
+               "host_cpu": platform.processor() or platform.machine(), "rows": [],
+               "args": {"prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
+                        "kv": args.kv, "no_rank": args.no_rank}}
     base = {}
     for label, cmd in runs:
         base[label], _ = peak_mib(cmd(["--help"]), args.timeout)
@@ -121,15 +136,16 @@ def fits(mib):
 
 def table(results, args):
     positions = args.prompt_tokens + args.new_tokens
-    lines = [f"| model | file MiB | generate, {positions} positions, KV f32 / f16: aarch64 MiB "
-             f"(x86-64) | rank MiB aarch64 (x86-64) | fits in 1 / 2 / 4 GB (f16 KV) |",
+    lines = [f"| model | file MiB | generate ({positions} positions), KV f32 / f16: peak MiB "
+             f"aarch64 (x86-64) | rank: peak MiB aarch64 (x86-64) | fits in 1 / 2 / 4 GB |",
              "| --- | --- | --- | --- | --- |"]
+    a, x = "aarch64 (qemu)", "x86-64"
     for r in results["rows"]:
-        a, x = "aarch64 (qemu)", "x86-64"
-        gen = " / ".join(f"{r.get(f'generate_{kv}_{a}', '-')} ({r.get(f'generate_{kv}_{x}', '-')})"
+        gen = " / ".join(f"{r.get(f'generate_{kv}_{a}_raw', '-')} ({r.get(f'generate_{kv}_{x}', '-')})"
                          for kv in args.kv.split(","))
-        rank = f"{r.get(f'rank_{a}', '-')} ({r.get(f'rank_{x}', '-')})" if not args.no_rank else "-"
-        worst = max(v for k, v in r.items() if k.endswith(a) and isinstance(v, (int, float))
+        rank = (f"{r.get(f'rank_{a}_raw', '-')} ({r.get(f'rank_{x}', '-')})"
+                if not args.no_rank else "-")
+        worst = max(v for k, v in r.items() if k.endswith(a + "_raw")
                     and ("f16" in k or k.startswith("rank")))
         lines.append(f"| {r['model']} | {r['file_mib']} | {gen} | {rank} | {fits(worst)} |")
     return "\n".join(lines)
