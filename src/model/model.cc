@@ -99,6 +99,19 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromFile(MappedFile file, LoadOpti
   return m;
 }
 
+absl::Status Model::CheckMemoryBudget(const LoadOptions& opts, size_t packed_bytes) const {
+  if (opts.max_memory == 0) return absl::OkStatus();
+  // What the model will hold: the packed copy, the float copies made so far, and the part of a
+  // heap copy of the file that stays after packing (bounded by the whole file).
+  size_t held = packed_bytes + (file_.owns_heap() ? file_size_ : 0);
+  for (const auto& v : owned_f32_) held += v.size() * sizeof(float);
+  if (held <= opts.max_memory) return absl::OkStatus();
+  return absl::ResourceExhaustedError(
+      absl::StrCat("the model needs about ", held >> 20, " MiB (", packed_bytes >> 20,
+                   " MiB of packed weights); the memory budget (max_memory_bytes) allows ",
+                   opts.max_memory >> 20, " MiB"));
+}
+
 bool Model::Progress(const LoadOptions& opts, int64_t add) {
   progress_done_ += add;
   return !opts.progress || opts.progress(progress_done_, progress_total_);
@@ -354,14 +367,8 @@ absl::Status Model::Build(LoadOptions opts) {
     if (auto st = PackForXnnpack(opts); !st.ok()) return st;
     // A heap copy cannot drop pages the way a mapping does: keep only what is still read.
     if (file_.owns_heap()) ReleasePackedSource();
-  } else if (opts.max_memory > 0) {
-    size_t held = file_.owns_heap() ? file_size_ : 0;
-    for (const auto& v : owned_f32_) held += v.size() * sizeof(float);
-    if (held > opts.max_memory) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("the model needs about ", held >> 20, " MiB; the memory budget ",
-                       "(max_memory_bytes) allows ", opts.max_memory >> 20, " MiB"));
-    }
+  } else if (auto st = CheckMemoryBudget(opts, 0); !st.ok()) {
+    return st;
   }
   // With the weights packed, a session reads from the file only LayerNorm parameters (copied
   // out here: a few KiB per layer) and rows of the embeddings (read with pread). So every page
@@ -409,18 +416,7 @@ absl::Status Model::PackForXnnpack(const LoadOptions& opts) {
   for (const LinearWeights* w : linears) {
     bound += kernels::xnn::PackedWeights::UpperBoundPackedBytes(w->q.n, w->q.k);
   }
-  if (opts.max_memory > 0) {
-    // What the model will hold: the packed copy, float copies made so far, and the part of a
-    // heap copy of the file that stays after packing (bounded by the whole file).
-    size_t held = bound + (file_.owns_heap() ? file_size_ : 0);
-    for (const auto& v : owned_f32_) held += v.size() * sizeof(float);
-    if (held > opts.max_memory) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("the model needs about ", held >> 20, " MiB (", bound >> 20,
-                       " MiB of packed weights); the memory budget (max_memory_bytes) allows ",
-                       opts.max_memory >> 20, " MiB"));
-    }
-  }
+  if (auto st = CheckMemoryBudget(opts, bound); !st.ok()) return st;
   auto packed_or = kernels::xnn::PackedWeights::Create(bound);
   if (!packed_or.ok()) return packed_or.status();
   xnn_ = std::move(*packed_or);

@@ -131,6 +131,9 @@ class Model {
   // Every linear layer XNNPACK runs: the LM head first, then each block's four.
   std::vector<LinearWeights*> Linears();
   absl::Status PackForXnnpack(const LoadOptions& opts);
+  // RESOURCE_EXHAUSTED when the model would hold more than LoadOptions::max_memory with
+  // packed_bytes of packed weights (checked once, before packing or instead of it).
+  absl::Status CheckMemoryBudget(const LoadOptions& opts, size_t packed_bytes) const;
   // The load's progress (LoadOptions::progress): false when the caller cancelled.
   bool Progress(const LoadOptions& opts, int64_t add);
   int64_t progress_done_ = 0, progress_total_ = 0;
