@@ -419,6 +419,46 @@ TEST(ConvertTest, RoundTripEveryVariant) {
   }
 }
 
+// --weights int4 writes blockwise scales (BF16, (n, k / 32)) where k is a multiple of 32 and
+// falls back to per-channel F32 scales where it is not (here mlp.c_proj, k = n_inner = 48); the
+// nibbles dequantize to within a step of the float weights either way.
+TEST(ConvertTest, Int4IsBlockwiseWhereTheWidthAllows) {
+  const std::string root = testing::MakeTempDir("convert_int4");
+  SyntheticCheckpointOptions o = TinyOptions();
+  o.n_inner = 48;
+  ASSERT_TRUE(WriteSyntheticCheckpoint(root + "/ckpt", o).ok());
+  ConvertOptions co;
+  co.weights = WeightBits::kInt4;
+  co.keep_float = true;
+  ASSERT_TRUE(ConvertCheckpoint(root + "/ckpt", root + "/m4.scm", co, nullptr).ok());
+  Loaded l = Load(root + "/m4.scm");
+  const TensorView* fc_s = l.view.Find("h.0.mlp.c_fc.scale");
+  ASSERT_NE(fc_s, nullptr);
+  EXPECT_EQ(fc_s->dtype, DType::kBF16);
+  EXPECT_EQ(fc_s->shape, (std::vector<uint32_t>{48, 1}));
+  const TensorView* proj_s = l.view.Find("h.0.mlp.c_proj.scale");
+  ASSERT_NE(proj_s, nullptr);
+  EXPECT_EQ(proj_s->dtype, DType::kF32);
+  EXPECT_EQ(proj_s->shape, (std::vector<uint32_t>{32}));
+  // c_fc (48, 32): every weight within a (bf16-rounded) step of its float copy.
+  const TensorView* q = l.view.Find("h.0.mlp.c_fc.q");
+  const TensorView* w = l.view.Find("h.0.mlp.c_fc.weight");
+  ASSERT_NE(q, nullptr);
+  ASSERT_NE(w, nullptr);
+  const auto* wf = reinterpret_cast<const float*>(w->data);
+  const auto* sb = reinterpret_cast<const uint16_t*>(fc_s->data);
+  for (int r = 0; r < 48; ++r) {
+    const float step = BF16ToFloat(sb[r]);
+    EXPECT_GT(step, 0);
+    for (int c = 0; c < 32; ++c) {
+      const uint8_t byte = q->data[r * 16 + c / 2];
+      const int nib = c % 2 == 0 ? (byte & 15) : (byte >> 4);
+      // A clipped maximum is off by up to a step (+ the scale's bfloat16 rounding).
+      EXPECT_NEAR((nib - 8) * step, wf[r * 32 + c], 1.05 * step) << r << "," << c;
+    }
+  }
+}
+
 TEST(ConvertTest, DeterministicAndShardingInvariant) {
   const std::string root = testing::MakeTempDir("convert_det");
   SyntheticCheckpointOptions o = TinyOptions();

@@ -187,7 +187,7 @@ TEST_F(Gpt2Test, Int8PerplexityWithin3PercentOfFloat) {
   auto i8 = NewSession(Precision::kInt8);
   EXPECT_STREQ(i8->engine_name(), "xnnpack");
   const double ppl_f32 = CorpusPerplexity(*f32, sents), ppl_i8 = CorpusPerplexity(*i8, sents);
-  // The int4 conversion on the same sentences, for the README (measured, not asserted here).
+  // The int4 conversion (blockwise, convert --weights int4) on the same sentences: the same bar.
   auto m4 = Model::Load(ConvertedMiniModelInt4(), {});
   ASSERT_TRUE(m4.ok()) << m4.status();
   SessionOptions so;
@@ -199,12 +199,17 @@ TEST_F(Gpt2Test, Int8PerplexityWithin3PercentOfFloat) {
               sents.size(), ppl_f32, ppl_i8, 100 * (ppl_i8 / ppl_f32 - 1), ppl_i4,
               100 * (ppl_i4 / ppl_f32 - 1));
   EXPECT_LT(std::fabs(ppl_i8 / ppl_f32 - 1), 0.03);
+  // Blockwise int4 measures +3.4% here (per-channel was +8.2%): the 3% bar is not met
+  // yet (docs/kernels.md); this guards what the scheme holds.
+  EXPECT_LT(std::fabs(ppl_i4 / ppl_f32 - 1), 0.05);
 }
 
-// 4-bit block weights (convert --weights int4) on XNNPACK's qc4w operator: the same measures as
-// the int8 bars, printed for the README (docs/kernels.md); asserted only loosely, since whether
-// int4 holds the int8 bars is what this measures.
-TEST_F(Gpt2Test, Int4RunsOnXnnpackAndIsMeasured) {
+// 4-bit weights (convert --weights int4: blockwise, XNNPACK's qb4w operator) against the int8
+// bars on the float32 reference: top-1 on every prompt, the greedy 10-token prefix on at least
+// 3 of 4 (perplexity: Int8PerplexityWithin3PercentOfFloat; experts: rank_test.cc). Measured on
+// the 30M demo model: top-1 3/4, prefix 0/4 (per-channel: 3/4, 0/4), so the top-1 and prefix
+// bars are not met yet (docs/kernels.md); asserted: what the scheme holds.
+TEST_F(Gpt2Test, Int4AccuracyBars) {
   Model::LoadOptions lo;
   auto m4 = Model::Load(ConvertedMiniModelInt4(), lo);
   ASSERT_TRUE(m4.ok()) << m4.status();
@@ -235,8 +240,8 @@ TEST_F(Gpt2Test, Int4RunsOnXnnpackAndIsMeasured) {
   const double ppl_i8 = CorpusPerplexity(*i8, sents), ppl_i4 = CorpusPerplexity(**s4, sents);
   std::printf("int4: top-1 %d/4, greedy-10 prefix %d/4, perplexity %.3f vs int8 %.3f (%+.2f%%)\n",
               top1, prefix, ppl_i4, ppl_i8, 100 * (ppl_i4 / ppl_i8 - 1));
-  EXPECT_GE(top1, 2);
-  EXPECT_LT(ppl_i4 / ppl_i8, 1.5);
+  EXPECT_GE(top1, 3);
+  EXPECT_LT(ppl_i4 / ppl_i8, 1.05);
 }
 
 // Prefill in one batch, in chunks, and token by token must agree (the KV cache is exact).
@@ -508,7 +513,9 @@ TEST(Utf8StreamTest, EveryPieceIsValidUtf8) {
   // Bytes that cannot start or continue a character are replaced one by one.
   EXPECT_EQ(st.Push("a\x80\xff"), "a" + fffd + fffd);
   // A lead byte followed by a byte that cannot continue it: both replaced / kept as they are.
-  EXPECT_EQ(st.Push("\xc3" "A"), fffd + "A");
+  EXPECT_EQ(st.Push("\xc3"
+                    "A"),
+            fffd + "A");
   // Overlong and surrogate starts are not held back (no byte can complete them validly).
   EXPECT_EQ(st.Push("\xe0\x80"), fffd + fffd);
   EXPECT_EQ(st.Push("\xed\xa0"), fffd + fffd);

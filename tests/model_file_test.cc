@@ -374,6 +374,8 @@ TEST(ModelFileTest, TensorNBytes) {
   EXPECT_EQ(*TensorNBytes(DType::kI8Packed, std::vector<uint32_t>{17, 8}), 32u * 8);
   EXPECT_FALSE(TensorNBytes(DType::kI8Packed, std::vector<uint32_t>{16}).ok());
   EXPECT_FALSE(TensorNBytes(DType::kF32, std::vector<uint32_t>{}).ok());
+  EXPECT_EQ(*TensorNBytes(DType::kBF16, std::vector<uint32_t>{3, 5}), 30u);
+  EXPECT_EQ(*TensorNBytes(DType::kI4, std::vector<uint32_t>{3, 6}), 9u);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "formats/safetensors.h"
 #include "gtest/gtest.h"
 #include "kernels/kernels.h"
 #include "tools/convert.h"
@@ -189,6 +190,76 @@ TEST(XnnpackTest, Int4MatchesDoubleReference) {
     }
   }
   EXPECT_LT(max_err / max_abs, 3e-2);
+}
+
+// Blockwise 4-bit (what `convert --weights int4` writes: XNNPACK's qb4w, one bfloat16 scale per
+// 32 columns) against a double reference on the dequantized weights, for a decode row and a
+// prefill batch. The matrix has blocks 30x larger than the rest (GPT-2's outlier columns), where
+// per-channel scales lose the small weights: blockwise must dequantize much closer to the float
+// weights than per-channel on it.
+TEST(XnnpackTest, BlockwiseInt4MatchesDoubleReferenceAndBeatsPerChannel) {
+  ASSERT_TRUE(Available());
+  std::mt19937 rng(5);
+  const int n = 80, k = 192, block = kInt4Block;
+  std::normal_distribution<float> dist(0.0f, 0.05f);
+  std::vector<float> w(static_cast<size_t>(n) * k), bias(n);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = dist(rng) * ((i % k) / block == 2 ? 30.0f : 1.0f);
+  for (float& v : bias) v = dist(rng);
+  std::vector<uint8_t> q(static_cast<size_t>(n) * k / 2 + kExtraBytes);
+  std::vector<uint16_t> bscale(static_cast<size_t>(n) * (k / block));
+  QuantizeInt4Blocks(w.data(), n, k, block, q.data(), bscale.data());
+  auto deq = [&](int r, int c) {
+    const uint8_t byte = q[static_cast<size_t>(r) * (k / 2) + c / 2];
+    const int nib = c % 2 == 0 ? (byte & 15) : (byte >> 4);
+    return static_cast<double>(nib - 8) *
+           BF16ToFloat(bscale[static_cast<size_t>(r) * (k / block) + c / block]);
+  };
+  // Quantization error against the float weights, blockwise vs per-channel, on the small blocks.
+  std::vector<uint8_t> qc(static_cast<size_t>(n) * k / 2);
+  std::vector<float> cscale(n);
+  QuantizeInt4(w.data(), n, k, qc.data(), cscale.data());
+  double err_block = 0, err_channel = 0;
+  for (int r = 0; r < n; ++r) {
+    for (int c = 0; c < k; ++c) {
+      if (c / block == 2) continue;
+      const double ref = w[static_cast<size_t>(r) * k + c];
+      const uint8_t byte = qc[static_cast<size_t>(r) * (k / 2) + c / 2];
+      const int nib = c % 2 == 0 ? (byte & 15) : (byte >> 4);
+      err_block += (deq(r, c) - ref) * (deq(r, c) - ref);
+      err_channel += ((nib - 8) * cscale[r] - ref) * ((nib - 8) * cscale[r] - ref);
+    }
+  }
+  EXPECT_LT(err_block * 20, err_channel);
+  LinearSpec spec;
+  spec.q4 = q.data();
+  spec.q4_bscale = bscale.data();
+  spec.q4_block = block;
+  spec.bias = bias.data();
+  spec.n = n;
+  spec.k = k;
+  auto one = PackOne(spec);
+  ASSERT_TRUE(one.ok()) << one.status();
+  for (int m : {1, 5}) {
+    std::normal_distribution<float> act(0.0f, 1.0f);
+    std::vector<float> x(static_cast<size_t>(m) * k + kExtraBytes / sizeof(float));
+    for (float& v : x) v = act(rng);
+    std::vector<float> y(static_cast<size_t>(m) * n);
+    ASSERT_TRUE(one->ops->Run(one->id, x.data(), m, y.data(), nullptr).ok());
+    double max_abs = 0, max_err = 0;
+    for (int i = 0; i < m; ++i) {
+      for (int r = 0; r < n; ++r) {
+        double acc = bias[r];
+        for (int c = 0; c < k; ++c)
+          acc += static_cast<double>(x[static_cast<size_t>(i) * k + c]) * deq(r, c);
+        max_abs = std::max(max_abs, std::fabs(acc));
+        max_err = std::max(max_err, std::fabs(acc - y[static_cast<size_t>(i) * n + r]));
+      }
+    }
+    EXPECT_LT(max_err / max_abs, 3e-2) << "m = " << m;
+  }
+  // A block XNNPACK cannot run is refused before XNNPACK sees it.
+  spec.q4_block = 48;
+  EXPECT_FALSE(PackOne(spec).ok());
 }
 
 }  // namespace

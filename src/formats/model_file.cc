@@ -189,6 +189,8 @@ const char* DTypeName(DType t) {
       return "I8P";
     case DType::kI4:
       return "I4";
+    case DType::kBF16:
+      return "BF16";
   }
   return "?";
 }
@@ -221,6 +223,8 @@ absl::StatusOr<uint64_t> TensorNBytes(DType dtype, absl::Span<const uint32_t> sh
         return absl::InvalidArgumentError("I4 tensors need shape (n, k) with k even");
       }
       return numel / 2;
+    case DType::kBF16:
+      return numel * 2;
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown dtype ", static_cast<uint32_t>(dtype)));
 }
@@ -488,7 +492,7 @@ absl::StatusOr<ModelFileView> ParseModelFile(absl::Span<const uint8_t> bytes) {
     if (!view.index.emplace(t.name, view.tensors.size()).second) {
       return absl::InvalidArgumentError(absl::StrCat("duplicate ", tw));
     }
-    if (e.dtype > static_cast<uint32_t>(DType::kI4)) {
+    if (e.dtype > static_cast<uint32_t>(DType::kBF16)) {
       return absl::InvalidArgumentError(absl::StrCat(tw, ": unknown dtype ", e.dtype));
     }
     t.dtype = static_cast<DType>(e.dtype);

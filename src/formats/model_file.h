@@ -22,7 +22,9 @@
 //   h.{i}.mlp.c_proj.*                I8P (d, d_ff)
 //   ln_f.weight / ln_f.bias           F32 (d)
 // With --weights int4 the four linears of every block are 4-bit instead (wte / lm_head stay int8):
-//   h.{i}.<linear>.q / .scale / .bias  I4 (n, k), F32 (n), F32 (n)
+//   h.{i}.<linear>.q / .scale / .bias  I4 (n, k), BF16 (n, k / 32), F32 (n)   blockwise (32
+//   columns)
+// (files written before blockwise int4 have per-channel scales: .scale F32 (n); still read)
 // Optional float copies (converter --keep-float; used by the f32 path instead of dequantizing):
 //   wte.weight, lm_head.weight, h.{i}.<linear>.weight   F32 (n, k) output-major
 #ifndef SELFCOND_MODEL_FILE_H_
@@ -54,7 +56,8 @@ enum class DType : uint32_t {
   kI32 = 1,
   kI8Packed = 2,  // int8, layout of kernels::PackedIndex; shape = (n, k) logical
   kI4 = 3,        // int4, row-major (n, k / 2) bytes: column 2j in the low nibble of byte j,
-                  // 2j + 1 in the high nibble; each nibble holds q + 8, q in [-7, 7]
+                  // 2j + 1 in the high nibble; each nibble holds q + 8 (q in [-8, 7])
+  kBF16 = 4,      // bfloat16 (the upper half of a float32): the block scales of blockwise int4
 };
 
 // Architectures a model file holds (docs/model-format.md).

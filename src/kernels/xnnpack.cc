@@ -58,6 +58,18 @@ enum xnn_status xnn_reshape_fully_connected_nc_qdu8_f32_qc4w(xnn_operator_t full
 enum xnn_status xnn_setup_fully_connected_nc_qdu8_f32_qc4w(
     xnn_operator_t fully_connected_op, const uint8_t* input, float* output, void* workspace,
     const struct xnn_quantization_params* quantization_params);
+enum xnn_status xnn_create_fully_connected_nc_qdu8_f32_qb4w(
+    size_t input_channels, size_t output_channels, size_t input_stride, size_t output_stride,
+    size_t block_size, uint8_t kernel_zero_point, const uint16_t* kernel_scale, const void* kernel,
+    const float* bias, float output_min, float output_max, uint32_t flags,
+    xnn_weights_cache_t weights_cache, xnn_operator_t* fully_connected_op_out);
+enum xnn_status xnn_reshape_fully_connected_nc_qdu8_f32_qb4w(xnn_operator_t fully_connected_op,
+                                                             size_t batch_size,
+                                                             size_t* workspace_size,
+                                                             pthreadpool_t threadpool);
+enum xnn_status xnn_setup_fully_connected_nc_qdu8_f32_qb4w(
+    xnn_operator_t fully_connected_op, const int8_t* input, float* output, void* workspace,
+    const struct xnn_quantization_params* quantization_params);
 }
 
 namespace selfcond::kernels::xnn {
@@ -253,6 +265,15 @@ xnn_status CreateFc(const LinearSpec& spec, const void* kernel, xnn_weights_cach
                                                            kInf, flags, cache, op);
   }
   // int4: unsigned nibbles with zero point 8 (value = nibble - 8).
+  if (spec.q4_block > 0) {
+    // Blockwise (qb4w): one bfloat16 scale per q4_block columns of each output channel.
+    return u8 ? xnn_create_fully_connected_nc_qdu8_f32_qb4w(
+                    spec.k, spec.n, spec.k, spec.n, spec.q4_block, 8, spec.q4_bscale, kernel,
+                    spec.bias, -kInf, kInf, flags, cache, op)
+              : xnn_create_fully_connected_nc_qd8_f32_qb4w(
+                    spec.k, spec.n, spec.k, spec.n, spec.q4_block, 8, spec.q4_bscale, kernel,
+                    spec.bias, -kInf, kInf, flags, cache, op);
+  }
   return u8 ? xnn_create_fully_connected_nc_qdu8_f32_qc4w(spec.k, spec.n, spec.k, spec.n, 8,
                                                           spec.q4_scale, kernel, spec.bias, -kInf,
                                                           kInf, flags, cache, op)
@@ -266,6 +287,14 @@ xnn_status CreateFc(const LinearSpec& spec, const void* kernel, xnn_weights_cach
 absl::StatusOr<int> PackedWeights::Add(const LinearSpec& spec) {
   if ((spec.q8 == nullptr) == (spec.q4 == nullptr) || spec.n <= 0 || spec.k <= 0) {
     return absl::InvalidArgumentError("XNNPACK linear: exactly one of int8 / int4 weights");
+  }
+  if (spec.q4 != nullptr &&
+      (spec.q4_block > 0
+           ? spec.q4_bscale == nullptr || spec.q4_block % 32 != 0 || spec.k % spec.q4_block != 0
+           : spec.q4_scale == nullptr)) {
+    return absl::InvalidArgumentError(
+        "XNNPACK int4 linear: per-channel scales, or block scales with a block that is a multiple "
+        "of 32 dividing k");
   }
   if (cache_->finalized) return absl::FailedPreconditionError("PackedWeights is finalized");
   const void* kernel = spec.q4;
@@ -295,6 +324,14 @@ absl::StatusOr<int> PackedWeights::Add(const LinearSpec& spec) {
   if (spec.q4 != nullptr && spec.after_read) spec.after_read();
   specs_.push_back(spec);
   specs_.back().after_read = nullptr;
+  if (spec.q4_block > 0) {
+    // XNNPACK reads qb4w's block scales again whenever a session creates the operator (it checks
+    // them before the cache look-up), so they must outlive the model's file bytes: keep a copy
+    // (1/16 of the 4-bit weights' size).
+    const size_t count = static_cast<size_t>(spec.n) * (spec.k / spec.q4_block);
+    block_scales_.emplace_back(spec.q4_bscale, spec.q4_bscale + count);
+    specs_.back().q4_bscale = block_scales_.back().data();
+  }
   keys_.push_back(key);
   return static_cast<int>(specs_.size()) - 1;
 }
@@ -395,6 +432,9 @@ absl::Status Operators::Run(int id, const float* x, int m, float* y, void* pool)
     if (spec.q8 != nullptr) {
       st = u8 ? xnn_reshape_fully_connected_nc_qdu8_f32_qc8w(op, m, &workspace, tp)
               : xnn_reshape_fully_connected_nc_qd8_f32_qc8w(op, m, &workspace, tp);
+    } else if (spec.q4_block > 0) {
+      st = u8 ? xnn_reshape_fully_connected_nc_qdu8_f32_qb4w(op, m, &workspace, tp)
+              : xnn_reshape_fully_connected_nc_qd8_f32_qb4w(op, m, &workspace, tp);
     } else {
       st = u8 ? xnn_reshape_fully_connected_nc_qdu8_f32_qc4w(op, m, &workspace, tp)
               : xnn_reshape_fully_connected_nc_qd8_f32_qc4w(op, m, &workspace, tp);
@@ -417,6 +457,9 @@ absl::Status Operators::Run(int id, const float* x, int m, float* y, void* pool)
   if (spec.q8 != nullptr) {
     st = u8 ? xnn_setup_fully_connected_nc_qdu8_f32_qc8w(op, xq, y, ws, qp)
             : xnn_setup_fully_connected_nc_qd8_f32_qc8w(op, xq, y, ws, qp);
+  } else if (spec.q4_block > 0) {
+    st = u8 ? xnn_setup_fully_connected_nc_qdu8_f32_qb4w(op, xq, y, ws, qp)
+            : xnn_setup_fully_connected_nc_qd8_f32_qb4w(op, xq, y, ws, qp);
   } else {
     st = u8 ? xnn_setup_fully_connected_nc_qdu8_f32_qc4w(op, reinterpret_cast<const uint8_t*>(xq),
                                                          y, ws, qp)

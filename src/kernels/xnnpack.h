@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -34,10 +35,12 @@ bool Available();
 struct LinearSpec {
   const PackedI8* q8 = nullptr;     // int8, selfcond's packed layout (kernels.h)
   const uint8_t* q4 = nullptr;      // int4: (n, k / 2) row-major, low nibble first, zero point 8
-  const float* q4_scale = nullptr;  // (n) per-channel scale of q4
-  const float* bias = nullptr;      // (n) or null
-  int n = 0;                        // output channels
-  int k = 0;                        // input features
+  const float* q4_scale = nullptr;  // (n) per-channel scale of q4 (q4_block == 0)
+  const uint16_t* q4_bscale = nullptr;  // (n, k / q4_block) bfloat16 block scales of q4 (qb4w)
+  int q4_block = 0;                     // columns per block scale (a multiple of 32), or 0
+  const float* bias = nullptr;          // (n) or null
+  int n = 0;                            // output channels
+  int k = 0;                            // input features
   // Called once XNNPACK no longer needs the weights above (before it allocates its packed copy),
   // e.g. to release the file's pages. May be empty.
   std::function<void()> after_read;
@@ -75,6 +78,7 @@ class PackedWeights {
  private:
   PackedWeights();
   std::vector<LinearSpec> specs_;
+  std::deque<std::vector<uint16_t>> block_scales_;  // copies of the qb4w specs' q4_bscale
   std::vector<const void*> keys_;  // the kernel pointer each linear is cached under
   std::unique_ptr<Cache> cache_;
   friend class Operators;

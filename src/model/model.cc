@@ -18,6 +18,7 @@
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
+#include "formats/safetensors.h"
 #include "util/parallel.h"
 
 namespace selfcond {
@@ -142,7 +143,11 @@ const float* Model::DequantizeInt4(const LinearWeights& w) {
     const uint8_t* row = w.q4 + static_cast<size_t>(r) * (k / 2);
     for (int c = 0; c < k; ++c) {
       const int nib = c % 2 == 0 ? (row[c / 2] & 15) : (row[c / 2] >> 4);
-      out[static_cast<size_t>(r) * k + c] = static_cast<float>(nib - 8) * w.q4_scale[r];
+      const float scale =
+          w.q4_block > 0
+              ? BF16ToFloat(w.q4_bscale[static_cast<size_t>(r) * (k / w.q4_block) + c / w.q4_block])
+              : w.q4_scale[r];
+      out[static_cast<size_t>(r) * k + c] = static_cast<float>(nib - 8) * scale;
     }
   }
   return out;
@@ -159,9 +164,33 @@ absl::Status Model::BuildLinear(const std::string& prefix, int n, int k, bool ne
   if (tq != nullptr && tq->dtype == DType::kI4) {
     // A 4-bit layer: only XNNPACK runs it (int8 path), or its dequantized copy (f32 path).
     SC_ASSIGN_OR_RETURN(q4, Expect(view_, prefix + ".q", DType::kI4, {un, uk}));
-    SC_ASSIGN_OR_RETURN(s4, Expect(view_, prefix + ".scale", DType::kF32, {un}));
     out->q4 = (*q4_or)->data;
-    out->q4_scale = reinterpret_cast<const float*>((*s4_or)->data);
+    const TensorView* ts = view_.Find(prefix + ".scale");
+    if (ts != nullptr && ts->dtype == DType::kBF16) {
+      // Blockwise: (n, k / block) bfloat16 scales, block a multiple of 32 dividing k (XNNPACK's
+      // qb4w needs both).
+      const uint32_t blocks = ts->shape.size() == 2 ? ts->shape[1] : 0;
+      if (blocks == 0 || uk % blocks != 0 || (uk / blocks) % 32 != 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", prefix, ".scale': blockwise int4 scales must have shape (", un,
+                         ", k / block) with the block a multiple of 32 dividing k = ", uk));
+      }
+      SC_ASSIGN_OR_RETURN(s4, Expect(view_, prefix + ".scale", DType::kBF16, {un, blocks}));
+      out->q4_bscale = reinterpret_cast<const uint16_t*>((*s4_or)->data);
+      out->q4_block = static_cast<int>(uk / blocks);
+      for (size_t i = 0; i < size_t{un} * blocks; ++i) {
+        // XNNPACK refuses a scale that is not a positive normal number; name the tensor first.
+        const float v = BF16ToFloat(out->q4_bscale[i]);
+        if (!(v > 0) || !std::isnormal(v)) {
+          return absl::InvalidArgumentError(absl::StrCat("tensor '", prefix, ".scale': scale #", i,
+                                                         " is ", v,
+                                                         " (must be positive and normal)"));
+        }
+      }
+    } else {
+      SC_ASSIGN_OR_RETURN(s4, Expect(view_, prefix + ".scale", DType::kF32, {un}));
+      out->q4_scale = reinterpret_cast<const float*>((*s4_or)->data);
+    }
     has_int4_ = true;
   } else {
     SC_ASSIGN_OR_RETURN(q, Expect(view_, prefix + ".q", DType::kI8Packed, {un, uk}));
@@ -432,6 +461,8 @@ absl::Status Model::PackForXnnpack(const LoadOptions& opts) {
     if (w->q4 != nullptr) {
       spec.q4 = w->q4;
       spec.q4_scale = w->q4_scale;
+      spec.q4_bscale = w->q4_bscale;
+      spec.q4_block = w->q4_block;
     } else {
       spec.q8 = &w->q;
     }
@@ -477,6 +508,8 @@ void Model::ReleasePackedSource() {
     if (w->xnn_id < 0) continue;
     if (w->q4 != nullptr) {
       dropped.push_back(reinterpret_cast<uintptr_t>(w->q4));
+      // XNNPACK's PackedWeights keeps its own copy of block scales.
+      if (w->q4_bscale != nullptr) dropped.push_back(reinterpret_cast<uintptr_t>(w->q4_bscale));
     } else if (w->q.q != wte_q_.q) {  // the tied LM head's data is the token embedding
       dropped.push_back(reinterpret_cast<uintptr_t>(w->q.q));
     }
@@ -527,6 +560,7 @@ void Model::ReleasePackedSource() {
     w.q.row_sum = move(w.q.row_sum);
     w.q4 = move(w.q4);
     w.q4_scale = move(w.q4_scale);
+    w.q4_bscale = move(w.q4_bscale);
     w.f.w = move(w.f.w);
     w.bias = move(w.bias);
   };

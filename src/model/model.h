@@ -34,10 +34,12 @@ absl::StatusOr<Precision> ParsePrecision(const std::string& s);  // "int8" | "f3
 // Weights of one linear layer, views into the mapped file (or into dequantized buffers).
 struct LinearWeights {
   kernels::PackedI8 q;  // int8 path: (n, k) packed (q.q null for an int4 layer; n, k still set)
-  const uint8_t* q4 = nullptr;      // int4 layer: (n, k / 2) nibbles (model_file.h, DType::kI4)
-  const float* q4_scale = nullptr;  // int4 layer: (n)
-  kernels::MatF32 f;                // f32 path: (n, k) output-major (file copy or dequantized)
-  const float* bias = nullptr;      // (n) or null
+  const uint8_t* q4 = nullptr;          // int4 layer: (n, k / 2) nibbles (model_file.h, DType::kI4)
+  const float* q4_scale = nullptr;      // per-channel int4 layer: (n)
+  const uint16_t* q4_bscale = nullptr;  // blockwise int4 layer: (n, k / q4_block) bfloat16
+  int q4_block = 0;                     // columns per scale (blockwise), 0 for per-channel
+  kernels::MatF32 f;                    // f32 path: (n, k) output-major (file copy or dequantized)
+  const float* bias = nullptr;          // (n) or null
   int xnn_id = -1;  // this layer in Model::xnn() (the int8 GEMM engine), -1 if not packed
 };
 

@@ -25,9 +25,9 @@ enum class WeightBits { kInt8, kInt4 };
 
 struct ConvertOptions {
   // Bits of the four linear layers of every block: int8 (default, per-channel, what every
-  // engine runs) or int4 (per-channel, zero point 8; XNNPACK only). The token embedding / LM head
-  // stays int8 either way: it is both the embedding table and the output layer, the two places
-  // where 4 bits cost the most.
+  // engine runs) or int4 (blockwise: 32 columns per bfloat16 scale, zero point 8; XNNPACK only).
+  // The token embedding / LM head stays int8 either way: it is both the embedding table and the
+  // output layer, the two places where 4 bits cost the most.
   WeightBits weights = WeightBits::kInt8;
   // Also store F32 copies of the linear weights and wte (and lm_head when untied), for the f32
   // reference path. Roughly quintuples the file size.
@@ -54,9 +54,18 @@ absl::StatusOr<ModelConfig> LlamaConfigFromHF(const json::Value& config);
 // "int8" | "int4"
 absl::StatusOr<WeightBits> ParseWeightBits(const std::string& s);
 
+// Columns per scale of `--weights int4` (XNNPACK's qb4w needs a multiple of 32). A matrix whose
+// k is not a multiple of it falls back to per-channel scales (QuantizeInt4).
+inline constexpr int kInt4Block = 32;
+
 // Quantizes a row-major float matrix w(n, k) to 4 bits per weight, symmetric per row:
 // scale = max|w| / 7, q = clamp(round(w / scale), -7, 7), stored as q + 8 (DType::kI4 layout).
 void QuantizeInt4(const float* w, int n, int k, uint8_t* q, float* scale);
+
+// Blockwise 4-bit (what `--weights int4` writes): one bfloat16 scale (n, k / block) per `block`
+// consecutive columns of a row (block divides k), q = clamp(round(w / scale), -8, 7) stored as
+// q + 8 (DType::kI4 layout), the scale chosen per block to minimize the squared error.
+void QuantizeInt4Blocks(const float* w, int n, int k, int block, uint8_t* q, uint16_t* scale);
 
 // Converts the checkpoint in hf_dir (GPT-2 or the Llama family, from config.json's model_type)
 // to a model file at out_path (written to out_path + ".tmp",
