@@ -393,20 +393,13 @@ absl::StatusOr<json::Value> MeasureMultiConcept(const std::string& model_path,
 json::Value MachineInfo() {
   json::Value machine = json::Value::Object();
   machine.Set("cores", json::Value::Number(ThreadPool::NumCores()));
-  std::string model_name, flags;
-  if (auto text = ReadFile("/proc/cpuinfo"); text.ok()) {
-    auto field = [&](const std::string& key) {
-      const size_t at = text->find("\n" + key);
-      if (at == std::string::npos) return std::string();
-      const size_t colon = text->find(':', at), end = text->find('\n', at + 1);
-      return colon == std::string::npos ? std::string() : text->substr(colon + 2, end - colon - 2);
-    };
-    model_name = field("model name");
-    const std::string all = " " + field("flags") + " ";
-    for (const char* f : {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "asimddp", "i8mm"}) {
-      if (all.find(std::string(" ") + f + " ") != std::string::npos) {
-        flags += (flags.empty() ? "" : " ") + std::string(f);
-      }
+  // x86 lists "flags", AArch64 "Features".
+  const std::string model_name = CpuInfoField("model name");
+  const std::string all = " " + CpuInfoField("flags") + " " + CpuInfoField("Features") + " ";
+  std::string flags;
+  for (const char* f : {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "asimddp", "i8mm"}) {
+    if (all.find(std::string(" ") + f + " ") != std::string::npos) {
+      flags += (flags.empty() ? "" : " ") + std::string(f);
     }
   }
   machine.Set("cpu", json::Value::String(model_name));

@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -82,15 +81,8 @@ absl::StatusOr<std::vector<double>> ParseNumbers(const std::string& flag, const 
 }
 
 std::string CpuName() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const size_t c = line.find(':');
-      if (c != std::string::npos) return line.substr(line.find_first_not_of(' ', c + 1));
-    }
-  }
-  return "unknown";
+  const std::string name = CpuInfoField("model name");
+  return name.empty() ? "unknown" : name;
 }
 
 std::string UtcNow() {
