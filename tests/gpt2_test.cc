@@ -1,9 +1,12 @@
 // The forward pass against the independent float32 reference (reference.json, last_logits.f32),
 // int8 accuracy, KV-cache consistency, forcing, context limits and sampling.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "experts/dataset.h"  // FindInvalidUtf8
 #include "gtest/gtest.h"
 #include "model/generate.h"
@@ -287,6 +290,85 @@ TEST_F(Gpt2Test, Fp16KvCacheHalvesMemoryAndKeepsReferenceBars) {
 // A model loaded from memory keeps the packed int8 weights only once: the file's copy of every
 // packed matrix is released. It computes exactly what the mapped file computes (int8 and f32),
 // and refuses the hand-written int8 kernels, which would read the released layout.
+// The packed-weight cache (LoadOptions::packed_cache_dir): a warm load reads XNNPACK's packed
+// bytes back and computes bit-identical logits to packing (int8 and blockwise int4); a truncated,
+// damaged or foreign cache file is a miss that packs again (and rewrites it), never an error or
+// other weights.
+TEST_F(Gpt2Test, PackedWeightCacheIsExactAndSurvivesDamage) {
+  namespace fs = std::filesystem;
+  const std::string dir = testing::MakeTempDir("packed_cache");
+  const std::vector<int32_t> ids = Cases()[0].ids;
+  auto logits_of = [&](const std::string& path, Model::LoadOptions lo, std::string* status) {
+    auto m = Model::Load(path, lo);
+    EXPECT_TRUE(m.ok()) << m.status();
+    if (!m.ok()) return std::vector<float>{};
+    *status = (*m)->packed_cache_status();
+    auto s = Session::Create(**m, {});
+    EXPECT_TRUE(s.ok()) << s.status();
+    auto l = (*s)->Forward(ids, Session::Logits::kLast);
+    EXPECT_TRUE(l.ok()) << l.status();
+    return l.ok() ? std::vector<float>(l->begin(), l->end()) : std::vector<float>{};
+  };
+  auto cache_files = [&] {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().string());
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  std::vector<std::string> files;
+  for (const std::string& model : {ConvertedMiniModel(false), ConvertedMiniModelInt4()}) {
+    SCOPED_TRACE(model);
+    std::string status;
+    const std::vector<float> packed = logits_of(model, {}, &status);
+    EXPECT_EQ(status, "off");
+    Model::LoadOptions lo;
+    lo.packed_cache_dir = dir;
+    lo.verify_hash = true;
+    EXPECT_EQ(logits_of(model, lo, &status), packed);
+    EXPECT_TRUE(absl::StartsWith(status, "miss (no packed-weight cache")) << status;
+    EXPECT_TRUE(absl::EndsWith(status, ", saved")) << status;
+    EXPECT_EQ(logits_of(model, lo, &status), packed);  // bit for bit
+    EXPECT_EQ(status, "hit");
+    const auto now = cache_files();
+    ASSERT_EQ(now.size(), files.size() + 1);
+    const std::string file = *std::find_if(now.begin(), now.end(), [&](const std::string& f) {
+      return std::find(files.begin(), files.end(), f) == files.end();
+    });
+    files = now;
+    // Truncated: a miss naming the size, packed again and rewritten.
+    fs::resize_file(file, fs::file_size(file) - 1);
+    EXPECT_EQ(logits_of(model, lo, &status), packed);
+    EXPECT_NE(status.find("does not match its header"), std::string::npos) << status;
+    EXPECT_EQ(logits_of(model, lo, &status), packed);
+    EXPECT_EQ(status, "hit");
+    // A flipped byte in the packed data: the checksum (verified loads) catches it.
+    {
+      std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+      f.seekg(-100, std::ios::end);
+      char c = 0;
+      f.read(&c, 1);
+      c ^= 0x5a;
+      f.seekp(-100, std::ios::end);
+      f.write(&c, 1);
+    }
+    EXPECT_EQ(logits_of(model, lo, &status), packed);
+    EXPECT_NE(status.find("checksum mismatch"), std::string::npos) << status;
+  }
+  // Another model's cache under this model's name: refused by its id.
+  ASSERT_EQ(files.size(), 2u);
+  fs::copy_file(files[0], files[1], fs::copy_options::overwrite_existing);
+  Model::LoadOptions lo;
+  lo.packed_cache_dir = dir;
+  std::string status0, status1;
+  const std::vector<float> a = logits_of(ConvertedMiniModel(false), lo, &status0);
+  const std::vector<float> b = logits_of(ConvertedMiniModelInt4(), lo, &status1);
+  EXPECT_FALSE(a.empty());
+  EXPECT_FALSE(b.empty());
+  EXPECT_NE(status0 == "hit", status1 == "hit") << status0 << " / " << status1;
+  EXPECT_NE((status0 + status1).find("made for another model"), std::string::npos)
+      << status0 << " / " << status1;
+}
+
 TEST_F(Gpt2Test, FromBufferReleasesPackedSourceAndComputesTheSame) {
   auto bytes = ReadFile(ConvertedMiniModel(/*keep_float=*/true));
   ASSERT_TRUE(bytes.ok());

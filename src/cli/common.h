@@ -3,6 +3,7 @@
 #define SELFCOND_CLI_COMMON_H_
 
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -39,6 +40,11 @@ struct ModelFlags {
   int threads = 0;  // 0: every core
   bool no_verify = false;
   bool copy_model = false;
+  // --packed-cache DIR (default: $SELFCOND_PACKED_CACHE; empty: no cache)
+  std::string packed_cache = [] {
+    const char* e = std::getenv("SELFCOND_PACKED_CACHE");
+    return std::string(e != nullptr ? e : "");
+  }();
 
   std::vector<FlagSpec> Around(std::vector<FlagSpec> own);
   std::string path() const;

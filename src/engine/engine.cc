@@ -17,6 +17,7 @@ Model::LoadOptions ToLoadOptions(const EngineOptions& o) {
   lo.need_float = o.need_float;
   lo.copy_to_memory = o.copy_to_memory;
   lo.max_memory = o.max_memory;
+  lo.packed_cache_dir = o.packed_cache_dir;
   lo.progress = o.progress;
   return lo;
 }

@@ -46,10 +46,11 @@ struct EngineOptions {
   // Recompute the file's SHA-256 and refuse a mismatch: integrity by default (a corrupt or
   // tampered file is refused; README "Integrity" has the measured cost of the check).
   bool verify_hash = true;
-  bool need_float = false;      // also prepare f32 weights, for sessions with precision f32
-  bool copy_to_memory = false;  // read the file instead of mapping it (Model::LoadOptions)
-  int threads = 0;              // the engine's thread pool: <= 0 every core; 1: none
-  size_t max_memory = 0;        // the model's memory budget (Model::LoadOptions); 0: none
+  bool need_float = false;       // also prepare f32 weights, for sessions with precision f32
+  bool copy_to_memory = false;   // read the file instead of mapping it (Model::LoadOptions)
+  int threads = 0;               // the engine's thread pool: <= 0 every core; 1: none
+  size_t max_memory = 0;         // the model's memory budget (Model::LoadOptions); 0: none
+  std::string packed_cache_dir;  // XNNPACK packed-weight cache (Model::LoadOptions); "": off
   // Load progress (Model::LoadOptions::progress): bytes done, total; false cancels.
   std::function<bool(int64_t, int64_t)> progress;
 };

@@ -8,10 +8,14 @@
 #endif
 #if !defined(SELFCOND_WASM)
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #endif
 
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -140,6 +144,7 @@ struct PackedWeights::Cache {
     AlignedBuffer owned;  // null when the entry lives in the arena
     void* ptr = nullptr;
     size_t size = 0;
+    Key key{};
   };
   std::mutex mu;
   std::map<Key, size_t> index;  // key -> position in entries
@@ -155,6 +160,7 @@ struct PackedWeights::Cache {
   const void* alias_from = nullptr;
   const void* alias_to = nullptr;
   bool finalized = false;
+  size_t last = kNotFound;  // the entry the last look_up_or_insert returned
   xnn_weights_cache_provider provider{};
 
   Cache() {
@@ -186,13 +192,13 @@ struct PackedWeights::Cache {
       auto* c = static_cast<Cache*>(ctx);
       std::lock_guard<std::mutex> lock(c->mu);
       const Key k = c->KeyOf(key);
-      if (auto it = c->index.find(k); it != c->index.end()) return it->second;
+      if (auto it = c->index.find(k); it != c->index.end()) return c->last = it->second;
       if (ptr != c->pending || size > c->pending_size) return kNotFound;
-      c->entries.push_back(Entry{std::move(c->pending_owned), c->pending, size});
+      c->entries.push_back(Entry{std::move(c->pending_owned), c->pending, size, k});
       c->pending = nullptr;
       c->pending_size = 0;
       c->index[k] = c->entries.size() - 1;
-      return c->entries.size() - 1;
+      return c->last = c->entries.size() - 1;
     };
     provider.is_finalized = [](void* ctx) -> bool {
       auto* c = static_cast<Cache*>(ctx);
@@ -321,7 +327,17 @@ absl::StatusOr<int> PackedWeights::Add(const LinearSpec& spec) {
   cache_->pending = nullptr;
   if (op != nullptr) xnn_delete_operator(op);
   if (st != xnn_status_success) return XnnError(st, "packing a fully-connected layer");
+  if (cache_->last >= cache_->entries.size()) {
+    return absl::InternalError("XNNPACK packed a layer without inserting it into the cache");
+  }
+  entry_of_.push_back(cache_->last);
+  cache_->last = kNotFound;
   if (spec.q4 != nullptr && spec.after_read) spec.after_read();
+  Keep(spec, key);
+  return static_cast<int>(specs_.size()) - 1;
+}
+
+void PackedWeights::Keep(const LinearSpec& spec, const void* key) {
   specs_.push_back(spec);
   specs_.back().after_read = nullptr;
   if (spec.q4_block > 0) {
@@ -333,8 +349,232 @@ absl::StatusOr<int> PackedWeights::Add(const LinearSpec& spec) {
     specs_.back().q4_bscale = block_scales_.back().data();
   }
   keys_.push_back(key);
-  return static_cast<int>(specs_.size()) - 1;
 }
+
+// ---- the packed-weight cache file ------------------------------------------------------------
+//
+//   "SCXNNPK1"  u32 version (1)  u32 id bytes  id  u32 layers  u32 0  u64 checksum  u64 data bytes
+//   layers x { u32 n, k, q4_block, kind (0 int8, 1 int4; | 0x100: keyed with its bias), seed,
+//              fingerprint; u64 offset, size }
+//   data: each layer's packed bytes at `offset` from the data start (64-byte aligned)
+// The checksum covers the data (DataChecksum); the file is written to a temporary name and
+// renamed, so a reader never sees half a file.
+
+#ifndef SELFCOND_XNNPACK_COMMIT
+#define SELFCOND_XNNPACK_COMMIT "unknown"
+#endif
+
+namespace {
+
+constexpr char kPackMagic[8] = {'S', 'C', 'X', 'N', 'N', 'P', 'K', '1'};
+
+// A fast 64-bit checksum (four multiply-xor lanes over 8-byte words): it only has to notice a
+// damaged cache file, at memory speed.
+uint64_t DataChecksum(const uint8_t* p, size_t n) {
+  uint64_t h[4] = {0x9E3779B97F4A7C15ull, 0xC2B2AE3D27D4EB4Full, 0x165667B19E3779F9ull, n};
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    for (int l = 0; l < 4; ++l) {
+      uint64_t w;
+      std::memcpy(&w, p + i + 8 * l, 8);
+      h[l] = (h[l] ^ w) * 0x9E3779B97F4A7C15ull;
+      h[l] ^= h[l] >> 29;
+    }
+  }
+  for (; i < n; ++i) h[i % 4] = (h[i % 4] ^ p[i]) * 0x100000001B3ull;
+  return (h[0] ^ (h[1] * 3) ^ (h[2] * 5) ^ (h[3] * 7)) * 0x9E3779B97F4A7C15ull;
+}
+
+struct PackRecord {
+  uint32_t n, k, q4_block, kind, seed, fingerprint;
+  uint64_t offset, size;
+};
+
+uint32_t KindOf(const LinearSpec& s) { return s.q4 != nullptr ? 1 : 0; }
+constexpr uint32_t kKeyHasBias = 0x100;  // PackRecord::kind: XNNPACK's key includes the bias
+
+std::string CpuInfoLine(const std::string& text, const std::string& key) {
+  size_t at = 0;
+  while ((at = text.find(key, at)) != std::string::npos) {
+    if (at == 0 || text[at - 1] == '\n') {
+      const size_t colon = text.find(':', at), end = text.find('\n', at);
+      if (colon != std::string::npos && colon < end) return text.substr(colon + 1, end - colon - 1);
+    }
+    at += key.size();
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string PackedWeights::PackingId() {
+  std::string cpu;
+#if !defined(SELFCOND_WASM)
+  if (FILE* f = std::fopen("/proc/cpuinfo", "r")) {  // size 0 in stat(): read until EOF
+    char buf[4096];
+    size_t got;
+    while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) cpu.append(buf, got);
+    std::fclose(f);
+  }
+  // The first processor's identity and features (x86: model name + flags; ARM: CPU part +
+  // Features); frequencies and core numbers vary between reads and do not change the kernels.
+  cpu = absl::StrCat(CpuInfoLine(cpu, "vendor_id"), "|", CpuInfoLine(cpu, "model name"), "|",
+                     CpuInfoLine(cpu, "flags"), "|", CpuInfoLine(cpu, "CPU implementer"), "|",
+                     CpuInfoLine(cpu, "CPU part"), "|", CpuInfoLine(cpu, "Features"));
+#endif
+  return absl::StrCat("xnnpack=", SELFCOND_XNNPACK_COMMIT,
+                      " variant=", UseUnsignedActivations() ? "qdu8" : "qd8", " cpu=", cpu);
+}
+
+#if !defined(SELFCOND_WASM)
+
+absl::Status PackedWeights::SaveTo(const std::string& path, const std::string& id) const {
+  if (!cache_->finalized) return absl::FailedPreconditionError("PackedWeights is not finalized");
+  std::vector<PackRecord> records;
+  uint64_t data = 0;
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    const Cache::Entry& e = cache_->entries[entry_of_[i]];
+    data = (data + 63) / 64 * 64;
+    // XNNPACK keys some operators without their bias pointer: record which, since pointers
+    // cannot be stored.
+    const void* key_bias = std::get<2>(e.key);
+    if (key_bias != nullptr && key_bias != specs_[i].bias) {
+      return absl::InternalError("packed-weight cache: an entry keyed by an unknown bias");
+    }
+    const uint32_t kind = KindOf(specs_[i]) | (key_bias != nullptr ? kKeyHasBias : 0);
+    records.push_back({static_cast<uint32_t>(specs_[i].n), static_cast<uint32_t>(specs_[i].k),
+                       static_cast<uint32_t>(specs_[i].q4_block), kind, std::get<0>(e.key),
+                       std::get<3>(e.key), data, e.size});
+    data += e.size;
+  }
+  std::vector<uint8_t> blob(data, 0);
+  for (size_t i = 0; i < specs_.size(); ++i) {
+    std::memcpy(blob.data() + records[i].offset, cache_->entries[entry_of_[i]].ptr,
+                records[i].size);
+  }
+  std::string head(kPackMagic, sizeof kPackMagic);
+  auto put = [&head](const void* p, size_t n) { head.append(static_cast<const char*>(p), n); };
+  const uint32_t version = 1, id_len = static_cast<uint32_t>(id.size()),
+                 layers = static_cast<uint32_t>(records.size()), zero = 0;
+  const uint64_t sum = DataChecksum(blob.data(), blob.size());
+  put(&version, 4);
+  put(&id_len, 4);
+  put(id.data(), id.size());
+  put(&layers, 4);
+  put(&zero, 4);
+  put(&sum, 8);
+  put(&data, 8);
+  put(records.data(), records.size() * sizeof(PackRecord));
+  head.resize((head.size() + 63) / 64 * 64, '\0');
+  const std::string tmp = absl::StrCat(path, ".", getpid(), ".tmp");
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (f == nullptr) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot write packed-weight cache ", tmp, ": ", std::strerror(errno)));
+  }
+  const bool ok = std::fwrite(head.data(), 1, head.size(), f) == head.size() &&
+                  std::fwrite(blob.data(), 1, blob.size(), f) == blob.size();
+  const bool closed = std::fclose(f) == 0;
+  if (!ok || !closed || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return absl::UnavailableError(absl::StrCat("cannot write packed-weight cache ", path));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<PackedWeights>> PackedWeights::LoadFrom(
+    const std::string& path, const std::string& id, const std::vector<LinearSpec>& specs,
+    bool verify) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return absl::NotFoundError(absl::StrCat("no packed-weight cache ", path));
+  std::unique_ptr<FILE, int (*)(FILE*)> closer(f, &std::fclose);
+  auto bad = [&path](const std::string& why) {
+    return absl::DataLossError(absl::StrCat("packed-weight cache ", path, ": ", why));
+  };
+  auto get = [f](void* p, size_t n) { return std::fread(p, 1, n, f) == n; };
+  char magic[8];
+  uint32_t version = 0, id_len = 0, layers = 0, zero = 0;
+  uint64_t sum = 0, data = 0;
+  if (!get(magic, 8) || std::memcmp(magic, kPackMagic, 8) != 0) return bad("not a cache file");
+  if (!get(&version, 4) || version != 1 || !get(&id_len, 4) || id_len != id.size()) {
+    return bad("made by another version or for another model, CPU or XNNPACK");
+  }
+  std::string file_id(id_len, '\0');
+  if (!get(file_id.data(), id_len) || file_id != id) {
+    return bad("made for another model, CPU or XNNPACK");
+  }
+  if (!get(&layers, 4) || !get(&zero, 4) || !get(&sum, 8) || !get(&data, 8)) {
+    return bad("truncated header");
+  }
+  if (layers != specs.size()) return bad("another number of layers");
+  std::vector<PackRecord> records(layers);
+  if (!get(records.data(), layers * sizeof(PackRecord))) return bad("truncated layer table");
+  const uint64_t head =
+      (8 + 4 + 4 + uint64_t{id_len} + 4 + 4 + 8 + 8 + uint64_t{layers} * sizeof(PackRecord) + 63) /
+      64 * 64;
+  struct stat st {};
+  if (fstat(fileno(f), &st) != 0 || static_cast<uint64_t>(st.st_size) != head + data) {
+    return bad("its size does not match its header");
+  }
+  for (uint32_t i = 0; i < layers; ++i) {
+    const PackRecord& r = records[i];
+    const LinearSpec& s = specs[i];
+    if (r.n != static_cast<uint32_t>(s.n) || r.k != static_cast<uint32_t>(s.k) ||
+        r.q4_block != static_cast<uint32_t>(s.q4_block) || (r.kind & ~kKeyHasBias) != KindOf(s)) {
+      return bad(absl::StrCat("layer ", i, " has another shape or type"));
+    }
+    if (r.offset % 64 != 0 || r.offset > data || r.size > data - r.offset) {
+      return bad(absl::StrCat("layer ", i, " lies outside the data"));
+    }
+  }
+  // The bytes go into the anonymous arena (huge pages, like packing) rather than staying a file
+  // mapping: decode streams them every token.
+  auto w = Create(data);
+  if (!w.ok()) return w.status();
+  Cache& c = *(*w)->cache_;
+  uint8_t* dst = c.arena;
+  AlignedBuffer heap;
+  if (dst == nullptr || c.arena_cap < data) {
+    heap = AlignedAlloc(data);
+    if (!heap) return absl::ResourceExhaustedError("packed-weight cache: out of memory");
+    dst = static_cast<uint8_t*>(heap.get());
+  }
+  if (std::fseek(f, static_cast<long>(head), SEEK_SET) != 0 || !get(dst, data)) {
+    return bad("cannot read its data");
+  }
+  if (verify && DataChecksum(dst, data) != sum) return bad("checksum mismatch");
+  c.arena_used = (data + 63) / 64 * 64;
+  for (uint32_t i = 0; i < layers; ++i) {
+    const LinearSpec& s = specs[i];
+    const void* key = s.q8 != nullptr ? static_cast<const void*>(s.q8->q) : s.q4;
+    const void* bias = (records[i].kind & kKeyHasBias) != 0 ? s.bias : nullptr;
+    const Cache::Key k{records[i].seed, key, bias, records[i].fingerprint};
+    Cache::Entry e;
+    e.ptr = dst + records[i].offset;
+    e.size = records[i].size;
+    e.key = k;
+    if (i == 0 && heap) e.owned = std::move(heap);  // the whole buffer, owned by entry 0
+    c.entries.push_back(std::move(e));
+    c.index[k] = c.entries.size() - 1;
+    (*w)->entry_of_.push_back(c.entries.size() - 1);
+    (*w)->Keep(s, key);
+  }
+  (*w)->Finalize();
+  return w;
+}
+
+#else
+
+absl::Status PackedWeights::SaveTo(const std::string&, const std::string&) const {
+  return absl::UnimplementedError("packed-weight cache files are native only");
+}
+
+absl::StatusOr<std::unique_ptr<PackedWeights>> PackedWeights::LoadFrom(
+    const std::string&, const std::string&, const std::vector<LinearSpec>&, bool) {
+  return absl::UnimplementedError("packed-weight cache files are native only");
+}
+
+#endif
 
 void PackedWeights::Finalize() {
   std::lock_guard<std::mutex> lock(cache_->mu);

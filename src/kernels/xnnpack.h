@@ -20,6 +20,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -69,6 +70,21 @@ class PackedWeights {
   // No more Add; sessions may create operators from now on.
   void Finalize();
 
+  // The packed weights as a file, so that a later load of the same model on the same kind of
+  // CPU skips packing (Model::LoadOptions::packed_cache_dir). `id` names everything the packed
+  // bytes depend on besides the weights (PackingId() and the model's hash); LoadFrom refuses a
+  // file whose id, layer count, shapes or (verify) checksum differ, so a stale or damaged file
+  // means packing again, never wrong weights. Native only (UNIMPLEMENTED in WASM).
+  absl::Status SaveTo(const std::string& path, const std::string& id) const;
+  // specs: the same layers, in the same order, as were Added before SaveTo (their weights are
+  // not read). Finalized on return.
+  static absl::StatusOr<std::unique_ptr<PackedWeights>> LoadFrom(
+      const std::string& path, const std::string& id, const std::vector<LinearSpec>& specs,
+      bool verify);
+  // What XNNPACK's packing depends on besides the weights: its commit, the operator variant
+  // (qd8 / qdu8) and the CPU (model name and features from /proc/cpuinfo).
+  static std::string PackingId();
+
   int num_linears() const { return static_cast<int>(specs_.size()); }
   const LinearSpec& spec(int id) const { return specs_[id]; }
   size_t packed_bytes() const;
@@ -77,7 +93,9 @@ class PackedWeights {
 
  private:
   PackedWeights();
+  void Keep(const LinearSpec& spec, const void* key);  // records an added (or loaded) layer
   std::vector<LinearSpec> specs_;
+  std::vector<size_t> entry_of_;  // each linear's entry in the cache (Cache::entries)
   std::deque<std::vector<uint16_t>> block_scales_;  // copies of the qb4w specs' q4_bscale
   std::vector<const void*> keys_;  // the kernel pointer each linear is cached under
   std::unique_ptr<Cache> cache_;

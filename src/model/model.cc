@@ -15,11 +15,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#if !defined(SELFCOND_WASM)
+#include <filesystem>
+#endif
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "formats/safetensors.h"
 #include "util/parallel.h"
+#include "util/sha256.h"
 
 namespace selfcond {
 
@@ -446,17 +450,7 @@ absl::Status Model::PackForXnnpack(const LoadOptions& opts) {
     bound += kernels::xnn::PackedWeights::UpperBoundPackedBytes(w->q.n, w->q.k);
   }
   if (auto st = CheckMemoryBudget(opts, bound); !st.ok()) return st;
-  auto packed_or = kernels::xnn::PackedWeights::Create(bound);
-  if (!packed_or.ok()) return packed_or.status();
-  xnn_ = std::move(*packed_or);
-  auto bytes_of = [](const LinearWeights* w) {
-    return w->q4 != nullptr ? int64_t{w->q.n} * w->q.k / 2 : int64_t{w->q.n_pad} * w->q.k;
-  };
-  int64_t all = 0, packed = 0;
-  for (const LinearWeights* w : linears) all += bytes_of(w);
-  all = std::max<int64_t>(all, 1);
-  const int64_t pack_start = progress_done_;
-  for (LinearWeights* w : linears) {
+  auto spec_of = [](const LinearWeights* w) {
     kernels::xnn::LinearSpec spec;
     if (w->q4 != nullptr) {
       spec.q4 = w->q4;
@@ -469,15 +463,59 @@ absl::Status Model::PackForXnnpack(const LoadOptions& opts) {
     spec.bias = w->bias;
     spec.n = w->q.n;
     spec.k = w->q.k;
+    return spec;
+  };
+  // The file's pages of a matrix, dropped once XNNPACK has read (or no longer needs) them.
+  auto drop_source = [this](const LinearWeights* w) {
+    if (w->q4 != nullptr) {
+      file_.DropPages(w->q4, static_cast<size_t>(w->q.n) * w->q.k / 2);
+    } else {
+      file_.DropPages(w->q.q, static_cast<size_t>(w->q.n_pad) * w->q.k);
+    }
+  };
+  const int64_t pack_start = progress_done_;
+  std::string cache_path, cache_id;
+#if !defined(SELFCOND_WASM)
+  if (!opts.packed_cache_dir.empty()) {
+    cache_id = absl::StrCat(kernels::xnn::PackedWeights::PackingId(), " model=", view_.HashHex(),
+                            " bytes=", file_size_);
+    const Sha256::Digest id_hash = Sha256::Hash(
+        absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(cache_id.data()), cache_id.size()));
+    cache_path = absl::StrCat(opts.packed_cache_dir, "/", view_.HashHex().substr(0, 16), "-",
+                              HexLower(absl::MakeConstSpan(id_hash.data(), 8)), ".xnnpack");
+    std::vector<kernels::xnn::LinearSpec> specs;
+    for (const LinearWeights* w : linears) specs.push_back(spec_of(w));
+    auto cached =
+        kernels::xnn::PackedWeights::LoadFrom(cache_path, cache_id, specs, opts.verify_hash);
+    if (cached.ok()) {
+      xnn_ = std::move(*cached);
+      for (size_t i = 0; i < linears.size(); ++i) {
+        linears[i]->xnn_id = static_cast<int>(i);
+        drop_source(linears[i]);
+      }
+      packed_cache_status_ = "hit";
+      if (!Progress(opts, pack_start + static_cast<int64_t>(file_size_) - progress_done_)) {
+        return absl::CancelledError("model load cancelled");
+      }
+      return absl::OkStatus();
+    }
+    packed_cache_status_ = absl::StrCat("miss (", cached.status().message(), ")");
+  }
+#endif
+  auto packed_or = kernels::xnn::PackedWeights::Create(bound);
+  if (!packed_or.ok()) return packed_or.status();
+  xnn_ = std::move(*packed_or);
+  auto bytes_of = [](const LinearWeights* w) {
+    return w->q4 != nullptr ? int64_t{w->q.n} * w->q.k / 2 : int64_t{w->q.n_pad} * w->q.k;
+  };
+  int64_t all = 0, packed = 0;
+  for (const LinearWeights* w : linears) all += bytes_of(w);
+  all = std::max<int64_t>(all, 1);
+  for (LinearWeights* w : linears) {
+    kernels::xnn::LinearSpec spec = spec_of(w);
     // The file's pages are dropped as soon as XNNPACK has read them (before it packs), so a
     // matrix is at most twice in memory (row-major copy + packed) while it is being packed.
-    spec.after_read = [this, w] {
-      if (w->q4 != nullptr) {
-        file_.DropPages(w->q4, static_cast<size_t>(w->q.n) * w->q.k / 2);
-      } else {
-        file_.DropPages(w->q.q, static_cast<size_t>(w->q.n_pad) * w->q.k);
-      }
-    };
+    spec.after_read = [drop_source, w] { drop_source(w); };
     auto id = xnn_->Add(spec);
     if (!id.ok()) return id.status();
     w->xnn_id = *id;
@@ -489,6 +527,16 @@ absl::Status Model::PackForXnnpack(const LoadOptions& opts) {
     }
   }
   xnn_->Finalize();
+#if !defined(SELFCOND_WASM)
+  if (!cache_path.empty()) {
+    // A cache that cannot be written (read-only directory, full disk) costs only the next load.
+    std::error_code ec;
+    std::filesystem::create_directories(opts.packed_cache_dir, ec);
+    const absl::Status saved = xnn_->SaveTo(cache_path, cache_id);
+    absl::StrAppend(&packed_cache_status_,
+                    saved.ok() ? ", saved" : absl::StrCat(", not saved: ", saved.message()));
+  }
+#endif
   if (!Progress(opts, pack_start + static_cast<int64_t>(file_size_) - progress_done_)) {
     return absl::CancelledError("model load cancelled");
   }
