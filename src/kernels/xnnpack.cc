@@ -364,6 +364,7 @@ void PackedWeights::Keep(const LinearSpec& spec, const void* key) {
 #define SELFCOND_XNNPACK_COMMIT "unknown"
 #endif
 
+#if !defined(SELFCOND_WASM)
 namespace {
 
 constexpr char kPackMagic[8] = {'S', 'C', 'X', 'N', 'N', 'P', 'K', '1'};
@@ -406,6 +407,7 @@ std::string CpuInfoLine(const std::string& text, const std::string& key) {
 }
 
 }  // namespace
+#endif  // !SELFCOND_WASM
 
 std::string PackedWeights::PackingId() {
   std::string cpu;
