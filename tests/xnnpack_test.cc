@@ -149,6 +149,30 @@ TEST(XnnpackTest, SessionsShareTheModelsPackedWeights) {
   for (size_t i = 0; i < y1.size(); ++i) EXPECT_NEAR(y1[i], ref[i], 0.05) << i;
 }
 
+// Runs m random activation rows through a packed layer and returns max |y - ref| / max |ref|,
+// ref = x . W^T + bias in double with W(r, c) = weight(r, c).
+template <typename Weight>
+double RelErrorVsDouble(OneLayer& one, std::mt19937& rng, int m, int n, int k,
+                        const std::vector<float>& bias, Weight weight) {
+  std::normal_distribution<float> act(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(m) * k + kExtraBytes / sizeof(float));
+  for (float& v : x) v = act(rng);
+  std::vector<float> y(static_cast<size_t>(m) * n);
+  EXPECT_TRUE(one.ops->Run(one.id, x.data(), m, y.data(), nullptr).ok());
+  double max_abs = 0, max_err = 0;
+  for (int i = 0; i < m; ++i) {
+    for (int r = 0; r < n; ++r) {
+      double acc = bias[r];
+      for (int c = 0; c < k; ++c) {
+        acc += static_cast<double>(x[static_cast<size_t>(i) * k + c]) * weight(r, c);
+      }
+      max_abs = std::max(max_abs, std::fabs(acc));
+      max_err = std::max(max_err, std::fabs(acc - y[static_cast<size_t>(i) * n + r]));
+    }
+  }
+  return max_err / max_abs;
+}
+
 // 4-bit weights (converter layout, DType::kI4) against the same double reference on the
 // dequantized int4 weights: checks the nibble order and zero point XNNPACK expects.
 TEST(XnnpackTest, Int4MatchesDoubleReference) {
@@ -170,26 +194,13 @@ TEST(XnnpackTest, Int4MatchesDoubleReference) {
   spec.k = k;
   auto one = PackOne(spec);
   ASSERT_TRUE(one.ok()) << one.status();
-  const int m = 4;
-  std::normal_distribution<float> act(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(m) * k + kExtraBytes / sizeof(float));
-  for (float& v : x) v = act(rng);
-  std::vector<float> y(static_cast<size_t>(m) * n);
-  ASSERT_TRUE(one->ops->Run(one->id, x.data(), m, y.data(), nullptr).ok());
-  double max_abs = 0, max_err = 0;
-  for (int i = 0; i < m; ++i) {
-    for (int r = 0; r < n; ++r) {
-      double acc = bias[r];
-      for (int c = 0; c < k; ++c) {
-        const uint8_t byte = q[static_cast<size_t>(r) * (k / 2) + c / 2];
-        const int nib = c % 2 == 0 ? (byte & 15) : (byte >> 4);
-        acc += static_cast<double>(x[static_cast<size_t>(i) * k + c]) * (nib - 8) * scale[r];
-      }
-      max_abs = std::max(max_abs, std::fabs(acc));
-      max_err = std::max(max_err, std::fabs(acc - y[static_cast<size_t>(i) * n + r]));
-    }
-  }
-  EXPECT_LT(max_err / max_abs, 3e-2);
+  EXPECT_LT(RelErrorVsDouble(*one, rng, 4, n, k, bias,
+                             [&](int r, int c) {
+                               const uint8_t byte = q[static_cast<size_t>(r) * (k / 2) + c / 2];
+                               const int nib = c % 2 == 0 ? (byte & 15) : (byte >> 4);
+                               return static_cast<double>(nib - 8) * scale[r];
+                             }),
+            3e-2);
 }
 
 // Blockwise 4-bit (what `convert --weights int4` writes: XNNPACK's qb4w, one bfloat16 scale per
@@ -240,22 +251,7 @@ TEST(XnnpackTest, BlockwiseInt4MatchesDoubleReferenceAndBeatsPerChannel) {
   auto one = PackOne(spec);
   ASSERT_TRUE(one.ok()) << one.status();
   for (int m : {1, 5}) {
-    std::normal_distribution<float> act(0.0f, 1.0f);
-    std::vector<float> x(static_cast<size_t>(m) * k + kExtraBytes / sizeof(float));
-    for (float& v : x) v = act(rng);
-    std::vector<float> y(static_cast<size_t>(m) * n);
-    ASSERT_TRUE(one->ops->Run(one->id, x.data(), m, y.data(), nullptr).ok());
-    double max_abs = 0, max_err = 0;
-    for (int i = 0; i < m; ++i) {
-      for (int r = 0; r < n; ++r) {
-        double acc = bias[r];
-        for (int c = 0; c < k; ++c)
-          acc += static_cast<double>(x[static_cast<size_t>(i) * k + c]) * deq(r, c);
-        max_abs = std::max(max_abs, std::fabs(acc));
-        max_err = std::max(max_err, std::fabs(acc - y[static_cast<size_t>(i) * n + r]));
-      }
-    }
-    EXPECT_LT(max_err / max_abs, 3e-2) << "m = " << m;
+    EXPECT_LT(RelErrorVsDouble(*one, rng, m, n, k, bias, deq), 3e-2) << "m = " << m;
   }
   // A block XNNPACK cannot run is refused before XNNPACK sees it.
   spec.q4_block = 48;
