@@ -433,8 +433,9 @@ json::Value MachineInfo() {
   json::Value machine = json::Value::Object();
   machine.Set("cores", json::Value::Number(ThreadPool::NumCores()));
   // x86 lists "flags", AArch64 "Features".
-  const std::string model_name = CpuInfoField("model name");
-  const std::string all = " " + CpuInfoField("flags") + " " + CpuInfoField("Features") + " ";
+  const std::string model_name = kernels::CpuInfoField("model name");
+  const std::string all =
+      " " + kernels::CpuInfoField("flags") + " " + kernels::CpuInfoField("Features") + " ";
   std::string flags;
   for (const char* f : {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "asimddp", "i8mm"}) {
     if (all.find(std::string(" ") + f + " ") != std::string::npos) {

@@ -81,7 +81,7 @@ absl::StatusOr<std::vector<double>> ParseNumbers(const std::string& flag, const 
 }
 
 std::string CpuName() {
-  const std::string name = CpuInfoField("model name");
+  const std::string name = kernels::CpuInfoField("model name");
   return name.empty() ? "unknown" : name;
 }
 

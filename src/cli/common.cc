@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -148,19 +147,6 @@ absl::Status ConvertAndReport(const std::string& hf_dir, const std::string& out,
   std::printf("wrote %s (%.1f MiB, hash %s)\n", out.c_str(), (*m)->file_bytes() / 1048576.0,
               (*m)->hash_hex().c_str());
   return absl::OkStatus();
-}
-
-std::string CpuInfoField(const std::string& key) {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key, 0) != 0) continue;
-    const size_t colon = line.find(':');
-    if (colon == std::string::npos || line.find_first_not_of(" \t", key.size()) != colon) continue;
-    const size_t start = line.find_first_not_of(' ', colon + 1);
-    return start == std::string::npos ? std::string() : line.substr(start);
-  }
-  return "";
 }
 
 }  // namespace selfcond::cli

@@ -89,10 +89,6 @@ absl::Status ResizeSession(Runtime& rt, Precision precision, int n_ctx,
 
 std::string DefaultModelPath();
 
-// The value of the first "key : value" line of /proc/cpuinfo ("" when absent or not Linux).
-// Read line by line: /proc files report size 0, so a read sized by stat() gets nothing.
-std::string CpuInfoField(const std::string& key);
-
 // Converts a checkpoint directory with a progress bar, then loads the result (verifying its
 // hash) and prints "wrote OUT (N MiB, hash H)": convert and pull end the same way.
 absl::Status ConvertAndReport(const std::string& hf_dir, const std::string& out,

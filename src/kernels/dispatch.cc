@@ -1,5 +1,6 @@
 // Backend selection: which compiled-in backends this CPU can run, best first.
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,23 @@ const Backend& DefaultBackend() {
     return b != nullptr ? b : Available().front();
   }();
   return *chosen;
+}
+
+std::string CpuInfoField(const std::string& key) {
+#if !defined(SELFCOND_WASM)
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key, 0) != 0) continue;
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos || line.find_first_not_of(" \t", key.size()) != colon) continue;
+    const size_t start = line.find_first_not_of(' ', colon + 1);
+    return start == std::string::npos ? std::string() : line.substr(start);
+  }
+#else
+  (void)key;
+#endif
+  return "";
 }
 
 }  // namespace selfcond::kernels

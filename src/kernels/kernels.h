@@ -90,6 +90,11 @@ const Backend* BackendByName(const std::string& name);
 // unknown, unsupported, or "xnnpack", which is not a hand-written backend).
 const Backend* BackendFromEnv();
 
+// The value of the first "key : value" line of /proc/cpuinfo ("" when absent, and in WASM): what
+// benchmarks record and the packed-weight cache keys on. Read line by line: /proc files report
+// size 0, so a read sized by stat() gets nothing.
+std::string CpuInfoField(const std::string& key);
+
 // Helpers used by the converter and the tests (scalar, not hot).
 // Quantizes a row-major float matrix w(n, k) into packed q / scale / row_sum buffers sized for
 // n_pad rows. k must be a multiple of 4.

@@ -357,8 +357,8 @@ void PackedWeights::Keep(const LinearSpec& spec, const void* key) {
 //   layers x { u32 n, k, q4_block, kind (0 int8, 1 int4; | 0x100: keyed with its bias), seed,
 //              fingerprint; u64 offset, size }
 //   data: each layer's packed bytes at `offset` from the data start (64-byte aligned)
-// The checksum covers the data (DataChecksum); the file is written to a temporary name and
-// renamed, so a reader never sees half a file.
+// The checksum covers every layer's bytes (CombineChecksum); the file is written to a temporary
+// name and renamed, so a reader never sees half a file.
 
 #ifndef SELFCOND_XNNPACK_COMMIT
 #define SELFCOND_XNNPACK_COMMIT "unknown"
@@ -386,6 +386,11 @@ uint64_t DataChecksum(const uint8_t* p, size_t n) {
   return (h[0] ^ (h[1] * 3) ^ (h[2] * 5) ^ (h[3] * 7)) * 0x9E3779B97F4A7C15ull;
 }
 
+// The file's checksum: the layers' checksums folded in order (padding is not covered).
+uint64_t CombineChecksum(uint64_t sum, uint64_t layer) {
+  return (sum ^ layer) * 0x100000001B3ull + 0x9E3779B97F4A7C15ull;
+}
+
 struct PackRecord {
   uint32_t n, k, q4_block, kind, seed, fingerprint;
   uint64_t offset, size;
@@ -394,36 +399,16 @@ struct PackRecord {
 uint32_t KindOf(const LinearSpec& s) { return s.q4 != nullptr ? 1 : 0; }
 constexpr uint32_t kKeyHasBias = 0x100;  // PackRecord::kind: XNNPACK's key includes the bias
 
-std::string CpuInfoLine(const std::string& text, const std::string& key) {
-  size_t at = 0;
-  while ((at = text.find(key, at)) != std::string::npos) {
-    if (at == 0 || text[at - 1] == '\n') {
-      const size_t colon = text.find(':', at), end = text.find('\n', at);
-      if (colon != std::string::npos && colon < end) return text.substr(colon + 1, end - colon - 1);
-    }
-    at += key.size();
-  }
-  return "";
-}
-
 }  // namespace
 #endif  // !SELFCOND_WASM
 
 std::string PackedWeights::PackingId() {
-  std::string cpu;
-#if !defined(SELFCOND_WASM)
-  if (FILE* f = std::fopen("/proc/cpuinfo", "r")) {  // size 0 in stat(): read until EOF
-    char buf[4096];
-    size_t got;
-    while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) cpu.append(buf, got);
-    std::fclose(f);
-  }
   // The first processor's identity and features (x86: model name + flags; ARM: CPU part +
   // Features); frequencies and core numbers vary between reads and do not change the kernels.
-  cpu = absl::StrCat(CpuInfoLine(cpu, "vendor_id"), "|", CpuInfoLine(cpu, "model name"), "|",
-                     CpuInfoLine(cpu, "flags"), "|", CpuInfoLine(cpu, "CPU implementer"), "|",
-                     CpuInfoLine(cpu, "CPU part"), "|", CpuInfoLine(cpu, "Features"));
-#endif
+  const std::string cpu =
+      absl::StrCat(CpuInfoField("vendor_id"), "|", CpuInfoField("model name"), "|",
+                   CpuInfoField("flags"), "|", CpuInfoField("CPU implementer"), "|",
+                   CpuInfoField("CPU part"), "|", CpuInfoField("Features"));
   return absl::StrCat("xnnpack=", SELFCOND_XNNPACK_COMMIT,
                       " variant=", UseUnsignedActivations() ? "qdu8" : "qd8", " cpu=", cpu);
 }
@@ -449,16 +434,18 @@ absl::Status PackedWeights::SaveTo(const std::string& path, const std::string& i
                        std::get<3>(e.key), data, e.size});
     data += e.size;
   }
-  std::vector<uint8_t> blob(data, 0);
-  for (size_t i = 0; i < specs_.size(); ++i) {
-    std::memcpy(blob.data() + records[i].offset, cache_->entries[entry_of_[i]].ptr,
-                records[i].size);
+  // Written layer by layer from the arena (no second copy of the weights while saving).
+  auto bytes_of = [this](size_t i) {
+    return static_cast<const uint8_t*>(cache_->entries[entry_of_[i]].ptr);
+  };
+  uint64_t sum = 0;
+  for (size_t i = 0; i < records.size(); ++i) {
+    sum = CombineChecksum(sum, DataChecksum(bytes_of(i), records[i].size));
   }
   std::string head(kPackMagic, sizeof kPackMagic);
   auto put = [&head](const void* p, size_t n) { head.append(static_cast<const char*>(p), n); };
   const uint32_t version = 1, id_len = static_cast<uint32_t>(id.size()),
                  layers = static_cast<uint32_t>(records.size()), zero = 0;
-  const uint64_t sum = DataChecksum(blob.data(), blob.size());
   put(&version, 4);
   put(&id_len, 4);
   put(id.data(), id.size());
@@ -474,8 +461,15 @@ absl::Status PackedWeights::SaveTo(const std::string& path, const std::string& i
     return absl::UnavailableError(
         absl::StrCat("cannot write packed-weight cache ", tmp, ": ", std::strerror(errno)));
   }
-  const bool ok = std::fwrite(head.data(), 1, head.size(), f) == head.size() &&
-                  std::fwrite(blob.data(), 1, blob.size(), f) == blob.size();
+  bool ok = std::fwrite(head.data(), 1, head.size(), f) == head.size();
+  const char zeros[64] = {};
+  uint64_t at = 0;
+  for (size_t i = 0; ok && i < records.size(); ++i) {
+    const size_t pad = records[i].offset - at;  // < 64: offsets are the sizes rounded up
+    ok = std::fwrite(zeros, 1, pad, f) == pad &&
+         std::fwrite(bytes_of(i), 1, records[i].size, f) == records[i].size;
+    at = records[i].offset + records[i].size;
+  }
   const bool closed = std::fclose(f) == 0;
   if (!ok || !closed || std::rename(tmp.c_str(), path.c_str()) != 0) {
     std::remove(tmp.c_str());
@@ -544,7 +538,13 @@ absl::StatusOr<std::unique_ptr<PackedWeights>> PackedWeights::LoadFrom(
   if (std::fseek(f, static_cast<long>(head), SEEK_SET) != 0 || !get(dst, data)) {
     return bad("cannot read its data");
   }
-  if (verify && DataChecksum(dst, data) != sum) return bad("checksum mismatch");
+  if (verify) {
+    uint64_t got = 0;
+    for (const PackRecord& r : records) {
+      got = CombineChecksum(got, DataChecksum(dst + r.offset, r.size));
+    }
+    if (got != sum) return bad("checksum mismatch");
+  }
   c.arena_used = (data + 63) / 64 * 64;
   for (uint32_t i = 0; i < layers; ++i) {
     const LinearSpec& s = specs[i];
