@@ -22,7 +22,7 @@ SYSROOT_LIBS=${SYSROOT_LIBS:-/usr/lib/aarch64-linux-gnu}
 for f in "$JAR" "$BUILD/java/libselfcond_jni.so" "$BUILD/libselfcond.so.0"; do
   [[ -e "$f" ]] || { echo "make_aar.sh: missing $f" >&2; exit 1; }
 done
-"$READELF" -h "$BUILD/java/libselfcond_jni.so" | grep -q AArch64 ||
+grep -q AArch64 <<<"$("$READELF" -h "$BUILD/java/libselfcond_jni.so")" ||
   { echo "make_aar.sh: $BUILD/java/libselfcond_jni.so is not an aarch64 library" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

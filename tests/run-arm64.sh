@@ -121,7 +121,7 @@ for f in bin/selfcond lib/libselfcond.so.0 lib/libselfcond.a include/selfcond/se
   lib/cmake/selfcond/selfcondConfig.cmake lib/pkgconfig/selfcond.pc; do
   [[ -e "$prefix/$f" ]] || { echo "the tarball lacks $f" >&2; exit 1; }
 done
-aarch64-linux-gnu-readelf -h "$prefix/bin/selfcond" | grep -q AArch64
+grep -q AArch64 <<<"$(aarch64-linux-gnu-readelf -h "$prefix/bin/selfcond")"
 cmake -S demo/c -B "$rel/demo" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_TOOLCHAIN_FILE="$ROOT/cmake/aarch64-linux-gnu.cmake" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$rel/demo" >/dev/null

@@ -37,23 +37,32 @@ for exe in demo_c demo_c_static; do
   echo "$out" | sed 's/^/   /'
   grep -q "top 50 'football" <<<"$out" || { echo "$exe: no conditioned generation" >&2; exit 1; }
 done
+# (ldd's output is captured before grep reads it: `ldd X | grep -q` under pipefail fails at
+# random when grep exits at its first match and ldd dies of SIGPIPE; CI failed that way once.)
 # libselfcond.a is self-contained: the static demo needs no Abseil (nor anything but the C++
 # runtime, libm and pthreads), with CMake's package and with pkg-config --static alike.
-if ldd "$WORK/demo-c/build/demo_c_static" | grep -q absl; then
+if grep -q absl <<<"$(ldd "$WORK/demo-c/build/demo_c_static")"; then
   echo "demo_c_static links Abseil: libselfcond.a is not self-contained" >&2; exit 1
 fi
 cc -std=c99 -Wall -Wextra -pedantic -Werror -o "$WORK/demo_c_a" demo/c/main.c \
   $(PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig pkg-config --cflags selfcond) "$PREFIX/lib/libselfcond.a" \
   $(PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig pkg-config --static --libs-only-l selfcond | sed 's/-lselfcond//')
-if ldd "$WORK/demo_c_a" | grep -q -e absl -e selfcond; then
+if grep -q -e absl -e selfcond <<<"$(ldd "$WORK/demo_c_a")"; then
   echo "demo_c_a (libselfcond.a + pkg-config --static) needs a shared selfcond or Abseil" >&2; exit 1
 fi
 out=$("$WORK/demo_c_a" "$MODEL" "$TABLE" "Once upon a time" 2>/dev/null)
 grep -q "top 50 'football" <<<"$out" || { echo "demo_c_a: no conditioned generation" >&2; exit 1; }
 echo "   libselfcond.a links alone (no Abseil installed needed): demo_c_static, demo_c_a"
 # The shared build must resolve libselfcond from the prefix (RPATH), not from the build tree.
-ldd "$WORK/demo-c/build/demo_c" | grep -q "$PREFIX/lib/libselfcond.so" ||
-  { echo "demo_c does not use the installed libselfcond.so" >&2; exit 1; }
+# Compared as real paths: the prefix may sit below a symlink (/tmp on some machines), and the
+# RUNPATH CMake writes, so the path ldd prints, may be either spelling.
+used=$(ldd "$WORK/demo-c/build/demo_c" | awk '$1 ~ /^libselfcond\.so/ {print $3}')
+if [[ -z "$used" || "$(readlink -f "$used")" != "$(readlink -f "$PREFIX/lib/libselfcond.so")" ]]; then
+  echo "demo_c does not use the installed libselfcond.so ($PREFIX/lib); ldd says:" >&2
+  ldd "$WORK/demo-c/build/demo_c" >&2
+  readelf -d "$WORK/demo-c/build/demo_c" | grep -i -e rpath -e runpath >&2 || true
+  exit 1
+fi
 
 echo "-- demo/c with pkg-config"
 export PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig
