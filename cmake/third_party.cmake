@@ -52,6 +52,25 @@ selfcond_fetch(pthreadpool pthreadpool https://github.com/google/pthreadpool.git
                ${SELFCOND_PTHREADPOOL_COMMIT})
 selfcond_fetch(fxdiv FXdiv https://github.com/Maratyszcza/FXdiv.git ${SELFCOND_FXDIV_COMMIT})
 
+# pthreadpool's workers spin 1,000 `pause`s (15-40 us) after a parallel region, then sleep on a
+# futex. Decode runs ~100 small regions per token with serial gaps (norms, attention, sampling)
+# that often outlast that spin, so the worker sleeps and every region pays a futex wake-up; in a
+# VM (these machines) or a browser's Worker that costs tens of microseconds, and two threads
+# decoded no faster than one (docs/kernels.md, "Threads at decode"). Spin as pthreadpool already
+# does on Android (100,000 pauses + 10 yields, a few ms) before sleeping. Patched in the fetched
+# copy, idempotently: the pinned archive stays as it is.
+set(_spin_h "${pthreadpool_SOURCE_DIR}/src/threadpool-common.h")
+file(READ "${_spin_h}" _spin)
+string(REPLACE
+  "#define PTHREADPOOL_SPIN_YIELD_ITERATIONS 0\n#define PTHREADPOOL_SPIN_PAUSE_ITERATIONS 1000\n"
+  "/* selfcond: spin as on Android (cmake/third_party.cmake) */\n#define PTHREADPOOL_SPIN_YIELD_ITERATIONS 10\n#define PTHREADPOOL_SPIN_PAUSE_ITERATIONS 100000\n"
+  _spin_patched "${_spin}")
+if(NOT _spin STREQUAL _spin_patched)
+  file(WRITE "${_spin_h}" "${_spin_patched}")
+elseif(NOT _spin MATCHES "selfcond: spin as on Android")
+  message(FATAL_ERROR "pthreadpool: the spin-wait constants moved in ${_spin_h}; update the patch")
+endif()
+
 if(EMSCRIPTEN AND SELFCOND_WASM_THREADS)
   # pthreadpool's CMake always compiles its single-threaded shim for Emscripten (a pool of
   # 2 reports 1 thread). The real pthreads implementation works under Emscripten pthreads:

@@ -273,38 +273,58 @@ bool ModelFileOk(const std::string& path) {
   return f.ok() && ParseModelFile(f->bytes()).ok();
 }
 
-// The GPT-2-small-shaped model (12 x 768, vocab 50257, context 1024, random weights), written
-// once by the tests' checkpoint writer and converted (and converted with --weights int4 too when
-// int4); cached in work_dir.
-absl::StatusOr<std::string> Gpt2SmallShaped(const std::string& work_dir,
-                                            const std::string& vocab_dir, bool int4) {
-  const std::string out = work_dir + "/gpt2-small-shaped.scm";
-  const std::string out4 = work_dir + "/gpt2-small-shaped-int4.scm";
+// The four GPT-2 sizes (Radford et al. 2019; all with vocabulary 50257 and context 1024):
+// bench writes each shape with random weights, so speed and memory are measured without a
+// download. Medium is the paper's model.
+struct Gpt2Size {
+  const char* name;
+  uint32_t n_layer, n_embd, n_head;
+};
+constexpr Gpt2Size kGpt2Sizes[] = {{"small", 12, 768, 12},
+                                   {"medium", 24, 1024, 16},
+                                   {"large", 36, 1280, 20},
+                                   {"xl", 48, 1600, 25}};
+
+std::string ShapedLabel(const Gpt2Size& size) {
+  return absl::StrCat("gpt2-", size.name, "-shaped");
+}
+
+// A GPT-2-shaped model (random weights), written once by the tests' checkpoint writer and
+// converted (and converted with --weights int4 too when int4); cached in work_dir as
+// <label>.scm and <label>-int4.scm. The float32 checkpoint (6.2 GB for XL) is deleted after.
+absl::StatusOr<std::string> Gpt2Shaped(const std::string& work_dir, const std::string& vocab_dir,
+                                       const Gpt2Size& size, bool int4) {
+  const std::string label = ShapedLabel(size);
+  const std::string out = work_dir + "/" + label + ".scm";
+  const std::string out4 = work_dir + "/" + label + "-int4.scm";
   if (ModelFileOk(out) && (!int4 || ModelFileOk(out4))) return out;
-  const std::string ckpt = work_dir + "/gpt2-small-shaped-hf";
+  const std::string ckpt = work_dir + "/" + label + "-hf";
   std::filesystem::create_directories(ckpt);
   SyntheticCheckpointOptions so;
-  so.n_layer = 12;
-  so.n_embd = 768;
-  so.n_head = 12;
+  so.n_layer = size.n_layer;
+  so.n_embd = size.n_embd;
+  so.n_head = size.n_head;
   so.n_ctx = 1024;
   so.vocab_size = 50257;
-  so.n_inner = 3072;
+  so.n_inner = 4 * size.n_embd;
   so.tokenizer_dir = vocab_dir;
   so.seed = 1;
-  std::fprintf(stderr, "writing the GPT-2-small-shaped checkpoint to %s\n", ckpt.c_str());
+  std::fprintf(stderr, "writing the %s checkpoint to %s\n", label.c_str(), ckpt.c_str());
   if (auto st = WriteSyntheticCheckpoint(ckpt, so); !st.ok()) return st;
-  Progress progress("convert gpt2-small-shaped");
   ConvertOptions co;
-  co.model_name = "gpt2-small-shaped (random weights)";
-  if (auto st = ConvertCheckpoint(ckpt, out, co, [&](float f) { progress.Update(f); }); !st.ok()) {
-    return st;
+  if (!ModelFileOk(out)) {
+    Progress progress("convert " + label);
+    co.model_name = label + " (random weights)";
+    if (auto st = ConvertCheckpoint(ckpt, out, co, [&](float f) { progress.Update(f); });
+        !st.ok()) {
+      return st;
+    }
+    progress.Done();
   }
-  progress.Done();
-  if (int4) {
+  if (int4 && !ModelFileOk(out4)) {
     co.weights = WeightBits::kInt4;
-    co.model_name = "gpt2-small-shaped int4 (random weights)";
-    Progress p4("convert gpt2-small-shaped --weights int4");
+    co.model_name = label + " int4 (random weights)";
+    Progress p4("convert " + label + " --weights int4");
     if (auto st = ConvertCheckpoint(ckpt, out4, co, [&](float f) { p4.Update(f); }); !st.ok()) {
       return st;
     }
@@ -449,9 +469,82 @@ json::Value MachineInfo() {
   return machine;
 }
 
-// A model under test: its label in the JSON and its file.
+// DRAM read bandwidth in GB/s at `threads` threads (tools/read_bandwidth.c's loop, portable): each
+// thread XORs its slice of a 256 MiB buffer (far larger than any cache) 4 times, best of 3. The
+// bound of a memory-bound decode step, which reads every weight once per token: tok/s cannot
+// exceed this / weight bytes (docs/kernels.md, "Decode against the read bandwidth").
+double ReadBandwidthGBs(int threads) {
+  constexpr size_t kWords = (size_t{256} << 20) / sizeof(uint64_t);
+  constexpr int kPasses = 4;
+  std::vector<uint64_t> buf(kWords, 1);  // written: resident before the timing
+  std::vector<uint64_t> sink(static_cast<size_t>(threads));
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    auto t0 = Clock::now();
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; ++t) {
+      workers.emplace_back([&, t] {
+        const size_t n = kWords / threads;
+        const uint64_t* w = buf.data() + static_cast<size_t>(t) * n;
+        uint64_t a = 0, b = 0, c = 0, d = 0;
+        for (int pass = 0; pass < kPasses; ++pass) {
+          for (size_t i = 0; i + 4 <= n; i += 4) {
+            a ^= w[i];
+            b ^= w[i + 1];
+            c ^= w[i + 2];
+            d ^= w[i + 3];
+          }
+        }
+        sink[t] = a ^ b ^ c ^ d;
+      });
+    }
+    for (auto& w : workers) w.join();
+    best = std::max(best, kPasses * (kWords * sizeof(uint64_t)) / Since(t0) / 1e9);
+  }
+  volatile uint64_t keep = 0;
+  for (uint64_t v : sink) keep = keep ^ v;
+  return best;
+}
+
+// Each run of a model beside its read-bandwidth bound: a decode step of a GPT-2 or tied Llama
+// file reads the whole file once (the linears and the embedding as LM head; the position row and
+// the norms it also reads are in it; the KV cache it reads is not, < 2% at 256 positions for
+// GPT-2 small), so bound = bandwidth at the run's thread count / file bytes.
+void AddReadBound(const std::vector<std::pair<int, double>>& bandwidth, json::Value* model) {
+  const json::Value* runs = model->Find("runs");
+  const json::Value* file_mib = model->Find("file_mib");
+  const json::Value* precision = model->Find("precision");
+  // f32 runs read dequantized copies, not the file: no bound from its size.
+  if (runs == nullptr || file_mib == nullptr || file_mib->as_number() <= 0 ||
+      precision == nullptr || precision->as_string() != "int8") {
+    return;
+  }
+  const double bytes = file_mib->as_number() * 1048576.0;
+  json::Value out = json::Value::Array();
+  for (json::Value run : runs->items()) {
+    const int threads = static_cast<int>(run.Find("threads")->as_number());
+    for (const auto& [t, gbs] : bandwidth) {
+      if (t != threads) continue;
+      const double bound = gbs * 1e9 / bytes;
+      const double decode = run.Find("decode_tok_s")->as_number();
+      run.Set("decode_read_bound_tok_s", json::Value::Number(bound));
+      run.Set("decode_over_read_bound", json::Value::Number(decode / bound));
+      std::fprintf(stderr,
+                   "  %-24s %d thread(s): decode %7.1f tok/s = %3.0f%% of the read bound %7.1f\n",
+                   std::string(model->Find("model")->as_string()).c_str(), threads, decode,
+                   100 * decode / bound, bound);
+    }
+    out.Push(std::move(run));
+  }
+  model->Set("runs", std::move(out));
+}
+
+// A model under test: its label in the JSON and its file; big: measured on the engine's int8
+// path only (XNNPACK), not on the hand-written kernels nor in f32 (GPT-2 XL in f32 is 6.2 GB
+// and is not what a device runs).
 struct Target {
   std::string label, path;
+  bool big = false;
 };
 
 // Ratios within this run (the machine is shared: compare variants, not absolute numbers):
@@ -519,8 +612,9 @@ struct BenchCommand {
   std::string vocab_dir = "../shared/models/selfcond-mini-30m";
   std::string int4_checkpoint = "../shared/models/selfcond-mini-30m";
   std::string rank_concept = "../shared/concepts/football.json", rank_concepts;
+  std::string shapes = "small";
   bool json = false, no_small = false, no_f32 = false, no_kv = false, int4 = false;
-  bool no_hostile = false, no_handwritten = false;
+  bool no_hostile = false, no_handwritten = false, no_load = false;
   int prompt_tokens = 128, decode_tokens = 128, repeats = 3, threads = 0;
 
   CommandSpec Spec() {
@@ -529,8 +623,9 @@ struct BenchCommand {
         "selfcond bench [--model M] [--json] [--out FILE] [options]",
         "Measure prefill and decode speed (tok/s), load time, peak RSS and file size, int8 and "
         "f32,\n"
-        "at 1 thread and at all cores, for the model and for a GPT-2-small-shaped model (random\n"
-        "weights); and ranking speed on a concept. Writes JSON (stdout with --json, or --out).",
+        "at 1 thread and at all cores, for the model and for GPT-2-shaped models (random\n"
+        "weights; small by default, --shapes for medium, large, xl); and ranking speed on a\n"
+        "concept. Writes JSON (stdout with --json, or --out).",
         {Text(&model, "model", "M", "model file (default: the demo model)"),
          Switch(&json, "json", "print the JSON result to stdout"),
          Text(&out, "out", "FILE", "write the JSON result to FILE"),
@@ -540,6 +635,12 @@ struct BenchCommand {
          Int(&threads, "threads", "N", "the multi-threaded setting", 0, 256)
              .ShowDefault("all cores"),
          Switch(&no_small, "no-small", "skip the GPT-2-small-shaped model"),
+         Text(&shapes, "shapes", "LIST",
+              "GPT-2 shapes to measure (random weights, written once into --work-dir), a\n"
+              "comma-separated subset of small, medium, large, xl ('none': none). Shapes other\n"
+              "than small run on XNNPACK int8 only (and int4 with --int4). Writing XL's\n"
+              "checkpoint takes 6.2 GB of disk for a while")
+             .ShowDefault("small"),
          Switch(&no_f32, "no-f32", "skip the f32 path"),
          Switch(&no_kv, "no-kv",
                 "skip the KV-cache memory comparison on the GPT-2-small-shaped model (session\n"
@@ -549,6 +650,9 @@ struct BenchCommand {
              "also 4-bit versions of both models (convert --weights int4 of the demo\n"
              "checkpoint, --int4-checkpoint DIR, and of the GPT-2-small-shaped one), on XNNPACK"),
          Text(&int4_checkpoint, "int4-checkpoint", "DIR", "the checkpoint --int4 converts"),
+         Switch(&no_load, "no-load",
+                "skip the load-time measurements (verified, --no-verify, packed-weight cache;\n"
+                "minutes for the big --shapes)"),
          Switch(&no_hostile, "no-hostile",
                 "skip the load of a hostile 4,000-layer model file (written once into --work-dir)"),
          Switch(&no_handwritten, "no-handwritten",
@@ -564,16 +668,31 @@ struct BenchCommand {
         0};
   }
 
-  // The models under test: --model, the GPT-2-small-shaped one, and with --int4 their 4-bit
-  // versions (the demo checkpoint converted with --weights int4; XNNPACK's int8 path only).
+  // The models under test: --model, the GPT-2-shaped ones (--shapes), and with --int4 their
+  // 4-bit versions (the demo checkpoint converted with --weights int4; XNNPACK's int8 path only).
   absl::Status BuildTargets(std::vector<Target>* targets, std::vector<Target>* int4_targets) {
     const std::string model_path = model.empty() ? DefaultModelPath() : model;
     targets->push_back({std::filesystem::path(model_path).stem().string(), model_path});
-    if (!no_small) {
-      std::filesystem::create_directories(work_dir);
-      auto small = Gpt2SmallShaped(work_dir, vocab_dir, int4);
-      if (!small.ok()) return small.status();
-      targets->push_back({"gpt2-small-shaped", *small});
+    std::vector<const Gpt2Size*> sizes;
+    if (shapes != "none") {
+      for (absl::string_view name : absl::StrSplit(shapes, ',')) {
+        const Gpt2Size* found = nullptr;
+        for (const Gpt2Size& z : kGpt2Sizes) {
+          if (name == z.name) found = &z;
+        }
+        if (found == nullptr) {
+          return absl::InvalidArgumentError(absl::StrCat("--shapes: unknown GPT-2 shape '", name,
+                                                         "' (small, medium, large, xl or none)"));
+        }
+        if (no_small && found == &kGpt2Sizes[0]) continue;
+        if (std::find(sizes.begin(), sizes.end(), found) == sizes.end()) sizes.push_back(found);
+      }
+    }
+    if (!sizes.empty()) std::filesystem::create_directories(work_dir);
+    for (const Gpt2Size* z : sizes) {
+      auto path = Gpt2Shaped(work_dir, vocab_dir, *z, int4);
+      if (!path.ok()) return path.status();
+      targets->push_back({ShapedLabel(*z), *path, z != &kGpt2Sizes[0]});
     }
     if (!int4) return absl::OkStatus();
     std::filesystem::create_directories(work_dir);
@@ -585,8 +704,9 @@ struct BenchCommand {
       if (auto st = ConvertCheckpoint(int4_checkpoint, demo4, co, nullptr); !st.ok()) return st;
     }
     int4_targets->push_back({(*targets)[0].label + "-int4", demo4});
-    if (!no_small) {
-      int4_targets->push_back({"gpt2-small-shaped-int4", work_dir + "/gpt2-small-shaped-int4.scm"});
+    for (const Gpt2Size* z : sizes) {
+      int4_targets->push_back(
+          {ShapedLabel(*z) + "-int4", work_dir + "/" + ShapedLabel(*z) + "-int4.scm", true});
     }
     return absl::OkStatus();
   }
@@ -667,7 +787,17 @@ struct BenchCommand {
     if (auto st = BuildTargets(&targets, &int4_targets); !st.ok()) return st;
 
     json::Value result = json::Value::Object();
-    result.Set("machine", MachineInfo());
+    json::Value machine = MachineInfo();
+    std::vector<std::pair<int, double>> bandwidth;
+    json::Value bw = json::Value::Object();
+    for (int t : p.threads) {
+      bandwidth.push_back({t, ReadBandwidthGBs(t)});
+      bw.Set(absl::StrCat(t), json::Value::Number(bandwidth.back().second));
+      std::fprintf(stderr, "  read bandwidth %d thread(s): %.1f GB/s\n", t,
+                   bandwidth.back().second);
+    }
+    machine.Set("read_bandwidth_gb_s", std::move(bw));
+    result.Set("machine", std::move(machine));
     // int8 runs on XNNPACK (the engine) and, for the per-target decision in docs/kernels.md, on
     // the best hand-written backend of this CPU; f32 on the hand-written kernels.
     const std::string handwritten = kernels::DefaultBackend().name;
@@ -680,20 +810,26 @@ struct BenchCommand {
     gen.rank_concept.clear();
     for (const auto& t : targets) {
       for (const auto& [prec, engine] : configs) {
+        if (t.big && (prec != Precision::kInt8 || engine != "xnnpack")) continue;
         auto r = MeasureInChild(t.label, t.path, prec, engine, gen);
         if (!r.ok()) return r.status();
+        AddReadBound(bandwidth, &*r);
         models.Push(std::move(*r));
       }
     }
     for (const auto& t : int4_targets) {
       auto r = MeasureInChild(t.label, t.path, Precision::kInt8, "xnnpack", gen);
       if (!r.ok()) return r.status();
+      AddReadBound(bandwidth, &*r);
       models.Push(std::move(*r));
     }
     json::Value kv_cache = json::Value::Array();
     json::Value ratios = json::Value::Object();
-    if (!no_small && !no_kv) {
-      if (auto st = MeasureKv(p, targets[1], &kv_cache, &ratios); !st.ok()) return st;
+    const auto small = std::find_if(targets.begin(), targets.end(), [](const Target& t) {
+      return t.label == ShapedLabel(kGpt2Sizes[0]);
+    });
+    if (small != targets.end() && !no_kv) {
+      if (auto st = MeasureKv(p, *small, &kv_cache, &ratios); !st.ok()) return st;
     }
     // Ranking speed: the model under test, int8 (the shipped path), in a process of its own so
     // that its memory (sentences x units pooled responses) does not count as generation's.
@@ -705,7 +841,8 @@ struct BenchCommand {
       if (!r.ok()) return r.status();
       ranking = std::move(*r);
     }
-    auto loads = MeasureLoads(targets);
+    absl::StatusOr<json::Value> loads = json::Value::Null();
+    if (!no_load) loads = MeasureLoads(targets);
     if (!loads.ok()) return loads.status();
     json::Value multi = json::Value::Null();
     if (!rank_concepts.empty()) {
@@ -718,7 +855,7 @@ struct BenchCommand {
     result.Set("models", std::move(models));
     result.Set("ratios", std::move(ratios));
     if (!kv_cache.items().empty()) result.Set("kv_cache", std::move(kv_cache));
-    result.Set("load", std::move(*loads));
+    if (!loads->is_null()) result.Set("load", std::move(*loads));
     if (!multi.is_null()) result.Set("multi_concept", std::move(multi));
     if (!ranking.is_null()) result.Set("ranking", std::move(ranking));
     const std::string text = result.Dump();
