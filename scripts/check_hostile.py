@@ -301,6 +301,11 @@ def round_two(cli, work, shared, demo_model, demo_table, limit, case, failures):
         f.write(bytes(b[:100]))
     code, err = quick(rank_scr + ["--responses", cut])
     check("msg-scr-truncated-header", code == 1 and "truncated" in err, err[-200:])
+    # bench's GPT-2 shapes: an unknown one is named before anything is written or measured.
+    code, err = quick([cli, "bench", "--shapes", "small,huge", "--work-dir",
+                       os.path.join(work, "bench-shapes")])
+    check("msg-bench-shape", code == 1 and "unknown GPT-2 shape 'huge'" in err and
+          not os.path.exists(os.path.join(work, "bench-shapes")), err[-200:])
 
 
 def main():

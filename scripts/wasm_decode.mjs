@@ -15,11 +15,13 @@ const repo = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
 let tokens = 32;
 let promptN = 4;
+let nCtx = 0; // the model's context, as an app's default session
+let kvType = 'f32';
 let engineDir = join(repo, 'web', 'lib', 'engine');
 const files = [];
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--help') {
-    console.log('usage: node scripts/wasm_decode.mjs [--tokens N] [--prompt P] [--dist] MODEL.scm [MODEL.scm ...]');
+    console.log('usage: node scripts/wasm_decode.mjs [--tokens N] [--prompt P] [--ctx N] [--kv f32|f16] [--dist] MODEL.scm [MODEL.scm ...]');
     process.exit(0);
   } else if (args[i] === '--tokens') {
     tokens = Number(args[++i]);
@@ -33,6 +35,18 @@ for (let i = 0; i < args.length; i++) {
       console.error('--prompt: an integer in 1..1024');
       process.exit(2);
     }
+  } else if (args[i] === '--ctx') {
+    nCtx = Number(args[++i]);
+    if (!Number.isInteger(nCtx) || nCtx < 0 || nCtx > 1 << 20) {
+      console.error('--ctx: an integer >= 0 (0: the model\'s context)');
+      process.exit(2);
+    }
+  } else if (args[i] === '--kv') {
+    kvType = args[++i];
+    if (kvType !== 'f32' && kvType !== 'f16') {
+      console.error('--kv: f32 or f16');
+      process.exit(2);
+    }
   } else if (args[i] === '--dist') {
     engineDir = join(repo, 'wasm', 'dist');
   } else {
@@ -40,7 +54,7 @@ for (let i = 0; i < args.length; i++) {
   }
 }
 if (files.length === 0) {
-  console.error('usage: node scripts/wasm_decode.mjs [--tokens N] [--prompt P] [--dist] MODEL.scm [MODEL.scm ...]');
+  console.error('usage: node scripts/wasm_decode.mjs [--tokens N] [--prompt P] [--ctx N] [--kv f32|f16] [--dist] MODEL.scm [MODEL.scm ...]');
   process.exit(2);
 }
 const { loadSelfcond } = await import(pathToFileURL(join(repo, 'web', 'lib', 'engine', 'loader.mjs')).href);
@@ -57,7 +71,7 @@ for (const file of files) {
     const out = a.out();
     c.call('selfcond_model_load_owned', p, bytes.length, a.params('selfcond_model_params', { threads: 1 }), out);
     const model = a.u32(out);
-    c.call('selfcond_session_create', model, a.params('selfcond_session_params', { precision: 'int8', threads: 1 }), out);
+    c.call('selfcond_session_create', model, a.params('selfcond_session_params', { precision: 'int8', threads: 1, nCtx, kvType }), out);
     const info = a.alloc(512);
     c.raw('selfcond_model_get_info', model, info);
     return { model, session: a.u32(out), vocab: c.read('selfcond_model_info', info).vocabSize };
@@ -77,7 +91,7 @@ for (const file of files) {
   for (let i = 0; i < tokens; i++) logits = evalTokens([argmax(logits)]);
   const decode = tokens / ((performance.now() - t1) / 1000);
   console.log(JSON.stringify({
-    file, file_mib: bytes.length / 2 ** 20, load_ms: loadMs, wasm_memory_mib_loaded: loadedMib,
+    file, file_mib: bytes.length / 2 ** 20, load_ms: loadMs, n_ctx: nCtx, kv: kvType, wasm_memory_mib_loaded: loadedMib,
     prompt_tokens: promptN, prefill_tok_s: prefill, decode_tokens: tokens, decode_tok_s: decode,
     wasm_memory_mib_peak: mib(),
   }));

@@ -320,6 +320,10 @@ void Session::StoreKv(int l, const float* k, int ldk, const float* v, int ldv, i
   }
 }
 
+// Context length from which decode's attention runs its heads in parallel (measured:
+// docs/kernels.md, "Threads at decode").
+constexpr int kParallelDecodeAttention = 32;
+
 void Session::Attention(int l, const float* q, int ldq, int n, float* att) {
   const ModelConfig& c = model_.config();
   const int H = c.n_head, hd = c.head_dim, kvd = c.kv_dim(), group = c.n_head / c.n_head_kv;
@@ -358,7 +362,10 @@ void Session::Attention(int l, const float* q, int ldq, int n, float* att) {
       }
     }
   };
-  if (opts_.pool && opts_.pool->size() > 1 && n > 1) {
+  // Heads in parallel for a chunk, and at decode once the context makes a head's work (len x
+  // head_dim, twice) outweigh a parallel region (a few microseconds now that the pool's workers
+  // spin between regions: docs/kernels.md, "Threads at decode").
+  if (opts_.pool && opts_.pool->size() > 1 && (n > 1 || p0 >= kParallelDecodeAttention)) {
     opts_.pool->ParallelFor(H, head);
   } else {
     for (int h = 0; h < H; ++h) head(h);
