@@ -45,6 +45,9 @@ set(part_files)
 foreach(part ${SELFCOND_STATIC_PARTS})
   list(APPEND part_files $<TARGET_FILE:${part}>)
 endforeach()
+if(SELFCOND_XNNPACK_MICROKERNELS)  # the sanitizer builds' kernels (cmake/third_party.cmake)
+  list(APPEND part_files ${SELFCOND_XNNPACK_MICROKERNELS})
+endif()
 # Abseil goes inside too (cmake/merge_static.cmake: the static archives of the Abseil libraries
 # the shared library needs), so that a program links libselfcond.a without Abseil installed.
 find_program(SELFCOND_READELF NAMES ${CMAKE_CXX_LIBRARY_ARCHITECTURE}-readelf

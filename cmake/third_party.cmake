@@ -102,3 +102,24 @@ set(CPUINFO_SOURCE_DIR "${cpuinfo_SOURCE_DIR}" CACHE STRING "" FORCE)
 set(PTHREADPOOL_SOURCE_DIR "${pthreadpool_SOURCE_DIR}" CACHE STRING "" FORCE)
 set(FXDIV_SOURCE_DIR "${fxdiv_SOURCE_DIR}" CACHE STRING "" FORCE)
 add_subdirectory(${xnnpack_SOURCE_DIR} ${CMAKE_BINARY_DIR}/_deps/xnnpack-build EXCLUDE_FROM_ALL)
+
+# The sanitizer builds (tests/run.sh, stage 2) reuse the release build's production microkernels
+# instead of compiling their ~1,000 files twice more (a third of CI's compile time). Why that
+# loses little: the microkernels are leaf functions over the pointers they are given, and those
+# that read past a buffer's end (XNN_EXTRA_BYTES) are already excluded from ASan by XNNPACK
+# (XNN_OOB_READS); everything that calls them (operators, packing, subgraph, pthreadpool,
+# cpuinfo) is still compiled here with the sanitizer. The archive must come from the same
+# pinned XNNPACK with the same options: a kernel the configs name but the archive lacks fails
+# the link, not a test.
+set(SELFCOND_XNNPACK_MICROKERNELS "" CACHE FILEPATH
+    "Prebuilt libxnnpack-microkernels-prod.a of the same XNNPACK (sanitizer builds only)")
+if(SELFCOND_XNNPACK_MICROKERNELS)
+  if(NOT EXISTS "${SELFCOND_XNNPACK_MICROKERNELS}")
+    message(FATAL_ERROR "SELFCOND_XNNPACK_MICROKERNELS: no such file ${SELFCOND_XNNPACK_MICROKERNELS}")
+  endif()
+  file(WRITE "${CMAKE_BINARY_DIR}/selfcond_prebuilt_microkernels.c"
+       "/* the kernels come from ${SELFCOND_XNNPACK_MICROKERNELS} */\nint selfcond_prebuilt_microkernels;\n")
+  set_property(TARGET xnnpack-microkernels-prod PROPERTY SOURCES
+               "${CMAKE_BINARY_DIR}/selfcond_prebuilt_microkernels.c")
+  target_link_libraries(xnnpack-microkernels-prod PUBLIC "${SELFCOND_XNNPACK_MICROKERNELS}")
+endif()

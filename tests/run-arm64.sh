@@ -45,7 +45,9 @@ QEMU_TIMEOUT=${SELFCOND_QEMU_TIMEOUT:-1800}  # a hang fails the stage instead of
 arm_cpu() {  # arm_cpu CPUINFO QEMU_CPU PROGRAM ARGS...
   local cpuinfo=$1 cpu=$2
   shift 2
-  timeout "$QEMU_TIMEOUT" unshare -m sh -c "mount --bind '$ROOT/$cpuinfo' /proc/cpuinfo && \
+  # --foreground: timeout stays in the caller's process group, so a CI job that is killed
+  # takes qemu with it (without it, qemu ran on after the job was gone).
+  timeout --foreground "$QEMU_TIMEOUT" unshare -m sh -c "mount --bind '$ROOT/$cpuinfo' /proc/cpuinfo && \
     exec qemu-aarch64 -cpu $cpu -L /usr/aarch64-linux-gnu -E LD_LIBRARY_PATH=$ARM_LIBS \"\$@\"" \
     arm "$@"
 }
@@ -62,8 +64,24 @@ echo "-- GoogleTest suite under qemu-aarch64 (subset: see docs/kernels.md, ARM64
 # (The SIGTERM test of temporary files, once left out as "qemu does not deliver a re-raised
 # signal", runs: it was the same mixed-glibc spin as the thread hang.)
 # Threaded: every pool gets the emulated machine's two cores (SELFCOND_MAX_THREADS unset).
-arm "$BUILD/selfcond_tests" --gtest_brief=1 \
-  --gtest_filter='-Gpt2Test.Int8PerplexityWithin3PercentOfFloat:Gpt2Test.Int4AccuracyBars:ExperimentRunTest.*:RankTest.Int8TopExpertsOverlapFloatOnFootball:RankTest.FootballSmallMatchesReferenceTop50:RankTest.PooledResponsesMatchReference'
+# Two gtest shards at once (GTEST_SHARD_INDEX, passed through qemu-user's environment): most
+# tests run one thread, so one emulated process leaves a host core idle; this halves the
+# stage's longest part (588 s in one process on the AMD CI machine).
+shards=$(mktemp -d)
+for shard in 0 1; do
+  GTEST_TOTAL_SHARDS=2 GTEST_SHARD_INDEX=$shard arm "$BUILD/selfcond_tests" --gtest_brief=1 \
+    --gtest_filter='-Gpt2Test.Int8PerplexityWithin3PercentOfFloat:Gpt2Test.Int4AccuracyBars:ExperimentRunTest.*:RankTest.Int8TopExpertsOverlapFloatOnFootball:RankTest.FootballSmallMatchesReferenceTop50:RankTest.PooledResponsesMatchReference' \
+    >"$shards/$shard.log" 2>&1 &
+  echo $! >"$shards/$shard.pid"
+done
+failed=0
+for shard in 0 1; do
+  wait "$(cat "$shards/$shard.pid")" || failed=1
+  echo "   shard $shard/2:"
+  cat "$shards/$shard.log"
+done
+rm -rf "$shards"
+[[ $failed == 0 ]] || { echo "the GoogleTest suite failed under qemu-aarch64" >&2; exit 1; }
 
 echo "-- XNNPACK's plain NEON kernels too: qemu -cpu cortex-a53 (no dotprod / i8mm), a subset"
 arm_cpu tests/arm64/cpuinfo-cortex-a53 cortex-a53 "$BUILD/selfcond_tests" --gtest_brief=1 \

@@ -39,8 +39,11 @@ export SELFCOND_LLAMA_REF="$ROOT/build/release/test-llama"
 export SELFCOND_NATIVE_CLI="$ROOT/build/release/selfcond"
 
 echo "== [2/4] sanitizers (ASan+UBSan, clang) and fuzzers"
+# Both sanitizer builds link the release build's XNNPACK microkernels rather than compiling
+# them twice more (cmake/third_party.cmake says why that loses little).
+KERNELS="-DSELFCOND_XNNPACK_MICROKERNELS=$ROOT/build/release/_deps/xnnpack-build/libxnnpack-microkernels-prod.a"
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
-  -DCMAKE_CXX_COMPILER=clang++ -DSELFCOND_SANITIZE=ON -DSELFCOND_FUZZ=ON >/dev/null
+  -DCMAKE_CXX_COMPILER=clang++ -DSELFCOND_SANITIZE=ON -DSELFCOND_FUZZ=ON "$KERNELS" >/dev/null
 cmake --build build/asan -j"$JOBS"
 # The whole suite under the sanitizers (every malformed-input test of every parser included),
 # except the long statistical runs, which exercise no code the other tests do not.
@@ -66,7 +69,7 @@ done
 # (CMakeLists.txt SELFCOND_TSAN), so TSan sees the pool's synchronization.
 echo "-- ThreadSanitizer: threaded tests"
 cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
-  -DCMAKE_CXX_COMPILER=clang++ -DSELFCOND_TSAN=ON >/dev/null
+  -DCMAKE_CXX_COMPILER=clang++ -DSELFCOND_TSAN=ON "$KERNELS" >/dev/null
 cmake --build build/tsan -j"$JOBS" --target selfcond_tests
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build/tsan/selfcond_tests --gtest_brief=1 \
   --gtest_filter="${SELFCOND_TSAN_FILTER:-$(grep -v '^#' tests/tsan-tests.txt | grep -v '^-' | paste -sd:)-$(grep '^-' tests/tsan-tests.txt | cut -c2- | paste -sd:)}"
