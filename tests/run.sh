@@ -14,8 +14,10 @@ ROOT=$PWD
 JOBS=${JOBS:-$(nproc)}
 FUZZ_SECONDS=${SELFCOND_FUZZ_SECONDS:-20}
 [[ -d ../shared/models/selfcond-mini-30m ]] || { echo "tests need ../shared beside the repo" >&2; exit 1; }
+# CI has 90 minutes for .ci/run (a cold run took 65 here, ccache off): each stage prints the time so far.
+stage() { echo "== [$1] $2 ($((SECONDS / 60)) min $((SECONDS % 60)) s so far)"; }
 
-echo "== [1/4] native build + tests"
+stage 1/4 "native build + tests"
 # The reference implementations the tests compare with (npm: @huggingface/tokenizers, ...).
 (cd tests && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error)
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -38,7 +40,7 @@ export SELFCOND_LLAMA_REF="$ROOT/build/release/test-llama"
 # The native CLI converts the Llama checkpoints the WASM and browser tests load.
 export SELFCOND_NATIVE_CLI="$ROOT/build/release/selfcond"
 
-echo "== [2/4] sanitizers (ASan+UBSan, clang) and fuzzers"
+stage 2/4 "sanitizers (ASan+UBSan, clang) and fuzzers"
 # Both sanitizer builds link the release build's XNNPACK microkernels rather than compiling
 # them twice more (cmake/third_party.cmake says why that loses little).
 KERNELS="-DSELFCOND_XNNPACK_MICROKERNELS=$ROOT/build/release/_deps/xnnpack-build/libxnnpack-microkernels-prod.a"
@@ -74,7 +76,7 @@ cmake --build build/tsan -j"$JOBS" --target selfcond_tests
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build/tsan/selfcond_tests --gtest_brief=1 \
   --gtest_filter="${SELFCOND_TSAN_FILTER:-$(grep -v '^#' tests/tsan-tests.txt | grep -v '^-' | paste -sd:)-$(grep '^-' tests/tsan-tests.txt | cut -c2- | paste -sd:)}"
 
-echo "== [3/4] WASM build + Node tests, browser tests"
+stage 3/4 "WASM build + Node tests, browser tests"
 # The engine built from these sources, in this run: the Node tests run wasm/dist, and the browser
 # tests run web/lib/engine, which must be exactly that build (the committed copy the demo uses).
 bash wasm/build.sh all
@@ -83,7 +85,7 @@ SELFCOND_WASM_TEST_MODEL="$ROOT/demo/models/selfcond-mini-30m.scm" bash wasm/bui
 if [[ -f web/test.sh ]]; then
   bash web/test.sh
 fi
-echo "== [4/4] ARM64 (cross build, tests under qemu-aarch64)"
+stage 4/4 "ARM64 (cross build, tests under qemu-aarch64)"
 if command -v aarch64-linux-gnu-g++ >/dev/null && command -v qemu-aarch64 >/dev/null; then
   bash tests/run-arm64.sh build/release/selfcond
 elif [[ "${CI:-}" == "true" ]]; then
@@ -92,4 +94,4 @@ elif [[ "${CI:-}" == "true" ]]; then
 else
   echo "skipped: no aarch64 cross toolchain (scripts/install-deps.sh --arm64)"
 fi
-echo "all test stages passed"
+echo "all test stages passed in $((SECONDS / 60)) min $((SECONDS % 60)) s"
