@@ -43,7 +43,9 @@ export async function launchBrowser() {
     headless: true,
     viewport: { width: 1360, height: 1000 },
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--disable-dev-shm-usage'],
+      '--disable-sync', '--no-first-run', '--disable-dev-shm-usage',
+      // Extra switches for diagnosis, e.g. SELFCOND_CHROMIUM_ARGS=--js-flags=--no-wasm-dynamic-tiering
+      ...(process.env.SELFCOND_CHROMIUM_ARGS ?? '').split(' ').filter(Boolean)],
   });
   return {
     context,
