@@ -67,8 +67,9 @@ for f in build/asan/*_fuzz; do
 done
 
 # ThreadSanitizer over the tests that run work on thread pools (sessions, ranking workers, the
-# C API's concurrent use): everything, XNNPACK and pthreadpool included, is instrumented
-# (CMakeLists.txt SELFCOND_TSAN), so TSan sees the pool's synchronization.
+# C API's concurrent use): everything, XNNPACK's operators and pthreadpool included, is
+# instrumented (CMakeLists.txt SELFCOND_TSAN), so TSan sees the pool's synchronization; only the
+# prebuilt microkernels (leaf loops over one task's slice) are not.
 echo "-- ThreadSanitizer: threaded tests"
 cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
   -DCMAKE_CXX_COMPILER=clang++ -DSELFCOND_TSAN=ON "$KERNELS" >/dev/null
