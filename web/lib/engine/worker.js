@@ -756,7 +756,9 @@ function bench({ prompt, decodeTokens, sampling }) {
     const t0 = performance.now();
     gen = capi.scoped((a) => {
       const out = a.out();
-      const params = a.params('selfcond_generate_params', { temperature: 0, ...generateParams(sampling ?? {}), maxNewTokens: decodeTokens, stopAtEos: false });
+      // Greedy unless sampling is given: generateParams sets every key, so an absent
+      // `temperature` would be an explicit undefined (the C default, 1) after the spread.
+      const params = a.params('selfcond_generate_params', { ...generateParams(sampling ?? {}), temperature: sampling?.temperature ?? 0, maxNewTokens: decodeTokens, stopAtEos: false });
       capi.call('selfcond_generation_start', s.ptr, a.str(prompt), params, out);
       return a.u32(out);
     });
