@@ -25,7 +25,8 @@ struct SamplingOptions {
 absl::Status ValidateSampling(const SamplingOptions& o);
 
 // A deterministic sampler: the same seed and logits give the same tokens on every platform
-// (PCG32 random numbers, double-precision softmax, a stable sort by (logit desc, id asc)).
+// (PCG32 random numbers, double-precision softmax, candidates walked in (logit desc, id asc)
+// order).
 class Sampler {
  public:
   explicit Sampler(const SamplingOptions& o);
@@ -34,6 +35,8 @@ class Sampler {
  private:
   uint32_t NextU32();
   double NextUniform();  // [0, 1)
+  template <typename Less>
+  int32_t Walk(int sorted, int n, double sum, const Less& by_logit);
   SamplingOptions o_;
   uint64_t state_, inc_;
   std::vector<int32_t> idx_;  // (vocab) scratch
