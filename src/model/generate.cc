@@ -95,50 +95,39 @@ int32_t Sampler::Sample(absl::Span<const float> logits) {
   auto by_logit = [&](int32_t a, int32_t b) {
     return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
   };
+  // The candidates idx_[0, n) are walked from the most likely down (the order a seed's uniform
+  // draw is read in) but sorted only as far as the walk goes: idx_[0, sorted) is in order, and
+  // the order grows a chunk at a time (doubling). Sorting all 50,257 logits of GPT-2 cost ~6 ms
+  // a token, several forward passes of the demo model.
+  int n = V, sorted = 0;
   if (o_.top_k > 0 && o_.top_k < V) {
-    const int n = o_.top_k;
+    n = sorted = o_.top_k;
     std::partial_sort(idx_.begin(), idx_.begin() + n, idx_.end(), by_logit);
-    p_.resize(n);
-    const double mx = logits[idx_[0]];
-    double sum = 0;
-    for (int i = 0; i < n; ++i) sum += (p_[i] = std::exp((logits[idx_[i]] - mx) / o_.temperature));
-    return Walk(n, n, sum, by_logit);
   }
-  // No top-k: the whole vocabulary is a candidate. Tokens are still walked from the most likely
-  // down (the order a seed's uniform draw is read in), but sorted only as far as the walk goes:
-  // sorting all 50,257 logits of GPT-2 cost ~6 ms a token, several forward passes of the demo
-  // model.
-  int mx_at = 0;
-  for (int i = 1; i < V; ++i)
-    if (by_logit(i, mx_at)) mx_at = i;
-  const double mx = logits[mx_at];
-  p_.resize(V);
-  double sum = 0;
-  for (int i = 0; i < V; ++i) sum += (p_[i] = std::exp((logits[i] - mx) / o_.temperature));
-  return Walk(0, V, sum, by_logit);
-}
-
-// Walks the candidates idx_[0, n) from the most likely down and returns the token where a
-// uniform draw over their mass (within top_p) falls. idx_[0, sorted) is already in order and
-// p_ holds each candidate's weight: by rank when sorted == n (top-k), by token id otherwise, in
-// which case the order is extended a chunk at a time (doubling) as the walk needs it.
-template <typename Less>
-int32_t Sampler::Walk(int sorted, int n, double sum, const Less& by_logit) {
-  const bool by_rank = sorted == n;
-  auto weight = [&](int rank) { return by_rank ? p_[rank] : p_[idx_[rank]]; };
   auto ensure = [&](int rank) {  // idx_[0, rank] in order
     if (rank < sorted) return;
     const int upto = std::min(n, std::max(rank + 1, 2 * sorted + 64));
     std::partial_sort(idx_.begin() + sorted, idx_.begin() + upto, idx_.begin() + n, by_logit);
     sorted = upto;
   };
+  int mx_at = 0;
+  for (int i = 1; i < V; ++i)
+    if (by_logit(i, mx_at)) mx_at = i;
+  const double mx = logits[mx_at];
+  // Weights by token id, summed in idx_ order (by rank for top-k, by id otherwise).
+  p_.resize(V);
+  double sum = 0;
+  for (int i = 0; i < n; ++i) {
+    const int32_t t = idx_[i];
+    sum += (p_[t] = std::exp((logits[t] - mx) / o_.temperature));
+  }
   if (o_.top_p < 1) {
     // Keep the smallest prefix whose mass reaches top_p (at least one token).
     double cum = 0;
     int keep = n;
     for (int i = 0; i < n; ++i) {
       ensure(i);
-      cum += weight(i) / sum;
+      cum += p_[idx_[i]] / sum;
       if (cum >= o_.top_p) {
         keep = i + 1;
         break;
@@ -146,12 +135,12 @@ int32_t Sampler::Walk(int sorted, int n, double sum, const Less& by_logit) {
     }
     n = keep;
     sum = 0;
-    for (int i = 0; i < n; ++i) sum += weight(i);
+    for (int i = 0; i < n; ++i) sum += p_[idx_[i]];
   }
   double r = NextUniform() * sum;
   for (int i = 0; i < n; ++i) {
     ensure(i);
-    r -= weight(i);
+    r -= p_[idx_[i]];
     if (r < 0) return idx_[i];
   }
   ensure(n - 1);

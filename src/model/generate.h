@@ -35,12 +35,10 @@ class Sampler {
  private:
   uint32_t NextU32();
   double NextUniform();  // [0, 1)
-  template <typename Less>
-  int32_t Walk(int sorted, int n, double sum, const Less& by_logit);
   SamplingOptions o_;
   uint64_t state_, inc_;
   std::vector<int32_t> idx_;  // (vocab) scratch
-  std::vector<double> p_;     // (vocab) scratch
+  std::vector<double> p_;     // (vocab) scratch: weights by token id
 };
 
 struct GenerateOptions {
