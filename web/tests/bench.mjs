@@ -43,6 +43,9 @@ if (existsSync(conceptPath)) {
   positive = c.sentences.positive.slice(0, sentences / 2);
   negative = c.sentences.negative.slice(0, sentences / 2);
   concept = `${conceptPath} (first ${positive.length} positive + ${negative.length} negative)`;
+} else {
+  // Not comparable with the 200-sentence figures: the sample's 50 sentences are short.
+  console.error(`bench: ${conceptPath} not found (set SELFCOND_SHARED_DIR); ranking bench.html's 50-sentence sample`);
 }
 
 const browser = await launchBrowser();
