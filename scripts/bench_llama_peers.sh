@@ -44,6 +44,11 @@ for f in "$CLI" "$BINS/libllama.v0.4.0.so" "$BUNDLE" "$SHARED/tools/peers/nlc_ca
 done
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+# The browser bench fetches the models from a server rooted at the repository.
+if [[ $BROWSER == 1 && "$OUT/" != "$ROOT/"* ]]; then
+  echo "bench_llama_peers.sh: --browser needs --out inside $ROOT (the page fetches the models from there)" >&2
+  exit 2
+fi
 log() { echo "[bench_llama_peers] $*" >&2; }
 
 # 1. The test tokenizers (their vocabularies are padded to each shape's size).

@@ -465,13 +465,13 @@ absl::Status Model::PackForXnnpack(const LoadOptions& opts) {
     spec.k = w->q.k;
     return spec;
   };
+  // The bytes of a matrix's weights in the file (4-bit: two per byte, unpadded; int8: n_pad rows).
+  auto source_bytes = [](const LinearWeights* w) {
+    return w->q4 != nullptr ? size_t{1} * w->q.n * w->q.k / 2 : size_t{1} * w->q.n_pad * w->q.k;
+  };
   // The file's pages of a matrix, dropped once XNNPACK has read (or no longer needs) them.
-  auto drop_source = [this](const LinearWeights* w) {
-    if (w->q4 != nullptr) {
-      file_.DropPages(w->q4, static_cast<size_t>(w->q.n) * w->q.k / 2);
-    } else {
-      file_.DropPages(w->q.q, static_cast<size_t>(w->q.n_pad) * w->q.k);
-    }
+  auto drop_source = [this, source_bytes](const LinearWeights* w) {
+    file_.DropPages(w->q4 != nullptr ? static_cast<const void*>(w->q4) : w->q.q, source_bytes(w));
   };
   const int64_t pack_start = progress_done_;
   std::string cache_path, cache_id;
@@ -505,11 +505,8 @@ absl::Status Model::PackForXnnpack(const LoadOptions& opts) {
   auto packed_or = kernels::xnn::PackedWeights::Create(bound);
   if (!packed_or.ok()) return packed_or.status();
   xnn_ = std::move(*packed_or);
-  auto bytes_of = [](const LinearWeights* w) {
-    return w->q4 != nullptr ? int64_t{w->q.n} * w->q.k / 2 : int64_t{w->q.n_pad} * w->q.k;
-  };
   int64_t all = 0, packed = 0;
-  for (const LinearWeights* w : linears) all += bytes_of(w);
+  for (const LinearWeights* w : linears) all += static_cast<int64_t>(source_bytes(w));
   all = std::max<int64_t>(all, 1);
   for (LinearWeights* w : linears) {
     kernels::xnn::LinearSpec spec = spec_of(w);
@@ -519,7 +516,7 @@ absl::Status Model::PackForXnnpack(const LoadOptions& opts) {
     auto id = xnn_->Add(spec);
     if (!id.ok()) return id.status();
     w->xnn_id = *id;
-    packed += bytes_of(w);
+    packed += static_cast<int64_t>(source_bytes(w));
     const int64_t target =
         pack_start + static_cast<int64_t>(static_cast<double>(file_size_) * packed / all);
     if (!Progress(opts, target - progress_done_)) {
