@@ -22,7 +22,10 @@ namespace selfcond::ops {
 #define SC_MULTIVERSION
 #endif
 
-SC_MULTIVERSION float Dot(const float* a, const float* b, int n) {
+namespace {
+
+// Dot's arithmetic, inlined into each caller (and each target clone of it).
+inline __attribute__((always_inline)) float DotBody(const float* a, const float* b, int n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int j = 0;
   for (; j + 8 <= n; j += 8) {
@@ -33,8 +36,43 @@ SC_MULTIVERSION float Dot(const float* a, const float* b, int n) {
   return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
+// y(kN) += a[t] x_t for t in order, y held in a local array across the rows (every model
+// selfcond runs has 64-float heads).
+template <int kN>
+inline __attribute__((always_inline)) void AxpyRowsFixed(const float* a, const float* x, size_t ldx,
+                                                         int rows, float* y) {
+  float acc[kN];
+  for (int j = 0; j < kN; ++j) acc[j] = y[j];
+  for (int t = 0; t < rows; ++t) {
+    const float* xt = x + static_cast<size_t>(t) * ldx;
+    const float at = a[t];
+    for (int j = 0; j < kN; ++j) acc[j] += at * xt[j];
+  }
+  for (int j = 0; j < kN; ++j) y[j] = acc[j];
+}
+
+}  // namespace
+
+SC_MULTIVERSION float Dot(const float* a, const float* b, int n) { return DotBody(a, b, n); }
+
 SC_MULTIVERSION void Axpy(float a, const float* x, float* y, int n) {
   for (int j = 0; j < n; ++j) y[j] += a * x[j];
+}
+
+SC_MULTIVERSION void DotRows(const float* q, const float* k, size_t ldk, int rows, int n,
+                             float scale, float* out) {
+  for (int t = 0; t < rows; ++t) out[t] = DotBody(q, k + static_cast<size_t>(t) * ldk, n) * scale;
+}
+
+SC_MULTIVERSION void AxpyRows(const float* a, const float* x, size_t ldx, int rows, float* y,
+                              int n) {
+  int j = 0;
+  for (; j + 64 <= n; j += 64) AxpyRowsFixed<64>(a, x + j, ldx, rows, y + j);
+  for (; j < n; ++j) {
+    float s = y[j];
+    for (int t = 0; t < rows; ++t) s += a[t] * x[static_cast<size_t>(t) * ldx + j];
+    y[j] = s;
+  }
 }
 
 namespace {

@@ -341,24 +341,27 @@ void Session::Attention(int l, const float* q, int ldq, int n, float* att) {
       const float* qi = q + static_cast<size_t>(i) * ldq + h * hd;
       // causal: positions 0..p0+i; padding (ForwardPadding): the real tokens before it only
       const int len = attend_limit_ >= 0 ? attend_limit_ : p0 + i + 1;
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int t = 0; t < len; ++t) {
-        const size_t at = static_cast<size_t>(t) * kvd + kv_off;
-        sc[t] = (kc16 ? ops::DotHalf(qi, kc16 + at, hd) : ops::Dot(qi, kc + at, hd)) * inv_sqrt;
-        mx = std::max(mx, sc[t]);
+      if (kc16 != nullptr) {
+        for (int t = 0; t < len; ++t) {
+          sc[t] = ops::DotHalf(qi, kc16 + static_cast<size_t>(t) * kvd + kv_off, hd) * inv_sqrt;
+        }
+      } else {
+        ops::DotRows(qi, kc + kv_off, kvd, len, hd, inv_sqrt, sc);
       }
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int t = 0; t < len; ++t) mx = std::max(mx, sc[t]);
       float sum = 0;
       for (int t = 0; t < len; ++t) sum += (sc[t] = std::exp(sc[t] - mx));
       const float inv = 1.0f / sum;
+      for (int t = 0; t < len; ++t) sc[t] *= inv;
       float* out = att + static_cast<size_t>(i) * H * hd + h * hd;
       std::fill(out, out + hd, 0.0f);
-      for (int t = 0; t < len; ++t) {
-        const size_t at = static_cast<size_t>(t) * kvd + kv_off;
-        if (vc16 != nullptr) {
-          ops::AxpyHalf(sc[t] * inv, vc16 + at, out, hd);
-        } else {
-          ops::Axpy(sc[t] * inv, vc + at, out, hd);
+      if (vc16 != nullptr) {
+        for (int t = 0; t < len; ++t) {
+          ops::AxpyHalf(sc[t], vc16 + static_cast<size_t>(t) * kvd + kv_off, out, hd);
         }
+      } else {
+        ops::AxpyRows(sc, vc + kv_off, kvd, len, out, hd);
       }
     }
   };
